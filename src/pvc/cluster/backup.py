@@ -1,0 +1,54 @@
+"""Whole-cluster backup and restore: every persistent znode as {path: text}.
+
+Ephemeral znodes (session markers, locks, task owners) belong to live sessions and are left out;
+restoring them would fake sessions that do not exist.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pvc.core import schema
+from pvc.core.errors import InvalidInput
+from pvc.core.zk import ZK
+
+
+def backup(zk: ZK) -> dict[str, str]:
+    tree = zk.walk("/")
+    return {
+        path: raw.decode(errors="replace")
+        for path, (raw, ephemeral) in sorted(tree.items())
+        if not ephemeral and path != "/" and not path.startswith("/zookeeper")
+        and not path.startswith(schema.LOCKS + "/")
+    }
+
+
+def restore(zk: ZK, data: Any) -> str:
+    """Write a backup back; refuse one from another schema version, changing nothing."""
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+            if isinstance(data, str):  # PVC's CLI sends the double-encoded body back as is
+                data = json.loads(data)
+        except ValueError as exc:
+            raise InvalidInput(f"cluster_data: not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in data.items()):
+        raise InvalidInput("cluster_data: must be a JSON object of path: value strings")
+    bad = [p for p in data if not p.startswith("/") or p.startswith("/zookeeper") or "//" in p]
+    if bad:
+        raise InvalidInput(f"cluster_data: invalid path {bad[0]!r}")
+    theirs = data.get(schema.SCHEMA_VERSION_PATH)
+    ours = zk.get(schema.SCHEMA_VERSION_PATH, None)
+    if theirs is None:
+        raise InvalidInput("cluster_data: backup has no schema version")
+    if ours is not None and str(ours) != theirs.strip('"'):
+        raise InvalidInput(
+            f"cluster_data: backup schema version {theirs} does not match the cluster's ({ours})"
+        )
+    paths = sorted(data, key=lambda p: (p.count("/"), p))
+    for start in range(0, len(paths), 200):
+        for path in paths[start:start + 200]:
+            zk.put_raw(path, data[path].encode())
+    return "Restore completed successfully"

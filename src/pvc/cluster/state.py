@@ -1,0 +1,121 @@
+"""Cluster-wide state: initialization, maintenance mode and the status summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pvc.cluster import faults as faults_mod
+from pvc.cluster.nodes import load_nodes, primary_node
+from pvc.core import schema
+from pvc.core.errors import Conflict
+from pvc.core.records import ClusterRecord, NodeRecord
+from pvc.core.zk import ZK
+
+
+def get_cluster(zk: ZK) -> ClusterRecord:
+    data = zk.get(schema.CLUSTER, None)
+    return ClusterRecord.model_validate(data) if isinstance(data, dict) else ClusterRecord()
+
+
+def ensure_cluster(zk: ZK, name: str) -> ClusterRecord:
+    """Create the cluster record on first start, or keep its name in sync with the config."""
+    def change(doc: dict[str, Any] | None) -> dict[str, Any]:
+        record = ClusterRecord.model_validate(doc) if doc else ClusterRecord(name=name)
+        return record.model_copy(update={"name": name}).doc()
+
+    return ClusterRecord.model_validate(zk.update(schema.CLUSTER, change, create=True))
+
+
+def initialize(zk: ZK, name: str, overwrite: bool = False) -> str:
+    """Create the base tree; with overwrite, wipe every stored object first."""
+    if zk.exists(schema.CLUSTER) and not overwrite:
+        raise Conflict("The cluster is already initialized; use overwrite to wipe it and start over.")
+    if overwrite:
+        for child in zk.children("/"):
+            if child != "zookeeper":
+                zk.delete("/" + child)
+    schema.migrate(zk)
+    ensure_cluster(zk, name)
+    return "Successfully initialized a new PVC cluster"
+
+
+def set_maintenance(zk: ZK, state: bool) -> str:
+    zk.update(schema.CLUSTER, lambda d: {**(d or ClusterRecord().doc()), "maintenance": state}, create=True)
+    return "Successfully set cluster in maintenance mode" if state else \
+        "Successfully set cluster in normal mode"
+
+
+def _node_health(node: NodeRecord) -> dict[str, Any]:
+    return {
+        "health": node.health if node.health is not None else "None",
+        "messages": [
+            f"{d.get('name')}: {d.get('message')}" for d in node.health_details if d.get("health_delta")
+        ],
+    }
+
+
+def cluster_status(zk: ZK) -> dict[str, Any]:
+    """`GET /status` in PVC's shape; counts of subsystems that come later are zero until then."""
+    cluster = get_cluster(zk)
+    nodes = load_nodes(zk)
+    primary = primary_node(zk)
+    faults = [f for f in faults_mod.load_faults(zk) if f.status == "new"]
+    health = max(0, 100 - sum(f.health_delta for f in faults))
+    node_states: dict[str, int] = {"total": len(nodes)}
+    for node in nodes:
+        combo = f"{node.daemon_state},{node.domain_state}"
+        node_states[combo] = node_states.get(combo, 0) + 1
+    running = [n for n in nodes if n.daemon_state == "run"]
+    mem_total = sum(n.memory.total for n in running)
+    mem_used = sum(n.memory.used for n in running)
+    cpu_total = sum(n.cpu_count for n in running)
+    load = round(sum(n.load for n in running), 2)
+    primary_record = next((n for n in nodes if n.name == primary), None)
+    return {
+        "cluster_name": cluster.name,
+        "cluster_health": {
+            "health": health,
+            "messages": [
+                {"id": f.id, "health_delta": f.health_delta, "text": f.message} for f in faults
+            ],
+        },
+        "node_health": {n.name: _node_health(n) for n in nodes},
+        "maintenance": "true" if cluster.maintenance else "false",
+        "primary_node": primary,
+        "pvc_version": primary_record.pvc_version if primary_record else "",
+        "upstream_ip": cluster.upstream_ip,
+        "nodes": node_states,
+        "vms": {"total": 0},
+        "networks": 0,
+        "osds": {"total": 0},
+        "pools": 0,
+        "volumes": 0,
+        "snapshots": 0,
+        "resources": {
+            "memory": {
+                "total": mem_total,
+                "used": mem_used,
+                "free": sum(n.memory.free for n in running),
+                "allocated": sum(n.memory.allocated for n in running),
+                "provisioned": sum(n.memory.provisioned for n in running),
+                "utilization": round(100 * mem_used / mem_total, 2) if mem_total else 0,
+            },
+            "cpu": {
+                "total": cpu_total,
+                "load": load,
+                "allocated": sum(n.vcpu.allocated for n in running),
+                "utilization": round(100 * load / cpu_total, 2) if cpu_total else 0,
+            },
+            "disk": {"total": 0, "used": 0, "free": 0, "utilization": 0},
+        },
+        "detail": {
+            "node": [
+                {"name": n.name, "daemon_state": n.daemon_state, "coordinator_state": n.coordinator_state,
+                 "domain_state": n.domain_state, "health": n.health if n.health is not None else "None"}
+                for n in nodes
+            ],
+            "vm": [],
+            "osd": [],
+            "faults": [faults_mod.fault_view(f) for f in faults],
+        },
+    }

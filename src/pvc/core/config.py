@@ -1,0 +1,225 @@
+"""The one PVC configuration file (DESIGN D12): YAML, validated on load into typed settings.
+
+Every daemon and the CLI's `local` connection read the same file. A missing or bad key stops
+the program with one message naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pvc.core.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "/etc/pvc/pvc.conf"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClusterSettings(_Section):
+    name: str
+    coordinator_nodes: list[str] = Field(min_length=1)
+    all_nodes: list[str] = Field(default_factory=list)
+
+    @field_validator("coordinator_nodes", "all_nodes")
+    @classmethod
+    def _names(cls, nodes: list[str]) -> list[str]:
+        for node in nodes:
+            if not NAME_RE.match(node):
+                raise ValueError(f"'{node}' is not a valid node name")
+        return nodes
+
+
+class ZooKeeperAuth(_Section):
+    scheme: Literal["digest"] = "digest"
+    username: str
+    password: str
+
+
+class ZooKeeperSettings(_Section):
+    hosts: list[str] = Field(min_length=1, description="host:port of every ensemble member")
+    root: str = "/pvc"
+    session_timeout: float = Field(default=6.0, gt=0.5, le=60)
+    auth: ZooKeeperAuth | None = None
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, root: str) -> str:
+        if not root.startswith("/") or (len(root) > 1 and root.endswith("/")):
+            raise ValueError("must be an absolute path like /pvc without a trailing slash")
+        return root
+
+
+class TimerSettings(_Section):
+    keepalive_interval: float = Field(default=5.0, gt=0, le=60)
+    vm_shutdown_timeout: int = Field(default=180, gt=0)
+    monitoring_interval: int = Field(default=15, gt=0)
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    file: str | None = None
+    stdout: bool = True
+    zookeeper: bool = True
+    node_log_lines: int = Field(default=2000, ge=10, le=20000)
+    console_log_lines: int = Field(default=1000, ge=10, le=20000)
+
+
+class ApiToken(_Section):
+    description: str = ""
+    token: str = Field(min_length=8)
+
+
+class ApiAuthentication(_Section):
+    enabled: bool = False
+    secret_key: str = ""
+    source: Literal["token"] = "token"
+
+
+class ApiListen(_Section):
+    address: str = "127.0.0.1"
+    port: int = Field(default=7370, gt=0, lt=65536)
+
+
+class ApiSSL(_Section):
+    enabled: bool = False
+    certificate: str | None = None
+    private_key: str | None = None
+
+    @model_validator(mode="after")
+    def _files(self) -> ApiSSL:
+        if self.enabled and not (self.certificate and self.private_key):
+            raise ValueError("certificate and private_key are required when ssl is enabled")
+        return self
+
+
+class ApiSettings(_Section):
+    listen: ApiListen = ApiListen()
+    authentication: ApiAuthentication = ApiAuthentication()
+    token: list[ApiToken] = Field(default_factory=list)
+    ssl: ApiSSL = ApiSSL()
+
+    @model_validator(mode="after")
+    def _tokens(self) -> ApiSettings:
+        if self.authentication.enabled and not self.token:
+            raise ValueError("authentication is enabled but no token is configured")
+        return self
+
+
+class WorkerSettings(_Section):
+    concurrency: int = Field(default=3, ge=1, le=64)
+    task_retention_days: int = Field(default=7, ge=1)
+
+
+class SubsystemSettings(_Section):
+    enable_hypervisor: bool = True
+    enable_networking: bool = True
+    enable_storage: bool = True
+    enable_worker: bool = True
+    enable_api: bool = True
+    enable_prometheus: bool = True
+
+
+class PathSettings(_Section):
+    dynamic_directory: str = "/run/pvc"
+    system_log_directory: str = "/var/log/pvc"
+    console_log_directory: str = "/var/log/libvirt"
+    ceph_directory: str = "/etc/ceph"
+
+
+class HypervisorSettings(_Section):
+    libvirt_uri: str = "qemu:///system"
+
+
+class StorageSettings(_Section):
+    ceph_config_file: str = "/etc/ceph/ceph.conf"
+    ceph_keyring_file: str = "/etc/ceph/ceph.client.admin.keyring"
+    timeout: float = Field(default=5.0, gt=0)
+
+
+class MigrationSettings(_Section):
+    target_selector: Literal["mem", "memprov", "load", "vcpus", "vms"] = "mem"
+
+
+class NodeSettings(_Section):
+    name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str | None) -> str | None:
+        if name is not None and not NAME_RE.match(name):
+            raise ValueError(f"'{name}' is not a valid node name")
+        return name
+
+
+class Settings(_Section):
+    cluster: ClusterSettings
+    zookeeper: ZooKeeperSettings
+    node: NodeSettings = NodeSettings()
+    timer: TimerSettings = TimerSettings()
+    logging: LoggingSettings = LoggingSettings()
+    api: ApiSettings = ApiSettings()
+    worker: WorkerSettings = WorkerSettings()
+    subsystem: SubsystemSettings = SubsystemSettings()
+    path: PathSettings = PathSettings()
+    hypervisor: HypervisorSettings = HypervisorSettings()
+    storage: StorageSettings = StorageSettings()
+    migration: MigrationSettings = MigrationSettings()
+    source: str = Field(default="", exclude=True, description="file this was loaded from")
+
+    @property
+    def node_name(self) -> str:
+        return self.node.name or socket.gethostname().split(".")[0]
+
+    @property
+    def is_coordinator(self) -> bool:
+        return self.node_name in self.cluster.coordinator_nodes
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "missing":
+        return f"missing key '{key}'"
+    if kind == "extra_forbidden":
+        return f"unknown key '{key}'"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"key '{key}': {message}"
+
+
+def config_path(path: str | None = None) -> str:
+    return path or os.environ.get("PVC_CONFIG_FILE") or DEFAULT_CONFIG_FILE
+
+
+def load_config(path: str | None = None) -> Settings:
+    """Load and validate; raise ConfigError with one line naming the file and the key."""
+    path = config_path(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: str = "<string>") -> Settings:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the configuration must be a YAML mapping of sections")
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(err) for err in exc.errors())
+        raise ConfigError(f"{path}: invalid configuration: {problems}") from None
+    return settings.model_copy(update={"source": path})

@@ -1,0 +1,110 @@
+"""Typed records stored as JSON documents in ZooKeeper.
+
+Unknown fields are ignored on read so an older daemon can read a newer document during a
+rolling upgrade; the schema module migrates stored data forward.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DaemonState = Literal["init", "run", "shutdown", "stop", "dead", "fenced"]
+CoordinatorState = Literal["primary", "secondary", "takeover", "relinquish", "client"]
+DomainState = Literal["ready", "flush", "flushed", "unflush", "fence-flush"]
+TaskState = Literal["PENDING", "RUNNING", "SUCCESS", "FAILURE", "CANCELLED"]
+
+DAEMON_STATES: tuple[str, ...] = ("init", "run", "shutdown", "stop", "dead", "fenced")
+COORDINATOR_STATES: tuple[str, ...] = ("primary", "secondary", "takeover", "relinquish", "client")
+DOMAIN_STATES: tuple[str, ...] = ("ready", "flush", "flushed", "unflush", "fence-flush")
+TASK_FINISHED: tuple[str, ...] = ("SUCCESS", "FAILURE", "CANCELLED")
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    def doc(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class Memory(Record):
+    total: int = 0
+    used: int = 0
+    free: int = 0
+    allocated: int = 0
+    provisioned: int = 0
+
+
+class VCpu(Record):
+    total: int = 0
+    allocated: int = 0
+
+
+class NodeRecord(Record):
+    """What a node daemon reports about itself (plus the domain state requests of the API)."""
+
+    name: str
+    mode: Literal["coordinator", "hypervisor"] = "hypervisor"
+    daemon_state: DaemonState = "init"
+    coordinator_state: CoordinatorState = "client"
+    domain_state: DomainState = "flushed"
+    pvc_version: str = ""
+    cpu_count: int = 0
+    kernel: str = ""
+    os: str = ""
+    arch: str = ""
+    keepalive: float = 0.0
+    load: float = 0.0
+    cpu_percent: float = 0.0
+    memory: Memory = Field(default_factory=Memory)
+    vcpu: VCpu = Field(default_factory=VCpu)
+    domains_count: int = 0
+    running_domains: list[str] = Field(default_factory=list)
+    health: int | None = 100
+    health_plugins: list[str] = Field(default_factory=list)
+    health_details: list[dict[str, Any]] = Field(default_factory=list)
+    interfaces: dict[str, Any] = Field(default_factory=dict)
+    rss_bytes: int = 0
+    daemon_pid: int = 0
+    session_id: str = ""
+
+
+class ClusterRecord(Record):
+    name: str = ""
+    maintenance: bool = False
+    migration_target_selector: str = "mem"
+    upstream_ip: str = ""
+    created: float = Field(default_factory=time.time)
+
+
+class FaultRecord(Record):
+    id: str
+    first_reported: str
+    last_reported: str
+    acknowledged_at: str = ""
+    status: Literal["new", "ack"] = "new"
+    health_delta: int = 0
+    message: str = ""
+
+
+class TaskRecord(Record):
+    id: str
+    kind: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    target: str = "primary"          # a node name, or "primary" (resolved when a worker claims it)
+    state: TaskState = "PENDING"
+    current: int = 0
+    total: int = 1
+    status: str = "Pending job start"
+    result: Any = None
+    worker: str = ""                 # node whose worker claimed it
+    created: float = Field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    cancel_requested: bool = False
+
+    @property
+    def finished_state(self) -> bool:
+        return self.state in TASK_FINISHED

@@ -1,0 +1,111 @@
+"""Every ZooKeeper path PVC uses, the schema version and its forward migrations (DESIGN D3).
+
+Paths are relative to the configured root (a kazoo chroot, `/pvc` by default). One znode holds
+one object as a JSON document; high-churn data (logs, task logs) has its own znode.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from kazoo.exceptions import NodeExistsError
+
+from pvc.core.zk import ZK
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+SCHEMA = "/schema"
+SCHEMA_VERSION_PATH = "/schema/version"
+SCHEMA_LOCK = "/locks/schema"
+
+CONFIG = "/config"
+CLUSTER = "/config/cluster"              # {name, maintenance, migration_target_selector, ...}
+PRIMARY_NODE = "/config/primary_node"    # name of the current primary (written by it), or "none"
+PRIMARY_REQUEST = "/config/primary_request"  # hand-over request {node, exclude, time}
+PRIMARY_ELECTION = "/locks/primary"      # kazoo Lock: its holder is the primary coordinator
+
+NODES = "/nodes"
+LOGS = "/logs"
+FAULTS = "/faults"
+TASKS = "/tasks"
+TASK_LOGS = "/tasklogs"
+LOCKS = "/locks"
+
+# Trees a fresh cluster starts with; backup/restore covers everything under the root.
+BASE_PATHS = (SCHEMA, CONFIG, NODES, LOGS, FAULTS, TASKS, TASK_LOGS, LOCKS)
+
+
+def node(name: str) -> str:
+    """Node document: static facts, daemon/coordinator/domain state, keepalive figures."""
+    return f"{NODES}/{name}"
+
+
+def node_alive(name: str) -> str:
+    """Ephemeral: exists while the node daemon's ZooKeeper session is alive."""
+    return f"{NODES}/{name}/alive"
+
+
+def node_log(name: str) -> str:
+    return f"{LOGS}/{name}"
+
+
+def fault(fault_id: str) -> str:
+    return f"{FAULTS}/{fault_id}"
+
+
+def task(task_id: str) -> str:
+    return f"{TASKS}/{task_id}"
+
+
+def task_owner(task_id: str) -> str:
+    """Ephemeral: created atomically with the RUNNING state by the worker that runs the task."""
+    return f"{TASKS}/{task_id}/owner"
+
+
+def task_log(task_id: str) -> str:
+    return f"{TASK_LOGS}/{task_id}"
+
+
+# -- migrations ---------------------------------------------------------------------------------
+
+Migration = Callable[[ZK], None]
+
+
+def _v1(zk: ZK) -> None:
+    for path in BASE_PATHS:
+        zk.ensure(path)
+    if not zk.exists(PRIMARY_NODE):
+        zk.create(PRIMARY_NODE, "none")
+
+
+# MIGRATIONS[n] upgrades a tree at version n to version n+1.
+MIGRATIONS: dict[int, Migration] = {0: _v1}
+
+
+def current_version(zk: ZK) -> int:
+    value = zk.get(SCHEMA_VERSION_PATH, None)
+    return int(value) if value is not None else 0
+
+
+def migrate(zk: ZK, target: int = SCHEMA_VERSION) -> int:
+    """Bring the tree up to `target` once, under a lock, whoever calls first; return the version."""
+    if current_version(zk) >= target:
+        return current_version(zk)
+    zk.ensure(LOCKS)
+    lock = zk.client.Lock(SCHEMA_LOCK, "schema")
+    with lock:
+        version = current_version(zk)
+        while version < target:
+            log.info("migrating ZooKeeper schema %d -> %d", version, version + 1)
+            MIGRATIONS[version](zk)
+            version += 1
+            try:
+                zk.put(SCHEMA_VERSION_PATH, version)
+            except NodeExistsError:
+                zk.put(SCHEMA_VERSION_PATH, version)
+    if version > target:
+        raise RuntimeError(f"ZooKeeper schema {version} is newer than this PVC ({target}); upgrade PVC")
+    return version

@@ -1,0 +1,346 @@
+"""ZooKeeper session: connection handling, retries, JSON documents, CAS writes, pipelined reads.
+
+Everything PVC knows lives in ZooKeeper (DESIGN D1). This wrapper is the only place that
+talks to kazoo directly, so retry and error policy is decided once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    BadVersionError,
+    ConnectionLoss,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+    OperationTimeoutError,
+    SessionExpiredError,
+)
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import KazooState, ZnodeStat
+from kazoo.retry import KazooRetry, RetryFailedError
+from kazoo.security import make_digest_acl
+
+from pvc.core.errors import ClusterUnavailable, Conflict
+
+log = logging.getLogger(__name__)
+
+Json = Any
+_MISSING = object()
+
+
+class Document:
+    """A JSON value read from a znode together with the version needed to CAS it back."""
+
+    __slots__ = ("data", "path", "version")
+
+    def __init__(self, path: str, data: Json, version: int) -> None:
+        self.path, self.data, self.version = path, data, version
+
+
+def encode(value: Json) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode(raw: bytes | None) -> Json:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+class ZK:
+    """A kazoo session with PVC's policy: reconnect forever, retry idempotent calls on loss."""
+
+    def __init__(
+        self,
+        hosts: Iterable[str],
+        root: str = "/pvc",
+        session_timeout: float = 6.0,
+        auth: tuple[str, str] | None = None,
+        read_only: bool = False,
+    ) -> None:
+        chroot = "" if root == "/" else root
+        self.hosts = ",".join(hosts) + chroot
+        self.root = root
+        acl = None
+        auth_data = None
+        if auth:
+            user, password = auth
+            auth_data = [("digest", f"{user}:{password}")]
+            acl = [make_digest_acl(user, password, all=True)]
+        self.client = KazooClient(
+            hosts=self.hosts,
+            timeout=session_timeout,
+            connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0, "backoff": 1.5},
+            command_retry={"max_tries": 3, "delay": 0.1, "max_delay": 1.0},
+            auth_data=auth_data,
+            default_acl=acl,
+            read_only=read_only,
+        )
+        self._retry = KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0, deadline=30, ignore_expire=False)
+        self._listeners: list[Callable[[KazooState], None]] = []
+        self.client.add_listener(self._on_state)
+        self.lost = threading.Event()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ZK:
+        zk = settings.zookeeper
+        auth = (zk.auth.username, zk.auth.password) if zk.auth else None
+        return cls(zk.hosts, zk.root, zk.session_timeout, auth)
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 15.0) -> ZK:
+        try:
+            self.client.start(timeout=timeout)
+        except KazooTimeoutError:
+            self.client.stop()
+            raise ClusterUnavailable(f"cannot connect to ZooKeeper at {self.hosts}") from None
+        if self.root != "/":
+            # The chroot itself must exist; create it through a root-level client.
+            self._ensure_chroot()
+        return self
+
+    def _ensure_chroot(self) -> None:
+        if self.client.exists("/") is not None:
+            return
+        bare = KazooClient(hosts=self.hosts.split("/", 1)[0], auth_data=self.client.auth_data or None,
+                           default_acl=self.client.default_acl)
+        bare.start(timeout=10)
+        try:
+            bare.ensure_path(self.root)
+        finally:
+            bare.stop()
+            bare.close()
+
+    def stop(self) -> None:
+        try:
+            self.client.stop()
+        finally:
+            self.client.close()
+
+    @property
+    def connected(self) -> bool:
+        return self.client.state == KazooState.CONNECTED
+
+    @property
+    def session_id(self) -> int | None:
+        session = self.client.client_id
+        return session[0] if session else None
+
+    def add_listener(self, fn: Callable[[KazooState], None]) -> None:
+        self._listeners.append(fn)
+
+    def _on_state(self, state: KazooState) -> None:
+        log.info("zookeeper session %s", state.lower())
+        if state == KazooState.LOST:
+            self.lost.set()
+        elif state == KazooState.CONNECTED:
+            self.lost.clear()
+        for fn in self._listeners:
+            try:
+                fn(state)
+            except Exception:  # a listener must never break kazoo's connection thread
+                log.exception("zookeeper state listener failed")
+
+    def retry(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run fn, retrying on connection loss; map a final failure to ClusterUnavailable."""
+        try:
+            return self._retry.copy()(fn, *args, **kwargs)
+        except (RetryFailedError, ConnectionLoss, OperationTimeoutError, SessionExpiredError,
+                KazooTimeoutError) as exc:
+            raise ClusterUnavailable(f"ZooKeeper unavailable: {type(exc).__name__}") from None
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def exists(self, path: str) -> bool:
+        return self.retry(self.client.exists, path) is not None
+
+    def get(self, path: str, default: Json = _MISSING) -> Json:
+        doc = self.get_doc(path)
+        if doc is None:
+            if default is _MISSING:
+                raise NoNodeError(path)
+            return default
+        return doc.data
+
+    def get_doc(self, path: str) -> Document | None:
+        try:
+            raw, stat = self.retry(self.client.get, path)
+        except NoNodeError:
+            return None
+        return Document(path, decode(raw), stat.version)
+
+    def get_raw(self, path: str) -> tuple[bytes, ZnodeStat] | None:
+        try:
+            return self.retry(self.client.get, path)
+        except NoNodeError:
+            return None
+
+    def children(self, path: str) -> list[str]:
+        try:
+            return sorted(self.retry(self.client.get_children, path))
+        except NoNodeError:
+            return []
+
+    def get_many(self, paths: list[str]) -> dict[str, Json]:
+        """Fetch many znodes in one pipelined round (missing ones map to None)."""
+        return self.retry(self._get_many_once, paths)
+
+    def _get_many_once(self, paths: list[str]) -> dict[str, Json]:
+        pending = [(path, self.client.get_async(path)) for path in paths]
+        result: dict[str, Json] = {}
+        for path, async_result in pending:
+            try:
+                raw, _stat = async_result.get(timeout=10)
+            except NoNodeError:
+                result[path] = None
+                continue
+            result[path] = decode(raw)
+        return result
+
+    def children_many(self, paths: list[str]) -> dict[str, list[str]]:
+        def once() -> dict[str, list[str]]:
+            pending = [(path, self.client.get_children_async(path)) for path in paths]
+            out: dict[str, list[str]] = {}
+            for path, async_result in pending:
+                try:
+                    out[path] = sorted(async_result.get(timeout=10))
+                except NoNodeError:
+                    out[path] = []
+            return out
+
+        return self.retry(once)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def create(self, path: str, value: Json = None, ephemeral: bool = False, sequence: bool = False,
+               makepath: bool = True, raw: bytes | None = None) -> str:
+        data = raw if raw is not None else (b"" if value is None else encode(value))
+        return self.retry(self.client.create, path, data, ephemeral=ephemeral, sequence=sequence,
+                          makepath=makepath)
+
+    def put(self, path: str, value: Json, version: int = -1) -> None:
+        """Write (creating if missing) a JSON document; with version, only over that version."""
+        data = encode(value)
+
+        def once() -> None:
+            try:
+                self.client.set(path, data, version=version)
+            except NoNodeError:
+                if version not in (-1,):
+                    raise
+                try:
+                    self.client.create(path, data, makepath=True)
+                except NodeExistsError:
+                    self.client.set(path, data)
+
+        self.retry(once)
+
+    def put_raw(self, path: str, data: bytes) -> None:
+        def once() -> None:
+            try:
+                self.client.set(path, data)
+            except NoNodeError:
+                self.client.create(path, data, makepath=True)
+
+        self.retry(once)
+
+    def update(self, path: str, fn: Callable[[Json], Json], create: bool = False,
+               attempts: int = 50) -> Json:
+        """Compare-and-set loop: fn(current) returns the new value (or raises to abort)."""
+        for _ in range(attempts):
+            doc = self.get_doc(path)
+            if doc is None:
+                if not create:
+                    raise NoNodeError(path)
+                new = fn(None)
+                try:
+                    self.retry(self.client.create, path, encode(new), makepath=True)
+                    return new
+                except NodeExistsError:
+                    continue
+            new = fn(doc.data)
+            if new == doc.data:
+                return new
+            try:
+                self.retry(self.client.set, path, encode(new), version=doc.version)
+                return new
+            except BadVersionError:
+                continue
+        raise Conflict(f"{path}: too many concurrent updates, try again")
+
+    def delete(self, path: str, recursive: bool = True) -> bool:
+        try:
+            self.retry(self.client.delete, path, recursive=recursive)
+            return True
+        except NoNodeError:
+            return False
+        except NotEmptyError:
+            # Children appeared between listing and deleting; try once more.
+            self.retry(self.client.delete, path, recursive=True)
+            return True
+
+    def ensure(self, path: str) -> None:
+        self.retry(self.client.ensure_path, path)
+
+    def transaction(self) -> Any:
+        return self.client.transaction()
+
+    def commit(self, tx: Any) -> list[Any]:
+        """Commit a kazoo transaction; raise the first real error (rollbacks are secondary)."""
+        results = self.retry(tx.commit)
+        for item in results:
+            if isinstance(item, Exception) and not type(item).__name__ == "RolledBackError":
+                raise item
+        return results
+
+    # -- bulk ----------------------------------------------------------------------------------
+
+    def walk(self, path: str = "/") -> dict[str, tuple[bytes, bool]]:
+        """Every znode below path as (raw data, is_ephemeral), read level by level, pipelined."""
+        out: dict[str, tuple[bytes, bool]] = {}
+        level = [path]
+        while level:
+            datas = self.retry(self._raw_many, level)
+            kids = self.children_many(level)
+            out.update(datas)
+            level = [_join(parent, child) for parent in level for child in kids.get(parent, [])]
+        return out
+
+    def _raw_many(self, paths: list[str]) -> dict[str, tuple[bytes, bool]]:
+        pending = [(p, self.client.get_async(p)) for p in paths]
+        result: dict[str, tuple[bytes, bool]] = {}
+        for p, async_result in pending:
+            try:
+                raw, stat = async_result.get(timeout=10)
+            except NoNodeError:
+                continue
+            result[p] = (raw or b"", stat.ephemeralOwner != 0)
+        return result
+
+
+def _join(parent: str, child: str) -> str:
+    return f"{parent.rstrip('/')}/{child}"
+
+
+__all__ = [
+    "ZK",
+    "BadVersionError",
+    "Document",
+    "KazooException",
+    "NoNodeError",
+    "NodeExistsError",
+    "decode",
+    "encode",
+]
