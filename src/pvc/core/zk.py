@@ -25,6 +25,7 @@ from kazoo.exceptions import (
 )
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState, ZnodeStat
+from kazoo.recipe.cache import TreeCache
 from kazoo.retry import KazooRetry, RetryFailedError
 from kazoo.security import make_digest_acl
 
@@ -91,6 +92,7 @@ class ZK:
         self._listeners: list[Callable[[KazooState], None]] = []
         self.client.add_listener(self._on_state)
         self.lost = threading.Event()
+        self._caches: dict[str, TreeCache] = {}
 
     @classmethod
     def from_settings(cls, settings: Any) -> ZK:
@@ -124,6 +126,9 @@ class ZK:
             bare.close()
 
     def stop(self) -> None:
+        for tree in self._caches.values():
+            tree.close()
+        self._caches.clear()
         try:
             self.client.stop()
         finally:
@@ -160,6 +165,34 @@ class ZK:
         except (RetryFailedError, ConnectionLoss, OperationTimeoutError, SessionExpiredError,
                 KazooTimeoutError) as exc:
             raise ClusterUnavailable(f"ZooKeeper unavailable: {type(exc).__name__}") from None
+
+    # -- watched caches ------------------------------------------------------------------------
+
+    def cache(self, parent: str) -> None:
+        """Keep a watch-driven copy of parent's children, so hot lists need no round trips.
+
+        Long-running readers (the API) call this; lists then serve from memory, while single
+        reads and CAS updates still go to the server, so a write is never based on stale data.
+        """
+        if parent not in self._caches:
+            tree = TreeCache(self.client, parent)
+            tree.start()
+            self._caches[parent] = tree
+
+    def cached_children_docs(self, parent: str) -> dict[str, Json] | None:
+        """{child: decoded data} from the cache of parent, or None when none is live."""
+        tree = self._caches.get(parent)
+        if tree is None or not self.connected or tree._state != TreeCache.STATE_STARTED:
+            return None
+        children = tree.get_children(parent)
+        if children is None:
+            return None
+        out: dict[str, Json] = {}
+        for child in children:
+            node = tree.get_data(f"{parent}/{child}")
+            if node is not None:
+                out[child] = decode(node.data)
+        return out
 
     # -- reads ---------------------------------------------------------------------------------
 

@@ -1,0 +1,329 @@
+"""pvcnoded: the node daemon. Registers the node, keeps it alive, elects the primary.
+
+Later subsystems (VMs, networks, storage) plug in as reconcilers; this module owns the node's
+own document in ZooKeeper. Every write to it goes through `_write_doc`, a compare-and-set on
+the version this daemon last wrote, so requests the API records in the same document (flush,
+ready) are never overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
+from kazoo.protocol.states import KazooState
+
+from pvc import __version__
+from pvc.cluster.state import ensure_cluster
+from pvc.core import schema
+from pvc.core.config import Settings, load_config
+from pvc.core.errors import ClusterUnavailable, ConfigError
+from pvc.core.logs import configure_logging
+from pvc.core.records import NodeRecord
+from pvc.core.zk import ZK, encode
+from pvc.node import sysinfo
+from pvc.node.election import PrimaryElection
+from pvc.node.zklog import ZooKeeperLogHandler
+
+log = logging.getLogger("pvcnoded")
+
+Hook = Callable[[], None]
+
+
+class NodeDaemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.name = settings.node_name
+        self.coordinator = settings.is_coordinator
+        self.interval = settings.timer.keepalive_interval
+        self.zk = ZK.from_settings(settings)
+        self.stopping = threading.Event()
+        self._doc_lock = threading.Lock()
+        self._version: int | None = None
+        self._session: int | None = None
+        self._domain_busy = threading.Lock()
+        self.election: PrimaryElection | None = None
+        self.keepalives = 0
+        # Subsystems register what must happen on flush/unflush and on primary changes.
+        self.flush_hooks: list[Hook] = []
+        self.unflush_hooks: list[Hook] = []
+        self.primary_hooks: list[Hook] = []
+        self.secondary_hooks: list[Hook] = []
+        self.log_handler = ZooKeeperLogHandler(self.name, settings.logging.node_log_lines)
+        if settings.logging.zookeeper:
+            logging.getLogger().addHandler(self.log_handler)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        log.info("pvcnoded %s starting on node %s (%s)", __version__, self.name,
+                 "coordinator" if self.coordinator else "hypervisor")
+        if self.settings.zookeeper.session_timeout >= 2 * self.interval:
+            log.warning("zookeeper.session_timeout (%.1fs) is not below 2 keepalive intervals; "
+                        "primary failover will take longer", self.settings.zookeeper.session_timeout)
+        if not self._connect():
+            return 1
+        schema.migrate(self.zk)
+        self.zk.add_listener(self._on_session)
+        self.register()
+        self.zk.client.DataWatch(schema.node(self.name), self._on_doc)
+        if self.coordinator:
+            self.election = PrimaryElection(self.zk, self.name, self._may_contend,
+                                            self._become_primary, self._become_secondary)
+            self.election.start()
+        keepalive = threading.Thread(target=self._keepalive_loop, name="keepalive", daemon=True)
+        keepalive.start()
+        self.stopping.wait()
+        self.shutdown()
+        keepalive.join(self.interval + 5)
+        return 0
+
+    def _connect(self) -> bool:
+        while not self.stopping.is_set():
+            try:
+                self.zk.start(timeout=10)
+                return True
+            except ClusterUnavailable as exc:
+                log.warning("%s; retrying", exc.message)
+                self.stopping.wait(2)
+        return False
+
+    def request_stop(self, *_args: Any) -> None:
+        log.info("stop requested")
+        self.stopping.set()
+
+    def shutdown(self) -> None:
+        """Clean stop: hand the primary role away first, then report `stop` and leave."""
+        log.info("shutting down")
+        try:
+            self._write_doc(lambda d: {**d, "daemon_state": "shutdown"})
+        except Exception:
+            log.exception("could not record shutdown state")
+        if self.election:
+            self.election.stop(handover=True, timeout=30)
+        try:
+            final = "secondary" if self.coordinator else "client"
+            self._write_doc(lambda d: {**d, "daemon_state": "stop", "coordinator_state": final,
+                                       "keepalive": time.time()})
+            self.log_handler.flush_to(self.zk)
+            self.zk.delete(schema.node_alive(self.name))
+        except Exception:
+            log.exception("could not record stop state")
+        self.zk.stop()
+
+    # -- registration ------------------------------------------------------------------------------
+
+    def register(self) -> None:
+        """Create or refresh this node's document and its session marker."""
+        static = sysinfo.static_data()
+        mode = "coordinator" if self.coordinator else "hypervisor"
+
+        def change(doc: dict[str, Any] | None) -> dict[str, Any]:
+            record = NodeRecord.model_validate(doc) if doc else NodeRecord(name=self.name)
+            return record.model_copy(update={
+                "mode": mode,
+                "daemon_state": "init",
+                "coordinator_state": "secondary" if self.coordinator else "client",
+                "pvc_version": __version__,
+                "daemon_pid": os.getpid(),
+                "session_id": f"{self.zk.session_id or 0:x}",
+                **static,
+            }).doc()
+
+        self.zk.update(schema.node(self.name), change, create=True)
+        self._version = None
+        self._session = self.zk.session_id
+        self._mark_alive()
+        log.info("registered node %s", self.name)
+
+    def _mark_alive(self) -> None:
+        try:
+            self.zk.create(schema.node_alive(self.name), {"pid": os.getpid()}, ephemeral=True)
+        except NodeExistsError:
+            raw = self.zk.get_raw(schema.node_alive(self.name))
+            # A marker from our own previous session may linger until that session expires.
+            if raw is not None and raw[1].ephemeralOwner != self.zk.session_id:
+                self.zk.delete(schema.node_alive(self.name))
+                self.zk.create(schema.node_alive(self.name), {"pid": os.getpid()}, ephemeral=True)
+
+    def _on_session(self, state: KazooState) -> None:
+        if state == KazooState.CONNECTED:
+            threading.Thread(target=self._after_reconnect, daemon=True).start()
+
+    def _after_reconnect(self) -> None:
+        if self.stopping.is_set() or self.zk.session_id == self._session:
+            return
+        log.warning("new ZooKeeper session; re-registering")
+        try:
+            self._session = self.zk.session_id
+            self._mark_alive()
+            self._write_doc(lambda d: {**d, "session_id": f"{self.zk.session_id or 0:x}"})
+        except Exception:
+            log.exception("re-registration failed; will retry at the next keepalive")
+            self._session = None
+
+    # -- the node document ---------------------------------------------------------------------------
+
+    def _write_doc(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """CAS on the last version we saw; re-read only when someone else wrote in between."""
+        path = schema.node(self.name)
+        with self._doc_lock:
+            for _ in range(20):
+                if self._version is None:
+                    raw = self.zk.get_raw(path)
+                    if raw is None:
+                        raise NoNodeError(path)
+                    self._current = NodeRecord.model_validate_json(raw[0]).doc()
+                    self._version = raw[1].version
+                new = change(dict(self._current))
+                try:
+                    stat = self.zk.retry(self.zk.client.set, path, encode(new), version=self._version)
+                except BadVersionError:
+                    self._version = None
+                    continue
+                self._current, self._version = new, stat.version
+                return new
+        raise ClusterUnavailable(f"{path}: could not write after repeated conflicts")
+
+    def _on_doc(self, data: bytes | None, stat: Any) -> None:
+        """React to flush/ready requests the API recorded in our document."""
+        if not data or self.stopping.is_set():
+            return
+        try:
+            state = NodeRecord.model_validate_json(data).domain_state
+        except ValueError:
+            return
+        if state in ("flush", "unflush") and self._domain_busy.acquire(blocking=False):
+            threading.Thread(target=self._change_domain_state, args=(state,), daemon=True).start()
+
+    def _change_domain_state(self, state: str) -> None:
+        try:
+            hooks, final = (self.flush_hooks, "flushed") if state == "flush" else \
+                (self.unflush_hooks, "ready")
+            log.info("%s started", "flush" if state == "flush" else "unflush")
+            for hook in hooks:
+                hook()
+            self._write_doc(lambda d: {**d, "domain_state": final} if d.get("domain_state") == state else d)
+            log.info("domain state is now %s", final)
+        except Exception:
+            log.exception("domain state change to %s failed", state)
+        finally:
+            self._domain_busy.release()
+
+    # -- keepalive ---------------------------------------------------------------------------------------
+
+    def _keepalive_loop(self) -> None:
+        next_run = time.monotonic()
+        while not self.stopping.is_set():
+            try:
+                self.keepalive()
+            except (ClusterUnavailable, KazooException) as exc:
+                log.warning("keepalive failed: %s", exc)
+            except Exception:
+                log.exception("keepalive failed")
+            next_run += self.interval
+            delay = next_run - time.monotonic()
+            if delay < 0:  # fell behind (e.g. ZooKeeper outage): realign, don't burst
+                next_run, delay = time.monotonic(), 0
+            self.stopping.wait(delay)
+
+    def keepalive(self) -> None:
+        if self._session is None and self.zk.connected:
+            self._after_reconnect()
+        figures = sysinfo.resource_figures()
+
+        def change(doc: dict[str, Any]) -> dict[str, Any]:
+            state = doc.get("daemon_state")
+            if state in ("init", "dead", "stop"):
+                state = "run"
+            memory = {**doc.get("memory", {}), "total": figures["memory_total"],
+                      "used": figures["memory_used"], "free": figures["memory_free"]}
+            vcpu = {**doc.get("vcpu", {}), "total": doc.get("cpu_count", 0)}
+            return {**doc, "daemon_state": state, "keepalive": time.time(), "load": figures["load"],
+                    "cpu_percent": figures["cpu_percent"], "memory": memory, "vcpu": vcpu,
+                    "rss_bytes": figures["rss_bytes"]}
+
+        self._write_doc(change)
+        self.log_handler.flush_to(self.zk)
+        self.keepalives += 1
+        if self.election and self.election.is_primary:
+            self._primary_keepalive()
+
+    def _primary_keepalive(self) -> None:
+        if self.zk.get(schema.PRIMARY_NODE, None) != self.name:
+            self.zk.put(schema.PRIMARY_NODE, self.name)
+
+    # -- primary role ------------------------------------------------------------------------------------
+
+    def _may_contend(self) -> bool:
+        return not self.stopping.is_set() and getattr(self, "_current", {}).get("daemon_state") == "run"
+
+    def _become_primary(self) -> None:
+        log.info("taking over as primary coordinator")
+        self._write_doc(lambda d: {**d, "coordinator_state": "takeover"})
+        self.zk.put(schema.PRIMARY_NODE, self.name)
+        ensure_cluster(self.zk, self.settings.cluster.name)
+        self._clear_stale_primaries()
+        for hook in self.primary_hooks:
+            hook()
+        self._write_doc(lambda d: {**d, "coordinator_state": "primary"})
+        log.info("now primary coordinator")
+
+    def _become_secondary(self) -> None:
+        log.info("relinquishing primary coordinator role")
+        try:
+            self._write_doc(lambda d: {**d, "coordinator_state": "relinquish"})
+        except (ClusterUnavailable, KazooException):
+            pass
+        for hook in self.secondary_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("secondary hook failed")
+        try:
+            if self.zk.get(schema.PRIMARY_NODE, None) == self.name:
+                self.zk.put(schema.PRIMARY_NODE, "none")
+            self._write_doc(lambda d: {**d, "coordinator_state": "secondary"})
+        except (ClusterUnavailable, KazooException):
+            log.warning("could not record secondary state (ZooKeeper unavailable)")
+        log.info("now secondary coordinator")
+
+    def _clear_stale_primaries(self) -> None:
+        """A primary that died without stepping down still says so in its document: correct it."""
+        for name in self.zk.children(schema.NODES):
+            if name == self.name or self.zk.exists(schema.node_alive(name)):
+                continue
+
+            def change(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+                if doc and doc.get("coordinator_state") in ("primary", "takeover", "relinquish"):
+                    return {**doc, "coordinator_state": "secondary"}
+                return doc
+
+            try:
+                self.zk.update(schema.node(name), change)
+            except NoNodeError:
+                continue
+
+
+def main() -> None:
+    try:
+        settings = load_config()
+    except ConfigError as exc:
+        print(f"pvcnoded: {exc}", file=sys.stderr)
+        sys.exit(1)
+    configure_logging(settings, "pvcnoded")
+    daemon = NodeDaemon(settings)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, daemon.request_stop)
+    sys.exit(daemon.run())
+
+
+if __name__ == "__main__":
+    main()

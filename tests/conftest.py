@@ -1,0 +1,199 @@
+"""Shared fixtures: a real ZooKeeper server, per-test cluster roots, config files, daemons.
+
+One private ZooKeeper (Debian's jars, loopback, free port) serves the whole run; every test gets
+its own chroot so tests never see each other's state.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from pvc.core import schema
+from pvc.core.zk import ZK
+from pvc.core.zkserver import ZooKeeperServer, free_port
+
+API_TOKEN = "test-token-0123456789"
+
+
+@pytest.fixture(scope="session")
+def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
+    server = ZooKeeperServer(tmp_path_factory.mktemp("zookeeper"), free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def zk_root() -> str:
+    return f"/test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def zk(zk_server: ZooKeeperServer, zk_root: str) -> Iterator[ZK]:
+    """A session on a fresh, migrated cluster root."""
+    client = ZK([zk_server.address], zk_root, session_timeout=6).start()
+    schema.migrate(client)
+    yield client
+    client.stop()
+
+
+def write_config(path: Path, zk_hosts: list[str], root: str, node: str = "hv1",
+                 coordinators: tuple[str, ...] = ("hv1", "hv2", "hv3"), **sections: Any) -> Path:
+    """A pvc.conf for tests; keyword sections are merged over the defaults."""
+    config: dict[str, Any] = {
+        "cluster": {"name": "test", "coordinator_nodes": list(coordinators)},
+        "zookeeper": {"hosts": zk_hosts, "root": root, "session_timeout": 4},
+        "node": {"name": node},
+        "timer": {"keepalive_interval": 1},
+        "logging": {"level": "info", "stdout": True},
+        "api": {
+            "listen": {"address": "127.0.0.1", "port": free_port()},
+            "authentication": {"enabled": True, "secret_key": "s3cret"},
+            "token": [{"description": "tests", "token": API_TOKEN}],
+        },
+        "hypervisor": {"libvirt_uri": "test:///default"},
+        "path": {"dynamic_directory": str(path.parent / "run")},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Daemon:
+    """A PVC daemon (`python -m <module>`) as a real process with its own config file."""
+
+    def __init__(self, module: str, config: Path, log: Path) -> None:
+        self.module, self.config, self.log = module, config, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        env = {**os.environ, "PVC_CONFIG_FILE": str(self.config), "PYTHONUNBUFFERED": "1"}
+        out = open(self.log, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module], env=env, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            assert self.proc is not None
+            os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if not self.running:
+            return self.proc.returncode if self.proc else None
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        if self.running:
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Collects daemons a test starts and kills whatever is still running at the end."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.fixture
+def config_factory(tmp_path: Path, zk_server: ZooKeeperServer, zk_root: str):
+    def make(node: str = "hv1", **sections: Any) -> Path:
+        directory = tmp_path / node
+        directory.mkdir(exist_ok=True)
+        return write_config(directory / "pvc.conf", [zk_server.address], zk_root, node=node, **sections)
+
+    return make
+
+
+def start_daemon(daemons: list[Daemon], module: str, config: Path) -> Daemon:
+    daemon = Daemon(module, config, config.parent / f"{module.rsplit('.', 2)[1]}.log").start()
+    daemons.append(daemon)
+    return daemon
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, message: str = "condition"):
+    """Poll until predicate() is truthy; return its value (not a timing assertion: a deadline)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+class Api:
+    """A running pvcapid and an HTTP client for it."""
+
+    def __init__(self, daemon: Daemon, base: str) -> None:
+        self.daemon = daemon
+        self.base = base
+        self.http = httpx.Client(base_url=base + "/api/v1", headers={"X-Api-Key": API_TOKEN}, timeout=30)
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.http.get(path, **kw)
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        return self.http.post(path, **kw)
+
+    def put(self, path: str, **kw: Any) -> httpx.Response:
+        return self.http.put(path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> httpx.Response:
+        return self.http.delete(path, **kw)
+
+
+@pytest.fixture
+def api(daemons: list[Daemon], config_factory, zk: ZK) -> Iterator[Api]:
+    """pvcapid as a real process on a free loopback port, against this test's cluster root."""
+    config = config_factory("hv1")
+    settings = yaml.safe_load(config.read_text())
+    daemon = start_daemon(daemons, "pvc.api.daemon", config)
+    base = f"http://127.0.0.1:{settings['api']['listen']['port']}"
+
+    def up() -> bool:
+        if not daemon.running:
+            raise AssertionError(f"pvcapid exited:\n{daemon.output()}")
+        try:
+            return httpx.get(base + "/api/v1/", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, 30, message="pvcapid to answer")
+    client = Api(daemon, base)
+    yield client
+    client.http.close()
+    daemon.stop()
