@@ -169,18 +169,29 @@ def claim(zk: ZK, task: TaskRecord, version: int, node: str) -> TaskRecord | Non
     return running
 
 
-def update(zk: ZK, task_id: str, **fields: Any) -> TaskRecord:
+class TaskLost(Exception):
+    """The task is no longer ours (reaped after our session was lost, or deleted)."""
+
+
+def _ours(doc: dict[str, Any] | None, task_id: str, node: str) -> dict[str, Any]:
+    if doc is None or doc.get("state") != "RUNNING" or doc.get("worker") != node:
+        raise TaskLost(f"task {task_id} is no longer running on {node}")
+    return doc
+
+
+def update(zk: ZK, task_id: str, node: str, **fields: Any) -> TaskRecord:
     """Update a running task's progress fields; returns the stored record (with cancel flag)."""
-    doc = zk.update(schema.task(task_id), lambda d: {**d, **fields})
+    doc = zk.update(schema.task(task_id), lambda d: {**_ours(d, task_id, node), **fields})
     return TaskRecord.model_validate(doc)
 
 
-def finish(zk: ZK, task_id: str, state: str, status: str, result: Any = None) -> None:
+def finish(zk: ZK, task_id: str, node: str, state: str, status: str, result: Any = None) -> None:
+    """Record the outcome, unless the task was meanwhile declared lost (then TaskLost)."""
     if state not in TASK_FINISHED:
         raise InvalidInput(f"not a final task state: {state}")
 
     def change(doc: dict[str, Any]) -> dict[str, Any]:
-        new = {**doc, "state": state, "status": status, "finished": time.time()}
+        new = {**_ours(doc, task_id, node), "state": state, "status": status, "finished": time.time()}
         if state == "SUCCESS":
             new["current"] = new.get("total", 1)
         if result is not None:

@@ -1,0 +1,3 @@
+"""Built-in task kinds; importing this package registers them."""
+
+from pvc.worker.kinds import selftest  # noqa: F401
