@@ -29,7 +29,8 @@ API_TOKEN = "test-token-0123456789"
 
 @pytest.fixture(scope="session")
 def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
-    server = ZooKeeperServer(tmp_path_factory.mktemp("zookeeper"), free_port()).start()
+    # tickTime 1 s lets tests use session timeouts down to 2 s (ZooKeeper allows 2-20 ticks).
+    server = ZooKeeperServer(tmp_path_factory.mktemp("zookeeper"), free_port(), tick_ms=1000).start()
     yield server
     server.stop()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -104,7 +105,10 @@ class ZK:
 
     def start(self, timeout: float = 15.0) -> ZK:
         try:
-            self.client.start(timeout=timeout)
+            with warnings.catch_warnings():
+                # kazoo warns when the chroot is missing; _ensure_chroot creates it just below.
+                warnings.filterwarnings("ignore", message="No chroot path exists")
+                self.client.start(timeout=timeout)
         except KazooTimeoutError:
             self.client.stop()
             raise ClusterUnavailable(f"cannot connect to ZooKeeper at {self.hosts}") from None

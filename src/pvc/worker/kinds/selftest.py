@@ -62,6 +62,7 @@ def cluster_selftest(ctx: TaskContext, timeout: float = NODE_TIMEOUT) -> dict[st
                     results[name] = record.result if record.state == "SUCCESS" else \
                         {"ok": False, "error": f"{record.state}: {record.status}"}
                     ctx.progress(len(results), total, f"{name} answered")
+            ctx.check_cancelled()
             time.sleep(0.25)
     finally:
         for name, child in children.items():
