@@ -1,0 +1,42 @@
+"""Helpers for benchmark scripts: a private ZooKeeper, daemons as processes, result tables."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import Daemon, write_config  # noqa: E402
+
+from pvc.core.zkserver import ZooKeeperServer, free_port  # noqa: E402
+
+__all__ = ["Daemon", "ZooKeeperServer", "free_port", "percentile", "table", "workdir", "write_config"]
+
+
+def workdir(name: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"pvc-bench-{name}-"))
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def table(title: str, rows: list[tuple[str, str, str, bool]]) -> None:
+    """Print measured figures next to their targets: (metric, measured, target, met)."""
+    print(f"\n{title}")
+    width = max(len(r[0]) for r in rows) + 2
+    print(f"{'metric':<{width}}{'measured':>14}  {'target':<14}ok")
+    for metric, measured, target, met in rows:
+        print(f"{metric:<{width}}{measured:>14}  {target:<14}{'yes' if met else 'NO'}")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
