@@ -1,0 +1,135 @@
+"""Output helpers shared by every command module: JSON, rich tables rendered to text, colours, units.
+
+Formatters are pure: they take API data and return a string or a rich renderable; `render`
+turns a renderable into text (with or without colour) so tests can compare plain strings.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from rich import box
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from pvc.core.units import format_bytes
+
+Formatter = Callable[[Any], RenderableType]
+
+LABEL_STYLE = "bold magenta"
+HEADER_STYLE = "bold"
+WIDE = 1000  # when not writing to a terminal, never wrap table rows
+
+
+def render(renderable: RenderableType, colour: bool = False, width: int | None = None) -> str:
+    """Render to text; without colour the result is plain, so it is stable for scripts and tests."""
+    if isinstance(renderable, str):
+        return renderable
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=colour, no_color=not colour, color_system="standard"
+                      if colour else None, width=width or WIDE, highlight=False, emoji=False,
+                      markup=False, legacy_windows=False, soft_wrap=False)
+    console.print(renderable)
+    lines = buffer.getvalue().rstrip("\n").split("\n")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def to_json(data: Any, pretty: bool = False) -> str:
+    return json.dumps(data, indent=2 if pretty else None, sort_keys=False, default=str)
+
+
+def json_formatters() -> dict[str, Formatter]:
+    return {"json": lambda d: to_json(d), "json-pretty": lambda d: to_json(d, pretty=True)}
+
+
+def cell(value: Any, style: str = "") -> Text:
+    """A table cell that never interprets markup in data (names may contain brackets)."""
+    return Text("" if value is None else str(value), style=style)
+
+
+def table(columns: Sequence[str | tuple[str, str]], rows: Iterable[Sequence[Any]],
+          title: str | None = None) -> Table:
+    """A borderless table in the style of the PVC CLI: bold header, columns two spaces apart.
+
+    A column given as (name, "right") is right-aligned (numbers).
+    """
+    grid = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 1), header_style=HEADER_STYLE,
+                 title=title, title_justify="left", title_style="bold")
+    for column in columns:
+        name, justify = column if isinstance(column, tuple) else (column, "left")
+        grid.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for row in rows:
+        grid.add_row(*[value if isinstance(value, Text) else cell(value) for value in row])
+    return grid
+
+
+def key_values(items: Iterable[tuple[str, Any]]) -> Table:
+    """`Label: value` lines with aligned values, for info views."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    for label, value in items:
+        if label == "" and value == "":
+            grid.add_row("", "")
+            continue
+        grid.add_row(Text(f"{label}:", style=LABEL_STYLE),
+                     value if isinstance(value, Text) else cell(value))
+    return grid
+
+
+def human_mib(mib: Any) -> str:
+    """Memory from the API (MiB) in human units: 15.5G, 512M."""
+    try:
+        return format_bytes(int(mib) * 1024 * 1024)
+    except (TypeError, ValueError):
+        return str(mib)
+
+
+# -- colours -----------------------------------------------------------------------------------------
+
+def health_style(health: Any) -> str:
+    if isinstance(health, bool) or not isinstance(health, int | float):
+        return "blue"
+    if health <= 50:
+        return "red"
+    if health <= 90:
+        return "yellow"
+    if health <= 100:
+        return "green"
+    return "blue"
+
+
+def health_text(health: Any) -> str:
+    return f"{health}%" if isinstance(health, int | float) and not isinstance(health, bool) else str(
+        health if health is not None else "N/A")
+
+
+DAEMON_STYLES = {"run": "green", "stop": "red", "shutdown": "yellow", "init": "yellow",
+                 "dead": "bold red", "fenced": "red"}
+COORDINATOR_STYLES = {"primary": "green", "secondary": "blue"}
+DOMAIN_STYLES = {"ready": "green"}
+TASK_STYLES = {"SUCCESS": "green", "FAILURE": "red", "CANCELLED": "yellow", "RUNNING": "cyan",
+               "PENDING": "blue"}
+
+
+def daemon_style(state: str) -> str:
+    return DAEMON_STYLES.get(state, "blue")
+
+
+def coordinator_style(state: str) -> str:
+    return COORDINATOR_STYLES.get(state, "cyan")
+
+
+def domain_style(state: str) -> str:
+    return DOMAIN_STYLES.get(state, "blue")
+
+
+__all__ = [
+    "HEADER_STYLE", "LABEL_STYLE", "Formatter", "box", "cell", "coordinator_style", "daemon_style",
+    "domain_style", "health_style", "health_text", "human_mib", "json_formatters", "key_values",
+    "render", "table", "to_json",
+]
