@@ -64,6 +64,8 @@ def write_config(path: Path, zk_hosts: list[str], root: str, node: str = "hv1",
             "token": [{"description": "tests", "token": API_TOKEN}],
         },
         "hypervisor": {"libvirt_uri": "test:///default"},
+        # Node daemons in tests do not spawn pvcapid; the `api` fixture runs it directly.
+        "subsystem": {"enable_api": False},
         "path": {"dynamic_directory": str(path.parent / "run")},
     }
     for key, value in sections.items():

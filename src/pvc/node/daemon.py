@@ -29,6 +29,7 @@ from pvc.core.logs import configure_logging
 from pvc.core.records import NodeRecord
 from pvc.core.zk import ZK, encode
 from pvc.node import sysinfo
+from pvc.node.apiservice import ApiService
 from pvc.node.election import PrimaryElection
 from pvc.node.zklog import ZooKeeperLogHandler
 
@@ -56,6 +57,10 @@ class NodeDaemon:
         self.unflush_hooks: list[Hook] = []
         self.primary_hooks: list[Hook] = []
         self.secondary_hooks: list[Hook] = []
+        if settings.subsystem.enable_api and self.coordinator:
+            self.api = ApiService(settings)
+            self.primary_hooks.append(self.api.start)
+            self.secondary_hooks.append(self.api.stop)
         self.log_handler = ZooKeeperLogHandler(self.name, settings.logging.node_log_lines)
         if settings.logging.zookeeper:
             logging.getLogger().addHandler(self.log_handler)

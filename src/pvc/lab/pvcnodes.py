@@ -1,0 +1,90 @@
+"""PVC's own daemons in the lab: one config file per node, pvcnoded and pvcworkerd per node.
+
+pvcapid is not started here: pvcnoded runs it on whichever coordinator is primary.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pvc.lab import proc
+from pvc.lab.plan import API_PORT, ZK_CLIENT_PORT, LabPlan, NodePlan
+
+DAEMONS = ("pvcnoded", "pvcworkerd")
+MODULES = {"pvcnoded": "pvc.node.daemon", "pvcworkerd": "pvc.worker.daemon"}
+
+
+def api_token(plan: LabPlan) -> str:
+    token = plan.extra.get("api_token")
+    if not token:
+        token = secrets.token_hex(16)
+        plan.extra["api_token"] = token
+        plan.save()
+    return str(token)
+
+
+def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
+    token = api_token(plan)
+    return {
+        "cluster": {
+            "name": plan.name,
+            "coordinator_nodes": [n.name for n in plan.coordinators],
+            "all_nodes": [n.name for n in plan.nodes],
+        },
+        "zookeeper": {
+            "hosts": [f"{n.address}:{ZK_CLIENT_PORT}" for n in plan.coordinators],
+            "root": "/pvc",
+            "session_timeout": 6,
+        },
+        "node": {"name": node.name},
+        "timer": {"keepalive_interval": 5},
+        "logging": {"level": "info", "stdout": True},
+        "api": {
+            "listen": {"address": node.address, "port": API_PORT},
+            "authentication": {"enabled": True, "secret_key": secrets.token_hex(16)},
+            "token": [{"description": "lab", "token": token}],
+        },
+        "hypervisor": {"libvirt_uri": node.libvirt_uri},
+        "storage": {
+            "ceph_config_file": str(plan.ceph_conf),
+            "ceph_keyring_file": str(plan.ceph_dir / "ceph.client.admin.keyring"),
+        },
+        "path": {
+            "dynamic_directory": str(node.dir / "run"),
+            "system_log_directory": str(node.dir / "log"),
+            "console_log_directory": str(node.dir / "console"),
+            "ceph_directory": str(plan.ceph_dir),
+        },
+    }
+
+
+def write_configs(plan: LabPlan) -> None:
+    for node in plan.nodes:
+        node.dir.mkdir(parents=True, exist_ok=True)
+        node.pvc_conf.write_text(yaml.safe_dump(node_config(plan, node), sort_keys=False))
+
+
+def pidfile(plan: LabPlan, node: NodePlan, daemon: str) -> Path:
+    return plan.pid_dir / f"{node.name}-{daemon}.pid"
+
+
+def start_daemon(plan: LabPlan, node: NodePlan, daemon: str) -> int:
+    return proc.spawn([sys.executable, "-m", MODULES[daemon]], plan.log_dir / f"{node.name}-{daemon}.log",
+                      pidfile(plan, node, daemon), netns=node.netns,
+                      env={"PVC_CONFIG_FILE": str(node.pvc_conf), "PYTHONUNBUFFERED": "1"})
+
+
+def start_node(plan: LabPlan, node: NodePlan) -> None:
+    for daemon in DAEMONS:
+        if proc.pid_of(pidfile(plan, node, daemon)) is None:
+            start_daemon(plan, node, daemon)
+
+
+def stop_node(plan: LabPlan, node: NodePlan, kill: bool = False) -> None:
+    for daemon in reversed(DAEMONS):
+        proc.stop(pidfile(plan, node, daemon), timeout=40, kill=kill)

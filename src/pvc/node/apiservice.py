@@ -1,0 +1,85 @@
+"""Runs pvcapid on the primary coordinator only, as upstream PVC does.
+
+The API is stateless, so it simply follows the primary role: started on takeover, stopped on
+relinquish and shutdown, restarted (with back-off) if it dies while this node is primary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from pvc.core.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ApiService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.wanted = False
+        self._lock = threading.Lock()
+        self._monitor: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            self.wanted = True
+            self._spawn()
+        if self._monitor is None:
+            self._monitor = threading.Thread(target=self._watch, name="apiservice", daemon=True)
+            self._monitor.start()
+
+    def _spawn(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            return
+        log_dir = Path(self.settings.path.system_log_directory)
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(log_dir / "pvcapid.log", "ab")  # noqa: SIM115 - handed to the child
+        except OSError:
+            out = subprocess.DEVNULL  # type: ignore[assignment]
+        env = {**os.environ, "PVC_CONFIG_FILE": self.settings.source}
+        self.proc = subprocess.Popen([sys.executable, "-m", "pvc.api.daemon"], env=env, stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if out is not subprocess.DEVNULL:
+            out.close()
+        log.info("started pvcapid (pid %d)", self.proc.pid)
+
+    def _watch(self) -> None:
+        delay = 1.0
+        while True:
+            proc = self.proc
+            if proc is not None:
+                code = proc.wait()
+                with self._lock:
+                    if not self.wanted or proc is not self.proc:
+                        delay = 1.0
+                        threading.Event().wait(0.5)
+                        continue
+                    log.warning("pvcapid exited with %s; restarting in %.0fs", code, delay)
+                threading.Event().wait(delay)
+                delay = min(delay * 2, 30.0)
+                with self._lock:
+                    if self.wanted:
+                        self._spawn()
+            else:
+                threading.Event().wait(0.5)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self.wanted = False
+            proc = self.proc
+        if proc and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            log.info("stopped pvcapid")
