@@ -1,0 +1,159 @@
+"""The lab itself: every component up, reachable through 127.0.0.1 only, failure tools work,
+two labs coexist, and `down` leaves nothing behind (even after a killed `up`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pvc.lab import main as labmain
+from pvc.lab import netns, proc
+from pvc.lab.plan import STATE_ROOT, LabPlan
+
+pytestmark = pytest.mark.system
+
+
+def api(plan: LabPlan) -> httpx.Client:
+    return httpx.Client(base_url=f"http://127.0.0.1:{plan.api_port}/api/v1",
+                        headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=30)
+
+
+def pvc(plan: LabPlan, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pvc.cli", "-c", labmain._conn_name(plan), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def traces(name: str) -> list[str]:
+    """Everything of lab `name` that could survive: namespaces, processes, mounts, files."""
+    found = [f"netns {ns}" for ns in netns.list_lab_netns(name)]
+    state = str(STATE_ROOT / name)
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            blob = (pid_dir / "cmdline").read_bytes() + (pid_dir / "environ").read_bytes()
+        except OSError:
+            continue
+        if state.encode() in blob and int(pid_dir.name) != os.getpid():
+            found.append(f"process {pid_dir.name}: {(pid_dir / 'cmdline').read_bytes()[:80]!r}")
+    found += [f"mount {line}" for line in Path("/proc/mounts").read_text().splitlines() if state in line]
+    if Path(state).exists():
+        found.append(f"directory {state}")
+    return found
+
+
+def test_every_component_up(lab: LabPlan) -> None:
+    rows = labmain.lab_status(lab)
+    down = [r for r in rows if not r["state"].startswith(("up", "run"))]
+    assert not down, down
+    components = {(r["node"], r["component"]) for r in rows}
+    for node in lab.nodes:
+        for component in ("namespace", "pvcnoded", "pvcworkerd", "libvirtd", "pvc node"):
+            assert (node.name, component) in components
+        if node.coordinator:
+            assert (node.name, "zookeeper") in components
+    with api(lab) as client:
+        nodes = client.get("/node").json()
+        assert {n["name"]: (n["daemon_state"], n["domain_state"]) for n in nodes} == {
+            n.name: ("run", "ready") for n in lab.nodes}
+        assert sum(n["coordinator_state"] == "primary" for n in nodes) == 1
+
+
+def test_no_address_in_root_namespace(lab: LabPlan) -> None:
+    addresses = subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True).stdout
+    for entry in json.loads(addresses):
+        for info in entry.get("addr_info", []):
+            assert info["local"].startswith(("127.", "::1")) or not info["local"].startswith("10.200."), entry
+
+
+def test_cli_and_selftest_through_relay(lab: LabPlan) -> None:
+    listed = pvc(lab, "node", "list", "-f", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(n["name"] for n in json.loads(listed.stdout)) == [n.name for n in lab.nodes]
+    result = pvc(lab, "cluster", "selftest", "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    with api(lab) as client:
+        tasks = client.get("/tasks").json()
+        assert isinstance(tasks, dict)
+    # Every node reached its own libvirtd and the lab's Ceph.
+    assert "passed" in result.stdout, result.stdout
+
+
+def test_zookeeper_published_on_loopback(lab: LabPlan) -> None:
+    from pvc.core.zk import ZK
+
+    zk = ZK([f"127.0.0.1:{lab.zk_port}"], "/pvc").start()
+    try:
+        assert sorted(zk.children("/nodes")) == [n.name for n in lab.nodes]
+    finally:
+        zk.stop()
+
+
+def test_isolate_and_rejoin(lab: LabPlan) -> None:
+    hv1, hv3 = lab.node("hv1"), lab.node("hv3")
+    ping = ["ping", "-c", "1", "-W", "1", hv3.address]
+    assert proc.run(ping, netns=hv1.netns, check=False).returncode == 0
+    netns.isolate(lab, hv3)
+    try:
+        assert proc.run(ping, netns=hv1.netns, check=False).returncode != 0
+    finally:
+        netns.rejoin(lab, hv3)
+    proc.wait_until(lambda: proc.run(ping, netns=hv1.netns, check=False).returncode == 0, 20, "ping")
+
+
+def test_node_kill_and_start(lab: LabPlan) -> None:
+    hv3 = lab.node("hv3")
+    with api(lab) as client:
+        before = client.get("/node/hv3").json()[0]["keepalive"]
+        assert labmain.node_kill(lab, hv3) > 0
+        assert proc.run(["ip", "netns", "pids", hv3.netns]).stdout.split() == []
+        time.sleep(6)
+        stale = client.get("/node/hv3").json()[0]["keepalive"]
+        time.sleep(6)
+        assert client.get("/node/hv3").json()[0]["keepalive"] == stale >= before
+        labmain.node_start(lab, hv3)
+        proc.wait_until(lambda: client.get("/node/hv3").json()[0]["keepalive"] > stale, 60,
+                        "hv3 keepalives again")
+    rows = [r for r in labmain.lab_status(lab) if r["node"] == "hv3"]
+    assert all(r["state"].startswith(("up", "run")) for r in rows), rows
+
+
+def test_second_lab_coexists_and_down_cleans(lab: LabPlan) -> None:
+    other = "pst2"
+    labmain.lab_down(other)
+    try:
+        plan = labmain.lab_up(other, 1)
+        assert plan.api_port != lab.api_port
+        with api(plan) as client:
+            assert [n["name"] for n in client.get("/node").json()] == ["hv1"]
+        with api(lab) as client:
+            assert len(client.get("/node").json()) == len(lab.nodes)
+        with pytest.raises(proc.LabError, match="already exists"):
+            labmain.lab_up(other, 1)
+    finally:
+        labmain.lab_down(other)
+    assert traces(other) == []
+    assert labmain.lab_down(other)  # twice is safe
+
+
+def test_down_after_killed_up() -> None:
+    name = "pst3"
+    labmain.lab_down(name)
+    up = subprocess.Popen([sys.executable, "-m", "pvc.lab.main", "up", "--name", name, "--nodes", "1"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # Kill it mid-way: once ZooKeeper runs (namespaces and processes exist by then).
+        proc.wait_until(lambda: list((STATE_ROOT / name / "pids").glob("*zookeeper*")), 120,
+                        "the killed up to get going")
+    finally:
+        os.killpg(up.pid, signal.SIGKILL)
+        up.wait()
+    assert traces(name)  # something to clean
+    labmain.lab_down(name)
+    assert traces(name) == []
