@@ -120,7 +120,7 @@ def test_select_connection_rules(tmp_path: Path) -> None:
     with pytest.raises(store.ConnectionStoreError, match="several are defined"):
         store.select_connection(two, None, none_env)
     assert store.select_connection(two, "other", none_env).host == "h2"
-    with pytest.raises(store.ConnectionStoreError, match='Invalid connection "x".*known: only, other'):
+    with pytest.raises(store.ConnectionStoreError, match=r'Invalid connection "x".*known: only, other'):
         store.select_connection(two, "x", none_env)
     write_conf(tmp_path / "pvc.conf")
     local_env = {"PVC_CONFIG_FILE": str(tmp_path / "pvc.conf")}

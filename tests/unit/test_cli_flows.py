@@ -89,8 +89,8 @@ def test_connection_header_on_stderr(api: FakeApi, env: dict[str, str]) -> None:
 
 
 def test_api_error_printed_once_to_stderr(api: FakeApi, env: dict[str, str]) -> None:
-    api.on("POST", "/node/hv3/coordinator-state",
-           httpx.Response(400, json={"message": "Node hv3 is not a coordinator and cannot be a primary node."}))
+    message = "Node hv3 is not a coordinator and cannot be a primary node."
+    api.on("POST", "/node/hv3/coordinator-state", httpx.Response(400, json={"message": message}))
     result = pvc(api, env, "-q", "node", "primary", "hv3")
     assert result.exit_code == 1
     assert result.stderr == "Node hv3 is not a coordinator and cannot be a primary node.\n"
@@ -105,7 +105,8 @@ def test_silent_suppresses_even_errors(api: FakeApi, env: dict[str, str]) -> Non
 
 
 def test_get_retried_on_5xx_but_post_is_not(api: FakeApi, env: dict[str, str]) -> None:
-    answers = iter([httpx.Response(503), httpx.Response(502), httpx.Response(200, json={"cluster_name": "c"})])
+    answers = iter([httpx.Response(503), httpx.Response(502),
+                    httpx.Response(200, json={"cluster_name": "c"})])
     api.on("GET", "/status", lambda _r: next(answers))
     result = pvc(api, env, "-q", "cluster", "status", "-f", "json")
     assert result.exit_code == 0 and len(api.sent("GET", "/status")) == 3
@@ -267,7 +268,8 @@ def test_node_flush_wait_polls_until_flushed(api: FakeApi, env: dict[str, str]) 
 
 def test_node_primary_wait_skipped_when_already_primary(api: FakeApi, env: dict[str, str]) -> None:
     api.on("GET", "/node/hv1", [{"name": "hv1", "coordinator_state": "primary", "domain_state": "ready"}])
-    api.on("POST", "/node/hv1/coordinator-state", {"message": "Node hv1 is already in primary coordinator state."})
+    api.on("POST", "/node/hv1/coordinator-state",
+           {"message": "Node hv1 is already in primary coordinator state."})
     result = pvc(api, env, "-q", "node", "primary", "hv1", "--wait")
     assert result.exit_code == 0 and len(api.sent("GET", "/node/hv1")) == 1
 
@@ -301,7 +303,8 @@ def test_connection_detail_tolerates_dead_clusters(api: FakeApi, env: dict[str, 
                               "vms": {"total": 1}, "networks": 0, "osds": {"total": 0}, "pools": 0,
                               "volumes": 0, "snapshots": 0})
     store = json.loads((tmp_path / "pvc.json").read_text())
-    store["dead"] = {"description": "gone", "host": "dead.example", "port": 1, "scheme": "http", "api_key": None}
+    store["dead"] = {"description": "gone", "host": "dead.example", "port": 1, "scheme": "http",
+                     "api_key": None}
     (tmp_path / "pvc.json").write_text(json.dumps(store))
 
     def route(request: httpx.Request) -> httpx.Response:

@@ -127,8 +127,9 @@ def test_cluster_status_pretty_and_short() -> None:
 
 
 def test_fault_formats() -> None:
-    faults = [{"id": "abc", "first_reported": "2024-01-01 00:00:00.0", "last_reported": "2024-01-02 00:00:00.0",
-               "acknowledged_at": "", "status": "new", "health_delta": 50, "message": "hv2 [disk] failed"}]
+    faults = [{"id": "abc", "first_reported": "2024-01-01 00:00:00.0",
+               "last_reported": "2024-01-02 00:00:00.0", "acknowledged_at": "", "status": "new",
+               "health_delta": 50, "message": "hv2 [disk] failed"}]
     short = lines(render(cluster.format_faults_short(faults)))
     assert short[0] == ["ID", "Status", "Delta", "Last", "Reported", "Message"]
     assert short[1][:3] == ["abc", "new", "-50%"] and short[1][-3:] == ["hv2", "[disk]", "failed"]
@@ -139,7 +140,8 @@ def test_fault_formats() -> None:
 
 def test_flatten_tasks() -> None:
     tasks = {
-        "active": {"pvcworkerd@hv1": [{"id": "aa", "name": "cluster.selftest", "args": [], "kwargs": {"n": 1}}]},
+        "active": {"pvcworkerd@hv1": [
+            {"id": "aa", "name": "cluster.selftest", "args": [], "kwargs": {"n": 1}}]},
         "reserved": {"pvcworkerd@hv2": [{"id": "bb", "name": "osd.add", "args": [], "kwargs": {}}]},
         "scheduled": {},
     }
