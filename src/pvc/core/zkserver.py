@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,14 @@ class ZooKeeperServer:
     tick_ms: int = 2000
     netns: str | None = None
     proc: subprocess.Popen[bytes] | None = None
+    # Inside a namespace the calling process may not reach `host`; the caller then supplies a
+    # check that runs where it can (the lab probes from a thread inside the namespace).
+    ready_check: Callable[[], bool] | None = None
+    log_file: Path | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_file or self.datadir / "zookeeper.log"
 
     @property
     def address(self) -> str:
@@ -89,7 +98,9 @@ class ZooKeeperServer:
         ]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
-        log = open(self.datadir / "zookeeper.log", "ab")  # noqa: SIM115 - owned by the child
+        log_path = self.log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         log.close()
         if wait:
@@ -97,13 +108,15 @@ class ZooKeeperServer:
         return self
 
     def ready(self) -> bool:
+        if self.ready_check is not None:
+            return self.ready_check()
         return "Mode:" in four_letter(self.host, self.port, "srvr")
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc and self.proc.poll() is not None:
-                raise RuntimeError(f"ZooKeeper exited early; see {self.datadir / 'zookeeper.log'}")
+                raise RuntimeError(f"ZooKeeper exited early; see {self.log_path}")
             if self.ready():
                 return
             time.sleep(0.1)

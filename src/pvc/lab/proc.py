@@ -6,12 +6,17 @@ the product runs on); every command is an argument list, never a shell string.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class LabError(Exception):
@@ -95,3 +100,48 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
             return value
         time.sleep(interval)
     raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+_CLONE_NEWNET = 0x40000000
+NETNS_DIR = Path("/run/netns")   # where `ip netns add` mounts them
+
+
+def enter_netns(netns: str) -> None:
+    """Move the *calling thread* into a named network namespace (network namespaces are per thread).
+
+    Sockets the thread opens afterwards, and threads it starts, live in that namespace; the rest
+    of the process is untouched. Used to probe or talk to lab services without a subprocess.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(NETNS_DIR / netns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({netns}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def netns_call(netns: str, fn: Callable[..., T], *args: Any, timeout: float | None = 60,
+               **kwargs: Any) -> T:
+    """Run fn(*args, **kwargs) in a fresh thread inside `netns` and return its result.
+
+    A fresh thread each time, so no pooled thread is ever left in the wrong namespace.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            enter_netns(netns)
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"netns-{netns}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise LabError(f"call inside {netns} did not finish in {timeout}s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
