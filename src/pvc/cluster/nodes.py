@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pvc.cluster.common import limit_matcher
+from pvc.cluster.common import NAME_RE, limit_matcher
 from pvc.core import schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
 from pvc.core.records import NodeRecord
@@ -28,7 +28,8 @@ def load_nodes(zk: ZK, names: list[str] | None = None) -> list[NodeRecord]:
 
 
 def get_node(zk: ZK, name: str) -> NodeRecord:
-    data = zk.get(schema.node(name), None)
+    # A name that cannot be a node's ("..", "a/b", ...) would be a bad ZooKeeper path, not a miss.
+    data = zk.get(schema.node(name), None) if NAME_RE.match(name or "") else None
     if not isinstance(data, dict):
         raise NotFound(f"Node not found: {name}")
     return NodeRecord.model_validate(data)

@@ -1,0 +1,66 @@
+"""What every router shares: the ZooKeeper session and settings, JSON answers, response docs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from pvc.api.models import Message
+from pvc.core.config import Settings
+from pvc.core.zk import ZK
+
+PREFIX = "/api/v1"
+
+DESCRIPTIONS = {
+    200: "OK",
+    202: "Accepted: a task was queued; follow the Location header",
+    204: "No content",
+    302: "Authentication is disabled; redirect to the API root",
+    400: "Bad request: the message names the field and what is wrong; nothing was changed",
+    401: "Authentication required or failed",
+    404: "Not found",
+    503: "ZooKeeper is unavailable",
+}
+
+
+async def get_zk(request: Request) -> ZK:
+    """Dependency: the daemon's ZooKeeper session (routes using it may answer 503)."""
+    return request.app.state.zk
+
+
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def ok(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Answer JSON directly: the data is already in PVC's shape, so skip FastAPI's re-encoding."""
+    return JSONResponse(data, status_code=status, headers=headers)
+
+
+def task_accepted(body: dict[str, str]) -> JSONResponse:
+    """202 + Location, as PVC clients expect for a queued task."""
+    return ok(body, 202, headers={"Location": f"{PREFIX}/tasks/{body['task_id']}"})
+
+
+def responses(ok_model: Any = Message, ok_status: int = 200, *errors: int,
+              ok_description: str | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses: the success shape plus the error statuses this route itself returns.
+
+    400 for routes with inputs, 401 for authenticated routes and 503 for routes that use
+    ZooKeeper are added by the OpenAPI hook in app.py, from the route's dependencies.
+    """
+    out: dict[int | str, dict[str, Any]] = {}
+    success: dict[str, Any] = {"description": ok_description or DESCRIPTIONS.get(ok_status, "OK")}
+    if isinstance(ok_model, dict):
+        success["content"] = {"application/json": {"schema": ok_model}}
+    elif ok_model is not None:
+        success["model"] = ok_model
+    if ok_status == 202:
+        success["headers"] = {"Location": {"description": "The task's status URL, /api/v1/tasks/<id>",
+                                           "schema": {"type": "string"}}}
+    out[ok_status] = success
+    for code in errors:
+        out[code] = {"description": DESCRIPTIONS.get(code, "Error"), "model": Message}
+    return out

@@ -1,0 +1,91 @@
+"""pvcapid: the stateless HTTP API daemon (`pvcapid`, `python -m pvc.api.daemon`).
+
+Loads the configuration (PVC_CONFIG_FILE), connects to ZooKeeper, brings the schema up to date,
+keeps a watched cache of the node list (the hottest list) and serves API v1 with uvicorn,
+over TLS when api.ssl is enabled. SIGTERM/SIGINT finish open requests and exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import uvicorn
+
+from pvc.api.app import create_app
+from pvc.core import schema
+from pvc.core.config import Settings, load_config
+from pvc.core.errors import ClusterUnavailable, ConfigError
+from pvc.core.zk import ZK
+
+log = logging.getLogger("pvcapid")
+
+
+def _setup_logging(settings: Settings) -> None:
+    handlers: list[logging.Handler] = []
+    if settings.logging.stdout:
+        handlers.append(logging.StreamHandler(sys.stdout))
+    if settings.logging.file:
+        handlers.append(logging.FileHandler(settings.logging.file))
+    logging.basicConfig(
+        level=settings.logging.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers or [logging.NullHandler()],
+        force=True,
+    )
+    logging.getLogger("kazoo").setLevel(logging.WARNING)
+
+
+def uvicorn_config(settings: Settings, app: object) -> uvicorn.Config:
+    listen, ssl = settings.api.listen, settings.api.ssl
+    return uvicorn.Config(
+        app,
+        host=listen.address,
+        port=listen.port,
+        ssl_certfile=ssl.certificate if ssl.enabled else None,
+        ssl_keyfile=ssl.private_key if ssl.enabled else None,
+        log_config=None,  # keep our logging set-up
+        access_log=settings.logging.level == "debug",
+        lifespan="off",
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def main() -> int:
+    try:
+        settings = load_config()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(1)
+    _setup_logging(settings)
+    try:
+        zk = ZK.from_settings(settings).start()
+    except ClusterUnavailable as exc:
+        print(f"pvcapid: {exc.message}", file=sys.stderr)
+        sys.exit(1)
+    try:
+        schema.migrate(zk)
+        zk.cache(schema.NODES)
+        server = uvicorn.Server(uvicorn_config(settings, create_app(settings, zk)))
+        # uvicorn re-raises the signal it caught after its graceful shutdown; make that a no-op
+        # so we can close the ZooKeeper session and exit 0.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_args: None)
+        log.info("pvcapid listening on %s:%d (tls %s)", settings.api.listen.address,
+                 settings.api.listen.port, "on" if settings.api.ssl.enabled else "off")
+        server.run()
+        if not server.started:
+            log.error("pvcapid could not start listening on %s:%d", settings.api.listen.address,
+                      settings.api.listen.port)
+            return 1
+    finally:
+        zk.stop()
+    log.info("pvcapid stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

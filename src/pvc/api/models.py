@@ -1,0 +1,202 @@
+"""Response shapes of API v1, for the OpenAPI document (pvc-facts §8.5).
+
+Routes return plain JSON (already in PVC's shape from the cluster layer) without passing it
+through these models, so serving a list costs no extra validation; the schemathesis test checks
+that what is served matches what is documented here. Extra keys are allowed: clients must
+ignore keys they do not know.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Doc(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Message(Doc):
+    message: str = Field(description="A text message")
+
+
+class PrimaryNode(Doc):
+    primary_node: str = Field(description="The name of the current primary node")
+
+
+class NodeVCpu(Doc):
+    total: int
+    allocated: int
+
+
+class NodeMemory(Doc):
+    total: int = Field(description="MiB")
+    used: int
+    free: int
+    allocated: int
+    provisioned: int
+
+
+class Node(Doc):
+    name: str
+    daemon_state: str
+    coordinator_state: str
+    domain_state: str
+    pvc_version: str
+    cpu_count: int
+    kernel: str
+    os: str
+    arch: str
+    health: int | str = Field(description="Health in percent, or 'N/A' when the node reports none")
+    health_plugins: list[str]
+    health_details: list[dict[str, Any]]
+    load: float
+    domains_count: int
+    running_domains: list[str] = Field(description="Names of the VMs running on the node")
+    vcpu: NodeVCpu
+    memory: NodeMemory
+    interfaces: dict[str, Any]
+    keepalive: int = Field(description="UNIX time of the node's last keepalive")
+
+
+class NodeDaemonState(Doc):
+    name: str
+    daemon_state: str
+
+
+class NodeCoordinatorState(Doc):
+    name: str
+    coordinator_state: str
+
+
+class NodeDomainState(Doc):
+    name: str
+    domain_state: str
+
+
+class NodeLog(Doc):
+    name: str
+    data: str = Field(description="The last lines of the node daemon's log, newline-separated")
+
+
+class Fault(Doc):
+    id: str
+    first_reported: str
+    last_reported: str
+    acknowledged_at: str = Field(description="Empty when not acknowledged")
+    status: Literal["new", "ack"]
+    health_delta: int = Field(description="0 once acknowledged")
+    message: str
+
+
+class TaskStatus(Doc):
+    state: Literal["PENDING", "RUNNING", "SUCCESS", "FAILURE", "CANCELLED"]
+    current: int
+    total: int
+    status: str
+    result: Any = Field(None, description="The task's result, when it produced one")
+
+
+class TaskSummary(Doc):
+    id: str
+    name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    state: str
+    target: str
+    worker: str
+    current: int
+    total: int
+    status: str
+    created: float
+    started: float | None
+    finished: float | None
+
+
+class TaskList(Doc):
+    active: dict[str, list[TaskSummary]] = Field(description="Running tasks, keyed by pvcworkerd@<node>")
+    reserved: dict[str, list[TaskSummary]] = Field(description="Waiting tasks, keyed by pvcworkerd@<node>")
+    scheduled: dict[str, list[TaskSummary]] = Field(description="Always empty (kept for PVC clients)")
+
+
+class TaskAccepted(Doc):
+    task_id: str
+    task_name: str
+    run_on: str = Field(description="'<node>' or '<node> (primary)'")
+
+
+class TaskLog(Doc):
+    id: str
+    log: list[str]
+
+
+class HealthMessage(Doc):
+    id: str
+    health_delta: int
+    text: str
+
+
+class ClusterHealth(Doc):
+    health: int
+    messages: list[HealthMessage]
+
+
+class NodeHealth(Doc):
+    health: int | str
+    messages: list[str]
+
+
+class MemoryResources(Doc):
+    total: int
+    used: int
+    free: int
+    allocated: int
+    provisioned: int
+    utilization: float
+
+
+class CpuResources(Doc):
+    total: int
+    load: float
+    allocated: int
+    utilization: float
+
+
+class DiskResources(Doc):
+    total: int
+    used: int
+    free: int
+    utilization: float
+
+
+class Resources(Doc):
+    memory: MemoryResources
+    cpu: CpuResources
+    disk: DiskResources
+
+
+class StatusDetail(Doc):
+    node: list[dict[str, Any]]
+    vm: list[dict[str, Any]]
+    osd: list[dict[str, Any]]
+    faults: list[Fault]
+
+
+class ClusterStatus(Doc):
+    cluster_name: str
+    cluster_health: ClusterHealth
+    node_health: dict[str, NodeHealth]
+    maintenance: Literal["true", "false"]
+    primary_node: str | None = Field(description="null while no node is primary")
+    pvc_version: str
+    upstream_ip: str
+    nodes: dict[str, int] = Field(description="'total' and '<daemon_state>,<domain_state>' counts")
+    vms: dict[str, int]
+    networks: int
+    osds: dict[str, int]
+    pools: int
+    volumes: int
+    snapshots: int
+    resources: Resources
+    detail: StatusDetail
