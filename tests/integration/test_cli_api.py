@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +282,28 @@ def test_node_log(pvc: Pvc, cluster: ZK) -> None:
         "2024-01-01 00:00:03 INFO line 3", "2024-01-01 00:00:04 INFO line 4"]
     assert len(pvc.ok("-q", "node", "log", "hv1").splitlines()) == 5
     assert pvc("-q", "node", "log", "hv9").returncode == 1
+
+
+def test_node_log_follow_prints_new_lines(pvc: Pvc, cluster: ZK) -> None:
+    args = [sys.executable, "-m", "pvc.cli", "-q", "node", "log", "hv1", "-l", "1", "--follow"]
+    proc = subprocess.Popen(args, env=pvc.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+
+    threading.Thread(target=reader, daemon=True).start()
+    try:
+        assert lines.get(timeout=30) == "2024-01-01 00:00:04 INFO line 4"
+        cluster.update(schema.node_log("hv1"), lambda old: [*old, "new line A", "new line B"])
+        assert lines.get(timeout=15) == "new line A"
+        assert lines.get(timeout=15) == "new line B"
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C ends following quietly
+        proc.wait(15)
+    assert proc.returncode == 0
 
 
 def test_node_state_errors_and_is_primary(pvc: Pvc, cluster: ZK) -> None:

@@ -317,3 +317,20 @@ def test_connection_detail_tolerates_dead_clusters(api: FakeApi, env: dict[str, 
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["c1"]["health"] == 90 and rows["c1"]["nodes"] == 3
     assert rows["dead"]["health"] == "N/A"
+
+
+def test_unexpected_errors_are_one_line_unless_debug(env: dict[str, str]) -> None:
+    def broken(_request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("boom")
+
+    result = pvc(broken, env, "-q", "cluster", "status")
+    assert result.exit_code == 1
+    assert result.stderr == "Unexpected error: RuntimeError: boom (use --debug for details)\n"
+    result = pvc(broken, env, "-q", "-v", "cluster", "status")
+    assert isinstance(result.exception, RuntimeError)  # --debug lets the traceback through
+
+
+def test_non_json_answer_is_a_clear_error(api: FakeApi, env: dict[str, str]) -> None:
+    api.on("POST", "/tasks/selftest", httpx.Response(202, text="<html>proxy</html>"))
+    result = pvc(api, env, "-q", "cluster", "selftest")
+    assert result.exit_code == 1 and "not JSON" in result.stderr

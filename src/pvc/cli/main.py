@@ -19,20 +19,36 @@ SECRET_OPTIONS = ("-k", "--api-key")
 
 
 class PVCGroup(click.Group):
-    """Root group: turns every CLIError into one line on stderr and its exit code, no traceback."""
+    """Root group: turns every CLIError into one line on stderr and its exit code, no traceback.
+
+    Anything unexpected is also one line (with --debug, the traceback is shown instead).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CLIError as exc:
-            state = ctx.find_object(CLIState)
-            if state is None or not state.silent:
-                click.echo(exc.message, err=True)
+            self._report(ctx, exc.message)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            state = ctx.find_object(CLIState)
+            if state is not None and state.debug:
+                raise
+            self._report(ctx, f"Unexpected error: {type(exc).__name__}: {exc} (use --debug for details)")
+            ctx.exit(1)
         finally:
             state = ctx.find_object(CLIState)
             if state is not None:
                 state.close()
+
+
+    @staticmethod
+    def _report(ctx: click.Context, message: str) -> None:
+        state = ctx.find_object(CLIState)
+        if state is None or not state.silent:
+            click.echo(message, err=True)
 
 
 def audit(argv: Sequence[str]) -> None:

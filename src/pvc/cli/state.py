@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -51,26 +51,20 @@ class CLIState:
         stream = sys.stderr if err else sys.stdout
         return bool(getattr(stream, "isatty", lambda: False)())
 
-    def width(self, err: bool = False) -> int:
-        stream = sys.stderr if err else sys.stdout
-        if getattr(stream, "isatty", lambda: False)():
-            return max(40, shutil.get_terminal_size((80, 24)).columns)
-        return WIDE
-
     def out(self, data: RenderableType = "", nl: bool = True) -> None:
         """Results, to stdout (suppressed only by --silent)."""
         if self.silent:
             return
         colour = self.use_colour()
-        text = render(data, colour=colour, width=self.width())
-        click.echo(text, nl=nl, color=colour)
+        # full width even on a terminal: tables never truncate data cells; the terminal wraps
+        click.echo(render(data, colour=colour, width=WIDE), nl=nl, color=colour)
 
     def info(self, data: RenderableType = "", nl: bool = True) -> None:
         """Chatter for humans (connection header, progress), to stderr; --quiet/--silent hide it."""
         if self.quiet or self.silent:
             return
         colour = self.use_colour(err=True)
-        click.echo(render(data, colour=colour, width=self.width(err=True)), nl=nl, err=True, color=colour)
+        click.echo(render(data, colour=colour, width=WIDE), nl=nl, err=True, color=colour)
 
     def error(self, message: str) -> None:
         """One error line on stderr (only --silent hides it)."""
@@ -81,13 +75,14 @@ class CLIState:
         self.out(formatter(data))
 
     def stderr_console(self) -> Console:
+        """A live console on stderr (progress bars), honouring --colour/--no-colour."""
         return Console(file=sys.stderr, force_terminal=self.colour, no_color=not self.use_colour(err=True),
                        highlight=False, markup=False)
 
     # -- connection ----------------------------------------------------------------------------------
 
     @property
-    def store_path(self) -> Any:
+    def store_path(self) -> Path:
         return store.store_path(self.env)
 
     def load_store(self) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
 
 from pvc.cli.errors import CLIError
@@ -53,8 +52,7 @@ def wait_for_task(state: CLIState, task_id: str, *, task_name: str | None = None
     else:
         state.info(f"Watching task {task_id}")
     show = not (state.quiet or state.silent) and sys.stderr.isatty()
-    console = Console(file=sys.stderr, force_terminal=state.colour, no_color=not state.use_colour(err=True),
-                      highlight=False, markup=False)
+    console = state.stderr_console()
     progress = Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
         TextColumn("{task.fields[status]}", markup=False), console=console, disable=not show,

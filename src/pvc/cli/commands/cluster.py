@@ -12,6 +12,7 @@ import click
 from rich.console import RenderableType
 from rich.text import Text
 
+from pvc.cli.client import decode
 from pvc.cli.errors import CLIError
 from pvc.cli.output import (
     TASK_STYLES,
@@ -417,8 +418,7 @@ def task(task_id: str | None, cancel_id: str | None, wait: bool, formatter: Any)
 def selftest(wait: bool) -> None:
     """Run a self-test task on the cluster's workers (proves the task pipeline end to end)."""
     state = get_state()
-    response = state.api().call("POST", "/tasks/selftest", ok=(200, 202))
-    run_task(state, response.json(), wait)
+    run_task(state, decode(state.api().call("POST", "/tasks/selftest", ok=(200, 202))), wait)
 
 
 # -- faults ------------------------------------------------------------------------------------------

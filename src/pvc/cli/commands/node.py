@@ -11,6 +11,7 @@ import click
 from rich.console import RenderableType
 from rich.text import Text
 
+from pvc.cli.client import decode
 from pvc.cli.output import (
     coordinator_style,
     daemon_style,
@@ -235,10 +236,8 @@ def is_primary(node: str | None) -> None:
     state = get_state()
     node = node or socket.gethostname().split(".")[0]
     response = state.api().call("GET", "/status/primary_node", ok=(200, 204))
-    current = None
-    if response.status_code == 200 and response.content:
-        body = response.json()
-        current = body.get("primary_node") if isinstance(body, dict) else None
+    body = decode(response)
+    current = body.get("primary_node") if isinstance(body, dict) else None
     if current == node:
         state.info(f"Node {node} is the primary coordinator.")
         return
