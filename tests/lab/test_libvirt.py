@@ -116,6 +116,12 @@ def test_libvirtd_per_node_boot_and_live_migration() -> None:
             assert [d.name() for d in conn1.listAllDomains()] == ["tiny2"]
             assert [d.name() for d in conn2.listAllDomains()] == ["tiny1"]
 
+            t3 = time.monotonic()
+            conn1.lookupByName("tiny2").shutdown()                 # ACPI power button -> acpid
+            wait_line(serial2, r"PVC-GUEST-POWEROFF", 30)
+            proc.wait_until(lambda: conn1.listAllDomains() == [], 30, "tiny2 to power off")
+            print(f"ACPI shutdown {time.monotonic() - t3:.2f}s")
+
             t4 = time.monotonic()
             assert lablibvirt.kill_domains(plan, hv2) == ["tiny1"]
             print(f"kill_domains {time.monotonic() - t4:.2f}s")

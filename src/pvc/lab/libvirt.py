@@ -123,8 +123,8 @@ def prepare(plan: LabPlan, node: NodePlan) -> None:
 def start_libvirtd(plan: LabPlan, node: NodePlan) -> int:
     """Start the node's libvirtd in its namespace; return the pid (tini's).
 
-    Needs the node's namespace with its underlay address (libvirtd binds its TCP listener to it).
-    Idempotent: a running daemon is left alone. Call wait_libvirtd before using it.
+    Needs the node's namespace (the TCP listener binds to the node address even before that
+    address exists there). Idempotent: a running daemon is left alone. Call wait_libvirtd before using it.
     """
     running = proc.pid_of(pidfile(plan, node))
     if running is not None:
