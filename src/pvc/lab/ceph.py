@@ -325,6 +325,22 @@ def stop_osd(plan: LabPlan, node: NodePlan, kill: bool = False) -> None:
     _stop_many([_pidfile(plan, node, f"osd.{o.id}") for o in _node_osds(plan, node)], kill=kill)
 
 
+def start_node_daemons(plan: LabPlan, node: NodePlan) -> None:
+    """Everything Ceph runs on one node: its mon (coordinators), the mgr (first one), its OSDs."""
+    if node.coordinator:
+        _spawn(plan, node, f"mon.{node.name}")
+    if node.name == _mgr_node(plan).name:
+        _spawn(plan, node, f"mgr.{node.name}")
+    start_osd(plan, node)
+
+
+def stop_node_daemons(plan: LabPlan, node: NodePlan, kill: bool = False) -> None:
+    """Stop one node's Ceph daemons, OSDs and mgr before the mon (see stop_all)."""
+    _stop_many([*plan.pid_dir.glob(f"{node.name}-ceph-osd.*.pid"),
+                plan.pid_dir / f"{node.name}-ceph-mgr.pid"], kill=kill)
+    _stop_many([plan.pid_dir / f"{node.name}-ceph-mon.pid"], kill=kill)
+
+
 def start_all(plan: LabPlan) -> None:
     """(Re)start every daemon of a bootstrapped cluster; already running ones are left alone."""
     for node in plan.coordinators:
@@ -403,9 +419,11 @@ def bootstrap(plan: LabPlan, timeout: float = 240, osds_per_node: int = OSDS_PER
     mark("keys+monmap")
 
     conf = str(plan.ceph_conf)
+    mkfs: dict[int, subprocess.Popen[bytes]] = {}
     try:
         # bluestore mkfs (~2.5 s each) needs no mon: start it now, alongside the mons.
-        mkfs = {o.id: _osd_mkfs(plan, o, osd_keys[o.id]) for o in osd_list}
+        for osd in osd_list:
+            mkfs[osd.id] = _osd_mkfs(plan, osd, osd_keys[osd.id])
         _parallel([lambda n=n: proc.run(
             ["ceph-mon", "--mkfs", "-i", n.name, "--monmap", str(monmap), "--keyring",
              str(mon_keyring), "--conf", conf], netns=n.netns, env=_env(plan))
@@ -444,11 +462,15 @@ def bootstrap(plan: LabPlan, timeout: float = 240, osds_per_node: int = OSDS_PER
               lambda: _healthy(ceph_status(plan), len(osd_list), pgs=POOL_PGS))
         mark("HEALTH_OK")
     except BaseException:
+        # Leave nothing half-made except the logs: a second bootstrap starts from scratch.
         stop_all(plan, kill=True)
-        for job in locals().get("mkfs", {}).values():
+        for job in mkfs.values():
             if job.poll() is None:
                 job.kill()
-                job.wait()
+            job.wait()
+        for node in plan.nodes:
+            shutil.rmtree(node.dir / "ceph", ignore_errors=True)
+        _info_file(plan).unlink(missing_ok=True)
         raise
     info = client_info(plan)
     plan.extra["ceph"] = {k: v for k, v in info.items() if k != "key"}
