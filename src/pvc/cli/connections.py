@@ -12,7 +12,8 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +66,20 @@ def mask_key(key: str | None) -> str | None:
     return re.sub(r"[A-Za-z0-9]", "x", key) if key else key
 
 
+def _environ(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    """Functions take an explicit environment (tests) or read the process's own."""
+    return os.environ if env is None else env
+
+
 def parse_bool(value: str | None, default: bool) -> bool:
     if value is None or value.strip() == "":
         return default
     return value.strip().lower() not in ("0", "false", "no", "n", "off", "f")
 
 
-def store_dir(env: dict[str, str] | None = None) -> Path:
+def store_dir(env: Mapping[str, str] | None = None) -> Path:
     """`$PVC_CLIENT_DIR`, else `~/.config/pvc`, else `/tmp/pvc` (no home at all)."""
-    env = os.environ if env is None else env
+    env = _environ(env)
     if env.get("PVC_CLIENT_DIR"):
         return Path(env["PVC_CLIENT_DIR"])
     if env.get("HOME"):
@@ -81,7 +87,7 @@ def store_dir(env: dict[str, str] | None = None) -> Path:
     return Path("/tmp/pvc")
 
 
-def store_path(env: dict[str, str] | None = None) -> Path:
+def store_path(env: Mapping[str, str] | None = None) -> Path:
     return store_dir(env) / STORE_FILENAME
 
 
@@ -143,8 +149,8 @@ def remove_connection(data: dict[str, dict[str, Any]], name: str) -> None:
     del data[name]
 
 
-def config_file_path(env: dict[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
+def config_file_path(env: Mapping[str, str] | None = None) -> str:
+    env = _environ(env)
     return env.get("PVC_CONFIG_FILE") or DEFAULT_CONFIG_FILE
 
 
@@ -205,13 +211,13 @@ def resolve_entry(name: str, entry: dict[str, Any], verify_ssl: bool) -> Connect
                       api_key=entry.get("api_key") or None, verify_ssl=verify_ssl)
 
 
-def all_connections(data: dict[str, dict[str, Any]], env: dict[str, str] | None = None,
+def all_connections(data: dict[str, dict[str, Any]], env: Mapping[str, str] | None = None,
                     strict: bool = False) -> dict[str, Connection]:
     """Stored connections plus the implicit `local` one when a node configuration exists.
 
     Entries that cannot be resolved (a `cfgfile` that vanished) are skipped unless `strict`.
     """
-    env = os.environ if env is None else env
+    env = _environ(env)
     verify = parse_bool(env.get("PVC_CLIENT_VERIFY_SSL"), True)
     out: dict[str, Connection] = {}
     for name, entry in data.items():
@@ -232,9 +238,9 @@ def all_connections(data: dict[str, dict[str, Any]], env: dict[str, str] | None 
 
 
 def select_connection(data: dict[str, dict[str, Any]], requested: str | None,
-                      env: dict[str, str] | None = None) -> Connection:
+                      env: Mapping[str, str] | None = None) -> Connection:
     """The connection a command uses: the requested one, else the only one, else `local`."""
-    env = os.environ if env is None else env
+    env = _environ(env)
     if requested:
         if requested in data:
             return resolve_entry(requested, data[requested],
@@ -261,6 +267,3 @@ def select_connection(data: dict[str, dict[str, Any]], requested: str | None,
         "choose one with -c/--connection or PVC_CONNECTION."
     )
 
-
-def as_dict(conn: Connection) -> dict[str, Any]:
-    return asdict(conn)

@@ -11,7 +11,6 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from rich import box
 from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -127,9 +126,3 @@ def coordinator_style(state: str) -> str:
 def domain_style(state: str) -> str:
     return DOMAIN_STYLES.get(state, "blue")
 
-
-__all__ = [
-    "HEADER_STYLE", "LABEL_STYLE", "Formatter", "box", "cell", "coordinator_style", "daemon_style",
-    "domain_style", "health_style", "health_text", "human_mib", "json_formatters", "key_values",
-    "render", "table", "to_json",
-]

@@ -100,7 +100,7 @@ LIST_FORMATS = {"pretty": format_list_pretty, "raw": format_list_raw, **json_for
 
 def format_info(node: dict[str, Any], long: bool = False) -> RenderableType:
     memory = _memory(node)
-    vcpu = node.get("vcpu") if isinstance(node.get("vcpu"), dict) else {}
+    vcpu: dict[str, Any] = node["vcpu"] if isinstance(node.get("vcpu"), dict) else {}
     health = node.get("health", "N/A")
     details = node.get("health_details") or []
     shown = [d for d in details if isinstance(d, dict) and (long or int(d.get("health_delta") or 0) > 0)]
