@@ -65,7 +65,8 @@ def write_config(path: Path, zk_hosts: list[str], root: str, node: str = "hv1",
         },
         "hypervisor": {"libvirt_uri": "test:///default"},
         # Node daemons in tests do not spawn pvcapid; the `api` fixture runs it directly.
-        "subsystem": {"enable_api": False},
+        # No Ceph in integration tests (the lab and system tests have one).
+        "subsystem": {"enable_api": False, "enable_storage": False},
         "path": {"dynamic_directory": str(path.parent / "run")},
     }
     for key, value in sections.items():

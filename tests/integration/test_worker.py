@@ -35,7 +35,7 @@ def test_selftest_reports_every_node(zk: ZK, daemons, config_factory) -> None:
         checks = result["checks"]
         assert checks["zookeeper"]["ok"] and checks["libvirt"]["ok"], (name, checks)
         assert checks["libvirt"]["detail"]["uri"] == "test:///default"
-        assert "ceph" in checks  # no Ceph in this test: reported, not crashed
+        assert checks["ceph"]["skipped"]  # storage subsystem disabled in these tests
     view = tasks.task_view(record)
     assert view["state"] == "SUCCESS" and view["current"] == view["total"]
     assert any("Checking libvirt" in line for line in tasks.task_log(zk, next(
@@ -83,3 +83,19 @@ def test_dead_worker_leaves_task_failed_with_reason(zk: ZK, daemons, config_fact
     record = wait_for(lambda: finished(zk, task.id), 30, message="task marked failed")
     assert record.state == "FAILURE"
     assert "stopped while running this task" in record.status and "hv1" in record.status
+
+
+def test_selftest_fails_with_the_problem_named(zk: ZK, daemons, config_factory) -> None:
+    hosts = zk.hosts.split("/", 1)[0].split(",")
+    config = config_factory("hv1", timer={"keepalive_interval": 1},
+                            zookeeper={"hosts": hosts, "root": zk.root, "session_timeout": 3},
+                            subsystem={"enable_api": False, "enable_storage": True},
+                            storage={"ceph_config_file": "/nonexistent/ceph.conf"})
+    start_daemon(daemons, "pvc.node.daemon", config)
+    start_daemon(daemons, "pvc.worker.daemon", config)
+    wait_for(lambda: nodes.primary_node(zk) == "hv1", 20, message="hv1 primary")
+    task = tasks.submit(zk, "cluster.selftest", {})
+    record = wait_for(lambda: finished(zk, task.id), 60, message="self-test to finish")
+    assert record.state == "FAILURE"
+    assert "hv1: ceph (Ceph is not configured" in record.status
+    assert record.result["nodes"]["hv1"]["checks"]["libvirt"]["ok"]

@@ -25,6 +25,14 @@ def task_kind(name: str) -> Callable[[TaskFunction], TaskFunction]:
     return register
 
 
+class TaskFailed(Exception):
+    """A task that ran to its end but whose outcome is a failure; keeps its result."""
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class TaskCancelled(Exception):
     """Raised inside a task at a progress point after an administrator cancelled it."""
 

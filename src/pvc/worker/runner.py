@@ -21,7 +21,7 @@ from pvc.core import schema
 from pvc.core.config import Settings
 from pvc.core.errors import ClusterUnavailable, PVCError
 from pvc.core.zk import ZK
-from pvc.worker.registry import KINDS, TaskCancelled, TaskContext
+from pvc.worker.registry import KINDS, TaskCancelled, TaskContext, TaskFailed
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,9 @@ class Worker:
             except TaskCancelled:
                 tasks.finish(self.zk, task.id, self.node, "CANCELLED", "Cancelled by request")
                 log.info("task %s cancelled", task.id)
+                return
+            except TaskFailed as exc:
+                tasks.finish(self.zk, task.id, self.node, "FAILURE", str(exc), result=_jsonable(exc.result))
                 return
             except PVCError as exc:
                 self._fail(task, f"{type(exc).__name__}: {exc.message}")

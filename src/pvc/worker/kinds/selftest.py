@@ -13,9 +13,13 @@ from pvc.adapters import ceph, hypervisor
 from pvc.cluster import tasks
 from pvc.cluster.nodes import load_nodes
 from pvc.core import schema
-from pvc.worker.registry import TaskContext, task_kind
+from pvc.worker.registry import TaskContext, TaskFailed, task_kind
 
 NODE_TIMEOUT = 60.0
+
+
+def _skipped(subsystem: str) -> dict[str, Any]:
+    return {"ok": True, "skipped": True, "detail": f"{subsystem} is disabled on this node", "ms": 0.0}
 
 
 def _timed(check: Any) -> dict[str, Any]:
@@ -32,12 +36,15 @@ def _timed(check: Any) -> dict[str, Any]:
 def node_selftest(ctx: TaskContext) -> dict[str, Any]:
     ctx.progress(0, 3, "Checking ZooKeeper")
     zk_check = _timed(lambda: {"nodes": len(ctx.zk.children(schema.NODES)), "session": ctx.zk.connected})
+    subsystems = ctx.settings.subsystem
     ctx.progress(1, 3, "Checking libvirt")
-    libvirt_check = _timed(lambda: hypervisor.probe(ctx.settings.hypervisor.libvirt_uri))
+    libvirt_check = _timed(lambda: hypervisor.probe(ctx.settings.hypervisor.libvirt_uri)) \
+        if subsystems.enable_hypervisor else _skipped("the hypervisor subsystem")
     ctx.progress(2, 3, "Checking Ceph")
     storage = ctx.settings.storage
     ceph_check = _timed(lambda: ceph.probe(storage.ceph_config_file, storage.ceph_keyring_file,
-                                           storage.timeout))
+                                           storage.timeout)) \
+        if subsystems.enable_storage else _skipped("the storage subsystem")
     checks = {"zookeeper": zk_check, "libvirt": libvirt_check, "ceph": ceph_check}
     failed = [name for name, check in checks.items() if not check["ok"]]
     status = f"{ctx.node}: " + ("all checks passed" if not failed else "failed: " + ", ".join(failed))
@@ -76,6 +83,16 @@ def cluster_selftest(ctx: TaskContext, timeout: float = NODE_TIMEOUT) -> dict[st
         name for name, result in results.items()
         if "error" in result or not all(c["ok"] for c in result.get("checks", {}).values())
     )
-    status = (f"All {len(results)} node(s) passed" if not failures
-              else f"{len(failures)} of {len(results)} node(s) with problems: {', '.join(failures)}")
-    return {"status": status, "nodes": results}
+    if failures:
+        problems = "; ".join(_problems(name, results[name]) for name in failures)
+        raise TaskFailed(f"{len(failures)} of {len(results)} node(s) with problems: {problems}",
+                         {"nodes": results})
+    return {"status": f"All {len(results)} node(s) passed", "nodes": results}
+
+
+def _problems(name: str, result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"{name}: {result['error']}"
+    failed = [f"{check} ({detail['detail']})" for check, detail in result.get("checks", {}).items()
+              if not detail["ok"]]
+    return f"{name}: " + ", ".join(failed)
