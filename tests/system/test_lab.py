@@ -112,7 +112,8 @@ def test_node_kill_and_start(lab: LabPlan) -> None:
     with api(lab) as client:
         before = client.get("/node/hv3").json()[0]["keepalive"]
         assert labmain.node_kill(lab, hv3) > 0
-        assert proc.run(["ip", "netns", "pids", hv3.netns]).stdout.split() == []
+        left = proc.run(["ip", "netns", "pids", hv3.netns]).stdout.split()
+        assert [pid for pid in left if proc.alive(int(pid))] == []
         time.sleep(6)
         stale = client.get("/node/hv3").json()[0]["keepalive"]
         time.sleep(6)

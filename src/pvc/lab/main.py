@@ -274,13 +274,23 @@ def node_start(plan: LabPlan, node: NodePlan) -> None:
 
 def node_kill(plan: LabPlan, node: NodePlan) -> int:
     """SIGKILL every process in the node's namespace (VMs, daemons, Ceph, ZooKeeper)."""
-    pids = proc.run(["ip", "netns", "pids", node.netns], check=False).stdout.split()
-    for pid in pids:
-        proc.run(["kill", "-9", pid], check=False)
+    killed: set[str] = set()
+
+    def survivors() -> list[str]:
+        pids = proc.run(["ip", "netns", "pids", node.netns], check=False).stdout.split()
+        return [p for p in pids if proc.alive(int(p))]
+
+    for _ in range(50):
+        pids = survivors()
+        if not pids:
+            break
+        proc.run(["kill", "-9", *pids], check=False)
+        killed.update(pids)
+        time.sleep(0.1)
     for pidfile in plan.pid_dir.glob(f"{node.name}-*.pid"):
         if proc.pid_of(pidfile) is None:
             pidfile.unlink(missing_ok=True)
-    return len(pids)
+    return len(killed)
 
 
 def fence(plan: LabPlan, node: NodePlan) -> None:
