@@ -17,6 +17,10 @@ def node_names(zk: ZK) -> list[str]:
 
 
 def load_nodes(zk: ZK, names: list[str] | None = None) -> list[NodeRecord]:
+    cached = zk.cached_children_docs(schema.NODES)
+    if cached is not None:
+        wanted = sorted(cached) if names is None else names
+        return [NodeRecord.model_validate(cached[n]) for n in wanted if isinstance(cached.get(n), dict)]
     names = node_names(zk) if names is None else names
     docs = zk.get_many([schema.node(n) for n in names])
     out = []
