@@ -28,6 +28,7 @@ bench: install
 	$(PY) bench/keepalive.py
 	$(PY) bench/election.py
 	$(PY) bench/api_node_list.py
+	$(PY) bench/lab_up.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis src/*.egg-info
