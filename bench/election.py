@@ -10,7 +10,6 @@ import signal
 import time
 
 from _common import Daemon, ZooKeeperServer, free_port, median, table, workdir, write_config
-
 from pvc.cluster import nodes
 from pvc.core.zk import ZK
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 
 import psutil
-from _common import Daemon, ZooKeeperServer, free_port, table, workdir, write_config
 
+from _common import Daemon, ZooKeeperServer, free_port, table, workdir, write_config
 from pvc.core import schema
 from pvc.core.zk import ZK
 
