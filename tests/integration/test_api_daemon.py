@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from pvc.core.zk import ZK
-from tests.conftest import API_TOKEN, Api, start_daemon, wait_for
+from pvc.core.zkserver import ZooKeeperServer, free_port
+from tests.conftest import API_TOKEN, Api, start_daemon, wait_for, write_config
 
 
 def run_daemon(config: Path) -> subprocess.CompletedProcess[str]:
@@ -84,3 +86,34 @@ def test_tls(daemons, config_factory, zk: ZK, tmp_path: Path) -> None:
         plain_ok = False
     assert not plain_ok
     assert daemon.stop() == 0
+
+
+@pytest.mark.slow
+def test_zookeeper_outage_is_503_and_the_api_recovers(daemons, tmp_path: Path) -> None:
+    """A private ZooKeeper (the shared one must stay up): stop it, expect 503s, restart it."""
+    server = ZooKeeperServer(tmp_path / "zk", free_port()).start()
+    try:
+        config = write_config(tmp_path / "pvc.conf", [server.address], "/outage")
+        port = yaml.safe_load(config.read_text())["api"]["listen"]["port"]
+        daemon = start_daemon(daemons, "pvc.api.daemon", config)
+        base = f"http://127.0.0.1:{port}/api/v1"
+        headers = {"X-Api-Key": API_TOKEN}
+
+        def up() -> bool:
+            assert daemon.running, daemon.output()
+            try:
+                return httpx.get(base + "/status", headers=headers, timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 30, message="pvcapid")
+        server.stop()
+        response = httpx.get(base + "/status", headers=headers, timeout=90)
+        assert response.status_code == 503
+        assert response.json()["message"].startswith("ZooKeeper unavailable")
+        assert httpx.get(base + "/", timeout=5).status_code == 200  # needs no ZooKeeper
+        server.start()
+        wait_for(up, 60, 0.5, "pvcapid to answer again after ZooKeeper came back")
+        assert daemon.running
+    finally:
+        server.stop()

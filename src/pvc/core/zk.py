@@ -163,9 +163,20 @@ class ZK:
                 log.exception("zookeeper state listener failed")
 
     def retry(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run fn, retrying on connection loss; map a final failure to ClusterUnavailable."""
+        """Run fn, retrying on connection loss; map a final failure to ClusterUnavailable.
+
+        kazoo queues a call made while it is reconnecting and waits for the answer without any
+        time limit, so with ZooKeeper down a call would block forever. An attempt is therefore
+        only made while connected; otherwise it counts as a connection loss, retried until the
+        deadline.
+        """
+        def attempt(*a: Any, **kw: Any) -> Any:
+            if not self.client.connected:
+                raise ConnectionLoss("not connected to ZooKeeper")
+            return fn(*a, **kw)
+
         try:
-            return self._retry.copy()(fn, *args, **kwargs)
+            return self._retry.copy()(attempt, *args, **kwargs)
         except (RetryFailedError, ConnectionLoss, OperationTimeoutError, SessionExpiredError,
                 KazooTimeoutError) as exc:
             raise ClusterUnavailable(f"ZooKeeper unavailable: {type(exc).__name__}") from None
