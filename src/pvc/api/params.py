@@ -19,7 +19,7 @@ parameters and as a form request body for the OpenAPI document (see app.py).
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, get_args, get_origin
 
 from fastapi import Depends, Request
@@ -144,9 +144,14 @@ def parse(model: type[Inputs], items: list[tuple[str, Any]]) -> Inputs:
 
 
 @functools.cache
-def _dependency(model: type[Inputs]) -> Callable[[Request], Awaitable[Inputs]]:
-    async def read_inputs(request: Request) -> Inputs:
-        return parse(model, await collect(request))
+def _dependency(model: type[Inputs]) -> Callable[[Request], AsyncIterator[Inputs]]:
+    async def read_inputs(request: Request) -> AsyncIterator[Inputs]:
+        try:
+            yield parse(model, await collect(request))
+        finally:
+            # Uploaded files of a multipart body are spooled to temporary files; release them
+            # once the route is done (FastAPI does this only for its own Form parameters).
+            await request.close()
 
     read_inputs.__pvc_inputs__ = model  # type: ignore[attr-defined]  # found by the OpenAPI hook
     read_inputs.__name__ = f"inputs_{model.__name__}"
