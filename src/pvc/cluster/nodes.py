@@ -13,7 +13,8 @@ from pvc.core.zk import ZK
 
 
 def node_names(zk: ZK) -> list[str]:
-    return zk.children(schema.NODES)
+    cached = zk.cached_children(schema.NODES)
+    return cached if cached is not None else zk.children(schema.NODES)
 
 
 def load_nodes(zk: ZK, names: list[str] | None = None) -> list[NodeRecord]:

@@ -94,6 +94,7 @@ class ZK:
         self.client.add_listener(self._on_state)
         self.lost = threading.Event()
         self._caches: dict[str, TreeCache] = {}
+        self._decoded: dict[str, tuple[int, Json]] = {}
 
     @classmethod
     def from_settings(cls, settings: Any) -> ZK:
@@ -204,10 +205,25 @@ class ZK:
             return None
         out: dict[str, Json] = {}
         for child in children:
-            node = tree.get_data(f"{parent}/{child}")
-            if node is not None:
-                out[child] = decode(node.data)
+            path = f"{parent}/{child}"
+            node = tree.get_data(path)
+            if node is None:
+                continue
+            # Decoding every document on every list is most of a list's cost: keep the decoded
+            # value until the znode changes (its mzxid moves).
+            known = self._decoded.get(path)
+            if known is None or known[0] != node.stat.mzxid:
+                known = (node.stat.mzxid, decode(node.data))
+                self._decoded[path] = known
+            out[child] = known[1]
         return out
+
+    def cached_children(self, parent: str) -> list[str] | None:
+        tree = self._caches.get(parent)
+        if tree is None or not self.connected or tree._state != TreeCache.STATE_STARTED:
+            return None
+        children = tree.get_children(parent)
+        return sorted(children) if children is not None else None
 
     # -- reads ---------------------------------------------------------------------------------
 
