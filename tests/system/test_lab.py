@@ -31,6 +31,19 @@ def pvc(plan: LabPlan, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+def node_info(plan: LabPlan, name: str, timeout: float = 60) -> dict:
+    """GET /node/<name>, riding out a primary change (pvcapid moves with the primary role)."""
+    def attempt() -> dict | None:
+        try:
+            with api(plan) as client:
+                response = client.get(f"/node/{name}")
+                return response.json()[0] if response.status_code == 200 else None
+        except httpx.HTTPError:
+            return None
+
+    return proc.wait_until(attempt, timeout, f"the API to answer for {name}")
+
+
 def traces(name: str) -> list[str]:
     """Everything of lab `name` that could survive: namespaces, processes, mounts, files."""
     found = [f"netns {ns}" for ns in netns.list_lab_netns(name)]
@@ -109,18 +122,16 @@ def test_isolate_and_rejoin(lab: LabPlan) -> None:
 
 def test_node_kill_and_start(lab: LabPlan) -> None:
     hv3 = lab.node("hv3")
-    with api(lab) as client:
-        before = client.get("/node/hv3").json()[0]["keepalive"]
-        assert labmain.node_kill(lab, hv3) > 0
-        left = proc.run(["ip", "netns", "pids", hv3.netns]).stdout.split()
-        assert [pid for pid in left if proc.alive(int(pid))] == []
-        time.sleep(6)
-        stale = client.get("/node/hv3").json()[0]["keepalive"]
-        time.sleep(6)
-        assert client.get("/node/hv3").json()[0]["keepalive"] == stale >= before
-        labmain.node_start(lab, hv3)
-        proc.wait_until(lambda: client.get("/node/hv3").json()[0]["keepalive"] > stale, 60,
-                        "hv3 keepalives again")
+    before = node_info(lab, "hv3")["keepalive"]
+    assert labmain.node_kill(lab, hv3) > 0
+    left = proc.run(["ip", "netns", "pids", hv3.netns]).stdout.split()
+    assert [pid for pid in left if proc.alive(int(pid))] == []
+    time.sleep(6)
+    stale = node_info(lab, "hv3")["keepalive"]
+    time.sleep(6)
+    assert node_info(lab, "hv3")["keepalive"] == stale >= before
+    labmain.node_start(lab, hv3)
+    proc.wait_until(lambda: node_info(lab, "hv3")["keepalive"] > stale, 60, "hv3 keepalives again")
     rows = [r for r in labmain.lab_status(lab) if r["node"] == "hv3"]
     assert all(r["state"].startswith(("up", "run")) for r in rows), rows
 
@@ -159,3 +170,23 @@ def test_down_after_killed_up() -> None:
     assert traces(name)  # something to clean
     labmain.lab_down(name)
     assert traces(name) == []
+
+
+def test_clean_stop_and_fence(lab: LabPlan) -> None:
+    hv1, hv2 = lab.node("hv1"), lab.node("hv2")
+    labmain.node_stop(lab, hv2)
+    assert node_info(lab, "hv2")["daemon_state"] == "stop"  # a clean stop reports itself
+    labmain.node_start(lab, hv2)
+    proc.wait_until(lambda: node_info(lab, "hv2")["daemon_state"] == "run", 90, "hv2 running again")
+
+    # The fence agent: nothing of hv2 runs any more and it is cut off.
+    labmain.fence(lab, hv2)
+    left = proc.run(["ip", "netns", "pids", hv2.netns]).stdout.split()
+    assert [pid for pid in left if proc.alive(int(pid))] == []
+    ping = ["ping", "-c", "1", "-W", "1", hv2.address]
+    assert proc.run(ping, netns=hv1.netns, check=False).returncode != 0
+    stale = node_info(lab, "hv2")["keepalive"]
+
+    netns.rejoin(lab, hv2)
+    labmain.node_start(lab, hv2)
+    proc.wait_until(lambda: node_info(lab, "hv2")["keepalive"] > stale, 90, "hv2 back after the fence")
