@@ -14,7 +14,6 @@ API runs only on whichever node is primary.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import ipaddress
 import logging
 import os
@@ -28,23 +27,9 @@ from pathlib import Path
 from pvc.lab import proc
 from pvc.lab.plan import LabPlan, NodePlan
 
-CLONE_NEWNET = 0x40000000
-NETNS_RUN = Path("/run/netns")
 BUFSIZE = 65536
 
 log = logging.getLogger("pvc.lab.relay")
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def setns_net(netns: str) -> None:
-    """Move the calling thread (only) into network namespace `netns`."""
-    fd = os.open(NETNS_RUN / netns, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({netns}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -78,7 +63,7 @@ def connect_first(targets: Sequence[Target], timeout: float) -> tuple[socket.soc
     errors = []
     for target in targets:
         try:
-            setns_net(target.netns)
+            proc.enter_netns(target.netns)
             sock = socket.create_connection((target.address, target.port), timeout=timeout)
         except OSError as exc:
             errors.append(f"{target}: {exc.strerror or exc}")
