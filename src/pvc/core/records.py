@@ -108,3 +108,56 @@ class TaskRecord(Record):
     @property
     def finished_state(self) -> bool:
         return self.state in TASK_FINISHED
+
+
+VM_STATES: tuple[str, ...] = (
+    "start", "restart", "shutdown", "stop", "disable", "migrate", "migrate-live", "unmigrate",
+    "provision", "fail", "delete", "mirror", "import", "restore",
+)
+VM_SETTABLE_STATES: tuple[str, ...] = ("start", "shutdown", "stop", "restart", "disable")
+MIGRATION_METHODS: tuple[str, ...] = ("live", "shutdown", "none")
+
+
+class Tag(Record):
+    name: str
+    type: str = "user"
+    protected: bool = False
+
+
+class VMRecord(Record):
+    """A VM's definition and desired state (`/vms/<uuid>`), written by the API and provisioner.
+
+    `state` keeps PVC's vocabulary: the API sets start/stop/shutdown/restart/disable and the
+    migrate family; the node that owns the VM moves it on (restart -> start, shutdown -> stop) or
+    records `fail`. Every write is a compare-and-set on the document's version.
+    """
+
+    uuid: str
+    name: str
+    xml: str
+    state: str = "stop"
+    node: str = ""                    # where the VM should run
+    last_node: str = ""               # origin of a temporary migration ("" if none)
+    node_limit: list[str] = Field(default_factory=list)
+    node_selector: str = "none"
+    node_autostart: bool = False
+    migration_method: str = "live"
+    migration_max_downtime: int = 300  # ms
+    profile: str = ""
+    description: str = ""
+    tags: list[Tag] = Field(default_factory=list)
+    rbd_volumes: list[str] = Field(default_factory=list)   # pool/volume
+    created: float = Field(default_factory=time.time)
+
+
+class VMStatus(Record):
+    """What the node running the VM observes (`/vms/<uuid>/status`), written only by that node."""
+
+    node: str = ""
+    running: bool = False
+    libvirt_state: str = ""
+    failed_reason: str = ""
+    vnc: str = ""                      # listen:port from the live XML
+    stats: dict[str, Any] = Field(default_factory=dict)
+    last_migration: dict[str, Any] = Field(default_factory=dict)  # {time, duration_s, downtime_ms, from, to}
+    updated: float = 0.0

@@ -15,7 +15,7 @@ from pvc.core.zk import ZK
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = "/schema"
 SCHEMA_VERSION_PATH = "/schema/version"
@@ -33,9 +33,11 @@ FAULTS = "/faults"
 TASKS = "/tasks"
 TASK_LOGS = "/tasklogs"
 LOCKS = "/locks"
+VMS = "/vms"
+VM_NAMES = "/vmnames"
 
 # Trees a fresh cluster starts with; backup/restore covers everything under the root.
-BASE_PATHS = (SCHEMA, CONFIG, NODES, LOGS, FAULTS, TASKS, TASK_LOGS, LOCKS)
+BASE_PATHS = (SCHEMA, CONFIG, NODES, LOGS, FAULTS, TASKS, TASK_LOGS, LOCKS, VMS, VM_NAMES)
 
 
 def node(name: str) -> str:
@@ -69,6 +71,26 @@ def task_log(task_id: str) -> str:
     return f"{TASK_LOGS}/{task_id}"
 
 
+def vm(uuid: str) -> str:
+    """VM document (VMRecord): definition, desired state, placement and metadata."""
+    return f"{VMS}/{uuid}"
+
+
+def vm_status(uuid: str) -> str:
+    """VMStatus, written by the node that runs the VM (stats, failure reason, migration)."""
+    return f"{VMS}/{uuid}/status"
+
+
+def vm_console(uuid: str) -> str:
+    """Last lines of the VM's serial console, kept by the node that runs it."""
+    return f"{VMS}/{uuid}/console"
+
+
+def vm_name(name: str) -> str:
+    """Name index: holds the VM's uuid; created in the same transaction as the VM, so unique."""
+    return f"{VM_NAMES}/{name}"
+
+
 # -- migrations ---------------------------------------------------------------------------------
 
 Migration = Callable[[ZK], None]
@@ -81,8 +103,13 @@ def _v1(zk: ZK) -> None:
         zk.create(PRIMARY_NODE, "none")
 
 
+def _v2(zk: ZK) -> None:
+    zk.ensure(VMS)
+    zk.ensure(VM_NAMES)
+
+
 # MIGRATIONS[n] upgrades a tree at version n to version n+1.
-MIGRATIONS: dict[int, Migration] = {0: _v1}
+MIGRATIONS: dict[int, Migration] = {0: _v1, 1: _v2}
 
 
 def current_version(zk: ZK) -> int:
