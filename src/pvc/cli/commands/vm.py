@@ -452,6 +452,11 @@ def _apply(name: str, vm: dict[str, Any], new_xml: str, restart: bool, *,
     state.out(message)
 
 
+def _live_restart(live: bool, restart: bool | None) -> bool | None:
+    """A hot-plugged change needs no restart: only ask when the change cannot be made live."""
+    return False if live and restart is None else restart
+
+
 def _flag(value: bool) -> bool | None:
     """Boolean API parameters are only sent when set, so the API keeps its defaults."""
     return True if value else None
@@ -949,7 +954,7 @@ def network_add(domain: str, net: str, macaddr: str | None, model: str, live: bo
     vm = _vm(domain)
     old_xml = str(vm.get("xml", ""))
     new_xml = _edit(domainxml.add_interface, old_xml, bridge_of(net), mac=macaddr, model=model)
-    do_restart = _decide_restart(get_state(), vm, restart, confirmed)
+    do_restart = _decide_restart(get_state(), vm, _live_restart(live, restart), confirmed)
     device = None
     if live and _running(vm) and not do_restart:
         added = [m for m in domainxml.parse(new_xml).macs if m not in set(domainxml.parse(old_xml).macs)]
@@ -977,7 +982,7 @@ def network_remove(domain: str, net: str | None, macaddr: str | None, live: bool
     old_xml = str(vm.get("xml", ""))
     new_xml = _edit(domainxml.remove_interface, old_xml, mac=macaddr,
                     bridge=bridge_of(net) if net is not None else None)
-    do_restart = _decide_restart(get_state(), vm, restart, confirmed)
+    do_restart = _decide_restart(get_state(), vm, _live_restart(live, restart), confirmed)
     device = None
     if live and _running(vm) and not do_restart:
         removed = [m for m in domainxml.parse(old_xml).macs if m not in set(domainxml.parse(new_xml).macs)]
@@ -1032,7 +1037,7 @@ def volume_add(domain: str, volume: str, disk_id: str | None, bus: str, monitors
     vm = _vm(domain)
     new_xml = _edit(domainxml.add_rbd_disk, str(vm.get("xml", "")), pool, name, list(monitors), secret_uuid,
                     user=ceph_user, target=disk_id, bus=bus)
-    do_restart = _decide_restart(get_state(), vm, restart, confirmed)
+    do_restart = _decide_restart(get_state(), vm, _live_restart(live, restart), confirmed)
     device = None
     if live and _running(vm) and not do_restart:
         device = ("POST", _edit(domainxml.device_xml, new_xml, source=volume))
@@ -1050,7 +1055,7 @@ def volume_remove(domain: str, volume: str, live: bool, restart: bool | None, co
     vm = _vm(domain)
     old_xml = str(vm.get("xml", ""))
     new_xml = _edit(domainxml.remove_disk, old_xml, volume)
-    do_restart = _decide_restart(get_state(), vm, restart, confirmed)
+    do_restart = _decide_restart(get_state(), vm, _live_restart(live, restart), confirmed)
     device = None
     if live and _running(vm) and not do_restart:
         key = {"target": volume} if re.fullmatch(r"[a-z]+", volume) else {"source": volume}
