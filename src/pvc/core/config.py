@@ -138,6 +138,11 @@ class PathSettings(_Section):
 
 class HypervisorSettings(_Section):
     libvirt_uri: str = "qemu:///system"
+    # This node's address on the migration network. Unset: no VM can live-migrate to this node
+    # (other nodes get a clear error); set: published in the node document with the URI below.
+    migration_address: str | None = None
+    # libvirt URI other nodes' libvirtds dial for peer-to-peer migration; {address} is replaced.
+    migration_uri_template: str = "qemu+tcp://{address}/system"
 
 
 class StorageSettings(_Section):
