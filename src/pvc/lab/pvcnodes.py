@@ -49,7 +49,7 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
             "authentication": {"enabled": True, "secret_key": secrets.token_hex(16)},
             "token": [{"description": "lab", "token": token}],
         },
-        "hypervisor": {"libvirt_uri": node.libvirt_uri},
+        "hypervisor": {"libvirt_uri": node.libvirt_uri, "migration_address": node.address},
         "storage": {
             "ceph_config_file": str(plan.ceph_conf),
             "ceph_keyring_file": str(plan.ceph_dir / "ceph.client.admin.keyring"),

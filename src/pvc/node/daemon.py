@@ -8,6 +8,7 @@ ready) are never overwritten.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, N
 from kazoo.protocol.states import KazooState
 
 from pvc import __version__
+from pvc.adapters.hypervisor import LibvirtHypervisor
 from pvc.cluster.state import ensure_cluster
 from pvc.core import schema
 from pvc.core.config import Settings, load_config
@@ -31,6 +33,7 @@ from pvc.core.zk import ZK, encode
 from pvc.node import sysinfo
 from pvc.node.apiservice import ApiService
 from pvc.node.election import PrimaryElection
+from pvc.node.vms import ReconcilerSettings, VMReconciler, ZKStore
 from pvc.node.zklog import ZooKeeperLogHandler
 
 log = logging.getLogger("pvcnoded")
@@ -61,6 +64,17 @@ class NodeDaemon:
             self.api = ApiService(settings)
             self.primary_hooks.append(self.api.start)
             self.secondary_hooks.append(self.api.stop)
+        self._requested_domain_state = ""
+        self.vm_figures: dict[str, Any] = {}
+        self.vms: VMReconciler | None = None
+        self._vm_worker: threading.Thread | None = None
+        if settings.subsystem.enable_hypervisor:
+            self.hypervisor = LibvirtHypervisor(settings.hypervisor.libvirt_uri)
+            self.vms = VMReconciler(ZKStore(self.zk), self.hypervisor, self.name,
+                                    ReconcilerSettings.from_settings(settings), zk=self.zk)
+            reconciler = self.vms
+            self.flush_hooks.append(lambda: reconciler.flush(lambda: self._still_requested("flush")))
+            self.unflush_hooks.append(lambda: reconciler.unflush(lambda: self._still_requested("unflush")))
         self.log_handler = ZooKeeperLogHandler(self.name, settings.logging.node_log_lines)
         if settings.logging.zookeeper:
             logging.getLogger().addHandler(self.log_handler)
@@ -79,6 +93,9 @@ class NodeDaemon:
         self.zk.add_listener(self._on_session)
         self.register()
         self.zk.client.DataWatch(schema.node(self.name), self._on_doc)
+        if self.vms is not None:
+            # Adopts whatever libvirtd still runs: a daemon restart never restarts or stops a VM.
+            self.vms.start()
         if self.coordinator:
             self.election = PrimaryElection(self.zk, self.name, self._may_contend,
                                             self._become_primary, self._become_secondary)
@@ -107,6 +124,8 @@ class NodeDaemon:
     def shutdown(self) -> None:
         """Clean stop: hand the primary role away first, then report `stop` and leave."""
         log.info("shutting down")
+        if self.vms is not None:
+            self.vms.stop()          # VMs keep running in libvirtd; the next daemon adopts them
         try:
             self._write_doc(lambda d: {**d, "daemon_state": "shutdown"})
         except Exception:
@@ -140,13 +159,22 @@ class NodeDaemon:
                 "daemon_pid": os.getpid(),
                 "session_id": f"{self.zk.session_id or 0:x}",
                 **static,
-            }).doc()
+            }).doc() | self._migration_keys()
 
         self.zk.update(schema.node(self.name), change, create=True)
         self._version = None
         self._session = self.zk.session_id
         self._mark_alive()
         log.info("registered node %s", self.name)
+
+    def _migration_keys(self) -> dict[str, str]:
+        """Where other nodes send live migrations to us. Kept as extra keys of the node document
+        (NodeRecord does not model them; readers take them from the raw document)."""
+        address = self.settings.hypervisor.migration_address
+        if not address or not self.settings.subsystem.enable_hypervisor:
+            return {"libvirt_migration_uri": "", "migration_address": ""}
+        uri = self.settings.hypervisor.migration_uri_template.replace("{address}", address)
+        return {"libvirt_migration_uri": uri, "migration_address": address}
 
     def _mark_alive(self) -> None:
         try:
@@ -185,7 +213,10 @@ class NodeDaemon:
                     raw = self.zk.get_raw(path)
                     if raw is None:
                         raise NoNodeError(path)
-                    self._current = NodeRecord.model_validate_json(raw[0]).doc()
+                    # Keep keys NodeRecord does not model (migration URI, API extras).
+                    extra = json.loads(raw[0]) if raw[0] else {}
+                    self._current = {**(extra if isinstance(extra, dict) else {}),
+                                     **NodeRecord.model_validate_json(raw[0]).doc()}
                     self._version = raw[1].version
                 new = change(dict(self._current))
                 try:
@@ -205,8 +236,13 @@ class NodeDaemon:
             state = NodeRecord.model_validate_json(data).domain_state
         except ValueError:
             return
+        self._requested_domain_state = state
         if state in ("flush", "unflush") and self._domain_busy.acquire(blocking=False):
             threading.Thread(target=self._change_domain_state, args=(state,), daemon=True).start()
+
+    def _still_requested(self, state: str) -> bool:
+        """A flush/unflush stops early when a newer request replaced it (pvc-facts §3.7)."""
+        return self._requested_domain_state == state and not self.stopping.is_set()
 
     def _change_domain_state(self, state: str) -> None:
         try:
@@ -221,6 +257,11 @@ class NodeDaemon:
             log.exception("domain state change to %s failed", state)
         finally:
             self._domain_busy.release()
+        # A request that arrived while this one ran was ignored by _on_doc: pick it up now.
+        pending = self._requested_domain_state
+        if pending in ("flush", "unflush") and pending != state and not self.stopping.is_set() \
+                and self._domain_busy.acquire(blocking=False):
+            threading.Thread(target=self._change_domain_state, args=(pending,), daemon=True).start()
 
     # -- keepalive ---------------------------------------------------------------------------------------
 
@@ -243,6 +284,7 @@ class NodeDaemon:
         if self._session is None and self.zk.connected:
             self._after_reconnect()
         figures = sysinfo.resource_figures()
+        vm = self._vm_keepalive()
 
         def change(doc: dict[str, Any]) -> dict[str, Any]:
             state = doc.get("daemon_state")
@@ -251,6 +293,11 @@ class NodeDaemon:
             memory = {**doc.get("memory", {}), "total": figures["memory_total"],
                       "used": figures["memory_used"], "free": figures["memory_free"]}
             vcpu = {**doc.get("vcpu", {}), "total": doc.get("cpu_count", 0)}
+            if vm:
+                memory.update(allocated=vm["memory_allocated"], provisioned=vm["memory_provisioned"])
+                vcpu["allocated"] = vm["vcpu_allocated"]
+                doc = {**doc, "running_domains": vm["running_domains"],
+                       "domains_count": vm["domains_count"]}
             return {**doc, "daemon_state": state, "keepalive": time.time(), "load": figures["load"],
                     "cpu_percent": figures["cpu_percent"], "memory": memory, "vcpu": vcpu,
                     "rss_bytes": figures["rss_bytes"]}
@@ -260,6 +307,32 @@ class NodeDaemon:
         self.keepalives += 1
         if self.election and self.election.is_primary:
             self._primary_keepalive()
+
+    def _vm_keepalive(self) -> dict[str, Any]:
+        """The VM reconciler's keepalive share, bounded by the interval so a hung libvirtd
+        cannot stop this node's keepalive (the node would be declared dead)."""
+        if self.vms is None:
+            return {}
+        if self._vm_worker is not None and self._vm_worker.is_alive():
+            return self.vm_figures           # the previous one still hangs: do not pile up
+        result: dict[str, Any] = {}
+        reconciler = self.vms
+
+        def run() -> None:
+            try:
+                result.update(reconciler.keepalive())
+            except Exception as exc:
+                log.warning("VM keepalive failed: %s", exc)
+
+        worker = self._vm_worker = threading.Thread(target=run, name="vm-keepalive", daemon=True)
+        worker.start()
+        worker.join(max(1.0, self.interval - 1))
+        if worker.is_alive():
+            log.warning("VM keepalive did not finish within the keepalive interval")
+            return self.vm_figures
+        if result:
+            self.vm_figures = result
+        return result
 
     def _primary_keepalive(self) -> None:
         if self.zk.get(schema.PRIMARY_NODE, None) != self.name:
