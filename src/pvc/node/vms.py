@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -348,7 +349,7 @@ class VMReconciler:
         self._threads: dict[str, threading.Thread] = {}
         self._watched: set[str] = set()
         self._status_seen: dict[str, tuple[Any, ...]] = {}
-        self._vnc: dict[str, str] = {}
+        self._live: dict[str, tuple[str, str | None]] = {}   # uuid -> (vnc, console log path)
         self._unknown_logged: set[str] = set()
         self._last_pass = 0.0
         self._loop: threading.Thread | None = None
@@ -504,7 +505,7 @@ class VMReconciler:
     def _settle_status(self, uuid: str, status: dict[str, Any], here: bool) -> None:
         """Keep the status's claim about this node true (running here or not)."""
         if here and (status.get("node") != self.name or not status.get("running")):
-            self._vnc.pop(uuid, None)
+            self._live.pop(uuid, None)
             self._patch(uuid, node=self.name, running=True, libvirt_state="running")
         elif not here and status.get("node") == self.name and status.get("running"):
             self._patch(uuid, running=False, libvirt_state="shutoff", stats={}, vnc="")
@@ -589,7 +590,7 @@ class VMReconciler:
                             failed_reason=reason)
                 return
             self.starts += 1
-            self._vnc.pop(uuid, None)
+            self._live.pop(uuid, None)
             log.info("VM %s (%s) started in %.2fs", fresh.name, uuid, time.monotonic() - started)
             self._patch(uuid, node=self.name, running=True, libvirt_state="running", failed_reason="",
                         started=time.time())
@@ -690,7 +691,7 @@ class VMReconciler:
     def _migrated(self, record: VMRecord, target: str, duration: float, downtime: int | None) -> None:
         log.info("VM %s (%s) migrated to %s in %.2fs, downtime %s ms", record.name, record.uuid, target,
                  duration, downtime)
-        self._vnc.pop(record.uuid, None)
+        self._live.pop(record.uuid, None)
         # Status first (it runs there now), then the state: the target sees a consistent picture.
         self._patch(record.uuid, node=target, running=True, migrating_to="", migrating_from="",
                     last_migration={"time": time.time(), "duration_s": round(duration, 3),
@@ -756,26 +757,32 @@ class VMReconciler:
                     continue                  # incoming migration: the sender reports it
                 info = running[uuid]
                 fields = {"node": self.name, "running": True, "libvirt_state": info.state,
-                          "vnc": self._vnc_of(uuid), "stats": stats.get(uuid, {}), "updated": now}
+                          "vnc": self._live_facts(uuid, records[uuid])[0], "stats": stats.get(uuid, {}),
+                          "updated": now}
                 changes[uuid] = _merge(fields)
             elif (status.get("node") == self.name and status.get("running") and not self.busy(uuid)
                   and not status.get("migrating_to")):
                 changes[uuid] = _merge({"running": False, "libvirt_state": "shutoff", "stats": {},
                                         "vnc": "", "updated": now})
         self.store.update_statuses(changes)
-        self.console.tick({u: os.path.join(self.settings.console_dir, f"{records[u].name}.log")
-                           for u in running})
-        for gone in [u for u in self._vnc if u not in running]:
-            self._vnc.pop(gone, None)
+        self.console.tick({u: path for u in running
+                           if (path := self._live_facts(u, records[u])[1]) is not None})
+        for gone in [u for u in self._live if u not in running]:
+            self._live.pop(gone, None)
         return self.figures(records, running)
 
-    def _vnc_of(self, uuid: str) -> str:
-        if uuid not in self._vnc:
+    def _live_facts(self, uuid: str, record: VMRecord) -> tuple[str, str | None]:
+        """VNC address and console log file from the live XML, read once per arrival here.
+
+        The log path comes from the running domain, not from this node's settings: after a live
+        migration QEMU keeps writing where the sender's XML said."""
+        if uuid not in self._live:
             try:
-                self._vnc[uuid] = domainxml.vnc_address(self.hv.live_xml(uuid))
+                live = self.hv.live_xml(uuid)
+                self._live[uuid] = (domainxml.vnc_address(live), _console_file(live))
             except (HypervisorError, InvalidInput):
-                return ""
-        return self._vnc[uuid]
+                return "", self.console_path(record)
+        return self._live[uuid]
 
     def figures(self, records: dict[str, VMRecord], running: dict[str, DomainInfo]) -> dict[str, Any]:
         """running_domains, domains_count, vcpu.allocated, memory.allocated/provisioned (MiB)."""
@@ -881,6 +888,25 @@ class VMReconciler:
             self.kick(uuid)
         for uuid in waiting:
             self._wait_state_leaves(uuid, {*MIGRATE_STATES, "shutdown"}, keep_going)
+
+
+def _console_file(live_xml: str) -> str | None:
+    """The file serial port 0 logs to (a <log file=...> or a type='file' source), if any."""
+    try:
+        root = ET.fromstring(live_xml)
+    except ET.ParseError:
+        return None
+    for serial in root.findall("devices/serial"):
+        target = serial.find("target")
+        if target is not None and target.get("port") not in (None, "0"):
+            continue
+        logged = serial.find("log")
+        if logged is not None and logged.get("file"):
+            return logged.get("file")
+        source = serial.find("source")
+        if serial.get("type") == "file" and source is not None and source.get("path"):
+            return source.get("path")
+    return None
 
 
 def _merge(fields: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
