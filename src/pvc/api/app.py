@@ -21,7 +21,7 @@ from pvc.api import errors
 from pvc.api.auth import API_KEY_HEADER, SESSION_COOKIE, Authenticator, require_auth
 from pvc.api.common import DESCRIPTIONS, PREFIX, get_zk
 from pvc.api.params import inputs_model, openapi_inputs, required_inputs
-from pvc.api.routers import cluster, faults, nodes, root, tasks
+from pvc.api.routers import cluster, faults, nodes, root, tasks, vms
 from pvc.core.config import Settings
 from pvc.core.zk import ZK
 
@@ -60,6 +60,7 @@ def create_app(settings: Settings, zk: ZK) -> FastAPI:
     app.include_router(cluster.public, prefix=PREFIX)
     app.include_router(cluster.router, prefix=PREFIX)
     app.include_router(nodes.router, prefix=PREFIX)
+    app.include_router(vms.router, prefix=PREFIX)
     app.include_router(faults.router, prefix=PREFIX)
     app.include_router(tasks.router, prefix=PREFIX)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

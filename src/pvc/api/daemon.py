@@ -69,6 +69,7 @@ def main() -> int:
     try:
         schema.migrate(zk)
         zk.cache(schema.NODES)
+        zk.cache(schema.VMS)
         server = uvicorn.Server(uvicorn_config(settings, create_app(settings, zk)))
         # uvicorn re-raises the signal it caught after its graceful shutdown; make that a no-op
         # so we can close the ZooKeeper session and exit 0.

@@ -200,3 +200,115 @@ class ClusterStatus(Doc):
     snapshots: int
     resources: Resources
     detail: StatusDetail
+
+
+class VMTag(Doc):
+    name: str
+    type: str = Field(description="user (tags set through the API) or system")
+    protected: bool
+
+
+class VMNetwork(Doc):
+    type: str | None
+    vni: str | None = Field(description="The PVC network (VNI) parsed from the bridge name, "
+                                        "'macvtap:<dev>' or 'hostdev:<vf>'")
+    mac: str | None
+    source: str | None
+    model: str | None
+    rd_bytes: int
+    rd_packets: int
+    rd_errors: int
+    rd_drops: int
+    wr_bytes: int
+    wr_packets: int
+    wr_errors: int
+    wr_drops: int
+
+
+class VMDisk(Doc):
+    type: str | None = Field(description="rbd (or another network protocol), file or block")
+    name: str | None = Field(description="pool/volume for RBD disks")
+    dev: str | None
+    bus: str | None
+    rd_req: int
+    rd_bytes: int
+    wr_req: int
+    wr_bytes: int
+
+
+class VMController(Doc):
+    type: str | None
+    model: str | None
+
+
+class VMVnc(Doc):
+    listen: str = Field(description="The VNC listen address, or 'None'")
+    port: str = Field(description="The VNC port, or 'None'")
+
+
+class VM(Doc):
+    name: str
+    uuid: str
+    state: str
+    node: str
+    last_node: str
+    migrated: str = Field(description="'no' or 'from <last_node>'")
+    failed_reason: str
+    node_limit: list[str] | None = Field(description="The nodes the VM may run on; null for any")
+    node_selector: str
+    node_autostart: bool
+    migration_method: str
+    migration_max_downtime: int = Field(description="ms")
+    tags: list[VMTag]
+    snapshots: list[dict[str, Any]]
+    description: str | None
+    profile: str
+    memory: int = Field(description="MiB")
+    memory_stats: dict[str, Any]
+    vcpu: int
+    vcpu_topology: str = Field(description="sockets/cores/threads, or 'N/A'")
+    vcpu_stats: dict[str, Any]
+    networks: list[VMNetwork]
+    type: str | None
+    arch: str | None
+    machine: str | None
+    console: str | None
+    vnc: VMVnc
+    emulator: str | None
+    features: list[str]
+    disks: list[VMDisk]
+    controllers: list[VMController]
+    xml: str = Field(description="The libvirt XML with double quotes replaced by single quotes")
+    running: bool = Field(description="Whether the VM's node reports it running")
+    last_migration: dict[str, Any] = Field(description="The last migration as the node recorded it")
+
+
+class VMState(Doc):
+    name: str
+    state: str
+
+
+class VMNode(Doc):
+    name: str
+    node: str
+    last_node: str
+
+
+class VMMeta(Doc):
+    name: str
+    node_limit: list[str] | None
+    node_selector: str
+    node_autostart: bool
+    migration_method: str
+    migration_max_downtime: int
+    profile: str
+
+
+class VMTags(Doc):
+    name: str
+    tags: list[VMTag]
+
+
+class VMLog(Doc):
+    name: str
+    data: str = Field(description="The last lines of the VM's serial console, newline-separated")

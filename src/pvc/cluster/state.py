@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvc.cluster import faults as faults_mod
+from pvc.cluster import vms as vms_mod
 from pvc.cluster.nodes import load_nodes, primary_node
 from pvc.core import schema
 from pvc.core.errors import Conflict
@@ -66,6 +67,10 @@ def cluster_status(zk: ZK) -> dict[str, Any]:
         combo = f"{node.daemon_state},{node.domain_state}"
         node_states[combo] = node_states.get(combo, 0) + 1
     running = [n for n in nodes if n.daemon_state == "run"]
+    vm_entries = sorted(vms_mod.load_entries(zk), key=lambda e: e.record.name)
+    vm_states: dict[str, int] = {"total": len(vm_entries)}
+    for entry in vm_entries:
+        vm_states[entry.record.state] = vm_states.get(entry.record.state, 0) + 1
     mem_total = sum(n.memory.total for n in running)
     mem_used = sum(n.memory.used for n in running)
     cpu_total = sum(n.cpu_count for n in running)
@@ -85,7 +90,7 @@ def cluster_status(zk: ZK) -> dict[str, Any]:
         "pvc_version": primary_record.pvc_version if primary_record else "",
         "upstream_ip": cluster.upstream_ip,
         "nodes": node_states,
-        "vms": {"total": 0},
+        "vms": vm_states,
         "networks": 0,
         "osds": {"total": 0},
         "pools": 0,
@@ -114,7 +119,11 @@ def cluster_status(zk: ZK) -> dict[str, Any]:
                  "domain_state": n.domain_state, "health": n.health if n.health is not None else "None"}
                 for n in nodes
             ],
-            "vm": [],
+            "vm": [
+                {"name": e.record.name, "uuid": e.record.uuid, "state": e.record.state,
+                 "node": e.record.node}
+                for e in vm_entries
+            ],
             "osd": [],
             "faults": [faults_mod.fault_view(f) for f in faults],
         },

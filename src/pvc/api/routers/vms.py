@@ -1,0 +1,302 @@
+"""VM routes (pvc-facts §8.3): define, list, inspect, modify, states, migration, metadata, tags,
+console, rename, lock flush and device hot-plug. Backups, snapshots and mirrors come later.
+
+Decisions and writes live in pvc.cluster.vms; these routes only parse inputs, call it, and shape
+answers as PVC clients expect (element GETs are one-element arrays; an empty list is a 404).
+`wait=true` waits here, asynchronously, so a waiting request does not hold a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from pydantic import Field
+
+from pvc.api.auth import require_auth
+from pvc.api.common import get_zk, ok, responses, task_accepted
+from pvc.api.errors import message
+from pvc.api.models import VM, Message, TaskAccepted, VMLog, VMMeta, VMNode, VMState, VMTags
+from pvc.api.params import Bool, Inputs, inputs
+from pvc.cluster import nodes as nodes_mod
+from pvc.cluster import tasks as tasks_mod
+from pvc.cluster import vms as vms_mod
+from pvc.core.errors import NotFound
+from pvc.core.zk import ZK
+
+router = APIRouter(prefix="/vm", tags=["vm"], dependencies=[Depends(require_auth)])
+
+WAIT_TIMEOUT = vms_mod.WAIT_TIMEOUT
+WAIT_INTERVAL = 0.25
+VM_404 = (404,)
+
+Selector = Literal["mem", "memprov", "vcpus", "load", "vms", "none"]
+Method = Literal["live", "shutdown", "none"]
+ListState = Literal["start", "restart", "shutdown", "stop", "disable", "fail", "migrate", "migrate-live",
+                    "unmigrate", "provision", "mirror"]
+
+LIMIT_HELP = ("The node(s) the VM may be assigned to: repeated keys or one comma-separated list; should "
+              "include `node`")
+SELECTOR_HELP = "The selector used to choose target nodes for the VM; none = the cluster default"
+
+
+class VMListInputs(Inputs):
+    limit: str | None = Field(None, description="A regex on the VM name (fuzzy unless anchored with ^ or $), "
+                                                "or an exact UUID")
+    node: str | None = Field(None, description="Only VMs assigned to this node")
+    state: ListState | None = Field(None, description="Only VMs in this state")
+    tag: str | None = Field(None, description="Only VMs with this tag")
+    negate: Bool = Field(False, description="Invert the node, state and tag filters")
+
+
+class DefineInputs(Inputs):
+    xml: str = Field(description="The libvirt XML definition of the VM")
+    node: str | None = Field(None, description="The node the VM is assigned to; chosen by the selector "
+                                               "when empty")
+    limit: list[str] | None = Field(None, description=LIMIT_HELP)
+    selector: Selector | None = Field(None, description=SELECTOR_HELP)
+    autostart: Bool = Field(False, description="Start the VM when its node returns to ready state")
+    migration_method: Method = Field("live", description="The preferred migration method")
+    migration_max_downtime: int = Field(300, ge=1, le=3_600_000,
+                                        description="The most a live migration may pause the VM (ms)")
+    user_tags: list[str] = Field(default_factory=list, description="User tags of the VM (repeat the key)")
+    protected_tags: list[str] = Field(default_factory=list,
+                                      description="Protected user tags of the VM (repeat the key)")
+
+
+class ModifyInputs(Inputs):
+    xml: str = Field(description="The new libvirt XML definition of the VM")
+    restart: Bool = Field(False, description="Restart the VM to apply the new definition")
+
+
+class DeleteInputs(Inputs):
+    delete_disks: Bool = Field(False, description="Also remove the VM's RBD volumes")
+
+
+class MetaInputs(Inputs):
+    limit: list[str] | None = Field(None, description=LIMIT_HELP + "; an empty value clears it")
+    selector: Selector | None = Field(None, description=SELECTOR_HELP)
+    autostart: Bool | None = Field(None, description="Start the VM when its node returns to ready state")
+    profile: str | None = Field(None, description="The provisioner profile of the VM")
+    migration_method: Method | None = Field(None, description="The preferred migration method")
+    migration_max_downtime: int | None = Field(None, ge=1, le=3_600_000,
+                                               description="The most a live migration may pause the VM (ms)")
+
+
+class TagInputs(Inputs):
+    action: Literal["add", "remove"] = Field(description="Add or remove the tag")
+    tag: str = Field(description="The tag")
+    protected: Bool = Field(False, description="Whether an added tag is protected from removal")
+
+
+class StateInputs(Inputs):
+    state: Literal["start", "shutdown", "stop", "restart", "disable"] = Field(description="The new state")
+    force: Bool = Field(False, description="disable: stop instead of shutting down; start/stop/disable: "
+                                           "allowed on a snapshot mirror")
+    wait: Bool = Field(False, description="Answer once the node has carried out the change")
+
+
+class NodeInputs(Inputs):
+    action: Literal["migrate", "unmigrate", "move"] = Field(
+        description="migrate: temporarily; move: permanently; unmigrate: back to the last node")
+    node: str | None = Field(None, description="The target node; chosen by the VM's selector when empty")
+    force: Bool = Field(False, description="Migrate a VM that is already migrated (keeps its origin)")
+    wait: Bool = Field(False, description="Answer once the migration has finished")
+    force_live: Bool = Field(False, description="Live migration only, no shutdown fallback")
+
+
+class ConsoleInputs(Inputs):
+    lines: int = Field(10, ge=0, le=100000, description="How many of the last console lines to return")
+
+
+class RenameInputs(Inputs):
+    new_name: str = Field(description="The new name of the VM")
+
+
+class DeviceInputs(Inputs):
+    xml: str = Field(description="The libvirt XML of the device to attach or detach")
+
+
+def _json(data: bytes) -> Response:
+    return Response(content=data, media_type="application/json")
+
+
+def _limit(values: list[str] | None) -> list[str] | None:
+    return None if values is None else vms_mod.parse_limit(values)
+
+
+async def _wait_while(request: Request, zk: ZK, uuid: str, states: tuple[str, ...]) -> bool:
+    """Poll until the VM leaves `states` (or the client goes away); True when it did."""
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    while time.monotonic() < deadline and not await request.is_disconnected():
+        record = await run_in_threadpool(vms_mod.get_vm, zk, uuid)
+        if record.state not in states:
+            return True
+        await asyncio.sleep(WAIT_INTERVAL)
+    return False
+
+
+# -- list and define ---------------------------------------------------------------------------------
+
+@router.get("", summary="Return a list of VMs in the cluster", responses=responses(list[VM], 200, 404))
+def vm_list(params: VMListInputs = inputs(VMListInputs), zk: ZK = Depends(get_zk)) -> Response:
+    entries = vms_mod.list_vms(zk, params.limit, params.node, params.state, params.tag, params.negate)
+    if not entries:
+        raise NotFound("VM not found.")
+    return _json(vms_mod.list_json(zk, entries))
+
+
+def _define(params: DefineInputs, zk: ZK) -> JSONResponse:
+    record = vms_mod.define(
+        zk, params.xml, node=params.node or None, limit=params.limit, selector=params.selector,
+        autostart=params.autostart, migration_method=params.migration_method,
+        migration_max_downtime=params.migration_max_downtime, user_tags=params.user_tags,
+        protected_tags=params.protected_tags,
+    )
+    return message(f'Added new VM with Name "{record.name}" and UUID "{record.uuid}" to database.')
+
+
+@router.post("", summary="Define a new VM from libvirt XML", responses=responses(Message, 200, 404))
+def vm_define(params: DefineInputs = inputs(DefineInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
+    return _define(params, zk)
+
+
+# -- one VM -----------------------------------------------------------------------------------------
+
+@router.get("/{vm}", summary="Return information about VM {vm} (a one-element array)",
+            responses=responses(list[VM], 200, *VM_404))
+def vm_get(vm: str, zk: ZK = Depends(get_zk)) -> Response:
+    entry = vms_mod.get_entry(zk, vm)
+    return _json(b"[" + vms_mod.item_json(zk, entry) + b"]")
+
+
+@router.post("/{vm}", summary="Define a new VM (identical to POST /vm; {vm} is ignored, the XML's name "
+                              "is used)", responses=responses(Message, 200, 404))
+def vm_define_named(vm: str, params: DefineInputs = inputs(DefineInputs),
+                    zk: ZK = Depends(get_zk)) -> JSONResponse:
+    return _define(params, zk)
+
+
+@router.put("/{vm}", summary="Replace the libvirt XML of VM {vm}", responses=responses(Message, 200, *VM_404))
+def vm_modify(vm: str, params: ModifyInputs = inputs(ModifyInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
+    return message(vms_mod.modify(zk, vm, params.xml, params.restart))
+
+
+@router.delete("/{vm}", summary="Undefine VM {vm} (stopping it first), or remove it with its disks",
+               responses=responses(Message, 200, *VM_404))
+def vm_delete(vm: str, params: DeleteInputs = inputs(DeleteInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
+    if params.delete_disks:
+        return message(vms_mod.remove(zk, vm, delete_disks=True))
+    return message(vms_mod.undefine(zk, vm))
+
+
+# -- metadata and tags --------------------------------------------------------------------------------
+
+@router.get("/{vm}/meta", summary="Return the metadata of VM {vm}", responses=responses(VMMeta, 200, *VM_404))
+def vm_meta(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
+    return ok(vms_mod.meta_view(vms_mod.get_vm(zk, vm)))
+
+
+@router.post("/{vm}/meta", summary="Set metadata of VM {vm} (only the fields given)",
+             responses=responses(Message, 200, *VM_404))
+def vm_set_meta(vm: str, params: MetaInputs = inputs(MetaInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
+    return message(vms_mod.set_meta(
+        zk, vm, limit=_limit(params.limit), selector=params.selector, autostart=params.autostart,
+        profile=params.profile, migration_method=params.migration_method,
+        migration_max_downtime=params.migration_max_downtime,
+    ))
+
+
+@router.get("/{vm}/tags", summary="Return the tags of VM {vm}", responses=responses(VMTags, 200, *VM_404))
+def vm_tags(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
+    record = vms_mod.get_vm(zk, vm)
+    return ok({"name": record.name, "tags": [t.doc() for t in record.tags]})
+
+
+@router.post("/{vm}/tags", summary="Add or remove a tag of VM {vm}",
+             responses=responses(Message, 200, *VM_404))
+def vm_set_tag(vm: str, params: TagInputs = inputs(TagInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
+    return message(vms_mod.modify_tag(zk, vm, params.action, params.tag, params.protected))
+
+
+# -- state and node -----------------------------------------------------------------------------------
+
+@router.get("/{vm}/state", summary="Return the state of VM {vm}", responses=responses(VMState, 200, *VM_404))
+def vm_state(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
+    record = vms_mod.get_vm(zk, vm)
+    return ok({"name": record.name, "state": record.state})
+
+
+@router.post("/{vm}/state", summary="Start, shut down, stop, restart or disable VM {vm}",
+             responses=responses(Message, 200, *VM_404))
+async def vm_set_state(request: Request, vm: str, params: StateInputs = inputs(StateInputs),
+                       zk: ZK = Depends(get_zk)) -> JSONResponse:
+    record = await run_in_threadpool(vms_mod.get_vm, zk, vm)
+    text = await run_in_threadpool(vms_mod.set_state, zk, record.uuid, params.state, params.force)
+    waits = params.wait and params.state in ("restart", "shutdown")
+    if waits and await _wait_while(request, zk, record.uuid, (params.state,)):
+        done = {"restart": "Restarted", "shutdown": "Shut down"}[params.state]
+        text = f'{done} VM "{record.name}".'
+    return message(text)
+
+
+@router.get("/{vm}/node", summary="Return the node and last node of VM {vm}",
+            responses=responses(VMNode, 200, *VM_404))
+def vm_node(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
+    record = vms_mod.get_vm(zk, vm)
+    return ok({"name": record.name, "node": record.node, "last_node": record.last_node})
+
+
+@router.post("/{vm}/node", summary="Migrate, move or unmigrate VM {vm}",
+             responses=responses(Message, 200, *VM_404))
+async def vm_set_node(request: Request, vm: str, params: NodeInputs = inputs(NodeInputs),
+                      zk: ZK = Depends(get_zk)) -> JSONResponse:
+    record = await run_in_threadpool(vms_mod.get_vm, zk, vm)
+    text = await run_in_threadpool(vms_mod.change_node, zk, record.uuid, params.action, params.node or None,
+                                   params.force, False, params.force_live)
+    if params.wait:
+        after = await run_in_threadpool(vms_mod.get_vm, zk, record.uuid)
+        moving = ("migrate", "migrate-live", "unmigrate")
+        if after.state in moving and await _wait_while(request, zk, record.uuid, moving):
+            text = vms_mod.node_change_done_message(params.action, record.name, after.node)
+    return message(text)
+
+
+# -- tasks, console, rename ---------------------------------------------------------------------------
+
+@router.post("/{vm}/locks", summary="Flush the RBD locks of (stopped) VM {vm} on its node",
+             responses=responses(TaskAccepted, 202, *VM_404))
+def vm_flush_locks(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
+    task = vms_mod.flush_locks(zk, vm)
+    return task_accepted(tasks_mod.accepted(task, nodes_mod.primary_node(zk)))
+
+
+@router.get("/{vm}/console", summary="Return the recent serial console output of VM {vm}",
+            responses=responses(VMLog, 200, *VM_404))
+def vm_console(vm: str, params: ConsoleInputs = inputs(ConsoleInputs),
+               zk: ZK = Depends(get_zk)) -> JSONResponse:
+    record = vms_mod.get_vm(zk, vm)
+    return ok({"name": record.name, "data": vms_mod.console_log(zk, record.uuid, params.lines)})
+
+
+@router.post("/{vm}/rename", summary="Rename (stopped) VM {vm}", responses=responses(Message, 200, *VM_404))
+def vm_rename(vm: str, params: RenameInputs = inputs(RenameInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
+    return message(vms_mod.rename(zk, vm, params.new_name))
+
+
+@router.post("/{vm}/device", summary="Hot-attach a device to (running) VM {vm} on its node",
+             responses=responses(TaskAccepted, 202, *VM_404))
+def vm_attach(vm: str, params: DeviceInputs = inputs(DeviceInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
+    task = vms_mod.device_task(zk, vm, params.xml, attach=True)
+    return task_accepted(tasks_mod.accepted(task, nodes_mod.primary_node(zk)))
+
+
+@router.delete("/{vm}/device", summary="Hot-detach a device from (running) VM {vm} on its node",
+               responses=responses(TaskAccepted, 202, *VM_404))
+def vm_detach(vm: str, params: DeviceInputs = inputs(DeviceInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
+    task = vms_mod.device_task(zk, vm, params.xml, attach=False)
+    return task_accepted(tasks_mod.accepted(task, nodes_mod.primary_node(zk)))
