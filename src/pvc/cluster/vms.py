@@ -466,38 +466,45 @@ def _parse_status(raw: bytes | None) -> VMStatus | None:
 
 
 def _cached_entries(zk: ZK, tree: Any) -> list[VMEntry] | None:
-    children = tree.get_children(schema.VMS)
-    if children is None:
+    """Entries from the TreeCache's nodes, walked directly.
+
+    TreeCache.get_data() splits the path on every call, which was half the cost of a 10,000-VM
+    list; its node objects (kazoo 2.x TreeNode: `_children`, `_data`) are read directly instead.
+    `list(dict.items())` copies atomically under the GIL while the cache thread updates it.
+    """
+    root = getattr(tree, "_root", None)
+    children = getattr(root, "_children", None)
+    if not isinstance(children, dict):
         return None
     memo = _memo(zk)
     out: list[VMEntry] = []
-    seen: set[str] = set()
-    for uuid in children:
-        path = schema.vm(uuid)
-        node = tree.get_data(path)
-        if node is None:
+    for uuid, node in list(children.items()):
+        data = node._data
+        if data is None:
             continue
-        seen.add(uuid)
+        mzxid = data.stat.mzxid
         known = memo.records.get(uuid)
-        if known is None or known[0] != node.stat.mzxid:
-            known = (node.stat.mzxid, _parse_record(node.data))
+        if known is None or known[0] != mzxid:
+            known = (mzxid, _parse_record(data.data))
             memo.records[uuid] = known
         record = known[1]
         if record is None:
             continue
-        snode = tree.get_data(schema.vm_status(uuid))
         status: VMStatus | None = None
         smzxid = 0
-        if snode is not None:
-            smzxid = snode.stat.mzxid
+        snode = node._children.get("status")
+        sdata = snode._data if snode is not None else None
+        if sdata is not None:
+            smzxid = sdata.stat.mzxid
             sknown = memo.statuses.get(uuid)
             if sknown is None or sknown[0] != smzxid:
-                sknown = (smzxid, _parse_status(snode.data))
+                sknown = (smzxid, _parse_status(sdata.data))
                 memo.statuses[uuid] = sknown
             status = sknown[1]
-        out.append(VMEntry(record, status, (known[0], smzxid)))
-    if len(memo.records) > len(seen) + 1000:
-        for gone in set(memo.records) - seen:
+        out.append(VMEntry(record, status, (mzxid, smzxid)))
+    if len(memo.records) > len(out) + 1000:
+        alive = {e.record.uuid for e in out}
+        for gone in set(memo.records) - alive:
             memo.records.pop(gone, None)
             memo.statuses.pop(gone, None)
             memo.items.pop(gone, None)

@@ -1,0 +1,258 @@
+"""pvcapid VM list latency: `GET /api/v1/vm` with 1,000 and 10,000 defined VMs.
+
+Targets (issue 4): 1,000 VMs -> p50 < 50 ms; 10,000 VMs -> p50 < 300 ms. For each size, a fresh
+cluster root on a private ZooKeeper gets 3 ready nodes and the VMs: the first 50 through
+`pvc.cluster.vms.define` (the real path, checks included), the rest as the same VMRecord
+documents (plus name index) in pipelined multi-op transactions, so set-up takes seconds. Every VM
+also gets a VMStatus with stats, as a node reports for a running VM. pvcapid then runs as a process
+(its own interpreter, uvicorn, the watched caches of /nodes and /vms) and we time sequential list
+requests on one keep-alive connection; single-VM GETs are shown for comparison.
+
+With `--churn N`, a writer rewrites N VM statuses per second during the timing (a node's
+keepalive rewrites each running VM's stats every 5 s: 10,000 running VMs = 2,000/s), so the
+list must re-render those items. Run: `.venv/bin/python bench/vm_list.py [--sizes 1000 10000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import threading
+import time
+import uuid as uuidlib
+
+import httpx
+import yaml
+
+from _common import Daemon, ZooKeeperServer, free_port, percentile, table, workdir, write_config
+from pvc.cluster import vms
+from pvc.core import schema
+from pvc.core.records import Memory, NodeRecord, Tag, VMRecord, VMStatus
+from pvc.core.zk import ZK, encode
+
+TARGETS_MS = {1000: 50.0, 10000: 300.0}
+BATCH = 100
+FILTERED = "/api/v1/vm?limit=^vm0010&state=start"   # vm00100..vm00109: 10 of the bulk-written VMs
+
+
+def vm_xml(name: str, uuid: str) -> str:
+    """A provisioner-like domain: 2 RBD disks, 2 NICs, serial console, VNC."""
+    return f"""<domain type='kvm'>
+  <name>{name}</name>
+  <uuid>{uuid}</uuid>
+  <description>Benchmark VM {name}</description>
+  <memory unit='MiB'>1024</memory>
+  <vcpu>2</vcpu>
+  <cpu mode='host-model'><topology sockets='1' cores='2' threads='1'/></cpu>
+  <os><type arch='x86_64' machine='pc-i440fx-2.7'>hvm</type><boot dev='hd'/></os>
+  <features><acpi/><apic/><pae/></features>
+  <clock offset='utc'/>
+  <devices>
+    <emulator>/usr/bin/kvm</emulator>
+    <console type='pty'/>
+    <serial type='pty'><log file='/var/log/libvirt/{name}.log' append='on'/></serial>
+    <controller type='usb' index='0'/>
+    <controller type='scsi' index='0' model='virtio-scsi'/>
+    <disk type='network' device='disk'>
+      <driver name='qemu' discard='unmap' cache='none'/>
+      <source protocol='rbd' name='vms/{name}_sda'><host name='hv1' port='6789'/></source>
+      <target dev='sda' bus='scsi'/>
+    </disk>
+    <disk type='network' device='disk'>
+      <driver name='qemu' discard='unmap' cache='none'/>
+      <source protocol='rbd' name='vms/{name}_sdb'><host name='hv1' port='6789'/></source>
+      <target dev='sdb' bus='scsi'/>
+    </disk>
+    <interface type='bridge'><mac address='52:54:00:3a:7b:c1'/><source bridge='vmbr1001'/>
+      <model type='virtio'/></interface>
+    <interface type='bridge'><mac address='52:54:00:3a:7b:c2'/><source bridge='vmbr101'/>
+      <model type='virtio'/></interface>
+    <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
+  </devices>
+</domain>"""
+
+
+def status_doc(node: str, tick: int = 0) -> dict:
+    return VMStatus(node=node, running=True, libvirt_state="running", vnc="127.0.0.1:5900",
+                    updated=time.time(), stats={
+                        "mem_stats": {"actual": 1048576, "rss": 524288 + tick, "unused": 100000},
+                        "cpu_stats": {"cpu_time": 123456789 + tick, "user_time": 1000, "system_time": 500},
+                        "net_stats": [{"mac": "52:54:00:3a:7b:c1", "rd_bytes": tick, "wr_bytes": 2 * tick},
+                                      {"mac": "52:54:00:3a:7b:c2", "rd_bytes": tick, "wr_bytes": tick}],
+                        "disk_stats": [{"name": "vms/x_sda", "rd_req": tick, "wr_req": tick}],
+                    }).doc()
+
+
+def populate(zk: ZK, count: int) -> list[tuple[str, str]]:
+    """Define `count` VMs; returns (uuid, node) pairs."""
+    nodes = ["hv1", "hv2", "hv3"]
+    for name in nodes:
+        zk.put(schema.node(name), NodeRecord(
+            name=name, daemon_state="run", domain_state="ready", cpu_count=64,
+            memory=Memory(total=512000, free=400000, used=112000)).doc())
+    zk.put(schema.PRIMARY_NODE, "hv1")
+    out = []
+    for index in range(min(50, count)):
+        uuid = str(uuidlib.uuid4())
+        record = vms.define(zk, vm_xml(f"vm{index:05d}", uuid), limit="hv1,hv2,hv3", user_tags=["bench"])
+        out.append((record.uuid, record.node))
+    pending = []
+    for start in range(len(out), count, BATCH):
+        tx = zk.transaction()
+        for index in range(start, min(count, start + BATCH)):
+            uuid, name, node = str(uuidlib.uuid4()), f"vm{index:05d}", nodes[index % 3]
+            record = VMRecord(uuid=uuid, name=name, xml=vm_xml(name, uuid), state="start", node=node,
+                              node_limit=nodes, tags=[Tag(name="bench")],
+                              rbd_volumes=[f"vms/{name}_sda", f"vms/{name}_sdb"])
+            tx.create(schema.vm(uuid), encode(record.doc()))
+            tx.create(schema.vm_name(name), encode(uuid))
+            out.append((uuid, node))
+        pending.append(tx.commit_async())
+    for result in pending:
+        for item in result.get(timeout=60):
+            if isinstance(item, Exception):
+                raise SystemExit(f"populate failed: {item!r}")
+    statuses = [zk.client.create_async(schema.vm_status(uuid), encode(status_doc(node)))
+                for uuid, node in out]
+    for result in statuses:
+        result.get(timeout=60)
+    return out
+
+
+def timed(client: httpx.Client, path: str, count: int, expect: int) -> list[float]:
+    """Milliseconds per request (body fully read and parsed); a wrong answer stops the run."""
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        response = client.get(path)
+        samples.append((time.perf_counter() - start) * 1000)
+        if response.status_code != 200 or len(response.json()) != expect:
+            raise SystemExit(f"GET {path}: {response.status_code} {response.text[:200]}")
+    return samples
+
+
+def wait_listed(client: httpx.Client, count: int) -> float:
+    """Seconds until the API lists every VM (its cache has caught up), first answer included."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < 120:
+        response = client.get("/api/v1/vm")
+        if response.status_code == 200 and len(response.json()) == count:
+            return time.perf_counter() - start
+        time.sleep(0.05)
+    raise SystemExit("pvcapid did not list every VM within 120 s")
+
+
+def wait_up(daemon: Daemon, base: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not daemon.running:
+            raise SystemExit(f"pvcapid exited:\n{daemon.output()}")
+        try:
+            if httpx.get(base + "/api/v1/", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("pvcapid did not answer within 30 s")
+
+
+def churn(zk: ZK, pairs: list[tuple[str, str]], rate: int, stop: threading.Event) -> None:
+    """Rewrite `rate` VM statuses per second, round robin, as node keepalives would."""
+    tick, index = 0, 0
+    while not stop.is_set():
+        second = time.monotonic()
+        batch = []
+        for _ in range(rate):
+            uuid, node = pairs[index % len(pairs)]
+            index += 1
+            batch.append(zk.client.set_async(schema.vm_status(uuid), encode(status_doc(node, tick))))
+        for result in batch:
+            result.get(timeout=30)
+        tick += 1
+        stop.wait(max(0.0, 1.0 - (time.monotonic() - second)))
+
+
+Row = tuple[str, str, str, bool]
+
+
+def run(server: ZooKeeperServer, count: int, requests: int, churn_rate: int) -> list[Row]:
+    root = f"/bench-vm-{count}"
+    base_dir = workdir(f"vm{count}")
+    zk = ZK([server.address], root).start()
+    daemon: Daemon | None = None
+    stop = threading.Event()
+    try:
+        schema.migrate(zk)
+        started = time.perf_counter()
+        pairs = populate(zk, count)
+        setup_s = time.perf_counter() - started
+        config = write_config(base_dir / "pvc.conf", [server.address], root, node="hv1",
+                              logging={"level": "warning"})
+        daemon = Daemon("pvc.api.daemon", config, base_dir / "pvcapid.log").start()
+        api_settings = yaml.safe_load(config.read_text())["api"]
+        port, token = api_settings["listen"]["port"], api_settings["token"][0]["token"]
+        base = f"http://127.0.0.1:{port}"
+        wait_up(daemon, base)
+        with httpx.Client(base_url=base, headers={"X-Api-Key": token}, timeout=120) as client:
+            first_s = wait_listed(client, count)
+            timed(client, "/api/v1/vm", 5, count)  # warm-up
+            size = len(client.get("/api/v1/vm").content)
+            writer = None
+            if churn_rate:
+                writer = threading.Thread(target=churn, args=(zk, pairs, churn_rate, stop), daemon=True)
+                writer.start()
+            lists = timed(client, "/api/v1/vm", requests, count)
+            ones = timed(client, "/api/v1/vm/vm00025", max(requests, 100), 1)
+            filtered = timed(client, FILTERED, requests, 10)
+            stop.set()
+            if writer is not None:
+                writer.join(30)
+    finally:
+        stop.set()
+        if daemon is not None:
+            daemon.stop()
+        zk.delete(root)
+        zk.stop()
+        shutil.rmtree(base_dir, ignore_errors=True)
+
+    target = TARGETS_MS.get(count)
+    p50, p99 = percentile(lists, 50), percentile(lists, 99)
+    label = f"{count} VMs" + (f", {churn_rate} status writes/s" if churn_rate else "")
+    print(f"  [{label}] set-up {setup_s:.1f} s; pvcapid's first full list after start {first_s:.2f} s; "
+          f"list body {size / 1048576:.1f} MiB")
+    return [
+        (f"GET /vm p50 (ms) [{label}]", f"{p50:.1f}", f"< {target:.0f}" if target else "-",
+         p50 < target if target else True),
+        (f"GET /vm p99 (ms) [{label}]", f"{p99:.1f}", "-", True),
+        (f"GET /vm mean / max (ms) [{label}]", f"{statistics.fmean(lists):.1f} / {max(lists):.1f}", "-",
+         True),
+        (f"GET {FILTERED.removeprefix('/api/v1')} p50 (ms) [{label}]", f"{percentile(filtered, 50):.1f}",
+         "-", True),
+        (f"GET /vm/vm00025 p50 / p99 (ms) [{label}]",
+         f"{percentile(ones, 50):.2f} / {percentile(ones, 99):.2f}", "< 5 (p50)", percentile(ones, 50) < 5),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="pvcapid VM list latency")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--churn", type=int, default=0, help="VM status rewrites per second while timing")
+    args = parser.parse_args()
+    base_dir = workdir("vmzk")
+    server = ZooKeeperServer(base_dir / "zk", free_port()).start()
+    rows: list[Row] = []
+    try:
+        for count in args.sizes:
+            rows += run(server, count, args.requests, args.churn)
+    finally:
+        server.stop()
+        shutil.rmtree(base_dir, ignore_errors=True)
+    table(f"pvcapid GET /api/v1/vm, {args.requests} sequential requests per size, one keep-alive connection",
+          rows)
+    return 0 if all(met for *_rest, met in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
