@@ -1,0 +1,199 @@
+"""VMs on the lab: the tiny guest defined through the API, run by the nodes' reconcilers.
+
+One guest walks through: start -> boot marker in the console -> live migration hv1 -> hv2 (one
+node runs it, the heartbeat counter carries on, libvirt's downtime recorded) -> QEMU killed with
+SIGKILL -> restarted once -> flush hv2 moves it away, ready brings it back -> pvcnoded restarted
+on its node while it runs -> same QEMU process, not restarted -> stop, undefine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pvc.adapters.hypervisor import LibvirtHypervisor
+from pvc.lab import proc, pvcnodes
+from pvc.lab.plan import LabPlan
+
+pytestmark = pytest.mark.system
+NAME = "systvm1"
+
+
+def guest_xml(plan: LabPlan, uuid: str) -> str:
+    files = plan.extra["guest_files"]
+    assert isinstance(files, dict)
+    return f"""<domain type='kvm'>
+  <name>{NAME}</name>
+  <uuid>{uuid}</uuid>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{files["kernel"]}</kernel>
+    <initrd>{files["initrd"]}</initrd>
+    <cmdline>console=ttyS0 panic=-1 quiet vmname={NAME} vmdhcp=0</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <serial type='pty'><target port='0'/></serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>"""
+
+
+@pytest.fixture(scope="module")
+def api(lab: LabPlan) -> Iterator[httpx.Client]:
+    client = httpx.Client(base_url=f"http://127.0.0.1:{lab.api_port}/api/v1",
+                          headers={"X-Api-Key": str(lab.extra["api_token"])}, timeout=60)
+    yield client
+    client.close()
+
+
+def call(api: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
+    """An API call that rides out a primary change (the API moves with the primary)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            response = api.request(method, path, **kwargs)
+            if response.status_code < 500 or time.monotonic() > deadline:
+                assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
+                return response.json()
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
+def wait(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+    return proc.wait_until(check, timeout, what, interval=0.2)
+
+
+def console(api: httpx.Client) -> str:
+    return str(call(api, "GET", f"/vm/{NAME}/console", params={"lines": 1000})["data"])
+
+
+def heartbeats(text: str) -> list[int]:
+    return [int(n) for n in re.findall(r"PVC-GUEST-HEARTBEAT name=\S+ n=(\d+)", text)]
+
+
+def where(hvs: dict[str, LibvirtHypervisor], uuid: str) -> list[str]:
+    return sorted(n for n, hv in hvs.items() if uuid in hv.list_domains() and hv.list_domains()[uuid].running)
+
+
+def qemu_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"qemu-system" in cmdline and f"guest={NAME},".encode() in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def vm_info(api: httpx.Client) -> dict[str, Any]:
+    return dict(call(api, "GET", f"/vm/{NAME}")[0])
+
+
+def status_doc(lab: LabPlan, uuid: str) -> dict[str, Any]:
+    from pvc.core import schema
+    from pvc.core.zk import ZK
+
+    zk = ZK([f"127.0.0.1:{lab.zk_port}"], "/pvc").start()
+    try:
+        return dict(zk.get(schema.vm_status(uuid), None) or {})
+    finally:
+        zk.stop()
+
+
+def test_vm_lifecycle_on_the_lab(lab: LabPlan, api: httpx.Client) -> None:
+    hvs = {n.name: LibvirtHypervisor(n.libvirt_uri) for n in lab.nodes}
+    uuid = str(uuidlib.uuid4())
+    timings: dict[str, float] = {}
+    try:
+        call(api, "POST", "/vm", data={"xml": guest_xml(lab, uuid), "node": "hv1"})
+        t0 = time.monotonic()
+        call(api, "POST", f"/vm/{NAME}/state", params={"state": "start"})
+        wait("the boot marker in the console", lambda: "PVC-GUEST-BOOT-OK" in console(api), 90)
+        timings["start to boot marker in the console"] = time.monotonic() - t0
+        assert where(hvs, uuid) == ["hv1"]
+        wait("two heartbeats", lambda: len(heartbeats(console(api))) >= 2, 30)
+
+        # live migration hv1 -> hv2: one node runs it, the counter carries on
+        before = max(heartbeats(console(api)))
+        t0 = time.monotonic()
+        call(api, "POST", f"/vm/{NAME}/node", params={"action": "migrate", "node": "hv2", "wait": "true"})
+        wait("state start on hv2", lambda: (vm_info(api)["state"], vm_info(api)["node"]) == ("start", "hv2"))
+        timings["migrate call (wait) + state start"] = time.monotonic() - t0
+        assert where(hvs, uuid) == ["hv2"]
+        last = wait("last_migration recorded", lambda: status_doc(lab, uuid).get("last_migration"), 20)
+        assert (last["from"], last["to"], last["method"]) == ("hv1", "hv2", "live")
+        assert isinstance(last["downtime_ms"], int)
+        timings["migration duration (libvirt job)"] = float(last["duration_s"])
+        timings["migration downtime ms (libvirt)"] = float(last["downtime_ms"])
+        wait("heartbeats after the migration", lambda: max(heartbeats(console(api)) or [0]) > before + 1, 30)
+        assert "PVC-GUEST-BOOT-OK" not in console(api).split(f"n={before} ")[-1]   # no reboot
+
+        # QEMU killed: the reconciler starts it again, once, on hv2 only
+        pids = qemu_pids()
+        assert len(pids) == 1
+        os.kill(pids[0], signal.SIGKILL)
+        t0 = time.monotonic()
+        wait("a new QEMU", lambda: (p := qemu_pids()) and p != pids, 60)
+        timings["SIGKILL to QEMU restarted"] = time.monotonic() - t0
+        time.sleep(6)                                  # a keepalive or more: nothing starts twice
+        assert len(qemu_pids()) == 1 and where(hvs, uuid) == ["hv2"]
+        assert vm_info(api)["state"] == "start"
+        wait("the boot marker again", lambda: "PVC-GUEST-BOOT-OK" in console(api), 90)
+
+        # flush hv2: it moves away; ready: it returns. First make hv2 its home (move to its current
+        # node clears last_node); a migrated VM keeps its original origin through a flush.
+        call(api, "POST", f"/vm/{NAME}/node", params={"action": "move", "node": "hv2"})
+        assert (vm_info(api)["node"], vm_info(api)["last_node"]) == ("hv2", "")
+        t0 = time.monotonic()
+        call(api, "POST", "/node/hv2/domain-state", params={"state": "flush", "wait": "true"})
+        wait("flushed", lambda: where(hvs, uuid) and "hv2" not in where(hvs, uuid), 60)
+        timings["flush"] = time.monotonic() - t0
+        info = vm_info(api)
+        assert info["node"] != "hv2" and info["last_node"] == "hv2"
+        t0 = time.monotonic()
+        call(api, "POST", "/node/hv2/domain-state", params={"state": "ready", "wait": "true"})
+        wait("back on hv2", lambda: where(hvs, uuid) == ["hv2"] and vm_info(api)["state"] == "start", 60)
+        timings["ready (VM back)"] = time.monotonic() - t0
+
+        # restart pvcnoded where it runs: the same QEMU keeps running
+        pid = qemu_pids()
+        node = next(n for n in lab.nodes if n.name == "hv2")
+        proc.stop(pvcnodes.pidfile(lab, node, "pvcnoded"), timeout=40)
+        pvcnodes.start_daemon(lab, node, "pvcnoded")
+        wait("hv2 back in run", lambda: call(api, "GET", "/node/hv2")[0]["daemon_state"] == "run", 60)
+        time.sleep(6)
+        assert qemu_pids() == pid and where(hvs, uuid) == ["hv2"] and vm_info(api)["state"] == "start"
+    finally:
+        print("\n" + "\n".join(f"  {k}: {v:.2f}" for k, v in timings.items()))
+        try:
+            call(api, "POST", f"/vm/{NAME}/state", params={"state": "stop"})
+            wait("stopped", lambda: not qemu_pids(), 30)
+            call(api, "DELETE", f"/vm/{NAME}")
+        finally:
+            for hv in hvs.values():
+                for dom_uuid, dom in hv.list_domains().items():
+                    if dom.name == NAME:
+                        hv.destroy(dom_uuid)
+                hv.close()
