@@ -481,7 +481,8 @@ class VMReconciler:
             alive = self._alive_fn()
             action = decide(self.name, observe(self.name, record, status, here, alive))
             if action in (Action.NONE, Action.WAIT, Action.ENSURE):
-                self._settle_status(uuid, status, here)
+                if action is not Action.WAIT:     # e.g. a paused incoming domain is not "ours" yet
+                    self._settle_status(uuid, status, here)
                 return action
             log.info("VM %s (%s): state %s, node %s, running here %s -> %s", record.name, uuid,
                      record.state, record.node, here, action.value)
@@ -753,8 +754,10 @@ class VMReconciler:
         for uuid in records:
             status = statuses.get(uuid, {})
             if uuid in running:
-                if status.get("migrating_to") == self.name:
-                    continue                  # incoming migration: the sender reports it
+                if status.get("migrating_to") == self.name or self.busy(uuid):
+                    # incoming migration (the sender reports it) or a job acting on the VM now
+                    # (it writes the status itself; this snapshot may be older than its write)
+                    continue
                 info = running[uuid]
                 fields = {"node": self.name, "running": True, "libvirt_state": info.state,
                           "vnc": self._live_facts(uuid, records[uuid])[0], "stats": stats.get(uuid, {}),
