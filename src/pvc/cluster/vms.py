@@ -416,12 +416,24 @@ class VMEntry:
 
 
 class _Memo:
-    """Per-session memo of parsed documents and rendered items, keyed on znode mzxid."""
+    """Per-session memo of parsed documents and rendered items, keyed on znode mzxid.
+
+    `generation` counts the /vms TreeCache's change events (a listener registered on first use);
+    while it stands still, the last sorted snapshot and its encoded list are served as they are.
+    """
 
     def __init__(self) -> None:
         self.records: dict[str, tuple[int, VMRecord | None]] = {}
         self.statuses: dict[str, tuple[int, VMStatus | None]] = {}
+        self.entries: dict[str, VMEntry] = {}
         self.items: dict[str, tuple[tuple[int, int], bytes]] = {}
+        self.generation = 0
+        self.listening: Any = None
+        self.snapshot: tuple[int, list[VMEntry]] | None = None
+        self.full_json: tuple[int, bytes] | None = None
+
+    def changed(self, _event: Any = None) -> None:
+        self.generation += 1
 
 
 _MEMOS: weakref.WeakKeyDictionary[ZK, _Memo] = weakref.WeakKeyDictionary()
@@ -501,23 +513,48 @@ def _cached_entries(zk: ZK, tree: Any) -> list[VMEntry] | None:
                 sknown = (smzxid, _parse_status(sdata.data))
                 memo.statuses[uuid] = sknown
             status = sknown[1]
-        out.append(VMEntry(record, status, (mzxid, smzxid)))
+        key = (mzxid, smzxid)
+        entry = memo.entries.get(uuid)
+        if entry is None or entry.key != key:
+            entry = VMEntry(record, status, key)
+            memo.entries[uuid] = entry
+        out.append(entry)
     if len(memo.records) > len(out) + 1000:
         alive = {e.record.uuid for e in out}
         for gone in set(memo.records) - alive:
             memo.records.pop(gone, None)
             memo.statuses.pop(gone, None)
+            memo.entries.pop(gone, None)
             memo.items.pop(gone, None)
     return out
 
 
+def _sorted_snapshot(zk: ZK) -> list[VMEntry] | None:
+    """Every VM sorted by name from the watch cache; the same list object while nothing changed."""
+    tree = _tree(zk)
+    if tree is None:
+        return None
+    memo = _memo(zk)
+    if memo.listening is not tree:
+        tree.listen(memo.changed)
+        memo.listening = tree
+        memo.changed()
+    generation = memo.generation   # read before walking: a change during the walk bumps it again
+    if memo.snapshot is not None and memo.snapshot[0] == generation:
+        return memo.snapshot[1]
+    entries = _cached_entries(zk, tree)
+    if entries is None:
+        return None
+    entries.sort(key=lambda e: e.record.name)
+    memo.snapshot = (generation, entries)
+    return entries
+
+
 def load_entries(zk: ZK) -> list[VMEntry]:
     """Every VM with its status: from the API's watch cache when live, else one pipelined read."""
-    tree = _tree(zk)
-    if tree is not None:
-        cached = _cached_entries(zk, tree)
-        if cached is not None:
-            return cached
+    cached = _sorted_snapshot(zk)
+    if cached is not None:
+        return cached
     uuids = zk.children(schema.VMS)
     paths = [schema.vm(u) for u in uuids] + [schema.vm_status(u) for u in uuids]
     docs = zk.get_many(paths)
@@ -546,8 +583,12 @@ def list_vms(zk: ZK, limit: str | None = None, node: str | None = None, state: s
             get_node(zk, node)
         except NotFound:
             raise InvalidInput(f"node: Specified node '{node}' is invalid.") from None
+    entries = load_entries(zk)
+    if not (limit or node is not None or state is not None or tag is not None):
+        return entries if _memo(zk).snapshot is not None and entries is _memo(zk).snapshot[1] else \
+            sorted(entries, key=lambda e: e.record.name)
     keep = vm_filter(limit, node, state, tag, negate)
-    return sorted((e for e in load_entries(zk) if keep(e.record)), key=lambda e: e.record.name)
+    return sorted((e for e in entries if keep(e.record)), key=lambda e: e.record.name)
 
 
 def item_json(zk: ZK, entry: VMEntry) -> bytes:
@@ -564,7 +605,16 @@ def item_json(zk: ZK, entry: VMEntry) -> bytes:
 
 
 def list_json(zk: ZK, entries: Sequence[VMEntry]) -> bytes:
-    return b"[" + b",".join(item_json(zk, e) for e in entries) + b"]"
+    """The encoded list; the whole unfiltered list is kept per cache generation."""
+    memo = _memo(zk)
+    snapshot = memo.snapshot
+    whole = snapshot is not None and entries is snapshot[1]
+    if whole and memo.full_json is not None and snapshot is not None and memo.full_json[0] == snapshot[0]:
+        return memo.full_json[1]
+    data = b"[" + b",".join(item_json(zk, e) for e in entries) + b"]"
+    if whole and snapshot is not None:
+        memo.full_json = (snapshot[0], data)
+    return data
 
 
 def resolve_uuid(zk: ZK, vm: str) -> str:
@@ -594,8 +644,25 @@ def get_status(zk: ZK, uuid: str) -> VMStatus | None:
 
 
 def get_entry(zk: ZK, vm: str) -> VMEntry:
-    record = get_vm(zk, vm)
-    return VMEntry(record, get_status(zk, record.uuid))
+    """One VM and its status, fresh from the server in two pipelined round trips at most."""
+    as_uuid = canonical_uuid(vm)
+    uuid = as_uuid
+    if uuid is None:
+        if not VM_NAME_RE.match(vm or ""):
+            raise NotFound("VM not found.")
+        found = zk.get(schema.vm_name(vm), None)
+        if not isinstance(found, str) or not found:
+            raise NotFound("VM not found.")
+        uuid = found
+    docs = zk.get_many([schema.vm(uuid), schema.vm_status(uuid)])
+    data = docs.get(schema.vm(uuid))
+    if not isinstance(data, dict):
+        if as_uuid is not None and VM_NAME_RE.match(vm):
+            return VMEntry(get_vm(zk, vm), None)  # a VM may be named like a UUID
+        raise NotFound("VM not found.")
+    sdata = docs.get(schema.vm_status(uuid))
+    return VMEntry(VMRecord.model_validate(data),
+                   VMStatus.model_validate(sdata) if isinstance(sdata, dict) else None)
 
 
 def is_running(status: VMStatus | None) -> bool:
