@@ -2,8 +2,9 @@
 
 One guest walks through: start -> boot marker in the console -> live migration hv1 -> hv2 (one
 node runs it, the heartbeat counter carries on, libvirt's downtime recorded) -> QEMU killed with
-SIGKILL -> restarted once -> flush hv2 moves it away, ready brings it back -> pvcnoded restarted
-on its node while it runs -> same QEMU process, not restarted -> stop, undefine.
+unmigrate -> move to hv2 -> SIGKILL -> restarted once -> flush hv2 moves it away, ready brings it
+back -> pvcnoded restarted on its node while it runs -> same QEMU process, not restarted -> ACPI
+shutdown -> remove.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def guest_xml(plan: LabPlan, uuid: str) -> str:
 @pytest.fixture(scope="module")
 def api(lab: LabPlan) -> Iterator[httpx.Client]:
     client = httpx.Client(base_url=f"http://127.0.0.1:{lab.api_port}/api/v1",
-                          headers={"X-Api-Key": str(lab.extra["api_token"])}, timeout=60)
+                          headers={"X-Api-Key": str(lab.extra["api_token"])}, timeout=240)
     yield client
     client.close()
 
@@ -150,6 +151,15 @@ def test_vm_lifecycle_on_the_lab(lab: LabPlan, api: httpx.Client) -> None:
         wait("heartbeats after the migration", lambda: max(heartbeats(console(api)) or [0]) > before + 1, 30)
         assert "PVC-GUEST-BOOT-OK" not in console(api).split(f"n={before} ")[-1]   # no reboot
 
+        # unmigrate: back to hv1 (live); then move to hv2 for good (live, last_node cleared)
+        call(api, "POST", f"/vm/{NAME}/node", params={"action": "unmigrate", "wait": "true"})
+        wait("back on hv1", lambda: where(hvs, uuid) == ["hv1"] and vm_info(api)["state"] == "start", 60)
+        assert (vm_info(api)["node"], vm_info(api)["last_node"]) == ("hv1", "")
+        call(api, "POST", f"/vm/{NAME}/node", params={"action": "move", "node": "hv2", "wait": "true"})
+        wait("moved to hv2", lambda: where(hvs, uuid) == ["hv2"] and vm_info(api)["state"] == "start", 60)
+        assert (vm_info(api)["node"], vm_info(api)["last_node"]) == ("hv2", "")
+        assert "PVC-GUEST-BOOT-OK" not in console(api).split(f"n={before} ")[-1]   # still no reboot
+
         # QEMU killed: the reconciler starts it again, once, on hv2 only
         pids = qemu_pids()
         assert len(pids) == 1
@@ -162,10 +172,7 @@ def test_vm_lifecycle_on_the_lab(lab: LabPlan, api: httpx.Client) -> None:
         assert vm_info(api)["state"] == "start"
         wait("the boot marker again", lambda: "PVC-GUEST-BOOT-OK" in console(api), 90)
 
-        # flush hv2: it moves away; ready: it returns. First make hv2 its home (move to its current
-        # node clears last_node); a migrated VM keeps its original origin through a flush.
-        call(api, "POST", f"/vm/{NAME}/node", params={"action": "move", "node": "hv2"})
-        assert (vm_info(api)["node"], vm_info(api)["last_node"]) == ("hv2", "")
+        # flush hv2 (its home since the move): it moves away; ready: it returns.
         t0 = time.monotonic()
         call(api, "POST", "/node/hv2/domain-state", params={"state": "flush", "wait": "true"})
         wait("flushed", lambda: where(hvs, uuid) and "hv2" not in where(hvs, uuid), 60)
@@ -185,12 +192,19 @@ def test_vm_lifecycle_on_the_lab(lab: LabPlan, api: httpx.Client) -> None:
         wait("hv2 back in run", lambda: call(api, "GET", "/node/hv2")[0]["daemon_state"] == "run", 60)
         time.sleep(6)
         assert qemu_pids() == pid and where(hvs, uuid) == ["hv2"] and vm_info(api)["state"] == "start"
+
+        # ACPI shutdown (the guest's acpid powers off), then remove
+        call(api, "POST", f"/vm/{NAME}/state", params={"state": "shutdown", "wait": "true"})
+        wait("shut down", lambda: not qemu_pids() and vm_info(api)["state"] == "stop", 90)
+        call(api, "DELETE", f"/vm/{NAME}", params={"delete_disks": "true"})
+        assert api.get(f"/vm/{NAME}").status_code == 404
     finally:
         print("\n" + "\n".join(f"  {k}: {v:.2f}" for k, v in timings.items()))
         try:
-            call(api, "POST", f"/vm/{NAME}/state", params={"state": "stop"})
-            wait("stopped", lambda: not qemu_pids(), 30)
-            call(api, "DELETE", f"/vm/{NAME}")
+            if api.get(f"/vm/{NAME}").status_code == 200:
+                call(api, "POST", f"/vm/{NAME}/state", params={"state": "stop"})
+                wait("stopped", lambda: not qemu_pids(), 30)
+                call(api, "DELETE", f"/vm/{NAME}")
         finally:
             for hv in hvs.values():
                 for dom_uuid, dom in hv.list_domains().items():
