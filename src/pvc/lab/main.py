@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -72,7 +73,55 @@ def _lab_exists(name: str) -> bool:
 
 # -- up --------------------------------------------------------------------------------------------
 
-def lab_up(name: str, nodes: int) -> LabPlan:
+DEMO_VM = "demo1"
+
+
+def demo_xml(plan: LabPlan) -> str:
+    """The demo VM: the lab's tiny guest booted from its kernel and initramfs (no disk needed)."""
+    files = plan.extra["guest_files"]
+    assert isinstance(files, dict)
+    return f"""<domain type='kvm'>
+  <name>{DEMO_VM}</name>
+  <uuid>{uuid.uuid4()}</uuid>
+  <description>pvc-lab demo VM (tiny guest)</description>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{files["kernel"]}</kernel>
+    <initrd>{files["initrd"]}</initrd>
+    <cmdline>console=ttyS0 panic=-1 quiet vmname={DEMO_VM} vmdhcp=0</cmdline>
+  </os>
+  <features><acpi/></features>
+  <devices>
+    <serial type='pty'><target port='0'/></serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <memballoon model='none'/>
+  </devices>
+</domain>"""
+
+
+def boot_demo(plan: LabPlan) -> str:
+    """Define and start the demo VM through the API; wait for the guest's boot marker."""
+    with _api(plan) as api:
+        api.timeout = httpx.Timeout(120)
+        response = api.post("/vm", data={"xml": demo_xml(plan), "selector": "mem"})
+        if response.status_code != 200:
+            raise LabError(f"defining the demo VM failed: {response.text}")
+        response = api.post(f"/vm/{DEMO_VM}/state", params={"state": "start"})
+        if response.status_code != 200:
+            raise LabError(f"starting the demo VM failed: {response.text}")
+
+        def booted() -> str | None:
+            console = api.get(f"/vm/{DEMO_VM}/console", params={"lines": 200})
+            if console.status_code == 200 and "PVC-GUEST-BOOT-OK" in console.json().get("data", ""):
+                return str(api.get(f"/vm/{DEMO_VM}").json()[0]["node"])
+            return None
+
+        return str(proc.wait_until(booted, 180, "the demo VM's boot marker", interval=1))
+
+
+def lab_up(name: str, nodes: int, demo: bool = False) -> LabPlan:
     from pvc.lab import ceph, guest, libvirt, netns, pvcnodes, relay, zookeeper
 
     if _lab_exists(name):
@@ -125,8 +174,11 @@ def lab_up(name: str, nodes: int) -> LabPlan:
     click.echo(f"Lab '{name}' is up in {step.total:.1f}s: {nodes} nodes, "
                f"API at http://127.0.0.1:{plan.api_port}/api/v1 (pvc -c {_conn_name(plan)} ...), "
                f"ZooKeeper at 127.0.0.1:{plan.zk_port}, guest base volume {BASE_POOL}/{BASE_IMAGE}.")
-    click.echo("The demo VM needs the VM, storage and provisioner features, which are not built yet: "
-               "stopping here with the cluster up.")
+    if demo:
+        node = step(f"booting the demo VM '{DEMO_VM}'", lambda: boot_demo(plan))
+        click.echo(f"Demo VM '{DEMO_VM}' runs on {node}: pvc -c {_conn_name(plan)} vm info {DEMO_VM}; "
+                   f"pvc -c {_conn_name(plan)} vm log {DEMO_VM}. (It boots from the tiny guest's kernel; "
+                   "provisioning it from a profile onto Ceph arrives with the provisioner.)")
     return plan
 
 
@@ -321,10 +373,12 @@ def cli() -> None:
 @cli.command()
 @name_option
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 32), help="Node count.")
-def up(name: str, nodes: int) -> None:
-    """Build the lab and start every component."""
+@click.option("--demo/--no-demo", default=True, show_default=True,
+              help="Boot a demo VM once the cluster is up.")
+def up(name: str, nodes: int, demo: bool) -> None:
+    """Build the lab, start every component and boot a demo VM."""
     try:
-        lab_up(name, nodes)
+        lab_up(name, nodes, demo)
     except (LabError, ValueError, subprocess.TimeoutExpired) as exc:
         raise click.ClickException(f"{exc}\n(run 'pvc-lab down --name {name}' to clean up)") from None
 
