@@ -133,6 +133,11 @@ def test_openapi_document_describes_routes(api: Api) -> None:
         "/api/v1/faults": {"get", "put", "delete"}, "/api/v1/faults/{fault_id}": {"get", "put", "delete"},
         "/api/v1/tasks": {"get"}, "/api/v1/tasks/{task_id}": {"get", "delete"},
         "/api/v1/tasks/{task_id}/log": {"get"}, "/api/v1/tasks/selftest": {"post"},
+        "/api/v1/vm": {"get", "post"}, "/api/v1/vm/{vm}": {"get", "post", "put", "delete"},
+        "/api/v1/vm/{vm}/meta": {"get", "post"}, "/api/v1/vm/{vm}/tags": {"get", "post"},
+        "/api/v1/vm/{vm}/state": {"get", "post"}, "/api/v1/vm/{vm}/node": {"get", "post"},
+        "/api/v1/vm/{vm}/locks": {"post"}, "/api/v1/vm/{vm}/rename": {"post"},
+        "/api/v1/vm/{vm}/console": {"get"}, "/api/v1/vm/{vm}/device": {"post", "delete"},
     }
     assert {p: set(ops) for p, ops in paths.items()} == expected
     for path, ops in paths.items():
