@@ -19,12 +19,17 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from hypothesis import HealthCheck, settings
 
 from pvc.core import schema
 from pvc.core.zk import ZK
 from pvc.core.zkserver import ZooKeeperServer, free_port
 
 API_TOKEN = "test-token-0123456789"
+
+# Timing is not what property tests check: a loaded 2-core CI machine must not fail them.
+settings.register_profile("pvc", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("pvc")
 
 
 @pytest.fixture(scope="session")
