@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any, TypeVar
@@ -21,7 +22,7 @@ from lxml import etree
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from pvc.cli.client import decode
+from pvc.cli.client import ApiClient, decode
 from pvc.cli.errors import CLIError
 from pvc.cli.output import human_mib, json_formatters, key_values, table
 from pvc.cli.state import CLIState, confirm_option, format_option, get_state, wait_option
@@ -601,11 +602,52 @@ def remove(domain: str) -> None:
 
 # -- state -------------------------------------------------------------------------------------------
 
+def _with_progress(state: CLIState, domain: str, label: str, call: Callable[[], str]) -> str:
+    """Run a server-side `wait=true` call while showing the VM's state and node on stderr.
+
+    PVC's API blocks until the transition is over (as upstream clients expect); a second
+    connection polls the VM once a second so the administrator sees what is happening.
+    """
+    if state.quiet or state.silent:
+        return call()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["message"] = call()
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    state.api()  # announce the connection before the spinner starts
+    worker = threading.Thread(target=run, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    with state.stderr_console().status(f"{label} {domain}") as status, \
+            ApiClient(state.connection, transport=state.transport, retries=0) as poller:
+        while worker.is_alive():
+            worker.join(1.0)
+            try:
+                info = poller.get_one(f"/vm/{domain}", what="VM")
+                where = info.get("node", "?")
+                moved = f" (from {info['last_node']})" if info.get("last_node") else ""
+                status.update(f"{label} {domain}: state {info.get('state')}, node {where}{moved}, "
+                              f"{time.monotonic() - started:.0f}s")
+            except Exception:
+                status.update(f"{label} {domain}: {time.monotonic() - started:.0f}s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return str(outcome["message"])
+
+
 def _set_state(domain: str, target: str, *, force: bool = False, wait: bool = False) -> None:
-    """POST /vm/<vm>/state; `wait` blocks server-side, as upstream."""
+    """POST /vm/<vm>/state; `wait` blocks server-side, as upstream, with progress shown here."""
     state = get_state()
-    state.out(state.api().message("POST", f"/vm/{domain}/state",
-                                  params={"state": target, "force": _flag(force), "wait": _flag(wait)}))
+
+    def call() -> str:
+        return state.api().message("POST", f"/vm/{domain}/state",
+                                   params={"state": target, "force": _flag(force), "wait": _flag(wait)})
+
+    state.out(_with_progress(state, domain, f"Waiting for {target} of", call) if wait else call())
 
 
 @group.command(name="start", short_help="Start a VM.")
@@ -655,10 +697,14 @@ def disable(domain: str, force: bool) -> None:
 
 def _move(domain: str, action: str, node: str | None, *, force: bool = False, wait: bool = False,
           force_live: bool = False) -> None:
-    """POST /vm/<vm>/node; `wait` blocks server-side until the migration is over."""
+    """POST /vm/<vm>/node; `wait` blocks server-side until the migration is over (progress shown)."""
     state = get_state()
-    state.out(state.api().message("POST", f"/vm/{domain}/node", params={
-        "action": action, "node": node, "force": force, "wait": wait, "force_live": force_live}))
+
+    def call() -> str:
+        return state.api().message("POST", f"/vm/{domain}/node", params={
+            "action": action, "node": node, "force": force, "wait": wait, "force_live": force_live})
+
+    state.out(_with_progress(state, domain, f"Waiting for {action} of", call) if wait else call())
 
 
 def _target(node: str | None, target: str | None) -> str | None:
