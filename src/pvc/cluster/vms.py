@@ -816,6 +816,7 @@ def _swap_name(zk: ZK, uuid: str, fn: Callable[[VMRecord], VMRecord], attempts: 
 
         results = zk.retry(once)
         if not any(isinstance(r, Exception) for r in results):
+            zk.delete(schema.vm_console(uuid))
             return new
         if isinstance(results[0], BadVersionError):
             continue
@@ -916,6 +917,7 @@ def _delete(zk: ZK, uuid: str, attempts: int = 20) -> None:
 
         results = zk.retry(once)
         if not any(isinstance(r, Exception) for r in results):
+            zk.delete(schema.vm_console(uuid))
             return
         if any(isinstance(r, BadVersionError | NotEmptyError | NoNodeError) for r in results):
             continue  # changed or a status/console znode appeared meanwhile: read again

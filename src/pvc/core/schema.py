@@ -15,7 +15,7 @@ from pvc.core.zk import ZK
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = "/schema"
 SCHEMA_VERSION_PATH = "/schema/version"
@@ -35,9 +35,11 @@ TASK_LOGS = "/tasklogs"
 LOCKS = "/locks"
 VMS = "/vms"
 VM_NAMES = "/vmnames"
+VM_CONSOLES = "/vmconsole"
 
 # Trees a fresh cluster starts with; backup/restore covers everything under the root.
-BASE_PATHS = (SCHEMA, CONFIG, NODES, LOGS, FAULTS, TASKS, TASK_LOGS, LOCKS, VMS, VM_NAMES)
+BASE_PATHS = (SCHEMA, CONFIG, NODES, LOGS, FAULTS, TASKS, TASK_LOGS, LOCKS, VMS, VM_NAMES,
+              VM_CONSOLES)
 
 
 def node(name: str) -> str:
@@ -82,8 +84,12 @@ def vm_status(uuid: str) -> str:
 
 
 def vm_console(uuid: str) -> str:
-    """Last lines of the VM's serial console, kept by the node that runs it."""
-    return f"{VMS}/{uuid}/console"
+    """Last lines of the VM's serial console, kept by the node that runs it.
+
+    Outside /vms on purpose: the API keeps a watch cache of /vms for fast lists, and console
+    text (rewritten every keepalive for every chatty VM) would make it refetch constantly.
+    """
+    return f"{VM_CONSOLES}/{uuid}"
 
 
 def vm_name(name: str) -> str:
@@ -108,8 +114,15 @@ def _v2(zk: ZK) -> None:
     zk.ensure(VM_NAMES)
 
 
+def _v3(zk: ZK) -> None:
+    """Consoles move out of /vms (see vm_console); the old copies are only a log tail."""
+    zk.ensure(VM_CONSOLES)
+    for uuid in zk.children(VMS):
+        zk.delete(f"{VMS}/{uuid}/console")
+
+
 # MIGRATIONS[n] upgrades a tree at version n to version n+1.
-MIGRATIONS: dict[int, Migration] = {0: _v1, 1: _v2}
+MIGRATIONS: dict[int, Migration] = {0: _v1, 1: _v2, 2: _v3}
 
 
 def current_version(zk: ZK) -> int:

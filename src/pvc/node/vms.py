@@ -292,8 +292,11 @@ class ZKStore:
             try:
                 self.zk.client.set(path, data)
             except NoNodeError:
-                with contextlib.suppress(NoNodeError, NodeExistsError):
-                    self.zk.client.create(path, data, makepath=False)
+                # Create it only while the VM exists, so a deleted VM leaves no console behind.
+                tx = self.zk.client.transaction()
+                tx.check(schema.vm(uuid), -1)
+                tx.create(path, data)
+                tx.commit()
 
         self.zk.retry(once)
 
