@@ -213,6 +213,20 @@ def test_vm_lifecycle_on_the_lab(lab: LabPlan, api: httpx.Client) -> None:
                 hv.close()
 
 
+def _exists(api: httpx.Client, name: str) -> bool:
+    """Whether the VM is defined, riding out a primary change like call()."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            status = api.get(f"/vm/{name}").status_code
+            if status < 500:
+                return status == 200
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
 def test_network_hot_plug_on_a_running_vm(lab: LabPlan, api: httpx.Client) -> None:
     """`pvc vm network add/remove` on a running VM: the XML is edited and the NIC hot-plugged.
 
@@ -235,6 +249,9 @@ def test_network_hot_plug_on_a_running_vm(lab: LabPlan, api: httpx.Client) -> No
         call(api, "POST", f"/vm/{name}/state", params={"state": "start"})
         wait("running on hv3", lambda: uuid in hvs["hv3"].list_domains()
              and hvs["hv3"].list_domains()[uuid].running, 60)
+        # Hot-unplug needs the guest's cooperation (ACPI eject): plug into a booted guest.
+        wait("the boot marker", lambda: "PVC-GUEST-BOOT-OK" in str(
+            call(api, "GET", f"/vm/{name}/console", params={"lines": 200})["data"]), 90)
 
         mac = "52:54:00:aa:bb:01"
         added = subprocess.run([*pvc, "vm", "network", "add", name, bridge, "--macaddr", mac, "-y"],
@@ -249,7 +266,7 @@ def test_network_hot_plug_on_a_running_vm(lab: LabPlan, api: httpx.Client) -> No
         wait("the NIC gone from the live XML", lambda: mac not in hvs["hv3"].live_xml(uuid), 60)
         assert mac not in call(api, "GET", f"/vm/{name}")[0]["xml"]
     finally:
-        if api.get(f"/vm/{name}").status_code == 200:
+        if _exists(api, name):
             call(api, "POST", f"/vm/{name}/state", params={"state": "stop"})
             wait("stopped", lambda: uuid not in hvs["hv3"].list_domains(), 30)
             call(api, "DELETE", f"/vm/{name}")
