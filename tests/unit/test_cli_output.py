@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from pvc.cli import logs
 from pvc.cli.client import encode_params, error_message
 from pvc.cli.commands import cluster, node
 from pvc.cli.output import health_style, human_mib, render
@@ -66,15 +67,15 @@ def test_node_info_pretty_and_long() -> None:
 
 
 def test_new_log_lines() -> None:
-    assert node.new_log_lines([], ["a", "b"]) == ["a", "b"]
-    assert node.new_log_lines(["a", "b", "c"], ["b", "c", "d", "e"]) == ["d", "e"]
-    assert node.new_log_lines(["a", "b", "c"], ["a", "b", "c"]) == []
+    assert logs.new_log_lines([], ["a", "b"]) == ["a", "b"]
+    assert logs.new_log_lines(["a", "b", "c"], ["b", "c", "d", "e"]) == ["d", "e"]
+    assert logs.new_log_lines(["a", "b", "c"], ["a", "b", "c"]) == []
     # repeated text: the latest occurrence of the shown tail is the anchor
-    assert node.new_log_lines(["x", "y"], ["x", "y", "z", "x", "y", "w"]) == ["w"]
+    assert logs.new_log_lines(["x", "y"], ["x", "y", "z", "x", "y", "w"]) == ["w"]
     # the log moved on by more than a fetch: everything fetched is new
-    assert node.new_log_lines(["a", "b"], ["p", "q"]) == ["p", "q"]
+    assert logs.new_log_lines(["a", "b"], ["p", "q"]) == ["p", "q"]
     # the fetched tail starts inside what was shown
-    assert node.new_log_lines(["a", "b", "c"], ["c", "d"]) == ["d"]
+    assert logs.new_log_lines(["a", "b", "c"], ["c", "d"]) == ["d"]
 
 
 @pytest.mark.parametrize(("action", "initial", "seen", "expected"), [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +11,7 @@ from rich.console import RenderableType
 from rich.text import Text
 
 from pvc.cli.client import decode
+from pvc.cli.logs import show_log
 from pvc.cli.output import (
     coordinator_style,
     daemon_style,
@@ -29,9 +29,6 @@ from pvc.cli.waiters import NODE_TRANSITIONS, wait_for_node
 DAEMON_STATES = ("init", "run", "shutdown", "stop", "dead", "fenced")
 COORDINATOR_STATES = ("primary", "secondary", "takeover", "relinquish", "client")
 DOMAIN_STATES = ("ready", "flush", "flushed", "unflush", "fence-flush")
-FOLLOW_INTERVAL = 1.0
-FOLLOW_FETCH_LINES = 200
-FOLLOW_ANCHOR = 10
 
 
 # -- formatting --------------------------------------------------------------------------------------
@@ -147,33 +144,6 @@ INFO_FORMATS = {"pretty": lambda n: format_info(n), "long": lambda n: format_inf
                 **json_formatters()}
 
 
-def new_log_lines(previous: Sequence[str], fetched: Sequence[str], anchor: int = FOLLOW_ANCHOR) -> list[str]:
-    """The lines of `fetched` (the log's latest tail) not yet shown, given what was shown before.
-
-    The last few shown lines are located in the new tail; everything after them is new. If they
-    are not found (the log moved on by more than a whole fetch), the whole tail is new.
-    """
-    if not previous:
-        return list(fetched)
-    tail = list(previous[-anchor:])
-    size = len(tail)
-    for start in range(len(fetched) - size, -1, -1):
-        if list(fetched[start:start + size]) == tail:
-            return list(fetched[start + size:])
-    # fewer shown lines than the anchor may be a prefix of a longer match; try shorter anchors
-    for shorter in range(size - 1, 0, -1):
-        if list(fetched[:shorter]) == tail[-shorter:]:
-            return list(fetched[shorter:])
-    return list(fetched)
-
-
-def _log_lines(data: Any) -> list[str]:
-    text = data.get("data", "") if isinstance(data, dict) else ""
-    if isinstance(text, list):
-        return [str(line) for line in text]
-    return str(text or "").splitlines()
-
-
 # -- commands ----------------------------------------------------------------------------------------
 
 @click.group(name="node", short_help="Manage PVC nodes.")
@@ -252,27 +222,7 @@ def is_primary(node: str | None) -> None:
 @click.option("-f", "--follow", is_flag=True, default=False, help="Keep printing new lines (Ctrl-C stops).")
 def log(node: str, lines: int, follow: bool) -> None:
     """Show the last lines of the node daemon's log of NODE."""
-    state = get_state()
-    api = state.api()
-    if not follow:
-        shown = _log_lines(api.get_json(f"/node/{node}/log", params={"lines": lines}))
-        if shown:
-            state.out("\n".join(shown[-lines:] if lines else []))
-        return
-    fetched = _log_lines(api.get_json(f"/node/{node}/log", params={"lines": max(lines, FOLLOW_FETCH_LINES)}))
-    for line in fetched[-lines:] if lines else []:
-        state.out(line)
-    shown = fetched
-    try:
-        while True:
-            time.sleep(FOLLOW_INTERVAL)
-            fetched = _log_lines(api.get_json(f"/node/{node}/log", params={"lines": FOLLOW_FETCH_LINES}))
-            for line in new_log_lines(shown, fetched):
-                state.out(line)
-            if fetched:
-                shown = fetched
-    except KeyboardInterrupt:
-        return
+    show_log(get_state(), f"/node/{node}/log", lines, follow)
 
 
 @group.command(name="info", short_help="Show details of a node.")

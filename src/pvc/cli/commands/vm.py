@@ -24,6 +24,7 @@ from rich.text import Text
 
 from pvc.cli.client import ApiClient, decode
 from pvc.cli.errors import CLIError
+from pvc.cli.logs import show_log
 from pvc.cli.output import human_mib, json_formatters, key_values, table
 from pvc.cli.state import CLIState, confirm_option, format_option, get_state, wait_option
 from pvc.cli.waiters import run_task
@@ -39,9 +40,6 @@ LIST_STATES = ("start", "restart", "shutdown", "stop", "disable", "fail", "migra
                "provision", "mirror")
 RUNNING_STATES = ("start",)
 DISK_BUSES = ("scsi", "virtio", "sata", "ide", "usb")
-FOLLOW_INTERVAL = 1.0
-FOLLOW_FETCH_LINES = 200
-FOLLOW_ANCHOR = 10
 MIB = 1024 * 1024
 
 # as upstream's list: running green, transitional yellow, stopped/failed red, everything else blue
@@ -769,27 +767,6 @@ def flush_locks(domain: str, wait: bool) -> None:
 
 # -- views -------------------------------------------------------------------------------------------
 
-def new_log_lines(previous: Sequence[str], fetched: Sequence[str], anchor: int = FOLLOW_ANCHOR) -> list[str]:
-    """The lines of the latest tail not yet shown (the last shown lines anchor the overlap)."""
-    if not previous:
-        return list(fetched)
-    tail = list(previous[-anchor:])
-    for start in range(len(fetched) - len(tail), -1, -1):
-        if list(fetched[start:start + len(tail)]) == tail:
-            return list(fetched[start + len(tail):])
-    for shorter in range(len(tail) - 1, 0, -1):
-        if list(fetched[:shorter]) == tail[-shorter:]:
-            return list(fetched[shorter:])
-    return list(fetched)
-
-
-def _console_lines(data: Any) -> list[str]:
-    text = data.get("data", "") if isinstance(data, dict) else ""
-    if isinstance(text, list):
-        return [str(line) for line in text]
-    return str(text or "").splitlines()
-
-
 @group.command(name="log", short_help="Show the serial console log of a VM.")
 @click.argument("domain")
 @click.option("-l", "--lines", type=click.IntRange(min=0), default=None,
@@ -797,29 +774,8 @@ def _console_lines(data: Any) -> list[str]:
 @click.option("-f", "--follow", is_flag=True, default=False, help="Keep printing new lines (Ctrl-C stops).")
 def log(domain: str, lines: int | None, follow: bool) -> None:
     """Show the serial console log of the VM DOMAIN (kept by its node; a migration starts it afresh)."""
-    state = get_state()
-    api = state.api()
     count = lines if lines is not None else (10 if follow else 1000)
-    path = f"/vm/{domain}/console"
-    fetched = _console_lines(api.get_json(path, params={"lines": max(count, FOLLOW_FETCH_LINES) if follow
-                                                         else count}))
-    if not follow:
-        if fetched and count:
-            state.out("\n".join(fetched[-count:]))
-        return
-    for line in fetched[-count:] if count else []:
-        state.out(line)
-    shown = fetched
-    try:
-        while True:
-            time.sleep(FOLLOW_INTERVAL)
-            fetched = _console_lines(api.get_json(path, params={"lines": FOLLOW_FETCH_LINES}))
-            for line in new_log_lines(shown, fetched):
-                state.out(line)
-            if fetched:
-                shown = fetched
-    except KeyboardInterrupt:
-        return
+    show_log(get_state(), f"/vm/{domain}/console", count, follow)
 
 
 @group.command(name="dump", short_help="Print the libvirt XML of a VM.")
