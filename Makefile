@@ -1,5 +1,5 @@
-# PVC developer entry points. `make lab` and `make test` are the README's two commands;
-# both run scripts/install first, which installs whatever is missing on a Debian 12 machine.
+# PVC developer entry points. The README's two commands are scripts/lab and scripts/test (plain
+# sh, since a fresh Debian 12 machine may have no make); `make lab` / `make test` call them.
 VENV := .venv
 PY := $(VENV)/bin/python
 
@@ -8,8 +8,8 @@ PY := $(VENV)/bin/python
 install:
 	./scripts/install
 
-lab: install
-	$(VENV)/bin/pvc-lab up
+lab:
+	./scripts/lab
 
 lab-down:
 	$(VENV)/bin/pvc-lab down
@@ -17,9 +17,8 @@ lab-down:
 lint: install
 	$(VENV)/bin/ruff check src tests bench
 
-test: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/pytest -q
+test:
+	./scripts/test
 
 test-fast: install
 	$(VENV)/bin/pytest -q tests/unit tests/sim
