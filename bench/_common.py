@@ -5,7 +5,10 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -14,7 +17,8 @@ from tests.conftest import Daemon, write_config  # noqa: E402
 
 from pvc.core.zkserver import ZooKeeperServer, free_port  # noqa: E402
 
-__all__ = ["Daemon", "ZooKeeperServer", "free_port", "percentile", "table", "workdir", "write_config"]
+__all__ = ["Daemon", "ZooKeeperServer", "free_port", "percentile", "table", "wait_up", "workdir",
+           "write_config"]
 
 
 def workdir(name: str) -> Path:
@@ -40,3 +44,18 @@ def table(title: str, rows: list[tuple[str, str, str, bool]]) -> None:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def wait_up(daemon: Daemon, base: str) -> None:
+    """Until pvcapid answers `GET /api/v1/` (or exits, or 30 s pass)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not daemon.running:
+            raise SystemExit(f"pvcapid exited:\n{daemon.output()}")
+        try:
+            if httpx.get(base + "/api/v1/", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("pvcapid did not answer within 30 s")

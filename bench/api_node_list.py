@@ -16,7 +16,7 @@ import time
 import httpx
 import yaml
 
-from _common import Daemon, ZooKeeperServer, free_port, percentile, table, workdir, write_config
+from _common import Daemon, ZooKeeperServer, free_port, percentile, table, wait_up, workdir, write_config
 from pvc.core import schema
 from pvc.core.records import Memory, NodeRecord, VCpu
 from pvc.core.zk import ZK
@@ -54,20 +54,6 @@ def timed(client: httpx.Client, path: str, count: int, expect: int) -> list[floa
         if response.status_code != 200 or len(response.json()) != expect:
             raise SystemExit(f"GET {path}: {response.status_code} {response.text[:200]}")
     return samples
-
-
-def wait_up(daemon: Daemon, base: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if not daemon.running:
-            raise SystemExit(f"pvcapid exited:\n{daemon.output()}")
-        try:
-            if httpx.get(base + "/api/v1/", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("pvcapid did not answer within 30 s")
 
 
 def main() -> int:

@@ -25,7 +25,7 @@ import uuid as uuidlib
 import httpx
 import yaml
 
-from _common import Daemon, ZooKeeperServer, free_port, percentile, table, workdir, write_config
+from _common import Daemon, ZooKeeperServer, free_port, percentile, table, wait_up, workdir, write_config
 from pvc.cluster import vms
 from pvc.core import schema
 from pvc.core.records import Memory, NodeRecord, Tag, VMRecord, VMStatus
@@ -141,20 +141,6 @@ def wait_listed(client: httpx.Client, count: int) -> float:
             return time.perf_counter() - start
         time.sleep(0.05)
     raise SystemExit("pvcapid did not list every VM within 120 s")
-
-
-def wait_up(daemon: Daemon, base: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if not daemon.running:
-            raise SystemExit(f"pvcapid exited:\n{daemon.output()}")
-        try:
-            if httpx.get(base + "/api/v1/", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("pvcapid did not answer within 30 s")
 
 
 def churn(zk: ZK, pairs: list[tuple[str, str]], rate: int, stop: threading.Event) -> None:
