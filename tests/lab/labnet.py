@@ -7,10 +7,7 @@ node's address on `eth0` inside its namespace); nothing is ever addressed in the
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -19,6 +16,7 @@ from pathlib import Path
 
 from pvc.lab import netns, proc
 from pvc.lab.plan import LabPlan, make_plan
+from tests.lab.labinfra import processes_mentioning, root_addresses
 
 __all__ = ["lab_network", "processes_mentioning", "root_addresses", "rss_mb", "temp_plan"]
 
@@ -34,11 +32,6 @@ def temp_plan(prefix: str, nodes: int = 3) -> LabPlan:
     return dataclasses.replace(
         plan, state_dir=state,
         nodes=[dataclasses.replace(n, dir=state / n.name) for n in plan.nodes])
-
-
-def root_addresses() -> set[str]:
-    out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, check=True).stdout
-    return {f"{link['ifname']}:{a['local']}" for link in json.loads(out) for a in link.get("addr_info", [])}
 
 
 @contextmanager
@@ -61,21 +54,6 @@ def lab_network(plan: LabPlan) -> Iterator[LabPlan]:
         netns.delete_all(plan)
         shutil.rmtree(plan.state_dir, ignore_errors=True)
     assert root_addresses() == before, "an address appeared in the root namespace"
-
-
-def processes_mentioning(text: str) -> list[tuple[int, str]]:
-    """(pid, cmdline) of live processes whose command line contains `text`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline and proc.alive(int(entry.name)):
-            found.append((int(entry.name), cmdline.strip()))
-    return found
 
 
 def rss_mb(pid: int) -> float:
