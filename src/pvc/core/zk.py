@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -322,8 +324,14 @@ class ZK:
 
     def update(self, path: str, fn: Callable[[Json], Json], create: bool = False,
                attempts: int = 50) -> Json:
-        """Compare-and-set loop: fn(current) returns the new value (or raises to abort)."""
-        for _ in range(attempts):
+        """Compare-and-set loop: fn(current) returns the new value (or raises to abort).
+
+        Losers back off for a random, growing interval so that one writer cannot be starved by
+        others that keep winning the race on a busy znode.
+        """
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(random.uniform(0, min(0.2, 0.002 * 2 ** min(attempt, 7))))
             doc = self.get_doc(path)
             if doc is None:
                 if not create:
