@@ -149,6 +149,18 @@ class StorageSettings(_Section):
     ceph_config_file: str = "/etc/ceph/ceph.conf"
     ceph_keyring_file: str = "/etc/ceph/ceph.client.admin.keyring"
     timeout: float = Field(default=5.0, gt=0)
+    # The Ceph user VMs' disks authenticate as, and the libvirt secret holding its key (the same
+    # UUID on every node; unset: derived from the cluster's fsid, so nodes agree by themselves).
+    client_user: str = "admin"
+    secret_uuid: str | None = None
+    # How this node runs OSD daemons: systemd units (real nodes) or directly, detached, with a
+    # pid file in osd_pid_directory (the lab, and hosts without systemd).
+    osd_service: Literal["systemd", "direct"] = "systemd"
+    osd_data_directory: str = "/var/lib/ceph/osd"
+    osd_pid_directory: str | None = None
+    # The storage benchmark's test volume size and seconds per test (upstream: 64G, 75 s).
+    benchmark_size: str = "64G"
+    benchmark_runtime: int = Field(default=75, ge=1, le=3600)
 
 
 class MigrationSettings(_Section):

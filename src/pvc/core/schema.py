@@ -15,7 +15,7 @@ from pvc.core.zk import ZK
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = "/schema"
 SCHEMA_VERSION_PATH = "/schema/version"
@@ -36,10 +36,18 @@ LOCKS = "/locks"
 VMS = "/vms"
 VM_NAMES = "/vmnames"
 VM_CONSOLES = "/vmconsole"
+CEPH = "/ceph"
+CEPH_STATUS = "/ceph/status"        # {node, time, status, health, util, status_text, util_text}
+CEPH_OSDS = "/ceph/osds"
+CEPH_POOLS = "/ceph/pools"
+CEPH_VOLUMES = "/ceph/volumes"
+CEPH_SNAPSHOTS = "/ceph/snapshots"
+CEPH_BENCHMARKS = "/ceph/benchmarks"
+CEPH_TREES = (CEPH, CEPH_OSDS, CEPH_POOLS, CEPH_VOLUMES, CEPH_SNAPSHOTS, CEPH_BENCHMARKS)
 
 # Trees a fresh cluster starts with; backup/restore covers everything under the root.
 BASE_PATHS = (SCHEMA, CONFIG, NODES, LOGS, FAULTS, TASKS, TASK_LOGS, LOCKS, VMS, VM_NAMES,
-              VM_CONSOLES)
+              VM_CONSOLES, *CEPH_TREES)
 
 
 def node(name: str) -> str:
@@ -97,6 +105,39 @@ def vm_name(name: str) -> str:
     return f"{VM_NAMES}/{name}"
 
 
+def osd(osd_id: int | str) -> str:
+    """OSD document: {id, node, device, db_device, service, stats} (stats by the primary)."""
+    return f"{CEPH_OSDS}/{osd_id}"
+
+
+def pool(name: str) -> str:
+    """Pool document: {name, pgs, tier, copies, mincopies, stats} (stats by the primary)."""
+    return f"{CEPH_POOLS}/{name}"
+
+
+def pool_volumes(pool_name: str) -> str:
+    return f"{CEPH_VOLUMES}/{pool_name}"
+
+
+def volume(pool_name: str, name: str) -> str:
+    """Volume document: {name, pool, stats} with stats in `rbd info --format json` shape."""
+    return f"{CEPH_VOLUMES}/{pool_name}/{name}"
+
+
+def volume_snapshots(pool_name: str, volume_name: str) -> str:
+    return f"{CEPH_SNAPSHOTS}/{pool_name}/{volume_name}"
+
+
+def snapshot(pool_name: str, volume_name: str, name: str) -> str:
+    """Snapshot document: {pool, volume, snapshot, stats}."""
+    return f"{CEPH_SNAPSHOTS}/{pool_name}/{volume_name}/{name}"
+
+
+def benchmark(job: str) -> str:
+    """Storage benchmark result: {id, job, pool, test_format, benchmark_result} ("Running" until done)."""
+    return f"{CEPH_BENCHMARKS}/{job}"
+
+
 # -- migrations ---------------------------------------------------------------------------------
 
 Migration = Callable[[ZK], None]
@@ -121,8 +162,14 @@ def _v3(zk: ZK) -> None:
         zk.delete(f"{VMS}/{uuid}/console")
 
 
+def _v4(zk: ZK) -> None:
+    """The storage subsystem's trees."""
+    for path in CEPH_TREES:
+        zk.ensure(path)
+
+
 # MIGRATIONS[n] upgrades a tree at version n to version n+1.
-MIGRATIONS: dict[int, Migration] = {0: _v1, 1: _v2, 2: _v3}
+MIGRATIONS: dict[int, Migration] = {0: _v1, 1: _v2, 2: _v3, 3: _v4}
 
 
 def current_version(zk: ZK) -> int:
