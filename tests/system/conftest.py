@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from pvc.lab.plan import LabPlan
@@ -33,3 +34,11 @@ def lab() -> Iterator[LabPlan]:
         yield lab_up(LAB_NAME, 3)
     finally:
         lab_down(LAB_NAME)
+
+
+@pytest.fixture(scope="session")
+def api(lab: LabPlan) -> Iterator[httpx.Client]:
+    client = httpx.Client(base_url=f"http://127.0.0.1:{lab.api_port}/api/v1",
+                          headers={"X-Api-Key": str(lab.extra["api_token"])}, timeout=240)
+    yield client
+    client.close()

@@ -10,12 +10,9 @@ shutdown -> remove.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,88 +21,23 @@ import pytest
 from pvc.adapters.hypervisor import LibvirtHypervisor
 from pvc.lab import proc, pvcnodes
 from pvc.lab.plan import LabPlan
+from tests.system import helpers
+from tests.system.helpers import call, heartbeats, vm_exists, wait, where
 
 pytestmark = pytest.mark.system
 NAME = "systvm1"
 
 
 def guest_xml(plan: LabPlan, uuid: str) -> str:
-    files = plan.extra["guest_files"]
-    assert isinstance(files, dict)
-    return f"""<domain type='kvm'>
-  <name>{NAME}</name>
-  <uuid>{uuid}</uuid>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{files["kernel"]}</kernel>
-    <initrd>{files["initrd"]}</initrd>
-    <cmdline>console=ttyS0 panic=-1 quiet vmname={NAME} vmdhcp=0</cmdline>
-  </os>
-  <features><acpi/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <serial type='pty'><target port='0'/></serial>
-    <console type='pty'><target type='serial' port='0'/></console>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-  </devices>
-</domain>"""
-
-
-@pytest.fixture(scope="module")
-def api(lab: LabPlan) -> Iterator[httpx.Client]:
-    client = httpx.Client(base_url=f"http://127.0.0.1:{lab.api_port}/api/v1",
-                          headers={"X-Api-Key": str(lab.extra["api_token"])}, timeout=240)
-    yield client
-    client.close()
-
-
-def call(api: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
-    """An API call that rides out a primary change (the API moves with the primary)."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            response = api.request(method, path, **kwargs)
-            if response.status_code < 500 or time.monotonic() > deadline:
-                assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
-                return response.json()
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.5)
-
-
-def wait(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    return proc.wait_until(check, timeout, what, interval=0.2)
+    return helpers.guest_xml(plan, NAME, uuid)
 
 
 def console(api: httpx.Client) -> str:
-    return str(call(api, "GET", f"/vm/{NAME}/console", params={"lines": 1000})["data"])
-
-
-def heartbeats(text: str) -> list[int]:
-    return [int(n) for n in re.findall(r"PVC-GUEST-HEARTBEAT name=\S+ n=(\d+)", text)]
-
-
-def where(hvs: dict[str, LibvirtHypervisor], uuid: str) -> list[str]:
-    return sorted(n for n, hv in hvs.items() if uuid in hv.list_domains() and hv.list_domains()[uuid].running)
+    return helpers.console(api, NAME)
 
 
 def qemu_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"qemu-system" in cmdline and f"guest={NAME},".encode() in cmdline:
-            pids.append(int(entry.name))
-    return pids
+    return helpers.qemu_pids(NAME)
 
 
 def vm_info(api: httpx.Client) -> dict[str, Any]:
@@ -213,20 +145,6 @@ def test_vm_lifecycle_on_the_lab(lab: LabPlan, api: httpx.Client) -> None:
                 hv.close()
 
 
-def _exists(api: httpx.Client, name: str) -> bool:
-    """Whether the VM is defined, riding out a primary change like call()."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            status = api.get(f"/vm/{name}").status_code
-            if status < 500:
-                return status == 200
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.5)
-
-
 def test_network_hot_plug_on_a_running_vm(lab: LabPlan, api: httpx.Client) -> None:
     """`pvc vm network add/remove` on a running VM: the XML is edited and the NIC hot-plugged.
 
@@ -266,7 +184,7 @@ def test_network_hot_plug_on_a_running_vm(lab: LabPlan, api: httpx.Client) -> No
         wait("the NIC gone from the live XML", lambda: mac not in hvs["hv3"].live_xml(uuid), 60)
         assert mac not in call(api, "GET", f"/vm/{name}")[0]["xml"]
     finally:
-        if _exists(api, name):
+        if vm_exists(api, name):
             call(api, "POST", f"/vm/{name}/state", params={"state": "stop"})
             wait("stopped", lambda: uuid not in hvs["hv3"].list_domains(), 30)
             call(api, "DELETE", f"/vm/{name}")

@@ -1,0 +1,119 @@
+"""What the system tests share: API calls that ride out a primary change, waits, the tiny guest."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pvc.adapters.hypervisor import LibvirtHypervisor
+from pvc.lab import proc
+from pvc.lab.plan import LabPlan
+
+
+def guest_xml(plan: LabPlan, name: str, uuid: str, disks: str = "", cmdline: str = "") -> str:
+    """The lab's tiny guest (direct kernel boot); `disks` are extra <disk> elements."""
+    files = plan.extra["guest_files"]
+    assert isinstance(files, dict)
+    return f"""<domain type='kvm'>
+  <name>{name}</name>
+  <uuid>{uuid}</uuid>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{files["kernel"]}</kernel>
+    <initrd>{files["initrd"]}</initrd>
+    <cmdline>console=ttyS0 panic=-1 quiet vmname={name} vmdhcp=0 {cmdline}</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    {disks}
+    <serial type='pty'><target port='0'/></serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>"""
+
+
+def call(api: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
+    """An API call that must succeed, riding out a primary change (the API moves with it)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            response = api.request(method, path, **kwargs)
+            if response.status_code < 500 or time.monotonic() > deadline:
+                assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
+                return response.json()
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
+def wait(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+    return proc.wait_until(check, timeout, what, interval=0.2)
+
+
+def wait_task(api: httpx.Client, accepted: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
+    """Wait for a 202-accepted task to finish; returns its final status document."""
+    task_id = accepted["task_id"]
+
+    def done() -> dict[str, Any] | None:
+        status = call(api, "GET", f"/tasks/{task_id}")
+        return status if status.get("state") in ("SUCCESS", "FAILURE", "CANCELLED") else None
+
+    return dict(wait(f"task {task_id} ({accepted.get('task_name')})", done, timeout))
+
+
+def console(api: httpx.Client, name: str) -> str:
+    return str(call(api, "GET", f"/vm/{name}/console", params={"lines": 1000})["data"])
+
+
+def heartbeats(text: str) -> list[int]:
+    return [int(n) for n in re.findall(r"PVC-GUEST-HEARTBEAT name=\S+ n=(\d+)", text)]
+
+
+def where(hvs: dict[str, LibvirtHypervisor], uuid: str) -> list[str]:
+    """The nodes whose libvirt runs the domain (the answer must never have two entries)."""
+    found = []
+    for name, hv in hvs.items():
+        domains = hv.list_domains()
+        if uuid in domains and domains[uuid].running:
+            found.append(name)
+    return sorted(found)
+
+
+def qemu_pids(name: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"qemu-system" in cmdline and f"guest={name},".encode() in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def vm_exists(api: httpx.Client, name: str) -> bool:
+    """Whether the VM is defined, riding out a primary change like call()."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            status = api.get(f"/vm/{name}").status_code
+            if status < 500:
+                return status == 200
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
