@@ -24,8 +24,17 @@ import pytest
 from pvc.adapters.hypervisor import LibvirtHypervisor
 from pvc.lab import ceph, guest, proc
 from pvc.lab.plan import LabPlan
-from tests.system.helpers import call, console, guest_xml, heartbeats, qemu_pids, vm_exists, wait, wait_task, \
-    where
+from tests.system.helpers import (
+    call,
+    console,
+    guest_xml,
+    heartbeats,
+    qemu_pids,
+    vm_exists,
+    wait,
+    wait_task,
+    where,
+)
 
 pytestmark = pytest.mark.system
 POOL = "tstpool"
@@ -46,8 +55,13 @@ def snapshots(api: httpx.Client, volume: str) -> list[str]:
 
 def upload(api: httpx.Client, volume: str, path: Path, image_format: str) -> Any:
     with path.open("rb") as handle:
-        return call(api, "POST", f"/storage/ceph/volume/{POOL}/{volume}/upload",
-                    params={"image_format": image_format}, files={"file": (path.name, handle)})
+        return call(
+            api,
+            "POST",
+            f"/storage/ceph/volume/{POOL}/{volume}/upload",
+            params={"image_format": image_format},
+            files={"file": (path.name, handle)},
+        )
 
 
 def rbd_md5(lab: LabPlan, image: str) -> str:
@@ -72,7 +86,9 @@ def refused(response: httpx.Response, *words: str) -> None:
 
 @pytest.fixture(scope="module")
 def pool(lab: LabPlan, api: httpx.Client) -> Any:
-    call(api, "POST", "/storage/ceph/pool", params={"pool": POOL, "pgs": 8, "replcfg": "copies=3,mincopies=2"})
+    call(
+        api, "POST", "/storage/ceph/pool", params={"pool": POOL, "pgs": 8, "replcfg": "copies=3,mincopies=2"}
+    )
     yield POOL
     if api.get(f"/storage/ceph/pool/{POOL}").status_code == 200:
         api.delete(f"/storage/ceph/pool/{POOL}", params={"yes-i-really-mean-it": "yes"})
@@ -113,11 +129,15 @@ def test_pool_volume_and_snapshot_operations(lab: LabPlan, api: httpx.Client, po
     # bad input: a clear error, nothing changed
     before = sorted(volumes(api))
     for size, words in (("G", ["size"]), ("-1G", ["size"]), ("0", ["size"]), ("100T", ["free"])):
-        refused(api.post("/storage/ceph/volume", params={"pool": POOL, "volume": "bad", "size": size}), *words)
+        refused(
+            api.post("/storage/ceph/volume", params={"pool": POOL, "volume": "bad", "size": size}), *words
+        )
     for name in ("a b", "a@b"):
         refused(api.post("/storage/ceph/volume", params={"pool": POOL, "volume": name, "size": "1M"}), "name")
-    refused(api.post("/storage/ceph/volume", params={"pool": "nosuchpool", "volume": "x", "size": "1M"}),
-            "nosuchpool")
+    refused(
+        api.post("/storage/ceph/volume", params={"pool": "nosuchpool", "volume": "x", "size": "1M"}),
+        "nosuchpool",
+    )
     refused(api.delete(f"/storage/ceph/volume/{POOL}/nosuchvol"), "nosuchvol")
     refused(api.put(f"/storage/ceph/volume/{POOL}/vol2", params={"new_size": "lots"}), "size")
     refused(upload_response(api, "vol3", data_a, "nosuchformat"), "format")
@@ -133,8 +153,11 @@ def test_pool_volume_and_snapshot_operations(lab: LabPlan, api: httpx.Client, po
 
 def upload_response(api: httpx.Client, volume: str, path: Path, image_format: str) -> httpx.Response:
     with path.open("rb") as handle:
-        return api.post(f"/storage/ceph/volume/{POOL}/{volume}/upload", params={"image_format": image_format},
-                        files={"file": (path.name, handle)})
+        return api.post(
+            f"/storage/ceph/volume/{POOL}/{volume}/upload",
+            params={"image_format": image_format},
+            files={"file": (path.name, handle)},
+        )
 
 
 def test_vm_on_rbd_boots_migrates_and_keeps_its_data(lab: LabPlan, api: httpx.Client, pool: str) -> None:
@@ -142,19 +165,33 @@ def test_vm_on_rbd_boots_migrates_and_keeps_its_data(lab: LabPlan, api: httpx.Cl
     qcow2 = lab.state_dir / "guest.qcow2"
     disk_raw = str(lab.extra["guest_files"]["disk_raw"])  # type: ignore[index]
     proc.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", disk_raw, str(qcow2)])
-    call(api, "POST", "/storage/ceph/volume",
-         params={"pool": POOL, "volume": volume, "size": f"{guest.DISK_SIZE_MIB}M"})
+    call(
+        api,
+        "POST",
+        "/storage/ceph/volume",
+        params={"pool": POOL, "volume": volume, "size": f"{guest.DISK_SIZE_MIB}M"},
+    )
     upload(api, volume, qcow2, "qcow2")
     qcow2.unlink()
-    disk = (f"<disk type='network' device='disk'><driver name='qemu' type='raw' cache='none' event_idx='off'/>"
-            f"<source protocol='rbd' name='{POOL}/{volume}'/><target dev='vda' bus='virtio'/></disk>")
+    disk = (
+        f"<disk type='network' device='disk'><driver name='qemu' type='raw' cache='none' event_idx='off'/>"
+        f"<source protocol='rbd' name='{POOL}/{volume}'/><target dev='vda' bus='virtio'/></disk>"
+    )
     uuid = str(uuidlib.uuid4())
     hvs = {n.name: LibvirtHypervisor(n.libvirt_uri) for n in lab.nodes}
     try:
-        call(api, "POST", "/vm", data={"xml": guest_xml(lab, name, uuid, disk, "vmroot=/dev/vda"), "node": "hv1"})
+        call(
+            api,
+            "POST",
+            "/vm",
+            data={"xml": guest_xml(lab, name, uuid, disk, "vmroot=/dev/vda"), "node": "hv1"},
+        )
         call(api, "POST", f"/vm/{name}/state", params={"state": "start"})
-        wait("the guest's root on the RBD disk", lambda: "PVC-GUEST-ROOT dev=/dev/vda boots=1" in console(api, name),
-             120)
+        wait(
+            "the guest's root on the RBD disk",
+            lambda: "PVC-GUEST-ROOT dev=/dev/vda boots=1" in console(api, name),
+            120,
+        )
         assert where(hvs, uuid) == ["hv1"]
 
         # in use: the volume cannot be removed or renamed
@@ -171,8 +208,17 @@ def test_vm_on_rbd_boots_migrates_and_keeps_its_data(lab: LabPlan, api: httpx.Cl
         assert "PVC-GUEST-ROOT" not in console(api, name).split(f"n={before} ")[-1]
 
         # live grow of the running VM's disk
-        call(api, "PUT", f"/storage/ceph/volume/{POOL}/{volume}", params={"new_size": f"{guest.DISK_SIZE_MIB * 2}M"})
-        wait("the running disk grown", lambda: _disk_capacity(hvs["hv2"], uuid) == guest.DISK_SIZE_MIB * 2 * MIB, 30)
+        call(
+            api,
+            "PUT",
+            f"/storage/ceph/volume/{POOL}/{volume}",
+            params={"new_size": f"{guest.DISK_SIZE_MIB * 2}M"},
+        )
+        wait(
+            "the running disk grown",
+            lambda: _disk_capacity(hvs["hv2"], uuid) == guest.DISK_SIZE_MIB * 2 * MIB,
+            30,
+        )
 
         # a node change: stop, move to hv3, start -> the boot count on the disk says 2
         call(api, "POST", f"/vm/{name}/state", params={"state": "stop", "wait": "true"})
@@ -212,15 +258,23 @@ def test_osd_outage_keeps_io_going(lab: LabPlan, api: httpx.Client) -> None:
     node = lab.node("hv3")
     ceph.stop_osd(lab, node)
     try:
-        wait("status to show the OSD down", lambda: "osds: 3 osds: 2 up" in status_text(api)
-             or "1 osds down" in status_text(api), 60)
+        wait(
+            "status to show the OSD down",
+            lambda: "osds: 3 osds: 2 up" in status_text(api) or "1 osds down" in status_text(api),
+            60,
+        )
         # I/O continues, degraded: create, write and read a volume in the 3-copy pool
         call(api, "POST", "/storage/ceph/volume", params={"pool": "vms", "volume": "degraded1", "size": "4M"})
         data = lab.state_dir / "degraded.raw"
         data.write_bytes(os.urandom(4 * MIB))
         with data.open("rb") as handle:
-            call(api, "POST", "/storage/ceph/volume/vms/degraded1/upload", params={"image_format": "raw"},
-                 files={"file": ("d.raw", handle)})
+            call(
+                api,
+                "POST",
+                "/storage/ceph/volume/vms/degraded1/upload",
+                params={"image_format": "raw"},
+                files={"file": ("d.raw", handle)},
+            )
         assert rbd_md5(lab, "vms/degraded1") == hashlib.md5(data.read_bytes()).hexdigest()
         data.unlink()
         assert "HEALTH_WARN" in status_text(api)
@@ -236,17 +290,36 @@ def test_pvc_added_osd(lab: LabPlan, api: httpx.Client) -> None:
     """An OSD added by PVC (file-backed in the lab) joins, shows in the list, and is removed."""
     before = {o["id"] for o in call(api, "GET", "/storage/ceph/osd")}
     device = f"file:{lab.node('hv3').dir / 'osd-extra.img'}:1G"
-    result = wait_task(api, call(api, "POST", "/storage/ceph/osd",
-                                 params={"node": "hv3", "device": device, "weight": 0.001}), 240)
+    result = wait_task(
+        api,
+        call(api, "POST", "/storage/ceph/osd", params={"node": "hv3", "device": device, "weight": 0.001}),
+        240,
+    )
     assert result["state"] == "SUCCESS", result
-    new = wait("the new OSD listed", lambda: {o["id"] for o in call(api, "GET", "/storage/ceph/osd")} - before, 60)
+    new = wait(
+        "the new OSD listed", lambda: {o["id"] for o in call(api, "GET", "/storage/ceph/osd")} - before, 60
+    )
     (osd_id,) = new
     osd = call(api, "GET", f"/storage/ceph/osd/{osd_id}")[0]
     assert osd["stats"]["node"] == "hv3"
-    wait("the OSD up and in", lambda: call(api, "GET", f"/storage/ceph/osd/{osd_id}/state")
-         in ({"up": 1, "in": 1}, [{"up": 1, "in": 1}]), 60)
-    result = wait_task(api, call(api, "DELETE", f"/storage/ceph/osd/{osd_id}",
-                                 params={"force": "true", "yes-i-really-mean-it": "yes"}), 240)
+    wait(
+        "the OSD up and in",
+        lambda: (
+            call(api, "GET", f"/storage/ceph/osd/{osd_id}/state")
+            in ({"up": 1, "in": 1}, [{"up": 1, "in": 1}])
+        ),
+        60,
+    )
+    result = wait_task(
+        api,
+        call(
+            api,
+            "DELETE",
+            f"/storage/ceph/osd/{osd_id}",
+            params={"force": "true", "yes-i-really-mean-it": "yes"},
+        ),
+        240,
+    )
     assert result["state"] == "SUCCESS", result
     wait("the OSD gone", lambda: osd_id not in {o["id"] for o in call(api, "GET", "/storage/ceph/osd")}, 60)
     wait("HEALTH_OK after the removal", lambda: "HEALTH_OK" in status_text(api), 120)
@@ -255,16 +328,23 @@ def test_pvc_added_osd(lab: LabPlan, api: httpx.Client) -> None:
 def test_benchmark_and_cli(lab: LabPlan, api: httpx.Client) -> None:
     pvc = [sys.executable, "-m", "pvc.cli", "-c", f"lab-{lab.name}"]
     t0 = time.monotonic()
-    run = subprocess.run([*pvc, "storage", "benchmark", "run", "--wait", "-y", "vms"],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [*pvc, "storage", "benchmark", "run", "--wait", "-y", "vms"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     print(f"\nbenchmark task: {time.monotonic() - t0:.1f}s")
     jobs = call(api, "GET", "/storage/ceph/benchmark")
     assert jobs and isinstance(jobs[0]["benchmark_result"], dict)
     assert "seq_read" in jobs[0]["benchmark_result"]
-    info = subprocess.run([*pvc, "storage", "benchmark", "info", jobs[0]["job"]], capture_output=True, text=True,
-                          timeout=60)
-    assert info.returncode == 0 and "seq_read" in info.stdout.lower().replace(" ", "_"), info.stdout + info.stderr
+    info = subprocess.run(
+        [*pvc, "storage", "benchmark", "info", jobs[0]["job"]], capture_output=True, text=True, timeout=60
+    )
+    assert info.returncode == 0 and "seq_read" in info.stdout.lower().replace(" ", "_"), (
+        info.stdout + info.stderr
+    )
     status = subprocess.run([*pvc, "storage", "status"], capture_output=True, text=True, timeout=60)
     assert status.returncode == 0 and "HEALTH" in status.stdout, status.stdout + status.stderr
     assert "pvcbenchmark" not in ceph.rbd(lab, "ls", "vms", json_out=True)

@@ -7,13 +7,25 @@ in milliseconds, and offer failure-injection hooks for the cases that are hard t
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
+from pvc.adapters.ceph import (
+    IMAGE_FORMATS,
+    OSD_FLAGS,
+    Locker,
+    Storage,
+    StorageError,
+    StorageExists,
+    StorageNotFound,
+    StorageUnavailable,
+)
 from pvc.adapters.hypervisor import (
     ACTIVE_STATES,
     DomainExists,
@@ -377,3 +389,744 @@ def _same_device(a: ET.Element, b: ET.Element) -> bool:
         if eb is not None and eb.get(attr):
             return ea is not None and (ea.get(attr) or "").lower() == (eb.get(attr) or "").lower()
     return False
+
+
+# ============================================================================================ storage
+
+_OBJECT = 4 << 20    # RBD's default object size (order 22)
+_FAKE_FEATURES = ["layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"]
+
+
+@dataclass
+class FakeSnapshot:
+    name: str
+    id: int
+    size: int
+    data: bytes
+    protected: bool = False
+
+
+@dataclass
+class FakeVolume:
+    """One RBD image; `data` holds the written prefix only (the rest reads as zeroes)."""
+
+    name: str
+    id: str
+    size: int
+    created: float
+    data: bytearray = field(default_factory=bytearray)
+    snapshots: dict[str, FakeSnapshot] = field(default_factory=dict)
+    lockers: list[Locker] = field(default_factory=list)
+    watchers: list[str] = field(default_factory=list)
+    modified: float = 0.0
+
+    def objects_used(self) -> int:
+        return -(-len(self.data.rstrip(b"\0")) // _OBJECT)
+
+
+@dataclass
+class FakePool:
+    name: str
+    id: int
+    pgs: int
+    size: int
+    min_size: int
+    rule: str
+    created: float
+    volumes: dict[str, FakeVolume] = field(default_factory=dict)
+
+
+@dataclass
+class FakeOsd:
+    id: int
+    host: str
+    device_class: str = "hdd"
+    up: bool = True
+    is_in: bool = True
+    bytes: int = 100 << 30
+
+
+@dataclass
+class _StorageFault:
+    op: str
+    remaining: int
+    error: Callable[[str], StorageError]
+    target: str | None
+
+
+@dataclass(eq=False)
+class FakeStorage(Storage):
+    """A Ceph cluster in memory, honouring the Storage contract (tests/unit/test_storage_fake.py).
+
+    Starts with `osds` OSDs (osd.N on host hvN+1, device class hdd), the CRUSH rule
+    `replicated_rule` and no pools. Volume contents are kept (only what was written), so
+    snapshots, rollback, copy and write_volume can be checked with `read_volume()`.
+    convert_into_volume copies raw files byte for byte; other formats are only recorded in
+    `conversions` (no qemu-img in a pure test).
+
+    Failure injection: fail_next(op) makes the next call(s) of a method raise; `available = False`
+    makes every call raise StorageUnavailable. Test set-up: set_watchers(), add_locker(),
+    add_osd(). Every call is appended to `calls` as (operation, target-or-None).
+    """
+
+    cluster_fsid: str = "6bd1c4c4-1cf7-4b7e-9b33-6f2d6d1b7a10"
+    osds: int = 3
+    clock: Callable[[], float] = time.time
+    available: bool = True
+    mons: tuple[str, ...] = ("10.200.0.1", "10.200.0.2", "10.200.0.3")
+    calls: list[tuple[str, str | None]] = field(default_factory=list)
+    conversions: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.RLock()
+        self._pools: dict[str, FakePool] = {}
+        self._rules: dict[str, str | None] = {"replicated_rule": None}   # name -> device class
+        self._osds: dict[int, FakeOsd] = {i: FakeOsd(i, f"hv{i + 1}") for i in range(self.osds)}
+        self._flags: set[str] = set()
+        self._blocklist: dict[str, float] = {}
+        self._faults: list[_StorageFault] = []
+        self._next_pool_id = 1
+        self._next_snap_id = 1
+        self._epoch = 1
+
+    def __repr__(self) -> str:
+        return f"FakeStorage({len(self._pools)} pools, {len(self._osds)} osds)"
+
+    # ---- failure injection and test set-up ----------------------------------------------------
+
+    def fail_next(self, op: str, error: Callable[[str], StorageError] = StorageError, times: int = 1,
+                  target: str | None = None) -> None:
+        """The next `times` calls of method `op` (for `target`, e.g. "vms/disk0", or any) raise."""
+        with self._lock:
+            self._faults.append(_StorageFault(op, times, error, target))
+
+    def set_watchers(self, pool: str, volume: str, addresses: list[str]) -> None:
+        """Pretend these client addresses have the volume open (as a running QEMU does)."""
+        with self._lock:
+            self._volume(pool, volume).watchers = list(addresses)
+
+    def add_locker(self, pool: str, volume: str, locker: Locker | None = None) -> Locker:
+        """Pretend a client holds a lock on the volume (default: an exclusive-lock style locker)."""
+        with self._lock:
+            vol = self._volume(pool, volume)
+            if locker is None:
+                n = 4100 + len(vol.lockers)
+                locker = Locker(f"client.{n}", f"auto {140000000000 + n}", f"10.200.0.1:0/{n}")
+            vol.lockers.append(locker)
+            return locker
+
+    def add_osd(self, host: str, device_class: str = "hdd", size: int = 100 << 30) -> int:
+        with self._lock:
+            osd_id = max(self._osds, default=-1) + 1
+            self._osds[osd_id] = FakeOsd(osd_id, host, device_class, bytes=size)
+            return osd_id
+
+    def set_osd_up(self, osd_id: int, up: bool) -> None:
+        """An OSD daemon dies or comes back (the cluster marks it down/up)."""
+        with self._lock:
+            self._osd(osd_id).up = up
+
+    def read_volume(self, pool: str, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        """A volume's bytes (zeroes where nothing was written), for assertions."""
+        with self._lock:
+            vol = self._volume(pool, name)
+            end = vol.size if length is None else min(vol.size, offset + length)
+            chunk = bytes(vol.data[offset:end])
+            return chunk + b"\0" * (max(0, end - offset) - len(chunk))
+
+    def flags(self) -> set[str]:
+        with self._lock:
+            return set(self._flags)
+
+    def blocklisted(self) -> dict[str, float]:
+        """Blocklisted address -> expiry (clock time)."""
+        with self._lock:
+            now = self.clock()
+            return {a: t for a, t in self._blocklist.items() if t > now}
+
+    def osd_in(self, osd_id: int) -> bool:
+        with self._lock:
+            return self._osd(osd_id).is_in
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _enter(self, op: str, target: str | None = None) -> None:
+        self.calls.append((op, target))
+        if not self.available:
+            raise StorageUnavailable(f"{op}: cannot reach the Ceph cluster (fake: down)")
+        for fault in self._faults:
+            if fault.op == op and fault.remaining > 0 and fault.target in (None, target):
+                fault.remaining -= 1
+                raise fault.error(f"{op}{' ' + target if target else ''}: injected failure")
+
+    def _pool(self, name: str) -> FakePool:
+        pool = self._pools.get(name)
+        if pool is None:
+            raise StorageNotFound(f"pool {name}: not found")
+        return pool
+
+    def _volume(self, pool: str, name: str) -> FakeVolume:
+        vol = self._pool(pool).volumes.get(name)
+        if vol is None:
+            raise StorageNotFound(f"volume {pool}/{name}: not found")
+        return vol
+
+    def _snapshot(self, pool: str, volume: str, name: str) -> FakeSnapshot:
+        snap = self._volume(pool, volume).snapshots.get(name)
+        if snap is None:
+            raise StorageNotFound(f"snapshot {pool}/{volume}@{name}: not found")
+        return snap
+
+    def _osd(self, osd_id: int) -> FakeOsd:
+        osd = self._osds.get(osd_id)
+        if osd is None:
+            raise StorageNotFound(f"osd.{osd_id}: not found")
+        return osd
+
+    @staticmethod
+    def _check_name(kind: str, ref: str, name: str) -> None:
+        if not name or "/" in name or "@" in name or name.strip() != name:
+            raise StorageError(f"{kind} {ref}: invalid name {name!r}")
+
+    @staticmethod
+    def _check_size(ref: str, size: int) -> None:
+        if size < 1:
+            raise StorageError(f"volume {ref}: invalid size {size} (must be at least 1 byte)")
+
+    def _changed(self) -> None:
+        self._epoch += 1
+
+    # ---- cluster -----------------------------------------------------------------------------
+
+    def fsid(self) -> str:
+        with self._lock:
+            self._enter("fsid")
+            return self.cluster_fsid
+
+    def mon_addresses(self) -> list[tuple[str, int]]:
+        with self._lock:
+            self._enter("mon_addresses")
+            return [(host, 6789) for host in self.mons]
+
+    def set_flag(self, flag: str, enabled: bool) -> None:
+        with self._lock:
+            self._enter("set_flag", flag)
+            if flag not in OSD_FLAGS:
+                raise StorageError(f"osd flag {flag}: unknown (one of {', '.join(OSD_FLAGS)})")
+            (self._flags.add if enabled else self._flags.discard)(flag)
+            self._changed()
+
+    def set_osd_in(self, osd_id: int, is_in: bool) -> None:
+        with self._lock:
+            self._enter("set_osd_in", f"osd.{osd_id}")
+            self._osd(osd_id).is_in = is_in
+            self._changed()
+
+    def blocklist(self, address: str, seconds: int = 3600) -> None:
+        with self._lock:
+            self._enter("blocklist", address)
+            if not address or " " in address:
+                raise StorageError(f"blocklist {address!r}: invalid address")
+            self._blocklist[address if "/" in address else (
+                address if ":" in address else f"{address}:0/0")] = self.clock() + seconds
+            self._changed()
+
+    # ---- pools -------------------------------------------------------------------------------
+
+    def list_pools(self) -> list[str]:
+        with self._lock:
+            self._enter("list_pools")
+            return list(self._pools)
+
+    def create_pool(self, name: str, pgs: int, size: int, min_size: int,
+                    rule: str = "replicated_rule") -> None:
+        with self._lock:
+            self._enter("create_pool", name)
+            self._check_name("pool", name, name)
+            if name in self._pools:
+                raise StorageExists(f"pool {name}: already exists")
+            if pgs < 1 or size < 1 or not 1 <= min_size <= size:
+                raise StorageError(f"pool {name}: invalid pgs/size/min_size {pgs}/{size}/{min_size}")
+            if rule not in self._rules:
+                raise StorageNotFound(f"pool {name}: crush rule {rule}: not found")
+            self._pools[name] = FakePool(name, self._next_pool_id, pgs, size, min_size, rule, self.clock())
+            self._next_pool_id += 1
+            self._changed()
+
+    def ensure_tier_rule(self, tier: str) -> str:
+        with self._lock:
+            self._enter("ensure_tier_rule", tier)
+            if tier == "default":
+                return "replicated_rule"
+            name = f"{tier}_tier"
+            if name not in self._rules:
+                if not any(o.device_class == tier for o in self._osds.values()):
+                    raise StorageNotFound(f"crush rule {name}: device class {tier}: not found")
+                self._rules[name] = tier
+                self._changed()
+            return name
+
+    def set_pool_pgs(self, name: str, pgs: int) -> None:
+        with self._lock:
+            self._enter("set_pool_pgs", name)
+            pool = self._pool(name)
+            if pgs < 1:
+                raise StorageError(f"pool {name}: invalid pg count {pgs}")
+            pool.pgs = pgs
+            self._changed()
+
+    def remove_pool(self, name: str) -> None:
+        with self._lock:
+            self._enter("remove_pool", name)
+            self._pool(name)
+            del self._pools[name]
+            self._changed()
+
+    # ---- volumes -----------------------------------------------------------------------------
+
+    def list_volumes(self, pool: str) -> list[str]:
+        with self._lock:
+            self._enter("list_volumes", pool)
+            return list(self._pool(pool).volumes)
+
+    def volume_info(self, pool: str, name: str) -> dict[str, Any]:
+        with self._lock:
+            self._enter("volume_info", f"{pool}/{name}")
+            vol = self._volume(pool, name)
+            return {"name": vol.name, "id": vol.id, "size": vol.size, "objects": -(-vol.size // _OBJECT),
+                    "order": 22, "object_size": _OBJECT, "snapshot_count": len(vol.snapshots),
+                    "block_name_prefix": f"rbd_data.{vol.id}", "format": 2, "features": list(_FAKE_FEATURES),
+                    "op_features": [], "flags": [], "create_timestamp": time.ctime(vol.created),
+                    "access_timestamp": time.ctime(vol.modified),
+                    "modify_timestamp": time.ctime(vol.modified)}
+
+    def create_volume(self, pool: str, name: str, size: int) -> None:
+        ref = f"{pool}/{name}"
+        with self._lock:
+            self._enter("create_volume", ref)
+            vols = self._pool(pool).volumes
+            self._check_name("volume", ref, name)
+            self._check_size(ref, size)
+            if name in vols:
+                raise StorageExists(f"volume {ref}: already exists")
+            now = self.clock()
+            vols[name] = FakeVolume(name, uuidlib.uuid4().hex[:12], size, now, modified=now)
+
+    def resize_volume(self, pool: str, name: str, size: int) -> None:
+        ref = f"{pool}/{name}"
+        with self._lock:
+            self._enter("resize_volume", ref)
+            vol = self._volume(pool, name)
+            self._check_size(ref, size)
+            vol.size = size
+            del vol.data[size:]
+            vol.modified = self.clock()
+
+    def rename_volume(self, pool: str, name: str, new_name: str) -> None:
+        ref = f"{pool}/{name}"
+        with self._lock:
+            self._enter("rename_volume", ref)
+            vols = self._pool(pool).volumes
+            vol = self._volume(pool, name)
+            self._check_name("volume", f"{pool}/{new_name}", new_name)
+            if new_name in vols:
+                raise StorageExists(f"volume {pool}/{new_name}: already exists")
+            vol.name = new_name
+            vols[new_name] = vols.pop(name)
+
+    def copy_volume(self, pool: str, name: str, new_name: str) -> None:
+        ref = f"{pool}/{name}"
+        with self._lock:
+            self._enter("copy_volume", ref)
+            vols = self._pool(pool).volumes
+            vol = self._volume(pool, name)
+            self._check_name("volume", f"{pool}/{new_name}", new_name)
+            if new_name in vols:
+                raise StorageExists(f"volume {pool}/{new_name}: already exists")
+            now = self.clock()
+            vols[new_name] = FakeVolume(new_name, uuidlib.uuid4().hex[:12], vol.size, now,
+                                        data=bytearray(vol.data), modified=now)
+
+    def remove_volume(self, pool: str, name: str) -> None:
+        ref = f"{pool}/{name}"
+        with self._lock:
+            self._enter("remove_volume", ref)
+            vol = self._volume(pool, name)
+            if vol.watchers:
+                raise StorageError(f"volume {ref}: in use (watched by {', '.join(vol.watchers)})")
+            del self._pools[pool].volumes[name]
+
+    def write_volume(self, pool: str, name: str, source: BinaryIO, chunk: int = 4 << 20) -> int:
+        ref = f"{pool}/{name}"
+        with self._lock:
+            self._enter("write_volume", ref)
+            vol = self._volume(pool, name)
+            written = 0
+            while block := source.read(chunk):
+                if written + len(block) > vol.size:
+                    raise StorageError(f"volume {ref}: the data is larger than the volume "
+                                       f"({vol.size} bytes)")
+                if len(vol.data) < written:
+                    vol.data.extend(b"\0" * (written - len(vol.data)))
+                vol.data[written:written + len(block)] = block
+                written += len(block)
+            vol.modified = self.clock()
+            return written
+
+    def convert_into_volume(self, pool: str, name: str, path: str, image_format: str) -> None:
+        ref = f"{pool}/{name}"
+        with self._lock:
+            self._enter("convert_into_volume", ref)
+            vol = self._volume(pool, name)
+            if image_format not in IMAGE_FORMATS:
+                raise StorageError(f"volume {ref}: unknown image format {image_format!r} "
+                                   f"(one of {', '.join(IMAGE_FORMATS)})")
+            if not os.path.isfile(path):
+                raise StorageError(f"volume {ref}: cannot convert {path}: no such file")
+            self.conversions.append((pool, name, path, image_format))
+            if image_format == "raw":
+                size = os.path.getsize(path)
+                if size > vol.size:
+                    raise StorageError(f"volume {ref}: the image {path} is larger than the volume "
+                                       f"({size} > {vol.size} bytes)")
+                with open(path, "rb") as handle:
+                    self.write_volume(pool, name, handle)
+
+    def watchers(self, pool: str, name: str) -> list[str]:
+        with self._lock:
+            self._enter("watchers", f"{pool}/{name}")
+            return list(self._volume(pool, name).watchers)
+
+    def lockers(self, pool: str, name: str) -> list[Locker]:
+        with self._lock:
+            self._enter("lockers", f"{pool}/{name}")
+            return list(self._volume(pool, name).lockers)
+
+    def break_lock(self, pool: str, name: str, locker: Locker) -> None:
+        """As librbd (rbd_blocklist_on_break_lock): the lock goes and its holder is blocklisted."""
+        ref = f"{pool}/{name}"
+        with self._lock:
+            self._enter("break_lock", ref)
+            vol = self._volume(pool, name)
+            key = (locker.client, locker.cookie)
+            match = next((lk for lk in vol.lockers if (lk.client, lk.cookie) == key), None)
+            if match is None:
+                raise StorageNotFound(f"volume {ref}: lock {locker.client} {locker.cookie!r}: not found")
+            vol.lockers.remove(match)
+            self._blocklist[match.address] = self.clock() + 3600
+
+    # ---- snapshots ---------------------------------------------------------------------------
+
+    def list_snapshots(self, pool: str, volume: str) -> list[str]:
+        with self._lock:
+            self._enter("list_snapshots", f"{pool}/{volume}")
+            return list(self._volume(pool, volume).snapshots)
+
+    def create_snapshot(self, pool: str, volume: str, name: str) -> None:
+        ref = f"{pool}/{volume}@{name}"
+        with self._lock:
+            self._enter("create_snapshot", ref)
+            vol = self._volume(pool, volume)
+            self._check_name("snapshot", ref, name)
+            if name in vol.snapshots:
+                raise StorageExists(f"snapshot {ref}: already exists")
+            vol.snapshots[name] = FakeSnapshot(name, self._next_snap_id, vol.size, bytes(vol.data))
+            self._next_snap_id += 1
+
+    def rename_snapshot(self, pool: str, volume: str, name: str, new_name: str) -> None:
+        ref = f"{pool}/{volume}@{name}"
+        with self._lock:
+            self._enter("rename_snapshot", ref)
+            vol = self._volume(pool, volume)
+            snap = self._snapshot(pool, volume, name)
+            self._check_name("snapshot", f"{pool}/{volume}@{new_name}", new_name)
+            if new_name in vol.snapshots:
+                raise StorageExists(f"snapshot {pool}/{volume}@{new_name}: already exists")
+            snap.name = new_name
+            vol.snapshots = {(new_name if k == name else k): v for k, v in vol.snapshots.items()}
+
+    def rollback_snapshot(self, pool: str, volume: str, name: str) -> None:
+        ref = f"{pool}/{volume}@{name}"
+        with self._lock:
+            self._enter("rollback_snapshot", ref)
+            vol = self._volume(pool, volume)
+            snap = self._snapshot(pool, volume, name)
+            vol.size, vol.data, vol.modified = snap.size, bytearray(snap.data), self.clock()
+
+    def remove_snapshot(self, pool: str, volume: str, name: str) -> None:
+        ref = f"{pool}/{volume}@{name}"
+        with self._lock:
+            self._enter("remove_snapshot", ref)
+            self._snapshot(pool, volume, name)
+            del self._volume(pool, volume).snapshots[name]
+
+    # ---- mon commands ------------------------------------------------------------------------
+
+    def mon_command(self, prefix: str, **args: Any) -> Any:
+        """The answers PVC reads, in Ceph 16's JSON shapes; other prefixes raise StorageError."""
+        with self._lock:
+            self._enter("mon_command", prefix)
+            handler = _FAKE_MON_COMMANDS.get(prefix)
+            if handler is None:
+                raise StorageError(f"ceph {prefix}: unknown command (fake)")
+            return handler(self, args)
+
+    def mon_command_text(self, prefix: str, **args: Any) -> str:
+        with self._lock:
+            self._enter("mon_command_text", prefix)
+            if prefix == "status":
+                return self._status_text()
+            if prefix == "df":
+                return self._df_text()
+            if prefix == "health":
+                return self._health()["status"]
+            raise StorageError(f"ceph {prefix}: unknown command (fake)")
+
+    def _osd_used(self) -> int:
+        """Raw bytes used per OSD: data spread evenly, plus bluestore's ~290 MB of metadata."""
+        total = sum(p.size * sum(len(v.data) for v in p.volumes.values()) for p in self._pools.values())
+        return (290 << 20) + total // max(1, len(self._osds))
+
+    def _totals(self) -> tuple[int, int]:
+        size = sum(o.bytes for o in self._osds.values() if o.is_in)
+        used = self._osd_used() * sum(1 for o in self._osds.values() if o.is_in)
+        return size, min(size, used)
+
+    def _pool_stats(self, pool: FakePool) -> dict[str, Any]:
+        size, used = self._totals()
+        stored = sum(len(v.data) for v in pool.volumes.values())
+        objects = sum(v.objects_used() for v in pool.volumes.values())
+        max_avail = max(0, size - used) // max(1, pool.size)
+        bytes_used = stored * pool.size
+        return {"stored": stored, "objects": objects, "kb_used": -(-bytes_used // 1024),
+                "bytes_used": bytes_used,
+                "percent_used": bytes_used / (bytes_used + max_avail * pool.size) if bytes_used else 0.0,
+                "max_avail": max_avail}
+
+    def _health(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        if self._flags:
+            flags = ",".join(sorted(self._flags))
+            checks["OSDMAP_FLAGS"] = {
+                "severity": "HEALTH_WARN", "muted": False,
+                "summary": {"message": f"{flags} flag(s) set", "count": len(self._flags)}}
+        down = [o for o in self._osds.values() if not o.up]
+        if down:
+            checks["OSD_DOWN"] = {"severity": "HEALTH_WARN",
+                                  "summary": {"message": f"{len(down)} osds down", "count": len(down)},
+                                  "muted": False}
+        return {"status": "HEALTH_WARN" if checks else "HEALTH_OK", "checks": checks, "mutes": []}
+
+    def _status(self) -> dict[str, Any]:
+        size, used = self._totals()
+        pgs = sum(p.pgs for p in self._pools.values())
+        objects = sum(v.objects_used() for p in self._pools.values() for v in p.volumes.values())
+        stored = sum(len(v.data) for p in self._pools.values() for v in p.volumes.values())
+        now = int(self.clock())
+        return {
+            "fsid": self.cluster_fsid, "health": self._health(), "election_epoch": 4,
+            "quorum": list(range(len(self.mons))),
+            "quorum_names": [f"hv{i + 1}" for i in range(len(self.mons))], "quorum_age": 3600,
+            "monmap": {"epoch": 1, "min_mon_release_name": "pacific", "num_mons": len(self.mons)},
+            "osdmap": {"epoch": self._epoch, "num_osds": len(self._osds),
+                       "num_up_osds": sum(o.up for o in self._osds.values()), "osd_up_since": now - 3600,
+                       "num_in_osds": sum(o.is_in for o in self._osds.values()), "osd_in_since": now - 3600,
+                       "num_remapped_pgs": 0},
+            "pgmap": {"pgs_by_state": [{"state_name": "active+clean", "count": pgs}] if pgs else [],
+                      "num_pgs": pgs, "num_pools": len(self._pools), "num_objects": objects,
+                      "data_bytes": stored, "bytes_used": used, "bytes_avail": size - used,
+                      "bytes_total": size},
+            "fsmap": {"epoch": 1, "by_rank": [], "up:standby": 0},
+            "mgrmap": {"available": True, "num_standbys": 0, "modules": ["iostat"], "services": {}},
+            "servicemap": {"epoch": 1, "modified": "2026-01-01T00:00:00.000000+0000", "services": {}},
+            "progress_events": {},
+        }
+
+    def _df(self) -> dict[str, Any]:
+        size, used = self._totals()
+        by_class: dict[str, Any] = {}
+        for cls in sorted({o.device_class for o in self._osds.values()}):
+            members = [o for o in self._osds.values() if o.device_class == cls and o.is_in]
+            c_size = sum(o.bytes for o in members)
+            c_used = min(c_size, self._osd_used() * len(members))
+            by_class[cls] = {"total_bytes": c_size, "total_avail_bytes": c_size - c_used,
+                             "total_used_bytes": c_used, "total_used_raw_bytes": c_used,
+                             "total_used_raw_ratio": c_used / c_size if c_size else 0.0}
+        return {"stats": {"total_bytes": size, "total_avail_bytes": size - used, "total_used_bytes": used,
+                          "total_used_raw_bytes": used, "total_used_raw_ratio": used / size if size else 0.0,
+                          "num_osds": len(self._osds), "num_per_pool_osds": len(self._osds),
+                          "num_per_pool_omap_osds": len(self._osds)},
+                "stats_by_class": by_class,
+                "pools": [{"name": p.name, "id": p.id, "stats": self._pool_stats(p)}
+                          for p in self._pools.values()]}
+
+    def _osd_dump(self) -> dict[str, Any]:
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000+0000", time.gmtime(self.clock()))
+        base_flags = ["sortbitwise", "recovery_deletes", "purged_snapdirs", "pglog_hardlimit"]
+        flags = base_flags + sorted(self._flags)
+        rule_ids = {name: i for i, name in enumerate(self._rules)}
+        pools = [{"pool": p.id, "pool_name": p.name,
+                  "create_time": time.strftime("%Y-%m-%dT%H:%M:%S.000000+0000", time.gmtime(p.created)),
+                  "flags": 8193, "flags_names": "hashpspool,selfmanaged_snaps", "type": 1, "size": p.size,
+                  "min_size": p.min_size, "crush_rule": rule_ids[p.rule], "object_hash": 2,
+                  "pg_autoscale_mode": "off", "pg_num": p.pgs, "pg_placement_num": p.pgs,
+                  "pg_placement_num_target": p.pgs, "pg_num_target": p.pgs, "pg_num_pending": p.pgs,
+                  "snap_mode": "selfmanaged", "quota_max_bytes": 0, "quota_max_objects": 0,
+                  "erasure_code_profile": "", "application_metadata": {"rbd": {}}}
+                 for p in self._pools.values()]
+        osds = []
+        for o in self._osds.values():
+            addr, nonce = f"10.200.0.{o.id + 1}", 4000 + o.id
+            osds.append({"osd": o.id, "uuid": str(uuidlib.uuid5(uuidlib.NAMESPACE_OID, f"osd.{o.id}")),
+                         "up": int(o.up), "in": int(o.is_in), "weight": 1 if o.is_in else 0,
+                         "primary_affinity": 1, "up_from": 7, "up_thru": 11, "down_at": 0, "lost_at": 0,
+                         "public_addrs": {"addrvec": [
+                             {"type": "v2", "addr": f"{addr}:6800", "nonce": nonce},
+                             {"type": "v1", "addr": f"{addr}:6801", "nonce": nonce}]},
+                         "public_addr": f"{addr}:6801/{nonce}",
+                         "cluster_addr": f"{addr}:6803/{nonce}",
+                         "state": ["exists", "up"] if o.up else ["exists"]})
+        blocklist = {a: time.strftime("%Y-%m-%dT%H:%M:%S.000000+0000", time.gmtime(t))
+                     for a, t in self.blocklisted().items()}
+        return {"epoch": self._epoch, "fsid": self.cluster_fsid, "created": now, "modified": now,
+                "flags": ",".join(flags), "flags_set": sorted(flags), "crush_version": len(self._rules) + 4,
+                "full_ratio": 0.95, "backfillfull_ratio": 0.9, "nearfull_ratio": 0.85, "pool_max": max(
+                    (p.id for p in self._pools.values()), default=0), "max_osd": len(self._osds),
+                "require_min_compat_client": "luminous", "min_compat_client": "jewel",
+                "require_osd_release": "pacific", "pools": pools, "osds": osds, "blocklist": blocklist,
+                "range_blocklist": {}, "erasure_code_profiles": {"default": {
+                    "k": "2", "m": "2", "plugin": "jerasure", "technique": "reed_sol_van"}}}
+
+    def _osd_node(self, o: FakeOsd, with_df: bool) -> dict[str, Any]:
+        node: dict[str, Any] = {"id": o.id, "device_class": o.device_class, "name": f"osd.{o.id}",
+                                "type": "osd", "type_id": 0, "crush_weight": o.bytes / (1 << 40), "depth": 2,
+                                "pool_weights": {}, "reweight": 1 if o.is_in else 0,
+                                "status": "up" if o.up else "down"}
+        if with_df:
+            used = min(o.bytes, self._osd_used()) if o.is_in else 0
+            node.update({"kb": o.bytes // 1024, "kb_used": used // 1024,
+                         "kb_used_data": max(0, used - (290 << 20)) // 1024, "kb_used_omap": 0,
+                         "kb_used_meta": min(used, 290 << 20) // 1024,
+                         "kb_avail": (o.bytes - used) // 1024, "utilization": 100.0 * used / o.bytes,
+                         "var": 1, "pgs": sum(p.pgs * p.size for p in self._pools.values()) // max(1, len(
+                             self._osds)) if o.is_in else 0})
+        else:
+            node.update({"exists": 1, "primary_affinity": 1})
+        return node
+
+    def _osd_df(self) -> dict[str, Any]:
+        nodes = [self._osd_node(o, True) for o in self._osds.values()]
+        total = sum(n["kb"] for n in nodes)
+        used = sum(n["kb_used"] for n in nodes)
+        avg = 100.0 * used / total if total else 0.0
+        return {"nodes": nodes, "stray": [],
+                "summary": {"total_kb": total, "total_kb_used": used,
+                            "total_kb_used_data": sum(n["kb_used_data"] for n in nodes),
+                            "total_kb_used_omap": 0,
+                            "total_kb_used_meta": sum(n["kb_used_meta"] for n in nodes),
+                            "total_kb_avail": total - used, "average_utilization": avg, "min_var": 1,
+                            "max_var": 1, "dev": 0}}
+
+    def _osd_tree(self) -> dict[str, Any]:
+        hosts: dict[str, list[FakeOsd]] = {}
+        for o in self._osds.values():
+            hosts.setdefault(o.host, []).append(o)
+        host_ids = {h: -3 - 2 * i for i, h in enumerate(hosts)}
+        nodes: list[dict[str, Any]] = [{"id": -1, "name": "default", "type": "root", "type_id": 11,
+                                        "children": sorted(host_ids.values())}]
+        for host, members in hosts.items():
+            nodes.append({"id": host_ids[host], "name": host, "type": "host", "type_id": 1,
+                          "pool_weights": {}, "children": [o.id for o in members]})
+            nodes.extend(self._osd_node(o, False) for o in members)
+        return {"nodes": nodes, "stray": []}
+
+    def _mon_dump(self) -> dict[str, Any]:
+        mons = [{"rank": i, "name": f"hv{i + 1}",
+                 "public_addrs": {"addrvec": [{"type": "v2", "addr": f"{h}:3300", "nonce": 0},
+                                              {"type": "v1", "addr": f"{h}:6789", "nonce": 0}]},
+                 "addr": f"{h}:6789/0", "public_addr": f"{h}:6789/0", "priority": 0, "weight": 0}
+                for i, h in enumerate(self.mons)]
+        return {"epoch": 1, "fsid": self.cluster_fsid, "min_mon_release": 16,
+                "min_mon_release_name": "pacific", "mons": mons, "quorum": list(range(len(self.mons)))}
+
+    def _rule_dump(self) -> list[dict[str, Any]]:
+        rules = []
+        for i, (name, cls) in enumerate(self._rules.items()):
+            take: dict[str, Any] = ({"op": "take", "item": -1, "item_name": "default"} if cls is None else
+                                    {"op": "take", "item": -2 - i, "item_name": f"default~{cls}"})
+            steps = [take, {"op": "chooseleaf_firstn", "num": 0, "type": "host"}, {"op": "emit"}]
+            rules.append({"rule_id": i, "rule_name": name, "ruleset": i, "type": 1, "min_size": 1,
+                          "max_size": 10, "steps": steps})
+        return rules
+
+    def _status_text(self) -> str:
+        st = self._status()
+        om, pm = st["osdmap"], st["pgmap"]
+        health = st["health"]["status"]
+        for check in st["health"]["checks"].values():
+            health += f"\n            {check['summary']['message']}"
+        pgs = "\n".join(f"    pgs:     {s['count']} {s['state_name']}"
+                        for s in pm["pgs_by_state"]) or "    pgs:"
+        return (f"  cluster:\n    id:     {self.cluster_fsid}\n    health: {health}\n \n  services:\n"
+                f"    mon: {len(self.mons)} daemons, quorum {','.join(st['quorum_names'])} (age 60m)\n"
+                f"    mgr: hv1(active, since 60m)\n"
+                f"    osd: {om['num_osds']} osds: {om['num_up_osds']} up, {om['num_in_osds']} in\n \n"
+                f"  data:\n    pools:   {pm['num_pools']} pools, {pm['num_pgs']} pgs\n"
+                f"    objects: {pm['num_objects']} objects, {_iec(pm['data_bytes'])}\n"
+                f"    usage:   {_iec(pm['bytes_used'])} used, {_iec(pm['bytes_avail'])} / "
+                f"{_iec(pm['bytes_total'])} avail\n{pgs}\n \n")
+
+    def _df_text(self) -> str:
+        df = self._df()
+        lines = ["--- RAW STORAGE ---", "CLASS  SIZE  AVAIL  USED  RAW USED  %RAW USED"]
+        for cls, c in df["stats_by_class"].items():
+            lines.append(f"{cls}  {_iec(c['total_bytes'])}  {_iec(c['total_avail_bytes'])}  "
+                         f"{_iec(c['total_used_bytes'])}  {_iec(c['total_used_raw_bytes'])}  "
+                         f"{100 * c['total_used_raw_ratio']:.2f}")
+        s = df["stats"]
+        lines += [f"TOTAL  {_iec(s['total_bytes'])}  {_iec(s['total_avail_bytes'])}  "
+                  f"{_iec(s['total_used_bytes'])}  {_iec(s['total_used_raw_bytes'])}  "
+                  f"{100 * s['total_used_raw_ratio']:.2f}", " ",
+                  "--- POOLS ---", "POOL  ID  PGS  STORED  OBJECTS  USED  %USED  MAX AVAIL"]
+        for p in df["pools"]:
+            st = p["stats"]
+            lines.append(f"{p['name']}  {p['id']}  {self._pools[p['name']].pgs}  {_iec(st['stored'])}  "
+                         f"{st['objects']}  {_iec(st['bytes_used'])}  {100 * st['percent_used']:.2f}  "
+                         f"{_iec(st['max_avail'])}")
+        return "\n".join(lines) + "\n"
+
+
+def _iec(n: float) -> str:
+    """Ceph's human sizes: `878 MiB`, `5.1 GiB`, `0 B`."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" or n >= 10 or n == int(n) else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _pool_get(fake: FakeStorage, args: dict[str, Any]) -> dict[str, Any]:
+    pool = fake._pool(str(args.get("pool")))
+    var = str(args.get("var"))
+    values = {"size": pool.size, "min_size": pool.min_size, "pg_num": pool.pgs, "pgp_num": pool.pgs,
+              "crush_rule": pool.rule}
+    if var not in values:
+        raise StorageError(f"ceph osd pool get {pool.name} {var}: unsupported variable (fake)")
+    return {"pool": pool.name, "pool_id": pool.id, var: values[var]}
+
+
+_FAKE_MON_COMMANDS: dict[str, Callable[[FakeStorage, dict[str, Any]], Any]] = {
+    "status": lambda f, a: f._status(),
+    "health": lambda f, a: f._health(),
+    "df": lambda f, a: f._df(),
+    "osd dump": lambda f, a: f._osd_dump(),
+    "osd df": lambda f, a: f._osd_df(),
+    "osd tree": lambda f, a: f._osd_tree(),
+    "mon dump": lambda f, a: f._mon_dump(),
+    "fsid": lambda f, a: {"fsid": f.cluster_fsid},
+    "osd pool ls": lambda f, a: list(f._pools),
+    "osd pool get": _pool_get,
+    "osd crush rule ls": lambda f, a: list(f._rules),
+    "osd crush rule dump": lambda f, a: f._rule_dump(),
+    "osd blocklist ls": lambda f, a: [{"addr": k, "until": v} for k, v in f._osd_dump()["blocklist"].items()],
+}

@@ -1,11 +1,15 @@
 """Parsing of human sizes and booleans as PVC clients send them."""
 
 import re
+from fractions import Fraction
 
 from pvc.core.errors import InvalidInput
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
-_FACTORS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([KMGTPEZYRQ]?)(i?B)?\s*$", re.IGNORECASE)
+_UNITS = "KMGTPEZYRQ"
+_FACTORS = {"": 1, **{unit: 1024 ** (index + 1) for index, unit in enumerate(_UNITS)}}
+_NEGATIVE_RE = re.compile(r"^\s*-\s*(\d|\.\d)")
+_NO_NUMBER_RE = re.compile(r"^\s*[A-Za-z]*\s*$")
 
 _TRUE = {"true", "yes", "y", "on", "1", "t"}
 _FALSE = {"false", "no", "n", "off", "0", "f"}
@@ -24,12 +28,22 @@ def parse_bool(value: object, field: str = "value") -> bool:
 
 
 def parse_size(value: str, field: str = "size") -> int:
-    """Return bytes for '10G', '512M', '1024' (bytes) ...; reject anything without a number."""
-    match = _SIZE_RE.match(str(value))
+    """Bytes for '10G', '512M', '1.5TiB', '1024' (bare numbers are bytes), as PVC sizes are given.
+
+    Binary multipliers K..Q, case-insensitive, optional B/iB (pvc-facts §6). Every refusal names
+    the field and says what is wrong, so an API client or CLI user can fix it at once.
+    """
+    text = str(value)
+    match = _SIZE_RE.match(text)
     if not match:
-        raise InvalidInput(f"{field}: '{value}' is not a size (e.g. 10G, 512M)")
-    number, unit = float(match.group(1)), match.group(2).upper()
-    size = int(number * _FACTORS[unit])
+        if _NEGATIVE_RE.match(text):
+            raise InvalidInput(f"{field}: '{value}' is negative; give a size greater than zero (e.g. 10G)")
+        if _NO_NUMBER_RE.match(text):
+            raise InvalidInput(f"{field}: '{value}' is not a size: it has no number (e.g. 10G, 512M)")
+        raise InvalidInput(f"{field}: '{value}' is not a size (e.g. 10G, 512M, 1024 for bytes; "
+                           f"units K, M, G, T, P ... Q)")
+    # Exact arithmetic: a float would round '3Q' (2^101 bytes) to a neighbouring value.
+    size = int(Fraction(match.group(1)) * _FACTORS[match.group(2).upper()])
     if size <= 0:
         raise InvalidInput(f"{field}: '{value}' must be greater than zero")
     return size
