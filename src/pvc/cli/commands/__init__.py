@@ -7,6 +7,6 @@ from __future__ import annotations
 
 import click
 
-from pvc.cli.commands import cluster, connection, node, vm
+from pvc.cli.commands import cluster, connection, node, storage, vm
 
-AREAS: tuple[click.Group, ...] = (node.group, vm.group, cluster.group, connection.group)
+AREAS: tuple[click.Group, ...] = (node.group, vm.group, storage.group, cluster.group, connection.group)
