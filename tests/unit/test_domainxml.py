@@ -41,7 +41,9 @@ GOLDEN = Path(__file__).parent / "golden" / "domainxml"
 UPDATE = os.environ.get("PVC_UPDATE_GOLDEN") == "1"
 SECRET = "96721723-8650-4a72-b8f6-a93cd1a20f0c"
 MONITORS = ["hv1.pvcstorage.tld:6789", "hv2.pvcstorage.tld:6789", "hv3.pvcstorage.tld:6789"]
-INPUTS = ("minimal.in.xml", "provisioner.in.xml", "tcg.in.xml", "live.in.xml")  # live: libvirt 9.0 TCG
+INPUTS = ("minimal.in.xml", "provisioner.in.xml", "tcg.in.xml", "live.in.xml",  # live: libvirt 9.0 TCG
+          "rbdbare.in.xml")  # rbd disks as the API stores them: no monitors, no auth
+CEPH_MONS = [("10.200.0.1", 6789), ("10.200.0.2", 6789), ("10.200.0.3", 6789)]
 
 
 def _in(name: str) -> str:
@@ -96,6 +98,8 @@ CASES: dict[str, tuple[str, Callable[[str], str]]] = {
         "tcg.in.xml",
         lambda x: dx.device_xml(dx.adapt_for_host(x, False), source="vms/db1_vda"),
     ),
+    "rbdbare.fill_rbd.xml": ("rbdbare.in.xml", lambda x: dx.fill_rbd(x, CEPH_MONS, "admin", SECRET)),
+    "provisioner.fill_rbd.xml": ("provisioner.in.xml", lambda x: dx.fill_rbd(x, CEPH_MONS, "admin", SECRET)),
 }
 
 
@@ -191,6 +195,43 @@ def test_summary_of_special_nics() -> None:
     ]
     assert s["vnc"] == {"listen": "0.0.0.0", "port": "None"}
     assert s["console"] == "file" and s["vcpu_topology"] == "1/2/2" and s["memory"] == 4096
+
+
+def test_fill_rbd_gives_bare_rbd_disks_monitors_and_auth() -> None:
+    filled = dx.parse(_in("rbdbare.fill_rbd.xml"))
+    vda, vdb, vdc, cdrom = filled.disks
+    assert vda.source is not None and vda.auth is not None
+    assert vda.source.hosts == (("10.200.0.1", "6789"), ("10.200.0.2", "6789"), ("10.200.0.3", "6789"))
+    assert (vda.auth.username, vda.auth.secret_type, vda.auth.secret_uuid) == ("admin", "ceph", SECRET)
+    # a disk with its own monitors keeps them; one with its own auth (in <source>) keeps that
+    assert vdb.source is not None and vdb.source.hosts == (("10.0.0.9", "6789"),) and vdb.auth is not None
+    assert vdc.auth is not None and (vdc.auth.username, vdc.auth.secret_usage) == (
+        "libvirt", "client.libvirt secret")
+    assert vdc.source is not None and len(vdc.source.hosts) == 3
+    assert cdrom.auth is None and cdrom.source is not None and cdrom.source.hosts == ()
+
+
+def test_fill_rbd_is_idempotent_and_leaves_complete_definitions_alone() -> None:
+    once = dx.fill_rbd(_in("rbdbare.in.xml"), CEPH_MONS, "admin", SECRET)
+    assert dx.fill_rbd(once, [("192.0.2.1", 3300)], "other", "0b5c6c4e-1111-4222-8333-944444444444") == once
+    assert dx.parse(_in("provisioner.fill_rbd.xml")) == dx.parse(_in("provisioner.in.xml"))
+
+
+def test_fill_rbd_without_credentials_adds_only_monitors() -> None:
+    filled = dx.parse(dx.fill_rbd(_in("rbdbare.in.xml"), ["mon1:6789"], None, None))
+    assert filled.disks[0].auth is None and filled.disks[0].source is not None
+    assert filled.disks[0].source.hosts == (("mon1", "6789"),)
+
+
+@pytest.mark.parametrize(("hosts", "user", "secret", "message"), [
+    (["bad host"], "admin", SECRET, "Ceph monitor"),
+    ([("10.0.0.1", 70000)], "admin", SECRET, "invalid port"),
+    (CEPH_MONS, "ad min", SECRET, "Ceph user"),
+    (CEPH_MONS, "admin", "not-a-uuid", "secret uuid"),
+])
+def test_fill_rbd_refuses_bad_arguments(hosts: Any, user: str, secret: str, message: str) -> None:
+    with pytest.raises(DomainEditError, match=message):
+        dx.fill_rbd(_in("rbdbare.in.xml"), hosts, user, secret)
 
 
 # --------------------------------------------------------------------------------------------

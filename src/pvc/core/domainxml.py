@@ -54,6 +54,7 @@ __all__ = [
     "add_interface",
     "add_rbd_disk",
     "device_xml",
+    "fill_rbd",
     "mac_address",
     "parse",
     "remove_disk",
@@ -1356,6 +1357,47 @@ def add_rbd_disk(
     _insert_device(devices, el)
     if bus == "scsi" and not any(c.type == "scsi" for c in domain.controllers):
         _insert_device(devices, etree.Element("controller", type="scsi", index="0", model="virtio-scsi"))
+    try:
+        return _finish(root)
+    except InvalidDomainXML as exc:
+        raise DomainEditError(exc.message) from None
+
+
+def fill_rbd(
+    xml: str | bytes,
+    hosts: Sequence[str | tuple[str, int | str | None]],
+    username: str | None,
+    secret_uuid: str | None,
+) -> str:
+    """Give every rbd disk what QEMU needs to reach Ceph: monitors (`<host>`) and cephx `<auth>`.
+
+    Stored definitions may name only `pool/volume` (the API and the provisioner add volumes that
+    way); the node fills the rest in at start. Disks that already have hosts or auth keep theirs.
+    Every node has the same monitor list and the same secret UUID, so the result is the same on
+    every node and a live migration can carry it unchanged. No username or secret: no auth added.
+    """
+    monitors = [_monitor(h) for h in hosts]
+    if username is not None and (not isinstance(username, str) or not _TOKEN_RE.match(username)):
+        raise DomainEditError(f"Ceph user '{username}' is not valid")
+    try:
+        secret = _uuid(secret_uuid, "secret uuid") if secret_uuid is not None else None
+    except InvalidDomainXML as exc:
+        raise DomainEditError(exc.message) from None
+    root, _domain = _edit(xml)
+    for disk in root.iterfind("devices/disk"):
+        source = disk.find("source")
+        if disk.get("type") != "network" or source is None or source.get("protocol") != "rbd":
+            continue
+        if monitors and source.find("host") is None:
+            for index, (host, port) in enumerate(monitors):
+                el = etree.Element("host", name=host)
+                if port is not None:
+                    el.set("port", port)
+                source.insert(index, el)
+        if username and secret and disk.find("auth") is None and source.find("auth") is None:
+            auth = etree.Element("auth", username=username)
+            etree.SubElement(auth, "secret", type="ceph", uuid=secret)
+            source.addprevious(auth)
     try:
         return _finish(root)
     except InvalidDomainXML as exc:
