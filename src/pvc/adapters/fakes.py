@@ -37,6 +37,8 @@ from pvc.adapters.hypervisor import (
     MigrationResult,
     domain_facts,
     normalize_uuid,
+    rbd_target,
+    secret_args,
 )
 
 
@@ -99,6 +101,8 @@ class FakeHypervisor(Hypervisor):
     available: bool = True
     calls: list[tuple[str, str | None]] = field(default_factory=list)
     crashed: list[str] = field(default_factory=list)
+    secrets: dict[str, tuple[str, bytes]] = field(default_factory=dict)   # uuid -> (usage, value)
+    disk_sizes: dict[tuple[str, str], int] = field(default_factory=dict)  # (uuid, target) -> bytes
 
     def __post_init__(self) -> None:
         self._domains: dict[str, FakeDomain] = {}
@@ -363,6 +367,27 @@ class FakeHypervisor(Hypervisor):
         with self.network.lock:
             self._enter("all_stats")
             return {u: self._stats(d) for u, d in self._domains.items() if d.state in ACTIVE_STATES}
+
+    def ensure_secret(self, uuid: str, usage: str, value_b64: str) -> None:
+        uuid, value, _xml = secret_args(uuid, usage, value_b64)
+        with self.network.lock:
+            self._enter("ensure_secret", uuid)
+            other = next((u for u, (use, _v) in self.secrets.items() if use == usage and u != uuid), None)
+            if other is not None:
+                raise HypervisorError(f"ceph secret {uuid}: libvirt secret {other} already uses '{usage}'")
+            self.secrets[uuid] = (usage, value)
+
+    def block_resize(self, uuid: str, disk: str, size: int) -> None:
+        uuid = normalize_uuid(uuid)
+        with self.network.lock:
+            self._enter("block_resize", uuid)
+            dom = self._running(uuid, f"resize disk {disk}")
+            target = rbd_target(dom.xml, disk)
+            if target is None:
+                raise HypervisorError(f"resize disk {disk} of {uuid}: the domain has no such disk")
+            if size < 1:
+                raise HypervisorError(f"resize disk {disk} of {uuid}: size {size} is not positive")
+            self.disk_sizes[(uuid, target)] = size
 
     def host_resources(self) -> dict[str, Any]:
         with self.network.lock:

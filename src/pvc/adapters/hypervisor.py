@@ -15,6 +15,7 @@ upstream, so a node never holds a stale definition and "not running" means "not 
 from __future__ import annotations
 
 import abc
+import base64
 import contextlib
 import os
 import re
@@ -296,6 +297,22 @@ class Hypervisor(abc.ABC):
     @abc.abstractmethod
     def host_resources(self) -> dict[str, Any]:
         """The host's CPUs and memory (keys HOST_RESOURCE_KEYS), for placement and node stats."""
+
+    @abc.abstractmethod
+    def ensure_secret(self, uuid: str, usage: str, value_b64: str) -> None:
+        """Define (or update) the persistent, private ceph secret `uuid` holding the decoded key.
+
+        VM disks name the secret by UUID, so every node defines the same UUID; the value is set
+        every time, so a rotated key takes effect on the next call. Another secret already using
+        `usage` is an error (libvirt allows one secret per usage), never silently replaced.
+        """
+
+    @abc.abstractmethod
+    def block_resize(self, uuid: str, disk: str, size: int) -> None:
+        """Tell the running domain that a disk grew to `size` bytes (after an RBD resize).
+
+        `disk` is a target device (vda) or an rbd source name (pool/volume).
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections; the object may be used again (it reconnects)."""
@@ -934,6 +951,73 @@ class LibvirtHypervisor(Hypervisor):
                     "threads": int(threads)}
 
         return self._read("host resources", read)
+
+    def ensure_secret(self, uuid: str, usage: str, value_b64: str) -> None:
+        uuid, value, xml = secret_args(uuid, usage, value_b64)
+        lv = self._lv
+
+        def define(conn: Any) -> None:
+            try:
+                other = conn.secretLookupByUsage(lv.VIR_SECRET_USAGE_TYPE_CEPH, usage)
+            except lv.libvirtError as exc:
+                if exc.get_error_code() != lv.VIR_ERR_NO_SECRET:
+                    raise
+                other = None
+            if other is not None and other.UUIDString().lower() != uuid:
+                raise HypervisorError(f"ceph secret {uuid}: libvirt secret {other.UUIDString()} already "
+                                      f"uses '{usage}'; remove it (virsh secret-undefine) or set "
+                                      "storage.secret_uuid to it")
+            conn.secretDefineXML(xml, 0).setValue(value, 0)
+
+        self._act(f"define ceph secret {uuid}", define)
+
+    def block_resize(self, uuid: str, disk: str, size: int) -> None:
+        uuid = normalize_uuid(uuid)
+        what = f"resize disk {disk} of {uuid}"
+        if size < 1:
+            raise HypervisorError(f"{what}: size {size} is not positive")
+        lv = self._lv
+
+        def resize(conn: Any) -> None:
+            dom = self._lookup(conn, uuid)
+            target = rbd_target(dom.XMLDesc(0), disk)
+            if target is None:
+                raise HypervisorError(f"{what}: the domain has no such disk")
+            dom.blockResize(target, size, lv.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+
+        self._act(what, resize)
+
+
+def secret_args(uuid: str, usage: str, value_b64: str) -> tuple[str, bytes, str]:
+    """Checked (uuid, key bytes, secret XML) for ensure_secret: a persistent, private secret of
+    usage type ceph, so its value never leaves libvirtd and survives a libvirtd restart."""
+    try:
+        uuid = str(uuidlib.UUID(uuid))
+    except (ValueError, TypeError, AttributeError):
+        raise HypervisorError(f"ceph secret {uuid!r}: not a UUID") from None
+    if not usage.strip() or any(c in usage for c in "<>&'\"") or any(ord(c) < 32 for c in usage):
+        raise HypervisorError(f"ceph secret {uuid}: usage {usage!r} is not a plain name")
+    try:
+        value = base64.b64decode(value_b64, validate=True)
+    except (ValueError, TypeError):
+        raise HypervisorError(f"ceph secret {uuid}: the key is not base64") from None
+    if not value:
+        raise HypervisorError(f"ceph secret {uuid}: the key is empty")
+    xml = (f"<secret ephemeral='no' private='yes'><uuid>{uuid}</uuid>"
+           f"<usage type='ceph'><name>{usage}</name></usage></secret>")
+    return uuid, value, xml
+
+
+def rbd_target(xml: str, disk: str) -> str | None:
+    """The target dev of the disk named by target (vda) or rbd source (pool/volume) in `xml`."""
+    root = ET.fromstring(xml)
+    for el in root.findall("devices/disk"):
+        target, source = el.find("target"), el.find("source")
+        dev = target.get("dev") if target is not None else None
+        if dev == disk or (source is not None and disk in (source.get("name"), source.get("file"),
+                                                           source.get("dev"))):
+            return dev
+    return None
 
 
 def probe(uri: str) -> dict[str, Any]:
