@@ -57,11 +57,17 @@ def _number(value: Any) -> float | None:
 
 
 def human_size(value: Any) -> str:
-    """Bytes in binary units (1.5G); text the API already made human is shown as it came."""
+    """Bytes in binary units (1.5G). Sizes the API already made human ("1536M", "98.5 GiB") are
+    re-rendered the same way so a column reads alike; anything else is shown as it came."""
     number = _number(value)
-    if number is None:
-        return NA if value is None else str(value)
-    return format_bytes(int(number))
+    if number is not None:
+        return format_bytes(int(number))
+    if isinstance(value, str):
+        try:
+            return format_bytes(parse_size(value))
+        except InvalidInput:
+            return value
+    return NA if value is None else str(value)
 
 
 def human_count(value: Any) -> str:
