@@ -550,7 +550,7 @@ def _ext_db(ratio: float | None, size: str | None) -> None:
 @click.argument("device")
 @click.option("-w", "--weight", "weight", type=float, default=1.0, show_default=True,
               help="Weight of the OSD(s) within the CRUSH map.")
-@click.option("-r", "--ext-db-ratio", "ext_db_ratio", type=click.FloatRange(min=0, min_open=True),
+@click.option("-r", "--ext-db-ratio", "ext_db_ratio", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
               default=None, help="Put the OSD database on an external LV of this ratio of the OSD size "
                                  "(e.g. 0.05).")
 @click.option("-s", "--ext-db-size", "ext_db_size", default=None, callback=_size_arg, metavar="SIZE",
@@ -580,7 +580,7 @@ def osd_add(node: str, device: str, weight: float, ext_db_ratio: float | None, e
               help="The old block device, if known and valid (it is zapped).")
 @click.option("-w", "--weight", "weight", type=float, default=None,
               help="New CRUSH weight of the OSD(s) [default: the old weight].")
-@click.option("-r", "--ext-db-ratio", "ext_db_ratio", type=click.FloatRange(min=0, min_open=True),
+@click.option("-r", "--ext-db-ratio", "ext_db_ratio", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
               default=None, help="New external DB LV with this ratio of the OSD size [default: as before].")
 @click.option("-s", "--ext-db-size", "ext_db_size", default=None, callback=_size_arg, metavar="SIZE",
               help="New external DB LV of this size [default: as before].")
