@@ -37,6 +37,7 @@ BENCHMARK_TESTS = ("seq_read", "seq_write", "rand_read_4M", "rand_write_4M", "ra
 REPLCFG_RE = re.compile(r"^(copies=\d+,mincopies=\d+|mincopies=\d+,copies=\d+)$")
 BASE = "/storage/ceph"
 NA = "N/A"
+DB_RATIO = click.FloatRange(min=0, max=1, min_open=True, max_open=True)  # of the OSD size, e.g. 0.05
 
 
 # -- value helpers -----------------------------------------------------------------------------------
@@ -550,7 +551,7 @@ def _ext_db(ratio: float | None, size: str | None) -> None:
 @click.argument("device")
 @click.option("-w", "--weight", "weight", type=float, default=1.0, show_default=True,
               help="Weight of the OSD(s) within the CRUSH map.")
-@click.option("-r", "--ext-db-ratio", "ext_db_ratio", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+@click.option("-r", "--ext-db-ratio", "ext_db_ratio", type=DB_RATIO,
               default=None, help="Put the OSD database on an external LV of this ratio of the OSD size "
                                  "(e.g. 0.05).")
 @click.option("-s", "--ext-db-size", "ext_db_size", default=None, callback=_size_arg, metavar="SIZE",
@@ -580,7 +581,7 @@ def osd_add(node: str, device: str, weight: float, ext_db_ratio: float | None, e
               help="The old block device, if known and valid (it is zapped).")
 @click.option("-w", "--weight", "weight", type=float, default=None,
               help="New CRUSH weight of the OSD(s) [default: the old weight].")
-@click.option("-r", "--ext-db-ratio", "ext_db_ratio", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+@click.option("-r", "--ext-db-ratio", "ext_db_ratio", type=DB_RATIO,
               default=None, help="New external DB LV with this ratio of the OSD size [default: as before].")
 @click.option("-s", "--ext-db-size", "ext_db_size", default=None, callback=_size_arg, metavar="SIZE",
               help="New external DB LV of this size [default: as before].")
