@@ -10,10 +10,11 @@ from __future__ import annotations
 import io
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -35,6 +36,7 @@ TIMESTAMP = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ \d]\d \d
 POOL_STATS_KEYS = {"stored", "objects", "kb_used", "bytes_used", "percent_used", "max_avail"}
 
 Reader = Callable[[str, str, int], bytes]
+T = TypeVar("T")
 
 
 class Peer(Protocol):
@@ -49,6 +51,18 @@ class Peer(Protocol):
 
 def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 20, what: str = "condition") -> T:
+    """Poll until check() returns something truthy (real Ceph reports some changes with a lag)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached in {timeout}s")
+        time.sleep(0.2)
 
 
 def _pool_entry(storage: Storage, name: str) -> dict[str, Any]:
@@ -78,10 +92,15 @@ class StorageContract:
         assert {"num_pgs", "bytes_used", "bytes_avail", "bytes_total"} <= set(status["pgmap"])
         assert set(storage.mon_command("health")) >= {"status", "checks"}
 
-        df = storage.mon_command("df")
+        # a real cluster's df comes from the mgr's stats digest and lags a new pool by seconds
+        def df_with_pool() -> dict[str, Any] | None:
+            df = storage.mon_command("df")
+            return df if any(p["name"] == pool and p["stats"]["max_avail"] > 0 for p in df["pools"]) else None
+
+        df = eventually(df_with_pool, what=f"pool {pool} in df")
         assert {"total_bytes", "total_avail_bytes", "total_used_bytes"} <= set(df["stats"])
         entry = next(p for p in df["pools"] if p["name"] == pool)
-        assert set(entry["stats"]) >= POOL_STATS_KEYS and entry["stats"]["max_avail"] > 0
+        assert set(entry["stats"]) >= POOL_STATS_KEYS
 
         dump = storage.mon_command("osd dump")
         assert dump["osds"] and {"osd", "up", "in", "public_addr"} <= set(dump["osds"][0])

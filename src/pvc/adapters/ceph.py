@@ -13,7 +13,16 @@ text. Sizes are bytes. Volume `info()` has the shape of `rbd info --format json`
 from __future__ import annotations
 
 import abc
+import calendar
+import datetime
+import errno
+import json
 import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -200,3 +209,485 @@ def probe(conffile: str, keyring: str, timeout: float = 5.0) -> dict[str, Any]:
         raise StorageUnavailable(f"cannot reach the Ceph cluster: {exc}") from None
     finally:
         cluster.shutdown()
+
+
+# ============================================================================== the real adapter
+
+# Bit -> name, in bit order, as `rbd info` prints them.
+_FEATURES = ((1, "layering"), (2, "striping"), (4, "exclusive-lock"), (8, "object-map"), (16, "fast-diff"),
+             (32, "deep-flatten"), (64, "journaling"), (128, "data-pool"), (256, "operations"),
+             (512, "migrating"), (1024, "non-primary"))
+_OP_FEATURES = ((1, "clone-parent"), (2, "clone-child"), (4, "group"), (8, "snap-trash"))
+_IMAGE_FLAGS = ((1, "object map invalid"), (2, "fast diff invalid"))
+# errnos meaning "the cluster cannot be reached or our session is gone", not "the request is bad"
+_UNAVAILABLE = {errno.ETIMEDOUT, errno.ESHUTDOWN, errno.ENOTCONN, errno.ECONNREFUSED, errno.EHOSTUNREACH,
+                errno.EINTR, errno.ECANCELED, 108}   # 108: EBLOCKLISTED (= ESHUTDOWN on Linux)
+
+
+def _names(bits: int, table: tuple[tuple[int, str], ...]) -> list[str]:
+    return [name for bit, name in table if bits & bit]
+
+
+def _ctime(stamp: datetime.datetime | None) -> str:
+    """librbd hands out naive UTC datetimes; `rbd info` prints ctime() in local time."""
+    if stamp is None:
+        return ""
+    return time.ctime(calendar.timegm(stamp.timetuple()))
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    code = getattr(exc, "errno", None)
+    return abs(code) if isinstance(code, int) else None
+
+
+def _qemu_rbd_escape(value: str) -> str:
+    """qemu's legacy rbd: filename syntax separates options with ':'; escape them in values."""
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+class CephStorage(Storage):
+    """Storage on a real Ceph cluster through one shared, lazily connected librados client.
+
+    Thread-safe: librados and librbd are; only (re)connecting is serialised. A connection that
+    breaks (cluster restarted, our client blocklisted, session shut down) is dropped and the next
+    call connects afresh, so a long-lived daemon recovers without a restart. Mon commands and OSD
+    operations are bounded by `op_timeout` so an API thread never hangs on a sick cluster.
+
+    Network namespaces: librados opens its sockets from threads started at connect(), so the
+    client lives in the network namespace of the thread that made the first call.
+    """
+
+    def __init__(self, conffile: str, keyring: str, timeout: float = 5.0, client_user: str = "admin",
+                 op_timeout: float = 60.0) -> None:
+        self.conffile = conffile
+        self.keyring = keyring
+        self.timeout = timeout
+        self.client_user = client_user
+        self.op_timeout = op_timeout
+        self._lock = threading.Lock()
+        self._cluster: Any = None
+
+    def __repr__(self) -> str:
+        return f"CephStorage({self.conffile!r}, client.{self.client_user})"
+
+    # ---- connection --------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        cluster = self._cluster
+        if cluster is not None:
+            return cluster
+        with self._lock:
+            if self._cluster is not None:
+                return self._cluster
+            if not os.path.exists(self.conffile):
+                raise StorageUnavailable(
+                    f"Ceph is not configured on this node ({self.conffile} does not exist)")
+            try:
+                import rados
+            except ImportError as exc:
+                raise StorageUnavailable("python3-rados is not installed") from exc
+            conf = {"client_mount_timeout": str(max(1, int(self.timeout))),
+                    "rados_mon_op_timeout": str(max(1, int(self.op_timeout))),
+                    "rados_osd_op_timeout": str(max(1, int(self.op_timeout)))}
+            if os.path.exists(self.keyring):
+                conf["keyring"] = self.keyring
+            try:
+                cluster = rados.Rados(conffile=self.conffile, conf=conf, rados_id=self.client_user)
+            except rados.Error as exc:
+                raise StorageUnavailable(f"cannot set up a Ceph client from {self.conffile}: {exc}") from None
+            try:
+                cluster.connect(timeout=max(1, int(self.timeout)))
+            except rados.Error as exc:
+                cluster.shutdown()
+                raise StorageUnavailable(f"cannot reach the Ceph cluster: {exc}") from None
+            self._cluster = cluster
+            return cluster
+
+    def _drop(self, cluster: Any) -> None:
+        """Forget a broken connection (only if it is still the current one) and shut it down."""
+        with self._lock:
+            if self._cluster is not cluster:
+                return
+            self._cluster = None
+        try:
+            cluster.shutdown()
+        except Exception:  # it is broken already; nothing to report
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            cluster.shutdown()
+
+    @contextmanager
+    def _call(self, what: str, exists: str | None = None, missing: str | None = None,
+              busy: str | None = None) -> Iterator[Any]:
+        """Yield the cluster; translate librados/librbd errors into StorageErrors naming `what`.
+
+        `missing`/`exists`/`busy` override the message for ENOENT/EEXIST/EBUSY (e.g. naming the
+        target of a rename rather than its source).
+        """
+        cluster = self._connect()
+        try:
+            yield cluster
+        except StorageError:
+            raise
+        except Exception as exc:
+            import rados
+            import rbd
+
+            if not isinstance(exc, rados.Error | rbd.Error):
+                raise
+            code = _errno_of(exc)
+            detail = str(exc)
+            if isinstance(exc, rados.ConnectionShutdown | rbd.ConnectionShutdown) or code in _UNAVAILABLE:
+                self._drop(cluster)
+                raise StorageUnavailable(f"{what}: the Ceph cluster did not answer ({detail})") from None
+            if code == errno.ENOENT:
+                raise StorageNotFound(missing or f"{what}: not found") from None
+            if code == errno.EEXIST:
+                raise StorageExists(exists or f"{what}: already exists") from None
+            if code == errno.EBUSY and busy:
+                raise StorageError(busy) from None
+            raise StorageError(f"{what}: {detail}") from None
+
+    @contextmanager
+    def _ioctx(self, pool: str, what: str | None = None) -> Iterator[Any]:
+        import rados
+
+        with self._call(what or f"pool {pool}", missing=f"pool {pool}: not found") as cluster:
+            try:
+                ioctx = cluster.open_ioctx(pool)
+            except rados.ObjectNotFound:
+                raise StorageNotFound(f"pool {pool}: not found") from None
+            try:
+                yield ioctx
+            finally:
+                ioctx.close()
+
+    @contextmanager
+    def _image(self, pool: str, name: str, read_only: bool = False,
+               with_ioctx: bool = False) -> Iterator[Any]:
+        """The open image (read-only opens register no watch); (ioctx, image) if `with_ioctx`."""
+        import rbd
+
+        with self._ioctx(pool) as ioctx:
+            try:
+                image = rbd.Image(ioctx, name, read_only=read_only)
+            except rbd.ImageNotFound:
+                raise StorageNotFound(f"volume {pool}/{name}: not found") from None
+            with image:
+                yield (ioctx, image) if with_ioctx else image
+
+    # ---- cluster -----------------------------------------------------------------------------
+
+    def fsid(self) -> str:
+        with self._call("ceph fsid") as cluster:
+            return str(cluster.get_fsid())
+
+    def _mon(self, prefix: str, args: dict[str, Any], fmt: str | None, what: str | None = None) -> str:
+        """Run one mon command; raise by errno with the mon's own explanation."""
+        cmd = {"prefix": prefix, **args}
+        if fmt:
+            cmd["format"] = fmt
+        label = what or f"ceph {prefix}"
+        with self._call(label) as cluster:
+            ret, out, outs = cluster.mon_command(json.dumps(cmd), b"", timeout=int(self.op_timeout))
+        if ret == 0:
+            return out.decode(errors="replace")
+        code = abs(ret)
+        detail = outs.strip() or os.strerror(code)
+        if code == errno.ENOENT:
+            raise StorageNotFound(f"{label}: not found ({detail})")
+        if code == errno.EEXIST:
+            raise StorageExists(f"{label}: already exists ({detail})")
+        if code in _UNAVAILABLE:
+            raise StorageUnavailable(f"{label}: the Ceph cluster did not answer ({detail})")
+        raise StorageError(f"{label}: {detail} ({errno.errorcode.get(code, code)})")
+
+    def mon_command(self, prefix: str, **args: Any) -> Any:
+        out = self._mon(prefix, args, "json")
+        try:
+            return json.loads(out) if out.strip() else None
+        except json.JSONDecodeError as exc:
+            raise StorageError(f"ceph {prefix}: unreadable answer ({exc})") from None
+
+    def mon_command_text(self, prefix: str, **args: Any) -> str:
+        return self._mon(prefix, args, None)
+
+    def mon_addresses(self) -> list[tuple[str, int]]:
+        result = []
+        for mon in self.mon_command("mon dump").get("mons", []):
+            vec = mon.get("public_addrs", {}).get("addrvec", [])
+            addr = next((a["addr"] for a in vec if a.get("type") == "v1"), None)
+            addr = addr or mon.get("addr", "").split("/")[0]
+            host, _, port = addr.rpartition(":")
+            if host:
+                result.append((host.strip("[]"), int(port)))
+        return result
+
+    # ---- OSDs --------------------------------------------------------------------------------
+
+    def set_flag(self, flag: str, enabled: bool) -> None:
+        if flag not in OSD_FLAGS:
+            raise StorageError(f"osd flag {flag}: unknown (one of {', '.join(OSD_FLAGS)})")
+        self._mon("osd set" if enabled else "osd unset", {"key": flag}, "json", f"osd flag {flag}")
+
+    def set_osd_in(self, osd_id: int, is_in: bool) -> None:
+        # `osd in/out` of an unknown id answers 0 ("osd.7 does not exist"), so look first
+        if osd_id not in (self.mon_command("osd ls") or []):
+            raise StorageNotFound(f"osd.{osd_id}: not found")
+        self._mon("osd in" if is_in else "osd out", {"ids": [str(osd_id)]}, "json", f"osd.{osd_id}")
+
+    def blocklist(self, address: str, seconds: int = 3600) -> None:
+        self._mon("osd blocklist", {"blocklistop": "add", "addr": address, "expire": float(seconds)}, "json",
+                  f"blocklist {address}")
+
+    # ---- pools -------------------------------------------------------------------------------
+
+    def list_pools(self) -> list[str]:
+        with self._call("list pools") as cluster:
+            return [str(p) for p in cluster.list_pools()]
+
+    def _latest_osdmap(self, what: str) -> None:
+        """After a pool change: our client's osdmap must show it before the next call looks."""
+        with self._call(what) as cluster:
+            cluster.wait_for_latest_osdmap()
+
+    def _pool_exists(self, name: str) -> bool:
+        with self._call(f"pool {name}") as cluster:
+            return bool(cluster.pool_exists(name))
+
+    def create_pool(self, name: str, pgs: int, size: int, min_size: int,
+                    rule: str = "replicated_rule") -> None:
+        what = f"pool {name}"
+        if pgs < 1 or size < 1 or not 1 <= min_size <= size:
+            raise StorageError(f"{what}: invalid pgs/size/min_size {pgs}/{size}/{min_size}")
+        if self._pool_exists(name):
+            raise StorageExists(f"{what}: already exists")
+        if rule not in (self.mon_command("osd crush rule ls") or []):
+            raise StorageNotFound(f"{what}: crush rule {rule}: not found")
+        self._mon("osd pool create", {"pool": name, "pg_num": pgs, "pgp_num": pgs, "pool_type": "replicated",
+                                      "rule": rule}, "json", what)
+        try:
+            self._latest_osdmap(what)
+            for var, val in (("size", size), ("min_size", min_size)):
+                self._mon("osd pool set", {"pool": name, "var": var, "val": str(val)}, "json", what)
+            self._mon("osd pool application enable", {"pool": name, "app": "rbd"}, "json", what)
+            import rbd
+
+            with self._ioctx(name) as ioctx, self._call(what):
+                rbd.RBD().pool_init(ioctx, True)
+        except StorageError:
+            # changes nothing: a half-made pool would block a retry with "already exists"
+            try:
+                self.remove_pool(name)
+            except StorageError:
+                pass
+            raise
+
+    def ensure_tier_rule(self, tier: str) -> str:
+        if tier == "default":
+            return "replicated_rule"
+        name = f"{tier}_tier"
+        if name in (self.mon_command("osd crush rule ls") or []):
+            return name
+        if tier not in (self.mon_command("osd crush class ls") or []):
+            raise StorageNotFound(f"crush rule {name}: device class {tier}: not found")
+        self._mon("osd crush rule create-replicated",
+                  {"name": name, "root": "default", "type": "host", "class": tier}, "json",
+                  f"crush rule {name}")
+        return name
+
+    def set_pool_pgs(self, name: str, pgs: int) -> None:
+        what = f"pool {name}"
+        if pgs < 1:
+            raise StorageError(f"{what}: invalid pg count {pgs}")
+        if not self._pool_exists(name):
+            raise StorageNotFound(f"{what}: not found")
+        for var in ("pg_num", "pgp_num"):
+            self._mon("osd pool set", {"pool": name, "var": var, "val": str(pgs)}, "json", what)
+
+    def remove_pool(self, name: str) -> None:
+        what = f"pool {name}"
+        # `osd pool rm` of a missing pool answers 0 ("does not exist"), so look first
+        if not self._pool_exists(name):
+            raise StorageNotFound(f"{what}: not found")
+        self._mon("osd pool rm", {"pool": name, "pool2": name, "yes_i_really_really_mean_it": True}, "json",
+                  what)
+        self._latest_osdmap(what)
+
+    # ---- volumes -----------------------------------------------------------------------------
+
+    def list_volumes(self, pool: str) -> list[str]:
+        import rbd
+
+        with self._ioctx(pool) as ioctx, self._call(f"pool {pool}"):
+            return [str(n) for n in rbd.RBD().list(ioctx)]
+
+    def volume_info(self, pool: str, name: str) -> dict[str, Any]:
+        what = f"volume {pool}/{name}"
+        with self._image(pool, name, read_only=True) as image, self._call(what):
+            stat = image.stat()
+            return {
+                "name": name, "id": str(image.id()), "size": int(stat["size"]),
+                "objects": int(stat["num_objs"]),
+                "order": int(stat["order"]), "object_size": int(stat["obj_size"]),
+                "snapshot_count": sum(1 for _ in image.list_snaps()),
+                "block_name_prefix": str(stat["block_name_prefix"]), "format": 1 if image.old_format() else 2,
+                "features": _names(image.features(), _FEATURES),
+                "op_features": _names(image.op_features(), _OP_FEATURES),
+                "flags": _names(image.flags(), _IMAGE_FLAGS),
+                "create_timestamp": _ctime(image.create_timestamp()),
+                "access_timestamp": _ctime(image.access_timestamp()),
+                "modify_timestamp": _ctime(image.modify_timestamp()),
+            }
+
+    @staticmethod
+    def _check_size(what: str, size: int) -> None:
+        if size < 1:
+            raise StorageError(f"{what}: invalid size {size} (must be at least 1 byte)")
+
+    def create_volume(self, pool: str, name: str, size: int) -> None:
+        import rbd
+
+        what = f"volume {pool}/{name}"
+        self._check_size(what, size)
+        with self._ioctx(pool) as ioctx, self._call(what):
+            rbd.RBD().create(ioctx, name, size, old_format=False)
+
+    def resize_volume(self, pool: str, name: str, size: int) -> None:
+        what = f"volume {pool}/{name}"
+        self._check_size(what, size)
+        with self._image(pool, name) as image, self._call(what):
+            image.resize(size)
+
+    def rename_volume(self, pool: str, name: str, new_name: str) -> None:
+        import rbd
+
+        what = f"volume {pool}/{name}"
+        with self._ioctx(pool) as ioctx, self._call(what, exists=f"volume {pool}/{new_name}: already exists"):
+            rbd.RBD().rename(ioctx, name, new_name)
+
+    def copy_volume(self, pool: str, name: str, new_name: str) -> None:
+        what = f"volume {pool}/{name}"
+        with self._image(pool, name, read_only=True, with_ioctx=True) as (ioctx, image), \
+                self._call(what, exists=f"volume {pool}/{new_name}: already exists"):
+            image.copy(ioctx, new_name)
+
+    def remove_volume(self, pool: str, name: str) -> None:
+        import rbd
+
+        what = f"volume {pool}/{name}"
+        # refuse before purging anything: a watcher (a running VM) makes the final remove fail
+        watchers = self.watchers(pool, name)
+        if watchers:
+            raise StorageError(f"{what}: in use (watched by {', '.join(watchers)})")
+        with self._image(pool, name, with_ioctx=True) as (ioctx, image), self._call(what):
+            for snap in list(image.list_snaps()):
+                if image.is_protected_snap(snap["name"]):
+                    image.unprotect_snap(snap["name"])
+                image.remove_snap(snap["name"])
+        with self._ioctx(pool) as ioctx, self._call(what, busy=f"{what}: in use (it has watchers)"):
+            rbd.RBD().remove(ioctx, name)
+
+    def write_volume(self, pool: str, name: str, source: BinaryIO, chunk: int = 4 << 20) -> int:
+        what = f"volume {pool}/{name}"
+        with self._image(pool, name) as image, self._call(what):
+            size = image.size()
+            offset = 0
+            while block := source.read(chunk):
+                if offset + len(block) > size:
+                    raise StorageError(f"{what}: the data is larger than the volume ({size} bytes)")
+                image.write(block, offset)
+                offset += len(block)
+            image.flush()
+            return offset
+
+    def convert_into_volume(self, pool: str, name: str, path: str, image_format: str) -> None:
+        what = f"volume {pool}/{name}"
+        if image_format not in IMAGE_FORMATS:
+            raise StorageError(f"{what}: unknown image format {image_format!r} "
+                               f"(one of {', '.join(IMAGE_FORMATS)})")
+        if not os.path.isfile(path):
+            raise StorageError(f"{what}: cannot convert {path}: no such file")
+        size = self.volume_info(pool, name)["size"]
+        virtual = _qemu_img_virtual_size(what, path, image_format)
+        if virtual > size:
+            raise StorageError(f"{what}: the image {path} is larger than the volume "
+                               f"({virtual} > {size} bytes)")
+        target = ":".join(["rbd", f"{_qemu_rbd_escape(pool)}/{_qemu_rbd_escape(name)}",
+                           f"id={_qemu_rbd_escape(self.client_user)}",
+                           f"conf={_qemu_rbd_escape(self.conffile)}",
+                           f"keyring={_qemu_rbd_escape(self.keyring)}"])
+        cmd = ["qemu-img", "convert", "-f", image_format, "-O", "raw", "-n", path, target]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=None, check=False)
+        except OSError as exc:
+            raise StorageError(f"{what}: cannot run qemu-img: {exc}") from None
+        if done.returncode != 0:
+            raise StorageError(f"{what}: qemu-img convert of {path} failed: "
+                               f"{(done.stderr or done.stdout).strip() or f'exit code {done.returncode}'}")
+
+    def watchers(self, pool: str, name: str) -> list[str]:
+        with self._image(pool, name, read_only=True) as image, self._call(f"volume {pool}/{name}"):
+            return [str(w["addr"]) for w in image.watchers_list()]
+
+    def lockers(self, pool: str, name: str) -> list[Locker]:
+        with self._image(pool, name, read_only=True) as image, self._call(f"volume {pool}/{name}"):
+            found = image.list_lockers()
+            if not found:
+                return []
+            return [Locker(str(client), str(cookie), str(address))
+                    for client, cookie, address in found["lockers"]]
+
+    def break_lock(self, pool: str, name: str, locker: Locker) -> None:
+        """Remove a lock; librbd also blocklists its holder (rbd_blocklist_on_break_lock)."""
+        what = f"volume {pool}/{name}"
+        with self._image(pool, name) as image, self._call(
+                what, missing=f"{what}: lock {locker.client} {locker.cookie!r}: not found"):
+            image.break_lock(locker.client, locker.cookie)
+
+    # ---- snapshots ---------------------------------------------------------------------------
+
+    def list_snapshots(self, pool: str, volume: str) -> list[str]:
+        with self._image(pool, volume, read_only=True) as image, self._call(f"volume {pool}/{volume}"):
+            return [str(s["name"]) for s in sorted(image.list_snaps(), key=lambda s: s["id"])]
+
+    def create_snapshot(self, pool: str, volume: str, name: str) -> None:
+        what = f"snapshot {pool}/{volume}@{name}"
+        with self._image(pool, volume) as image, self._call(what):
+            image.create_snap(name)
+
+    def rename_snapshot(self, pool: str, volume: str, name: str, new_name: str) -> None:
+        what = f"snapshot {pool}/{volume}@{name}"
+        with self._image(pool, volume) as image, self._call(
+                what, exists=f"snapshot {pool}/{volume}@{new_name}: already exists"):
+            image.rename_snap(name, new_name)
+
+    def rollback_snapshot(self, pool: str, volume: str, name: str) -> None:
+        what = f"snapshot {pool}/{volume}@{name}"
+        with self._image(pool, volume) as image, self._call(what):
+            image.rollback_to_snap(name)
+
+    def remove_snapshot(self, pool: str, volume: str, name: str) -> None:
+        what = f"snapshot {pool}/{volume}@{name}"
+        with self._image(pool, volume) as image, self._call(what):
+            if image.is_protected_snap(name):
+                image.unprotect_snap(name)
+            image.remove_snap(name)
+
+
+def _qemu_img_virtual_size(what: str, path: str, image_format: str) -> int:
+    cmd = ["qemu-img", "info", "-f", image_format, "--output", "json", path]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StorageError(f"{what}: cannot run qemu-img info: {exc}") from None
+    if done.returncode != 0:
+        raise StorageError(f"{what}: qemu-img cannot read {path} as {image_format}: {done.stderr.strip()}")
+    try:
+        return int(json.loads(done.stdout)["virtual-size"])
+    except (ValueError, KeyError) as exc:
+        raise StorageError(f"{what}: qemu-img info of {path}: unreadable answer ({exc})") from None
