@@ -16,8 +16,11 @@ from typing import Any
 
 import pytest
 
-from pvc.adapters.fakes import FakeHypervisor, FakeHypervisorNetwork
+from pvc.adapters.ceph import Locker
+from pvc.adapters.fakes import FakeHypervisor, FakeHypervisorNetwork, FakeStorage
+from pvc.core import domainxml
 from pvc.core.records import NodeRecord, VMRecord
+from pvc.node.storage import NodeCeph, secret_uuid
 from pvc.node.vms import Action, Observation, ReconcilerSettings, VMReconciler, decide
 
 ME = "hv1"
@@ -461,3 +464,105 @@ def test_keepalive_figures_and_status(cluster: Any, tmp_path: Any) -> None:
     assert store.consoles[running] == "PVC-GUEST-BOOT-OK name=a\n"
     recs["hv1"].keepalive()
     assert store.consoles[running] == "PVC-GUEST-BOOT-OK name=a\n"
+
+
+# -- VMs on RBD: monitors and auth filled in, locks checked before a start -----------------------------
+
+MY_ADDRESS = "10.200.0.1"
+
+
+def rbd_xml(name: str, uuid: str) -> str:
+    """A definition as the API stores it: the rbd disk names only pool/volume."""
+    return f"""<domain type='kvm'>
+  <name>{name}</name><uuid>{uuid}</uuid>
+  <memory unit='MiB'>128</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <disk type='network' device='disk'><driver name='qemu' type='raw' cache='none'/>
+      <source protocol='rbd' name='vms/{name}_vda'/><target dev='vda' bus='virtio'/></disk>
+  </devices>
+</domain>"""
+
+
+@pytest.fixture
+def rbd_node(tmp_path: Any) -> Iterator[tuple[MemoryStore, FakeHypervisor, FakeStorage, VMReconciler]]:
+    keyring = tmp_path / "keyring"
+    keyring.write_text("[client.admin]\n\tkey = QVFCc2VjcmV0a2V5MDEyMzQ1Njc4OQ==\n")
+    store, hv, storage = MemoryStore(), FakeHypervisor(uri="fake:///hv1"), FakeStorage()
+    store.add_node("hv1", hv)
+    store.add_node("hv2", FakeHypervisor(uri="fake:///hv2"))
+    storage.create_pool("vms", 16, 3, 2)
+    ceph = NodeCeph(storage, hv, keyring=str(keyring), addresses=lambda: {MY_ADDRESS})
+    settings = ReconcilerSettings(**{**FAST.__dict__, "console_dir": str(tmp_path)})
+    rec = VMReconciler(store, hv, "hv1", settings, ceph=ceph)
+    yield store, hv, storage, rec
+    rec.stop()
+
+
+def add_rbd_vm(store: MemoryStore, storage: FakeStorage, name: str = "rbd1") -> str:
+    storage.create_volume("vms", f"{name}_vda", 1 << 30)
+    uuid = store.add_vm(name=name, state="start")
+    store.set(uuid, xml=rbd_xml(name, uuid))
+    return uuid
+
+
+def test_rbd_vm_starts_with_monitors_auth_and_the_secret_defined(rbd_node: Any) -> None:
+    store, hv, storage, rec = rbd_node
+    uuid = add_rbd_vm(store, storage)
+    settle(rec)
+    assert hv.is_running(uuid)
+    disk = domainxml.parse(hv.live_xml(uuid)).disks[0]
+    secret = secret_uuid(storage.cluster_fsid)
+    assert disk.source is not None and disk.auth is not None
+    assert disk.source.hosts == (("10.200.0.1", "6789"), ("10.200.0.2", "6789"), ("10.200.0.3", "6789"))
+    assert (disk.auth.username, disk.auth.secret_type, disk.auth.secret_uuid) == ("admin", "ceph", secret)
+    ops = [op for op, _ in hv.calls]
+    assert secret in hv.secrets and ops.index("ensure_secret") < ops.index("start")
+    assert "<host" not in store.vms[uuid]["xml"]                 # filled in at start, not written back
+
+
+def test_stale_lock_of_this_node_is_broken_before_the_start(rbd_node: Any) -> None:
+    store, hv, storage, rec = rbd_node
+    uuid = add_rbd_vm(store, storage)
+    storage.add_locker("vms", "rbd1_vda", Locker("client.4100", "auto 1", f"{MY_ADDRESS}:0/4100"))
+    settle(rec)
+    assert hv.is_running(uuid) and storage.lockers("vms", "rbd1_vda") == []
+    assert store.state(uuid) == "start"
+
+
+@pytest.mark.parametrize(("watching", "reason"), [(True, "still has it open"), (False, "pvc vm flush-locks")])
+def test_foreign_lock_fails_the_vm_naming_volume_and_holder(rbd_node: Any, watching: bool,
+                                                           reason: str) -> None:
+    store, hv, storage, rec = rbd_node
+    uuid = add_rbd_vm(store, storage)
+    theirs = Locker("client.4467", "auto 2", "10.0.0.1:0/4467")       # hv2's migration address
+    storage.add_locker("vms", "rbd1_vda", theirs)
+    storage.add_locker("vms", "rbd1_vda", Locker("client.4100", "auto 1", f"{MY_ADDRESS}:0/4100"))
+    if watching:
+        storage.set_watchers("vms", "rbd1_vda", [theirs.address])
+    settle(rec)
+    assert not hv.is_running(uuid) and store.state(uuid) == "fail"
+    failed = store.statuses[uuid]["failed_reason"]
+    assert "vms/rbd1_vda" in failed and "client.4467" in failed and "(node hv2)" in failed
+    assert reason in failed
+    assert len(storage.lockers("vms", "rbd1_vda")) == 2              # refused: nothing broken
+
+
+def test_missing_volume_fails_the_vm(rbd_node: Any) -> None:
+    store, _hv, storage, rec = rbd_node
+    uuid = add_rbd_vm(store, storage)
+    storage.remove_volume("vms", "rbd1_vda")
+    settle(rec)
+    assert store.state(uuid) == "fail"
+    assert "vms/rbd1_vda does not exist" in store.statuses[uuid]["failed_reason"]
+
+
+def test_unreachable_storage_delays_the_start_without_failing_it(rbd_node: Any) -> None:
+    store, hv, storage, rec = rbd_node
+    uuid = add_rbd_vm(store, storage)
+    storage.available = False
+    settle(rec)
+    assert not hv.is_running(uuid) and store.state(uuid) == "start"
+    storage.available = True
+    settle(rec)
+    assert hv.is_running(uuid) and store.state(uuid) == "start"

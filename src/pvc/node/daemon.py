@@ -22,7 +22,8 @@ from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, N
 from kazoo.protocol.states import KazooState
 
 from pvc import __version__
-from pvc.adapters.hypervisor import LibvirtHypervisor
+from pvc.adapters.ceph import CephStorage, StorageError
+from pvc.adapters.hypervisor import HypervisorError, LibvirtHypervisor
 from pvc.cluster.state import ensure_cluster
 from pvc.core import schema
 from pvc.core.config import Settings, load_config
@@ -33,6 +34,7 @@ from pvc.core.zk import ZK, encode
 from pvc.node import sysinfo
 from pvc.node.apiservice import ApiService
 from pvc.node.election import PrimaryElection
+from pvc.node.storage import NodeCeph, StorageMonitor
 from pvc.node.vms import ReconcilerSettings, VMReconciler, ZKStore
 from pvc.node.zklog import ZooKeeperLogHandler
 
@@ -68,10 +70,26 @@ class NodeDaemon:
         self.vm_figures: dict[str, Any] = {}
         self.vms: VMReconciler | None = None
         self._vm_worker: threading.Thread | None = None
+        self.ceph: NodeCeph | None = None
+        self.storage_monitor: StorageMonitor | None = None
+        self._storage_worker: threading.Thread | None = None
+        self._storage_started = 0.0
+        self._storage_errors: dict[str, str] = {}
+        hypervisor = None
         if settings.subsystem.enable_hypervisor:
-            self.hypervisor = LibvirtHypervisor(settings.hypervisor.libvirt_uri)
-            self.vms = VMReconciler(ZKStore(self.zk), self.hypervisor, self.name,
-                                    ReconcilerSettings.from_settings(settings), zk=self.zk)
+            hypervisor = self.hypervisor = LibvirtHypervisor(settings.hypervisor.libvirt_uri)
+        if settings.subsystem.enable_storage:
+            st = settings.storage
+            self.ceph = NodeCeph(lambda: CephStorage(st.ceph_config_file, st.ceph_keyring_file, st.timeout,
+                                                     st.client_user),
+                                 hypervisor, client_user=st.client_user, keyring=st.ceph_keyring_file,
+                                 configured_secret=st.secret_uuid,
+                                 extra_addresses=[settings.hypervisor.migration_address or ""])
+            ceph = self.ceph
+            self.storage_monitor = StorageMonitor(self.zk, lambda: ceph.storage, self.name)
+        if hypervisor is not None:
+            self.vms = VMReconciler(ZKStore(self.zk), hypervisor, self.name,
+                                    ReconcilerSettings.from_settings(settings), zk=self.zk, ceph=self.ceph)
             reconciler = self.vms
             self.flush_hooks.append(lambda: reconciler.flush(lambda: self._still_requested("flush")))
             self.unflush_hooks.append(lambda: reconciler.unflush(lambda: self._still_requested("unflush")))
@@ -93,6 +111,7 @@ class NodeDaemon:
         self.zk.add_listener(self._on_session)
         self.register()
         self.zk.client.DataWatch(schema.node(self.name), self._on_doc)
+        self._storage_keepalive()        # the ceph secret, early (VM starts also ensure it)
         if self.vms is not None:
             # Adopts whatever libvirtd still runs: a daemon restart never restarts or stops a VM.
             self.vms.start()
@@ -141,6 +160,11 @@ class NodeDaemon:
         except Exception:
             log.exception("could not record stop state")
         self.zk.stop()
+        if self.ceph is not None:
+            try:
+                self.ceph.close()
+            except Exception:
+                log.exception("could not close the Ceph connection")
 
     # -- registration ------------------------------------------------------------------------------
 
@@ -307,6 +331,7 @@ class NodeDaemon:
         self.keepalives += 1
         if self.election and self.election.is_primary:
             self._primary_keepalive()
+        self._storage_keepalive()
 
     def _vm_keepalive(self) -> dict[str, Any]:
         """The VM reconciler's keepalive share, bounded by the interval so a hung libvirtd
@@ -333,6 +358,55 @@ class NodeDaemon:
         if result:
             self.vm_figures = result
         return result
+
+    def _storage_keepalive(self) -> None:
+        """Storage work of this keepalive, in its own thread: the ceph secret until it is defined
+        (every node), the Ceph stats pass (primary). The keepalive never waits for it, so a hung
+        Ceph cannot delay the node's keepalive; a pass still running is not started again."""
+        ceph = self.ceph
+        if ceph is None or self.stopping.is_set():
+            return
+        worker = self._storage_worker
+        if worker is not None and worker.is_alive():
+            running = time.monotonic() - self._storage_started
+            if running > 3 * self.interval:
+                log.warning("storage keepalive still running after %.0fs (Ceph not answering?)", running)
+            return
+        primary = self.election is not None and self.election.is_primary
+        need_secret = ceph.hypervisor is not None and not ceph.secret_ready
+        monitor = self.storage_monitor if primary else None
+        if not need_secret and monitor is None:
+            return
+
+        def run() -> None:
+            if need_secret:
+                try:
+                    ceph.ensure_secret()
+                    self._storage_problem("secret", "")
+                except (StorageError, HypervisorError, OSError) as exc:
+                    self._storage_problem("secret", f"cannot define the libvirt ceph secret: {exc}")
+            if monitor is not None:
+                try:
+                    monitor.run_once()
+                    self._storage_problem("stats", "")
+                except (StorageError, ClusterUnavailable, KazooException) as exc:
+                    self._storage_problem("stats", f"storage stats pass failed: {exc}")
+                except Exception:
+                    log.exception("storage stats pass failed")
+
+        self._storage_started = time.monotonic()
+        self._storage_worker = threading.Thread(target=run, name="storage-keepalive", daemon=True)
+        self._storage_worker.start()
+
+    def _storage_problem(self, kind: str, message: str) -> None:
+        """Log a storage failure when it starts or changes (not every keepalive while it lasts),
+        and its end; `message` "" means that kind of work succeeded."""
+        before = self._storage_errors.get(kind, "")
+        if message and message != before:
+            log.warning("%s (retrying every keepalive)", message)
+        elif before and not message:
+            log.info("storage %s: working again", kind)
+        self._storage_errors[kind] = message
 
     def _primary_keepalive(self) -> None:
         if self.zk.get(schema.PRIMARY_NODE, None) != self.name:

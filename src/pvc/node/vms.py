@@ -8,7 +8,9 @@ really runs on this node's hypervisor and acts per PVC's "who acts" table (pvc-f
   this process) and across processes by a ZooKeeper lock, so a VM is never started twice;
 * a node running a VM it does not own migrates it away (state migrate*) or stops it;
 * restart/shutdown are carried out and then recorded (restart -> start, shutdown -> stop);
-* a VM that should run here and does not (QEMU crashed) is started again.
+* a VM that should run here and does not (QEMU crashed) is started again;
+* a VM with rbd disks starts only when no other client holds a lock on them (this node's stale
+  locks are broken first) and with monitors and cephx auth filled in (`NodeCeph`).
 
 Watches only wake the loop; a full pass every keepalive catches anything missed, and a restarted
 daemon simply adopts the domains libvirtd still runs (they are transient, so they outlive us).
@@ -36,6 +38,7 @@ from typing import Any, Protocol
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 
+from pvc.adapters.ceph import StorageError, StorageNotFound
 from pvc.adapters.hypervisor import (
     DomainExists,
     DomainInfo,
@@ -50,6 +53,7 @@ from pvc.core.errors import ClusterUnavailable, InvalidInput, PVCError
 from pvc.core.records import NodeRecord, VMRecord, VMStatus
 from pvc.core.zk import ZK, decode, encode
 from pvc.node.console import ConsoleTail
+from pvc.node.storage import NodeCeph, address_ip, lock_decision
 
 log = logging.getLogger("pvcnoded.vms")
 
@@ -341,10 +345,12 @@ class VMReconciler:
     """Runs on every node; acts only on this node's hypervisor, records what it did."""
 
     def __init__(self, store: VMStore, hypervisor: Hypervisor, node: str,
-                 settings: ReconcilerSettings | None = None, zk: ZK | None = None) -> None:
+                 settings: ReconcilerSettings | None = None, zk: ZK | None = None,
+                 ceph: NodeCeph | None = None) -> None:
         self.store, self.hv, self.name = store, hypervisor, node
         self.settings = settings or ReconcilerSettings()
         self.zk = zk                            # only for watches; None in the unit tests
+        self.ceph = ceph                        # rbd disks: monitors, auth, locks; None: no storage
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._busy: set[str] = set()
@@ -578,6 +584,12 @@ class VMReconciler:
                 return
             try:
                 xml = domainxml.adapt_for_host(fresh.xml, self.hv.kvm_available())
+                volumes = domainxml.parse(xml).rbd_volumes
+                if volumes and self.ceph is not None:
+                    prepared = self._prepare_rbd(fresh, xml, volumes)
+                    if prepared is None:
+                        return
+                    xml = prepared
                 os.makedirs(self.settings.console_dir, exist_ok=True)
                 xml = domainxml.serial_log(xml, self.console_path(fresh))
                 started = time.monotonic()
@@ -598,6 +610,59 @@ class VMReconciler:
             log.info("VM %s (%s) started in %.2fs", fresh.name, uuid, time.monotonic() - started)
             self._patch(uuid, node=self.name, running=True, libvirt_state="running", failed_reason="",
                         started=time.time())
+
+    def _prepare_rbd(self, record: VMRecord, xml: str, volumes: list[str]) -> str | None:
+        """Clear this node's stale RBD locks and fill in monitors and auth; the XML to start, or
+        None when the VM must not start (now: storage unreachable; or ever: a foreign lock, which
+        fails the VM with the reason)."""
+        assert self.ceph is not None
+        try:
+            access = self.ceph.disk_access()
+            refusal = self._flush_locks(volumes)
+        except HypervisorUnavailable:
+            raise
+        except (StorageError, HypervisorError) as exc:
+            log.warning("VM %s (%s): storage not ready, not starting it yet: %s", record.name, record.uuid,
+                        getattr(exc, "message", exc))
+            return None
+        if refusal:
+            log.error("VM %s (%s) not started: %s", record.name, record.uuid, refusal)
+            self._set_state(record.uuid, "fail", {"start"})
+            self._patch(record.uuid, node=self.name, running=False, libvirt_state="shutoff",
+                        failed_reason=refusal)
+            return None
+        return domainxml.fill_rbd(xml, access.hosts, access.username, access.secret_uuid)
+
+    def _flush_locks(self, volumes: list[str]) -> str:
+        """pvc-facts §4.2 start: break this node's stale locks on the VM's volumes, unless some
+        volume is locked from elsewhere; then change nothing and return why not to start."""
+        assert self.ceph is not None
+        storage, own = self.ceph.storage, self.ceph.own_addresses()
+        stale = []
+        for volume in volumes:
+            pool, _, name = volume.partition("/")
+            try:
+                lockers = storage.lockers(pool, name)
+                watchers = storage.watchers(pool, name) if lockers else []
+            except StorageNotFound:
+                return f"volume {volume} does not exist"
+            decision = lock_decision(volume, lockers, watchers, own, self._node_addresses() if any(
+                address_ip(lk.address) not in own for lk in lockers) else None)
+            if decision.refuse:
+                return decision.refuse
+            stale += [(pool, name, locker) for locker in decision.stale]
+        for pool, name, locker in stale:
+            log.info("breaking stale lock of %s on %s/%s (held from this node)", locker.client, pool, name)
+            try:
+                storage.break_lock(pool, name, locker)
+            except StorageNotFound:
+                pass                    # released meanwhile
+        return ""
+
+    def _node_addresses(self) -> dict[str, str]:
+        """Address -> node name, from the node documents (to name a lock's holder)."""
+        return {str(d.get("migration_address")): n for n, d in self.store.node_docs().items()
+                if d.get("migration_address")}
 
     def _destroy(self, uuid: str) -> None:
         try:
