@@ -1,3 +1,3 @@
 """Built-in task kinds; importing this package registers them."""
 
-from pvc.worker.kinds import selftest, vm  # noqa: F401
+from pvc.worker.kinds import selftest, storage, vm  # noqa: F401

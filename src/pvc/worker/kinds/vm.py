@@ -1,18 +1,31 @@
-"""VM tasks that must run on the VM's node: RBD lock flush and live device (un)plug.
+"""VM tasks that must run on the VM's node: RBD lock flush, live device (un)plug, live disk resize.
 
 They run in pvcworkerd on the node named in the task (pvc.cluster.vms routes them there), through
-this node's hypervisor adapter (settings.hypervisor.libvirt_uri). Hot (un)plug is not persisted:
-the CLI writes the changed XML to the VM record separately, as upstream does.
+this node's hypervisor adapter (settings.hypervisor.libvirt_uri) and storage adapter. Hot (un)plug
+is not persisted: the CLI writes the changed XML to the VM record separately, as upstream does.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pvc.adapters.hypervisor import HypervisorError, LibvirtHypervisor
+from pvc.adapters.ceph import StorageError, StorageNotFound
+from pvc.adapters.hypervisor import Hypervisor, HypervisorError, LibvirtHypervisor
 from pvc.core import schema
+from pvc.core.errors import PVCError
 from pvc.core.records import VMRecord
+from pvc.core.units import parse_size
+from pvc.worker.kinds import storage as storage_kinds
 from pvc.worker.registry import TaskContext, TaskFailed, task_kind
+
+# A VM in one of these states cannot be running anywhere, so its RBD locks are stale (upstream's
+# list; pvc.cluster.vms.STOPPED_STATES says the same for the API's check).
+FLUSHABLE_STATES = ("stop", "disable", "fail", "mirror")
+
+
+def hypervisor_for(ctx: TaskContext) -> Hypervisor:
+    """This node's hypervisor (a seam for the unit tests)."""
+    return LibvirtHypervisor(ctx.settings.hypervisor.libvirt_uri)
 
 
 def _record(ctx: TaskContext, uuid: str) -> VMRecord:
@@ -25,15 +38,51 @@ def _record(ctx: TaskContext, uuid: str) -> VMRecord:
 @task_kind("vm.flush_locks")
 def flush_locks(ctx: TaskContext, uuid: str, domain: str = "", force_unlock: bool = False,
                 **_: Any) -> dict[str, Any]:
-    """Remove stale RBD locks of the VM's volumes (left by a node that died while running it)."""
+    """Remove stale RBD locks of the VM's volumes (left by a node that died while running it).
+
+    Breaking a lock also blocklists its holder (librbd), so a client that was in fact still alive
+    cannot write behind the next owner's back; that is why a VM that may run is refused.
+    """
     record = _record(ctx, uuid)
     name = domain or record.name
-    ctx.progress(0, 1, f"Flushing RBD locks of VM {name}")
-    if not record.rbd_volumes:
-        return {"status": f"VM {name} has no RBD volumes; no locks to flush", "volumes": []}
-    raise TaskFailed(f"Flushing the RBD locks of VM {name} ({', '.join(record.rbd_volumes)}) needs the "
-                     "storage subsystem, which this PVC does not have yet",
-                     {"volumes": record.rbd_volumes})
+    if record.state not in FLUSHABLE_STATES and not force_unlock:
+        raise TaskFailed(f"VM {name} is in state {record.state}; its RBD locks are only flushed while it "
+                         f"cannot run ({', '.join(FLUSHABLE_STATES)}), unless forced")
+    volumes = list(record.rbd_volumes)
+    ctx.progress(0, len(volumes) + 1, f"Flushing RBD locks of VM {name}")
+    if not volumes:
+        return {"status": f"VM {name} has no RBD volumes; no locks to flush", "volumes": [], "freed": []}
+    storage = storage_kinds.storage_for(ctx.settings)
+    freed: list[dict[str, str]] = []
+    errors: list[str] = []
+    for index, ref in enumerate(volumes, start=1):
+        pool, _, volume = ref.partition("/")
+        ctx.progress(index, len(volumes) + 1, f"Flushing RBD locks of volume {ref}")
+        try:
+            lockers = storage.lockers(pool, volume)
+        except StorageNotFound:
+            ctx.log(f"volume {ref} does not exist; nothing to flush")
+            continue
+        except StorageError as exc:
+            errors.append(f"{ref}: {exc.message}")
+            continue
+        for locker in lockers:
+            try:
+                storage.break_lock(pool, volume, locker)
+            except StorageNotFound:
+                continue                 # released meanwhile
+            except StorageError as exc:
+                errors.append(f"{ref} lock {locker.client}: {exc.message}")
+                continue
+            freed.append({"volume": ref, "client": locker.client, "cookie": locker.cookie,
+                          "address": locker.address})
+            ctx.log(f"freed lock of {locker.client} ({locker.address}) on {ref}")
+    result = {"volumes": volumes, "freed": freed}
+    if errors:
+        raise TaskFailed(f"Could not flush all RBD locks of VM {name}: {'; '.join(errors)}",
+                         {**result, "errors": errors})
+    what = f"{len(freed)} lock(s)" if freed else "no locks (none were held)"
+    return {"status": f"Flushed {what} on {len(volumes)} volume(s) of VM {name}", **result}
 
 
 def _device(ctx: TaskContext, uuid: str, xml: str, attach: bool, domain: str) -> dict[str, Any]:
@@ -44,7 +93,7 @@ def _device(ctx: TaskContext, uuid: str, xml: str, attach: bool, domain: str) ->
         raise TaskFailed(f"VM {name} is not running on node {ctx.node} (state {record.state}, node "
                          f"{record.node or 'none'}); live device {verb} needs a running VM")
     ctx.progress(0, 1, f"{verb.capitalize()}ing a device {'to' if attach else 'from'} VM {name}")
-    hv = LibvirtHypervisor(ctx.settings.hypervisor.libvirt_uri)
+    hv = hypervisor_for(ctx)
     try:
         if not hv.is_running(uuid):
             raise TaskFailed(f"VM {name} is not running on node {ctx.node}; live device {verb} needs "
@@ -65,3 +114,28 @@ def device_attach(ctx: TaskContext, uuid: str, xml: str, domain: str = "", **_: 
 @task_kind("vm.device_detach")
 def device_detach(ctx: TaskContext, uuid: str, xml: str, domain: str = "", **_: Any) -> dict[str, Any]:
     return _device(ctx, uuid, xml, False, domain)
+
+
+@task_kind("vm.block_resize")
+def block_resize(ctx: TaskContext, uuid: str, pool: str, volume: str, size: int | str, domain: str = "",
+                 **_: Any) -> dict[str, Any]:
+    """Tell the running VM its RBD disk grew (libvirt blockResize), after the volume was resized."""
+    record = _record(ctx, uuid)
+    name = domain or record.name
+    disk = f"{pool}/{volume}"
+    try:
+        size_bytes = size if isinstance(size, int) else parse_size(str(size), "size")
+    except PVCError as exc:
+        raise TaskFailed(exc.message) from None
+    ctx.progress(0, 1, f"Resizing disk {disk} of VM {name} to {size_bytes} bytes")
+    hv = hypervisor_for(ctx)
+    try:
+        if not hv.is_running(uuid):
+            raise TaskFailed(f"VM {name} is not running on node {ctx.node}; it sees the new size of {disk} "
+                             f"when it next starts")
+        hv.block_resize(uuid, disk, size_bytes)
+    except HypervisorError as exc:
+        raise TaskFailed(f"Live resize of disk {disk} of VM {name} failed: {exc}") from None
+    finally:
+        hv.close()
+    return {"status": f"Resized disk {disk} of running VM {name} to {size_bytes} bytes"}
