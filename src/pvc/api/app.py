@@ -17,11 +17,13 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.middleware.sessions import SessionMiddleware
 
+from pvc.adapters.ceph import Storage
 from pvc.api import errors
 from pvc.api.auth import API_KEY_HEADER, SESSION_COOKIE, Authenticator, require_auth
-from pvc.api.common import DESCRIPTIONS, PREFIX, get_zk
+from pvc.api.common import DESCRIPTIONS, PREFIX, STORAGE_503, get_storage, get_zk
 from pvc.api.params import inputs_model, openapi_inputs, required_inputs
 from pvc.api.routers import cluster, faults, nodes, root, tasks, vms
+from pvc.api.routers import storage as storage_routes
 from pvc.core.config import Settings
 from pvc.core.zk import ZK
 
@@ -30,7 +32,8 @@ SESSION_PATHS = (f"{PREFIX}/login", f"{PREFIX}/logout")
 MESSAGE_REF = {"$ref": "#/components/schemas/Message"}
 
 
-def create_app(settings: Settings, zk: ZK) -> FastAPI:
+def create_app(settings: Settings, zk: ZK, storage: Storage | None = None) -> FastAPI:
+    """The API application; `storage` replaces the Ceph adapter made from settings (tests)."""
     app = FastAPI(
         title="PVC API",
         version=API_VERSION,
@@ -44,6 +47,7 @@ def create_app(settings: Settings, zk: ZK) -> FastAPI:
     )
     app.state.settings = settings
     app.state.zk = zk
+    app.state.storage = storage
     app.state.auth = Authenticator(settings.api)
     if app.state.auth.enabled:
         app.add_middleware(
@@ -61,6 +65,7 @@ def create_app(settings: Settings, zk: ZK) -> FastAPI:
     app.include_router(cluster.router, prefix=PREFIX)
     app.include_router(nodes.router, prefix=PREFIX)
     app.include_router(vms.router, prefix=PREFIX)
+    app.include_router(storage_routes.router, prefix=PREFIX)
     app.include_router(faults.router, prefix=PREFIX)
     app.include_router(tasks.router, prefix=PREFIX)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -77,6 +82,19 @@ def _calls(dependant: Dependant) -> Iterator[Any]:
 
 def _error(code: int) -> dict[str, Any]:
     return {"description": DESCRIPTIONS[code], "content": {"application/json": {"schema": MESSAGE_REF}}}
+
+
+def _files_in_body_only(params: list[dict[str, Any]], body: dict[str, Any] | None
+                        ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """A file input (format binary) can only be a multipart part: not a query parameter, and a
+    route taking one takes multipart bodies only."""
+    binary = {p["name"] for p in params if p.get("schema", {}).get("format") == "binary"}
+    if not binary:
+        return params, body
+    if body is not None:
+        content = body.get("content", {})
+        body = {**body, "content": {k: v for k, v in content.items() if k == "multipart/form-data"}}
+    return [p for p in params if p["name"] not in binary], body
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -110,6 +128,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             answers.pop("422", None)
             if model is not None:
                 params, body = openapi_inputs(model, method)
+                params, body = _files_in_body_only(params, body)
                 named = {p["name"] for p in params}
                 operation["parameters"] = [
                     p for p in operation.get("parameters", []) if p["name"] not in named
@@ -126,6 +145,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             if auth_enabled and require_auth in calls:
                 operation["security"] = [{"ApiKey": []}, {"Session": []}]
                 answers.setdefault("401", _error(401))
+            if get_storage in calls:
+                answers.setdefault("503", {**_error(503), "description": STORAGE_503})
             if get_zk in calls:
                 answers.setdefault("503", _error(503))
             for answer in answers.values():

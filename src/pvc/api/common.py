@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from pvc.adapters.ceph import CephStorage, Storage
 from pvc.api.models import Message
 from pvc.core.config import Settings
 from pvc.core.zk import ZK
@@ -23,6 +25,8 @@ DESCRIPTIONS = {
     404: "Not found",
     503: "ZooKeeper is unavailable",
 }
+STORAGE_503 = "ZooKeeper or Ceph is unavailable (or Ceph is not configured on this node)"
+_STORAGE_LOCK = threading.Lock()
 
 
 async def get_zk(request: Request) -> ZK:
@@ -32,6 +36,27 @@ async def get_zk(request: Request) -> ZK:
 
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+async def get_storage(request: Request) -> Storage:
+    """Dependency: the Ceph storage adapter (routes using it may answer 503).
+
+    Created on first use from settings.storage; CephStorage connects lazily, so a node without
+    Ceph serves every other route, and storage routes answer 503 with the reason only when they
+    actually need Ceph (after validating their input and ZooKeeper state). Tests inject a
+    FakeStorage through create_app(storage=...).
+    """
+    state = request.app.state
+    storage: Storage | None = getattr(state, "storage", None)
+    if storage is None:
+        with _STORAGE_LOCK:
+            storage = getattr(state, "storage", None)
+            if storage is None:
+                conf = state.settings.storage
+                storage = CephStorage(conf.ceph_config_file, conf.ceph_keyring_file, conf.timeout,
+                                      conf.client_user)
+                state.storage = storage
+    return storage
 
 
 def ok(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -312,3 +312,72 @@ class VMTags(Doc):
 class VMLog(Doc):
     name: str
     data: str = Field(description="The last lines of the VM's serial console, newline-separated")
+
+
+# -- storage (pvc-facts §6, §8.3; swagger definitions osd, pool, volume, snapshot, storagebenchmark) --
+
+class CephReport(Doc):
+    type: Literal["status", "utilization"]
+    primary_node: str | None = Field(description="The current primary node")
+    ceph_data: str = Field(description="`ceph status` or `ceph df` text as the primary last reported it")
+
+
+class OSD(Doc):
+    id: str = Field(description="The Ceph ID of the OSD")
+    fsid: str = Field(description="The OSD's fsid; empty if unknown")
+    node: str = Field(description="The PVC node the OSD resides on")
+    device: str = Field(description="The OSD data block device")
+    is_split: bool = Field(description="Whether the device holds several OSDs")
+    db_device: str = Field(description="The OSD database/WAL logical volume; empty if not applicable")
+    stats: dict[str, Any] = Field(description=(
+        "Ceph figures of the OSD: uuid, up, in (0/1), primary_affinity, utilization, var, pgs, kb, weight, "
+        "reweight, node, used, avail, wr_ops, wr_data, rd_ops, rd_data, state; a single '|' per value until "
+        "the first statistics"))
+
+
+class OSDState(Doc):
+    id: str
+    in_: int = Field(alias="in", description="1 if the OSD is in, else 0")
+    up: int = Field(description="1 if the OSD is up, else 0")
+
+
+class Pool(Doc):
+    name: str
+    volume_count: int = Field(description="The number of volumes in the pool")
+    tier: str = Field(description="The device class/tier of the pool: default, hdd, ssd or nvme")
+    pgs: int = Field(description="The number of placement groups of the pool")
+    copies: int | None = Field(description="Replicas of each object")
+    mincopies: int | None = Field(description="Replicas needed for I/O")
+    stats: dict[str, Any] = Field(description="id, stored_bytes, free_bytes, used_bytes, used_percent, "
+                                              "num_objects, num_object_clones, num_object_copies, "
+                                              "num_objects_missing_on_primary, num_objects_unfound, "
+                                              "num_objects_degraded, read_ops, read_bytes, write_ops, "
+                                              "write_bytes; empty until the first statistics")
+
+
+class VolumeStats(Doc):
+    """`rbd info --format json` of the volume (keys as Ceph gives them), size made human-readable."""
+
+    size: str | None = Field(None, description="The size of the volume, human-readable (e.g. 10G)")
+    snapshot_count: int | None = Field(None, description="The number of snapshots of the volume")
+
+
+class Volume(Doc):
+    name: str
+    pool: str
+    stats: VolumeStats
+
+
+class Snapshot(Doc):
+    pool: str
+    volume: str
+    snapshot: str
+    stats: dict[str, Any] = Field(description="`rbd info` of the snapshot")
+
+
+class StorageBenchmark(Doc):
+    id: str = Field(description="The ID of the test result")
+    job: str = Field(description="The job name (by default the start time and the primary node)")
+    pool: str = Field(description="The pool the benchmark ran on")
+    test_format: int = Field(description="The PVC benchmark format of the results")
+    benchmark_result: Any = Field(description="The results per test, or 'Running' while the job runs")

@@ -234,13 +234,24 @@ def check_space(size: int, space: PoolSpace, pool: str, force: bool, field: str 
                            f"with force to ignore this limit")
 
 
-def df_space(df: Mapping[str, Any] | None, pool: str) -> PoolSpace | None:
-    """The PoolSpace of `pool` in a `ceph df --format json` answer (None if it is not there)."""
+def df_stats(df: Mapping[str, Any] | None, pool: str) -> dict[str, Any] | None:
+    """The pool-statistics figures PVC keeps (pvc-facts §2.5) that a `ceph df --format json`
+    answer has for `pool`: id, stored_bytes, free_bytes, used_bytes, used_percent, num_objects."""
     for entry in (df or {}).get("pools", []) or []:
         if isinstance(entry, dict) and entry.get("name") == pool:
             stats = entry.get("stats") or {}
-            return PoolSpace(int(stats.get("stored", 0) or 0), int(stats.get("max_avail", 0) or 0))
+            return {"id": entry.get("id", 0), "stored_bytes": int(stats.get("stored", 0) or 0),
+                    "free_bytes": int(stats.get("max_avail", 0) or 0),
+                    "used_bytes": int(stats.get("bytes_used", 0) or 0),
+                    "used_percent": float(stats.get("percent_used", 0.0) or 0.0),
+                    "num_objects": int(stats.get("objects", 0) or 0)}
     return None
+
+
+def df_space(df: Mapping[str, Any] | None, pool: str) -> PoolSpace | None:
+    """The PoolSpace of `pool` in a `ceph df --format json` answer (None if it is not there)."""
+    stats = df_stats(df, pool)
+    return None if stats is None else PoolSpace(stats["stored_bytes"], stats["free_bytes"])
 
 
 # -- reading ZooKeeper --------------------------------------------------------------------------
@@ -420,6 +431,29 @@ def list_osds(zk: ZK, limit: str | None = None) -> list[dict[str, Any]]:
     return sorted(out, key=lambda item: (int(item["id"]) if item["id"].isdigit() else 1 << 40, item["id"]))
 
 
+def pool_item(zk: ZK, name: str) -> dict[str, Any]:
+    """One pool by exact name (GET /storage/ceph/pool/<p>)."""
+    try:
+        doc = get_pool(zk, name)
+    except NotFound:
+        raise NotFound("Pool not found.") from None
+    return pool_view(doc, name, len(zk.children(schema.pool_volumes(name))))
+
+
+def volume_item(zk: ZK, pool: str, name: str) -> dict[str, Any]:
+    try:
+        return volume_view(get_volume(zk, pool, name), pool, name)
+    except NotFound:
+        raise NotFound("Volume not found.") from None
+
+
+def snapshot_item(zk: ZK, pool: str, volume: str, name: str) -> dict[str, Any]:
+    try:
+        return snapshot_view(get_snapshot(zk, pool, volume, name), pool, volume, name)
+    except NotFound:
+        raise NotFound("Snapshot not found.") from None
+
+
 def get_osd_item(zk: ZK, osd_id: str) -> dict[str, Any]:
     """One OSD (exact ID; upstream matched this fuzzily, so '1' also returned 10, 11, ...)."""
     try:
@@ -578,11 +612,11 @@ def pool_space(zk: ZK, storage: Storage, pool: str, doc: Mapping[str, Any] | Non
         except (TypeError, ValueError):
             pass
     with ceph(f'read the free space of pool "{pool}"'):
-        space = df_space(storage.mon_command("df"), pool)
-    if space is None:
+        stats = df_stats(storage.mon_command("df"), pool)
+    if stats is None:
         raise Conflict(f'Ceph reports no space figures for pool "{pool}"; is it still being created?')
-    _set_stats(zk, schema.pool(pool), stored_bytes=space.stored, free_bytes=space.free)
-    return space
+    _set_stats(zk, schema.pool(pool), **stats)
+    return PoolSpace(stats["stored_bytes"], stats["free_bytes"])
 
 
 # -- pools ----------------------------------------------------------------------------------------
@@ -598,8 +632,12 @@ def add_pool(zk: ZK, storage: Storage, name: str, pgs: int, replcfg: str, tier: 
     with ceph(f'create RBD pool "{name}" on tier "{tier}"', not_found=Conflict):
         rule = DEFAULT_RULE if tier == "default" else storage.ensure_tier_rule(tier)
         storage.create_pool(name, pgs, copies, mincopies, rule)
+    try:   # first figures (the pool's ID above all, lists sort by it) until the primary's refresh
+        stats = df_stats(storage.mon_command("df"), name) or {}
+    except StorageError:
+        stats = {}
     zk.put(schema.pool(name), {"name": name, "pgs": pgs, "tier": tier, "copies": copies,
-                               "mincopies": mincopies, "stats": {}})
+                               "mincopies": mincopies, "stats": stats})
     zk.ensure(schema.pool_volumes(name))
     zk.ensure(f"{schema.CEPH_SNAPSHOTS}/{name}")
     return f'Created RBD pool "{name}" with {pgs} PGs'
@@ -797,12 +835,11 @@ def scan_volume(zk: ZK, storage: Storage, pool: str, name: str) -> str:
             f'{count} snapshot{"" if count == 1 else "s"}.')
 
 
-def upload_volume(zk: ZK, storage: Storage, pool: str, name: str, image_format: str, source: BinaryIO,
-                  upload_size: int, path: str | None = None, file_size: int | None = None) -> str:
-    """Write an uploaded image into an existing volume.
+def check_upload(zk: ZK, storage: Storage, pool: str, name: str, image_format: str, upload_size: int) -> None:
+    """Refuse an upload that cannot go into the volume, before anything is written.
 
-    raw: the upload must be exactly the volume's size and is streamed in (`source`); other formats
-    are converted by qemu-img from the uploaded file at `path` (a file on local disk).
+    The volume must exist (upstream rule); a raw image must be exactly the volume's size (it is
+    written as is); other formats are converted by qemu-img, which checks the fit itself.
     """
     if image_format not in IMAGE_FORMATS:
         raise InvalidInput(f"image_format: '{image_format}' is not one of {', '.join(IMAGE_FORMATS)}")
@@ -810,26 +847,36 @@ def upload_volume(zk: ZK, storage: Storage, pool: str, name: str, image_format: 
         get_volume(zk, pool, name)
     except NotFound as exc:
         raise InvalidInput(f"{exc.message} Create it before uploading an image into it.") from None
-    if file_size is not None and file_size != upload_size:
-        raise InvalidInput(f"file_size: {file_size} does not match the size of the uploaded file "
-                           f"({upload_size} bytes)")
     if upload_size <= 0:
         raise InvalidInput("file: the uploaded file is empty")
+    if image_format != "raw":
+        return
     with ceph(f'read RBD volume "{name}" in pool "{pool}"'):
         volume_size = int(storage.volume_info(pool, name).get("size", 0))
+    if upload_size != volume_size:
+        raise InvalidInput(f"file: the raw image is {upload_size} bytes ({human_size(upload_size)}) but "
+                           f'volume "{name}" is {volume_size} bytes ({human_size(volume_size)}); a raw image '
+                           f"must be exactly the size of the volume")
+
+
+def write_upload(zk: ZK, storage: Storage, pool: str, name: str, image_format: str,
+                 source: BinaryIO | None = None, path: str | None = None) -> str:
+    """Write a checked upload (check_upload): raw streamed from `source`, other formats converted
+    from the file at `path`; the volume's statistics are read again afterwards."""
     if image_format == "raw":
-        if upload_size != volume_size:
-            raise InvalidInput(f"file: the raw image is {upload_size} bytes ({human_size(upload_size)}) but "
-                               f'volume "{name}" is {volume_size} bytes ({human_size(volume_size)}); a raw '
-                               f"image must be exactly the size of the volume")
+        if source is None:
+            raise InvalidInput("file: no image data")
         with ceph(f'write the uploaded image to RBD volume "{name}" in pool "{pool}"'):
             storage.write_volume(pool, name, source)
-        return f"Wrote uploaded file to volume \"{name}\" in pool \"{pool}\"."
-    if path is None:
-        raise InvalidInput("file: a converted upload needs the file on local disk")
-    with ceph(f'convert the uploaded {image_format} image into RBD volume "{name}" in pool "{pool}"'):
-        storage.convert_into_volume(pool, name, path, image_format)
-    return f"Converted and wrote uploaded file to volume \"{name}\" in pool \"{pool}\"."
+        text = f'Wrote uploaded file to volume "{name}" in pool "{pool}".'
+    else:
+        if path is None:
+            raise InvalidInput("file: no image file to convert")
+        with ceph(f'convert the uploaded {image_format} image into RBD volume "{name}" in pool "{pool}"'):
+            storage.convert_into_volume(pool, name, path, image_format)
+        text = f'Converted and wrote uploaded file to volume "{name}" in pool "{pool}".'
+    _write_volume(zk, pool, name, _volume_info(storage, pool, name))
+    return text
 
 
 # -- snapshots ------------------------------------------------------------------------------------
