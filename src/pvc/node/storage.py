@@ -38,9 +38,10 @@ log = logging.getLogger("pvcnoded.storage")
 # Pools Ceph keeps for itself: never shown as PVC pools.
 HIDDEN_POOLS = frozenset({".mgr", "device_health_metrics"})
 TIERS = ("hdd", "ssd", "nvme")
-# A document whose object is gone from Ceph is removed only after this many passes in a row: an
-# API operation in flight (create in Ceph, then in ZooKeeper) is never mistaken for a leftover.
-ABSENT_PASSES = 2
+# A document whose object is gone from Ceph is removed, and an object Ceph has without a document
+# is added, only after this many passes in a row: an API operation in flight (Ceph first, then
+# ZooKeeper) is never mistaken for a leftover, nor raced to the document it is about to write.
+SETTLE_PASSES = 2
 MONITOR_REFRESH_S = 600.0
 
 Change = Callable[[Any], Any]
@@ -481,7 +482,8 @@ class StorageMonitor:
         self.clock = clock
         self.last_duration = 0.0
         self.passes = 0
-        self._absent: dict[str, int] = {}
+        self._streaks: dict[str, int] = {}
+        self._touched: set[str] = set()
         self._optional_failed: set[str] = set()
         self._pool_writes = 0
 
@@ -491,11 +493,13 @@ class StorageMonitor:
 
     def run_once(self) -> float:
         started = time.monotonic()
+        self._touched = set()
         facts = self.gather()
         writes = self.write_status(facts)
         writes += self.sync_osds(facts.osds)
         pools = self.sync_pools(facts.pools)
         writes += self._pool_writes + self.sync_volumes(pools)
+        self._streaks = {k: v for k, v in self._streaks.items() if k in self._touched}
         self.passes += 1
         self.last_duration = time.monotonic() - started
         log.debug("storage pass %d: %.3fs, %d document(s) written", self.passes, self.last_duration, writes)
@@ -541,19 +545,20 @@ class StorageMonitor:
             "util": facts.util})
         return 1
 
-    def _gone(self, key: str, present: bool) -> bool:
-        """True once `key` has been absent from Ceph for ABSENT_PASSES passes in a row."""
-        if present:
-            self._absent.pop(key, None)
+    def _settled(self, key: str, condition: bool) -> bool:
+        """True once `condition` has held for `key` in SETTLE_PASSES passes in a row."""
+        if not condition:
+            self._streaks.pop(key, None)
             return False
-        self._absent[key] = self._absent.get(key, 0) + 1
-        return self._absent[key] >= ABSENT_PASSES
+        self._touched.add(key)
+        self._streaks[key] = self._streaks.get(key, 0) + 1
+        return self._streaks[key] >= SETTLE_PASSES
 
     def sync_osds(self, osds: dict[str, dict[str, Any]]) -> int:
         known = self.zk.children(schema.CEPH_OSDS)
         docs = read_docs(self.zk, [schema.osd(i) for i in known])
         for osd_id in known:
-            if self._gone(f"osd/{osd_id}", osd_id in osds):
+            if self._settled(f"gone osd {osd_id}", osd_id not in osds):
                 log.info("OSD %s is gone from the osd map; removing its document", osd_id)
                 self.zk.delete(schema.osd(osd_id))
         changes: dict[str, Change] = {}
@@ -571,16 +576,19 @@ class StorageMonitor:
         known = self.zk.children(schema.CEPH_POOLS)
         docs = read_docs(self.zk, [schema.pool(p) for p in known])
         for name in known:
-            if self._gone(f"pool/{name}", name in pools):
+            if self._settled(f"gone pool {name}", name not in pools):
                 log.info("pool %s is gone from Ceph; removing its documents", name)
                 for path in (schema.pool(name), schema.pool_volumes(name), f"{schema.CEPH_SNAPSHOTS}/{name}"):
                     self.zk.delete(path)
-        new = [p for p, f in pools.items() if p not in known and f["rbd"]]
+        # New RBD pools (not created through PVC: the lab's `vms`, one made with `ceph`) are added;
+        # other pools Ceph has are not PVC's to show.
+        new = [p for p, f in pools.items() if p not in known and f["rbd"]
+               and self._settled(f"new pool {p}", True)]
         rules = self._rule_names() if new else {}
         changes: dict[str, Change] = {}
         for name, facts in pools.items():
-            if name not in known and not facts["rbd"]:
-                continue          # not an RBD pool and not created through PVC: not ours to show
+            if name not in known and name not in new:
+                continue
             tier = rule_tier(rules.get(facts["rule"]))
 
             def change(doc: Any, name: str = name, facts: dict[str, Any] = facts, tier: str = tier) -> Any:
@@ -612,11 +620,13 @@ class StorageMonitor:
             except StorageNotFound:
                 continue
             for name in sorted(known):
-                if self._gone(f"volume/{pool}/{name}", name in present):
+                if self._settled(f"gone volume {pool}/{name}", name not in present):
                     log.info("volume %s/%s is gone from Ceph; removing its documents", pool, name)
                     self.zk.delete(schema.volume(pool, name))
                     self.zk.delete(schema.volume_snapshots(pool, name))
             for name in sorted(present - known):
+                if not self._settled(f"new volume {pool}/{name}", True):
+                    continue
                 try:
                     info = self.storage.volume_info(pool, name)
                 except StorageNotFound:
