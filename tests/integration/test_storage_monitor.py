@@ -94,7 +94,8 @@ def test_only_changed_documents_are_written(zk: ZK, ceph: FakeStorage, monitor: 
     assert version(zk, schema.CEPH_STATUS) == status + 1          # the status always (its time moves)
     ceph.set_osd_in(2, False)
     monitor.run_once()
-    assert version(zk, schema.osd(2)) == before[schema.osd(2)] + 1 and zk.get(schema.osd(2))["stats"]["in"] == 0
+    assert version(zk, schema.osd(2)) == before[schema.osd(2)] + 1
+    assert zk.get(schema.osd(2))["stats"]["in"] == 0
     assert version(zk, schema.osd(0)) == before[schema.osd(0)]
 
 
