@@ -8,6 +8,10 @@ every daemon runs in the foreground in its node's namespace with a pid file in t
 dir. The settings that are not Ceph defaults are the measured ones from
 ../shared/recipes/ceph-zookeeper.md; each says why next to it in ceph.conf.
 
+OSDs that PVC itself adds (its `direct` OSD mode, which lab nodes use) live next to the lab's in
+`<node>/ceph/ceph-<id>`, with a launch file written by pvc.adapters.osd; they use the same pid
+file naming, so starting, stopping and killing a node (and `down`) handle them like the lab's own.
+
 Everything that talks to the cluster (`ceph`, `rbd`) runs inside a coordinator namespace:
 the root namespace cannot reach 10.200.0.x.
 """
@@ -39,6 +43,7 @@ MGR_MODULES = ("mgr_module.py", "mgr_util.py", "balancer", "crash", "devicehealt
                "pg_autoscaler", "progress", "rbd_support", "status", "telemetry", "volumes", "iostat")
 STATS_LAG = 2.0            # mgr stats period + mon digest period (1 s each, see ceph.conf)
 SUN_PATH_MAX = 107          # unix socket path limit (admin sockets)
+PVC_OSD_LAUNCH = "pvc-osd.json"   # pvc.adapters.osd.LAUNCH_FILE: how PVC runs an OSD it added
 
 
 @dataclass
@@ -95,6 +100,31 @@ def osds(plan: LabPlan) -> list[Osd]:
 
 def _node_osds(plan: LabPlan, node: NodePlan) -> list[Osd]:
     return [o for o in osds(plan) if o.node == node.name]
+
+
+def pvc_osd_root(node: NodePlan) -> Path:
+    """Where PVC keeps the OSDs it adds on a lab node (its storage.osd_data_directory)."""
+    return node.dir / "ceph"
+
+
+def pvc_added_osds(plan: LabPlan, node: NodePlan | None = None) -> list[tuple[Osd, dict[str, Any]]]:
+    """OSDs PVC added (direct mode) with their launch info, found by their data dirs."""
+    found = []
+    for n in [node] if node else plan.nodes:
+        for launch in sorted(pvc_osd_root(n).glob(f"ceph-*/{PVC_OSD_LAUNCH}")):
+            try:
+                info = json.loads(launch.read_text())
+                osd = Osd(id=int(info["id"]), node=n.name, uuid=str(info.get("uuid", "")))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if isinstance(info.get("argv"), list) and info["argv"]:
+                found.append((osd, info))
+    return found
+
+
+def all_osds(plan: LabPlan) -> list[Osd]:
+    """The lab's own OSDs and those PVC added."""
+    return osds(plan) + [o for o, _info in pvc_added_osds(plan)]
 
 
 # ------------------------------------------------------------------------------------- commands
@@ -315,14 +345,27 @@ def _stop_many(pidfiles: list[Path], kill: bool = False, timeout: float = 20) ->
     _parallel([lambda p=p: proc.stop(p, timeout=timeout, kill=kill) for p in pidfiles])
 
 
+def _spawn_pvc_osd(plan: LabPlan, node: NodePlan, osd: Osd, info: dict[str, Any]) -> int:
+    """Start an OSD PVC added, exactly as PVC runs it (its launch file's argv, log, pid file name)."""
+    pidfile = _pidfile(plan, node, f"osd.{osd.id}")
+    running = proc.pid_of(pidfile)
+    if running is not None:
+        return running
+    log = Path(info.get("log") or _log_dir(plan) / f"osd.{osd.id}.out")
+    return proc.spawn([str(a) for a in info["argv"]], log=log, pidfile=pidfile, netns=node.netns,
+                      env=_env(plan))
+
+
 def start_osd(plan: LabPlan, node: NodePlan) -> list[int]:
-    """Start the node's OSDs (bluestore keeps their data: they rejoin and catch up)."""
-    return [_spawn(plan, node, f"osd.{o.id}") for o in _node_osds(plan, node)]
+    """Start the node's OSDs, the lab's and PVC-added ones (bluestore keeps their data: they
+    rejoin and catch up)."""
+    pids = [_spawn(plan, node, f"osd.{o.id}") for o in _node_osds(plan, node)]
+    return pids + [_spawn_pvc_osd(plan, node, o, info) for o, info in pvc_added_osds(plan, node)]
 
 
 def stop_osd(plan: LabPlan, node: NodePlan, kill: bool = False) -> None:
-    """Stop the node's OSDs; SIGTERM makes an OSD mark itself down at once."""
-    _stop_many([_pidfile(plan, node, f"osd.{o.id}") for o in _node_osds(plan, node)], kill=kill)
+    """Stop the node's OSDs (PVC-added ones too); SIGTERM makes an OSD mark itself down at once."""
+    _stop_many(list(plan.pid_dir.glob(f"{node.name}-ceph-osd.*.pid")), kill=kill)
 
 
 def start_node_daemons(plan: LabPlan, node: NodePlan) -> None:
@@ -561,7 +604,7 @@ def wait_healthy(plan: LabPlan, timeout: float = 120, settle: float = STATS_LAG)
     back, its view may still predate the outage, so the answer must hold for `settle` seconds.
     """
     t0 = time.monotonic()
-    n_osds = len(osds(plan))
+    n_osds = len(all_osds(plan))
     _wait(plan, t0 + timeout, "HEALTH_OK", lambda: _healthy(ceph_status(plan), n_osds), settle=settle)
     return time.monotonic() - t0
 
@@ -578,7 +621,7 @@ def status(plan: LabPlan) -> dict[str, Any]:
     daemons["mgr"][mgr.name] = {"running": proc.pid_of(_pidfile(plan, mgr, f"mgr.{mgr.name}")) is not None,
                                 "available": False}
     try:
-        known = osds(plan)
+        known = all_osds(plan)
     except proc.LabError:
         known = []
     for osd in known:

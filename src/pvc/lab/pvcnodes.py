@@ -53,6 +53,14 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
         "storage": {
             "ceph_config_file": str(plan.ceph_conf),
             "ceph_keyring_file": str(plan.ceph_dir / "ceph.client.admin.keyring"),
+            # no systemd in a namespace: PVC runs the OSDs it adds itself, file-backed, next to
+            # the lab's own (pvc.lab.ceph starts them again on `pvc-lab node start`)
+            "osd_service": "direct",
+            "osd_data_directory": str(node.dir / "ceph"),
+            "osd_pid_directory": str(plan.pid_dir),
+            # lab-sized benchmark: 8 tests x 2 s on a 256 MiB volume
+            "benchmark_size": "256M",
+            "benchmark_runtime": 2,
         },
         "path": {
             "dynamic_directory": str(node.dir / "run"),
