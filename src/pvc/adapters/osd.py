@@ -391,8 +391,9 @@ class SystemdOsdService(OsdService):
 
     mode = "systemd"
 
-    def __init__(self, run: Runner = run_command) -> None:
+    def __init__(self, run: Runner = run_command, settle: float = 1.0) -> None:
         self.run = run
+        self.settle = settle        # ceph-volume returns before systemd has the unit running
 
     def _do(self, argv: list[str], what: str, timeout: float = 600.0) -> CommandResult:
         return _check(self.run(argv, timeout), what)
@@ -480,7 +481,7 @@ class SystemdOsdService(OsdService):
     def activate(self, osd_id: int, fsid: str) -> None:
         """ceph-volume enables and starts ceph-osd@<id>; then the unit must be active."""
         self._do(activate_argv(osd_id, fsid), f"ceph-volume lvm activate for OSD {osd_id}")
-        time.sleep(1)
+        time.sleep(self.settle)
         if not self.running(osd_id):
             raise OsdError(f"OSD {osd_id} did not start (systemctl is-active ceph-osd@{osd_id})")
 
