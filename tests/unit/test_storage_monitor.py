@@ -8,6 +8,7 @@ cluster whose osd.2 (on hv3) is down and out, with an ssd-tier pool and mgr's ow
 from __future__ import annotations
 
 import base64
+import time
 import uuid as uuidlib
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import pytest
 from pvc.adapters.ceph import Locker, StorageError
 from pvc.adapters.fakes import FakeHypervisor, FakeStorage
 from pvc.adapters.hypervisor import HypervisorError
+from pvc.core.config import parse_config
+from pvc.node.daemon import NodeDaemon
 from pvc.node.storage import (
     NodeCeph,
     address_ip,
@@ -337,3 +340,51 @@ def test_node_ceph_reports_a_missing_key_and_libvirt_refusals(keyring: str, tmp_
 def test_node_ceph_own_addresses_include_the_configured_one() -> None:
     ceph = NodeCeph(FakeStorage(), None, extra_addresses=["10.0.0.5", ""], addresses=lambda: {"10.200.0.1"})
     assert ceph.own_addresses() == {"10.200.0.1", "10.0.0.5"}
+
+
+def test_fake_hypervisor_block_resize_by_target_or_rbd_source() -> None:
+    hv = FakeHypervisor()
+    uuid = "3f1c2b7e-5a4d-4c3b-9e8f-7a6b5c4d3e2f"
+    hv.start(f"""<domain type='kvm'><name>r1</name><uuid>{uuid}</uuid><memory unit='MiB'>64</memory>
+  <devices><disk type='network' device='disk'><source protocol='rbd' name='vms/r1_vda'/>
+  <target dev='vda' bus='virtio'/></disk></devices></domain>""")
+    hv.block_resize(uuid, "vms/r1_vda", 2 << 30)
+    hv.block_resize(uuid, "vda", 3 << 30)
+    assert hv.disk_sizes == {(uuid, "vda"): 3 << 30}
+    with pytest.raises(HypervisorError, match="no such disk"):
+        hv.block_resize(uuid, "vms/other", 1 << 30)
+
+
+# -- the node daemon: storage work never holds up its keepalive ---------------------------------------
+
+class HungStorage(FakeStorage):
+    """Ceph that does not answer (a partitioned monitor quorum)."""
+
+    def fsid(self) -> str:
+        time.sleep(2)
+        return super().fsid()
+
+
+def test_a_hung_ceph_never_delays_the_keepalive(keyring: str) -> None:
+    settings = parse_config("""
+cluster: {name: c1, coordinator_nodes: [hv1]}
+zookeeper: {hosts: ["127.0.0.1:1"]}
+node: {name: hv1}
+hypervisor: {libvirt_uri: "test:///default"}
+subsystem: {enable_api: false}
+logging: {zookeeper: false}
+""")
+    daemon = NodeDaemon(settings)
+    assert daemon.ceph is not None and daemon.storage_monitor is not None and daemon.vms is not None
+    assert daemon.vms.ceph is daemon.ceph                  # VM starts use the same connection and secret
+    hv = FakeHypervisor()
+    daemon.ceph = NodeCeph(HungStorage(), hv, keyring=keyring)
+    started = time.monotonic()
+    daemon._storage_keepalive()
+    daemon._storage_keepalive()                            # the first still hangs: not started twice
+    assert time.monotonic() - started < 0.5
+    assert daemon._storage_worker is not None
+    daemon._storage_worker.join(10)
+    assert daemon.ceph.secret_ready and len(hv.secrets) == 1
+    daemon._storage_keepalive()                            # secondary with its secret: nothing to do
+    assert not daemon._storage_worker.is_alive()
