@@ -378,7 +378,7 @@ def test_add_direct_osd(ctx: FakeContext, ceph: FakeCeph, direct: FakeDirect, tm
     assert ("auth get-or-create", {"entity": "osd.3", "caps": sk.OSD_CAPS}) in ceph.commands
     assert direct.actions == [f"prepare {tmp_path}/osd/disk3.img", "mkfs 3", "start 3"]
     doc = ctx.zk.get(schema.osd(3))
-    assert doc == {"id": 3, "node": "hv3", "device": f"{tmp_path}/osd/disk3.img", "db_device": "",
+    assert doc == {"id": "3", "node": "hv3", "device": f"{tmp_path}/osd/disk3.img", "db_device": "",
                    "fsid": direct.datadirs[3]["uuid"], "is_split": False, "service": "direct", "stats": {}}
     assert ctx.progress_log[0] == (0, 8, "Adding 1 new OSD(s) on device file:disk3.img:1G with weight 0.5")
     assert ctx.progress_log[-1][:2] == (8, 8)

@@ -841,8 +841,11 @@ class FioRunner:
                     if time.monotonic() > deadline:
                         raise OsdError(f"fio test {test} did not finish within {runtime + 300}s")
         except BaseException:
-            child.kill()
+            child.terminate()           # fio closes the image on SIGTERM: no watch left behind
             reader.join(10)
+            if reader.is_alive():
+                child.kill()
+                reader.join(5)
             raise
         if child.returncode != 0:
             raise OsdError(f"fio test {test} failed (exit {child.returncode}): "

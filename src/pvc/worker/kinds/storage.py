@@ -286,7 +286,7 @@ def _osd_doc(ctx: TaskContext, osd_id: int) -> dict[str, Any] | None:
 def _write_osd(ctx: TaskContext, service: OsdService, osd_id: int, node: str, device: str,
                prepared: PreparedOsd | None = None, db_device: str = "", is_split: bool = False,
                keep: dict[str, Any] | None = None) -> None:
-    doc = {**(keep or {}), "id": osd_id, "node": node, "device": device,
+    doc = {**(keep or {}), "id": str(osd_id), "node": node, "device": device,
            "db_device": db_device or (prepared.db_device if prepared else ""),
            "fsid": prepared.fsid if prepared else (keep or {}).get("fsid", ""),
            "is_split": is_split, "service": service.mode, "stats": (keep or {}).get("stats", {})}
