@@ -273,7 +273,9 @@ class StorageContract:
 
     def test_blocklist(self, storage: Storage) -> None:
         storage.blocklist("10.200.0.250:0/3141592", seconds=120)
-        assert "10.200.0.250:0/3141592" in storage.mon_command("osd dump")["blocklist"]
+        storage.blocklist("10.200.0.251", seconds=120)   # a whole host
+        listed = storage.mon_command("osd dump")["blocklist"]
+        assert "10.200.0.250:0/3141592" in listed and "10.200.0.251:0/0" in listed
 
     # ---- pools, rules, OSDs -------------------------------------------------------------------
 

@@ -219,9 +219,10 @@ _FEATURES = ((1, "layering"), (2, "striping"), (4, "exclusive-lock"), (8, "objec
              (512, "migrating"), (1024, "non-primary"))
 _OP_FEATURES = ((1, "clone-parent"), (2, "clone-child"), (4, "group"), (8, "snap-trash"))
 _IMAGE_FLAGS = ((1, "object map invalid"), (2, "fast diff invalid"))
-# errnos meaning "the cluster cannot be reached or our session is gone", not "the request is bad"
-_UNAVAILABLE = {errno.ETIMEDOUT, errno.ESHUTDOWN, errno.ENOTCONN, errno.ECONNREFUSED, errno.EHOSTUNREACH,
-                errno.EINTR, errno.ECANCELED, 108}   # 108: EBLOCKLISTED (= ESHUTDOWN on Linux)
+# errnos meaning "our session is gone" (108: EBLOCKLISTED = ESHUTDOWN on Linux): reconnect
+_BROKEN = {errno.ESHUTDOWN, errno.ENOTCONN, 108}
+# errnos meaning "the cluster did not answer", not "the request is bad"
+_UNAVAILABLE = {errno.ETIMEDOUT, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.EINTR, errno.ECANCELED}
 
 
 def _names(bits: int, table: tuple[tuple[int, str], ...]) -> list[str]:
@@ -265,60 +266,77 @@ class CephStorage(Storage):
         self.client_user = client_user
         self.op_timeout = op_timeout
         self._lock = threading.Lock()
-        self._cluster: Any = None
+        self._cluster: Any = None        # the client new calls use
+        self._users: dict[int, int] = {}  # id(client) -> calls in flight (clients retired included)
 
     def __repr__(self) -> str:
         return f"CephStorage({self.conffile!r}, client.{self.client_user})"
 
     # ---- connection --------------------------------------------------------------------------
 
-    def _connect(self) -> Any:
-        cluster = self._cluster
-        if cluster is not None:
-            return cluster
+    def _client(self) -> Any:
+        """A new, connected librados client (called with the lock held)."""
+        if not os.path.exists(self.conffile):
+            raise StorageUnavailable(f"Ceph is not configured on this node ({self.conffile} does not exist)")
+        try:
+            import rados
+        except ImportError as exc:
+            raise StorageUnavailable("python3-rados is not installed") from exc
+        conf = {"client_mount_timeout": str(max(1, int(self.timeout))),
+                "rados_mon_op_timeout": str(max(1, int(self.op_timeout))),
+                "rados_osd_op_timeout": str(max(1, int(self.op_timeout)))}
+        if os.path.exists(self.keyring):
+            conf["keyring"] = self.keyring
+        try:
+            cluster = rados.Rados(conffile=self.conffile, conf=conf, rados_id=self.client_user)
+        except rados.Error as exc:
+            raise StorageUnavailable(f"cannot set up a Ceph client from {self.conffile}: {exc}") from None
+        try:
+            cluster.connect(timeout=max(1, int(self.timeout)))
+        except rados.Error as exc:
+            cluster.shutdown()
+            raise StorageUnavailable(f"cannot reach the Ceph cluster: {exc}") from None
+        return cluster
+
+    def _acquire(self) -> Any:
+        """The current client (connecting if needed), counted as in use until _release()."""
         with self._lock:
-            if self._cluster is not None:
-                return self._cluster
-            if not os.path.exists(self.conffile):
-                raise StorageUnavailable(
-                    f"Ceph is not configured on this node ({self.conffile} does not exist)")
-            try:
-                import rados
-            except ImportError as exc:
-                raise StorageUnavailable("python3-rados is not installed") from exc
-            conf = {"client_mount_timeout": str(max(1, int(self.timeout))),
-                    "rados_mon_op_timeout": str(max(1, int(self.op_timeout))),
-                    "rados_osd_op_timeout": str(max(1, int(self.op_timeout)))}
-            if os.path.exists(self.keyring):
-                conf["keyring"] = self.keyring
-            try:
-                cluster = rados.Rados(conffile=self.conffile, conf=conf, rados_id=self.client_user)
-            except rados.Error as exc:
-                raise StorageUnavailable(f"cannot set up a Ceph client from {self.conffile}: {exc}") from None
-            try:
-                cluster.connect(timeout=max(1, int(self.timeout)))
-            except rados.Error as exc:
-                cluster.shutdown()
-                raise StorageUnavailable(f"cannot reach the Ceph cluster: {exc}") from None
-            self._cluster = cluster
+            if self._cluster is None:
+                self._cluster = self._client()
+            cluster = self._cluster
+            self._users[id(cluster)] = self._users.get(id(cluster), 0) + 1
             return cluster
 
-    def _drop(self, cluster: Any) -> None:
-        """Forget a broken connection (only if it is still the current one) and shut it down."""
+    def _release(self, cluster: Any) -> None:
+        with self._lock:
+            left = self._users[id(cluster)] - 1
+            if left:
+                self._users[id(cluster)] = left
+                return
+            del self._users[id(cluster)]
+            if cluster is self._cluster:
+                return
+        cluster.shutdown()   # retired, and this was its last call in flight
+
+    def _retire(self, cluster: Any) -> None:
+        """Stop handing out this client; shut it down once no call uses it any more.
+
+        Shutting a client down under another thread's open ioctx or image would crash librados
+        (use after free), hence the count of calls in flight.
+        """
         with self._lock:
             if self._cluster is not cluster:
                 return
             self._cluster = None
-        try:
-            cluster.shutdown()
-        except Exception:  # it is broken already; nothing to report
-            pass
+            if id(cluster) in self._users:
+                return
+        cluster.shutdown()
 
     def close(self) -> None:
         with self._lock:
-            cluster, self._cluster = self._cluster, None
+            cluster = self._cluster
         if cluster is not None:
-            cluster.shutdown()
+            self._retire(cluster)
 
     @contextmanager
     def _call(self, what: str, exists: str | None = None, missing: str | None = None,
@@ -328,7 +346,7 @@ class CephStorage(Storage):
         `missing`/`exists`/`busy` override the message for ENOENT/EEXIST/EBUSY (e.g. naming the
         target of a rename rather than its source).
         """
-        cluster = self._connect()
+        cluster = self._acquire()
         try:
             yield cluster
         except StorageError:
@@ -341,9 +359,14 @@ class CephStorage(Storage):
                 raise
             code = _errno_of(exc)
             detail = str(exc)
-            if isinstance(exc, rados.ConnectionShutdown | rbd.ConnectionShutdown) or code in _UNAVAILABLE:
-                self._drop(cluster)
-                raise StorageUnavailable(f"{what}: the Ceph cluster did not answer ({detail})") from None
+            if isinstance(exc, rados.ConnectionShutdown | rbd.ConnectionShutdown) or code in _BROKEN:
+                # our session is gone (e.g. we were blocklisted): the next call connects afresh
+                self._retire(cluster)
+                raise StorageUnavailable(
+                    f"{what}: lost the connection to the Ceph cluster ({detail})") from None
+            if code in _UNAVAILABLE:
+                raise StorageUnavailable(
+                    f"{what}: the Ceph cluster did not answer in time ({detail})") from None
             if code == errno.ENOENT:
                 raise StorageNotFound(missing or f"{what}: not found") from None
             if code == errno.EEXIST:
@@ -351,6 +374,8 @@ class CephStorage(Storage):
             if code == errno.EBUSY and busy:
                 raise StorageError(busy) from None
             raise StorageError(f"{what}: {detail}") from None
+        finally:
+            self._release(cluster)
 
     @contextmanager
     def _ioctx(self, pool: str, what: str | None = None) -> Iterator[Any]:
@@ -372,13 +397,9 @@ class CephStorage(Storage):
         """The open image (read-only opens register no watch); (ioctx, image) if `with_ioctx`."""
         import rbd
 
-        with self._ioctx(pool) as ioctx:
-            try:
-                image = rbd.Image(ioctx, name, read_only=read_only)
-            except rbd.ImageNotFound:
-                raise StorageNotFound(f"volume {pool}/{name}: not found") from None
-            with image:
-                yield (ioctx, image) if with_ioctx else image
+        with self._ioctx(pool) as ioctx, self._call(f"volume {pool}/{name}"), \
+                rbd.Image(ioctx, name, read_only=read_only) as image:
+            yield (ioctx, image) if with_ioctx else image
 
     # ---- cluster -----------------------------------------------------------------------------
 
@@ -402,7 +423,7 @@ class CephStorage(Storage):
             raise StorageNotFound(f"{label}: not found ({detail})")
         if code == errno.EEXIST:
             raise StorageExists(f"{label}: already exists ({detail})")
-        if code in _UNAVAILABLE:
+        if code in _UNAVAILABLE or code in _BROKEN:
             raise StorageUnavailable(f"{label}: the Ceph cluster did not answer ({detail})")
         raise StorageError(f"{label}: {detail} ({errno.errorcode.get(code, code)})")
 
@@ -617,10 +638,12 @@ class CephStorage(Storage):
         if virtual > size:
             raise StorageError(f"{what}: the image {path} is larger than the volume "
                                f"({virtual} > {size} bytes)")
-        target = ":".join(["rbd", f"{_qemu_rbd_escape(pool)}/{_qemu_rbd_escape(name)}",
-                           f"id={_qemu_rbd_escape(self.client_user)}",
-                           f"conf={_qemu_rbd_escape(self.conffile)}",
-                           f"keyring={_qemu_rbd_escape(self.keyring)}"])
+        # the keyring is a file path: no secret ever appears on a command line
+        parts = ["rbd", f"{_qemu_rbd_escape(pool)}/{_qemu_rbd_escape(name)}",
+                 f"id={_qemu_rbd_escape(self.client_user)}", f"conf={_qemu_rbd_escape(self.conffile)}"]
+        if os.path.exists(self.keyring):
+            parts.append(f"keyring={_qemu_rbd_escape(self.keyring)}")
+        target = ":".join(parts)
         cmd = ["qemu-img", "convert", "-f", image_format, "-O", "raw", "-n", path, target]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=None, check=False)
