@@ -7,6 +7,7 @@ holds for CephStorage too. Then the fake's own hooks (failure injection, set-up 
 
 from __future__ import annotations
 
+import calendar
 import io
 import os
 import re
@@ -18,7 +19,9 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 
+from pvc.adapters import ceph as ceph_module
 from pvc.adapters.ceph import (
+    CephStorage,
     Locker,
     Storage,
     StorageError,
@@ -471,3 +474,78 @@ def test_tier_rule_for_added_device_class(fake: FakeStorage) -> None:
     fake.add_osd("hv1", "ssd")
     assert fake.ensure_tier_rule("ssd") == "ssd_tier"
     assert "ssd" in fake.mon_command("df")["stats_by_class"]
+
+
+# ================================================ CephStorage's own logic, without a cluster
+
+class _StubClient:
+    def __init__(self) -> None:
+        self.shut = False
+
+    def shutdown(self) -> None:
+        self.shut = True
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CephStorage:
+    """A CephStorage whose 'connections' are stubs (counted), for the connection lifecycle."""
+    storage = CephStorage(str(tmp_path / "ceph.conf"), str(tmp_path / "keyring"))
+    made: list[_StubClient] = []
+
+    def client() -> _StubClient:
+        made.append(_StubClient())
+        return made[-1]
+
+    monkeypatch.setattr(storage, "_client", client)
+    storage.made = made  # type: ignore[attr-defined]
+    return storage
+
+
+def test_ceph_not_configured(tmp_path: Path) -> None:
+    storage = CephStorage(str(tmp_path / "ceph.conf"), str(tmp_path / "keyring"))
+    with pytest.raises(StorageUnavailable, match="not configured"):
+        storage.list_pools()
+
+
+def test_ceph_errors_map_to_classes(offline: CephStorage) -> None:
+    rados = pytest.importorskip("rados")
+    rbd = pytest.importorskip("rbd")
+    cases: list[tuple[Exception, type[StorageError], str]] = [
+        (rbd.ImageNotFound("x", errno=2), StorageNotFound, "volume vms/a: not found"),
+        (rbd.ImageExists("x", errno=17), StorageExists, "volume vms/a: already exists"),
+        (rados.TimedOut("x", errno=110), StorageUnavailable, "volume vms/a: the Ceph cluster did not answer"),
+        (rbd.InvalidArgument("x", errno=22), StorageError, "volume vms/a: [errno 22]"),
+    ]
+    for exc, cls, message in cases:
+        with pytest.raises(cls) as err, offline._call("volume vms/a"):
+            raise exc
+        assert type(err.value) is cls and err.value.message.startswith(message)
+    assert len(offline.made) == 1   # none of those drops the connection
+    with pytest.raises(ValueError), offline._call("volume vms/a"):
+        raise ValueError("not ours: passes through")
+
+
+def test_ceph_broken_session_reconnects_after_the_last_call(offline: CephStorage) -> None:
+    rbd = pytest.importorskip("rbd")
+    with offline._call("outer") as first:
+        # another thread's call is still using the client when this one finds the session gone
+        with pytest.raises(StorageUnavailable, match="lost the connection"), offline._call("volume vms/a"):
+            raise rbd.ConnectionShutdown("x", errno=108)
+        assert not first.shut   # shutting it down now would pull it from under "outer"
+        with offline._call("next") as second:
+            assert second is not first
+    assert first.shut and not second.shut
+    offline.close()
+    assert second.shut
+    with offline._call("after close") as third:
+        assert third is not second
+
+
+def test_ceph_helpers() -> None:
+    import datetime
+
+    assert ceph_module._ctime(datetime.datetime(2026, 11, 2, 15, 31, 50)) == time.ctime(
+        calendar.timegm((2026, 11, 2, 15, 31, 50, 0, 0, 0)))
+    assert ceph_module._names(61, ceph_module._FEATURES) == [
+        "layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"]
+    assert ceph_module._qemu_rbd_escape("/etc/ceph:x") == "/etc/ceph\\:x"

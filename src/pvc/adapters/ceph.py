@@ -498,8 +498,9 @@ class CephStorage(Storage):
             self._mon("osd pool application enable", {"pool": name, "app": "rbd"}, "json", what)
             import rbd
 
-            with self._ioctx(name) as ioctx, self._call(what):
-                rbd.RBD().pool_init(ioctx, True)
+            if hasattr(rbd.RBD, "pool_init"):   # `rbd pool init` (since Luminous)
+                with self._ioctx(name) as ioctx, self._call(what):
+                    rbd.RBD().pool_init(ioctx, True)
         except StorageError:
             # changes nothing: a half-made pool would block a retry with "already exists"
             try:
