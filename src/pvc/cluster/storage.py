@@ -570,12 +570,17 @@ def _delete_volume_docs(zk: ZK, pool: str, name: str) -> None:
 
 
 def _move(zk: ZK, creates: list[tuple[str, Any]], deletes: list[str]) -> None:
-    """One transaction: create each (path, doc) in order, then delete the old paths (children first),
-    so a rename is never half done in ZooKeeper."""
+    """One transaction: write each (path, doc) in order, then delete the old paths (children first),
+    so a rename is never half done in ZooKeeper. A new path that exists already (the primary's
+    storage monitor may have registered the renamed volume meanwhile) is overwritten."""
     def once() -> list[Any]:
         tx = zk.transaction()
         for path, doc in creates:
-            tx.create(path, b"" if doc is None else encode(doc))
+            data = b"" if doc is None else encode(doc)
+            if zk.client.exists(path) is None:
+                tx.create(path, data)
+            elif doc is not None:
+                tx.set_data(path, data)
         for path in deletes:
             tx.delete(path)
         return list(tx.commit())

@@ -427,7 +427,7 @@ def volume_modify(pool: str, volume: str, params: VolumeModifyInputs = inputs(Vo
 
 @router.delete("/ceph/volume/{pool}/{volume}", summary="Remove RBD volume {volume} from pool {pool} (not "
                                                        "while a VM uses it)",
-               responses=responses(Message, 200, *NOT_FOUND))
+               responses=responses(Message, 200, 400, *NOT_FOUND))
 def volume_remove(pool: str, volume: str, zk: ZK = Depends(get_zk),
                   storage: Storage = Depends(get_storage)) -> JSONResponse:
     return message(st.remove_volume(zk, storage, pool, volume))
@@ -435,7 +435,7 @@ def volume_remove(pool: str, volume: str, zk: ZK = Depends(get_zk),
 
 @router.post("/ceph/volume/{pool}/{volume}/scan", summary="Read RBD volume {volume} in pool {pool} from Ceph "
                                                            "into PVC (e.g. after an import)",
-             responses=responses(Message, 200, *NOT_FOUND))
+             responses=responses(Message, 200, 400, *NOT_FOUND))
 def volume_scan(pool: str, volume: str, zk: ZK = Depends(get_zk),
                 storage: Storage = Depends(get_storage)) -> JSONResponse:
     return message(st.scan_volume(zk, storage, pool, volume))
@@ -505,7 +505,7 @@ def snapshot_get(pool: str, volume: str, snapshot: str, zk: ZK = Depends(get_zk)
 
 
 @router.post(SNAPSHOT, summary=f"Create snapshot {{snapshot}} {OF}",
-             responses=responses(Message, 200, *NOT_FOUND))
+             responses=responses(Message, 200, 400, *NOT_FOUND))
 def snapshot_add_named(pool: str, volume: str, snapshot: str, zk: ZK = Depends(get_zk),
                        storage: Storage = Depends(get_storage)) -> JSONResponse:
     return message(st.add_snapshot(zk, storage, pool, volume, snapshot))
@@ -520,7 +520,7 @@ def snapshot_rename(pool: str, volume: str, snapshot: str,
 
 
 @router.delete(SNAPSHOT, summary=f"Remove snapshot {{snapshot}} {OF}",
-               responses=responses(Message, 200, *NOT_FOUND))
+               responses=responses(Message, 200, 400, *NOT_FOUND))
 def snapshot_remove(pool: str, volume: str, snapshot: str, zk: ZK = Depends(get_zk),
                     storage: Storage = Depends(get_storage)) -> JSONResponse:
     return message(st.remove_snapshot(zk, storage, pool, volume, snapshot))
@@ -528,7 +528,7 @@ def snapshot_remove(pool: str, volume: str, snapshot: str, zk: ZK = Depends(get_
 
 @router.post(SNAPSHOT + "/rollback", summary="Roll RBD volume {volume} in pool {pool} back to snapshot "
                                              "{snapshot} (its VMs must be stopped)",
-             responses=responses(Message, 200, *NOT_FOUND))
+             responses=responses(Message, 200, 400, *NOT_FOUND))
 def snapshot_rollback(pool: str, volume: str, snapshot: str, zk: ZK = Depends(get_zk),
                       storage: Storage = Depends(get_storage)) -> JSONResponse:
     return message(st.rollback_snapshot(zk, storage, pool, volume, snapshot))
