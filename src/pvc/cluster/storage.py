@@ -775,15 +775,20 @@ def _wait_task(zk: ZK, task: TaskRecord, timeout: float) -> TaskRecord | None:
         time.sleep(POLL_INTERVAL)
 
 
-def rename_volume(zk: ZK, storage: Storage, pool: str, name: str, new_name: str) -> str:
-    """Rename a volume no VM uses; its snapshot documents move with it (one transaction)."""
+def rename_volume(zk: ZK, storage: Storage, pool: str, name: str, new_name: str,
+                  allow_vm: str | None = None) -> str:
+    """Rename a volume no VM uses; its snapshot documents move with it (one transaction).
+
+    `allow_vm` (a VM uuid) skips that VM in the in-use check, for renaming a VM with its volumes
+    (the caller then points the VM's definition at the new name).
+    """
     check_name(new_name, "new_name")
     get_volume(zk, pool, name)
     if new_name == name:
         raise InvalidInput(f'new_name: RBD volume "{name}" already has that name')
     if zk.exists(schema.volume(pool, new_name)):
         raise Conflict(f'Volume "{new_name}" already exists in pool "{pool}".')
-    _refuse_in_use(zk, pool, name, "rename")
+    _refuse_in_use(zk, pool, name, "rename", allow_vm)
     with ceph(f'rename RBD volume "{name}" to "{new_name}" in pool "{pool}"'):
         storage.rename_volume(pool, name, new_name)
     stats = _volume_info(storage, pool, new_name)
