@@ -367,7 +367,11 @@ def test_volume_in_use_by_a_vm(client: TestClient, zk: ZK, fake: FakeStorage) ->
     assert fake.list_volumes("vms") == ["web1_sda"] and fake.volume_info("vms", "web1_sda")["size"] == 2 * GIB
     from pvc.cluster import storage as storage_mod
     assert storage_mod.volumes_in_use(zk) == {"vms/web1_sda": "web1"}
-    # the VM's own removal may take its disk (allow_vm)
+    # the VM's own rename and removal may take its disk along (allow_vm)
+    text = storage_mod.rename_volume(zk, fake, "vms", "web1_sda", "web2_sda", allow_vm=record.uuid)
+    assert text.startswith("Renamed") and fake.list_volumes("vms") == ["web2_sda"]
+    assert zk.exists(schema.snapshot("vms", "web2_sda", "before"))
+    storage_mod.rename_volume(zk, fake, "vms", "web2_sda", "web1_sda", allow_vm=record.uuid)
     assert "Removed" in storage_mod.remove_volume(zk, fake, "vms", "web1_sda", allow_vm=record.uuid)
     assert fake.list_volumes("vms") == []
 
