@@ -241,14 +241,18 @@ def ceph_root() -> JSONResponse:
     return ok(None)
 
 
+NO_REPORT = {503: {"description": "No Ceph report yet (the primary writes one every keepalive once it can "
+                                  "reach Ceph), or ZooKeeper is unavailable", "model": Message}}
+
+
 @router.get("/ceph/status", summary="Return the status of the Ceph cluster (`ceph status` text)",
-            responses=responses(CephReport, 200))
+            responses={**responses(CephReport, 200), **NO_REPORT})
 def ceph_status(zk: ZK = Depends(get_zk)) -> JSONResponse:
     return ok(st.ceph_report(zk, "status"))
 
 
 @router.get("/ceph/utilization", summary="Return the utilization of the Ceph cluster (`ceph df` text)",
-            responses=responses(CephReport, 200))
+            responses={**responses(CephReport, 200), **NO_REPORT})
 def ceph_utilization(zk: ZK = Depends(get_zk)) -> JSONResponse:
     return ok(st.ceph_report(zk, "utilization"))
 
