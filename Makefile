@@ -28,6 +28,7 @@ bench: install
 	$(PY) bench/election.py
 	$(PY) bench/api_node_list.py
 	$(PY) bench/lab_up.py
+	$(PY) bench/storage_ops.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis src/*.egg-info

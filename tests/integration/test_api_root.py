@@ -138,6 +138,22 @@ def test_openapi_document_describes_routes(api: Api) -> None:
         "/api/v1/vm/{vm}/state": {"get", "post"}, "/api/v1/vm/{vm}/node": {"get", "post"},
         "/api/v1/vm/{vm}/locks": {"post"}, "/api/v1/vm/{vm}/rename": {"post"},
         "/api/v1/vm/{vm}/console": {"get"}, "/api/v1/vm/{vm}/device": {"post", "delete"},
+        "/api/v1/storage": {"get"}, "/api/v1/storage/ceph": {"get"}, "/api/v1/storage/ceph/status": {"get"},
+        "/api/v1/storage/ceph/utilization": {"get"}, "/api/v1/storage/ceph/benchmark": {"get", "post"},
+        "/api/v1/storage/ceph/option": {"post"}, "/api/v1/storage/ceph/osddb": {"post"},
+        "/api/v1/storage/ceph/osd": {"get", "post"},
+        "/api/v1/storage/ceph/osd/{osdid}": {"get", "post", "put", "delete"},
+        "/api/v1/storage/ceph/osd/{osdid}/state": {"get", "post"},
+        "/api/v1/storage/ceph/pool": {"get", "post"},
+        "/api/v1/storage/ceph/pool/{pool}": {"get", "post", "put", "delete"},
+        "/api/v1/storage/ceph/volume": {"get", "post"},
+        "/api/v1/storage/ceph/volume/{pool}/{volume}": {"get", "post", "put", "delete"},
+        "/api/v1/storage/ceph/volume/{pool}/{volume}/scan": {"post"},
+        "/api/v1/storage/ceph/volume/{pool}/{volume}/clone": {"post"},
+        "/api/v1/storage/ceph/volume/{pool}/{volume}/upload": {"post"},
+        "/api/v1/storage/ceph/snapshot": {"get", "post"},
+        "/api/v1/storage/ceph/snapshot/{pool}/{volume}/{snapshot}": {"get", "post", "put", "delete"},
+        "/api/v1/storage/ceph/snapshot/{pool}/{volume}/{snapshot}/rollback": {"post"},
     }
     assert {p: set(ops) for p, ops in paths.items()} == expected
     for path, ops in paths.items():

@@ -36,6 +36,7 @@ from pvc.adapters.ceph import (
     StorageNotFound,
     StorageUnavailable,
 )
+from pvc.adapters.osd import OsdError, parse_file_device
 from pvc.cluster import tasks as tasks_mod
 from pvc.cluster import vms as vms_mod
 from pvc.cluster.common import limit_matcher
@@ -164,18 +165,26 @@ def check_osd_id(osd_id: str | int, field: str = "osd") -> int:
 
 
 def check_device(device: str | None, field: str = "device") -> str:
-    """A block device path (/dev/...) or a detect string (detect:NAME:SIZE:INDEX)."""
+    """A block device path (/dev/...), a detect string (detect:NAME:SIZE:INDEX), or a file-backed
+    device (file:PATH[:SIZE]) for nodes that run OSDs directly (the lab, hosts without LVM)."""
     text = (device or "").strip()
     if not text:
         raise InvalidInput(f"{field}: a block device is required (e.g. /dev/sdb or detect:INTEL:800G:0)")
     if any(ch.isspace() or not ch.isprintable() for ch in text) or len(text) > 255:
         raise InvalidInput(f"{field}: '{text}' is not a block device path or detect string")
+    if text.startswith("file:"):
+        try:
+            parse_file_device(text, "/")
+        except OsdError as exc:
+            raise InvalidInput(f"{field}: {exc}") from None
+        return text
     if text.startswith("detect:"):
         if len(text.split(":")) != 4 or not all(text.split(":")[1:]):
             raise InvalidInput(f"{field}: '{text}' is not a detect string (detect:NAME:SIZE:INDEX)")
         return text
     if not text.startswith("/dev/") or "/../" in text or text.endswith("/.."):
-        raise InvalidInput(f"{field}: '{text}' is not a block device path (/dev/...) or detect string")
+        raise InvalidInput(f"{field}: '{text}' is not a block device path (/dev/...), detect string or "
+                           f"file:PATH[:SIZE]")
     return text
 
 

@@ -10,9 +10,8 @@ Fixed upstream defects (pvc-facts §13): a comma-separated `limit` on define is 
 (§13.5); the state and meta GETs cannot fail (§13.4); rename updates the name index and keeps
 the volume list consistent (§13.8).
 
-Storage (RBD volumes) arrives with a later issue: removing a VM's disks and renaming volumes
-named after a VM need it, so `remove(delete_disks=True)` of a VM with volumes is refused for now
-and `rename` leaves volume names (and the disk sources in the XML) as they are.
+Operations that also change RBD volumes (remove with disks, rename with volumes) are in
+pvc.cluster.vm_storage, which joins this module and pvc.cluster.storage.
 """
 
 from __future__ import annotations
@@ -830,17 +829,24 @@ def _swap_name(zk: ZK, uuid: str, fn: Callable[[VMRecord], VMRecord], attempts: 
     raise Conflict(f"VM {uuid}: too many concurrent updates, try again")
 
 
-def rename(zk: ZK, vm: str, new_name: str) -> str:
-    """Rename a stopped VM. Volume names (and the XML's disk sources) stay as they are until the
-    storage subsystem can rename volumes; the console log path follows the new name."""
+def check_rename(zk: ZK, record: VMRecord, new_name: str) -> None:
     check_vm_name(new_name, "new_name")
-    record = get_vm(zk, vm)
     if record.state not in RENAME_STATES:
         raise Conflict(f'VM "{record.name}" is not in stopped state; VMs cannot be renamed while running.')
     if new_name == record.name:
         raise InvalidInput(f"new_name: VM is already named '{new_name}'")
     if zk.exists(schema.vm_name(new_name)):
         raise Conflict(f'A VM named "{new_name}" already exists in the cluster.')
+
+
+def rename(zk: ZK, vm: str, new_name: str, rename_volumes: bool = False) -> str:
+    """Rename a stopped VM; the console log path follows the new name.
+
+    Volumes named `<old>_*` are renamed in the XML only with rename_volumes, once their RBD images
+    have been renamed (pvc.cluster.vm_storage.rename does both); otherwise the disks stay as they are.
+    """
+    record = get_vm(zk, vm)
+    check_rename(zk, record, new_name)
 
     def apply(current: VMRecord) -> VMRecord:
         if current.state not in RENAME_STATES:
@@ -849,10 +855,10 @@ def rename(zk: ZK, vm: str, new_name: str) -> str:
         xml = domainxml.rename(current.xml, new_name)
         old_domain = domainxml.parse(current.xml)
         new_domain = domainxml.parse(xml)
-        if new_domain.rbd_volumes != old_domain.rbd_volumes:
-            # domainxml.rename also renames <old>_* volumes; their RBD images are not renamed yet.
+        if not rename_volumes and new_domain.rbd_volumes != old_domain.rbd_volumes:
             xml = domainxml.render(dataclasses.replace(new_domain, disks=old_domain.disks))
-        return current.model_copy(update={"name": new_name, "xml": xml})
+        return current.model_copy(update={"name": new_name, "xml": xml,
+                                          "rbd_volumes": domainxml.parse(xml).rbd_volumes})
 
     _swap_name(zk, record.uuid, apply)
     return f'Successfully renamed VM "{record.name}" to "{new_name}".'
@@ -874,19 +880,6 @@ def undefine(zk: ZK, vm: str, timeout: float = STOP_TIMEOUT) -> str:
     record = _stop_and_wait(zk, get_vm(zk, vm), timeout)
     _delete(zk, record.uuid)
     return f'Undefined VM "{record.name}" from the cluster.'
-
-
-def remove(zk: ZK, vm: str, delete_disks: bool = False, timeout: float = STOP_TIMEOUT) -> str:
-    """Undefine, and with delete_disks also remove the VM's volumes (needs storage: refused)."""
-    record = get_vm(zk, vm)
-    if delete_disks and record.rbd_volumes:
-        raise Conflict(f'VM "{record.name}" has volumes ({", ".join(record.rbd_volumes)}); volume removal '
-                       f"needs the storage subsystem, which this cluster does not have yet. Nothing was "
-                       f"changed; undefine without delete_disks to keep the volumes.")
-    text = undefine(zk, vm, timeout)
-    if delete_disks:
-        return f'Removed VM "{record.name}" and its disks from the cluster.'
-    return text
 
 
 def _subtree(zk: ZK, path: str) -> list[str]:

@@ -1,5 +1,6 @@
 """VM routes (pvc-facts §8.3): define, list, inspect, modify, states, migration, metadata, tags,
-console, rename, lock flush and device hot-plug. Backups, snapshots and mirrors come later.
+console, rename (with volumes named after the VM), lock flush and device hot-plug. Backups,
+snapshots and mirrors come later.
 
 Decisions and writes live in pvc.cluster.vms; these routes only parse inputs, call it, and shape
 answers as PVC clients expect (element GETs are one-element arrays; an empty list is a 404).
@@ -17,13 +18,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
+from pvc.adapters.ceph import Storage
 from pvc.api.auth import require_auth
-from pvc.api.common import get_zk, ok, responses, task_accepted
+from pvc.api.common import get_storage, get_zk, ok, responses, task_accepted
 from pvc.api.errors import message
 from pvc.api.models import VM, Message, TaskAccepted, VMLog, VMMeta, VMNode, VMState, VMTags
 from pvc.api.params import Bool, Inputs, inputs
 from pvc.cluster import nodes as nodes_mod
 from pvc.cluster import tasks as tasks_mod
+from pvc.cluster import vm_storage
 from pvc.cluster import vms as vms_mod
 from pvc.core.errors import NotFound
 from pvc.core.zk import ZK
@@ -188,9 +191,10 @@ def vm_modify(vm: str, params: ModifyInputs = inputs(ModifyInputs), zk: ZK = Dep
 
 @router.delete("/{vm}", summary="Undefine VM {vm} (stopping it first), or remove it with its disks",
                responses=responses(Message, 200, *VM_404))
-def vm_delete(vm: str, params: DeleteInputs = inputs(DeleteInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
+def vm_delete(vm: str, params: DeleteInputs = inputs(DeleteInputs), zk: ZK = Depends(get_zk),
+              storage: Storage = Depends(get_storage)) -> JSONResponse:
     if params.delete_disks:
-        return message(vms_mod.remove(zk, vm, delete_disks=True))
+        return message(vm_storage.remove_with_disks(zk, storage, vm))
     return message(vms_mod.undefine(zk, vm))
 
 
@@ -284,8 +288,9 @@ def vm_console(vm: str, params: ConsoleInputs = inputs(ConsoleInputs),
 
 
 @router.post("/{vm}/rename", summary="Rename (stopped) VM {vm}", responses=responses(Message, 200, *VM_404))
-def vm_rename(vm: str, params: RenameInputs = inputs(RenameInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return message(vms_mod.rename(zk, vm, params.new_name))
+def vm_rename(vm: str, params: RenameInputs = inputs(RenameInputs), zk: ZK = Depends(get_zk),
+              storage: Storage = Depends(get_storage)) -> JSONResponse:
+    return message(vm_storage.rename(zk, storage, vm, params.new_name))
 
 
 @router.post("/{vm}/device", summary="Hot-attach a device to (running) VM {vm} on its node",
