@@ -51,6 +51,10 @@ def uvicorn_config(settings: Settings, app: object) -> uvicorn.Config:
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=10,
+        # uvicorn's 5 s default closes idle keep-alive connections while clients (the CLI's
+        # session, scripts) may still reuse them: a POST sent on a just-closed connection fails
+        # with "connection aborted" and is not retried. 75 s is the common server default.
+        timeout_keep_alive=75,
     )
 
 

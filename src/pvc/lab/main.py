@@ -76,24 +76,34 @@ def _lab_exists(name: str) -> bool:
 DEMO_VM = "demo1"
 
 
+DEMO_DISK = f"{DEMO_VM}_root"
+
+
 def demo_xml(plan: LabPlan) -> str:
-    """The demo VM: the lab's tiny guest booted from its kernel and initramfs (no disk needed)."""
+    """The demo VM: the tiny guest's kernel and initramfs, with its root filesystem on an RBD
+    volume (a clone of the guest disk). Only pool/volume is given: each node adds the monitors
+    and its libvirt Ceph secret when it starts the VM."""
     files = plan.extra["guest_files"]
     assert isinstance(files, dict)
     return f"""<domain type='kvm'>
   <name>{DEMO_VM}</name>
   <uuid>{uuid.uuid4()}</uuid>
-  <description>pvc-lab demo VM (tiny guest)</description>
+  <description>pvc-lab demo VM (tiny guest, root on RBD)</description>
   <memory unit='MiB'>128</memory>
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{files["kernel"]}</kernel>
     <initrd>{files["initrd"]}</initrd>
-    <cmdline>console=ttyS0 panic=-1 quiet vmname={DEMO_VM} vmdhcp=0</cmdline>
+    <cmdline>console=ttyS0 panic=-1 quiet vmname={DEMO_VM} vmdhcp=0 vmroot=/dev/vda</cmdline>
   </os>
   <features><acpi/></features>
   <devices>
+    <disk type='network' device='disk'>
+      <driver name='qemu' type='raw' cache='none' event_idx='off'/>
+      <source protocol='rbd' name='{BASE_POOL}/{DEMO_DISK}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
     <serial type='pty'><target port='0'/></serial>
     <console type='pty'><target type='serial' port='0'/></console>
     <memballoon model='none'/>
@@ -102,23 +112,41 @@ def demo_xml(plan: LabPlan) -> str:
 
 
 def boot_demo(plan: LabPlan) -> str:
-    """Define and start the demo VM through the API; wait for the guest's boot marker."""
+    """Clone the guest disk, define and start the demo VM through the API; wait until it runs
+    from its RBD root."""
     with _api(plan) as api:
         api.timeout = httpx.Timeout(120)
-        response = api.post("/vm", data={"xml": demo_xml(plan), "selector": "mem"})
-        if response.status_code != 200:
-            raise LabError(f"defining the demo VM failed: {response.text}")
-        response = api.post(f"/vm/{DEMO_VM}/state", params={"state": "start"})
-        if response.status_code != 200:
-            raise LabError(f"starting the demo VM failed: {response.text}")
+        steps = [
+            # registers the base image imported during `up` without waiting for the stats pass
+            ("POST", f"/storage/ceph/volume/{BASE_POOL}/{BASE_IMAGE}/scan", {}, {}),
+            ("POST", f"/storage/ceph/volume/{BASE_POOL}/{BASE_IMAGE}/clone", {"new_volume": DEMO_DISK}, {}),
+            ("POST", "/vm", {}, {"xml": demo_xml(plan), "selector": "mem"}),
+            ("POST", f"/vm/{DEMO_VM}/state", {"state": "start"}, {}),
+        ]
+        for method, path, params, data in steps:
+            response = _call_retrying(api, method, path, params, data)
+            if response.status_code != 200:
+                raise LabError(f"demo VM: {method} {path} failed: {response.text}")
 
         def booted() -> str | None:
             console = api.get(f"/vm/{DEMO_VM}/console", params={"lines": 200})
-            if console.status_code == 200 and "PVC-GUEST-BOOT-OK" in console.json().get("data", ""):
+            text = console.json().get("data", "") if console.status_code == 200 else ""
+            if "PVC-GUEST-ROOT dev=/dev/vda" in text and "PVC-GUEST-BOOT-OK" in text:
                 return str(api.get(f"/vm/{DEMO_VM}").json()[0]["node"])
             return None
 
-        return str(proc.wait_until(booted, 180, "the demo VM's boot marker", interval=1))
+        return str(proc.wait_until(booted, 180, "the demo VM's boot marker (root on RBD)", interval=1))
+
+
+def _call_retrying(api: httpx.Client, method: str, path: str, params: dict[str, str],
+                   data: dict[str, str]) -> httpx.Response:
+    """One API call; a 503 (Ceph not yet reachable from a just-elected primary) is retried."""
+    deadline = time.monotonic() + 60
+    while True:
+        response = api.request(method, path, params=params, data=data or None)
+        if response.status_code != 503 or time.monotonic() > deadline:
+            return response
+        time.sleep(1)
 
 
 def lab_up(name: str, nodes: int, demo: bool = False) -> LabPlan:

@@ -111,6 +111,7 @@ class NodeDaemon:
         self.zk.add_listener(self._on_session)
         self.register()
         self.zk.client.DataWatch(schema.node(self.name), self._on_doc)
+        self._start_direct_osds()
         self._storage_keepalive()        # the ceph secret, early (VM starts also ensure it)
         if self.vms is not None:
             # Adopts whatever libvirtd still runs: a daemon restart never restarts or stops a VM.
@@ -358,6 +359,23 @@ class NodeDaemon:
         if result:
             self.vm_figures = result
         return result
+
+    def _start_direct_osds(self) -> None:
+        """Without systemd nothing else brings this node's OSDs back after a reboot: start the
+        direct-mode OSDs that have a data dir here and are not running (a no-op for running ones)."""
+        if not self.settings.subsystem.enable_storage or self.settings.storage.osd_service != "direct":
+            return
+        from pvc.adapters.osd import OsdError, service_for
+
+        service = service_for(self.settings)
+        for osd_id in service.known_osds():  # type: ignore[attr-defined]
+            if service.running(osd_id):
+                continue
+            try:
+                service.start(osd_id)
+                log.info("started OSD %d (direct mode)", osd_id)
+            except OsdError as exc:
+                log.error("could not start OSD %d: %s", osd_id, exc)
 
     def _storage_keepalive(self) -> None:
         """Storage work of this keepalive, in its own thread: the ceph secret until it is defined
