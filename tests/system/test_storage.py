@@ -99,9 +99,11 @@ def test_pool_volume_and_snapshot_operations(lab: LabPlan, api: httpx.Client, po
     assert info["name"] == POOL and info["pgs"] == 8
 
     call(api, "POST", "/storage/ceph/volume", params={"pool": POOL, "volume": "vol1", "size": "8M"})
-    assert volumes(api)["vol1"]["stats"]["size"] == 8 * MIB
+    assert volumes(api)["vol1"]["stats"]["size"] == "8M"  # human-readable, as upstream
+    assert ceph.rbd(lab, "info", f"{POOL}/vol1", json_out=True)["size"] == 8 * MIB
     call(api, "PUT", f"/storage/ceph/volume/{POOL}/vol1", params={"new_size": "16M"})
-    assert volumes(api)["vol1"]["stats"]["size"] == 16 * MIB
+    assert volumes(api)["vol1"]["stats"]["size"] == "16M"
+    assert ceph.rbd(lab, "info", f"{POOL}/vol1", json_out=True)["size"] == 16 * MIB
     call(api, "PUT", f"/storage/ceph/volume/{POOL}/vol1", params={"new_name": "vol2"})
     call(api, "POST", f"/storage/ceph/volume/{POOL}/vol2/clone", params={"new_volume": "vol3"})
     assert sorted(volumes(api)) == ["vol2", "vol3"]
@@ -133,7 +135,7 @@ def test_pool_volume_and_snapshot_operations(lab: LabPlan, api: httpx.Client, po
             api.post("/storage/ceph/volume", params={"pool": POOL, "volume": "bad", "size": size}), *words
         )
     for name in ("a b", "a@b"):
-        refused(api.post("/storage/ceph/volume", params={"pool": POOL, "volume": name, "size": "1M"}), "name")
+        refused(api.post("/storage/ceph/volume", params={"pool": POOL, "volume": name, "size": "1M"}), name)
     refused(
         api.post("/storage/ceph/volume", params={"pool": "nosuchpool", "volume": "x", "size": "1M"}),
         "nosuchpool",
@@ -300,14 +302,15 @@ def test_pvc_added_osd(lab: LabPlan, api: httpx.Client) -> None:
         "the new OSD listed", lambda: {o["id"] for o in call(api, "GET", "/storage/ceph/osd")} - before, 60
     )
     (osd_id,) = new
-    osd = call(api, "GET", f"/storage/ceph/osd/{osd_id}")[0]
-    assert osd["stats"]["node"] == "hv3"
+    # its figures come with the primary's next stats pass
+    wait(
+        "the OSD's stats",
+        lambda: call(api, "GET", f"/storage/ceph/osd/{osd_id}")[0]["stats"].get("node") == "hv3",
+        30,
+    )
     wait(
         "the OSD up and in",
-        lambda: (
-            call(api, "GET", f"/storage/ceph/osd/{osd_id}/state")
-            in ({"up": 1, "in": 1}, [{"up": 1, "in": 1}])
-        ),
+        lambda: call(api, "GET", f"/storage/ceph/osd/{osd_id}/state") == {"id": osd_id, "up": 1, "in": 1},
         60,
     )
     result = wait_task(

@@ -58,6 +58,7 @@ MAX_OSDS_PER_DEVICE = 16
 BLOCK_RESIZE_TIMEOUT = 30.0
 POLL_INTERVAL = 0.2
 VM_STOPPED = ("stop", "disable", "fail")
+DF_LAG_WAIT = 10.0          # seconds to wait for a new pool to appear in `ceph df`
 OSD_PLACEHOLDER = "|"         # stats value until the first real statistics (pvc-facts §2.5)
 _UNITS = ("B", "K", "M", "G", "T", "P", "E", "Z", "Y", "R", "Q")
 _FORBIDDEN = {"/": "'/'", "@": "'@'", '"': "quotes", "'": "quotes", "\\": "'\\'"}
@@ -625,8 +626,14 @@ def pool_space(zk: ZK, storage: Storage, pool: str, doc: Mapping[str, Any] | Non
             return PoolSpace(int(stats["stored_bytes"]), int(stats["free_bytes"]))
         except (TypeError, ValueError):
             pass
-    with ceph(f'read the free space of pool "{pool}"'):
-        stats = df_stats(storage.mon_command("df"), pool)
+    # `ceph df` comes from the mgr, which learns of a new pool a second or two after it exists
+    deadline = time.monotonic() + DF_LAG_WAIT
+    while True:
+        with ceph(f'read the free space of pool "{pool}"'):
+            stats = df_stats(storage.mon_command("df"), pool)
+        if stats is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
     if stats is None:
         raise Conflict(f'Ceph reports no space figures for pool "{pool}"; is it still being created?')
     _set_stats(zk, schema.pool(pool), **stats)

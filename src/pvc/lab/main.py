@@ -117,8 +117,6 @@ def boot_demo(plan: LabPlan) -> str:
     with _api(plan) as api:
         api.timeout = httpx.Timeout(120)
         steps = [
-            # registers the base image imported during `up` without waiting for the stats pass
-            ("POST", f"/storage/ceph/volume/{BASE_POOL}/{BASE_IMAGE}/scan", {}, {}),
             ("POST", f"/storage/ceph/volume/{BASE_POOL}/{BASE_IMAGE}/clone", {"new_volume": DEMO_DISK}, {}),
             ("POST", "/vm", {}, {"xml": demo_xml(plan), "selector": "mem"}),
             ("POST", f"/vm/{DEMO_VM}/state", {"state": "start"}, {}),
@@ -197,6 +195,7 @@ def lab_up(name: str, nodes: int, demo: bool = False) -> LabPlan:
                                               if n["daemon_state"] == "run"]) == nodes, 120,
                                  "all nodes in run state"))
     step("readying the nodes", lambda: _ready_all(plan))
+    step("waiting for the primary's first Ceph statistics", lambda: _storage_registered(plan))
     step("adding the 'lab' connection to the pvc CLI", lambda: _add_connection(plan))
     plan.save()
     click.echo(f"Lab '{name}' is up in {step.total:.1f}s: {nodes} nodes, "
@@ -204,10 +203,24 @@ def lab_up(name: str, nodes: int, demo: bool = False) -> LabPlan:
                f"ZooKeeper at 127.0.0.1:{plan.zk_port}, guest base volume {BASE_POOL}/{BASE_IMAGE}.")
     if demo:
         node = step(f"booting the demo VM '{DEMO_VM}'", lambda: boot_demo(plan))
-        click.echo(f"Demo VM '{DEMO_VM}' runs on {node}: pvc -c {_conn_name(plan)} vm info {DEMO_VM}; "
-                   f"pvc -c {_conn_name(plan)} vm log {DEMO_VM}. (It boots from the tiny guest's kernel; "
-                   "provisioning it from a profile onto Ceph arrives with the provisioner.)")
+        conn = _conn_name(plan)
+        click.echo(f"Demo VM '{DEMO_VM}' runs on {node} with its root on RBD volume {BASE_POOL}/{DEMO_DISK}: "
+                   f"pvc -c {conn} vm info {DEMO_VM}; pvc -c {conn} vm log {DEMO_VM}.")
     return plan
+
+
+def _storage_registered(plan: LabPlan) -> None:
+    """Until the primary's stats pass has registered the pool (it waits two passes before it
+    trusts a new object) and Ceph status; then register the base image without waiting more."""
+    with _api(plan) as api:
+        def known() -> bool:
+            return all(api.get(path).status_code == 200
+                       for path in ("/storage/ceph/status", f"/storage/ceph/pool/{BASE_POOL}"))
+
+        proc.wait_until(known, 90, f"pool {BASE_POOL} in the API", interval=0.5)
+        response = _call_retrying(api, "POST", f"/storage/ceph/volume/{BASE_POOL}/{BASE_IMAGE}/scan", {}, {})
+        if response.status_code != 200:
+            raise LabError(f"registering {BASE_POOL}/{BASE_IMAGE}: {response.text}")
 
 
 def _ready_all(plan: LabPlan) -> None:

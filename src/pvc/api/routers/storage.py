@@ -58,8 +58,8 @@ Tier = Literal["default", "hdd", "ssd", "nvme"]
 UploadField = Annotated[Any, WithJsonSchema({"type": "string", "format": "binary"})]
 
 LIMIT_HELP = "A regex on the {what}; fuzzy unless anchored with ^ or $"
-DEVICE_HELP = ("The block device (e.g. /dev/sdb, /dev/disk/by-path/...) or a detect string "
-               "(detect:NAME:HUMAN-SIZE:INDEX)")
+DEVICE_HELP = ("The block device (e.g. /dev/sdb, /dev/disk/by-path/...), a detect string "
+               "(detect:NAME:HUMAN-SIZE:INDEX), or on nodes running OSDs directly a file (file:PATH[:SIZE])")
 FORCE_SPACE_HELP = "Allow filling the pool beyond 80 % (never beyond its free space)"
 DB_RATIO_HELP = ("Create an OSD DB LV of this fraction of the OSD size (e.g. 0.05); excludes ext_db_size; "
                  "needs the node's osd-db volume group")
