@@ -222,6 +222,34 @@ def test_vm_on_rbd_boots_migrates_and_keeps_its_data(lab: LabPlan, api: httpx.Cl
             30,
         )
 
+        # a second volume hot-plugged through the CLI (the node adds monitors and auth), then out
+        call(
+            api, "POST", "/storage/ceph/volume", params={"pool": POOL, "volume": f"{name}_data", "size": "8M"}
+        )
+        pvc = [sys.executable, "-m", "pvc.cli", "-c", f"lab-{lab.name}", "-q"]
+        added = subprocess.run(
+            [*pvc, "vm", "volume", "add", name, f"{POOL}/{name}_data", "-b", "virtio", "-y"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert added.returncode == 0, added.stdout + added.stderr
+        wait("the data disk in the live XML", lambda: f"{name}_data" in hvs["hv2"].live_xml(uuid), 30)
+        refused(api.delete(f"/storage/ceph/volume/{POOL}/{name}_data"), name)
+        removed = subprocess.run(
+            [*pvc, "vm", "volume", "remove", name, f"{POOL}/{name}_data", "-y"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        wait(
+            "the data disk gone from the live XML",
+            lambda: f"{name}_data" not in hvs["hv2"].live_xml(uuid),
+            60,
+        )
+        call(api, "DELETE", f"/storage/ceph/volume/{POOL}/{name}_data")
+
         # a node change: stop, move to hv3, start -> the boot count on the disk says 2
         call(api, "POST", f"/vm/{name}/state", params={"state": "stop", "wait": "true"})
         wait("stopped", lambda: not qemu_pids(name), 30)

@@ -198,6 +198,9 @@ def test_network_remove_detaches_old_device(api: FakeApi, env: dict[str, str]) -
 
 def test_volume_add_and_remove(api: FakeApi, env: dict[str, str]) -> None:
     serve_vm(api, vm_item("stop"))
+    assert run(api, env, "vm", "volume", "add", "web1", "vms/web1_data").exit_code == 1   # no such volume
+    assert not api.sent("PUT", "/vm/web1")
+    api.on("GET", "/storage/ceph/volume/vms/web1_data", [{"name": "web1_data", "pool": "vms", "stats": {}}])
     result = run(api, env, "vm", "volume", "add", "web1", "vms/web1_data", "--monitor", "10.0.0.1:6789",
                  "--secret-uuid", "11111111-2222-3333-4444-555555555555")
     assert result.exit_code == 0, result.output

@@ -847,3 +847,15 @@ def test_memory_units_agree_with_libvirt(libvirt_conn: Any, amount: str, unit: s
         assert dx.parse(xml).memory_mib == math.ceil(dom.maxMemory() / 1024)
     finally:
         dom.undefine()
+
+
+def test_fill_rbd_device_for_a_live_attach() -> None:
+    disk = ("<disk type='network' device='disk'><source protocol='rbd' name='vms/x'/>"
+            "<target dev='vdb' bus='virtio'/></disk>")
+    secret = "503b006e-b32b-5a36-8960-bd80eed05ed9"
+    filled = dx.fill_rbd_device(disk, [("10.0.0.1", 6789)], "admin", secret)
+    assert '<host name="10.0.0.1" port="6789"/>' in filled
+    assert f'<auth username="admin"><secret type="ceph" uuid="{secret}"/></auth>' in filled
+    assert dx.fill_rbd_device(filled, [("10.0.0.9", 6789)], "admin", secret) == filled  # idempotent
+    nic = '<interface type="bridge"><source bridge="vmbr1"/></interface>'
+    assert dx.fill_rbd_device(nic, [("10.0.0.1", 6789)], "admin", secret) == nic

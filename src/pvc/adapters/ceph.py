@@ -21,6 +21,7 @@ import os
 import subprocess
 import threading
 import time
+import uuid as uuidlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -177,6 +178,17 @@ class Storage(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def secret_uuid(fsid: str, configured: str | None = None) -> str:
+    """The libvirt secret UUID for the cluster's key: configured, else derived from the fsid.
+
+    Derived, every node computes the same UUID without coordination, so a VM's XML (which names
+    the secret) is valid on every node and live migration carries it unchanged.
+    """
+    if configured:
+        return str(uuidlib.UUID(configured))
+    return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"pvc-ceph-{fsid}"))
 
 
 def keyring_key(keyring: str, entity: str = "client.admin") -> str:

@@ -55,6 +55,7 @@ __all__ = [
     "add_rbd_disk",
     "device_xml",
     "fill_rbd",
+    "fill_rbd_device",
     "mac_address",
     "parse",
     "remove_disk",
@@ -1377,31 +1378,55 @@ def fill_rbd(
     every node and a live migration can carry it unchanged. No username or secret: no auth added.
     """
     monitors = [_monitor(h) for h in hosts]
-    if username is not None and (not isinstance(username, str) or not _TOKEN_RE.match(username)):
-        raise DomainEditError(f"Ceph user '{username}' is not valid")
-    try:
-        secret = _uuid(secret_uuid, "secret uuid") if secret_uuid is not None else None
-    except InvalidDomainXML as exc:
-        raise DomainEditError(exc.message) from None
+    secret = _check_access(username, secret_uuid)
     root, _domain = _edit(xml)
     for disk in root.iterfind("devices/disk"):
-        source = disk.find("source")
-        if disk.get("type") != "network" or source is None or source.get("protocol") != "rbd":
-            continue
-        if monitors and source.find("host") is None:
-            for index, (host, port) in enumerate(monitors):
-                el = etree.Element("host", name=host)
-                if port is not None:
-                    el.set("port", port)
-                source.insert(index, el)
-        if username and secret and disk.find("auth") is None and source.find("auth") is None:
-            auth = etree.Element("auth", username=username)
-            etree.SubElement(auth, "secret", type="ceph", uuid=secret)
-            source.addprevious(auth)
+        _fill_rbd_disk(disk, monitors, username, secret)
     try:
         return _finish(root)
     except InvalidDomainXML as exc:
         raise DomainEditError(exc.message) from None
+
+
+def _check_access(username: str | None, secret_uuid: str | None) -> str | None:
+    if username is not None and (not isinstance(username, str) or not _TOKEN_RE.match(username)):
+        raise DomainEditError(f"Ceph user '{username}' is not valid")
+    try:
+        return _uuid(secret_uuid, "secret uuid") if secret_uuid is not None else None
+    except InvalidDomainXML as exc:
+        raise DomainEditError(exc.message) from None
+
+
+def _fill_rbd_disk(disk: etree._Element, monitors: list[tuple[str, str | None]], username: str | None,
+                   secret: str | None) -> None:
+    source = disk.find("source")
+    if disk.get("type") != "network" or source is None or source.get("protocol") != "rbd":
+        return
+    if monitors and source.find("host") is None:
+        for index, (host, port) in enumerate(monitors):
+            el = etree.Element("host", name=host)
+            if port is not None:
+                el.set("port", port)
+            source.insert(index, el)
+    if username and secret and disk.find("auth") is None and source.find("auth") is None:
+        auth = etree.Element("auth", username=username)
+        etree.SubElement(auth, "secret", type="ceph", uuid=secret)
+        source.addprevious(auth)
+
+
+def fill_rbd_device(
+    device: str | bytes,
+    hosts: Sequence[str | tuple[str, int | str | None]],
+    username: str | None,
+    secret_uuid: str | None,
+) -> str:
+    """fill_rbd for one device's XML (a live attach); anything but an rbd disk is returned as is."""
+    monitors = [_monitor(h) for h in hosts]
+    secret = _check_access(username, secret_uuid)
+    el = _load_root(device, "device XML")
+    if el.tag == "disk":
+        _fill_rbd_disk(el, monitors, username, secret)
+    return etree.tostring(el, encoding="unicode")
 
 
 def _disk_matches(el: etree._Element, key: str) -> bool:

@@ -20,7 +20,6 @@ import logging
 import re
 import threading
 import time
-import uuid as uuidlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import psutil
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
-from pvc.adapters.ceph import Locker, Storage, StorageError, StorageNotFound, keyring_key
+from pvc.adapters.ceph import Locker, Storage, StorageError, StorageNotFound, keyring_key, secret_uuid
 from pvc.adapters.hypervisor import Hypervisor
 from pvc.core import schema
 from pvc.core.zk import ZK, decode, encode
@@ -49,17 +48,6 @@ Change = Callable[[Any], Any]
 
 # ------------------------------------------------------------------------------------------------
 # Pure helpers: identities, units, shaping Ceph's answers
-
-
-def secret_uuid(fsid: str, configured: str | None = None) -> str:
-    """The libvirt secret UUID for the cluster's key: configured, else derived from the fsid.
-
-    Derived, every node computes the same UUID without coordination, so a VM's XML (which names
-    the secret) is valid on every node and live migration carries it unchanged.
-    """
-    if configured:
-        return str(uuidlib.UUID(configured))
-    return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"pvc-ceph-{fsid}"))
 
 
 def secret_usage(client_user: str) -> str:

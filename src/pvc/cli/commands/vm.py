@@ -1020,7 +1020,7 @@ _RBD_VOLUME_RE = re.compile(r"^[^/\s]+/[^/\s]+$")
 @click.option("--monitor", "monitors", multiple=True, metavar="HOST[:PORT]",
               help="Ceph monitor of the disk source; repeatable.")
 @click.option("--secret-uuid", default=None, help="UUID of the libvirt secret holding the Ceph key.")
-@click.option("--ceph-user", default="libvirt", show_default=True, help="Ceph client user of the disk.")
+@click.option("--ceph-user", default=None, help="Ceph client user of the disk [default: the cluster's].")
 @live_option
 @restart_option
 @yes_option
@@ -1029,16 +1029,17 @@ def volume_add(domain: str, volume: str, disk_id: str | None, bus: str, monitors
                confirmed: bool) -> None:
     """Attach the Ceph RBD volume VOLUME ("pool/volume") to the VM DOMAIN.
 
-    Until PVC's storage layer lands, the volume is not checked against the cluster, and the Ceph
-    monitors and the libvirt secret are not filled in from the cluster: give them with --monitor
-    and --secret-uuid (without them the disk has no monitor list and no auth element).
+    The volume must exist in the cluster. The node running the VM fills in the Ceph monitors and
+    its libvirt secret when it starts or hot-plugs the disk; --monitor and --secret-uuid are only
+    needed to point a disk at another Ceph cluster.
     """
     if not _RBD_VOLUME_RE.match(volume):
         raise CLIError(f"The volume '{volume}' is not in the form pool/volume.")
     pool, name = volume.split("/", 1)
+    get_state().api().get_one(f"/storage/ceph/volume/{pool}/{name}", what="Volume")  # must exist
     vm = _vm(domain)
     new_xml = _edit(domainxml.add_rbd_disk, str(vm.get("xml", "")), pool, name, list(monitors), secret_uuid,
-                    user=ceph_user, target=disk_id, bus=bus)
+                    user=ceph_user or "admin", target=disk_id, bus=bus)
     do_restart = _decide_restart(get_state(), vm, _live_restart(live, restart), confirmed)
     device = None
     if live and _running(vm) and not do_restart:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvc.adapters.ceph import StorageError, StorageNotFound
+from pvc.adapters.ceph import StorageError, StorageNotFound, secret_uuid
 from pvc.adapters.hypervisor import Hypervisor, HypervisorError, LibvirtHypervisor
-from pvc.core import schema
+from pvc.core import domainxml, schema
 from pvc.core.errors import PVCError
 from pvc.core.records import VMRecord
 from pvc.core.units import parse_size
@@ -85,6 +85,21 @@ def flush_locks(ctx: TaskContext, uuid: str, domain: str = "", force_unlock: boo
     return {"status": f"Flushed {what} on {len(volumes)} volume(s) of VM {name}", **result}
 
 
+def _rbd_access(ctx: TaskContext, xml: str) -> str:
+    """An rbd disk attached live needs the monitors and the libvirt secret, as at VM start."""
+    cfg = ctx.settings.storage
+    storage = storage_kinds.storage_for(ctx.settings)
+    try:
+        hosts = storage.mon_addresses()
+        secret = secret_uuid(storage.fsid(), cfg.secret_uuid)
+    except StorageError as exc:
+        raise TaskFailed(f"Cannot reach Ceph for the disk's monitors: {exc.message}") from None
+    try:
+        return domainxml.fill_rbd_device(xml, hosts, cfg.client_user, secret)
+    except PVCError as exc:
+        raise TaskFailed(f"Invalid device XML: {exc.message}") from None
+
+
 def _device(ctx: TaskContext, uuid: str, xml: str, attach: bool, domain: str) -> dict[str, Any]:
     record = _record(ctx, uuid)
     name = domain or record.name
@@ -98,6 +113,8 @@ def _device(ctx: TaskContext, uuid: str, xml: str, attach: bool, domain: str) ->
         if not hv.is_running(uuid):
             raise TaskFailed(f"VM {name} is not running on node {ctx.node}; live device {verb} needs "
                              "a running VM")
+        if attach and "rbd" in xml:
+            xml = _rbd_access(ctx, xml)
         (hv.attach_device if attach else hv.detach_device)(uuid, xml)
     except HypervisorError as exc:
         raise TaskFailed(f"Device {verb} on VM {name} failed: {exc}") from None
