@@ -240,6 +240,21 @@ def test_protected_snapshots_are_purged_with_the_volume(module_storage: Storage,
     assert name not in module_storage.list_volumes(module_pool)
 
 
+def test_removed_volumes_wait_in_the_trash_until_purged(module_storage: Storage, module_pool: str,
+                                                       lab: LabPlan) -> None:
+    """remove_volume frees the name at once; purge_trash (the primary's stats pass) deletes the data."""
+    name = unique("trash")
+    module_storage.create_volume(module_pool, name, MiB)
+    module_storage.remove_volume(module_pool, name)
+    assert name not in module_storage.list_volumes(module_pool)
+    module_storage.create_volume(module_pool, name, 2 * MiB)      # the name is free again
+    assert module_storage.volume_info(module_pool, name)["size"] == 2 * MiB
+    module_storage.remove_volume(module_pool, name)
+    assert module_storage.purge_trash(module_pool) >= 2
+    assert module_storage.purge_trash(module_pool) == 0
+    assert ceph.rbd(lab, "trash", "ls", module_pool, json_out=True) == []
+
+
 def test_concurrent_calls_share_one_connection(ceph_storage: CephStorage, module_storage: Storage,
                                                module_pool: str) -> None:
     names = [unique("conc") for _ in range(8)]

@@ -487,6 +487,9 @@ class StorageMonitor:
         writes += self.sync_osds(facts.osds)
         pools = self.sync_pools(facts.pools)
         writes += self._pool_writes + self.sync_volumes(pools)
+        for pool in facts.pools:
+            # volumes removed since the last pass wait in the RBD trash (see CephStorage)
+            self._optional(f"trash purge of pool {pool}", lambda p=pool: self.storage.purge_trash(p))
         self._streaks = {k: v for k, v in self._streaks.items() if k in self._touched}
         self.passes += 1
         self.last_duration = time.monotonic() - started
