@@ -655,3 +655,47 @@ def test_unconfigured_ceph_answers_503(config_factory: Callable[..., Path], zk: 
         refused(test_client.post(f"{BASE}/option", params={"option": "noout", "action": "set"}), 503,
                 "not configured")
         refused(test_client.get(f"{BASE}/pool"), 404, "Pool not found.")
+
+
+def vm_with_disks(client: TestClient, name: str, volumes: list[str]) -> None:
+    disks = "".join(f"<disk type='network' device='disk'><source protocol='rbd' name='{v}'/>"
+                    f"<target dev='vd{chr(97 + i)}' bus='virtio'/></disk>" for i, v in enumerate(volumes))
+    xml = (f"<domain type='kvm'><name>{name}</name><uuid>{uuidlib.uuid4()}</uuid>"
+           f"<memory unit='MiB'>128</memory><vcpu>1</vcpu>"
+           f"<os><type arch='x86_64' machine='pc'>hvm</type></os><devices>{disks}</devices></domain>")
+    ok(client.post("/api/v1/vm", data={"xml": xml, "node": "hv1"}))
+
+
+def test_vm_rename_renames_its_volumes_and_remove_removes_them(client: TestClient, zk: ZK,
+                                                               fake: FakeStorage) -> None:
+    add_pool(client)
+    add_volume(client, "web1_sda")
+    add_volume(client, "shared")
+    vm_with_disks(client, "web1", ["vms/web1_sda", "vms/shared"])
+    ok(client.post("/api/v1/vm/web1/rename", params={"new_name": "web2"}))
+    assert sorted(fake.list_volumes("vms")) == ["shared", "web2_sda"]
+    assert zk.exists(schema.volume("vms", "web2_sda")) and not zk.exists(schema.volume("vms", "web1_sda"))
+    vm = ok(client.get("/api/v1/vm/web2"))[0]
+    assert [d["name"] for d in vm["disks"]] == ["vms/web2_sda", "vms/shared"]
+
+    # a volume another VM also uses: refused up front, nothing changed
+    vm_with_disks(client, "other", ["vms/shared"])
+    before = ceph_docs(zk)
+    refused(client.delete("/api/v1/vm/web2", params={"delete_disks": "true"}), 400, "shares volumes", "other")
+    assert ceph_docs(zk) == before and client.get("/api/v1/vm/web2").status_code == 200
+    ok(client.delete("/api/v1/vm/other"))
+
+    message = ok(client.delete("/api/v1/vm/web2", params={"delete_disks": "true"}))["message"]
+    assert message == 'Removed VM "web2" and its disks from the cluster.'.replace('"', "'")
+    assert fake.list_volumes("vms") == [] and zk.children(schema.pool_volumes("vms")) == []
+
+
+def test_vm_rename_refused_when_a_new_volume_name_is_taken(client: TestClient, zk: ZK,
+                                                          fake: FakeStorage) -> None:
+    add_pool(client)
+    add_volume(client, "a_sda")
+    add_volume(client, "b_sda")
+    vm_with_disks(client, "a", ["vms/a_sda"])
+    refused(client.post("/api/v1/vm/a/rename", params={"new_name": "b"}), 400, "b_sda", "already exists")
+    assert sorted(fake.list_volumes("vms")) == ["a_sda", "b_sda"]
+    assert ok(client.get("/api/v1/vm/a"))[0]["name"] == "a"

@@ -453,7 +453,7 @@ def test_rename(api: Api, zk: ZK) -> None:
     assert response.json() == {"message": "Successfully renamed VM 'old' to 'new'."}
     item = info(api, "new")
     assert item["uuid"] == uuid and "<name>new</name>" in item["xml"]
-    # volumes keep their names until storage can rename them
+    # a volume PVC's storage does not know keeps its name (and its disk source)
     assert item["disks"][0]["name"] == "vms/old_sda"
     assert api.get("/vm/old").status_code == 404
     assert sorted(zk.children(schema.VM_NAMES)) == ["new", "taken"]
@@ -478,11 +478,11 @@ def test_undefine_and_remove(api: Api, zk: ZK) -> None:
     assert set_state(api, "runner", "start").status_code == 200
     assert api.delete("/vm/runner").status_code == 200
     nothing_written(zk)
-    # removing disks needs storage: refused, nothing changed
+    # volumes PVC's storage does not know are left alone, and said so
     assert define(api, vm_xml("disky", rbd=True)).status_code == 200
-    refused = api.delete("/vm/disky", params={"delete_disks": "true"})
-    assert refused.status_code == 400 and "needs the storage subsystem" in refused.json()["message"]
-    assert state_of(api, "disky") == "stop"
+    removed = api.delete("/vm/disky", params={"delete_disks": "true"})
+    assert removed.status_code == 200 and "left alone: vms/disky_sda" in removed.json()["message"]
+    assert api.get("/vm/disky").status_code == 404
     defined(api, "diskless")
     assert api.delete("/vm/diskless", params={"delete_disks": "true"}).json() == \
         {"message": "Removed VM 'diskless' and its disks from the cluster."}

@@ -44,19 +44,22 @@ def remove_with_disks(zk: ZK, storage: Storage, vm: str, timeout: float = vms_mo
         raise Conflict(f'VM "{record.name}" shares volumes with other VMs ({detail}); nothing was changed. '
                        f"Remove the volumes from those VMs first, or undefine without delete_disks.")
     vms_mod.undefine(zk, vm, timeout)
-    failed = []
+    failed, unknown = [], []
     for ref in record.rbd_volumes:
         pool, name = _split(ref)
         try:
             storage_mod.remove_volume(zk, storage, pool, name, allow_vm=record.uuid)
         except NotFound:
-            continue
+            unknown.append(ref)
         except PVCError as exc:
             failed.append(f"{ref}: {exc.message}")
     if failed:
         raise Conflict(f'VM "{record.name}" was undefined, but removing its volumes failed: '
                        f'{"; ".join(failed)}')
-    return f'Removed VM "{record.name}" and its disks from the cluster.'
+    text = f'Removed VM "{record.name}" and its disks from the cluster.'
+    if unknown:
+        text += f' Volumes unknown to PVC were left alone: {", ".join(unknown)}.'
+    return text
 
 
 def renamed_volumes(xml: str, new_name: str) -> dict[str, str]:
@@ -70,7 +73,9 @@ def rename(zk: ZK, storage: Storage, vm: str, new_name: str) -> str:
     """Rename a stopped VM and its volumes named `<old>_*`; undo the volume renames on failure."""
     record = vms_mod.get_vm(zk, vm)
     vms_mod.check_rename(zk, record, new_name)
-    changes = renamed_volumes(record.xml, new_name)
+    # only volumes PVC knows are renamed; a disk on an unknown image keeps its source
+    changes = {old: new for old, new in renamed_volumes(record.xml, new_name).items()
+               if zk.exists(schema.volume(*_split(old)))}
     shared = _shared(zk, record.uuid, list(changes))
     if shared:
         raise Conflict(f'VM "{record.name}" shares volumes {", ".join(shared)} with other VMs; nothing was '
@@ -78,7 +83,6 @@ def rename(zk: ZK, storage: Storage, vm: str, new_name: str) -> str:
     for old_ref, new_ref in changes.items():
         pool, old = _split(old_ref)
         _, new = _split(new_ref)
-        storage_mod.get_volume(zk, pool, old)
         if zk.exists(schema.volume(pool, new)):
             raise Conflict(f'Cannot rename VM "{record.name}": volume "{new}" already exists in pool '
                            f'"{pool}"; nothing was changed.')
@@ -89,7 +93,7 @@ def rename(zk: ZK, storage: Storage, vm: str, new_name: str) -> str:
             _, new = _split(new_ref)
             storage_mod.rename_volume(zk, storage, pool, old, new, allow_vm=record.uuid)
             done.append((pool, old, new))
-        text = vms_mod.rename(zk, vm, new_name, rename_volumes=True)
+        text = vms_mod.rename(zk, vm, new_name, volume_renames=changes)
     except BaseException:
         for pool, old, new in reversed(done):
             try:

@@ -839,12 +839,14 @@ def check_rename(zk: ZK, record: VMRecord, new_name: str) -> None:
         raise Conflict(f'A VM named "{new_name}" already exists in the cluster.')
 
 
-def rename(zk: ZK, vm: str, new_name: str, rename_volumes: bool = False) -> str:
+def rename(zk: ZK, vm: str, new_name: str, volume_renames: dict[str, str] | None = None) -> str:
     """Rename a stopped VM; the console log path follows the new name.
 
-    Volumes named `<old>_*` are renamed in the XML only with rename_volumes, once their RBD images
-    have been renamed (pvc.cluster.vm_storage.rename does both); otherwise the disks stay as they are.
+    Disks whose volumes are named `<old>_*` follow the new name in the XML only where
+    volume_renames ("pool/old" -> "pool/new") says their RBD image was renamed too
+    (pvc.cluster.vm_storage.rename does both); the other disks stay as they are.
     """
+    renames = volume_renames or {}
     record = get_vm(zk, vm)
     check_rename(zk, record, new_name)
 
@@ -855,13 +857,21 @@ def rename(zk: ZK, vm: str, new_name: str, rename_volumes: bool = False) -> str:
         xml = domainxml.rename(current.xml, new_name)
         old_domain = domainxml.parse(current.xml)
         new_domain = domainxml.parse(xml)
-        if not rename_volumes and new_domain.rbd_volumes != old_domain.rbd_volumes:
-            xml = domainxml.render(dataclasses.replace(new_domain, disks=old_domain.disks))
+        if new_domain.rbd_volumes != old_domain.rbd_volumes:
+            disks = tuple(new if _renamed(old, new, renames) else old
+                          for old, new in zip(old_domain.disks, new_domain.disks, strict=True))
+            xml = domainxml.render(dataclasses.replace(new_domain, disks=disks))
         return current.model_copy(update={"name": new_name, "xml": xml,
                                           "rbd_volumes": domainxml.parse(xml).rbd_volumes})
 
     _swap_name(zk, record.uuid, apply)
     return f'Successfully renamed VM "{record.name}" to "{new_name}".'
+
+
+def _renamed(old: domainxml.Disk, new: domainxml.Disk, renames: dict[str, str]) -> bool:
+    if old.source is None or new.source is None or old.source.name == new.source.name:
+        return True
+    return renames.get(str(old.source.name)) == new.source.name
 
 
 def _stop_and_wait(zk: ZK, record: VMRecord, timeout: float) -> VMRecord:

@@ -20,8 +20,8 @@ from rich.console import Group, RenderableType
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.text import Text
 
-from pvc.cli.client import decode, error_message
-from pvc.cli.errors import ApiError, CLIError
+from pvc.cli.client import decode
+from pvc.cli.errors import CLIError
 from pvc.cli.output import json_formatters, key_values, table
 from pvc.cli.state import confirm_option, format_option, get_state
 from pvc.cli.waiters import run_task
@@ -426,26 +426,8 @@ def _task(method: str, path: str, params: dict[str, Any], wait: bool) -> None:
 
 
 def _list(path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """A list GET; an empty (404) answer is an empty list, a lone object a list of one."""
-    api = get_state().api()
-    response = api.request("GET", path, params=params)
-    if response.status_code == 404:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict) and isinstance(body.get("message"), str):
-            return []
-    if response.status_code != 200:
-        raise ApiError(error_message(response), response.status_code)
-    body = decode(response)
-    if body is None:
-        return []
-    if isinstance(body, dict):
-        return [body]
-    if not isinstance(body, list):
-        raise CLIError(f"Unexpected answer from the API for {path}: not a list")
-    return [item for item in body if isinstance(item, dict)]
+    """A list GET (an empty, 404 answer is an empty list)."""
+    return [item for item in get_state().api().get_list(path, params=params) if isinstance(item, dict)]
 
 
 # -- storage -----------------------------------------------------------------------------------------
