@@ -8,7 +8,6 @@ import sys
 import time
 
 import httpx
-import psutil
 import pytest
 
 from pvc.core.zkserver import free_port
@@ -67,7 +66,7 @@ def test_relay_reaches_the_listening_node_and_skips_refusing_ones() -> None:
         assert relayed and all(line.endswith(f" -> {hv1.netns}/{hv1.address}:{port}") for line in relayed)
 
         relay.stop_relay(plan, "http")
+        # The relay process (and with it its listening socket) is gone. Not checked: that nothing
+        # listens on the port, since on a busy machine another process may take the freed port.
         assert not proc.alive(pid)
-        # Nothing listens there any more (a connect attempt could self-connect on an ephemeral port).
-        assert not [c for c in psutil.net_connections(kind="tcp")
-                    if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == listen]
+        assert not (plan.pid_dir / "relay-http.pid").exists()

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from pvc.adapters.hypervisor import LibvirtHypervisor
-from pvc.lab import proc
+from pvc.lab import guest, proc
 from pvc.lab.plan import LabPlan
 
 
@@ -19,30 +19,8 @@ def guest_xml(plan: LabPlan, name: str, uuid: str, disks: str = "", cmdline: str
     """The lab's tiny guest (direct kernel boot); `disks` are extra <disk> elements."""
     files = plan.extra["guest_files"]
     assert isinstance(files, dict)
-    return f"""<domain type='kvm'>
-  <name>{name}</name>
-  <uuid>{uuid}</uuid>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{files["kernel"]}</kernel>
-    <initrd>{files["initrd"]}</initrd>
-    <cmdline>console=ttyS0 panic=-1 quiet vmname={name} vmdhcp=0 {cmdline}</cmdline>
-  </os>
-  <features><acpi/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    {disks}
-    <serial type='pty'><target port='0'/></serial>
-    <console type='pty'><target type='serial' port='0'/></console>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-  </devices>
-</domain>"""
+    return guest.domain_xml(name, guest.from_files(files), uuid=uuid, devices=disks,
+                            cmdline_extra=f"vmdhcp=0 {cmdline}".strip())
 
 
 def call(api: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:

@@ -334,11 +334,14 @@ def build_guest(cache_dir: Path | None = None, refresh: bool = False) -> GuestIm
 
 
 def domain_xml(name: str, guest: GuestImage, memory_mib: int = 128, disk: Path | None = None,
-               serial_log: Path | None = None, cmdline_extra: str = "", vcpus: int = 1) -> str:
-    """A minimal TCG domain for lab self-tests (the product builds its own VM definitions).
+               serial_log: Path | None = None, cmdline_extra: str = "", vcpus: int = 1,
+               uuid: str | None = None, devices: str = "", description: str = "") -> str:
+    """A minimal TCG domain of the tiny guest: for lab self-tests, system tests and the demo VM.
 
-    A disk gets event_idx='off': with it on, QEMU 7.2/TCG guests writing to virtio-blk die after
-    live migration.
+    `disk` is a local root image file; `devices` is extra device XML (e.g. an RBD root disk, with
+    `vmroot=/dev/vda` in cmdline_extra). A disk gets event_idx='off': with it on, QEMU 7.2/TCG
+    guests writing to virtio-blk die after live migration. Without serial_log the serial port is
+    a pty, as PVC's node daemon expects for its console log.
     """
     cmdline = f"console=ttyS0 panic=-1 quiet vmname={name}"
     disk_xml = ""
@@ -347,10 +350,14 @@ def domain_xml(name: str, guest: GuestImage, memory_mib: int = 128, disk: Path |
         disk_xml = (f"<disk type='file' device='disk'><driver name='qemu' type='raw' cache='none' "
                     f"event_idx='off'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>")
     serial_xml = (f"<serial type='file'><source path='{serial_log}' append='on'/>"
-                  f"<target port='0'/></serial>" if serial_log else "<serial type='pty'/>")
+                  f"<target port='0'/></serial>" if serial_log else
+                  "<serial type='pty'><target port='0'/></serial>"
+                  "<console type='pty'><target type='serial' port='0'/></console>")
     cmdline = f"{cmdline} {cmdline_extra}".strip()
+    extra = "".join(f"\n  <{tag}>{value}</{tag}>"
+                    for tag, value in (("uuid", uuid), ("description", description)) if value)
     return f"""<domain type='qemu'>
-  <name>{name}</name>
+  <name>{name}</name>{extra}
   <memory unit='MiB'>{memory_mib}</memory>
   <vcpu>{vcpus}</vcpu>
   <os>
@@ -365,9 +372,15 @@ def domain_xml(name: str, guest: GuestImage, memory_mib: int = 128, disk: Path |
   <on_crash>destroy</on_crash>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    {disk_xml}
+    {disk_xml}{devices}
     {serial_xml}
     <controller type='usb' model='none'/>
     <memballoon model='none'/>
   </devices>
 </domain>"""
+
+
+def from_files(files: dict[str, str]) -> GuestImage:
+    """The GuestImage a lab plan recorded (plan.extra["guest_files"])."""
+    return GuestImage(kernel=Path(files["kernel"]), initrd=Path(files["initrd"]),
+                      disk_raw=Path(files["disk_raw"]))

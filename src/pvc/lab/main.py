@@ -83,32 +83,15 @@ def demo_xml(plan: LabPlan) -> str:
     """The demo VM: the tiny guest's kernel and initramfs, with its root filesystem on an RBD
     volume (a clone of the guest disk). Only pool/volume is given: each node adds the monitors
     and its libvirt Ceph secret when it starts the VM."""
+    from pvc.lab import guest
+
     files = plan.extra["guest_files"]
     assert isinstance(files, dict)
-    return f"""<domain type='kvm'>
-  <name>{DEMO_VM}</name>
-  <uuid>{uuid.uuid4()}</uuid>
-  <description>pvc-lab demo VM (tiny guest, root on RBD)</description>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{files["kernel"]}</kernel>
-    <initrd>{files["initrd"]}</initrd>
-    <cmdline>console=ttyS0 panic=-1 quiet vmname={DEMO_VM} vmdhcp=0 vmroot=/dev/vda</cmdline>
-  </os>
-  <features><acpi/></features>
-  <devices>
-    <disk type='network' device='disk'>
-      <driver name='qemu' type='raw' cache='none' event_idx='off'/>
-      <source protocol='rbd' name='{BASE_POOL}/{DEMO_DISK}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <serial type='pty'><target port='0'/></serial>
-    <console type='pty'><target type='serial' port='0'/></console>
-    <memballoon model='none'/>
-  </devices>
-</domain>"""
+    disk = ("<disk type='network' device='disk'><driver name='qemu' type='raw' cache='none' event_idx='off'/>"
+            f"<source protocol='rbd' name='{BASE_POOL}/{DEMO_DISK}'/><target dev='vda' bus='virtio'/></disk>")
+    return guest.domain_xml(DEMO_VM, guest.from_files(files), uuid=str(uuid.uuid4()), devices=disk,
+                            cmdline_extra="vmdhcp=0 vmroot=/dev/vda",
+                            description="pvc-lab demo VM (tiny guest, root on RBD)")
 
 
 def boot_demo(plan: LabPlan) -> str:
