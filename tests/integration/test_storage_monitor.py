@@ -152,3 +152,20 @@ def test_the_monitor_takes_a_storage_factory(zk: ZK, ceph: FakeStorage) -> None:
     monitor = StorageMonitor(zk, lambda: made.append(1) or ceph, "hv2")
     monitor.run_once()
     assert zk.get(schema.CEPH_STATUS)["node"] == "hv2" and made
+
+
+def test_cluster_status_counts_storage_and_ceph_faults(zk: ZK, ceph: FakeStorage,
+                                                       monitor: StorageMonitor) -> None:
+    from pvc.cluster import faults, state
+
+    passes(monitor, SETTLE_PASSES + 1)
+    summary = state.storage_summary(zk)
+    assert summary["osds"] == {"total": 3, "up,in": 3}
+    assert (summary["pools"], summary["volumes"], summary["snapshots"]) == (1, 2, 0)
+    assert summary["disk"]["total"] > 0 and [d["id"] for d in summary["detail"]] == ["0", "1", "2"]
+    assert faults.load_faults(zk) == []
+    ceph.set_osd_up(2, False)
+    monitor.run_once()
+    assert state.storage_summary(zk)["osds"] == {"total": 3, "up,in": 2, "down,in": 1}
+    (fault,) = faults.load_faults(zk)
+    assert fault.message.startswith("Ceph cluster health is HEALTH_WARN") and fault.health_delta == 10

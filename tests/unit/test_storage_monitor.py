@@ -388,3 +388,17 @@ logging: {zookeeper: false}
     assert daemon.ceph.secret_ready and len(hv.secrets) == 1
     daemon._storage_keepalive()                            # secondary with its secret: nothing to do
     assert not daemon._storage_worker.is_alive()
+
+
+def test_health_fault_names_the_status_and_its_checks() -> None:
+    from pvc.node.storage import health_fault
+
+    assert health_fault({"status": "HEALTH_OK", "checks": {}}) is None
+    key, delta, text = health_fault({"status": "HEALTH_WARN", "checks": {
+        "OSD_DOWN": {"severity": "HEALTH_WARN", "summary": {"message": "1 osds down"}},
+        "PG_DEGRADED": {"summary": {"message": "Degraded data redundancy: 5 pgs degraded"}}}}) or ("", 0, "")
+    assert (key, delta) == ("ceph_health_warn", 10)
+    assert text == ("Ceph cluster health is HEALTH_WARN (OSD_DOWN: 1 osds down; PG_DEGRADED: Degraded data "
+                    "redundancy: 5 pgs degraded)")
+    assert health_fault({"status": "HEALTH_ERR"}) == ("ceph_health_err", 50,
+                                                      "Ceph cluster health is HEALTH_ERR")

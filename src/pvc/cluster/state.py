@@ -55,8 +55,39 @@ def _node_health(node: NodeRecord) -> dict[str, Any]:
     }
 
 
+def storage_summary(zk: ZK) -> dict[str, Any]:
+    """OSD states, object counts and raw capacity from the primary's Ceph figures in ZooKeeper."""
+    ids = zk.children(schema.CEPH_OSDS)
+    docs = zk.get_many([schema.osd(i) for i in ids])
+    osds: dict[str, int] = {"total": len(ids)}
+    detail = []
+    for osd_id in sorted(ids, key=lambda i: int(i) if i.isdigit() else 0):
+        doc = docs.get(schema.osd(osd_id))
+        stats = doc.get("stats", {}) if isinstance(doc, dict) else {}
+        up = "up" if stats.get("up") in (1, True, "1") else "down"
+        inside = "in" if stats.get("in") in (1, True, "1") else "out"
+        osds[f"{up},{inside}"] = osds.get(f"{up},{inside}", 0) + 1
+        detail.append({"id": osd_id, "node": doc.get("node", "") if isinstance(doc, dict) else "",
+                       "up": up, "in": inside})
+    pools = zk.children(schema.CEPH_POOLS)
+    volumes = sum(len(zk.children(schema.pool_volumes(p))) for p in pools)
+    snapshots = 0
+    for pool in zk.children(schema.CEPH_SNAPSHOTS):
+        for volume in zk.children(f"{schema.CEPH_SNAPSHOTS}/{pool}"):
+            snapshots += len(zk.children(schema.volume_snapshots(pool, volume)))
+    status = zk.get(schema.CEPH_STATUS, None)
+    util = status.get("util", {}) if isinstance(status, dict) else {}
+    totals = util.get("stats", {}) if isinstance(util, dict) else {}
+    total = int(totals.get("total_bytes", 0) or 0)
+    used = int(totals.get("total_used_raw_bytes", totals.get("total_used_bytes", 0)) or 0)
+    disk = {"total": total, "used": used, "free": int(totals.get("total_avail_bytes", 0) or 0),
+            "utilization": round(100 * used / total, 2) if total else 0}
+    return {"osds": osds, "pools": len(pools), "volumes": volumes, "snapshots": snapshots, "disk": disk,
+            "detail": detail}
+
+
 def cluster_status(zk: ZK) -> dict[str, Any]:
-    """`GET /status` in PVC's shape; counts of subsystems that come later are zero until then."""
+    """`GET /status` in PVC's shape (networks are counted once that subsystem exists)."""
     cluster = get_cluster(zk)
     nodes = load_nodes(zk)
     primary = primary_node(zk)
@@ -76,6 +107,7 @@ def cluster_status(zk: ZK) -> dict[str, Any]:
     cpu_total = sum(n.cpu_count for n in running)
     load = round(sum(n.load for n in running), 2)
     primary_record = next((n for n in nodes if n.name == primary), None)
+    storage = storage_summary(zk)
     return {
         "cluster_name": cluster.name,
         "cluster_health": {
@@ -92,10 +124,10 @@ def cluster_status(zk: ZK) -> dict[str, Any]:
         "nodes": node_states,
         "vms": vm_states,
         "networks": 0,
-        "osds": {"total": 0},
-        "pools": 0,
-        "volumes": 0,
-        "snapshots": 0,
+        "osds": storage["osds"],
+        "pools": storage["pools"],
+        "volumes": storage["volumes"],
+        "snapshots": storage["snapshots"],
         "resources": {
             "memory": {
                 "total": mem_total,
@@ -111,7 +143,7 @@ def cluster_status(zk: ZK) -> dict[str, Any]:
                 "allocated": sum(n.vcpu.allocated for n in running),
                 "utilization": round(100 * load / cpu_total, 2) if cpu_total else 0,
             },
-            "disk": {"total": 0, "used": 0, "free": 0, "utilization": 0},
+            "disk": storage["disk"],
         },
         "detail": {
             "node": [
@@ -124,7 +156,7 @@ def cluster_status(zk: ZK) -> dict[str, Any]:
                  "node": e.record.node}
                 for e in vm_entries
             ],
-            "osd": [],
+            "osd": storage["detail"],
             "faults": [faults_mod.fault_view(f) for f in faults],
         },
     }

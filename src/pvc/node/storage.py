@@ -29,6 +29,7 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
 from pvc.adapters.ceph import Locker, Storage, StorageError, StorageNotFound, keyring_key, secret_uuid
 from pvc.adapters.hypervisor import Hypervisor
+from pvc.cluster import faults as faults_mod
 from pvc.core import schema
 from pvc.core.zk import ZK, decode, encode
 
@@ -456,6 +457,22 @@ class CephFacts:
     pools: dict[str, dict[str, Any]]
 
 
+HEALTH_DELTAS = {"HEALTH_WARN": 10, "HEALTH_ERR": 50}
+
+
+def health_fault(health: dict[str, Any]) -> tuple[str, int, str] | None:
+    """(key, health delta, message) of the fault for a `ceph health` answer; None when OK."""
+    status = str(health.get("status") or "")
+    if status not in HEALTH_DELTAS:
+        return None
+    checks = health.get("checks") or {}
+    details = "; ".join(
+        f"{name}: {((check or {}).get('summary') or {}).get('message', '')}".rstrip(": ")
+        for name, check in sorted(checks.items()))
+    return (f"ceph_{status.lower()}", HEALTH_DELTAS[status],
+            f"Ceph cluster health is {status}" + (f" ({details})" if details else ""))
+
+
 class StorageMonitor:
     """Ceph's state into /ceph, once per keepalive, on the primary (pvc-facts §6 stats gathering).
 
@@ -534,7 +551,15 @@ class StorageMonitor:
             "node": self.node, "time": self.clock(), "status_text": facts.status_text,
             "status": facts.status, "health": facts.health, "util_text": facts.util_text,
             "util": facts.util})
+        self.report_health(facts.health)
         return 1
+
+    def report_health(self, health: dict[str, Any]) -> None:
+        """A cluster fault while Ceph is not HEALTH_OK (one per status; refreshed each pass and
+        kept until an administrator acknowledges it, like every PVC fault)."""
+        fault = health_fault(health)
+        if fault is not None:
+            faults_mod.raise_fault(self.zk, *fault)
 
     def _settled(self, key: str, condition: bool) -> bool:
         """True once `condition` has held for `key` in SETTLE_PASSES passes in a row."""
