@@ -285,6 +285,9 @@ def test_pool_remove(api: httpx.Client, pool: str) -> None:
 
 
 def test_osd_outage_keeps_io_going(lab: LabPlan, api: httpx.Client) -> None:
+    # maintenance as an administrator does it: noout first, so Ceph does not rebalance meanwhile
+    call(api, "POST", "/storage/ceph/option", params={"option": "noout", "action": "set"})
+    wait("the noout flag in the status", lambda: "noout flag(s) set" in status_text(api), 30)
     node = lab.node("hv3")
     ceph.stop_osd(lab, node)
     try:
@@ -308,8 +311,13 @@ def test_osd_outage_keeps_io_going(lab: LabPlan, api: httpx.Client) -> None:
         assert rbd_md5(lab, "vms/degraded1") == hashlib.md5(data.read_bytes()).hexdigest()
         data.unlink()
         assert "HEALTH_WARN" in status_text(api)
+        faults = call(api, "GET", "/faults")
+        assert any("HEALTH_WARN" in f["message"] for f in faults), faults
     finally:
         ceph.start_osd(lab, node)
+        call(api, "POST", "/storage/ceph/option", params={"option": "noout", "action": "unset"})
+    status = call(api, "GET", "/status")
+    assert status["osds"]["total"] == 3 and status["pools"] >= 1 and status["resources"]["disk"]["total"] > 0
     wait("HEALTH_OK again", lambda: "HEALTH_OK" in status_text(api), 120)
     call(api, "DELETE", "/storage/ceph/volume/vms/degraded1")
     util = call(api, "GET", "/storage/ceph/utilization")
