@@ -96,7 +96,9 @@ def _plain(value: Any) -> str:
     if value is None:
         return NA
     if isinstance(value, float):
-        return f"{value:.2f}".rstrip("0").rstrip(".")
+        # small CRUSH weights (TiB: a 2 GiB OSD weighs 0.002) must not show as 0
+        text = f"{value:.2f}" if abs(value) >= 0.1 or value == 0 else f"{value:.2g}"
+        return text.rstrip("0").rstrip(".") if "." in text and "e" not in text else text
     return str(value)
 
 
