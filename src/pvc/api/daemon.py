@@ -12,6 +12,7 @@ import signal
 import sys
 
 import uvicorn
+from fastapi import FastAPI
 
 from pvc.api.app import create_app
 from pvc.core import schema
@@ -70,11 +71,13 @@ def main() -> int:
     except ClusterUnavailable as exc:
         print(f"pvcapid: {exc.message}", file=sys.stderr)
         sys.exit(1)
+    app: FastAPI | None = None
     try:
         schema.migrate(zk)
         zk.cache(schema.NODES)
         zk.cache(schema.VMS)
-        server = uvicorn.Server(uvicorn_config(settings, create_app(settings, zk)))
+        app = create_app(settings, zk)
+        server = uvicorn.Server(uvicorn_config(settings, app))
         # uvicorn re-raises the signal it caught after its graceful shutdown; make that a no-op
         # so we can close the ZooKeeper session and exit 0.
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -87,6 +90,9 @@ def main() -> int:
                       settings.api.listen.port)
             return 1
     finally:
+        storage = getattr(app.state, "storage", None) if app is not None else None
+        if storage is not None:
+            storage.close()          # the Ceph session, if a storage route opened one
         zk.stop()
     log.info("pvcapid stopped")
     return 0
