@@ -251,3 +251,8 @@ def test_views() -> None:
         "id": "3", "fsid": "", "node": "hv1", "device": "/dev/sdb", "is_split": False, "db_device": "",
         "stats": {"up": "|"}}
     assert st.benchmark_view({"job": "j"}, "j")["benchmark_result"] == "Running"
+
+
+def test_human_size_rounds_up_exactly_at_petabytes() -> None:
+    # found by hypothesis: a float division lost the last byte of 64 PiB + 1
+    assert st.human_size(64 * 1024**5 + 1) == "65P"

@@ -214,7 +214,7 @@ def human_size(size: int) -> str:
         if size >= factor and size % factor == 0:
             return f"{size // factor}{_UNITS[index]}"
     for index, unit in enumerate(_UNITS):
-        value = math.ceil(size / 1024 ** index)
+        value = -(-size // 1024 ** index)      # integer ceiling: floats lose bytes at petabytes
         if value <= 9999:
             return f"{value}{unit}"
     return f"{size}B"
