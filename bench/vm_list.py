@@ -4,13 +4,18 @@ Targets (issue 4): 1,000 VMs -> p50 < 50 ms; 10,000 VMs -> p50 < 300 ms. For eac
 cluster root on a private ZooKeeper gets 3 ready nodes and the VMs: the first 50 through
 `pvc.cluster.vms.define` (the real path, checks included), the rest as the same VMRecord
 documents (plus name index) in pipelined multi-op transactions, so set-up takes seconds. Every VM
-also gets a VMStatus with stats, as a node reports for a running VM. pvcapid then runs as a process
-(its own interpreter, uvicorn, the watched caches of /nodes and /vms) and we time sequential list
-requests on one keep-alive connection; single-VM GETs are shown for comparison.
+also gets a running VMStatus and its stats in its node's stats shards (schema 5:
+/vmstats/<node>/<shard>, schema.VM_STATS_SHARD = 50 VMs a shard), as a node reports for a running
+VM. pvcapid then runs as a process (its own interpreter, uvicorn, the watched caches of /nodes,
+/vms and /vmstats) and we time sequential list requests on one keep-alive connection; single-VM
+GETs are shown for comparison.
 
-With `--churn N`, a writer rewrites N VM statuses per second during the timing (a node's
-keepalive rewrites each running VM's stats every 5 s: 10,000 running VMs = 2,000/s), so the
-list must re-render those items. Run: `.venv/bin/python bench/vm_list.py [--sizes 1000 10000]`.
+With `--churn N`, N VMs' stats change per second during the timing, the way nodes write them: a
+node's keepalive (every 5 s) rewrites all its stats shards in one pipelined burst, and leaves the
+status documents alone. So each node rewrites all its shards every count/N seconds (10,000 VMs and
+N = 2,000: 3 nodes x 67 shards every 5 s, the nodes staggered), and the list must re-render every
+item whose shard changed. (Before schema 5 the same churn was N status documents a second under
+/vms.) Run: `.venv/bin/python bench/vm_list.py [--sizes 1000 10000] [--churn 2000]`.
 """
 
 from __future__ import annotations
@@ -73,15 +78,39 @@ def vm_xml(name: str, uuid: str) -> str:
 </domain>"""
 
 
-def status_doc(node: str, tick: int = 0) -> dict:
-    return VMStatus(node=node, running=True, libvirt_state="running", vnc="127.0.0.1:5900",
-                    updated=time.time(), stats={
-                        "mem_stats": {"actual": 1048576, "rss": 524288 + tick, "unused": 100000},
-                        "cpu_stats": {"cpu_time": 123456789 + tick, "user_time": 1000, "system_time": 500},
-                        "net_stats": [{"mac": "52:54:00:3a:7b:c1", "rd_bytes": tick, "wr_bytes": 2 * tick},
-                                      {"mac": "52:54:00:3a:7b:c2", "rd_bytes": tick, "wr_bytes": tick}],
-                        "disk_stats": [{"name": "vms/x_sda", "rd_req": tick, "wr_req": tick}],
-                    }).doc()
+def status_doc(node: str) -> dict:
+    doc = VMStatus(node=node, running=True, libvirt_state="running", vnc="127.0.0.1:5900",
+                   updated=time.time()).doc()
+    doc.pop("stats")                      # nodes write stats to their shards (schema 5)
+    return doc
+
+
+def stats_doc(tick: int = 0) -> dict:
+    return {
+        "mem_stats": {"actual": 1048576, "rss": 524288 + tick, "unused": 100000},
+        "cpu_stats": {"cpu_time": 123456789 + tick, "user_time": 1000, "system_time": 500},
+        "net_stats": [{"mac": "52:54:00:3a:7b:c1", "rd_bytes": tick, "wr_bytes": 2 * tick},
+                      {"mac": "52:54:00:3a:7b:c2", "rd_bytes": tick, "wr_bytes": tick}],
+        "disk_stats": [{"name": "vms/x_sda", "rd_req": tick, "wr_req": tick}],
+    }
+
+
+def shards(pairs: list[tuple[str, str]], tick: int) -> dict[str, dict[int, dict]]:
+    """{node: {shard: {uuid: stats}}} as each node's keepalive lays them out (schema.vm_stats)."""
+    size = schema.VM_STATS_SHARD
+    out: dict[str, dict[int, dict]] = {}
+    for node in sorted({n for _u, n in pairs}):
+        uuids = sorted(u for u, n in pairs if n == node)
+        out[node] = {i // size: {u: stats_doc(tick) for u in uuids[i:i + size]}
+                     for i in range(0, len(uuids), size)}
+    return out
+
+
+def write_shards(zk: ZK, node: str, docs: dict[int, dict]) -> None:
+    """One node's keepalive: all its shards in one pipelined burst."""
+    pending = [zk.client.set_async(schema.vm_stats(node, i), encode(doc)) for i, doc in docs.items()]
+    for result in pending:
+        result.get(timeout=30)
 
 
 def populate(zk: ZK, count: int) -> list[tuple[str, str]]:
@@ -117,6 +146,9 @@ def populate(zk: ZK, count: int) -> list[tuple[str, str]]:
                 for uuid, node in out]
     for result in statuses:
         result.get(timeout=60)
+    for node, docs in shards(out, 0).items():
+        for shard, doc in docs.items():
+            zk.create(schema.vm_stats(node, shard), doc, makepath=True)
     return out
 
 
@@ -144,19 +176,21 @@ def wait_listed(client: httpx.Client, count: int) -> float:
 
 
 def churn(zk: ZK, pairs: list[tuple[str, str]], rate: int, stop: threading.Event) -> None:
-    """Rewrite `rate` VM statuses per second, round robin, as node keepalives would."""
-    tick, index = 0, 0
+    """`rate` VMs' stats a second, as node keepalives write them: every node rewrites all its
+    shards once per len(pairs)/rate seconds (its keepalive interval), the nodes staggered."""
+    interval = len(pairs) / rate
+    nodes = sorted({n for _u, n in pairs})
+    step = interval / len(nodes)
+    tick, turn = 0, 0
+    started = time.monotonic()
     while not stop.is_set():
-        second = time.monotonic()
-        batch = []
-        for _ in range(rate):
-            uuid, node = pairs[index % len(pairs)]
-            index += 1
-            batch.append(zk.client.set_async(schema.vm_status(uuid), encode(status_doc(node, tick))))
-        for result in batch:
-            result.get(timeout=30)
-        tick += 1
-        stop.wait(max(0.0, 1.0 - (time.monotonic() - second)))
+        node = nodes[turn % len(nodes)]
+        if turn % len(nodes) == 0:
+            tick += 1
+            layout = shards(pairs, tick)
+        write_shards(zk, node, layout[node])
+        turn += 1
+        stop.wait(max(0.0, started + turn * step - time.monotonic()))
 
 
 Row = tuple[str, str, str, bool]
@@ -204,7 +238,7 @@ def run(server: ZooKeeperServer, count: int, requests: int, churn_rate: int) -> 
 
     target = TARGETS_MS.get(count)
     p50, p99 = percentile(lists, 50), percentile(lists, 99)
-    label = f"{count} VMs" + (f", {churn_rate} status writes/s" if churn_rate else "")
+    label = f"{count} VMs" + (f", {churn_rate} VM stats/s in shards" if churn_rate else "")
     print(f"  [{label}] set-up {setup_s:.1f} s; pvcapid's first full list after start {first_s:.2f} s; "
           f"list body {size / 1048576:.1f} MiB")
     return [
@@ -224,7 +258,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="pvcapid VM list latency")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--requests", type=int, default=50)
-    parser.add_argument("--churn", type=int, default=0, help="VM status rewrites per second while timing")
+    parser.add_argument("--churn", type=int, default=0,
+                        help="VM stats refreshed per second while timing (written as node stats shards)")
     args = parser.parse_args()
     base_dir = workdir("vmzk")
     server = ZooKeeperServer(base_dir / "zk", free_port()).start()

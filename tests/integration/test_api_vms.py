@@ -6,12 +6,14 @@ stopped (or never-started) VM at once, and state changes are checked as the desi
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid as uuidlib
 from typing import Any
 
 import httpx
 
+from pvc.cluster import vms as vms_mod
 from pvc.core import schema
 from pvc.core.records import Memory, VMStatus
 from pvc.core.zk import ZK
@@ -386,6 +388,36 @@ def test_disable_waits_for_the_node_to_stop_it(api: Api, zk: ZK) -> None:
     helper.join(10)
     assert response.status_code == 200, response.text
     assert state_of(api, "d1") == "disable"
+
+
+def test_stats_come_from_the_node_shards(api: Api, zk: ZK) -> None:
+    """Stats live in /vmstats/<node>/<shard> (schema 5): the API's caches and direct reads agree."""
+    cluster(zk, api)
+    uuid = defined(api, "st1", node="hv1")["uuid"]
+    zk.put(schema.vm_status(uuid), VMStatus(node="hv1", running=True, libvirt_state="running").doc())
+    stats = {"mem_stats": {"rss": 1000}, "cpu_stats": {"cpu_time": 5},
+             "net_stats": [{"mac": "52:54:00:00:00:01", "rd_bytes": 10}]}
+    zk.put(schema.vm_stats("hv2", 0), {uuid: {"mem_stats": {"rss": 1}}})     # another node: ignored
+    zk.put(schema.vm_stats("hv1", 0), {uuid: stats})
+
+    def listed() -> dict[str, Any]:
+        return next(v for v in api.get("/vm").json() if v["name"] == "st1")
+
+    wait_for(lambda: info(api, "st1")["memory_stats"] == {"rss": 1000}, 10, 0.02, "stats in the item")
+    wait_for(lambda: listed()["memory_stats"] == {"rss": 1000}, 10, 0.02, "stats in the list")
+    item = info(api, "st1")
+    assert item["vcpu_stats"] == {"cpu_time": 5} and item["networks"][0]["rd_bytes"] == 10
+    # in-process there is no watch cache: the same item from direct reads
+    direct = json.loads(vms_mod.item_json(zk, vms_mod.get_entry(zk, "st1")))
+    assert {k: v for k, v in direct.items() if k != "running"} == \
+        {k: v for k, v in item.items() if k != "running"}
+    entry = next(e for e in vms_mod.load_entries(zk) if e.record.name == "st1")
+    assert entry.stats == stats
+    zk.put(schema.vm_stats("hv1", 0), {uuid: {**stats, "mem_stats": {"rss": 2000}}})
+    wait_for(lambda: listed()["memory_stats"] == {"rss": 2000}, 10, 0.02, "new stats in the list")
+    zk.put(schema.vm_stats("hv1", 0), {})                   # the VM left the node's shard
+    wait_for(lambda: listed()["memory_stats"] == {}, 10, 0.02, "stats gone from the list")
+    assert info(api, "st1")["networks"][0]["rd_bytes"] == 0
 
 
 def node_of(api: Api, vm: str) -> dict[str, str]:

@@ -30,6 +30,20 @@ def test_migrations_run_once_under_concurrency(zk_server: ZooKeeperServer, zk_ro
         client.stop()
 
 
+def test_v5_moves_stats_out_of_status(zk_server: ZooKeeperServer, zk_root: str) -> None:
+    client = ZK([zk_server.address], zk_root).start()
+    try:
+        assert schema.migrate(client, 4) == 4
+        client.put(schema.vm_status("u1"), {"node": "hv1", "running": True, "stats": {"cpus": 1}})
+        client.put(schema.vm_status("u2"), {"node": "hv1", "running": False})
+        assert schema.migrate(client) == schema.SCHEMA_VERSION == 5
+        assert client.exists(schema.VM_STATS)
+        assert client.get(schema.vm_status("u1")) == {"node": "hv1", "running": True}
+        assert client.get(schema.vm_status("u2")) == {"node": "hv1", "running": False}
+    finally:
+        client.stop()
+
+
 def test_compare_and_set_under_contention(zk: ZK) -> None:
     zk.put("/counter", 0)
 

@@ -18,7 +18,7 @@ import pytest
 
 from pvc.adapters.ceph import Locker
 from pvc.adapters.fakes import FakeHypervisor, FakeHypervisorNetwork, FakeStorage
-from pvc.core import domainxml
+from pvc.core import domainxml, schema
 from pvc.core.records import NodeRecord, VMRecord
 from pvc.node.storage import NodeCeph, secret_uuid
 from pvc.node.vms import Action, Observation, ReconcilerSettings, VMReconciler, decide
@@ -35,6 +35,8 @@ class MemoryStore:
         self.nodes: dict[str, dict[str, Any]] = {}
         self.alive: set[str] = set()
         self.consoles: dict[str, str] = {}
+        self.stats: dict[str, dict[int, dict[str, Any]]] = {}    # node -> shard -> {uuid: stats}
+        self.stats_writes = 0
         self.selector = "mem"
         self.lock = threading.RLock()
         self._start_locks: dict[str, threading.Lock] = {}
@@ -97,6 +99,24 @@ class MemoryStore:
 
     def put_console(self, uuid: str, text: str) -> None:
         self.consoles[uuid] = text
+
+    def stats_shards(self, node: str) -> dict[int, dict[str, Any]]:
+        with self.lock:
+            return {i: dict(d) for i, d in self.stats.get(node, {}).items()}
+
+    def write_stats(self, node: str, changed: dict[int, dict[str, Any]], stale: list[int]) -> None:
+        with self.lock:
+            shards = self.stats.setdefault(node, {})
+            shards.update({i: dict(d) for i, d in changed.items()})
+            for i in stale:
+                shards.pop(i, None)
+            self.stats_writes += len(changed)
+
+    def vm_stats(self, node: str, uuid: str) -> dict[str, Any] | None:
+        for shard in self.stats.get(node, {}).values():
+            if uuid in shard:
+                return dict(shard[uuid])
+        return None
 
     # helpers for tests
     def add_node(self, name: str, hv: FakeHypervisor, free: int = 8000, **extra: Any) -> None:
@@ -460,10 +480,39 @@ def test_keepalive_figures_and_status(cluster: Any, tmp_path: Any) -> None:
     assert figures == {"running_domains": [running], "domains_count": 1, "vcpu_allocated": 1,
                        "memory_allocated": 128, "memory_provisioned": 256}
     status = store.statuses[running]
-    assert status["stats"]["state"] == "RUNNING" and status["libvirt_state"] == "running"
+    assert "stats" not in status and status["libvirt_state"] == "running"
+    assert (store.vm_stats("hv1", running) or {})["state"] == "RUNNING"
     assert store.consoles[running] == "PVC-GUEST-BOOT-OK name=a\n"
     recs["hv1"].keepalive()
     assert store.consoles[running] == "PVC-GUEST-BOOT-OK name=a\n"
+    assert store.statuses[running] == status            # nothing but stats changed: no status write
+
+
+def test_keepalive_stats_shards(cluster: Any, monkeypatch: Any) -> None:
+    """Stats go to per-node shards; unchanged shards are not rewritten, a stopped VM leaves."""
+    store, _hvs, recs = cluster
+    monkeypatch.setattr(schema, "VM_STATS_SHARD", 2)
+    uuids = [running_on(store, recs, name=f"s{i}") for i in range(5)]
+    store.stats["hv1"] = {7: {"gone": {}}}                 # left by a previous daemon
+    hv1 = recs["hv1"]
+    hv1.keepalive()
+    assert sorted(store.stats["hv1"]) == [0, 1, 2]
+    assert sorted(u for shard in store.stats["hv1"].values() for u in shard) == sorted(uuids)
+    writes = store.stats_writes
+    frozen = {u: {"cputime": 1} for u in uuids}
+    monkeypatch.setattr(hv1.hv, "all_stats", lambda: dict(frozen))
+    hv1.keepalive()
+    writes = store.stats_writes
+    hv1.keepalive()
+    assert store.stats_writes == writes                    # nothing changed: nothing written
+    last = sorted(uuids)[-1]
+    hv1.hv.destroy(last)
+    store.set(last, state="stop")
+    settle(hv1)
+    hv1.keepalive()
+    assert sorted(store.stats["hv1"]) == [0, 1]
+    assert store.vm_stats("hv1", last) is None
+    assert not store.statuses[last]["running"] and "stats" not in store.statuses[last]
 
 
 # -- VMs on RBD: monitors and auth filled in, locks checked before a start -----------------------------

@@ -37,7 +37,7 @@ from pvc.cluster.nodes import get_node, load_nodes
 from pvc.core import domainxml, schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
 from pvc.core.records import MIGRATION_METHODS, NodeRecord, Tag, TaskRecord, VMRecord, VMStatus
-from pvc.core.zk import ZK, encode
+from pvc.core.zk import ZK, decode, encode
 
 # States a VM list may be filtered by (upstream's list, plus the states our nodes write).
 LIST_STATES: tuple[str, ...] = (
@@ -348,11 +348,15 @@ def _find_stats(items: Any, *keys: tuple[str, Any]) -> dict[str, Any]:
 
 
 def vm_view(record: VMRecord, status: VMStatus | None = None,
-            summary: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The VM item of API v1 (pvc-facts §8.5): desired state, XML facts and the node's stats."""
+            summary: dict[str, Any] | None = None, stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The VM item of API v1 (pvc-facts §8.5): desired state, XML facts and the node's stats.
+
+    stats come from the node's stats shards (schema.vm_stats); without them, from a status
+    document written before schema 5.
+    """
     status = status or VMStatus()
     summary = summary if summary is not None else domain_summary(record.xml)
-    stats = status.stats or {}
+    stats = stats if stats is not None else (status.stats or {})
     networks = []
     for net in summary.get("networks", []):
         found = _find_stats(stats.get("net_stats"), ("mac", net.get("mac")), ("bridge", net.get("source")))
@@ -412,6 +416,11 @@ class VMEntry:
     record: VMRecord
     status: VMStatus | None
     key: tuple[int, int] | None = None   # (record mzxid, status mzxid) when read from the cache
+    stats: dict[str, Any] | None = None  # from the stats shards, when read from the server
+
+
+# {node: {uuid: (mzxid of the shard, stats)}}: every VM's stats as its nodes last wrote them
+StatsIndex = dict[str, dict[str, tuple[int, dict[str, Any]]]]
 
 
 class _Memo:
@@ -425,14 +434,22 @@ class _Memo:
         self.records: dict[str, tuple[int, VMRecord | None]] = {}
         self.statuses: dict[str, tuple[int, VMStatus | None]] = {}
         self.entries: dict[str, VMEntry] = {}
-        self.items: dict[str, tuple[tuple[int, int], bytes]] = {}
+        self.items: dict[str, tuple[tuple[int, int, int], bytes]] = {}
         self.generation = 0
         self.listening: Any = None
         self.snapshot: tuple[int, list[VMEntry]] | None = None
-        self.full_json: tuple[int, bytes] | None = None
+        self.full_json: tuple[tuple[int, int], bytes] | None = None
+        # the same for the /vmstats TreeCache
+        self.stats_generation = 0
+        self.stats_listening: Any = None
+        self.shards: dict[str, tuple[int, dict[str, Any]]] = {}   # path -> (mzxid, decoded shard)
+        self.stats_index: tuple[int, StatsIndex] | None = None
 
     def changed(self, _event: Any = None) -> None:
         self.generation += 1
+
+    def stats_changed(self, _event: Any = None) -> None:
+        self.stats_generation += 1
 
 
 _MEMOS: weakref.WeakKeyDictionary[ZK, _Memo] = weakref.WeakKeyDictionary()
@@ -445,14 +462,15 @@ def _memo(zk: ZK) -> _Memo:
     return memo
 
 
-def _tree(zk: ZK) -> Any:
-    """The API's live TreeCache of /vms (zk.cache(schema.VMS)), or None.
+def _tree(zk: ZK, path: str = schema.VMS) -> Any:
+    """The API's live TreeCache of /vms (zk.cache(schema.VMS)) or /vmstats, or None.
 
     ZK.cached_children_docs only serves direct children; the VM list also needs each VM's
-    status child, which the same TreeCache holds, so it is read here directly.
+    status child (and each node's stats shards), which the same TreeCache holds, so it is read
+    here directly.
     """
     caches = getattr(zk, "_caches", {})
-    tree = caches.get(schema.VMS)
+    tree = caches.get(path)
     if tree is None or not zk.connected or tree._state != type(tree).STATE_STARTED:
         return None
     return tree
@@ -549,8 +567,80 @@ def _sorted_snapshot(zk: ZK) -> list[VMEntry] | None:
     return entries
 
 
+def _cached_stats(zk: ZK) -> tuple[int, StatsIndex] | None:
+    """(generation, index) from the /vmstats watch cache; the same index while nothing changed."""
+    tree = _tree(zk, schema.VM_STATS)
+    if tree is None:
+        return None
+    memo = _memo(zk)
+    if memo.stats_listening is not tree:
+        tree.listen(memo.stats_changed)
+        memo.stats_listening = tree
+        memo.stats_changed()
+    generation = memo.stats_generation
+    if memo.stats_index is not None and memo.stats_index[0] == generation:
+        return memo.stats_index
+    root = getattr(tree, "_root", None)
+    nodes = getattr(root, "_children", None)
+    if not isinstance(nodes, dict):
+        return None
+    index: StatsIndex = {}
+    seen = set()
+    for node_name, node in list(nodes.items()):
+        per_node = index.setdefault(node_name, {})
+        for shard_name, shard in list(node._children.items()):
+            data = shard._data
+            if data is None:
+                continue
+            path = f"{node_name}/{shard_name}"
+            seen.add(path)
+            known = memo.shards.get(path)
+            if known is None or known[0] != data.stat.mzxid:
+                doc = decode(data.data)
+                known = (data.stat.mzxid, doc if isinstance(doc, dict) else {})
+                memo.shards[path] = known
+            mzxid, doc = known
+            for uuid, stats in doc.items():
+                if isinstance(stats, dict):
+                    per_node[uuid] = (mzxid, stats)
+    for gone in set(memo.shards) - seen:
+        memo.shards.pop(gone, None)
+    memo.stats_index = (generation, index)
+    return memo.stats_index
+
+
+def read_stats(zk: ZK, nodes: Iterable[str]) -> StatsIndex:
+    """The stats index of these nodes, from the watch cache when live, else read (pipelined)."""
+    cached = _cached_stats(zk)
+    if cached is not None:
+        return cached[1]
+    names = sorted({n for n in nodes if n})
+    if not names:
+        return {}
+    kids = zk.children_many([schema.vm_stats_node(n) for n in names])
+    paths = [schema.vm_stats(n, k) for n in names for k in kids.get(schema.vm_stats_node(n), [])]
+    docs = zk.get_many(paths) if paths else {}
+    index: StatsIndex = {n: {} for n in names}
+    for path, doc in docs.items():
+        node_name = path.split("/")[-2]
+        if isinstance(doc, dict):
+            index[node_name].update({u: (0, s) for u, s in doc.items() if isinstance(s, dict)})
+    return index
+
+
+def _stats_of(index: StatsIndex, status: VMStatus | None, uuid: str) -> tuple[int, dict[str, Any] | None]:
+    """(shard mzxid, stats) of the VM from its node's shards; (0, None) when it has none there."""
+    if status is None or not status.node:
+        return 0, None
+    return index.get(status.node, {}).get(uuid, (0, None))
+
+
 def load_entries(zk: ZK) -> list[VMEntry]:
-    """Every VM with its status: from the API's watch cache when live, else one pipelined read."""
+    """Every VM with its status: from the API's watch cache when live, else pipelined reads.
+
+    Cached entries carry no stats (item_json looks them up in the /vmstats cache, so a stats
+    change re-renders the item without touching the sorted snapshot); read entries do.
+    """
     cached = _sorted_snapshot(zk)
     if cached is not None:
         return cached
@@ -569,6 +659,9 @@ def load_entries(zk: ZK) -> list[VMEntry]:
         sdata = docs.get(schema.vm_status(uuid))
         status = VMStatus.model_validate(sdata) if isinstance(sdata, dict) else None
         out.append(VMEntry(record, status))
+    index = read_stats(zk, {e.status.node for e in out if e.status is not None})
+    for entry in out:
+        entry.stats = _stats_of(index, entry.status, entry.record.uuid)[1]
     return out
 
 
@@ -590,29 +683,43 @@ def list_vms(zk: ZK, limit: str | None = None, node: str | None = None, state: s
     return sorted((e for e in entries if keep(e.record)), key=lambda e: e.record.name)
 
 
-def item_json(zk: ZK, entry: VMEntry) -> bytes:
-    """The encoded VM item, re-rendered only when the VM or its status changed (cache reads)."""
+def item_json(zk: ZK, entry: VMEntry, index: StatsIndex | None = None) -> bytes:
+    """The encoded VM item, re-rendered only when the VM, its status or its stats shard changed.
+
+    Cached entries (entry.key set) take their stats from index (or the stats cache); read ones
+    carry them in entry.stats.
+    """
     if entry.key is None:
-        return json.dumps(vm_view(entry.record, entry.status), separators=(",", ":")).encode()
+        item = vm_view(entry.record, entry.status, stats=entry.stats)
+        return json.dumps(item, separators=(",", ":")).encode()
+    if index is None:
+        index = read_stats(zk, [entry.status.node] if entry.status is not None else [])
+    mzxid, stats = _stats_of(index, entry.status, entry.record.uuid)
+    key = (*entry.key, mzxid)
     memo = _memo(zk)
     known = memo.items.get(entry.record.uuid)
-    if known is not None and known[0] == entry.key:
+    if known is not None and known[0] == key:
         return known[1]
-    data = json.dumps(vm_view(entry.record, entry.status), separators=(",", ":")).encode()
-    memo.items[entry.record.uuid] = (entry.key, data)
+    data = json.dumps(vm_view(entry.record, entry.status, stats=stats), separators=(",", ":")).encode()
+    memo.items[entry.record.uuid] = (key, data)
     return data
 
 
 def list_json(zk: ZK, entries: Sequence[VMEntry]) -> bytes:
-    """The encoded list; the whole unfiltered list is kept per cache generation."""
+    """The encoded list; the whole unfiltered list is kept per generation of both caches."""
     memo = _memo(zk)
     snapshot = memo.snapshot
     whole = snapshot is not None and entries is snapshot[1]
-    if whole and memo.full_json is not None and snapshot is not None and memo.full_json[0] == snapshot[0]:
+    cached_stats = _cached_stats(zk)
+    generations = (snapshot[0] if snapshot is not None else -1, cached_stats[0] if cached_stats else -1)
+    if whole and cached_stats is not None and memo.full_json is not None and memo.full_json[0] == generations:
         return memo.full_json[1]
-    data = b"[" + b",".join(item_json(zk, e) for e in entries) + b"]"
-    if whole and snapshot is not None:
-        memo.full_json = (snapshot[0], data)
+    index = cached_stats[1] if cached_stats is not None else None
+    if index is None and any(e.key is not None for e in entries):
+        index = read_stats(zk, {e.status.node for e in entries if e.status is not None})
+    data = b"[" + b",".join(item_json(zk, e, index) for e in entries) + b"]"
+    if whole and cached_stats is not None:
+        memo.full_json = (generations, data)
     return data
 
 
@@ -660,8 +767,9 @@ def get_entry(zk: ZK, vm: str) -> VMEntry:
             return VMEntry(get_vm(zk, vm), None)  # a VM may be named like a UUID
         raise NotFound("VM not found.")
     sdata = docs.get(schema.vm_status(uuid))
-    return VMEntry(VMRecord.model_validate(data),
-                   VMStatus.model_validate(sdata) if isinstance(sdata, dict) else None)
+    status = VMStatus.model_validate(sdata) if isinstance(sdata, dict) else None
+    index = read_stats(zk, [status.node] if status is not None else [])
+    return VMEntry(VMRecord.model_validate(data), status, stats=_stats_of(index, status, uuid)[1])
 
 
 def is_running(status: VMStatus | None) -> bool:

@@ -6,16 +6,18 @@ one object as a JSON document; high-churn data (logs, task logs) has its own zno
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
-from kazoo.exceptions import NodeExistsError
+from kazoo.exceptions import NodeExistsError, NoNodeError
 
 from pvc.core.zk import ZK
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = "/schema"
 SCHEMA_VERSION_PATH = "/schema/version"
@@ -36,6 +38,8 @@ LOCKS = "/locks"
 VMS = "/vms"
 VM_NAMES = "/vmnames"
 VM_CONSOLES = "/vmconsole"
+VM_STATS = "/vmstats"
+VM_STATS_SHARD = 50                      # VMs per stats document (see vm_stats)
 CEPH = "/ceph"
 CEPH_STATUS = "/ceph/status"        # {node, time, status, health, util, status_text, util_text}
 CEPH_OSDS = "/ceph/osds"
@@ -47,7 +51,7 @@ CEPH_TREES = (CEPH, CEPH_OSDS, CEPH_POOLS, CEPH_VOLUMES, CEPH_SNAPSHOTS, CEPH_BE
 
 # Trees a fresh cluster starts with; backup/restore covers everything under the root.
 BASE_PATHS = (SCHEMA, CONFIG, NODES, LOGS, FAULTS, TASKS, TASK_LOGS, LOCKS, VMS, VM_NAMES,
-              VM_CONSOLES, *CEPH_TREES)
+              VM_CONSOLES, VM_STATS, *CEPH_TREES)
 
 
 def node(name: str) -> str:
@@ -87,8 +91,29 @@ def vm(uuid: str) -> str:
 
 
 def vm_status(uuid: str) -> str:
-    """VMStatus, written by the node that runs the VM (stats, failure reason, migration)."""
+    """VMStatus, written by the node that runs the VM (state, failure reason, migration).
+
+    Only rewritten when one of those changes; the per-keepalive stats live in vm_stats.
+    """
     return f"{VMS}/{uuid}/status"
+
+
+def vm_stats_node(node_name: str) -> str:
+    """Parent of one node's stats shards."""
+    return f"{VM_STATS}/{node_name}"
+
+
+def vm_stats(node_name: str, shard: int | str) -> str:
+    """{uuid: stats} for up to VM_STATS_SHARD of the VMs running on node_name, by the node.
+
+    Outside /vms for the reason vm_console is: stats change every keepalive, and one status write
+    per VM every 5 s made the API's watch cache of /vms refetch thousands of znodes a second.
+    Shard n holds the VMs at positions [n * VM_STATS_SHARD, (n + 1) * VM_STATS_SHARD) of the
+    node's sorted uuids, so each znode stays far below ZooKeeper's 1 MB limit. Small shards
+    (~20 KB) also keep the server's memory down: it holds its last 500 transactions in memory,
+    and with 200-VM shards (~80 KB) a 128 MB ZooKeeper ran out of heap at 10,000 VMs.
+    """
+    return f"{VM_STATS}/{node_name}/{shard}"
 
 
 def vm_console(uuid: str) -> str:
@@ -168,8 +193,22 @@ def _v4(zk: ZK) -> None:
         zk.ensure(path)
 
 
+def _v5(zk: ZK) -> None:
+    """Stats move out of the status documents into per-node shards (see vm_stats)."""
+    zk.ensure(VM_STATS)
+
+    def strip(doc: Any) -> Any:
+        if isinstance(doc, dict) and "stats" in doc:
+            return {k: v for k, v in doc.items() if k != "stats"}
+        return doc
+
+    for uuid in zk.children(VMS):
+        with contextlib.suppress(NoNodeError):
+            zk.update(vm_status(uuid), strip)
+
+
 # MIGRATIONS[n] upgrades a tree at version n to version n+1.
-MIGRATIONS: dict[int, Migration] = {0: _v1, 1: _v2, 2: _v3, 3: _v4}
+MIGRATIONS: dict[int, Migration] = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5}
 
 
 def current_version(zk: ZK) -> int:

@@ -152,6 +152,8 @@ class VMStore(Protocol):
     def cluster_selector(self) -> str: ...
     def start_lock(self, uuid: str, timeout: float) -> contextlib.AbstractContextManager[bool]: ...
     def put_console(self, uuid: str, text: str) -> None: ...
+    def stats_shards(self, node: str) -> dict[int, dict[str, Any]]: ...
+    def write_stats(self, node: str, changed: dict[int, dict[str, Any]], stale: list[int]) -> None: ...
 
 
 class ZKStore:
@@ -304,6 +306,39 @@ class ZKStore:
 
         self.zk.retry(once)
 
+    def stats_shards(self, node: str) -> dict[int, dict[str, Any]]:
+        """This node's stats shards as stored (read once, so a restarted daemon cleans up)."""
+        parent = schema.vm_stats_node(node)
+        names = [n for n in self.zk.children(parent) if n.isdigit()]
+        docs = self.zk.get_many([schema.vm_stats(node, n) for n in names]) if names else {}
+        return {int(n): d if isinstance(d := docs.get(schema.vm_stats(node, n)), dict) else {} for n in names}
+
+    def write_stats(self, node: str, changed: dict[int, dict[str, Any]], stale: list[int]) -> None:
+        """Pipelined set (create when missing) of the changed shards, delete of the stale ones."""
+        client = self.zk.client
+
+        def once() -> None:
+            sets = [(shard, client.set_async(schema.vm_stats(node, shard), encode(doc)))
+                    for shard, doc in changed.items()]
+            deletes = [client.delete_async(schema.vm_stats(node, shard)) for shard in stale]
+            creates = []
+            for shard, op in sets:
+                try:
+                    op.get(timeout=10)
+                except NoNodeError:
+                    creates.append((shard, client.create_async(schema.vm_stats(node, shard),
+                                                               encode(changed[shard]), makepath=True)))
+            for op in deletes:
+                with contextlib.suppress(NoNodeError):
+                    op.get(timeout=10)
+            for shard, op in creates:
+                try:
+                    op.get(timeout=10)
+                except NodeExistsError:
+                    client.set(schema.vm_stats(node, shard), encode(changed[shard]))
+
+        self.zk.retry(once)
+
 
 def _record(data: Any) -> VMRecord | None:
     if not isinstance(data, dict):
@@ -360,6 +395,7 @@ class VMReconciler:
         self._status_seen: dict[str, tuple[Any, ...]] = {}
         self._live: dict[str, tuple[str, str | None]] = {}   # uuid -> (vnc, console log path)
         self._unknown_logged: set[str] = set()
+        self._stats_written: dict[int, dict[str, Any]] | None = None   # shard -> what we last wrote
         self._last_pass = 0.0
         self._loop: threading.Thread | None = None
         self.console = ConsoleTail(self.settings.console_dir, self.settings.console_lines,
@@ -518,10 +554,10 @@ class VMReconciler:
             self._live.pop(uuid, None)
             self._patch(uuid, node=self.name, running=True, libvirt_state="running")
         elif not here and status.get("node") == self.name and status.get("running"):
-            self._patch(uuid, running=False, libvirt_state="shutoff", stats={}, vnc="")
+            self._patch(uuid, running=False, libvirt_state="shutoff", vnc="")
 
     def _patch(self, uuid: str, **fields: Any) -> None:
-        self.store.update_status(uuid, lambda d: {**VMStatus().doc(), **d, **fields, "updated": time.time()})
+        self.store.update_status(uuid, _merge({**fields, "updated": time.time()}))
 
     def _set_state(self, uuid: str, new: str, only_from: frozenset[str] | set[str],
                    **extra: Any) -> bool:
@@ -673,7 +709,7 @@ class VMReconciler:
 
     def _after_gone(self, uuid: str) -> None:
         if self.store.load_status(uuid).get("node") == self.name:
-            self._patch(uuid, running=False, libvirt_state="shutoff", stats={}, vnc="")
+            self._patch(uuid, running=False, libvirt_state="shutoff", vnc="")
 
     def _power_off(self, uuid: str, keep: set[str]) -> bool:
         """ACPI shutdown, poll until off; destroy after the timeout. Abort (False) when the state
@@ -821,26 +857,45 @@ class VMReconciler:
         now = time.time()
         for uuid in records:
             status = statuses.get(uuid, {})
+            fields: dict[str, Any] | None = None
             if uuid in running:
                 if status.get("migrating_to") == self.name or self.busy(uuid):
                     # incoming migration (the sender reports it) or a job acting on the VM now
                     # (it writes the status itself; this snapshot may be older than its write)
                     continue
-                info = running[uuid]
-                fields = {"node": self.name, "running": True, "libvirt_state": info.state,
-                          "vnc": self._live_facts(uuid, records[uuid])[0], "stats": stats.get(uuid, {}),
-                          "updated": now}
-                changes[uuid] = _merge(fields)
+                fields = {"node": self.name, "running": True, "libvirt_state": running[uuid].state,
+                          "vnc": self._live_facts(uuid, records[uuid])[0]}
             elif (status.get("node") == self.name and status.get("running") and not self.busy(uuid)
                   and not status.get("migrating_to")):
-                changes[uuid] = _merge({"running": False, "libvirt_state": "shutoff", "stats": {},
-                                        "vnc": "", "updated": now})
+                fields = {"running": False, "libvirt_state": "shutoff", "vnc": ""}
+            # Only a real change rewrites the status: every write wakes the API's /vms cache.
+            stale = fields is not None and any(status.get(k) != v for k, v in fields.items())
+            if fields is not None and (stale or "stats" in status):
+                changes[uuid] = _merge({**fields, "updated": now})
         self.store.update_statuses(changes)
+        self._write_stats({u: stats.get(u, {}) for u in running})
         self.console.tick({u: path for u in running
                            if (path := self._live_facts(u, records[u])[1]) is not None})
         for gone in [u for u in self._live if u not in running]:
             self._live.pop(gone, None)
         return self.figures(records, running)
+
+    def _write_stats(self, stats: dict[str, dict[str, Any]]) -> None:
+        """This node's stats shards (schema.vm_stats): write the changed ones, drop the stale ones.
+
+        A VM that no longer runs here leaves its shard; a restarted daemon first reads what
+        its predecessor left, so shards beyond the current count are deleted, not orphaned.
+        """
+        size = schema.VM_STATS_SHARD
+        uuids = sorted(stats)
+        shards = {i // size: {u: stats[u] for u in uuids[i:i + size]} for i in range(0, len(uuids), size)}
+        if self._stats_written is None:
+            self._stats_written = self.store.stats_shards(self.name)
+        changed = {i: doc for i, doc in shards.items() if self._stats_written.get(i) != doc}
+        stale = [i for i in self._stats_written if i not in shards]
+        if changed or stale:
+            self.store.write_stats(self.name, changed, stale)
+        self._stats_written = shards
 
     def _live_facts(self, uuid: str, record: VMRecord) -> tuple[str, str | None]:
         """VNC address and console log file from the live XML, read once per arrival here.
@@ -980,8 +1035,16 @@ def _console_file(live_xml: str) -> str | None:
     return None
 
 
+_STATUS_BASE = {k: v for k, v in VMStatus().doc().items() if k != "stats"}
+
+
 def _merge(fields: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    return lambda doc: {**VMStatus().doc(), **doc, **fields}
+    """Status update: defaults, the current document, then fields; stats live in schema.vm_stats."""
+    def merged(doc: dict[str, Any]) -> dict[str, Any]:
+        out = {**_STATUS_BASE, **doc, **fields}
+        out.pop("stats", None)
+        return out
+    return merged
 
 
 _demands: dict[int, Demand] = {}
