@@ -469,11 +469,7 @@ def _tree(zk: ZK, path: str = schema.VMS) -> Any:
     status child (and each node's stats shards), which the same TreeCache holds, so it is read
     here directly.
     """
-    caches = getattr(zk, "_caches", {})
-    tree = caches.get(path)
-    if tree is None or not zk.connected or tree._state != type(tree).STATE_STARTED:
-        return None
-    return tree
+    return zk.live_cache(path)
 
 
 def _parse_record(raw: bytes | None) -> VMRecord | None:

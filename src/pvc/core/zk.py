@@ -28,7 +28,7 @@ from kazoo.exceptions import (
 )
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState, ZnodeStat
-from kazoo.recipe.cache import TreeCache
+from kazoo.recipe.cache import TreeCache, TreeEvent
 from kazoo.retry import KazooRetry, RetryFailedError
 from kazoo.security import make_digest_acl
 
@@ -96,6 +96,7 @@ class ZK:
         self.client.add_listener(self._on_state)
         self.lost = threading.Event()
         self._caches: dict[str, TreeCache] = {}
+        self._cache_loaded: dict[str, threading.Event] = {}
         self._decoded: dict[str, tuple[int, Json]] = {}
 
     @classmethod
@@ -136,6 +137,7 @@ class ZK:
         for tree in self._caches.values():
             tree.close()
         self._caches.clear()
+        self._cache_loaded.clear()
         try:
             self.client.stop()
         finally:
@@ -194,13 +196,18 @@ class ZK:
         """
         if parent not in self._caches:
             tree = TreeCache(self.client, parent)
+            loaded = threading.Event()
+            # Until its first full load the cache holds part of the tree: readers must not serve
+            # a partial list from it (at 10,000 VMs that load takes ~25 s), so they read directly.
+            tree.listen(lambda event: loaded.set() if event.event_type == TreeEvent.INITIALIZED else None)
+            self._cache_loaded[parent] = loaded
             tree.start()
             self._caches[parent] = tree
 
     def cached_children_docs(self, parent: str) -> dict[str, Json] | None:
         """{child: decoded data} from the cache of parent, or None when none is live."""
-        tree = self._caches.get(parent)
-        if tree is None or not self.connected or tree._state != TreeCache.STATE_STARTED:
+        tree = self.live_cache(parent)
+        if tree is None:
             return None
         children = tree.get_children(parent)
         if children is None:
@@ -220,9 +227,21 @@ class ZK:
             out[child] = known[1]
         return out
 
-    def cached_children(self, parent: str) -> list[str] | None:
+    def live_cache(self, parent: str) -> TreeCache | None:
+        """The TreeCache of parent if it can answer: started, fully loaded once, and connected.
+
+        For readers that need more than direct children (the VM list reads each VM's status).
+        """
         tree = self._caches.get(parent)
-        if tree is None or not self.connected or tree._state != TreeCache.STATE_STARTED:
+        loaded = self._cache_loaded.get(parent)
+        if (tree is None or loaded is None or not loaded.is_set() or not self.connected
+                or tree._state != TreeCache.STATE_STARTED):
+            return None
+        return tree
+
+    def cached_children(self, parent: str) -> list[str] | None:
+        tree = self.live_cache(parent)
+        if tree is None:
             return None
         children = tree.get_children(parent)
         return sorted(children) if children is not None else None
