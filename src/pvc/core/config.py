@@ -6,6 +6,7 @@ the program with one message naming the key and the file.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -163,6 +164,102 @@ class StorageSettings(_Section):
     benchmark_runtime: int = Field(default=75, ge=1, le=3600)
 
 
+class BgpSettings(_Section):
+    """EVPN for managed networks: FRR's BGP carries the VXLAN flood lists and MAC routes."""
+    asn: int = Field(ge=1, le=4294967295)
+    # BGP neighbours (route reflectors or upstream routers); empty: every other PVC node's
+    # cluster address, a full iBGP mesh.
+    peers: list[str] = Field(default_factory=list)
+
+    @field_validator("peers")
+    @classmethod
+    def _peers(cls, peers: list[str]) -> list[str]:
+        for peer in peers:
+            try:
+                ipaddress.ip_address(peer)
+            except ValueError:
+                raise ValueError(f"'{peer}' is not an IP address") from None
+        return peers
+
+
+class NetworkingSettings(_Section):
+    """Where this node's client networks attach (DESIGN D8; facts in pvc-facts §5)."""
+    # The underlay for managed (VXLAN) networks, and this node's VTEP address on it (default: the
+    # first IPv4 address of the device). VXLAN devices get cluster_mtu - 50 (- 70 over IPv6).
+    cluster_device: str = "eth0"
+    cluster_address: str | None = None
+    cluster_mtu: int | None = Field(default=None, ge=1280, le=65535)
+    # The 802.1Q trunk for bridged networks (vlan<vni> sub-interfaces of it).
+    bridge_device: str = "eth1"
+    bridge_mtu: int | None = Field(default=None, ge=1280, le=65535)
+    # Where managed networks' traffic leaves the cluster (masqueraded); default cluster_device.
+    upstream_device: str | None = None
+    # CIDR held by the primary on upstream_device: the cluster DNS view answers there.
+    floating_address: str | None = None
+    # The MAC every primary puts on its gateway bridges (default: derived from the cluster
+    # name), so guests keep their ARP entry for the gateway across a primary change.
+    gateway_mac: str | None = None
+    vxlan_port: int = Field(default=4789, gt=0, lt=65536)
+    bgp: BgpSettings | None = None
+    metadata_address: str = "169.254.169.254"
+    metadata_port: int = Field(default=80, gt=0, lt=65536)
+    dns_port: int = Field(default=53, gt=0, lt=65536)
+    # Resolvers the networks' dnsmasq forwards other names to; empty: answer only the cluster's
+    # own names (nothing from the host's /etc/resolv.conf leaks in).
+    upstream_dns: list[str] = Field(default_factory=list)
+    # kernel: real 802.1Q sub-interfaces. lab-switch: a veth named vlan<vni> into a per-VLAN
+    # bridge in the lab's switch namespace (lab_switch_netns), for kernels without 802.1Q.
+    vlan_backend: Literal["kernel", "lab-switch"] = "kernel"
+    lab_switch_netns: str | None = None
+
+    @field_validator("cluster_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"'{value}' is not an IP address") from None
+        return value
+
+    @field_validator("upstream_dns")
+    @classmethod
+    def _resolvers(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"'{value}' is not an IP address") from None
+        return values
+
+    @field_validator("floating_address")
+    @classmethod
+    def _cidr(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_interface(value)
+            except ValueError:
+                raise ValueError(f"'{value}' is not an address with prefix length (a.b.c.d/nn)") from None
+            if "/" not in value:
+                raise ValueError(f"'{value}' needs a prefix length (a.b.c.d/nn)")
+        return value
+
+    @field_validator("gateway_mac")
+    @classmethod
+    def _mac(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", value) or int(value[:2], 16) & 1:
+                raise ValueError(f"'{value}' is not a unicast MAC address")
+            return value.lower()
+        return value
+
+    @model_validator(mode="after")
+    def _lab(self) -> NetworkingSettings:
+        if self.vlan_backend == "lab-switch" and not self.lab_switch_netns:
+            raise ValueError("vlan_backend lab-switch needs lab_switch_netns")
+        return self
+
+
 class MigrationSettings(_Section):
     target_selector: Literal["mem", "memprov", "load", "vcpus", "vms"] = "mem"
 
@@ -190,6 +287,7 @@ class Settings(_Section):
     path: PathSettings = PathSettings()
     hypervisor: HypervisorSettings = HypervisorSettings()
     storage: StorageSettings = StorageSettings()
+    networking: NetworkingSettings = NetworkingSettings()
     migration: MigrationSettings = MigrationSettings()
     source: str = Field(default="", exclude=True, description="file this was loaded from")
 

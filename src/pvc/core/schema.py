@@ -17,7 +17,7 @@ from pvc.core.zk import ZK
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = "/schema"
 SCHEMA_VERSION_PATH = "/schema/version"
@@ -48,10 +48,19 @@ CEPH_VOLUMES = "/ceph/volumes"
 CEPH_SNAPSHOTS = "/ceph/snapshots"
 CEPH_BENCHMARKS = "/ceph/benchmarks"
 CEPH_TREES = (CEPH, CEPH_OSDS, CEPH_POOLS, CEPH_VOLUMES, CEPH_SNAPSHOTS, CEPH_BENCHMARKS)
+NETWORKS = "/networks"
+NET_ACLS = "/netacls"
+NET_RESERVATIONS = "/netreservations"
+NET_LEASES = "/netleases"
+PROVISIONER = "/provisioner"
+USERDATA = "/provisioner/userdata"
+PROFILES = "/provisioner/profiles"
+NETWORK_TREES = (NETWORKS, NET_ACLS, NET_RESERVATIONS, NET_LEASES)
+PROVISIONER_TREES = (PROVISIONER, USERDATA, PROFILES)
 
 # Trees a fresh cluster starts with; backup/restore covers everything under the root.
 BASE_PATHS = (SCHEMA, CONFIG, NODES, LOGS, FAULTS, TASKS, TASK_LOGS, LOCKS, VMS, VM_NAMES,
-              VM_CONSOLES, VM_STATS, *CEPH_TREES)
+              VM_CONSOLES, VM_STATS, *CEPH_TREES, *NETWORK_TREES, *PROVISIONER_TREES)
 
 
 def node(name: str) -> str:
@@ -163,6 +172,48 @@ def benchmark(job: str) -> str:
     return f"{CEPH_BENCHMARKS}/{job}"
 
 
+def network(vni: int | str) -> str:
+    """Network document (the API's network item): {vni, description, type, mtu, domain,
+    name_servers, ip4 {network, gateway, dhcp_flag, dhcp_start, dhcp_end}, ip6 {network, gateway,
+    dhcp_flag}}."""
+    return f"{NETWORKS}/{vni}"
+
+
+def network_acls(vni: int | str) -> str:
+    """{"in": [{description, rule}, ...], "out": [...]}: list position is the rule's order, so a
+    reorder is one compare-and-set write."""
+    return f"{NET_ACLS}/{vni}"
+
+
+def network_reservations(vni: int | str) -> str:
+    return f"{NET_RESERVATIONS}/{vni}"
+
+
+def network_reservation(vni: int | str, mac: str) -> str:
+    """DHCP reservation {mac_address, ip4_address, hostname}; mac lowercase with colons."""
+    return f"{NET_RESERVATIONS}/{vni}/{mac}"
+
+
+def network_leases(vni: int | str) -> str:
+    return f"{NET_LEASES}/{vni}"
+
+
+def network_lease(vni: int | str, mac: str) -> str:
+    """Dynamic lease {mac_address, ip4_address, hostname, clientid, expiry, timestamp}, written by
+    the primary's dnsmasq hook; kept apart from /networks so lease churn wakes no network watch."""
+    return f"{NET_LEASES}/{vni}/{mac}"
+
+
+def userdata(name: str) -> str:
+    """Provisioner userdata document {name, userdata}."""
+    return f"{USERDATA}/{name}"
+
+
+def profile(name: str) -> str:
+    """Provisioner profile document; `userdata` names the userdata document served to its VMs."""
+    return f"{PROFILES}/{name}"
+
+
 # -- migrations ---------------------------------------------------------------------------------
 
 Migration = Callable[[ZK], None]
@@ -207,8 +258,14 @@ def _v5(zk: ZK) -> None:
             zk.update(vm_status(uuid), strip)
 
 
+def _v6(zk: ZK) -> None:
+    """The network subsystem's trees, and the provisioner's (its profiles name a VM's userdata)."""
+    for path in (*NETWORK_TREES, *PROVISIONER_TREES):
+        zk.ensure(path)
+
+
 # MIGRATIONS[n] upgrades a tree at version n to version n+1.
-MIGRATIONS: dict[int, Migration] = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5}
+MIGRATIONS: dict[int, Migration] = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5, 5: _v6}
 
 
 def current_version(zk: ZK) -> int:
