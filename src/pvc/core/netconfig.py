@@ -1,0 +1,509 @@
+"""Client networks as text: device names, the nftables ruleset, dnsmasq and FRR command lines.
+
+Pure functions of the /networks documents and the node's settings (DESIGN D8), so the node's
+network reconciler only decides *what* to run and the adapters (`pvc.adapters.network`) only run
+it; every output here is checked by golden files and, in the lab tests, by the real `nft --check`.
+
+Facts behind the choices: pvc-facts §5 (upstream's layout), recipes/network.md (measured gotchas:
+`fwd` is an nft keyword, a `}` must be on its own line, dnsmasq needs --no-ping/--conf-file etc.).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+VNI_MIN, VNI_MAX = 1, 16777215          # VXLAN 24-bit; bridged VLAN ids must be 1..4094
+VLAN_MIN, VLAN_MAX = 1, 4094
+NETWORK_TYPES = ("managed", "bridged")
+ACL_DIRECTIONS = ("in", "out")
+CHECK_TABLE = "pvc_check"               # acl_check_ruleset's throwaway table (never `pvc`)
+ZERO_MAC = "00:00:00:00:00:00"
+
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_DOMAIN_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                        r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+
+
+# --------------------------------------------------------------------------------------------
+# Names
+
+def bridge_name(vni: int) -> str:
+    return f"vmbr{vni}"
+
+
+def vxlan_name(vni: int) -> str:
+    return f"vxlan{vni}"
+
+
+def vlan_name(vni: int) -> str:
+    return f"vlan{vni}"
+
+
+def alias(vni: int) -> str:
+    """The ifalias PVC puts on every device it creates, so it never removes anybody else's."""
+    return f"pvc:{vni}"
+
+
+def gateway_mac(cluster_name: str) -> str:
+    """The virtual gateway MAC every primary of this cluster uses: derived from the cluster name,
+    so a new primary needs no coordination and guests keep their ARP entry across a takeover.
+    Locally administered unicast (02:...), which no NIC vendor uses."""
+    digest = hashlib.sha256(f"pvc-gateway:{cluster_name}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def vxlan_max_mtu(underlay_mtu: int, ipv6_underlay: bool) -> int:
+    """VXLAN adds 50 bytes of headers over IPv4, 70 over IPv6."""
+    return underlay_mtu - (70 if ipv6_underlay else 50)
+
+
+# --------------------------------------------------------------------------------------------
+# The typed network document
+
+def _opt_str(value: Any) -> str | None:
+    """Unset values arrive as null, "" or (upstream wire format) "None"."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return None if text in ("", "None") else text
+
+
+def _opt_network(value: Any, version: int, what: str) -> str | None:
+    text = _opt_str(value)
+    if text is None:
+        return None
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"{what}: '{text}' is not a network") from None
+    if net.version != version:
+        raise ValueError(f"{what}: '{text}' is not an IPv{version} network")
+    return str(net)
+
+
+def _opt_address(value: Any, version: int, what: str) -> str | None:
+    text = _opt_str(value)
+    if text is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{what}: '{text}' is not an IP address") from None
+    if ip.version != version:
+        raise ValueError(f"{what}: '{text}' is not an IPv{version} address")
+    return str(ip)
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return bool(value)
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A typed view of one /networks/<vni> document (the API's network item)."""
+
+    vni: int
+    type: str                   # "managed" | "bridged"
+    description: str
+    mtu: int | None
+    domain: str | None
+    name_servers: tuple[str, ...]
+    ip4_network: str | None     # normalised: "10.1.0.0/24"
+    ip4_gateway: str | None
+    dhcp4: bool
+    dhcp4_start: str | None
+    dhcp4_end: str | None
+    ip6_network: str | None
+    ip6_gateway: str | None
+    dhcp6: bool
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> NetSpec:
+        """Parse a stored document; ValueError (naming the field) if it is malformed, so the
+        reconciler can skip one bad network instead of applying a wrong ruleset."""
+        try:
+            vni = int(doc["vni"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"network document without a valid vni: {doc.get('vni')!r}") from None
+        kind = str(doc.get("type") or "managed")
+        if kind not in NETWORK_TYPES:
+            raise ValueError(f"network {vni}: type '{kind}' is not one of {', '.join(NETWORK_TYPES)}")
+        high = VLAN_MAX if kind == "bridged" else VNI_MAX
+        low = VLAN_MIN if kind == "bridged" else VNI_MIN
+        if not low <= vni <= high:
+            raise ValueError(f"network {vni}: a {kind} network's id must be {low}..{high}")
+        mtu_raw = doc.get("mtu")
+        mtu = None if _opt_str(mtu_raw) is None else int(str(mtu_raw))
+        if mtu is not None and mtu <= 0:
+            mtu = None
+        ip4: Mapping[str, Any] = doc.get("ip4") or {}
+        ip6: Mapping[str, Any] = doc.get("ip6") or {}
+        where = f"network {vni}"
+        ip4_network = _opt_network(ip4.get("network"), 4, f"{where} ip4 network")
+        ip6_network = _opt_network(ip6.get("network"), 6, f"{where} ip6 network")
+        ip4_gateway = _opt_address(ip4.get("gateway"), 4, f"{where} ip4 gateway")
+        ip6_gateway = _opt_address(ip6.get("gateway"), 6, f"{where} ip6 gateway")
+        for gw, net, v in ((ip4_gateway, ip4_network, 4), (ip6_gateway, ip6_network, 6)):
+            if gw is not None and (net is None or ipaddress.ip_address(gw) not in ipaddress.ip_network(net)):
+                raise ValueError(f"{where}: ip{v} gateway {gw} is not in the ip{v} network {net}")
+        name_servers = doc.get("name_servers") or ()
+        if isinstance(name_servers, str):
+            name_servers = [s for s in name_servers.split(",") if s.strip()]
+        return cls(
+            vni=vni, type=kind, description=str(doc.get("description") or ""), mtu=mtu,
+            domain=_opt_str(doc.get("domain")), name_servers=tuple(str(s).strip() for s in name_servers),
+            ip4_network=ip4_network, ip4_gateway=ip4_gateway, dhcp4=_flag(ip4.get("dhcp_flag")),
+            dhcp4_start=_opt_address(ip4.get("dhcp_start"), 4, f"{where} dhcp_start"),
+            dhcp4_end=_opt_address(ip4.get("dhcp_end"), 4, f"{where} dhcp_end"),
+            ip6_network=ip6_network, ip6_gateway=ip6_gateway, dhcp6=_flag(ip6.get("dhcp_flag")),
+        )
+
+    @property
+    def managed(self) -> bool:
+        return self.type == "managed"
+
+    @property
+    def bridge(self) -> str:
+        return bridge_name(self.vni)
+
+    @property
+    def base_device(self) -> str:
+        """The bridge's uplink port: vxlan<vni> (managed) or vlan<vni> (bridged)."""
+        return vxlan_name(self.vni) if self.managed else vlan_name(self.vni)
+
+    def effective_mtu(self, max_mtu: int) -> int:
+        """The configured MTU, clamped to what the base device can carry."""
+        return min(self.mtu or max_mtu, max_mtu)
+
+    @property
+    def ip4_prefixlen(self) -> int | None:
+        return ipaddress.ip_network(self.ip4_network).prefixlen if self.ip4_network else None
+
+    @property
+    def ip4_netmask(self) -> str | None:
+        return str(ipaddress.ip_network(self.ip4_network).netmask) if self.ip4_network else None
+
+    @property
+    def ip6_prefixlen(self) -> int | None:
+        return ipaddress.ip_network(self.ip6_network).prefixlen if self.ip6_network else None
+
+    @property
+    def gateway4_cidr(self) -> str | None:
+        """"10.1.0.1/24": what the primary puts on the bridge."""
+        if self.ip4_gateway is None or self.ip4_network is None:
+            return None
+        return f"{self.ip4_gateway}/{self.ip4_prefixlen}"
+
+    @property
+    def gateway6_cidr(self) -> str | None:
+        if self.ip6_gateway is None or self.ip6_network is None:
+            return None
+        return f"{self.ip6_gateway}/{self.ip6_prefixlen}"
+
+    @property
+    def gateway_cidrs(self) -> tuple[str, ...]:
+        return tuple(c for c in (self.gateway4_cidr, self.gateway6_cidr) if c)
+
+
+# --------------------------------------------------------------------------------------------
+# nftables
+
+def validate_rule_text(rule: str) -> str:
+    """One nft rule, stripped; ValueError if it could be more than one rule or leave its chain
+    (a newline, `;`, `#`, control characters, or braces that do not nest)."""
+    text = rule.strip()
+    if not text:
+        raise ValueError("the rule is empty")
+    if "\n" in text or "\r" in text:
+        raise ValueError("the rule must be one line (it contains a newline)")
+    if ";" in text:
+        raise ValueError("the rule must be one rule (it contains ';')")
+    if "#" in text:
+        raise ValueError("the rule must not contain '#' (nft would ignore the rest of the line)")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError("the rule contains a control character")
+    depth = 0
+    for c in text:
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth < 0:
+                raise ValueError("the rule closes a '}' it did not open")
+    if depth:
+        raise ValueError("the rule leaves a '{' open")
+    return text
+
+
+def _acl_rule(rule: str) -> str:
+    """Upstream counts every user rule (`counter <rule>`); a rule that counts already is kept."""
+    text = validate_rule_text(rule)
+    return text if text.split()[0] == "counter" else f"counter {text}"
+
+
+def _chain_name(vni: int, direction: str) -> str:
+    if direction not in ACL_DIRECTIONS:
+        raise ValueError(f"ACL direction '{direction}' is not one of {', '.join(ACL_DIRECTIONS)}")
+    return f"vxlan{vni}-{direction}"
+
+
+def _ifname(name: str, what: str) -> str:
+    if not _IFNAME_RE.match(name):
+        raise ValueError(f"{what} '{name}' is not an interface name")
+    return name
+
+
+def _table(name: str, chains: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """`table inet <name>` replaced atomically: declaring it first makes the delete safe when it
+    is absent, and every closing brace is on its own line (nft 1.0.6 needs that)."""
+    out = [f"table inet {name}", f"delete table inet {name}", f"table inet {name} {{"]
+    for chain, lines in chains:
+        out.append(f"\tchain {chain} {{")
+        out.extend(f"\t\t{line}" for line in lines)
+        out.append("\t}")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def render_nft(nets: Sequence[NetSpec], acls: Mapping[int, Mapping[str, Sequence[Mapping[str, Any]]]], *,
+               primary: bool, upstream_device: str, metadata_address: str, metadata_port: int = 80) -> str:
+    """The whole PVC ruleset (`table inet pvc`) as one atomic replacement.
+
+    Every node filters forwarded traffic of managed networks through the per-network ACL chains
+    (br_netfilter passes bridged VM-to-VM traffic through the inet forward hook too, so the ACLs
+    hold between guests on one node). The primary also guards its own services from guests and
+    masquerades the networks' IPv4 traffic to the upstream network. Bridged networks get nothing.
+    ValueError if a stored ACL rule is not a single rule (see validate_rule_text)."""
+    _ifname(upstream_device, "upstream_device")
+    meta = ipaddress.ip_address(metadata_address)
+    managed = sorted((n for n in nets if n.managed), key=lambda n: n.vni)
+    forward = ["type filter hook forward priority filter; policy accept;"]
+    acl_chains: list[tuple[str, list[str]]] = []
+    input_ = ["type filter hook input priority filter; policy accept;"]
+    postrouting = ["type nat hook postrouting priority srcnat; policy accept;"]
+    for net in managed:
+        vin, vout = _chain_name(net.vni, "in"), _chain_name(net.vni, "out")
+        if net.ip4_network:
+            forward += [f"ip daddr {net.ip4_network} jump {vin}", f"ip saddr {net.ip4_network} jump {vout}"]
+        if net.ip6_network:
+            forward += [f"ip6 daddr {net.ip6_network} jump {vin}", f"ip6 saddr {net.ip6_network} jump {vout}"]
+        net_acls = acls.get(net.vni) or {}
+        for direction, chain in (("in", vin), ("out", vout)):
+            rules = ["counter"]
+            for i, item in enumerate(net_acls.get(direction) or ()):
+                try:
+                    rules.append(_acl_rule(str(item["rule"])))
+                except (KeyError, ValueError) as e:
+                    what = item.get("description", i) if isinstance(item, Mapping) else i
+                    raise ValueError(f"network {net.vni} ACL {direction} '{what}': {e}") from None
+            acl_chains.append((chain, rules))
+        if not primary:
+            continue
+        br = f'iifname "{net.bridge}"'
+        ip_meta = "ip" if meta.version == 4 else "ip6"
+        input_ += [
+            f"{br} ct state established,related accept",
+            f"{br} meta l4proto icmp accept",
+            f"{br} meta l4proto ipv6-icmp accept",
+            f"{br} udp dport 53 accept",
+            f"{br} tcp dport 53 accept",
+            f"{br} udp dport 67 accept",
+            f"{br} udp dport 123 accept",
+        ]
+        if net.ip6_network:
+            input_.append(f"{br} udp dport 547 accept")
+        input_ += [f"{br} {ip_meta} daddr {meta} tcp dport {metadata_port} accept", f"{br} drop"]
+        if net.ip4_network:
+            postrouting.append(f'ip saddr {net.ip4_network} ip daddr != {net.ip4_network} '
+                               f'oifname "{upstream_device}" masquerade')
+    return _table("pvc", [("forward", forward), *acl_chains, ("input", input_), ("postrouting", postrouting)])
+
+
+def acl_check_ruleset(net: NetSpec, direction: str, rules: Sequence[str]) -> str:
+    """A standalone ruleset holding one ACL chain with `rules`, for `nft --check` before a rule
+    is stored. Its own table (`pvc_check`), so even if it were applied it could not touch `pvc`."""
+    chain = _chain_name(net.vni, direction)
+    body = ["counter"]
+    for i, rule in enumerate(rules):
+        try:
+            body.append(_acl_rule(rule))
+        except ValueError as e:
+            raise ValueError(f"rule {i}: {e}") from None
+    return _table(CHECK_TABLE, [(chain, body)])
+
+
+# --------------------------------------------------------------------------------------------
+# dnsmasq
+
+def _reverse_zone(network: str | None) -> str | None:
+    """in-addr.arpa zone of an IPv4 network on an octet boundary (/8, /16, /24), else None."""
+    if network is None:
+        return None
+    net = ipaddress.ip_network(network)
+    if net.version != 4 or net.prefixlen not in (8, 16, 24):
+        return None
+    octets = str(net.network_address).split(".")[: net.prefixlen // 8]
+    return ".".join(reversed(octets)) + ".in-addr.arpa"
+
+
+def _domain(net: NetSpec) -> str | None:
+    if net.domain is None:
+        return None
+    if not _DOMAIN_RE.match(net.domain):
+        raise ValueError(f"network {net.vni}: '{net.domain}' is not a domain name")
+    return net.domain.rstrip(".")
+
+
+def dnsmasq_argv(net: NetSpec, *, mtu: int, hosts_dir: str, hook: Sequence[str], upstream_dns: Sequence[str],
+                 dns_port: int = 53) -> list[str]:
+    """dnsmasq in the foreground serving DNS (and DHCP when enabled) on one managed network's
+    bridge. Nothing from the host leaks in (--conf-file=/dev/null, --no-hosts, --no-resolv),
+    several instances coexist (--bind-interfaces, no pid file), leases live in ZooKeeper via the
+    hook (--leasefile-ro), reservations are one file per MAC in hosts_dir (SIGHUP re-reads)."""
+    if not net.managed:
+        raise ValueError(f"network {net.vni} is bridged: PVC serves no DHCP or DNS on it")
+    if len(hook) != 1:
+        raise ValueError("dnsmasq runs --dhcp-script with no arguments: hook must be one program path")
+    br = net.bridge
+    domain = _domain(net)
+    listen = [a for a in (net.ip4_gateway, net.ip6_gateway) if a]
+    argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--pid-file=", "--no-hosts",
+            "--no-poll", "--no-ping", "--bind-interfaces", f"--interface={br}", "--except-interface=lo"]
+    if listen:
+        argv.append(f"--listen-address={','.join(listen)}")
+    argv.append(f"--port={dns_port}")
+    if domain:
+        argv += [f"--domain={domain}", f"--local=/{domain}/", "--expand-hosts"]
+    argv += ["--domain-needed", "--bogus-priv"]
+    rev = _reverse_zone(net.ip4_network)
+    if rev:
+        argv.append(f"--local=/{rev}/")
+    argv.append("--no-resolv")
+    argv += [f"--server={ipaddress.ip_address(s)}" for s in upstream_dns]
+    dhcp4 = net.dhcp4 and net.ip4_network is not None and net.ip4_gateway is not None
+    ra = net.ip6_network is not None and net.ip6_gateway is not None
+    dhcp6 = ra and net.dhcp6
+    if dhcp4 or dhcp6:
+        argv += ["--dhcp-authoritative", "--leasefile-ro", f"--dhcp-script={hook[0]}",
+                 f"--dhcp-hostsdir={hosts_dir}"]
+    if dhcp4:
+        if net.dhcp4_start and net.dhcp4_end:
+            argv.append(f"--dhcp-range={net.dhcp4_start},{net.dhcp4_end},{net.ip4_netmask},1h")
+        else:   # reservations only
+            net4 = ipaddress.ip_network(net.ip4_network or "")
+            argv.append(f"--dhcp-range={net4.network_address},static,{net.ip4_netmask},1h")
+        argv += [f"--dhcp-option=option:router,{net.ip4_gateway}",
+                 f"--dhcp-option=option:dns-server,{net.ip4_gateway}"]
+        if domain:
+            argv.append(f"--dhcp-option=option:domain-name,{domain}")
+        if mtu < 1500:
+            argv.append(f"--dhcp-option=option:mtu,{mtu}")
+    if ra:
+        # Router advertisements always (guests need the route); DHCPv6 stateless beside DHCPv4
+        # (addresses by SLAAC, names from the RA), stateful when IPv6 is the only DHCP.
+        argv.append("--enable-ra")
+        if dhcp6 and dhcp4:
+            argv.append(f"--dhcp-range=::,constructor:{br},ra-stateless,ra-names")
+        elif dhcp6:
+            argv.append(f"--dhcp-range=::2,::ffff:ffff:ffff:ffff,constructor:{br},64,1h")
+        else:
+            argv.append(f"--dhcp-range=::,constructor:{br},ra-only")
+        if dhcp6:
+            argv.append(f"--dhcp-option=option6:dns-server,[{net.ip6_gateway}]")
+            if domain:
+                argv.append(f"--dhcp-option=option6:domain-search,{domain}")
+        if mtu < 1500:
+            argv.append(f"--ra-param={br},mtu:{mtu},60")
+    argv.append("--log-facility=-")
+    if dhcp4 or dhcp6:
+        argv.append("--log-dhcp")
+    return argv
+
+
+def reservation_line(mac: str, ip: str, hostname: str | None) -> str:
+    """The content of one --dhcp-hostsdir file: `<mac>,<ip>[,<hostname>]`."""
+    mac_l = mac.strip().lower()
+    if not _MAC_RE.match(mac_l):
+        raise ValueError(f"'{mac}' is not a MAC address")
+    addr = ipaddress.ip_address(ip.strip())
+    if addr.version != 4:
+        raise ValueError(f"'{ip}' is not an IPv4 address (reservations are DHCPv4)")
+    parts = [mac_l, str(addr)]
+    if hostname:
+        if not _HOSTNAME_RE.match(hostname):
+            raise ValueError(f"'{hostname}' is not a host name")
+        parts.append(hostname)
+    return ",".join(parts) + "\n"
+
+
+def dns_view_argv(nets: Sequence[NetSpec], *, listen: Sequence[str], port: int,
+                  upstream_dns: Sequence[str]) -> list[str]:
+    """The cluster DNS view: one forwarding dnsmasq (no DHCP, no cache of its own names) that
+    sends each managed network's domain and reverse zone to that network's dnsmasq."""
+    argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--pid-file=", "--no-hosts",
+            "--no-poll", "--no-resolv", "--bind-interfaces"]
+    argv += [f"--listen-address={ipaddress.ip_address(a)}" for a in listen]
+    argv.append(f"--port={port}")
+    for net in sorted((n for n in nets if n.managed), key=lambda n: n.vni):
+        domain = _domain(net)
+        gw = net.ip4_gateway or net.ip6_gateway
+        if not domain or not gw:
+            continue
+        argv.append(f"--server=/{domain}/{gw}")
+        rev = _reverse_zone(net.ip4_network)
+        if rev:
+            argv.append(f"--server=/{rev}/{gw}")
+    argv += [f"--server={ipaddress.ip_address(s)}" for s in upstream_dns]
+    argv.append("--log-facility=-")
+    return argv
+
+
+# --------------------------------------------------------------------------------------------
+# FRR
+
+def frr_config(*, hostname: str, router_id: str, asn: int, peers: Sequence[str], log_file: str) -> str:
+    """FRR configuration for EVPN with head-end replication: iBGP between the nodes in one
+    peer-group, l2vpn evpn only (no IPv4 unicast), every local VNI advertised. The node's own
+    address is left out of `peers`, so every node can be given the same list."""
+    if not _HOSTNAME_RE.match(hostname):
+        raise ValueError(f"'{hostname}' is not a host name")
+    rid = ipaddress.ip_address(router_id)
+    if rid.version != 4:
+        raise ValueError(f"the BGP router id must be an IPv4 address, not '{router_id}'")
+    if not 1 <= asn <= 4294967295:
+        raise ValueError(f"ASN {asn} is out of range")
+    if any(c in log_file for c in "\n\r"):
+        raise ValueError("the log file path contains a newline")
+    neighbors = [str(ipaddress.ip_address(p)) for p in peers]
+    lines = [
+        "frr defaults datacenter",
+        f"hostname {hostname}",
+        f"log file {log_file}",
+        "!",
+        f"router bgp {asn}",
+        f" bgp router-id {rid}",
+        " no bgp default ipv4-unicast",
+        " neighbor fabric peer-group",
+        f" neighbor fabric remote-as {asn}",
+        f" neighbor fabric update-source {rid}",
+    ]
+    lines += [f" neighbor {p} peer-group fabric" for p in dict.fromkeys(neighbors) if p != str(rid)]
+    lines += [
+        " !",
+        " address-family l2vpn evpn",
+        "  neighbor fabric activate",
+        "  advertise-all-vni",
+        " exit-address-family",
+        "exit",
+        "!",
+    ]
+    return "\n".join(lines) + "\n"
