@@ -71,7 +71,7 @@ def write_config(path: Path, zk_hosts: list[str], root: str, node: str = "hv1",
         "hypervisor": {"libvirt_uri": "test:///default"},
         # Node daemons in tests do not spawn pvcapid; the `api` fixture runs it directly.
         # No Ceph in integration tests (the lab and system tests have one).
-        "subsystem": {"enable_api": False, "enable_storage": False},
+        "subsystem": {"enable_api": False, "enable_storage": False, "enable_networking": False},
         "path": {"dynamic_directory": str(path.parent / "run")},
     }
     for key, value in sections.items():

@@ -371,7 +371,7 @@ cluster: {name: c1, coordinator_nodes: [hv1]}
 zookeeper: {hosts: ["127.0.0.1:1"]}
 node: {name: hv1}
 hypervisor: {libvirt_uri: "test:///default"}
-subsystem: {enable_api: false}
+subsystem: {enable_api: false, enable_networking: false}
 logging: {zookeeper: false}
 """)
     daemon = NodeDaemon(settings)

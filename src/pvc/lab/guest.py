@@ -89,7 +89,8 @@ if [ -n "$IFACE" ]; then
 fi
 IP=${IP%/*}
 acpid -c /etc/acpi -l /tmp/acpid.log
-mkdir -p /tmp/www && echo "hello from $NAME" > /tmp/www/index.html
+mkdir -p /tmp/www/cgi-bin && echo "hello from $NAME" > /tmp/www/index.html
+cp /etc/cgi/* /tmp/www/cgi-bin/
 httpd -p 80 -h /tmp/www
 say "PVC-GUEST-BOOT-OK name=$(hostname) ip=${IP:-none}"
 if [ -n "$IP" ]; then
@@ -119,6 +120,7 @@ done
 
 # busybox-static ships no udhcpc script; this one only touches the guest's own files.
 UDHCPC_SCRIPT = r"""#!/bin/sh
+echo "$(cut -d' ' -f1 /proc/uptime) $1 ${ip:-} ${serverid:-}" >> /tmp/udhcpc.events
 case "$1" in
   deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
   bound|renew)
@@ -132,6 +134,23 @@ case "$1" in
 esac
 exit 0
 """
+
+# Probes the system tests call over HTTP (from the primary, which routes to the guests): each
+# does one fixed thing with a sanitised argument, so the guest runs no arbitrary commands.
+_CGI_HEAD = """#!/bin/sh
+echo "Content-Type: text/plain"; echo
+ARG=$(echo "$QUERY_STRING" | tr '+' ' ' | tr -cd 'A-Za-z0-9. :_-')
+"""
+CGI = {
+    "ping": _CGI_HEAD + """ping -c 1 -W 2 $ARG >/dev/null 2>&1 && echo ok || echo fail\n""",
+    "resolve": _CGI_HEAD + """nslookup $ARG 2>/dev/null | awk '/^Name:/{f=1} f&&/^Address/{print $NF}'\n""",
+    "http": _CGI_HEAD + """timeout 3 wget -q -O - "http://$ARG/" 2>/dev/null || echo fail\n""",
+    "renew": _CGI_HEAD + """kill -USR1 $(pidof udhcpc) && echo ok\n""",
+    "events": _CGI_HEAD + """cat /tmp/udhcpc.events /etc/resolv.conf 2>/dev/null\n""",
+    "pingstart": _CGI_HEAD + """pkill -f 'ping -i' ; (ping -i 0.05 $ARG > /tmp/ping.log 2>&1 &)
+echo ok\n""",
+    "pingstop": _CGI_HEAD + """pkill -INT -f 'ping -i' ; sleep 0.5 ; cat /tmp/ping.log\n""",
+}
 
 POWER_BUTTON = """#!/bin/sh
 echo "PVC-GUEST-POWEROFF" > /dev/ttyS0
@@ -151,7 +170,7 @@ def _recipe_key() -> str:
     """Changes whenever anything that goes into the images changes (except the kernel version)."""
     st = BUSYBOX.stat()
     digest = hashlib.sha256()
-    for part in (INIT, UDHCPC_SCRIPT, POWER_BUTTON, " ".join(MODULES), str(DISK_SIZE_MIB),
+    for part in (INIT, UDHCPC_SCRIPT, POWER_BUTTON, *CGI.values(), " ".join(MODULES), str(DISK_SIZE_MIB),
                  f"{st.st_size}:{int(st.st_mtime)}", "v1"):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:12]
@@ -225,7 +244,7 @@ def _extract_kernel(deb: Path, into: Path) -> None:
 def _write_tree(root: Path, modules_from: Path | None) -> None:
     """The guest filesystem: busybox, /init, config; modules only in the initramfs variant."""
     for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "run", "mnt", "newroot", "root", "var",
-              "etc/acpi/PWRF", "lib/modules"):
+              "etc/acpi/PWRF", "etc/cgi", "lib/modules"):
         (root / d).mkdir(parents=True, exist_ok=True)
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
     (root / "bin" / "sh").symlink_to("busybox")
@@ -238,6 +257,8 @@ def _write_tree(root: Path, modules_from: Path | None) -> None:
     put("init", INIT, 0o755)
     put("etc/udhcpc.script", UDHCPC_SCRIPT, 0o755)
     put("etc/acpi/PWRF/00000080", POWER_BUTTON, 0o755)
+    for name, script in CGI.items():
+        put(f"etc/cgi/{name}", script, 0o755)
     put("etc/modules", "\n".join(MODULES) + "\n")
     put("etc/hostname", "pvcguest\n")
     if modules_from is not None:

@@ -13,7 +13,9 @@ from typing import Any
 import yaml
 
 from pvc.lab import proc
-from pvc.lab.plan import API_PORT, ZK_CLIENT_PORT, LabPlan, NodePlan
+from pvc.lab.plan import API_PORT, SUBNET, ZK_CLIENT_PORT, LabPlan, NodePlan
+
+FLOATING_ADDRESS = f"{SUBNET}.254"
 
 DAEMONS = ("pvcnoded", "pvcworkerd")
 MODULES = {"pvcnoded": "pvc.node.daemon", "pvcworkerd": "pvc.worker.daemon"}
@@ -61,6 +63,17 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
             # lab-sized benchmark: 8 tests x 2 s on a 256 MiB volume
             "benchmark_size": "256M",
             "benchmark_runtime": 2,
+        },
+        "networking": {
+            "cluster_device": "eth0",
+            "cluster_address": node.address,
+            "upstream_device": "eth0",
+            # the primary's address on the underlay: the cluster DNS view answers there
+            "floating_address": f"{FLOATING_ADDRESS}/24",
+            "bridge_device": "eth0",
+            # no 802.1Q in these kernels: bridged networks get a veth stand-in into the switch
+            "vlan_backend": "lab-switch",
+            "lab_switch_netns": plan.switch_netns,
         },
         "path": {
             "dynamic_directory": str(node.dir / "run"),

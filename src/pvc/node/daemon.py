@@ -34,6 +34,8 @@ from pvc.core.zk import ZK, encode
 from pvc.node import sysinfo
 from pvc.node.apiservice import ApiService
 from pvc.node.election import PrimaryElection
+from pvc.node.metadata import MetadataService
+from pvc.node.networks import NetworkReconciler
 from pvc.node.storage import NodeCeph, StorageMonitor
 from pvc.node.vms import ReconcilerSettings, VMReconciler, ZKStore
 from pvc.node.zklog import ZooKeeperLogHandler
@@ -62,6 +64,13 @@ class NodeDaemon:
         self.unflush_hooks: list[Hook] = []
         self.primary_hooks: list[Hook] = []
         self.secondary_hooks: list[Hook] = []
+        self.networks: NetworkReconciler | None = None
+        if settings.subsystem.enable_networking:
+            self.networks = self._network_reconciler(settings)
+            networks = self.networks
+            # First on takeover and on relinquish: the guests' gateway gap is what they notice.
+            self.primary_hooks.append(lambda: networks.set_primary(True))
+            self.secondary_hooks.append(lambda: networks.set_primary(False))
         if settings.subsystem.enable_api and self.coordinator:
             self.api = ApiService(settings)
             self.primary_hooks.append(self.api.start)
@@ -97,6 +106,19 @@ class NodeDaemon:
         if settings.logging.zookeeper:
             logging.getLogger().addHandler(self.log_handler)
 
+    def _network_reconciler(self, settings: Settings) -> NetworkReconciler:
+        from pathlib import Path
+
+        from pvc.adapters.network import LinuxNetworkHost, LinuxNftables, ProcessServices
+
+        net = settings.networking
+        run_dir = Path(settings.path.dynamic_directory) / "network"
+        host = LinuxNetworkHost(vlan_backend=net.vlan_backend, lab_switch_netns=net.lab_switch_netns)
+        reconciler = NetworkReconciler(self.zk, host, LinuxNftables(), ProcessServices(run_dir / "services"),
+                                       settings, self.name, run_dir)
+        reconciler.metadata = MetadataService(self.zk, net.metadata_address, net.metadata_port)
+        return reconciler
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -113,6 +135,13 @@ class NodeDaemon:
         self.zk.client.DataWatch(schema.node(self.name), self._on_doc)
         self._start_direct_osds()
         self._storage_keepalive()        # the ceph secret, early (VM starts also ensure it)
+        if self.networks is not None:
+            # Bridges before VMs: a VM's NICs attach to vmbr<vni> when it starts.
+            try:
+                self.networks.reconcile()
+            except Exception:
+                log.exception("first network pass failed")
+            self.networks.start(self.interval)
         if self.vms is not None:
             # Adopts whatever libvirtd still runs: a daemon restart never restarts or stops a VM.
             self.vms.start()
@@ -146,6 +175,8 @@ class NodeDaemon:
         log.info("shutting down")
         if self.vms is not None:
             self.vms.stop()          # VMs keep running in libvirtd; the next daemon adopts them
+        if self.networks is not None:
+            self.networks.stop()     # bridges stay for the running VMs; primary pieces go on hand-over
         try:
             self._write_doc(lambda d: {**d, "daemon_state": "shutdown"})
         except Exception:
@@ -184,7 +215,7 @@ class NodeDaemon:
                 "daemon_pid": os.getpid(),
                 "session_id": f"{self.zk.session_id or 0:x}",
                 **static,
-            }).doc() | self._migration_keys()
+            }).doc() | self._migration_keys() | self._network_keys()
 
         self.zk.update(schema.node(self.name), change, create=True)
         self._version = None
@@ -200,6 +231,16 @@ class NodeDaemon:
             return {"libvirt_migration_uri": "", "migration_address": ""}
         uri = self.settings.hypervisor.migration_uri_template.replace("{address}", address)
         return {"libvirt_migration_uri": uri, "migration_address": address}
+
+    def _network_keys(self) -> dict[str, str]:
+        """This node's VTEP address, which the other nodes put in their VXLAN flood lists."""
+        if self.networks is None:
+            return {}
+        try:
+            return {"cluster_address": self.networks.local_address() or ""}
+        except Exception as exc:
+            log.warning("cannot tell this node's cluster address: %s", exc)
+            return {"cluster_address": ""}
 
     def _mark_alive(self) -> None:
         try:

@@ -1,0 +1,569 @@
+"""The node's network reconciler (DESIGN D2, D8): client networks on this host follow ZooKeeper.
+
+Level-triggered like the VM reconciler: watches on /networks, /netacls, /netreservations and
+/nodes only wake the loop, and a full pass runs every keepalive. Each pass compares what the
+documents ask for with what `ip link`/`nft`/the running helpers show, and fixes the difference:
+
+every node
+    `vxlan<vni>` (managed) or `vlan<vni>` (bridged) enslaved to `vmbr<vni>`, MTUs clamped to
+    what the underlay allows, VXLAN flood lists = every other node's cluster address (or FRR/EVPN
+    when `networking.bgp` is set), the nftables table `inet pvc` with the networks' ACLs (bridged
+    VM-to-VM traffic passes the forward hook through br_netfilter, so ACLs hold on every node).
+the primary only
+    gateway addresses on the managed bridges, all with one shared virtual MAC so guests keep their
+    ARP entry across a primary change (plus a gratuitous ARP), one dnsmasq per managed network
+    (DHCP, DNS, reservations from /netreservations, leases to /netleases through the hook), NAT
+    and the guest-facing input filter, the cluster DNS view and the metadata address.
+
+Only devices carrying PVC's ifalias (`pvc:<vni>`) are ever removed. A node that stops being
+primary drops every primary-only piece in the same pass, gateways first; a node that becomes
+primary adds the gateways first, so the guests' gap is as short as possible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pvc.adapters.network import Link, NetworkError, NetworkHost, Nftables, Services
+from pvc.core import netconfig, schema
+from pvc.core.config import Settings
+from pvc.core.zk import ZK
+
+log = logging.getLogger(__name__)
+
+METADATA_DEVICE = "lo"
+DNS_VIEW = "dns-view"
+ZEBRA, BGPD = "frr-zebra", "frr-bgpd"
+FRR_DAEMONS = "/usr/lib/frr"
+
+
+def dnsmasq_key(vni: int) -> str:
+    return f"dnsmasq-{vni}"
+
+
+def local_mac(node: str, vni: int) -> str:
+    """A stable, node-unique bridge MAC (a Linux bridge otherwise takes its lowest port's MAC,
+    which changes as VMs come and go)."""
+    digest = hashlib.sha256(f"{node}/{vni}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02 | (digest[0] & 0xFC), *digest[1:6]))
+
+
+@dataclass
+class Desired:
+    """Everything one pass needs from ZooKeeper, read in one go."""
+    nets: dict[int, netconfig.NetSpec] = field(default_factory=dict)
+    acls: dict[int, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    reservations: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    leases: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    remotes: set[str] = field(default_factory=set)   # other nodes' cluster addresses
+
+
+class NetworkReconciler:
+    def __init__(self, zk: ZK, host: NetworkHost, nft: Nftables, services: Services, settings: Settings,
+                 node: str, run_dir: str | Path, is_primary: Callable[[], bool] | None = None) -> None:
+        self.zk = zk
+        self.host, self.nft, self.services = host, nft, services
+        self.settings = settings
+        self.net = settings.networking
+        self.node = node
+        self.run_dir = Path(run_dir)
+        self.primary = False
+        self._is_primary = is_primary
+        self.gateway_mac = self.net.gateway_mac or netconfig.gateway_mac(settings.cluster.name)
+        self.upstream_device = self.net.upstream_device or self.net.cluster_device
+        self.stopping = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._loop: threading.Thread | None = None
+        self._nft_text: str | None = None
+        self._argv: dict[str, list[str]] = {}
+        self._frr_config: str | None = None
+        self.problems: dict[str, str] = {}
+        self.passes = 0
+        self.last_pass = 0.0
+        self.metadata: Any = None        # pvc.node.metadata.MetadataService, set by the daemon
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self, interval: float) -> None:
+        """Watch the network trees (watches only wake the loop) and run passes in a thread."""
+        for path in (schema.NETWORKS, schema.NET_ACLS, schema.NET_RESERVATIONS, schema.NODES):
+            self.zk.ensure(path)
+            self.zk.client.ChildrenWatch(path, self._on_children(path))
+        self._loop = threading.Thread(target=self._run, args=(interval,), name="net-reconciler", daemon=True)
+        self._loop.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._wake.set()
+        if self._loop is not None:
+            self._loop.join(10)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _on_children(self, path: str) -> Callable[[list[str]], bool]:
+        watched: set[str] = set()
+
+        def on_children(children: list[str]) -> bool:
+            if self.stopping.is_set():
+                return False
+            for child in children:
+                if path != schema.NODES and child not in watched:
+                    watched.add(child)
+                    self.zk.client.DataWatch(f"{path}/{child}", self._on_data)
+            self.wake()
+            return True
+
+        return on_children
+
+    def _on_data(self, _data: bytes | None, _stat: Any) -> bool:
+        if self.stopping.is_set():
+            return False
+        self.wake()
+        return True
+
+    def _run(self, interval: float) -> None:
+        while not self.stopping.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self.stopping.is_set():
+                break
+            try:
+                self.reconcile()
+            except Exception:
+                log.exception("network reconcile pass failed")
+
+    def set_primary(self, primary: bool) -> None:
+        """Called by the daemon on a primary change: converge at once, not at the next pass."""
+        self.primary = primary
+        try:
+            self.reconcile()
+        except Exception:
+            log.exception("network %s pass failed", "takeover" if primary else "relinquish")
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def read(self) -> Desired:
+        desired = Desired()
+        vnis = self.zk.children(schema.NETWORKS)
+        docs = self.zk.get_many([schema.network(v) for v in vnis] + [schema.network_acls(v) for v in vnis])
+        for vni in vnis:
+            doc = docs.get(schema.network(vni))
+            if not isinstance(doc, dict):
+                continue
+            try:
+                spec = netconfig.NetSpec.from_doc(doc)
+            except (KeyError, TypeError, ValueError) as exc:
+                self._problem(f"doc-{vni}", f"network {vni}: unreadable document ({exc})")
+                continue
+            self._problem(f"doc-{vni}", "")
+            desired.nets[spec.vni] = spec
+            acls = docs.get(schema.network_acls(vni))
+            desired.acls[spec.vni] = acls if isinstance(acls, dict) else {"in": [], "out": []}
+        if self.primary:
+            keyed = {vni: self.zk.children(schema.network_reservations(vni)) for vni in vnis}
+            paths = [schema.network_reservation(v, m) for v, macs in keyed.items() for m in macs]
+            found = self.zk.get_many(paths) if paths else {}
+            for vni, macs in keyed.items():
+                items = [found.get(schema.network_reservation(vni, m)) for m in macs]
+                desired.reservations[int(vni)] = [i for i in items if isinstance(i, dict)]
+        desired.remotes = self._remotes()
+        return desired
+
+    def leases(self, vni: int) -> list[dict[str, Any]]:
+        macs = self.zk.children(schema.network_leases(vni))
+        found = self.zk.get_many([schema.network_lease(vni, m) for m in macs]) if macs else {}
+        return [d for d in found.values() if isinstance(d, dict)]
+
+    def _remotes(self) -> set[str]:
+        names = self.zk.children(schema.NODES)
+        docs = self.zk.get_many([schema.node(n) for n in names if n != self.node])
+        return {str(d["cluster_address"]) for d in docs.values()
+                if isinstance(d, dict) and d.get("cluster_address")} - {self.local_address() or ""}
+
+    def local_address(self, links: dict[str, Link] | None = None) -> str | None:
+        """This node's VTEP address: configured, or the cluster device's first IPv4 address."""
+        if self.net.cluster_address:
+            return self.net.cluster_address
+        links = links if links is not None else self.host.links()
+        device = links.get(self.net.cluster_device)
+        if device is None:
+            return None
+        for cidr in sorted(device.addresses):
+            iface = ipaddress.ip_interface(cidr)
+            if iface.version == 4 and str(iface.ip) != self._floating_ip():
+                return str(iface.ip)
+        return None
+
+    def _floating_ip(self) -> str | None:
+        floating = self.net.floating_address
+        return str(ipaddress.ip_interface(floating).ip) if floating else None
+
+    # -- the pass --------------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        with self._lock:
+            if self._is_primary is not None:
+                self.primary = self._is_primary()
+            desired = self.read()
+            links = self.host.links()
+            if self.primary:
+                self._gateways(desired, links)      # first: the guests' gap is what matters
+            else:
+                self._drop_primary_services(desired, links)
+            self._devices(desired, links)
+            self._firewall(desired)
+            if self.primary:
+                self._gateways(desired, self.host.links())     # bridges made in this pass
+                self._primary_services(desired)
+            self._frr(desired)
+            self.passes += 1
+            self.last_pass = time.time()
+
+    def _step(self, key: str, what: str, fn: Callable[[], None]) -> bool:
+        try:
+            fn()
+        except (NetworkError, OSError, ValueError) as exc:
+            self._problem(key, f"{what}: {exc}")
+            return False
+        self._problem(key, "")
+        return True
+
+    def _problem(self, key: str, message: str) -> None:
+        """Log a problem when it appears or changes, and when it goes away; keep the current set
+        for the node's health (not one log line per pass while it lasts)."""
+        before = self.problems.get(key, "")
+        if message and message != before:
+            log.error("%s", message)
+        elif before and not message:
+            log.info("network %s: working again", key)
+        if message:
+            self.problems[key] = message
+        else:
+            self.problems.pop(key, None)
+
+    # -- every node: devices ---------------------------------------------------------------------
+
+    def max_mtu(self, net: netconfig.NetSpec, links: dict[str, Link]) -> int:
+        if net.type == "managed":
+            device = links.get(self.net.cluster_device)
+            underlay = self.net.cluster_mtu or (device.mtu if device else 1500)
+            local = self.local_address(links) or "0.0.0.0"
+            return netconfig.vxlan_max_mtu(underlay, ipaddress.ip_address(local).version == 6)
+        trunk = links.get(self.net.bridge_device)
+        return self.net.bridge_mtu or (trunk.mtu if trunk else 1500)
+
+    def _devices(self, desired: Desired, links: dict[str, Link]) -> None:
+        wanted: set[str] = set()
+        for vni, net in sorted(desired.nets.items()):
+            bridge = netconfig.bridge_name(vni)
+            base = netconfig.vxlan_name(vni) if net.type == "managed" else netconfig.vlan_name(vni)
+            wanted.update((bridge, base))
+            self._step(f"dev-{vni}", f"network {vni}", lambda net=net, bridge=bridge, base=base:
+                       self._network_devices(net, bridge, base, desired, links))
+        for name, link in links.items():
+            if link.alias and link.alias.startswith("pvc:") and name not in wanted:
+                log.info("removing %s (its network is gone)", name)
+                self._step(f"del-{name}", f"removing {name}", lambda name=name: self.host.delete_link(name))
+
+    def _network_devices(self, net: netconfig.NetSpec, bridge: str, base: str, desired: Desired,
+                         links: dict[str, Link]) -> None:
+        mtu = net.effective_mtu(self.max_mtu(net, links))
+        alias = netconfig.alias(net.vni)
+        mac = self.gateway_mac if self.primary and net.type == "managed" else local_mac(self.node, net.vni)
+        have = links.get(bridge)
+        if have is None:
+            self.host.create_bridge(bridge, mtu, mac, alias, ipv6=net.type == "managed")
+        elif have.kind != "bridge":
+            raise NetworkError(f"{bridge} exists and is not a bridge ({have.kind}); remove it")
+        else:
+            changes: dict[str, Any] = {}
+            if have.mtu != mtu:
+                changes["mtu"] = mtu
+            if have.mac != mac:
+                changes["mac"] = mac
+            if not have.up:
+                changes["up"] = True
+            if changes:
+                self.host.set_link(bridge, **changes)
+        port = links.get(base)
+        if port is not None and (port.kind != ("vxlan" if net.type == "managed" else port.kind)
+                                 or (port.vni is not None and port.vni != net.vni)):
+            self.host.delete_link(base)
+            port = None
+        if port is None:
+            if net.type == "managed":
+                local = self.local_address(links)
+                if not local:
+                    raise NetworkError(f"no VTEP address: {self.net.cluster_device} has no IPv4 address "
+                                       f"and networking.cluster_address is not set")
+                self.host.create_vxlan(base, net.vni, local, self.net.cluster_device, self.net.vxlan_port,
+                                       mtu, alias, learning=False)
+            else:
+                self.host.create_vlan(base, self.net.bridge_device, net.vni, mtu, alias)
+            self.host.set_link(base, master=bridge, up=True)
+        else:
+            changes = {}
+            if port.mtu != mtu:
+                changes["mtu"] = mtu
+            if port.master != bridge:
+                changes["master"] = bridge
+            if not port.up:
+                changes["up"] = True
+            if changes:
+                self.host.set_link(base, **changes)
+        if net.type == "managed" and self.net.bgp is None and self.host.flood_list(base) != desired.remotes:
+            self.host.set_flood_list(base, set(desired.remotes))
+
+    # -- every node: firewall --------------------------------------------------------------------
+
+    def _firewall(self, desired: Desired) -> None:
+        text = netconfig.render_nft(list(desired.nets.values()), desired.acls, primary=self.primary,
+                                    upstream_device=self.upstream_device,
+                                    metadata_address=self.net.metadata_address,
+                                    metadata_port=self.net.metadata_port)
+
+        def apply() -> None:
+            if text != self._nft_text or ("inet", "pvc") not in self.nft.tables():
+                self.nft.apply(text)
+                self._nft_text = text
+
+        self._step("nft", "applying the nftables ruleset", apply)
+
+    # -- primary: gateways and services ----------------------------------------------------------
+
+    def _gateways(self, desired: Desired, links: dict[str, Link]) -> None:
+        """Gateway addresses with the shared MAC on every managed bridge, then a gratuitous ARP."""
+        for vni, net in sorted(desired.nets.items()):
+            if net.type != "managed":
+                continue
+            bridge = netconfig.bridge_name(vni)
+            link = links.get(bridge)
+            if link is None:
+                continue            # created by _devices in this pass; gateways follow next pass
+            cidrs = [c for c in (net.gateway4_cidr, net.gateway6_cidr) if c]
+
+            def add(link: Link = link, bridge: str = bridge, cidrs: list[str] = cidrs) -> None:
+                if link.mac != self.gateway_mac:
+                    self.host.set_link(bridge, mac=self.gateway_mac)
+                for cidr in cidrs:
+                    if cidr not in link.addresses:
+                        self.host.add_address(bridge, cidr)
+                        self.host.announce(bridge, str(ipaddress.ip_interface(cidr).ip), self.gateway_mac)
+                for cidr in link.addresses - set(cidrs):
+                    if not ipaddress.ip_interface(cidr).ip.is_link_local:
+                        self.host.del_address(bridge, cidr)
+
+            self._step(f"gw-{vni}", f"network {vni} gateway", add)
+        floating = self.net.floating_address
+        if floating:
+            device = links.get(self.upstream_device)
+
+            def add_floating() -> None:
+                if device is not None and floating not in device.addresses:
+                    self.host.add_address(self.upstream_device, floating)
+                    ip = str(ipaddress.ip_interface(floating).ip)
+                    self.host.announce(self.upstream_device, ip, device.mac)
+
+            self._step("floating", "floating address", add_floating)
+        meta = f"{self.net.metadata_address}/32"
+        lo = links.get(METADATA_DEVICE)
+        if lo is not None and meta not in lo.addresses:
+            self._step("meta-addr", "metadata address", lambda: self.host.add_address(METADATA_DEVICE, meta))
+
+    def _drop_primary_services(self, desired: Desired, links: dict[str, Link]) -> None:
+        """Everything only the primary may hold, gateways first (the new primary may be waiting)."""
+        for name, link in links.items():
+            if not (link.alias or "").startswith("pvc:") or link.kind != "bridge":
+                continue
+            vni = int(link.alias.split(":", 1)[1]) if link.alias.split(":", 1)[1].isdigit() else None
+            gateway_cidrs = [c for c in link.addresses if not ipaddress.ip_interface(c).ip.is_link_local]
+            for cidr in gateway_cidrs:
+                self._step(f"gwdel-{name}", f"removing {cidr} from {name}",
+                           lambda name=name, cidr=cidr: self.host.del_address(name, cidr))
+            if vni is not None and link.mac == self.gateway_mac:
+                self._step(f"mac-{name}", f"resetting the MAC of {name}",
+                           lambda name=name, vni=vni: self.host.set_link(name, mac=local_mac(self.node, vni)))
+        floating = self.net.floating_address
+        device = links.get(self.upstream_device)
+        if floating and device is not None and floating in device.addresses:
+            self._step("floating", "removing the floating address",
+                       lambda: self.host.del_address(self.upstream_device, floating))
+        if self.metadata is not None:
+            self.metadata.stop()
+        meta = f"{self.net.metadata_address}/32"
+        lo = links.get(METADATA_DEVICE)
+        if lo is not None and meta in lo.addresses:
+            self._step("meta-addr", "removing the metadata address",
+                       lambda: self.host.del_address(METADATA_DEVICE, meta))
+        for key in self.services.keys():  # noqa: SIM118 - not a dict
+            if key.startswith("dnsmasq-") or key == DNS_VIEW:
+                self._step(f"svc-{key}", f"stopping {key}", lambda key=key: self.services.stop(key))
+                self._argv.pop(key, None)
+
+    def hook_path(self) -> Path:
+        """A tiny executable for dnsmasq's --dhcp-script (it takes a path, not a command line),
+        running this interpreter on pvc.node.dnsmasq_hook."""
+        path = self.run_dir / "dnsmasq-hook"
+        text = (f"#!{sys.executable}\nimport sys\nfrom pvc.node.dnsmasq_hook import main\n"
+                f"sys.exit(main())\n")
+        if not path.exists() or path.read_text() != text:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.chmod(0o755)
+            tmp.replace(path)
+        return path
+
+    def _primary_services(self, desired: Desired) -> None:
+        managed = {vni: n for vni, n in desired.nets.items() if n.type == "managed"}
+        links = self.host.links()
+        for vni, net in sorted(managed.items()):
+            self._step(f"dnsmasq-{vni}", f"network {vni} dnsmasq",
+                       lambda vni=vni, net=net: self._dnsmasq(vni, net, desired, links))
+        for key in self.services.keys():  # noqa: SIM118 - not a dict
+            if key.startswith("dnsmasq-") and key.removeprefix("dnsmasq-").isdigit() \
+                    and int(key.removeprefix("dnsmasq-")) not in managed:
+                self._step(f"svc-{key}", f"stopping {key}", lambda key=key: self.services.stop(key))
+                self._argv.pop(key, None)
+        self._step(DNS_VIEW, "cluster DNS view", lambda: self._dns_view(list(managed.values())))
+        if self.metadata is not None:
+            self._step("metadata", "metadata service", self.metadata.start)
+
+    def _dnsmasq(self, vni: int, net: netconfig.NetSpec, desired: Desired, links: dict[str, Link]) -> None:
+        key = dnsmasq_key(vni)
+        if not (net.ip4_network or net.ip6_network) or not (net.gateway4_cidr or net.gateway6_cidr):
+            if self.services.pid(key):
+                self.services.stop(key)
+            self._argv.pop(key, None)
+            return
+        directory = self.run_dir / key
+        hosts = directory / "hosts"
+        hosts.mkdir(parents=True, exist_ok=True)
+        removed = self._sync_reservations(hosts, desired.reservations.get(vni, []))
+        mtu = net.effective_mtu(self.max_mtu(net, links))
+        argv = netconfig.dnsmasq_argv(net, mtu=mtu, hosts_dir=str(hosts), hook=[str(self.hook_path())],
+                                      upstream_dns=self.net.upstream_dns, dns_port=self.net.dns_port)
+        running = self.services.pid(key)
+        if running and self._argv.get(key) == argv:
+            if removed:
+                self.services.signal(key, signal.SIGHUP)     # re-reads the hosts directory
+            return
+        if running:
+            self.services.stop(key)
+        self._write_lease_snapshot(directory, vni)
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+               "PVC_CONFIG_FILE": self.settings.source or os.environ.get("PVC_CONFIG_FILE", ""),
+               "PVC_NETWORK_VNI": str(vni), "PVC_LEASE_SNAPSHOT": str(directory / "leases.init")}
+        self.services.start(key, argv, env)
+        self._argv[key] = argv
+        log.info("network %s: dnsmasq started (%s)", vni, shlex.join(argv[:3]) + " ...")
+
+    def _sync_reservations(self, hosts: Path, reservations: Iterable[dict[str, Any]]) -> bool:
+        """One file per MAC (dnsmasq reads new files itself); True when a file went away, which
+        dnsmasq only notices on SIGHUP."""
+        wanted = {}
+        for item in reservations:
+            mac = str(item.get("mac_address", "")).lower()
+            if mac:
+                ip, hostname = str(item.get("ip4_address")), item.get("hostname")
+                wanted[mac] = netconfig.reservation_line(mac, ip, hostname)
+        removed = False
+        for path in hosts.iterdir():
+            if path.name not in wanted:
+                path.unlink(missing_ok=True)
+                removed = True
+        for mac, line in wanted.items():
+            path = hosts / mac
+            if not path.exists() or path.read_text() != line + "\n":
+                tmp = hosts / f".{mac}.tmp"
+                tmp.write_text(line + "\n")
+                tmp.replace(path)
+                removed = True        # a changed reservation also needs a re-read
+        return removed
+
+    def _write_lease_snapshot(self, directory: Path, vni: int) -> None:
+        """The leases dnsmasq's `init` call hands back (--leasefile-ro): the cluster's, so a new
+        primary's dnsmasq knows every lease its predecessor gave out."""
+        lines = []
+        for lease in self.leases(vni):
+            lines.append(" ".join(str(x) for x in (
+                int(lease.get("expiry") or 0), lease.get("mac_address"), lease.get("ip4_address"),
+                lease.get("hostname") or "*", lease.get("clientid") or "*")))
+        tmp = directory / "leases.init.tmp"
+        tmp.write_text("".join(f"{line}\n" for line in lines))
+        tmp.replace(directory / "leases.init")
+
+    def _dns_view(self, managed: list[netconfig.NetSpec]) -> None:
+        listen = [str(ipaddress.ip_interface(self.net.floating_address).ip)] if self.net.floating_address \
+            else [a for a in [self.local_address()] if a]
+        if not managed or not listen:
+            if self.services.pid(DNS_VIEW):
+                self.services.stop(DNS_VIEW)
+            self._argv.pop(DNS_VIEW, None)
+            return
+        argv = netconfig.dns_view_argv(managed, listen=listen, port=self.net.dns_port,
+                                       upstream_dns=self.net.upstream_dns)
+        running = self.services.pid(DNS_VIEW)
+        if running and self._argv.get(DNS_VIEW) == argv:
+            return
+        if running:
+            self.services.stop(DNS_VIEW)
+        self.services.start(DNS_VIEW, argv)
+        self._argv[DNS_VIEW] = argv
+
+    # -- EVPN ------------------------------------------------------------------------------------
+
+    def _frr(self, desired: Desired) -> None:
+        bgp = self.net.bgp
+        if bgp is None:
+            return
+        local = self.local_address()
+        if not local:
+            self._problem("frr", "EVPN: no cluster address for the BGP router id")
+            return
+        peers = list(bgp.peers) or sorted(desired.remotes)
+        directory = self.run_dir / "frr"
+        config = netconfig.frr_config(hostname=self.node, router_id=local, asn=bgp.asn, peers=peers,
+                                      log_file=str(directory / "frr.log"))
+
+        def run() -> None:
+            directory.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(KeyError, PermissionError):
+                import pwd
+
+                frr = pwd.getpwnam("frr")
+                os.chown(directory, frr.pw_uid, frr.pw_gid)
+            changed = config != self._frr_config
+            (directory / "frr.conf").write_text(config)
+            common = ["-f", str(directory / "frr.conf"), "-z", str(directory / "zserv.api"),
+                      "--vty_socket", str(directory), "-P", "0", "-u", "frr", "-g", "frr"]
+            for key, daemon in ((ZEBRA, "zebra"), (BGPD, "bgpd")):
+                if changed and self.services.pid(key):
+                    self.services.stop(key)
+                if not self.services.pid(key):
+                    pid_file = ["-i", str(directory / f"{daemon}.pid")]
+                    self.services.start(key, [f"{FRR_DAEMONS}/{daemon}", *common, *pid_file])
+                    time.sleep(0.2 if daemon == "zebra" else 0)   # bgpd connects to zebra's socket
+            self._frr_config = config
+
+        self._step("frr", "EVPN (FRR)", run)
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {"passes": self.passes, "last_pass": self.last_pass, "problems": dict(self.problems)}
