@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import time
 from collections.abc import Callable
@@ -95,3 +97,48 @@ def vm_exists(api: httpx.Client, name: str) -> bool:
             if time.monotonic() > deadline:
                 raise
         time.sleep(0.5)
+
+
+def nic_xml(plan: LabPlan, name: str, uuid: str, mac: str, vni: int) -> str:
+    """The tiny guest with one NIC on vmbr<vni>, taking its address by DHCP."""
+    files = plan.extra["guest_files"]
+    assert isinstance(files, dict)
+    nic = (f"<interface type='bridge'><mac address='{mac}'/><source bridge='vmbr{vni}'/>"
+           f"<model type='virtio'/></interface>")
+    return guest.domain_xml(name, guest.from_files(files), uuid=uuid, devices=nic)
+
+
+def primary(api: httpx.Client) -> str:
+    return str(call(api, "GET", "/status")["primary_node"])
+
+
+def probe(lab: LabPlan, api: httpx.Client, ip: str, cgi: str, arg: str = "", timeout: float = 20) -> str:
+    """Run one guest CGI probe from the primary's namespace (it routes to the guests)."""
+    node = lab.node(primary(api))
+    url = f"http://{ip}/cgi-bin/{cgi}" + (f"?{arg.replace(' ', '+')}" if arg else "")
+    result = proc.run(["timeout", str(int(timeout)), "busybox", "wget", "-q", "-O", "-", url],
+                      netns=node.netns, check=False)
+    return result.stdout.strip()
+
+
+def links(lab: LabPlan, node: str) -> dict[str, dict[str, Any]]:
+    out = proc.run(["ip", "-j", "-d", "addr", "show"], netns=lab.node(node).netns).stdout
+    return {link["ifname"]: link for link in json.loads(out or "[]")}
+
+
+def booted_ip(api: httpx.Client, name: str) -> str | None:
+    found = re.findall(r"PVC-GUEST-BOOT-OK name=\S+ ip=(\S+)", console(api, name))
+    return found[-1] if found and found[-1] != "none" else None
+
+
+def ping_gaps(log: str, interval: float = 0.05) -> tuple[float, int]:
+    """(longest outage in seconds, replies) from busybox ping output: missing seqs x interval."""
+    seqs = sorted(int(s) for s in re.findall(r"seq=(\d+)", log))
+    if len(seqs) < 2:
+        return float("inf"), len(seqs)
+    worst = max(b - a for a, b in itertools.pairwise(seqs))
+    return (worst - 1) * interval, len(seqs)
+
+
+def has_address(plan: LabPlan, node: str, device: str, ip: str) -> bool:
+    return any(a.get("local") == ip for a in links(plan, node).get(device, {}).get("addr_info", []))
