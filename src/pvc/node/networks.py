@@ -489,9 +489,9 @@ class NetworkReconciler:
                 removed = True
         for mac, line in wanted.items():
             path = hosts / mac
-            if not path.exists() or path.read_text() != line + "\n":
+            if not path.exists() or path.read_text() != line:
                 tmp = hosts / f".{mac}.tmp"
-                tmp.write_text(line + "\n")
+                tmp.write_text(line)
                 tmp.replace(path)
                 removed = True        # a changed reservation also needs a re-read
         return removed
