@@ -765,7 +765,8 @@ def check_rule(net: Mapping[str, Any], direction: str, rule: Any, checker: Check
     try:
         check(ruleset)
     except NetworkError as exc:
-        raise InvalidInput(f"rule: nft refuses the rule '{text}': {str(exc).strip()}") from None
+        detail = str(exc).strip().removeprefix("nft check:").strip()
+        raise InvalidInput(f"rule: nft refuses the rule '{text}': {detail}") from None
     return text
 
 

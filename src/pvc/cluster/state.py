@@ -87,7 +87,7 @@ def storage_summary(zk: ZK) -> dict[str, Any]:
 
 
 def cluster_status(zk: ZK) -> dict[str, Any]:
-    """`GET /status` in PVC's shape (networks are counted once that subsystem exists)."""
+    """`GET /status` in PVC's shape."""
     cluster = get_cluster(zk)
     nodes = load_nodes(zk)
     primary = primary_node(zk)
@@ -123,7 +123,7 @@ def cluster_status(zk: ZK) -> dict[str, Any]:
         "upstream_ip": cluster.upstream_ip,
         "nodes": node_states,
         "vms": vm_states,
-        "networks": 0,
+        "networks": len(zk.children(schema.NETWORKS)),
         "osds": storage["osds"],
         "pools": storage["pools"],
         "volumes": storage["volumes"],
