@@ -753,11 +753,20 @@ def get_acl(zk: ZK, net: str, description: str) -> dict[str, Any]:
     raise NotFound(f'ACL "{description}" not found in network {doc["vni"]}.')
 
 
+def unquote_rule(rule: str) -> str:
+    """The rule without one pair of quotes around all of it: PVC's own acceptance script passes
+    `--rule "'ip daddr 10.0.0.0/8 counter'"`, and a whole rule in quotes is never valid nft."""
+    text = rule.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" and text[0] not in text[1:-1]:
+        return text[1:-1]
+    return text
+
+
 def check_rule(net: Mapping[str, Any], direction: str, rule: Any, checker: Checker) -> str:
     """The rule text, stripped, if it is one nft rule that nft itself accepts in the network's chain
     (`nft --check` of a throwaway table, so nothing is applied); else InvalidInput with nft's words."""
     try:
-        text = netconfig.validate_rule_text(str(rule or ""))
+        text = netconfig.validate_rule_text(unquote_rule(str(rule or "")))
         ruleset = netconfig.acl_check_ruleset(netconfig.NetSpec.from_doc(net), direction, [text])
     except ValueError as exc:
         raise InvalidInput(f"rule: {exc}") from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
-from pvc.cli.commands import cluster, connection, node, storage, vm
+from pvc.cli.commands import cluster, connection, network, node, storage, vm
 
-AREAS: tuple[click.Group, ...] = (node.group, vm.group, storage.group, cluster.group, connection.group)
+AREAS: tuple[click.Group, ...] = (node.group, vm.group, network.group, storage.group, cluster.group,
+                                  connection.group)

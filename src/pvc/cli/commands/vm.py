@@ -22,8 +22,8 @@ from lxml import etree
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from pvc.cli.client import ApiClient, decode
-from pvc.cli.errors import CLIError
+from pvc.cli.client import ApiClient, decode, error_message
+from pvc.cli.errors import ApiError, CLIError
 from pvc.cli.logs import show_log
 from pvc.cli.output import human_mib, json_formatters, key_values, table
 from pvc.cli.state import CLIState, confirm_option, format_option, get_state, wait_option
@@ -953,6 +953,12 @@ def network_add(domain: str, net: str, macaddr: str | None, model: str, live: bo
     NET is a PVC network VNI (bridge vmbr<VNI>) or a bridge name. A running VM gets the new
     interface at once (hot-plug) unless --no-live or --restart is given.
     """
+    if net.isdigit():  # a PVC network must exist, or the VM would get a bridge no node creates
+        response = get_state().api().request("GET", f"/network/{net}")
+        if response.status_code == 404 and "message" in (decode(response) or {}):
+            raise CLIError(f'Network {net} does not exist; add it first ("pvc network add {net} ...").')
+        if response.status_code not in (200, 404):  # 404 without a message: an API without networks
+            raise ApiError(error_message(response), response.status_code)
     vm = _vm(domain)
     old_xml = str(vm.get("xml", ""))
     new_xml = _edit(domainxml.add_interface, old_xml, bridge_of(net), mac=macaddr, model=model)
