@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import Field, WithJsonSchema
 
-from pvc.adapters.network import Nftables
+from pvc.adapters.network import LinuxNftables, Nftables
 from pvc.api.auth import require_auth
 from pvc.api.common import get_zk, ok, responses
 from pvc.api.errors import message
@@ -67,10 +67,7 @@ RULE_HELP = ("The nft rule (one rule, e.g. 'tcp dport 22 ct state new accept'), 
 
 def get_nft() -> Nftables:
     """Dependency: the nftables adapter whose `check` validates ACL rule text (`nft --check`)."""
-    from pvc.adapters.network import LinuxNftables  # type: ignore[attr-defined]
-
-    nft: Nftables = LinuxNftables()
-    return nft
+    return LinuxNftables()
 
 
 # -- response shapes ---------------------------------------------------------------------------------
