@@ -54,8 +54,9 @@ def wait_for(what: str, probe: Callable[[], bool], timeout: float = 5) -> None:
         time.sleep(0.05)
 
 
-def pings(netns: str, address: str) -> bool:
-    return run("ping", "-n", "-q", "-c", "1", "-W", "1", address, netns=netns, check=False).returncode == 0
+def pings(netns: str, address: str, wait: float = 1) -> bool:
+    result = run("ping", "-n", "-q", "-c", "1", "-W", str(wait), address, netns=netns, check=False)
+    return result.returncode == 0
 
 
 class Topo:
@@ -163,7 +164,7 @@ def test_vxlan_bridges_carry_guests_between_nodes(topo: Topo) -> None:
     # flood lists are replaced exactly; bad addresses are refused
     ha.set_flood_list("vxlan100", {"10.211.0.7", "10.211.0.8"})
     assert ha.flood_list("vxlan100") == {"10.211.0.7", "10.211.0.8"}
-    assert not pings(g1, "10.100.0.12")
+    assert not pings(g1, "10.100.0.12", wait=0.3)
     ha.set_flood_list("vxlan100", {"10.211.0.2"})
     assert ha.flood_list("vxlan100") == {"10.211.0.2"}
     wait_for("g1 -> g2 again", lambda: pings(g1, "10.100.0.12"))
@@ -277,7 +278,7 @@ def test_vlan_needs_8021q_or_the_lab_switch(topo: Topo) -> None:
 
     ha.delete_link("vlan100")                       # takes its switch side with it
     assert run("ip", "-o", "link", "show", netns=sw).stdout.count("master v100") == 1
-    assert not pings(guests[0], "10.42.0.2")
+    assert not pings(guests[0], "10.42.0.2", wait=0.3)
     with pytest.raises(NetworkError, match="lab_switch_netns"):
         LinuxNetworkHost(a, vlan_backend="lab-switch")
 
