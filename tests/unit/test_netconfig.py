@@ -145,6 +145,7 @@ def test_from_doc_normalises() -> None:
     (doc(5, ip4="10.0.0.0/24", gw4="10.0.1.1"), "not in the ip4 network"),
     (doc(5, gw4="10.0.1.1"), "not in the ip4 network"),
     (doc(5, ip6="fd00::/64", gw6="10.0.0.1"), "not an IPv6 address"),
+    ({**doc(5), "mtu": "big"}, "mtu 'big' is not a number"),
 ])
 def test_from_doc_rejects(bad: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -323,6 +323,8 @@ class LinuxNetworkHost(NetworkHost):
                 yield
         except NetlinkError as e:
             raise NetworkError(f"{what}: {os.strerror(e.code) if e.code else e}") from None
+        except (OSError, ValueError) as e:     # pyroute2 refusing a value, a socket error
+            raise NetworkError(f"{what}: {e}") from None
 
     def _index(self, name: str, what: str) -> int:
         found = self._ipr.link_lookup(ifname=name)

@@ -141,8 +141,11 @@ class NetSpec:
         low = VLAN_MIN if kind == "bridged" else VNI_MIN
         if not low <= vni <= high:
             raise ValueError(f"network {vni}: a {kind} network's id must be {low}..{high}")
-        mtu_raw = doc.get("mtu")
-        mtu = None if _opt_str(mtu_raw) is None else int(str(mtu_raw))
+        mtu_raw = _opt_str(doc.get("mtu"))
+        try:
+            mtu = None if mtu_raw is None else int(mtu_raw)
+        except ValueError:
+            raise ValueError(f"network {vni}: mtu '{mtu_raw}' is not a number") from None
         if mtu is not None and mtu <= 0:
             mtu = None
         ip4: Mapping[str, Any] = doc.get("ip4") or {}
@@ -447,8 +450,8 @@ def reservation_line(mac: str, ip: str, hostname: str | None) -> str:
 
 def dns_view_argv(nets: Sequence[NetSpec], *, listen: Sequence[str], port: int,
                   upstream_dns: Sequence[str]) -> list[str]:
-    """The cluster DNS view: one forwarding dnsmasq (no DHCP, no cache of its own names) that
-    sends each managed network's domain and reverse zone to that network's dnsmasq."""
+    """The cluster DNS view: one forwarding dnsmasq (no DHCP, no names of its own) that sends
+    each managed network's domain and reverse zone to that network's dnsmasq on the primary."""
     argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--pid-file=", "--no-hosts",
             "--no-poll", "--no-resolv", "--bind-interfaces"]
     argv += [f"--listen-address={ipaddress.ip_address(a)}" for a in listen]
