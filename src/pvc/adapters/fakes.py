@@ -1495,6 +1495,10 @@ class FakeServices(Services):
         self.history.append(svc)
         return svc.pid
 
+    def argv(self, key: str) -> list[str] | None:
+        svc = self.services.get(key)
+        return list(svc.argv) if svc is not None and svc.running else None
+
     def stop(self, key: str, timeout: float = 5.0) -> None:
         svc = self.services.pop(key, None)
         if svc is not None:

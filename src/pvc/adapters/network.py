@@ -150,6 +150,12 @@ class Services(abc.ABC):
         Raises NetworkError if the program exits within its first ~100 ms (with its log tail)."""
 
     @abc.abstractmethod
+    def argv(self, key: str) -> list[str] | None:
+        """The command line the running service `key` was started with, else None: a restarted
+        pvcnoded adopts a helper that runs with the configuration it wants, instead of
+        restarting it."""
+
+    @abc.abstractmethod
     def stop(self, key: str, timeout: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after timeout; stopping a service that is not running is fine."""
 
@@ -707,6 +713,16 @@ class ProcessServices(Services):
                 raise NetworkError(f"start {key}: {program} exited at once (status {child.returncode}): "
                                    f"{_tail(log)}")
             return child.pid
+
+    def argv(self, key: str) -> list[str] | None:
+        pid = self.pid(key)
+        if pid is None:
+            return None
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
 
     def _wait_gone(self, pid: int, program: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

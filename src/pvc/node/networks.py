@@ -225,11 +225,13 @@ class NetworkReconciler:
                 self._gateways(desired, links)      # first: the guests' gap is what matters
             else:
                 self._drop_primary_services(desired, links)
-            self._devices(desired, links)
+            created = self._devices(desired, links)
             self._firewall(desired)
             if self.primary:
-                self._gateways(desired, self.host.links())     # bridges made in this pass
-                self._primary_services(desired)
+                links = self.host.links() if created else links
+                if created:
+                    self._gateways(desired, links)           # bridges made in this pass
+                self._primary_services(desired, links)
             self._frr(desired)
             self.passes += 1
             self.last_pass = time.time()
@@ -267,7 +269,8 @@ class NetworkReconciler:
         trunk = links.get(self.net.bridge_device)
         return self.net.bridge_mtu or (trunk.mtu if trunk else 1500)
 
-    def _devices(self, desired: Desired, links: dict[str, Link]) -> None:
+    def _devices(self, desired: Desired, links: dict[str, Link]) -> bool:
+        """Returns whether a bridge was created (its gateway is added in the same pass)."""
         wanted: set[str] = set()
         for vni, net in sorted(desired.nets.items()):
             bridge = netconfig.bridge_name(vni)
@@ -279,6 +282,7 @@ class NetworkReconciler:
             if link.alias and link.alias.startswith("pvc:") and name not in wanted:
                 log.info("removing %s (its network is gone)", name)
                 self._step(f"del-{name}", f"removing {name}", lambda name=name: self.host.delete_link(name))
+        return any(netconfig.bridge_name(vni) not in links for vni in desired.nets)
 
     def _network_devices(self, net: netconfig.NetSpec, bridge: str, base: str, desired: Desired,
                          links: dict[str, Link]) -> None:
@@ -429,9 +433,8 @@ class NetworkReconciler:
             tmp.replace(path)
         return path
 
-    def _primary_services(self, desired: Desired) -> None:
+    def _primary_services(self, desired: Desired, links: dict[str, Link]) -> None:
         managed = {vni: n for vni, n in desired.nets.items() if n.type == "managed"}
-        links = self.host.links()
         for vni, net in sorted(managed.items()):
             self._step(f"dnsmasq-{vni}", f"network {vni} dnsmasq",
                        lambda vni=vni, net=net: self._dnsmasq(vni, net, desired, links))
@@ -459,6 +462,8 @@ class NetworkReconciler:
         argv = netconfig.dnsmasq_argv(net, mtu=mtu, hosts_dir=str(hosts), hook=[str(self.hook_path())],
                                       upstream_dns=self.net.upstream_dns, dns_port=self.net.dns_port)
         running = self.services.pid(key)
+        if running and key not in self._argv and self.services.argv(key) == argv:
+            self._argv[key] = argv            # started by a previous pvcnoded: adopt it
         if running and self._argv.get(key) == argv:
             if removed:
                 self.services.signal(key, signal.SIGHUP)     # re-reads the hosts directory
@@ -519,6 +524,8 @@ class NetworkReconciler:
         argv = netconfig.dns_view_argv(managed, listen=listen, port=self.net.dns_port,
                                        upstream_dns=self.net.upstream_dns)
         running = self.services.pid(DNS_VIEW)
+        if running and DNS_VIEW not in self._argv and self.services.argv(DNS_VIEW) == argv:
+            self._argv[DNS_VIEW] = argv
         if running and self._argv.get(DNS_VIEW) == argv:
             return
         if running:
