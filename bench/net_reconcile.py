@@ -56,7 +56,7 @@ def converged(reconciler: NetworkReconciler, count: int) -> bool:
     links = reconciler.host.links()
     bridges = [n for n in links if n.startswith("vmbr")]
     services = reconciler.services
-    running = [k for k in services.keys() if k.startswith("dnsmasq-") and services.pid(k)]  # noqa: SIM118
+    running = [k for k in services.names() if k.startswith("dnsmasq-") and services.pid(k)]
     return len(bridges) == count and len(running) == count and not reconciler.problems
 
 

@@ -328,7 +328,7 @@ def test_nft_apply_replace_check_delete(topo: Topo) -> None:
 def test_services_start_pid_stop(tmp_path: Path, topo: Topo) -> None:
     services = ProcessServices(tmp_path / "run")
     pid = services.start("sleeper", ["sleep", "60"], env={"PVC_TEST": "1"})
-    assert services.pid("sleeper") == pid and services.keys() == ["sleeper"]
+    assert services.pid("sleeper") == pid and services.names() == ["sleeper"]
     assert b"PVC_TEST=1" in Path(f"/proc/{pid}/environ").read_bytes()
     assert os.getpgid(pid) == pid                       # its own session
     with pytest.raises(NetworkError, match="already running"):
@@ -337,7 +337,7 @@ def test_services_start_pid_stop(tmp_path: Path, topo: Topo) -> None:
     again = ProcessServices(tmp_path / "run")
     assert again.pid("sleeper") == pid
     again.stop("sleeper")
-    assert services.pid("sleeper") is None and again.keys() == []
+    assert services.pid("sleeper") is None and again.names() == []
     again.stop("sleeper")                               # not running: fine
 
     # a crash is noticed; a recycled pid running something else is not "ours"
@@ -370,7 +370,7 @@ def test_services_start_pid_stop(tmp_path: Path, topo: Topo) -> None:
     in_ns.signal("sleeper", signal.SIGTERM)
     wait_for("SIGTERM", lambda: in_ns.pid("sleeper") is None, timeout=2)
     in_ns.stop("sleeper")
-    assert in_ns.keys() == []
+    assert in_ns.names() == []
 
 
 HOOK = """#!/bin/sh

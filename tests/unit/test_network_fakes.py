@@ -105,7 +105,7 @@ def test_nftables_tables_follow_the_replacement_idiom() -> None:
 def test_services() -> None:
     s = FakeServices()
     pid = s.start("dnsmasq-100", ["dnsmasq", "--port=53"], env={"A": "1"})
-    assert s.pid("dnsmasq-100") == pid and s.keys() == ["dnsmasq-100"]
+    assert s.pid("dnsmasq-100") == pid and s.names() == ["dnsmasq-100"]
     svc = s.services["dnsmasq-100"]
     assert svc.argv == ("dnsmasq", "--port=53") and svc.env == {"A": "1"}
     with pytest.raises(NetworkError, match="already running"):
@@ -113,13 +113,13 @@ def test_services() -> None:
     s.signal("dnsmasq-100", signal.SIGHUP)
     assert s.services["dnsmasq-100"].signals == [signal.SIGHUP]
     s.crash("dnsmasq-100")
-    assert s.pid("dnsmasq-100") is None and s.keys() == ["dnsmasq-100"]     # the pid file stays
+    assert s.pid("dnsmasq-100") is None and s.names() == ["dnsmasq-100"]     # the pid file stays
     with pytest.raises(NetworkError, match="not running"):
         s.signal("dnsmasq-100", signal.SIGHUP)
     assert s.start("dnsmasq-100", ["dnsmasq"]) != pid
     s.stop("dnsmasq-100")
     s.stop("dnsmasq-100")
-    assert s.keys() == [] and len(s.history) == 2
+    assert s.names() == [] and len(s.history) == 2
     s.fail_start("/usr/sbin/dnsmasq")
     with pytest.raises(NetworkError, match="exited at once"):
         s.start("dnsmasq-7", ["/usr/sbin/dnsmasq"])

@@ -1510,5 +1510,5 @@ class FakeServices(Services):
             raise NetworkError(f"signal {key}: not running")
         svc.signals.append(signum)
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         return sorted(self.services)

@@ -164,7 +164,7 @@ class Services(abc.ABC):
         """Send a signal (SIGHUP makes dnsmasq re-read its hosts directory)."""
 
     @abc.abstractmethod
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         """Keys of every service with a pid file in the run directory (running or not)."""
 
 
@@ -763,7 +763,7 @@ class ProcessServices(Services):
         except ProcessLookupError:
             raise NetworkError(f"signal {key}: not running") from None
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         if not self.run_dir.is_dir():
             return []
         return sorted(p.stem for p in self.run_dir.glob("*.pid") if _KEY_RE.match(p.stem))

@@ -414,7 +414,7 @@ class NetworkReconciler:
         if lo is not None and meta in lo.addresses:
             self._step("meta-addr", "removing the metadata address",
                        lambda: self.host.del_address(METADATA_DEVICE, meta))
-        for key in self.services.keys():  # noqa: SIM118 - not a dict
+        for key in self.services.names():
             if key.startswith("dnsmasq-") or key == DNS_VIEW:
                 self._step(f"svc-{key}", f"stopping {key}", lambda key=key: self.services.stop(key))
                 self._argv.pop(key, None)
@@ -438,7 +438,7 @@ class NetworkReconciler:
         for vni, net in sorted(managed.items()):
             self._step(f"dnsmasq-{vni}", f"network {vni} dnsmasq",
                        lambda vni=vni, net=net: self._dnsmasq(vni, net, desired, links))
-        for key in self.services.keys():  # noqa: SIM118 - not a dict
+        for key in self.services.names():
             if key.startswith("dnsmasq-") and key.removeprefix("dnsmasq-").isdigit() \
                     and int(key.removeprefix("dnsmasq-")) not in managed:
                 self._step(f"svc-{key}", f"stopping {key}", lambda key=key: self.services.stop(key))
