@@ -63,18 +63,22 @@ class NodeDaemon:
         self.flush_hooks: list[Hook] = []
         self.unflush_hooks: list[Hook] = []
         self.primary_hooks: list[Hook] = []
+        self.takeover_hooks: list[Hook] = []     # before anything else on becoming primary
         self.secondary_hooks: list[Hook] = []
         self.networks: NetworkReconciler | None = None
         if settings.subsystem.enable_networking:
             self.networks = self._network_reconciler(settings)
             networks = self.networks
-            # First on takeover and on relinquish: the guests' gateway gap is what they notice.
-            self.primary_hooks.append(lambda: networks.set_primary(True))
-            self.secondary_hooks.append(lambda: networks.set_primary(False))
+            # The guests' gateway gap is what they notice of a hand-over: the gateways are the
+            # very first thing a new primary takes and the last thing the old one gives up.
+            self.takeover_hooks.append(lambda: networks.set_primary(True))
         if settings.subsystem.enable_api and self.coordinator:
             self.api = ApiService(settings)
             self.primary_hooks.append(self.api.start)
             self.secondary_hooks.append(self.api.stop)
+        if self.networks is not None:
+            networks = self.networks
+            self.secondary_hooks.append(lambda: networks.set_primary(False))
         self._requested_domain_state = ""
         self.vm_figures: dict[str, Any] = {}
         self.vms: VMReconciler | None = None
@@ -478,6 +482,8 @@ class NodeDaemon:
 
     def _become_primary(self) -> None:
         log.info("taking over as primary coordinator")
+        for hook in self.takeover_hooks:
+            hook()
         self._write_doc(lambda d: {**d, "coordinator_state": "takeover"})
         self.zk.put(schema.PRIMARY_NODE, self.name)
         ensure_cluster(self.zk, self.settings.cluster.name)
