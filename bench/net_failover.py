@@ -19,6 +19,9 @@ import time
 import uuid as uuidlib
 
 import httpx
+from _common import table  # puts the repository on sys.path for `tests`
+
+# isort: split
 from tests.system.helpers import (
     booted_ip,
     call,
@@ -31,7 +34,6 @@ from tests.system.helpers import (
     wait,
 )
 
-from _common import table
 from pvc.lab.plan import LabPlan
 
 VNI = 3000

@@ -1336,6 +1336,12 @@ class FakeNetworkHost(NetworkHost):
             self._get(vxlan, f"flood list of {vxlan}")
             return set(self._fdb.get(vxlan, set()))
 
+    def flood_lists(self) -> dict[str, set[str]]:
+        with self._lock:
+            self._enter("flood_lists")
+            return {name: set(self._fdb.get(name, set())) for name, link in self._links.items()
+                    if link.kind == "vxlan"}
+
     def set_flood_list(self, vxlan: str, remotes: set[str]) -> None:
         what = f"set flood list of {vxlan}"
         with self._lock:

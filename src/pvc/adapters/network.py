@@ -93,6 +93,11 @@ class NetworkHost(abc.ABC):
         """The remote VTEP addresses of the all-zero (head-end replication) FDB entries."""
 
     @abc.abstractmethod
+    def flood_lists(self) -> dict[str, set[str]]:
+        """flood_list of every VXLAN device, from one FDB dump (a pass over 100 networks must
+        not dump the whole table 100 times)."""
+
+    @abc.abstractmethod
     def set_flood_list(self, vxlan: str, remotes: set[str]) -> None:
         """Add and remove all-zero FDB entries until they are exactly `remotes`."""
 
@@ -348,12 +353,17 @@ class LinuxNetworkHost(NetworkHost):
 
     def _existing(self, name: str, kind: str, what: str) -> bool:
         """True if `name` exists as `kind` (creation is then an update), NetworkError if it exists
-        as something else (an administrator's device is never taken over)."""
-        link = self.links().get(name)
-        if link is None:
-            return False
-        if link.kind != kind:
-            raise NetworkError(f"{what}: {name} exists as a {link.kind or 'plain'} device")
+        as something else (an administrator's device is never taken over). One `get`, not a
+        dump: creating 100 networks must not list every link 200 times."""
+        try:
+            msg = self._ipr.link("get", ifname=name)[0]
+        except NetlinkError as e:
+            if e.code == errno.ENODEV:
+                return False
+            raise
+        found = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or ""
+        if found != kind:
+            raise NetworkError(f"{what}: {name} exists as a {found or 'plain'} device")
         return True
 
     # -- NetworkHost
@@ -517,6 +527,18 @@ class LinuxNetworkHost(NetworkHost):
             entries = list(self._ipr.fdb("dump", ifindex=index))
         return {str(e.get("NDA_DST")) for e in entries
                 if e.get("ifindex") == index and e.get("NDA_LLADDR") == _ZERO_MAC and e.get("NDA_DST")}
+
+    def flood_lists(self) -> dict[str, set[str]]:
+        with self._op("flood lists"):
+            names = {int(m["index"]): m.get("ifname") for m in self._ipr.get_links()
+                     if (m.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "") == "vxlan"}
+            entries = list(self._ipr.fdb("dump"))
+        result: dict[str, set[str]] = {name: set() for name in names.values()}
+        for e in entries:
+            name = names.get(int(e.get("ifindex") or 0))
+            if name and e.get("NDA_LLADDR") == _ZERO_MAC and e.get("NDA_DST"):
+                result[name].add(str(e.get("NDA_DST")))
+        return result
 
     def set_flood_list(self, vxlan: str, remotes: set[str]) -> None:
         what = f"set flood list of {vxlan}"

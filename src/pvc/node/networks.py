@@ -91,6 +91,7 @@ class NetworkReconciler:
         self._nft_text: str | None = None
         self._argv: dict[str, list[str]] = {}
         self._frr_config: str | None = None
+        self._floods: dict[str, set[str]] | None = None
         self.problems: dict[str, str] = {}
         self.passes = 0
         self.last_pass = 0.0
@@ -272,6 +273,12 @@ class NetworkReconciler:
     def _devices(self, desired: Desired, links: dict[str, Link]) -> bool:
         """Returns whether a bridge was created (its gateway is added in the same pass)."""
         wanted: set[str] = set()
+        self._floods: dict[str, set[str]] | None = None
+        if self.net.bgp is None and any(n.type == "managed" for n in desired.nets.values()):
+            try:
+                self._floods = self.host.flood_lists()
+            except NetworkError as exc:
+                self._problem("fdb", f"reading the VXLAN flood lists: {exc}")
         for vni, net in sorted(desired.nets.items()):
             bridge = netconfig.bridge_name(vni)
             base = netconfig.vxlan_name(vni) if net.type == "managed" else netconfig.vlan_name(vni)
@@ -330,8 +337,10 @@ class NetworkReconciler:
                 changes["up"] = True
             if changes:
                 self.host.set_link(base, **changes)
-        if net.type == "managed" and self.net.bgp is None and self.host.flood_list(base) != desired.remotes:
-            self.host.set_flood_list(base, set(desired.remotes))
+        if net.type == "managed" and self.net.bgp is None:
+            known = (self._floods or {}).get(base)
+            if known is None or known != desired.remotes:
+                self.host.set_flood_list(base, set(desired.remotes))
 
     # -- every node: firewall --------------------------------------------------------------------
 
