@@ -19,6 +19,7 @@ import time
 import uuid as uuidlib
 
 import httpx
+
 from _common import table  # puts the repository on sys.path for `tests`
 
 # isort: split
