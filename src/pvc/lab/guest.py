@@ -147,9 +147,11 @@ CGI = {
     "http": _CGI_HEAD + """timeout 3 wget -q -O - "http://$ARG/" 2>/dev/null || echo fail\n""",
     "renew": _CGI_HEAD + """kill -USR1 $(pidof udhcpc) && echo ok\n""",
     "events": _CGI_HEAD + """cat /tmp/udhcpc.events /etc/resolv.conf 2>/dev/null\n""",
-    "pingstart": _CGI_HEAD + """pkill -f 'ping -i' ; (ping -i 0.05 $ARG > /tmp/ping.log 2>&1 &)
-echo ok\n""",
-    "pingstop": _CGI_HEAD + """pkill -INT -f 'ping -i' ; sleep 0.5 ; cat /tmp/ping.log\n""",
+    "pingstart": _CGI_HEAD + """[ -f /tmp/ping.pid ] && kill -INT $(cat /tmp/ping.pid) 2>/dev/null
+ping -i 0.05 $ARG > /tmp/ping.log 2>&1 < /dev/null &
+echo $! > /tmp/ping.pid; echo ok\n""",
+    "pingstop": _CGI_HEAD + """kill -INT $(cat /tmp/ping.pid) 2>/dev/null; rm -f /tmp/ping.pid
+sleep 0.5; cat /tmp/ping.log\n""",
 }
 
 POWER_BUTTON = """#!/bin/sh
