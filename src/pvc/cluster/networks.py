@@ -81,7 +81,7 @@ def parse_vni(value: Any, nettype: str = "managed", field: str = "vni") -> int:
     text = _text(value)
     if text is None:
         raise InvalidInput(f"{field}: a VNI is required (a whole number, {VNI_MIN}..{VNI_MAX})")
-    if not re.fullmatch(r"\d{1,9}", text):
+    if not re.fullmatch(r"[0-9]{1,9}", text):
         raise InvalidInput(f"{field}: '{text[:40]}' is not a VNI (a whole number, {VNI_MIN}..{VNI_MAX})")
     vni = int(text)
     if not VNI_MIN <= vni <= VNI_MAX:
@@ -106,7 +106,7 @@ def check_description(value: Any, field: str = "description") -> str:
     if text is None:
         raise InvalidInput(f"{field}: a description is required (letters, digits, '.', '_', '-')")
     check_name(text, field)
-    if text.isdigit():
+    if re.fullmatch(r"[0-9]+", text):
         raise InvalidInput(f"{field}: '{text}' may not be only digits (it would be taken for a VNI)")
     return text
 
@@ -117,7 +117,7 @@ def check_mtu(value: Any, field: str = "mtu") -> int | None:
     text = _text(value)
     if text is None:
         return None
-    if not re.fullmatch(r"\d{1,9}", text):
+    if not re.fullmatch(r"[0-9]{1,9}", text):
         raise InvalidInput(f"{field}: '{text[:40]}' is not an MTU (a whole number, {MTU_MIN}..{MTU_MAX})")
     mtu = int(text)
     if not MTU_MIN <= mtu <= MTU_MAX:
@@ -244,7 +244,7 @@ def check_order(value: Any, field: str = "order") -> int | None:
     text = _text(value)
     if text is None:
         return None
-    if not re.fullmatch(r"\d{1,6}", text):
+    if not re.fullmatch(r"[0-9]{1,6}", text):
         raise InvalidInput(f"{field}: '{text[:40]}' is not a position in the chain (0 is the first)")
     return int(text)
 
@@ -447,7 +447,7 @@ def _find(docs: Mapping[str, dict[str, Any]], net: str) -> tuple[str, dict[str, 
     text = str(net).strip()
     if text in docs:
         return text, docs[text]
-    if text.isdigit() and str(int(text)) in docs:
+    if re.fullmatch(r"[0-9]{1,9}", text) and str(int(text)) in docs:
         return str(int(text)), docs[str(int(text))]
     for key, doc in docs.items():
         if doc.get("description") == text:
@@ -458,7 +458,7 @@ def _find(docs: Mapping[str, dict[str, Any]], net: str) -> tuple[str, dict[str, 
 def get_network(zk: ZK, net: str | int) -> dict[str, Any]:
     """The stored document of the network with VNI or description `net`; NotFound otherwise."""
     text = str(net).strip()
-    if re.fullmatch(r"\d{1,9}", text):
+    if re.fullmatch(r"[0-9]{1,9}", text):
         doc = zk.get(schema.network(int(text)), None)
         if isinstance(doc, dict):
             return doc
