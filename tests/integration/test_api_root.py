@@ -154,6 +154,12 @@ def test_openapi_document_describes_routes(api: Api) -> None:
         "/api/v1/storage/ceph/snapshot": {"get", "post"},
         "/api/v1/storage/ceph/snapshot/{pool}/{volume}/{snapshot}": {"get", "post", "put", "delete"},
         "/api/v1/storage/ceph/snapshot/{pool}/{volume}/{snapshot}/rollback": {"post"},
+        "/api/v1/network": {"get", "post"},
+        "/api/v1/network/{vni}": {"get", "post", "put", "delete"},
+        "/api/v1/network/{vni}/acl": {"get", "post"},
+        "/api/v1/network/{vni}/acl/{description}": {"get", "post", "delete"},
+        "/api/v1/network/{vni}/lease": {"get", "post"},
+        "/api/v1/network/{vni}/lease/{mac}": {"get", "post", "delete"},
     }
     assert {p: set(ops) for p, ops in paths.items()} == expected
     for path, ops in paths.items():
