@@ -1,15 +1,19 @@
 """Pure network logic (pvc.cluster.networks): every validation of a network document, of DHCP
-reservations and ACL rules, the merge of a modification, overlap checks, and the CLI formatters.
+reservations and ACL rules, the merge of a modification, overlap checks; and the `pvc network`
+CLI's formatters and requests (against a scripted API).
 
 Hypothesis drives the subnet arithmetic (gateway and DHCP range inside the subnet, overlaps)
 against a straightforward integer model of the same rules.
 """
+
+# ruff: noqa: F811 - the fixtures imported from test_cli_flows are (by pytest's design) re-bound as arguments
 
 from __future__ import annotations
 
 import ipaddress
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,6 +24,8 @@ from pvc.cli.output import render
 from pvc.cluster import networks as nets
 from pvc.core import netconfig
 from pvc.core.errors import Conflict, InvalidInput, PVCError
+from tests.unit.test_cli_flows import FakeApi, api, env, no_sleep  # noqa: F401
+from tests.unit.test_cli_flows import pvc as cli_run
 
 MANAGED = {"vni": 10001, "description": "testing", "nettype": "managed", "domain": "testing.local",
            "ip4_network": "10.100.100.0/24", "ip4_gateway": "10.100.100.1", "dhcp4": True,
@@ -361,3 +367,46 @@ def test_cli_formatters() -> None:
                                            "rule": "drop"}]))
     assert acls.splitlines()[1].split() == ["in", "0", "a", "drop"]
     assert netcli.LIST_FORMATS["raw"](items) == "101\n10001"
+
+
+# -- CLI requests (a scripted API) --------------------------------------------------------------------------
+
+def _cli(api: FakeApi, env: dict[str, str], *args: str) -> Any:
+    return cli_run(api, env, "-q", *args)
+
+
+def test_cli_sends_upstreams_parameters(api: FakeApi, env: dict[str, str]) -> None:
+    api.on("POST", "/network", {"message": "Network 'testing' added successfully!"})
+    api.on("PUT", "/network/10001", {"message": "Network '10001' modified successfully!"})
+    api.on("POST", "/network/10001/acl", {"message": "Firewall rule 'x' added successfully!"})
+    api.on("GET", "/network/10001/lease", [])
+    result = _cli(api, env, "network", "add", "10001", "-d", "testing", "-p", "managed", "-i", "10.1.0.0/24",
+                  "-g", "10.1.0.1", "--dns-server", "10.1.0.53", "--dns-server", "10.1.0.54", "--dhcp",
+                  "--dhcp-start", "10.1.0.10", "--dhcp-end", "10.1.0.20", "-i6", "fd00:1::/64")
+    assert result.exit_code == 0 and result.stdout == "Network 'testing' added successfully!\n"
+    sent = api.sent("POST", "/network")[0].url.params
+    assert sent.get_list("name_servers") == ["10.1.0.53", "10.1.0.54"]
+    assert {k: sent[k] for k in ("vni", "nettype", "ip4_network", "ip4_gateway", "dhcp4", "ip6_network")} == {
+        "vni": "10001", "nettype": "managed", "ip4_network": "10.1.0.0/24", "ip4_gateway": "10.1.0.1",
+        "dhcp4": "true", "ip6_network": "fd00:1::/64"}
+    assert _cli(api, env, "network", "modify", "10001", "--domain", "x.local", "--ipnet6", "").exit_code == 0
+    assert dict(api.sent("PUT", "/network/10001")[0].url.params) == {"domain": "x.local", "ip6_network": ""}
+    assert _cli(api, env, "network", "acl", "add", "10001", "--out", "-d", "x", "-r", "drop", "-o", "2"
+                ).exit_code == 0
+    assert dict(api.sent("POST", "/network/10001/acl")[0].url.params) == {
+        "description": "x", "direction": "out", "rule": "drop", "order": "2"}
+    result = _cli(api, env, "network", "dhcp", "list", "10001", "--static")
+    assert result.exit_code == 0 and result.stdout.strip() == "No leases found."
+    assert api.sent("GET", "/network/10001/lease")[0].url.params["static"] == "true"
+
+
+def test_cli_errors_and_missing_networks(api: FakeApi, env: dict[str, str]) -> None:
+    api.on("POST", "/network", httpx.Response(400, json={"message": "vni: 0 is out of range"}))
+    api.on("GET", "/network/10002", httpx.Response(404, json={"message": "Network not found."}))
+    result = _cli(api, env, "network", "add", "0", "-d", "x", "-p", "managed")
+    assert result.exit_code == 1 and result.stderr.strip() == "vni: 0 is out of range"
+    result = _cli(api, env, "vm", "network", "add", "web1", "10002", "-y")
+    assert result.exit_code == 1 and "Network 10002 does not exist" in result.stderr
+    assert not api.sent("GET", "/vm/web1") and not api.sent("PUT", "/vm/web1")
+    result = _cli(api, env, "network", "remove", "10002")  # no --yes, no terminal: declined
+    assert result.exit_code == 1 and not api.sent("DELETE", "/network/10002")

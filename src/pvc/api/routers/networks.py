@@ -317,6 +317,6 @@ def acl_add_named(vni: str, description: str, params: AclElementAddInputs = inpu
 
 
 @router.delete("/{vni}/acl/{description}", summary="Remove the firewall ACL {description} from network {vni}",
-               responses=responses(Message, 200, *NOT_FOUND))
+               responses=responses(Message, 200, 400, *NOT_FOUND))
 def acl_remove(vni: str, description: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
     return message(nets.remove_acl(zk, vni, description))
