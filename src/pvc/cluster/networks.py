@@ -514,21 +514,6 @@ def network_item(zk: ZK, net: str) -> dict[str, Any]:
         raise NotFound("Network not found.") from None
 
 
-def network_specs(zk: ZK) -> list[netconfig.NetSpec]:
-    """Every well-formed network as a NetSpec, sorted by VNI (malformed documents are skipped)."""
-    out = []
-    for doc in _docs(zk).values():
-        try:
-            out.append(netconfig.NetSpec.from_doc(doc))
-        except ValueError:
-            continue
-    return sorted(out, key=lambda n: n.vni)
-
-
-def count_networks(zk: ZK) -> int:
-    return len(zk.children(schema.NETWORKS))
-
-
 def network_users(zk: ZK, vni: int) -> list[str]:
     """Names of the VMs with an interface on the network's bridge vmbr<vni>."""
     users = []
