@@ -109,7 +109,10 @@ def test_define_view_edit_move_undefine(pvc: Pvc, cluster: ZK, xml_file: Path) -
     # client-side XML edits land in the stored XML
     pvc.ok("-q", "vm", "vcpu", "set", "web1", "4", "-t", "2,2,1")
     pvc.ok("-q", "vm", "memory", "set", "web1", "2G")
+    pvc.ok("-q", "network", "add", "200", "--description", "n200", "--type", "bridged")
     pvc.ok("-q", "vm", "network", "add", "web1", "200", "-a", "52:54:00:aa:bb:cc")
+    missing = pvc("-q", "vm", "network", "add", "web1", "4000")          # no such network
+    assert missing.returncode == 1 and "4000" in missing.stderr
     item = one(pvc, "web1")
     assert item["vcpu"] == 4 and item["vcpu_topology"] == "2/2/1" and item["memory"] == 2048
     stored = domainxml.parse(item["xml"])
