@@ -88,6 +88,7 @@ def test_every_node_builds_the_networks_and_only_the_primary_serves_them(zk: ZK,
     assert not links["vmbr100"].addresses and links["vmbr100"].mac == local_mac("hv1", 100)
     assert "10.0.0.254/24" not in links["eth0"].addresses
     assert not [k for k in node.services.names() if node.services.pid(k)]
+    node.reconcile()                       # the loop's pass after the hand-over: the ruleset follows
     assert "masquerade" not in node.nft.ruleset and "vxlan100-in" in node.nft.ruleset
 
 

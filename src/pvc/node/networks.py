@@ -92,6 +92,7 @@ class NetworkReconciler:
         self._argv: dict[str, list[str]] = {}
         self._frr_config: str | None = None
         self._floods: dict[str, set[str]] | None = None
+        self._last: Desired | None = None
         self.problems: dict[str, str] = {}
         self.passes = 0
         self.last_pass = 0.0
@@ -149,12 +150,26 @@ class NetworkReconciler:
                 log.exception("network reconcile pass failed")
 
     def set_primary(self, primary: bool) -> None:
-        """Called by the daemon on a primary change: converge at once, not at the next pass."""
+        """Called by the daemon on a primary change, before the election lock moves on.
+
+        Taking over: the gateways from the last pass's documents at once (no ZooKeeper round
+        trips before the guests have their gateway back), then a full pass. Giving up: only the
+        primary's pieces, gateways last, so the lock is released right after; the rest of the
+        pass (the ruleset without NAT) follows in the loop."""
         self.primary = primary
         try:
-            self.reconcile()
+            with self._lock:
+                links = self.host.links()
+                if primary and self._last is not None:
+                    self._gateways(self._last, links)
+                elif not primary:
+                    self._drop_primary_services(links)
+            if primary:
+                self.reconcile()
+            else:
+                self.wake()
         except Exception:
-            log.exception("network %s pass failed", "takeover" if primary else "relinquish")
+            log.exception("network %s failed", "takeover" if primary else "relinquish")
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -220,12 +235,12 @@ class NetworkReconciler:
         with self._lock:
             if self._is_primary is not None:
                 self.primary = self._is_primary()
-            desired = self.read()
+            desired = self._last = self.read()
             links = self.host.links()
             if self.primary:
                 self._gateways(desired, links)      # first: the guests' gap is what matters
             else:
-                self._drop_primary_services(desired, links)
+                self._drop_primary_services(links)
             created = self._devices(desired, links)
             self._firewall(desired)
             if self.primary:
@@ -398,12 +413,30 @@ class NetworkReconciler:
         if lo is not None and meta not in lo.addresses:
             self._step("meta-addr", "metadata address", lambda: self.host.add_address(METADATA_DEVICE, meta))
 
-    def _drop_primary_services(self, desired: Desired, links: dict[str, Link]) -> None:
-        """Everything only the primary may hold, gateways first (the new primary may be waiting)."""
+    def _drop_primary_services(self, links: dict[str, Link]) -> None:
+        """Everything only the primary may hold: the helpers first, then the addresses, gateways
+        last, so the guests lose their gateway only just before the new primary takes it."""
+        if self.metadata is not None:
+            self.metadata.stop()
+        for key in self.services.names():
+            if key.startswith("dnsmasq-") or key == DNS_VIEW:
+                self._step(f"svc-{key}", f"stopping {key}", lambda key=key: self.services.stop(key))
+                self._argv.pop(key, None)
+        meta = f"{self.net.metadata_address}/32"
+        lo = links.get(METADATA_DEVICE)
+        if lo is not None and meta in lo.addresses:
+            self._step("meta-addr", "removing the metadata address",
+                       lambda: self.host.del_address(METADATA_DEVICE, meta))
+        floating = self.net.floating_address
+        device = links.get(self.upstream_device)
+        if floating and device is not None and floating in device.addresses:
+            self._step("floating", "removing the floating address",
+                       lambda: self.host.del_address(self.upstream_device, floating))
         for name, link in links.items():
             if not (link.alias or "").startswith("pvc:") or link.kind != "bridge":
                 continue
-            vni = int(link.alias.split(":", 1)[1]) if link.alias.split(":", 1)[1].isdigit() else None
+            tail = link.alias.split(":", 1)[1]
+            vni = int(tail) if tail.isdigit() else None
             gateway_cidrs = [c for c in link.addresses if not ipaddress.ip_interface(c).ip.is_link_local]
             for cidr in gateway_cidrs:
                 self._step(f"gwdel-{name}", f"removing {cidr} from {name}",
@@ -411,22 +444,6 @@ class NetworkReconciler:
             if vni is not None and link.mac == self.gateway_mac:
                 self._step(f"mac-{name}", f"resetting the MAC of {name}",
                            lambda name=name, vni=vni: self.host.set_link(name, mac=local_mac(self.node, vni)))
-        floating = self.net.floating_address
-        device = links.get(self.upstream_device)
-        if floating and device is not None and floating in device.addresses:
-            self._step("floating", "removing the floating address",
-                       lambda: self.host.del_address(self.upstream_device, floating))
-        if self.metadata is not None:
-            self.metadata.stop()
-        meta = f"{self.net.metadata_address}/32"
-        lo = links.get(METADATA_DEVICE)
-        if lo is not None and meta in lo.addresses:
-            self._step("meta-addr", "removing the metadata address",
-                       lambda: self.host.del_address(METADATA_DEVICE, meta))
-        for key in self.services.names():
-            if key.startswith("dnsmasq-") or key == DNS_VIEW:
-                self._step(f"svc-{key}", f"stopping {key}", lambda key=key: self.services.stop(key))
-                self._argv.pop(key, None)
 
     def hook_path(self) -> Path:
         """A tiny executable for dnsmasq's --dhcp-script (it takes a path, not a command line),
