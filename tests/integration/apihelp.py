@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
+
 from pvc.core import schema
 from pvc.core.records import NodeRecord
 from pvc.core.zk import ZK
@@ -91,3 +93,17 @@ def raw_request(api: Api, method: str, path: str) -> tuple[int, Any]:
         return response.status, json.loads(response.read() or b"null")
     finally:
         connection.close()
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def refused(response: httpx.Response, status: int, *words: str) -> str:
+    """The refusal's message, which must name every one of `words`."""
+    assert response.status_code == status, response.text
+    text = response.json()["message"]
+    for word in words:
+        assert word in text, text
+    return text

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -29,6 +28,7 @@ from pvc.core.config import load_config
 from pvc.core.records import Memory, VCpu, VMRecord
 from pvc.core.zk import ZK
 from tests.conftest import API_TOKEN, Api
+from tests.integration.apihelp import ok, refused
 from tests.integration.test_cli_api import Pvc, register
 
 BASE = "/api/v1/network"
@@ -63,18 +63,6 @@ def client(config_factory: Callable[..., Path], zk: ZK, netns: str) -> Iterator[
     with TestClient(app, headers={"X-Api-Key": API_TOKEN}) as test_client:
         yield test_client
 
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-def refused(response: httpx.Response, status: int, *words: str) -> str:
-    assert response.status_code == status, response.text
-    text = response.json()["message"]
-    for word in words:
-        assert word in text, text
-    return text
 
 
 def dump(zk: ZK) -> dict[str, bytes]:

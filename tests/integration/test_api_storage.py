@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -25,7 +24,7 @@ from pvc.core.config import load_config
 from pvc.core.records import TaskRecord, VMRecord, VMStatus
 from pvc.core.zk import ZK
 from tests.conftest import API_TOKEN
-from tests.integration.apihelp import standard_cluster
+from tests.integration.apihelp import ok, refused, standard_cluster
 
 GIB = 1024**3
 BASE = "/api/v1/storage/ceph"
@@ -53,18 +52,6 @@ def client(config_factory: Callable[..., Path], zk: ZK, fake: FakeStorage) -> It
     with TestClient(app, headers={"X-Api-Key": API_TOKEN}) as test_client:
         yield test_client
 
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-def refused(response: httpx.Response, status: int, *words: str) -> str:
-    assert response.status_code == status, response.text
-    text = response.json()["message"]
-    for word in words:
-        assert word in text, text
-    return text
 
 
 def add_pool(client: TestClient, name: str = "vms", pgs: int = 32, replcfg: str = "copies=3,mincopies=2",

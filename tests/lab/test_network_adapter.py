@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -107,15 +107,6 @@ class Topo:
                 except (ProcessLookupError, ValueError):
                     pass
             run("ip", "netns", "del", ns, check=False)
-
-
-@pytest.fixture
-def topo() -> Iterator[Topo]:
-    t = Topo()
-    try:
-        yield t
-    finally:
-        t.destroy()
 
 
 def managed_net(h: LinuxNetworkHost, local: str, remote: str, mac: str) -> None:

@@ -11,7 +11,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,15 +27,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
     pytest.mark.skipif(not Path("/usr/lib/frr/bgpd").exists(), reason="needs FRR"),
 ]
-
-
-@pytest.fixture
-def topo() -> Iterator[Topo]:
-    t = Topo()
-    try:
-        yield t
-    finally:
-        t.destroy()
 
 
 def test_evpn_carries_a_managed_network(zk: ZK, topo: Topo, config_factory) -> None:
