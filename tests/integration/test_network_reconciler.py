@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pvc.adapters.fakes import FakeNetworkHost, FakeNftables, FakeServices
+from pvc.cluster.faults import load_faults
 from pvc.core import netconfig, schema
 from pvc.core.config import load_config
 from pvc.core.zk import ZK
@@ -150,5 +151,7 @@ def test_a_failing_network_does_not_stop_the_others(zk: ZK, make) -> None:
     node.reconcile()
     assert "vmbr101" in node.host.links() or "vmbr100" in node.host.links()
     assert any("File exists" in p for p in node.problems.values())
+    messages = [f.message for f in load_faults(zk)]                # and a cluster fault says so
+    assert any("hv1" in m and "File exists" in m for m in messages), messages
     node.reconcile()                                               # the next pass repairs it
     assert {"vxlan100", "vxlan101"} <= set(node.host.links()) and not node.problems

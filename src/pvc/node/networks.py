@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from pvc.adapters.network import Link, NetworkError, NetworkHost, Nftables, Services
+from pvc.cluster import faults as faults_mod
 from pvc.core import netconfig, schema
 from pvc.core.config import Settings
 from pvc.core.zk import ZK
@@ -73,7 +74,7 @@ class Desired:
 
 class NetworkReconciler:
     def __init__(self, zk: ZK, host: NetworkHost, nft: Nftables, services: Services, settings: Settings,
-                 node: str, run_dir: str | Path, is_primary: Callable[[], bool] | None = None) -> None:
+                 node: str, run_dir: str | Path) -> None:
         self.zk = zk
         self.host, self.nft, self.services = host, nft, services
         self.settings = settings
@@ -81,7 +82,6 @@ class NetworkReconciler:
         self.node = node
         self.run_dir = Path(run_dir)
         self.primary = False
-        self._is_primary = is_primary
         self.gateway_mac = self.net.gateway_mac or netconfig.gateway_mac(settings.cluster.name)
         self.upstream_device = self.net.upstream_device or self.net.cluster_device
         self.stopping = threading.Event()
@@ -233,8 +233,6 @@ class NetworkReconciler:
 
     def reconcile(self) -> None:
         with self._lock:
-            if self._is_primary is not None:
-                self.primary = self._is_primary()
             desired = self._last = self.read()
             links = self.host.links()
             if self.primary:
@@ -267,6 +265,11 @@ class NetworkReconciler:
         before = self.problems.get(key, "")
         if message and message != before:
             log.error("%s", message)
+            try:       # a cluster fault too, so `pvc cluster status` shows it (one per condition)
+                faults_mod.raise_fault(self.zk, f"network/{self.node}/{key}", 10,
+                                       f"Node {self.node}: {message}")
+            except Exception as exc:
+                log.warning("could not record a network fault: %s", exc)
         elif before and not message:
             log.info("network %s: working again", key)
         if message:
