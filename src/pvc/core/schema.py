@@ -55,8 +55,15 @@ NET_LEASES = "/netleases"
 PROVISIONER = "/provisioner"
 USERDATA = "/provisioner/userdata"
 PROFILES = "/provisioner/profiles"
+SYSTEM_TEMPLATES = "/provisioner/templates/system"
+NETWORK_TEMPLATES = "/provisioner/templates/network"
+STORAGE_TEMPLATES = "/provisioner/templates/storage"
+SCRIPTS = "/provisioner/scripts"
+OVAS = "/provisioner/ova"
+PROVISIONER_IDS = "/provisioner/ids"      # sequence znodes: the integer ids upstream's API shows
 NETWORK_TREES = (NETWORKS, NET_ACLS, NET_RESERVATIONS, NET_LEASES)
-PROVISIONER_TREES = (PROVISIONER, USERDATA, PROFILES)
+PROVISIONER_TREES = (PROVISIONER, USERDATA, PROFILES, SYSTEM_TEMPLATES, NETWORK_TEMPLATES,
+                     STORAGE_TEMPLATES, SCRIPTS, OVAS, PROVISIONER_IDS)
 
 # Trees a fresh cluster starts with; backup/restore covers everything under the root.
 BASE_PATHS = (SCHEMA, CONFIG, NODES, LOGS, FAULTS, TASKS, TASK_LOGS, LOCKS, VMS, VM_NAMES,
@@ -212,6 +219,26 @@ def userdata(name: str) -> str:
 def profile(name: str) -> str:
     """Provisioner profile document; `userdata` names the userdata document served to its VMs."""
     return f"{PROFILES}/{name}"
+
+
+def system_template(name: str) -> str:
+    return f"{SYSTEM_TEMPLATES}/{name}"
+
+
+def network_template(name: str) -> str:
+    return f"{NETWORK_TEMPLATES}/{name}"
+
+
+def storage_template(name: str) -> str:
+    return f"{STORAGE_TEMPLATES}/{name}"
+
+
+def script(name: str) -> str:
+    return f"{SCRIPTS}/{name}"
+
+
+def ova(name: str) -> str:
+    return f"{OVAS}/{name}"
 
 
 # -- migrations ---------------------------------------------------------------------------------
