@@ -1,0 +1,1 @@
+"""Compatibility name for provisioner scripts of newer upstream PVC (`pvcworkerd.Daemon.config`)."""
