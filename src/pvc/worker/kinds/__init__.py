@@ -1,3 +1,4 @@
 """Built-in task kinds; importing this package registers them."""
 
 from pvc.worker.kinds import selftest, storage, vm  # noqa: F401
+from pvc.worker.provisioner import runner as provisioner_runner  # noqa: F401  (provisioner.create)
