@@ -24,6 +24,7 @@ from pvc.api.common import DESCRIPTIONS, PREFIX, STORAGE_503, get_storage, get_z
 from pvc.api.params import inputs_model, openapi_inputs, required_inputs
 from pvc.api.routers import cluster, faults, nodes, root, tasks, vms
 from pvc.api.routers import networks as network_routes
+from pvc.api.routers import provisioner as provisioner_routes
 from pvc.api.routers import storage as storage_routes
 from pvc.core.config import Settings
 from pvc.core.zk import ZK
@@ -68,6 +69,7 @@ def create_app(settings: Settings, zk: ZK, storage: Storage | None = None) -> Fa
     app.include_router(vms.router, prefix=PREFIX)
     app.include_router(storage_routes.router, prefix=PREFIX)
     app.include_router(network_routes.router, prefix=PREFIX)
+    app.include_router(provisioner_routes.router, prefix=PREFIX)
     app.include_router(faults.router, prefix=PREFIX)
     app.include_router(tasks.router, prefix=PREFIX)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

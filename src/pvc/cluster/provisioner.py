@@ -37,6 +37,7 @@ import yaml
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 
 from pvc.cluster import networks as nets
+from pvc.cluster import storage as storage_mod
 from pvc.cluster.common import check_name, limit_matcher
 from pvc.cluster.placement import SELECTORS
 from pvc.core import schema
@@ -1216,7 +1217,6 @@ def remove_ova(zk: ZK, name: str, storage: Any = None) -> str:
                            f"profile{'s' if len(others) > 1 else ''} {names}; change or remove "
                            f"{'them' if len(others) > 1 else 'it'} first.")
     if storage is not None:
-        from pvc.cluster import storage as storage_mod
         for volume in doc.get("volumes") or []:
             try:
                 storage_mod.remove_volume(zk, storage, str(volume.get("pool")),

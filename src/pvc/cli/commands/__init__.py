@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from pvc.cli.commands import cluster, connection, network, node, storage, vm
+from pvc.cli.commands import cluster, connection, network, node, provisioner, storage, vm
 
-AREAS: tuple[click.Group, ...] = (node.group, vm.group, network.group, storage.group, cluster.group,
-                                  connection.group)
+AREAS: tuple[click.Group, ...] = (node.group, vm.group, network.group, storage.group, provisioner.group,
+                                  cluster.group, connection.group)
