@@ -160,6 +160,8 @@ def test_openapi_document_describes_routes(api: Api) -> None:
         "/api/v1/network/{vni}/acl/{description}": {"get", "post", "delete"},
         "/api/v1/network/{vni}/lease": {"get", "post"},
         "/api/v1/network/{vni}/lease/{mac}": {"get", "post", "delete"},
+        "/api/v1/provisioner/create": {"post"}, "/api/v1/provisioner/status": {"get"},
+        "/api/v1/provisioner/status/{task_id}": {"get", "delete"},
         "/api/v1/provisioner": {"get"}, "/api/v1/provisioner/template": {"get"},
         "/api/v1/provisioner/template/system": {"get", "post"},
         "/api/v1/provisioner/template/system/{template}": {"get", "post", "put", "delete"},
