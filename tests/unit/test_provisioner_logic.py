@@ -86,7 +86,8 @@ def test_mac_templates(template: str) -> None:
 
 
 @pytest.mark.parametrize("template", ["{prefix}:ff:{vmid}{netid}", "{prefix}:{host}:ff:00", "{0}:00",
-                                      "ff:ff:ff:ff:ff:{netid}0", "{prefix", "{prefix.x}:ff:ff:00"])
+                                      "ff:ff:ff:ff:ff:{netid}0", "{prefix", "{prefix.x}:ff:ff:00",
+                                      "{prefix:>100000000}", "{prefix!r}:ff:ff:00", "{prefix[0]}:ff:ff:00"])
 def test_bad_mac_templates(template: str) -> None:
     assert refusal(prov.check_mac_template, template).startswith("mac_template:")
 
@@ -183,6 +184,8 @@ def test_good_userdata(text: str) -> None:
     ("#cloud-config\n: : :\n", "data: the #cloud-config document is not valid YAML at line"),
     ("#cloud-config\n- a\n", "must be a YAML mapping (key: value), not a list"),
     ("#cloud-config\nplain\n", "not a str"),
+    ("#cloud-config\nday: 2001-02-30\n", "is not valid YAML: day is out of range for month"),
+    ("#cloud-config-archive\n- day: 2001-02-30\n", "must be a YAML list"),
     ("#cloud-config-archive\na: 1\n", "must be a YAML list"),
     ("users: []\n", "data: not a cloud-init userdata document"),
     (MULTIPART.replace("a: 1", "- 1"), "part 1 (text/cloud-config) must be a YAML mapping"),
@@ -211,6 +214,15 @@ def test_scripts() -> None:
     assert "does not define class VMBuilderScript" in refusal(prov.check_script, nested)
     assert "must extend VMBuilder" in refusal(prov.check_script, "class VMBuilderScript(object):\n    pass\n")
     assert "empty" in refusal(prov.check_script, "   \n")
+
+
+@given(st.text(max_size=200))
+def test_userdata_check_never_crashes(text: str) -> None:
+    for document in (text, "#cloud-config\n" + text, MULTIPART.replace("a: 1", text)):
+        try:
+            prov.check_userdata(document)
+        except InvalidInput as exc:
+            assert exc.message.startswith("data:")
 
 
 @given(st.text(max_size=200))

@@ -30,6 +30,7 @@ import email
 import email.message
 import re
 import shutil
+import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -206,6 +207,9 @@ def check_mac_template(value: Any, field: str = "mac_template") -> str | None:
     if text is None:
         return None
     try:
+        for _literal, name, spec, conversion in string.Formatter().parse(text):
+            if name is not None and (name not in ("prefix", "vmid", "netid") or spec or conversion):
+                raise ValueError(text)  # only the plain placeholders (no attributes, widths, ...)
         mac = text.format(prefix=MAC_PREFIX, vmid="0", netid="0")
     except (KeyError, IndexError, ValueError, AttributeError):
         raise InvalidInput(f"{field}: '{text[:60]}' is not a MAC template: only {{prefix}}, {{vmid}} and "
@@ -343,6 +347,9 @@ def _yaml_mapping(text: str, field: str, what: str) -> None:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InvalidInput(f"{field}: {what} is not valid YAML{where}: {problem}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # a value YAML parses but cannot build, e.g. the date 2001-02-30
+        raise InvalidInput(f"{field}: {what} is not valid YAML: {exc}") from None
     if parsed is not None and not isinstance(parsed, dict):
         raise InvalidInput(f"{field}: {what} must be a YAML mapping (key: value), not a "
                            f"{type(parsed).__name__}")
@@ -355,7 +362,7 @@ def _check_part(text: str, field: str, what: str) -> None:
     if stripped.startswith("#cloud-config-archive"):
         try:
             parsed = yaml.safe_load(stripped)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError):
             parsed = None
         if not isinstance(parsed, list):
             raise InvalidInput(f"{field}: {what} (#cloud-config-archive) must be a YAML list")
