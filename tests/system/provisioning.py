@@ -49,14 +49,16 @@ def set_up(lab: LabPlan, api: httpx.Client, scripts: Mapping[str, str] | None = 
 
 
 def tear_down(api: httpx.Client, vms: Iterable[str], profiles: Iterable[str] = (),
-              scripts: Iterable[str] = ()) -> None:
-    """Remove the VMs (with their disks) and everything set_up made."""
+              scripts: Iterable[str] = (), everything: bool = True) -> None:
+    """Remove the VMs (with their disks) and, with `everything`, all that set_up made."""
     vms = [name for name in vms if vm_exists(api, name)]
     for name in vms:
         api.post(f"/vm/{name}/state", params={"state": "stop"})
     for name in vms:
         wait(f"{name} stopped", lambda name=name: call(api, "GET", f"/vm/{name}")[0]["state"] == "stop", 60)
         api.delete(f"/vm/{name}", params={"delete_disks": "true"})
+    if not everything:
+        return
     paths = [f"/provisioner/profile/{p}" for p in ("labclone", *profiles)]
     paths += [f"/provisioner/script/{s}" for s in ("clone", *scripts)]
     paths += ["/provisioner/userdata/provud", "/provisioner/template/storage/clone",

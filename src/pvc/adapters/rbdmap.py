@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,12 +124,47 @@ def unmap_volume(pool: str, name: str) -> bool:
         _run(["rbd-nbd", "unmap", device], what)
     else:
         if device:
-            _run(["losetup", "-d", device], what)
+            try:
+                _run(["losetup", "-d", device], what)
+            except RbdMapError:
+                pass          # already detached (autoclear), or detached by the script itself
         if record.get("mount"):
-            _run(["fusermount", "-u", record["mount"]], what)
+            try:
+                _run(["fusermount", "-u", record["mount"]], what)
+            except RbdMapError:
+                pass
+            # The mount may live in a provisioning sandbox's mount namespace that this process
+            # cannot see; the rbd-fuse daemon keeps the image open (and locked) until it exits.
+            _stop_fuse(record["mount"])
             try:
                 os.rmdir(record["mount"])
             except OSError:
                 pass
     _state(pool, name).unlink(missing_ok=True)
     return True
+
+
+def _stop_fuse(mount: str, timeout: float = 5.0) -> None:
+    """Stop every rbd-fuse serving `mount` (SIGTERM, then SIGKILL)."""
+    def pids() -> list[int]:
+        found = []
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and os.path.basename(argv[0]) == b"rbd-fuse" and mount.encode() in argv:
+                found.append(int(entry.name))
+        return found
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while pids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not pids():
+            return
