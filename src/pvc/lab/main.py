@@ -12,10 +12,10 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import click
 import httpx
@@ -76,51 +76,75 @@ def _lab_exists(name: str) -> bool:
 DEMO_VM = "demo1"
 
 
-DEMO_DISK = f"{DEMO_VM}_root"
+DEMO_DISK = f"{DEMO_VM}_vda"
+DEMO_VNI = 100
+DEMO_USERDATA = "#!/bin/sh\necho \"PVC-DEMO hello from $(hostname), provisioned by PVC\"\n"
 
 
-def demo_xml(plan: LabPlan) -> str:
-    """The demo VM: the tiny guest's kernel and initramfs, with its root filesystem on an RBD
-    volume (a clone of the guest disk). Only pool/volume is given: each node adds the monitors
-    and its libvirt Ceph secret when it starts the VM."""
-    from pvc.lab import guest
+def demo_steps(plan: LabPlan) -> list[tuple[str, str, dict[str, Any]]]:
+    """What the demo asks of the API: a managed network with DHCP, templates, userdata, the
+    shipped clone script and a profile `demo` (the tiny guest's kernel and initramfs, its root
+    filesystem on a clone of the guest disk), then `provisioner create demo1 demo`."""
+    from pvc.worker import provisioner
 
     files = plan.extra["guest_files"]
     assert isinstance(files, dict)
-    disk = ("<disk type='network' device='disk'><driver name='qemu' type='raw' cache='none' event_idx='off'/>"
-            f"<source protocol='rbd' name='{BASE_POOL}/{DEMO_DISK}'/><target dev='vda' bus='virtio'/></disk>")
-    return guest.domain_xml(DEMO_VM, guest.from_files(files), uuid=str(uuid.uuid4()), devices=disk,
-                            cmdline_extra="vmdhcp=0 vmroot=/dev/vda",
-                            description="pvc-lab demo VM (tiny guest, root on RBD)")
+    script = (Path(provisioner.__file__).parent / "examples" / "2-clone.py").read_text()
+    return [
+        ("POST", "/network", {"vni": DEMO_VNI, "description": "demo", "nettype": "managed",
+                              "domain": "demo.lab", "ip4_network": "10.210.100.0/24",
+                              "ip4_gateway": "10.210.100.1", "dhcp4": "true",
+                              "dhcp4_start": "10.210.100.100", "dhcp4_end": "10.210.100.199"}),
+        ("POST", "/provisioner/template/system", {"name": "demo", "vcpus": 1, "vram": 128, "serial": "true",
+                                                  "vnc": "false", "node_selector": "mem"}),
+        ("POST", "/provisioner/template/network", {"name": "demo"}),
+        ("POST", "/provisioner/template/network/demo/net", {"vni": DEMO_VNI}),
+        ("POST", "/provisioner/template/storage", {"name": "demo"}),
+        ("POST", "/provisioner/template/storage/demo/disk", {"disk_id": "vda", "pool": BASE_POOL,
+                                                            "source_volume": BASE_IMAGE}),
+        ("POST", "/provisioner/userdata", {"name": "demo", "data": DEMO_USERDATA}),
+        ("POST", "/provisioner/script", {"name": "clone", "data": script}),
+        ("POST", "/provisioner/profile", {"name": "demo", "profile_type": "provisioner",
+                                          "system_template": "demo", "network_template": "demo",
+                                          "storage_template": "demo", "userdata": "demo", "script": "clone",
+                                          "arg": [f"kernel={files['kernel']}", f"initrd={files['initrd']}"]}),
+        ("POST", "/provisioner/create", {"name": DEMO_VM, "profile": "demo"}),
+    ]
 
 
 def boot_demo(plan: LabPlan) -> str:
-    """Clone the guest disk, define and start the demo VM through the API; wait until it runs
-    from its RBD root."""
+    """Provision the demo VM through the API and wait until it runs from its RBD root and has
+    fetched its user-data from the metadata service."""
     with _api(plan) as api:
         api.timeout = httpx.Timeout(120)
-        steps = [
-            ("POST", f"/storage/ceph/volume/{BASE_POOL}/{BASE_IMAGE}/clone", {"new_volume": DEMO_DISK}, {}),
-            ("POST", "/vm", {}, {"xml": demo_xml(plan), "selector": "mem"}),
-            ("POST", f"/vm/{DEMO_VM}/state", {"state": "start"}, {}),
-        ]
-        for method, path, params, data in steps:
-            response = _call_retrying(api, method, path, params, data)
-            if response.status_code != 200:
+        task = ""
+        for method, path, data in demo_steps(plan):
+            response = _call_retrying(api, method, path, {}, data)
+            if response.status_code not in (200, 202):
                 raise LabError(f"demo VM: {method} {path} failed: {response.text}")
+            if path == "/provisioner/create":
+                task = str(response.json()["task_id"])
+
+        def provisioned() -> bool:
+            status = api.get(f"/tasks/{task}").json()
+            if status.get("state") in ("FAILURE", "CANCELLED"):
+                raise LabError(f"demo VM: provisioning failed: {status.get('status')}")
+            return status.get("state") == "SUCCESS"
+
+        proc.wait_until(provisioned, 180, "the demo VM's provisioning job", interval=0.5)
 
         def booted() -> str | None:
             console = api.get(f"/vm/{DEMO_VM}/console", params={"lines": 200})
             text = console.json().get("data", "") if console.status_code == 200 else ""
-            if "PVC-GUEST-ROOT dev=/dev/vda" in text and "PVC-GUEST-BOOT-OK" in text:
+            if "PVC-GUEST-ROOT dev=/dev/vda" in text and "PVC-DEMO hello" in text:
                 return str(api.get(f"/vm/{DEMO_VM}").json()[0]["node"])
             return None
 
-        return str(proc.wait_until(booted, 180, "the demo VM's boot marker (root on RBD)", interval=1))
+        return str(proc.wait_until(booted, 180, "the demo VM's boot and user-data markers", interval=1))
 
 
-def _call_retrying(api: httpx.Client, method: str, path: str, params: dict[str, str],
-                   data: dict[str, str]) -> httpx.Response:
+def _call_retrying(api: httpx.Client, method: str, path: str, params: dict[str, Any],
+                   data: dict[str, Any]) -> httpx.Response:
     """One API call; a 503 (Ceph not yet reachable from a just-elected primary) is retried."""
     deadline = time.monotonic() + 60
     while True:
