@@ -50,8 +50,8 @@ PROVISIONER_PATHS = {
     "/provisioner/script/{script}": {"get", "post", "put", "delete"},
     "/provisioner/profile": {"get", "post"},
     "/provisioner/profile/{profile}": {"get", "post", "put", "delete"},
-    "/provisioner/ova": {"get"},
-    "/provisioner/ova/{ova}": {"get", "delete"},
+    "/provisioner/ova": {"get", "post"},
+    "/provisioner/ova/{ova}": {"get", "post", "delete"},
 }
 SCRIPT = '''#!/usr/bin/env python3
 from pvcapid.vmbuilder import VMBuilder

@@ -179,7 +179,8 @@ def test_openapi_document_describes_routes(api: Api) -> None:
         "/api/v1/provisioner/script/{script}": {"get", "post", "put", "delete"},
         "/api/v1/provisioner/profile": {"get", "post"},
         "/api/v1/provisioner/profile/{profile}": {"get", "post", "put", "delete"},
-        "/api/v1/provisioner/ova": {"get"}, "/api/v1/provisioner/ova/{ova}": {"get", "delete"},
+        "/api/v1/provisioner/ova": {"get", "post"},
+        "/api/v1/provisioner/ova/{ova}": {"get", "post", "delete"},
     }
     assert {p: set(ops) for p, ops in paths.items()} == expected
     for path, ops in paths.items():

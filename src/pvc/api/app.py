@@ -22,7 +22,7 @@ from pvc.api import errors
 from pvc.api.auth import API_KEY_HEADER, SESSION_COOKIE, Authenticator, require_auth
 from pvc.api.common import DESCRIPTIONS, PREFIX, STORAGE_503, get_storage, get_zk
 from pvc.api.params import inputs_model, openapi_inputs, required_inputs
-from pvc.api.routers import cluster, faults, nodes, provisioner_jobs, root, tasks, vms
+from pvc.api.routers import cluster, faults, nodes, provisioner_jobs, provisioner_ova, root, tasks, vms
 from pvc.api.routers import networks as network_routes
 from pvc.api.routers import provisioner as provisioner_routes
 from pvc.api.routers import storage as storage_routes
@@ -71,6 +71,7 @@ def create_app(settings: Settings, zk: ZK, storage: Storage | None = None) -> Fa
     app.include_router(network_routes.router, prefix=PREFIX)
     app.include_router(provisioner_routes.router, prefix=PREFIX)
     app.include_router(provisioner_jobs.router, prefix=PREFIX)
+    app.include_router(provisioner_ova.router, prefix=PREFIX)
     app.include_router(faults.router, prefix=PREFIX)
     app.include_router(tasks.router, prefix=PREFIX)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

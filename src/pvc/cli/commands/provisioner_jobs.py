@@ -8,7 +8,7 @@ showing the stage text. `status` and `cancel` use our `/provisioner/status[/<id>
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -106,3 +106,6 @@ def register(group: click.Group) -> None:
     """Add create, status and cancel to the `pvc provisioner` group."""
     for command in (create, status, cancel):
         group.add_command(command)
+    from pvc.cli.commands.provisioner_ova import ova_upload
+
+    cast(click.Group, group.commands["ova"]).add_command(ova_upload)

@@ -7,14 +7,25 @@
 # reading and writing RBD directly). Storage template disks (if the profile has one) are created
 # empty after them. Script arguments: kernel, initrd, cmdline as in 2-clone.py.
 
+import os
 import subprocess
 
 from pvcapid.vmbuilder import ProvisioningError, VMBuilder
 
 
+def _escape(value):
+    # qemu's rbd: filename separates options with ':'; escape them (and '\\') in values
+    return str(value).replace("\\", "\\\\").replace(":", "\\:")
+
+
 def _rbd(pool, name, cfg):
-    return (f"rbd:{pool}/{name}:id={cfg.client_user}:conf={cfg.ceph_config_file}"
-            f":keyring={cfg.ceph_keyring_file}")
+    """qemu's rbd: filename for pool/name with the node's Ceph user, config and keyring (a file
+    path, so no secret appears on the command line; left out if missing, as Ceph finds its own)."""
+    parts = ["rbd", f"{_escape(pool)}/{_escape(name)}", f"id={_escape(cfg.client_user)}",
+             f"conf={_escape(cfg.ceph_config_file)}"]
+    if cfg.ceph_keyring_file and os.path.exists(cfg.ceph_keyring_file):
+        parts.append(f"keyring={_escape(cfg.ceph_keyring_file)}")
+    return ":".join(parts)
 
 
 class VMBuilderScript(VMBuilder):
