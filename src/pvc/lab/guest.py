@@ -35,10 +35,11 @@ from pvc.lab.proc import LabError, run
 
 KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
 BUSYBOX = Path("/bin/busybox")          # busybox-static
-# virtio and the ACPI button are modules in Debian's cloud kernel; ext4 is built in. Load order
-# matters (no modprobe/modules.dep in the guest).
+# virtio, SCSI (provisioned sdX disks are virtio-scsi) and the ACPI button are modules in Debian's
+# cloud kernel; ext4 is built in. Load order matters (no modprobe/modules.dep in the guest).
 MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
            "failover", "net_failover", "virtio_net", "virtio_blk", "virtio_console", "virtio_balloon",
+           "scsi_common", "scsi_mod", "sd_mod", "virtio_scsi",
            "button", "evdev")
 DISK_SIZE_MIB = 64
 FIXED_MTIME = 1700000000                # reproducible archives
