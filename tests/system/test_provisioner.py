@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -151,3 +152,35 @@ def test_install_script_builds_a_root_filesystem(lab: LabPlan, api: httpx.Client
         for path in ("/provisioner/profile/labinst", "/provisioner/script/install",
                      "/provisioner/template/storage/inst"):
             api.delete(path)
+
+
+def test_ova_upload_and_deploy(lab: LabPlan, api: httpx.Client, profiles: Any, tmp_path: Path) -> None:
+    """An OVA made here from the lab's guest disk (VMDK + OVF) is uploaded, becomes a system
+    template and an `ova` profile, and deploys: the VMDK is converted to a raw RBD volume that
+    the guest then boots its root filesystem from."""
+    from tests.ovahelp import make_test_ova
+
+    files = lab.extra["guest_files"]
+    assert isinstance(files, dict)
+    ova = make_test_ova(tmp_path / "tiny.ova", files["disk_raw"], "tinyova", memory_mb=128)
+    call(api, "POST", "/provisioner/script", params={
+        "name": "ova", "data": (provisioning.EXAMPLES / "4-ova.py").read_text()})
+    try:
+        uploaded = cli(lab, "provisioner", "ova", "upload", "tinyova", str(ova), "--pool", "vms")
+        assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+        profile = call(api, "GET", "/provisioner/profile/tinyova")[0]
+        assert profile["type"] == "ova" and profile["system_template"] == "tinyova"
+        assert volumes(api, "ova_tinyova_")
+        cmdline = "console=ttyS0 panic=-1 quiet vmname=provvm5 vmdhcp=0 vmroot=/dev/sda"
+        boot = [f"kernel={files['kernel']}", f"initrd={files['initrd']}", f"cmdline={cmdline}"]
+        created = cli(lab, "provisioner", "create", "provvm5", "tinyova", "--wait",
+                      *(part for arg in boot for part in ("--script-arg", arg)))
+        assert created.returncode == 0, created.stdout + created.stderr
+        wait("provvm5 on its converted root",
+             lambda: "PVC-GUEST-ROOT dev=/dev/sda" in console(api, "provvm5"), 120)
+        assert volumes(api, "provvm5_")
+    finally:
+        provisioning.tear_down(api, ["provvm5"], everything=False)
+        api.delete("/provisioner/ova/tinyova")
+        api.delete("/provisioner/script/ova")
+    assert volumes(api, "ova_tinyova_") == []
