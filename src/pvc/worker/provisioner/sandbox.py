@@ -260,6 +260,18 @@ def _mounts_under(root: str) -> list[tuple[str, set[str]]]:
     return found
 
 
+def code_under_tmp() -> list[str]:
+    """The interpreter's prefix and import paths that live under /tmp (outermost only), which
+    the sandbox's fresh /tmp would otherwise hide."""
+    found: list[str] = []
+    for entry in sorted({os.path.realpath(p) for p in (sys.prefix, *sys.path) if p}, key=len):
+        if (entry == "/tmp" or not entry.startswith("/tmp/") or not os.path.isdir(entry)
+                or any(entry == f or entry.startswith(f + "/") for f in found)):
+            continue
+        found.append(entry)
+    return found
+
+
 def enter_sandbox(root: str) -> None:
     """Private mount namespace; read-only / with writable /dev, /sys, /proc, /run; fresh /tmp."""
     libc = _libc()
@@ -284,6 +296,11 @@ def enter_sandbox(root: str) -> None:
     _mount(libc, "/run", root + "/run", None, MS_BIND | MS_REC)
     _mount(libc, "tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     os.makedirs(root + "/tmp/target", exist_ok=True)
+    # PVC itself (a checkout or virtual environment under /tmp) must stay importable in there.
+    for path in code_under_tmp():
+        os.makedirs(root + path, exist_ok=True)
+        _mount(libc, path, root + path, None, MS_BIND | MS_REC)
+        _mount(libc, None, root + path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     os.chroot(root)
     os.chdir("/")
 
