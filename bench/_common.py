@@ -16,9 +16,10 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import Daemon, write_config  # noqa: E402
 
 from pvc.core.zkserver import ZooKeeperServer, free_port  # noqa: E402
+from pvc.lab.plan import LabPlan  # noqa: E402
 
-__all__ = ["Daemon", "ZooKeeperServer", "free_port", "percentile", "table", "wait_up", "workdir",
-           "write_config"]
+__all__ = ["Daemon", "ZooKeeperServer", "free_port", "lab_client", "percentile", "table", "wait_up",
+           "workdir", "write_config"]
 
 
 def workdir(name: str) -> Path:
@@ -59,3 +60,12 @@ def wait_up(daemon: Daemon, base: str) -> None:
             pass
         time.sleep(0.1)
     raise SystemExit("pvcapid did not answer within 30 s")
+
+
+def lab_client(name: str) -> tuple[LabPlan, httpx.Client]:
+    """(plan, API client) of the running lab `name`; exits with advice when there is none."""
+    plan = LabPlan.load(name)
+    if plan is None:
+        raise SystemExit(f"no lab named {name}: run `pvc-lab up` first")
+    return plan, httpx.Client(base_url=f"http://127.0.0.1:{plan.api_port}/api/v1",
+                              headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=240)

@@ -18,9 +18,7 @@ import sys
 import time
 import uuid as uuidlib
 
-import httpx
-
-from _common import table  # puts the repository on sys.path for `tests`
+from _common import lab_client, table  # puts the repository on sys.path for `tests`
 
 # isort: split
 from tests.system.helpers import (
@@ -35,8 +33,6 @@ from tests.system.helpers import (
     wait,
 )
 
-from pvc.lab.plan import LabPlan
-
 VNI = 3000
 SUBNET = "10.210.30"
 NAME = "nfbench"
@@ -49,12 +45,7 @@ def main() -> int:
     parser.add_argument("--lab", default="pvclab")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    plan = LabPlan.load(args.lab)
-    if plan is None:
-        print(f"no lab named {args.lab}: run `pvc-lab up` first", file=sys.stderr)
-        return 1
-    api = httpx.Client(base_url=f"http://127.0.0.1:{plan.api_port}/api/v1",
-                       headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=240)
+    plan, api = lab_client(args.lab)
     gaps: list[float] = []
     handovers: list[float] = []
     uuid = str(uuidlib.uuid4())

@@ -18,13 +18,11 @@ import time
 
 import httpx
 
-from _common import table  # puts the repository on sys.path for `tests`
+from _common import lab_client, table  # puts the repository on sys.path for `tests`
 
 # isort: split
 from tests.system import provisioning
 from tests.system.helpers import call, wait_task
-
-from pvc.lab.plan import LabPlan
 
 TARGET_ONE = 10.0
 TARGET_MANY = 60.0
@@ -66,12 +64,7 @@ def main() -> int:
     parser.add_argument("--lab", default="pvclab")
     parser.add_argument("--parallel", type=int, default=10)
     args = parser.parse_args()
-    plan = LabPlan.load(args.lab)
-    if plan is None:
-        print(f"no lab named {args.lab}: run `pvc-lab up` first", file=sys.stderr)
-        return 1
-    api = httpx.Client(base_url=f"http://127.0.0.1:{plan.api_port}/api/v1",
-                       headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=240)
+    plan, api = lab_client(args.lab)
     names = ["bprov0"] + [f"bprov{i}" for i in range(1, args.parallel + 1)]
     try:
         provisioning.set_up(plan, api)

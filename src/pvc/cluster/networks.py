@@ -31,14 +31,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
-
 from pvc.adapters.network import NetworkError, Nftables
 from pvc.cluster import vms as vms_mod
 from pvc.cluster.common import check_name, limit_matcher
 from pvc.core import netconfig, schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
-from pvc.core.zk import ZK, encode
+from pvc.core.zk import ZK, TxOp, op_check, op_create, op_delete, op_set
 
 NETWORK_TYPES = netconfig.NETWORK_TYPES
 DIRECTIONS = netconfig.ACL_DIRECTIONS
@@ -527,25 +525,8 @@ def network_users(zk: ZK, vni: int) -> list[str]:
 
 # -- ZooKeeper writes -------------------------------------------------------------------------------------
 
-Op = Callable[[Any], None]
-
-
-def _create(path: str, value: Any = None) -> Op:
-    data = b"" if value is None else encode(value)
-    return lambda tx: tx.create(path, data)
-
-
-def _set(path: str, value: Any, version: int = -1) -> Op:
-    data = b"" if value is None else encode(value)
-    return lambda tx: tx.set_data(path, data, version=version)
-
-
-def _delete(path: str, version: int = -1) -> Op:
-    return lambda tx: tx.delete(path, version=version)
-
-
-def _check(path: str, version: int) -> Op:
-    return lambda tx: tx.check(path, version)
+Op = TxOp
+_create, _set, _delete, _check = op_create, op_set, op_delete, op_check
 
 
 def _version(zk: ZK, path: str) -> int | None:
@@ -558,22 +539,8 @@ def _transact(zk: ZK, plan: Callable[[], tuple[list[Op], str]]) -> str:
     transaction; when a version check fails, another writer won: plan again on the new state."""
     for _attempt in range(ATTEMPTS):
         ops, answer = plan()
-        if not ops:
+        if not ops or zk.commit_ops(ops):
             return answer
-
-        def once(ops: list[Op] = ops) -> list[Any]:
-            tx = zk.transaction()
-            for op in ops:
-                op(tx)
-            return list(tx.commit())
-
-        results = zk.retry(once)
-        failed = next((r for r in results
-                       if isinstance(r, Exception) and type(r).__name__ != "RolledBackError"), None)
-        if failed is None:
-            return answer
-        if not isinstance(failed, BadVersionError | NodeExistsError | NoNodeError | NotEmptyError):
-            raise failed
     raise Conflict("Too many concurrent changes to the networks; try again.")
 
 

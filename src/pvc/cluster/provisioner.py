@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
+from kazoo.exceptions import NodeExistsError
 
 from pvc.cluster import networks as nets
 from pvc.cluster import storage as storage_mod
@@ -45,7 +45,7 @@ from pvc.core import schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
 from pvc.core.records import MIGRATION_METHODS
 from pvc.core.units import parse_bool
-from pvc.core.zk import ZK, encode
+from pvc.core.zk import ZK, TxOp, op_create, op_delete, op_set
 
 PROFILE_TYPES = ("provisioner", "ova")
 SPECIAL_NETWORKS = ("upstream", "cluster", "storage")   # host bridges br<name> (pvc-facts §7.2)
@@ -778,21 +778,8 @@ def load_profile(zk: ZK, name: str) -> dict[str, Any]:
 
 # -- ZooKeeper writes ------------------------------------------------------------------------------------
 
-Op = Callable[[Any], None]
-
-
-def _create(path: str, value: Any) -> Op:
-    data = encode(value)
-    return lambda tx: tx.create(path, data)
-
-
-def _set(path: str, value: Any, version: int = -1) -> Op:
-    data = encode(value)
-    return lambda tx: tx.set_data(path, data, version=version)
-
-
-def _delete(path: str) -> Op:
-    return lambda tx: tx.delete(path)
+Op = TxOp
+_create, _set, _delete = op_create, op_set, op_delete
 
 
 def next_id(zk: ZK, kind: str) -> int:
@@ -822,23 +809,8 @@ def _transact(zk: ZK, plan: Callable[[Op], tuple[list[Op], str]]) -> str:
     for _attempt in range(ATTEMPTS):
         lock = _lock(zk)
         ops, answer = plan(lock)
-        if not ops:
+        if not ops or zk.commit_ops([lock, *ops]):
             return answer
-
-        def once(ops: list[Op] = ops, lock: Op = lock) -> list[Any]:
-            tx = zk.transaction()
-            lock(tx)
-            for op in ops:
-                op(tx)
-            return list(tx.commit())
-
-        results = zk.retry(once)
-        failed = next((r for r in results
-                       if isinstance(r, Exception) and type(r).__name__ != "RolledBackError"), None)
-        if failed is None:
-            return answer
-        if not isinstance(failed, BadVersionError | NodeExistsError | NoNodeError | NotEmptyError):
-            raise failed
     raise Conflict("Too many concurrent changes to the provisioner; try again.")
 
 

@@ -62,6 +62,28 @@ def decode(raw: bytes | None) -> Json:
         return raw.decode(errors="replace")
 
 
+# One step of a multi-op transaction (see ZK.commit_ops), built by the op_* functions below.
+TxOp = Callable[[Any], None]
+
+
+def op_create(path: str, value: Json = None) -> TxOp:
+    data = b"" if value is None else encode(value)
+    return lambda tx: tx.create(path, data)
+
+
+def op_set(path: str, value: Json, version: int = -1) -> TxOp:
+    data = b"" if value is None else encode(value)
+    return lambda tx: tx.set_data(path, data, version=version)
+
+
+def op_delete(path: str, version: int = -1) -> TxOp:
+    return lambda tx: tx.delete(path, version=version)
+
+
+def op_check(path: str, version: int) -> TxOp:
+    return lambda tx: tx.check(path, version)
+
+
 class ZK:
     """A kazoo session with PVC's policy: reconnect forever, retry idempotent calls on loss."""
 
@@ -387,6 +409,26 @@ class ZK:
 
     def transaction(self) -> Any:
         return self.client.transaction()
+
+    def commit_ops(self, ops: list[TxOp]) -> bool:
+        """Commit `ops` in one transaction, built afresh if a lost connection makes us retry.
+
+        False when a concurrent writer changed what the ops depend on (a version, a znode's
+        existence): the caller reads again and re-plans. Any other error is raised."""
+        def once() -> list[Any]:
+            tx = self.client.transaction()
+            for op in ops:
+                op(tx)
+            return list(tx.commit())
+
+        results = self.retry(once)
+        failed = next((r for r in results
+                       if isinstance(r, Exception) and type(r).__name__ != "RolledBackError"), None)
+        if failed is None:
+            return True
+        if isinstance(failed, BadVersionError | NodeExistsError | NoNodeError | NotEmptyError):
+            return False
+        raise failed
 
     def commit(self, tx: Any) -> list[Any]:
         """Commit a kazoo transaction; raise the first real error (rollbacks are secondary)."""
