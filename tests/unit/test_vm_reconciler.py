@@ -273,13 +273,16 @@ def test_two_reconcilers_with_the_same_record_start_it_once(cluster: Any) -> Non
         twin.stop()
 
 
-def test_no_start_while_another_live_node_reports_it_running(cluster: Any) -> None:
+def test_no_start_while_another_node_reports_it_running(cluster: Any) -> None:
     store, hvs, recs = cluster
     uuid = store.add_vm(state="start")
     store.statuses[uuid] = {"node": "hv2", "running": True}
     settle(recs["hv1"])
     assert starts(hvs["hv1"], uuid) == 0
-    store.alive.discard("hv2")                     # hv2's session is gone: its claim no longer counts
+    store.alive.discard("hv2")                     # hv2's session is gone: it may still run the VM
+    settle(recs["hv1"])
+    assert starts(hvs["hv1"], uuid) == 0
+    store.statuses[uuid]["running"] = False        # what the fencing chain writes once hv2 is fenced
     settle(recs["hv1"])
     assert hvs["hv1"].is_running(uuid)
 

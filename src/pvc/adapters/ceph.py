@@ -177,6 +177,14 @@ class Storage(abc.ABC):
     def blocklist(self, address: str, seconds: int = 3600) -> None:
         """Forbid a client address (ip or ip:port/nonce) any further I/O (HA fencing)."""
 
+    @abc.abstractmethod
+    def unblocklist(self, address: str) -> None:
+        """Lift a blocklist entry (a fenced node returns to service); absent is fine."""
+
+    @abc.abstractmethod
+    def mark_osds_down(self, osd_ids: list[int]) -> None:
+        """Mark OSDs down at once (their node is fenced) instead of after the heartbeat grace."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -483,6 +491,14 @@ class CephStorage(Storage):
     def blocklist(self, address: str, seconds: int = 3600) -> None:
         self._mon("osd blocklist", {"blocklistop": "add", "addr": address, "expire": float(seconds)}, "json",
                   f"blocklist {address}")
+
+    def unblocklist(self, address: str) -> None:
+        self._mon("osd blocklist", {"blocklistop": "rm", "addr": address}, "json", f"blocklist {address}")
+
+    def mark_osds_down(self, osd_ids: list[int]) -> None:
+        if osd_ids:
+            self._mon("osd down", {"ids": [str(i) for i in osd_ids]}, "json",
+                      f"osd down {' '.join(map(str, osd_ids))}")
 
     # ---- pools -------------------------------------------------------------------------------
 

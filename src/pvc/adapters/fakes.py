@@ -659,6 +659,20 @@ class FakeStorage(Storage):
                 address if ":" in address else f"{address}:0/0")] = self.clock() + seconds
             self._changed()
 
+    def unblocklist(self, address: str) -> None:
+        with self._lock:
+            self._enter("unblocklist", address)
+            key = address if "/" in address else (address if ":" in address else f"{address}:0/0")
+            self._blocklist.pop(key, None)
+            self._changed()
+
+    def mark_osds_down(self, osd_ids: list[int]) -> None:
+        with self._lock:
+            self._enter("osd down", ",".join(map(str, osd_ids)))
+            for osd_id in osd_ids:
+                self._osd(osd_id).up = False
+            self._changed()
+
     # ---- pools -------------------------------------------------------------------------------
 
     def list_pools(self) -> list[str]:

@@ -1040,3 +1040,29 @@ def probe(uri: str) -> dict[str, Any]:
         }
     finally:
         conn.close()
+
+
+def kill_local_qemu() -> list[str]:
+    """SIGKILL every QEMU of this network namespace (a node's own, also in the lab where nodes
+    share one process table); the UUIDs of the VMs killed. The self-fence's last resort when
+    libvirtd does not answer."""
+    import psutil
+
+    try:
+        mine = os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return []
+    killed = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if not cmdline or "qemu" not in os.path.basename(cmdline[0]) or "-uuid" not in cmdline:
+            continue
+        try:
+            if os.stat(f"/proc/{proc.pid}/ns/net").st_ino != mine:
+                continue
+            proc.kill()
+        except (OSError, psutil.Error):
+            continue
+        position = cmdline.index("-uuid") + 1
+        killed.append(cmdline[position] if position < len(cmdline) else "")
+    return killed

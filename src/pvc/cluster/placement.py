@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from pvc.core import domainxml
 from pvc.core.errors import InvalidInput
-from pvc.core.records import NodeRecord
+from pvc.core.records import NodeRecord, VMRecord
 
 SELECTORS = ("mem", "memprov", "load", "vcpus", "vms")
 
@@ -77,3 +78,20 @@ def find_target(nodes: Iterable[NodeRecord], selector: str | None, default_selec
     chosen = check_selector(selector) or check_selector(default_selector, "default selector") or "mem"
     pool = candidates(nodes, current, limit, demand)
     return min(pool, key=lambda node: _score(node, chosen)) if pool else None
+
+
+_demands: dict[int, Demand] = {}
+
+
+def vm_demand(record: VMRecord) -> Demand:
+    """Memory and vCPUs of a VM definition (each XML text parsed once)."""
+    key = hash(record.xml)
+    if key not in _demands:
+        try:
+            domain = domainxml.parse(record.xml)
+            _demands[key] = Demand(memory_mib=domain.memory_mib, vcpus=domain.vcpus)
+        except InvalidInput:
+            _demands[key] = Demand(memory_mib=0, vcpus=0)
+        if len(_demands) > 10000:
+            _demands.clear()
+    return _demands[key]

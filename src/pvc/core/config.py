@@ -260,6 +260,54 @@ class NetworkingSettings(_Section):
         return self
 
 
+class IpmiSettings(_Section):
+    """This node's BMC, published so the primary can power it off. `{node}` in hostname is
+    replaced by the node name. The password comes from here or from password_file and is handed
+    to ipmitool through its environment, never on its command line."""
+    hostname: str = "{node}-lom"
+    username: str = "admin"
+    password: str | None = None
+    password_file: str | None = None
+    interface: str = "lanplus"
+    power_on_after: bool = True
+
+
+class FencingActions(_Section):
+    successful_fence: Literal["migrate", "none"] = "migrate"
+    failed_fence: Literal["migrate", "none"] = "none"
+
+
+class FencingSettings(_Section):
+    """High availability (DESIGN D10). A node that loses its ZooKeeper session destroys its VMs
+    once the session must have expired (self-fence); the primary declares a node dead `margin`
+    seconds after its session is gone (or when its keepalive is `fence_intervals` intervals old
+    while the session lives: a hung daemon), fences it with `agent`, blocklists its Ceph client
+    and restarts its VMs elsewhere."""
+    enabled: bool = True
+    agent: Literal["none", "ipmi", "lab"] = "none"
+    margin: float = Field(default=2.0, ge=0.5, le=300)
+    fence_intervals: int = Field(default=6, ge=2, le=100)
+    agent_timeout: float = Field(default=30.0, gt=0, le=600)
+    self_fence: bool = True
+    # A hardware watchdog (e.g. /dev/watchdog) petted while the ZooKeeper session is healthy, so
+    # a node whose daemon hangs or dies is reset even though it can no longer fence itself.
+    watchdog_device: str | None = None
+    watchdog_timeout: int = Field(default=30, ge=5, le=600)
+    blocklist_expire: int = Field(default=7 * 86400, ge=60)
+    actions: FencingActions = FencingActions()
+    ipmi: IpmiSettings = IpmiSettings()
+    # agent lab: the lab whose fence tool (`pvc-lab fence`) stands in for a BMC.
+    lab_name: str | None = None
+
+    @model_validator(mode="after")
+    def _agent(self) -> FencingSettings:
+        if self.agent == "lab" and not self.lab_name:
+            raise ValueError("agent lab needs lab_name")
+        if self.ipmi.password and self.ipmi.password_file:
+            raise ValueError("ipmi: give password or password_file, not both")
+        return self
+
+
 class MigrationSettings(_Section):
     target_selector: Literal["mem", "memprov", "load", "vcpus", "vms"] = "mem"
 
@@ -289,6 +337,7 @@ class Settings(_Section):
     storage: StorageSettings = StorageSettings()
     networking: NetworkingSettings = NetworkingSettings()
     migration: MigrationSettings = MigrationSettings()
+    fencing: FencingSettings = FencingSettings()
     source: str = Field(default="", exclude=True, description="file this was loaded from")
 
     @property

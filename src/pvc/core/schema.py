@@ -17,7 +17,7 @@ from pvc.core.zk import ZK
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SCHEMA = "/schema"
 SCHEMA_VERSION_PATH = "/schema/version"
@@ -61,13 +61,16 @@ STORAGE_TEMPLATES = "/provisioner/templates/storage"
 SCRIPTS = "/provisioner/scripts"
 OVAS = "/provisioner/ova"
 PROVISIONER_IDS = "/provisioner/ids"      # sequence znodes: the integer ids upstream's API shows
+FENCING = "/fencing"                      # per node: the last fencing chain and its events
+FENCE_INFO = "/fenceinfo"                 # per node: how to fence it (agent, BMC), secrets inside
 NETWORK_TREES = (NETWORKS, NET_ACLS, NET_RESERVATIONS, NET_LEASES)
 PROVISIONER_TREES = (PROVISIONER, USERDATA, PROFILES, SYSTEM_TEMPLATES, NETWORK_TEMPLATES,
                      STORAGE_TEMPLATES, SCRIPTS, OVAS, PROVISIONER_IDS)
 
 # Trees a fresh cluster starts with; backup/restore covers everything under the root.
 BASE_PATHS = (SCHEMA, CONFIG, NODES, LOGS, FAULTS, TASKS, TASK_LOGS, LOCKS, VMS, VM_NAMES,
-              VM_CONSOLES, VM_STATS, *CEPH_TREES, *NETWORK_TREES, *PROVISIONER_TREES)
+              VM_CONSOLES, VM_STATS, *CEPH_TREES, *NETWORK_TREES, *PROVISIONER_TREES, FENCING,
+              FENCE_INFO)
 
 
 def node(name: str) -> str:
@@ -78,6 +81,16 @@ def node(name: str) -> str:
 def node_alive(name: str) -> str:
     """Ephemeral: exists while the node daemon's ZooKeeper session is alive."""
     return f"{NODES}/{name}/alive"
+
+
+def node_fencing(name: str) -> str:
+    """The node's fencing record: the current (or last) chain with its timestamped events."""
+    return f"{FENCING}/{name}"
+
+
+def node_fence_info(name: str) -> str:
+    """Written by the node itself: the agent that fences it and that agent's parameters."""
+    return f"{FENCE_INFO}/{name}"
 
 
 def node_log(name: str) -> str:
@@ -292,7 +305,13 @@ def _v6(zk: ZK) -> None:
 
 
 # MIGRATIONS[n] upgrades a tree at version n to version n+1.
-MIGRATIONS: dict[int, Migration] = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5, 5: _v6}
+def _v7(zk: ZK) -> None:
+    """v7: fencing records and per-node fence parameters (high availability)."""
+    for path in (FENCING, FENCE_INFO):
+        zk.ensure(path)
+
+
+MIGRATIONS: dict[int, Migration] = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5, 5: _v6, 6: _v7}
 
 
 def current_version(zk: ZK) -> int:

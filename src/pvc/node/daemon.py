@@ -23,7 +23,7 @@ from kazoo.protocol.states import KazooState
 
 from pvc import __version__
 from pvc.adapters.ceph import CephStorage, StorageError
-from pvc.adapters.hypervisor import HypervisorError, LibvirtHypervisor
+from pvc.adapters.hypervisor import HypervisorError, LibvirtHypervisor, kill_local_qemu
 from pvc.cluster.state import ensure_cluster
 from pvc.core import schema
 from pvc.core.config import Settings, load_config
@@ -34,8 +34,11 @@ from pvc.core.zk import ZK, encode
 from pvc.node import sysinfo
 from pvc.node.apiservice import ApiService
 from pvc.node.election import PrimaryElection
+from pvc.node.fencing import FencePolicy, HAMonitor
+from pvc.node.hastore import CephFence, ZKHAStore
 from pvc.node.metadata import MetadataService
 from pvc.node.networks import NetworkReconciler
+from pvc.node.selffence import SelfFence
 from pvc.node.storage import NodeCeph, StorageMonitor
 from pvc.node.vms import ReconcilerSettings, VMReconciler, ZKStore
 from pvc.node.zklog import ZooKeeperLogHandler
@@ -106,6 +109,22 @@ class NodeDaemon:
             reconciler = self.vms
             self.flush_hooks.append(lambda: reconciler.flush(lambda: self._still_requested("flush")))
             self.unflush_hooks.append(lambda: reconciler.unflush(lambda: self._still_requested("unflush")))
+        if self.vms is not None:
+            self.vms.may_start = self._may_start_vms
+        self._daemon_state_seen = ""
+        self._ceph_addresses: list[str] | None = None
+        fencing = settings.fencing
+        self.selffence = SelfFence(bound=lambda: settings.zookeeper.session_timeout, clock=time.monotonic,
+                                   connected=lambda: self.zk.connected, destroy_all=self._destroy_all_vms,
+                                   enabled=fencing.self_fence and self.vms is not None)
+        self.watchdog = None
+        if fencing.watchdog_device:
+            from pvc.adapters.watchdog import Watchdog
+
+            self.watchdog = Watchdog(fencing.watchdog_device, fencing.watchdog_timeout)
+        self.ha: HAMonitor | None = None
+        if self.coordinator and fencing.enabled:
+            self.ha = self._ha_monitor(settings)
         self.log_handler = ZooKeeperLogHandler(self.name, settings.logging.node_log_lines)
         if settings.logging.zookeeper:
             logging.getLogger().addHandler(self.log_handler)
@@ -122,6 +141,21 @@ class NodeDaemon:
                                        settings, self.name, run_dir)
         reconciler.metadata = MetadataService(self.zk, net.metadata_address, net.metadata_port)
         return reconciler
+
+    def _ha_monitor(self, settings: Settings) -> HAMonitor:
+        from pvc.adapters.fence import DispatchAgent
+
+        ceph = self.ceph
+        st = settings.storage
+
+        def storage() -> Any:
+            if ceph is not None:
+                return ceph.storage
+            return CephStorage(st.ceph_config_file, st.ceph_keyring_file, st.timeout, st.client_user)
+
+        return HAMonitor(self.name, ZKHAStore(self.zk), DispatchAgent(),
+                         CephFence(storage, self.zk, settings.fencing.blocklist_expire),
+                         FencePolicy.from_settings(settings), time.time)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -153,6 +187,11 @@ class NodeDaemon:
             self.election = PrimaryElection(self.zk, self.name, self._may_contend,
                                             self._become_primary, self._become_secondary)
             self.election.start()
+        if self.watchdog is not None:
+            self.watchdog.open()
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        if self.ha is not None:
+            threading.Thread(target=self._ha_loop, name="ha-monitor", daemon=True).start()
         keepalive = threading.Thread(target=self._keepalive_loop, name="keepalive", daemon=True)
         keepalive.start()
         self.stopping.wait()
@@ -196,6 +235,8 @@ class NodeDaemon:
         except Exception:
             log.exception("could not record stop state")
         self.zk.stop()
+        if self.watchdog is not None:
+            self.watchdog.close()        # a clean stop disarms it
         if self.ceph is not None:
             try:
                 self.ceph.close()
@@ -222,10 +263,23 @@ class NodeDaemon:
             }).doc() | self._migration_keys() | self._network_keys()
 
         self.zk.update(schema.node(self.name), change, create=True)
+        self._publish_fence_info()
         self._version = None
         self._session = self.zk.session_id
         self._mark_alive()
         log.info("registered node %s", self.name)
+
+    def _publish_fence_info(self) -> None:
+        """How the primary fences this node (agent, BMC); outside the node document, which the
+        API serves, because it holds the BMC password."""
+        from pvc.adapters.fence import fence_info
+
+        try:
+            info = fence_info(self.settings)
+        except ConfigError as exc:
+            log.error("fencing: %s; this node cannot be fenced by its agent", exc.message)
+            info = {"agent": "none", "node": self.name, "error": exc.message}
+        self.zk.update(schema.node_fence_info(self.name), lambda _old: info, create=True)
 
     def _migration_keys(self) -> dict[str, str]:
         """Where other nodes send live migrations to us. Kept as extra keys of the node document
@@ -303,9 +357,11 @@ class NodeDaemon:
         if not data or self.stopping.is_set():
             return
         try:
-            state = NodeRecord.model_validate_json(data).domain_state
+            record = NodeRecord.model_validate_json(data)
         except ValueError:
             return
+        state = record.domain_state
+        self._daemon_state_seen = record.daemon_state
         self._requested_domain_state = state
         if state in ("flush", "unflush") and self._domain_busy.acquire(blocking=False):
             threading.Thread(target=self._change_domain_state, args=(state,), daemon=True).start()
@@ -314,11 +370,25 @@ class NodeDaemon:
         """A flush/unflush stops early when a newer request replaced it (pvc-facts §3.7)."""
         return self._requested_domain_state == state and not self.stopping.is_set()
 
+    def _wait_back_in_service(self) -> bool:
+        """A dead/fenced node being readied: the primary lifts its Ceph blocklist and sets it to
+        run first (pvc.node.fencing); only then may its VMs come back."""
+        deadline = time.monotonic() + 120
+        while self._daemon_state_seen in ("dead", "fenced") and self._still_requested("unflush"):
+            if time.monotonic() > deadline:
+                log.warning("still %s after 120s; the unflush waits for the next ready request",
+                            self._daemon_state_seen)
+                return False
+            self.stopping.wait(0.5)
+        return self._still_requested("unflush")
+
     def _change_domain_state(self, state: str) -> None:
         try:
             hooks, final = (self.flush_hooks, "flushed") if state == "flush" else \
                 (self.unflush_hooks, "ready")
             log.info("%s started", "flush" if state == "flush" else "unflush")
+            if state == "unflush" and not self._wait_back_in_service():
+                return
             for hook in hooks:
                 hook()
             self._write_doc(lambda d: {**d, "domain_state": final} if d.get("domain_state") == state else d)
@@ -358,8 +428,8 @@ class NodeDaemon:
 
         def change(doc: dict[str, Any]) -> dict[str, Any]:
             state = doc.get("daemon_state")
-            if state in ("init", "dead", "stop"):
-                state = "run"
+            if state in ("init", "stop"):
+                state = "run"         # dead/fenced stay until an administrator readies the node
             memory = {**doc.get("memory", {}), "total": figures["memory_total"],
                       "used": figures["memory_used"], "free": figures["memory_free"]}
             vcpu = {**doc.get("vcpu", {}), "total": doc.get("cpu_count", 0)}
@@ -368,6 +438,11 @@ class NodeDaemon:
                 vcpu["allocated"] = vm["vcpu_allocated"]
                 doc = {**doc, "running_domains": vm["running_domains"],
                        "domains_count": vm["domains_count"]}
+            if self._ceph_addresses is not None:
+                doc = {**doc, "ceph_client_addresses": self._ceph_addresses}
+            if self.selffence.events:
+                doc = {**doc, "self_fence_events": [{"time": time.time() - (time.monotonic() - at),
+                                                     "message": text} for at, text in self.selffence.events]}
             return {**doc, "daemon_state": state, "keepalive": time.time(), "load": figures["load"],
                     "cpu_percent": figures["cpu_percent"], "memory": memory, "vcpu": vcpu,
                     "rss_bytes": figures["rss_bytes"]}
@@ -438,10 +513,15 @@ class NodeDaemon:
         primary = self.election is not None and self.election.is_primary
         need_secret = ceph.hypervisor is not None and not ceph.secret_ready
         monitor = self.storage_monitor if primary else None
-        if not need_secret and monitor is None:
+        if not need_secret and monitor is None and self._ceph_addresses is not None:
             return
 
         def run() -> None:
+            if self._ceph_addresses is None:
+                try:
+                    self._ceph_addresses = ceph.client_addresses()
+                except (StorageError, OSError) as exc:
+                    log.debug("Ceph client addresses not known yet: %s", exc)
             if need_secret:
                 try:
                     ceph.ensure_secret()
@@ -474,6 +554,62 @@ class NodeDaemon:
     def _primary_keepalive(self) -> None:
         if self.zk.get(schema.PRIMARY_NODE, None) != self.name:
             self.zk.put(schema.PRIMARY_NODE, self.name)
+
+    # -- high availability (DESIGN D10) ------------------------------------------------------------------
+
+    def _may_start_vms(self) -> bool:
+        """No VM starts here while our session may be gone or while we are dead/fenced."""
+        return self.selffence.may_start() and self._daemon_state_seen not in ("dead", "fenced")
+
+    def _destroy_all_vms(self) -> list[str]:
+        """Self-fence: every VM on this hypervisor, at once. libvirt first; QEMU processes of this
+        network namespace directly when libvirtd does not answer."""
+        destroyed: list[str] = []
+        try:
+            for uuid in self.hypervisor.list_domains():
+                try:
+                    self.hypervisor.destroy(uuid)
+                    destroyed.append(uuid)
+                except HypervisorError as exc:
+                    log.error("self-fence: libvirt could not destroy %s: %s", uuid, exc)
+        except HypervisorError as exc:
+            log.error("self-fence: libvirt unavailable (%s); killing QEMU processes directly", exc)
+        destroyed += [u for u in kill_local_qemu() if u not in destroyed]
+        return destroyed
+
+    def _heartbeat_loop(self) -> None:
+        """About once a second: one answered ZooKeeper request feeds the self-fence clock and the
+        hardware watchdog; without answers the self-fence bound runs out."""
+        alive_path = schema.node_alive(self.name)
+        while not self.stopping.is_set():
+            sent = time.monotonic()
+            try:
+                if self.zk.connected:
+                    self.zk.client.exists_async(alive_path).get(timeout=1.0)
+                    self.selffence.answered(sent)
+                    if self.watchdog is not None:
+                        self.watchdog.pet()
+            except Exception as exc:
+                log.debug("heartbeat: %s", exc)
+            self.selffence.check()
+            self.stopping.wait(max(0.1, 1.0 - (time.monotonic() - sent)))
+
+    def _ha_loop(self) -> None:
+        """Every coordinator observes; the primary acts (pvc.node.fencing)."""
+        assert self.ha is not None
+        failing = ""
+        while not self.stopping.wait(0.5):
+            primary = bool(self.election and self.election.is_primary and self.zk.connected)
+            try:
+                if self.zk.connected:
+                    self.ha.tick(primary)
+                failing = ""
+            except (ClusterUnavailable, KazooException) as exc:
+                if str(exc) != failing:
+                    log.warning("HA monitor: %s", exc)
+                failing = str(exc)
+            except Exception:
+                log.exception("HA monitor pass failed")
 
     # -- primary role ------------------------------------------------------------------------------------
 

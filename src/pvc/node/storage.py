@@ -16,8 +16,10 @@ The shaping functions are pure and take Ceph 16's JSON, so tests feed them captu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -352,6 +354,19 @@ class NodeCeph:
         """Monitors, user and secret for a VM's rbd disks; defines the secret first if needed."""
         uuid = self.ensure_secret()
         return DiskAccess(self.monitors(), self.client_user, uuid)
+
+    def client_addresses(self) -> list[str]:
+        """The source addresses this node's Ceph clients use towards the monitors: what the
+        cluster blocklists when it fences this node (a routing lookup; no packet is sent)."""
+        found: list[str] = []
+        for host, port in self.monitors():
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((host, port))
+                source = probe.getsockname()[0]
+                if source not in found:
+                    found.append(source)
+        return found
 
     def own_addresses(self) -> set[str]:
         """Addresses this node's Ceph clients (its QEMUs) may use: all of the host's, plus any

@@ -4,8 +4,9 @@ The API only writes desired state (`VMRecord.state`, `.node`); this module compa
 really runs on this node's hypervisor and acts per PVC's "who acts" table (pvc-facts §4.2):
 
 * only the node named in `node` starts a VM, and only after checking its own hypervisor and that
-  no other live node reports the VM running; starts are serialised per VM (one job per UUID in
-  this process) and across processes by a ZooKeeper lock, so a VM is never started twice;
+  no other node reports the VM running (a dead node's claim stands until fencing clears it);
+  starts are serialised per VM (one job per UUID in this process) and across processes by a
+  ZooKeeper lock, so a VM is never started twice;
 * a node running a VM it does not own migrates it away (state migrate*) or stops it;
 * restart/shutdown are carried out and then recorded (restart -> start, shutdown -> stop);
 * a VM that should run here and does not (QEMU crashed) is started again;
@@ -47,7 +48,7 @@ from pvc.adapters.hypervisor import (
     HypervisorError,
     HypervisorUnavailable,
 )
-from pvc.cluster.placement import Demand, find_target
+from pvc.cluster.placement import find_target, vm_demand
 from pvc.core import domainxml, schema
 from pvc.core.errors import ClusterUnavailable, InvalidInput, PVCError
 from pvc.core.records import NodeRecord, VMRecord, VMStatus
@@ -125,9 +126,14 @@ def decide(me: str, obs: Observation) -> Action:
 
 def observe(me: str, record: VMRecord, status: dict[str, Any], running_here: bool,
             alive: Callable[[str], bool]) -> Observation:
-    """Build the Observation from the record, the raw status document and this hypervisor."""
+    """Build the Observation from the record, the raw status document and this hypervisor.
+
+    A claim that the VM runs on another node counts even when that node's session is gone: the
+    node may still run it (a dead pvcnoded leaves its QEMUs running). Only that node itself (it
+    corrects its own claims) or the fencing chain, once the node is fenced (`pvc.node.fencing`),
+    clears it."""
     where = status.get("node") or ""
-    elsewhere = bool(status.get("running")) and where not in ("", me) and alive(where)
+    elsewhere = bool(status.get("running")) and where not in ("", me)
     sender = status.get("migrating_from") or ""
     incoming = (status.get("migrating_to") == me and sender not in ("", me) and alive(sender))
     return Observation(record.state, record.node, running_here, elsewhere, incoming)
@@ -401,6 +407,8 @@ class VMReconciler:
         self.console = ConsoleTail(self.settings.console_dir, self.settings.console_lines,
                                    store.put_console)
         self.starts = 0                         # domains this reconciler created (tests, logs)
+        # The daemon's veto on starts (self-fenced, or declared dead): see pvc.node.daemon.
+        self.may_start: Callable[[], bool] = lambda: True
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -613,6 +621,9 @@ class VMReconciler:
                 return
             if self.hv.is_running(uuid):
                 return                                 # adopted: it runs already
+            if not self.may_start():
+                log.warning("VM %s: not starting it: this node is cut off from the cluster or fenced", uuid)
+                return
             status = self.store.load_status(uuid)
             if observe(self.name, fresh, status, False, self._alive_fn()).running_elsewhere:
                 log.warning("VM %s: %s still reports it running; not starting here", uuid,
@@ -917,7 +928,7 @@ class VMReconciler:
         provisioned = allocated
         for uuid, record in records.items():
             if uuid not in running and record.node == self.name:
-                provisioned += _demand(record).memory_mib
+                provisioned += vm_demand(record).memory_mib
         return {"running_domains": sorted(running), "domains_count": len(running),
                 "vcpu_allocated": vcpus, "memory_allocated": allocated,
                 "memory_provisioned": provisioned}
@@ -947,7 +958,7 @@ class VMReconciler:
         alive = self.store.alive_nodes()
         target = find_target([n for n in nodes if n.name in alive], record.node_selector,
                              self.store.cluster_selector(), current=self.name, limit=record.node_limit,
-                             demand=_demand(record))
+                             demand=vm_demand(record))
         if target is None:
             log.info("flush: no target for VM %s; shutting it down (autostart on ready)", record.name)
 
@@ -1045,20 +1056,3 @@ def _merge(fields: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]
         out.pop("stats", None)
         return out
     return merged
-
-
-_demands: dict[int, Demand] = {}
-
-
-def _demand(record: VMRecord) -> Demand:
-    """Memory and vCPUs of a VM definition (parsed once per XML text)."""
-    key = hash(record.xml)
-    if key not in _demands:
-        try:
-            domain = domainxml.parse(record.xml)
-            _demands[key] = Demand(memory_mib=domain.memory_mib, vcpus=domain.vcpus)
-        except InvalidInput:
-            _demands[key] = Demand(memory_mib=0, vcpus=0)
-        if len(_demands) > 10000:
-            _demands.clear()
-    return _demands[key]
