@@ -38,6 +38,27 @@ class NodeMemory(Doc):
     provisioned: int
 
 
+class FenceEvent(Doc):
+    time: float = Field(description="UNIX time of the event")
+    phase: str | None = None
+    message: str
+
+
+class NodeFencing(Doc):
+    phase: str | None = Field(description="dead, fencing, blocklisting, recovering or done")
+    reason: str | None
+    started: float | None
+    by: str | None = Field(description="The primary that declared the node dead")
+    fence: str | None = Field(description="success or failed (empty while the agent runs)")
+    fence_message: str | None
+    blocklist: str | None
+    action: str | None = Field(description="migrate or none: what was done with the node's VMs")
+    recovered: int | None
+    stranded: int | None
+    attempts: int | None
+    events: list[FenceEvent]
+
+
 class Node(Doc):
     name: str
     daemon_state: str
@@ -58,6 +79,9 @@ class Node(Doc):
     memory: NodeMemory
     interfaces: dict[str, Any]
     keepalive: int = Field(description="UNIX time of the node's last keepalive")
+    fencing: NodeFencing | None = Field(description="The node's last fencing chain (PVC extension), "
+                                                    "null if it was never fenced")
+    self_fence_events: list[FenceEvent] = Field(description="The node's own recent self-fence events")
 
 
 class NodeDaemonState(Doc):
@@ -183,6 +207,10 @@ class StatusDetail(Doc):
     faults: list[Fault]
 
 
+class ClusterFencing(NodeFencing):
+    node: str
+
+
 class ClusterStatus(Doc):
     cluster_name: str
     cluster_health: ClusterHealth
@@ -199,6 +227,8 @@ class ClusterStatus(Doc):
     volumes: int
     snapshots: int
     resources: Resources
+    fencing: list[ClusterFencing] = Field(description="Every node's last fencing chain, newest first "
+                                                      "(PVC extension)")
     detail: StatusDetail
 
 

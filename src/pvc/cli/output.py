@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -126,3 +127,32 @@ def coordinator_style(state: str) -> str:
 def domain_style(state: str) -> str:
     return DOMAIN_STYLES.get(state, "blue")
 
+
+def fence_summary(fencing: dict[str, Any]) -> Text:
+    """One line: where the chain is and how it went."""
+    phase = str(fencing.get("phase") or "")
+    style = "green" if phase == "done" and fencing.get("fence") == "success" else \
+        "yellow" if phase == "done" else "bold red"
+    parts = [phase]
+    if fencing.get("fence"):
+        parts.append(f"fence {fencing['fence']}")
+    if fencing.get("action"):
+        parts.append(f"action {fencing['action']}")
+    if fencing.get("recovered") is not None and phase == "done":
+        parts.append(f"{fencing.get('recovered')} VM(s) recovered, {fencing.get('stranded') or 0} not")
+    started = fencing.get("started")
+    if started:
+        parts.append(f"started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(started)))}")
+    return Text(", ".join(parts), style=style)
+
+
+def fence_events(events: list[dict[str, Any]], last: int | None = None) -> str:
+    """Timestamped event lines, millisecond resolution (the chain takes seconds)."""
+    shown = events[-last:] if last else events
+    lines = []
+    for event in shown:
+        stamp = float(event.get("time") or 0)
+        clock = time.strftime("%H:%M:%S", time.localtime(stamp)) + f".{int(stamp * 1000) % 1000:03d}"
+        phase = f"{event['phase']}: " if event.get("phase") else ""
+        lines.append(f"{clock} {phase}{event.get('message', '')}")
+    return "\n".join(lines)

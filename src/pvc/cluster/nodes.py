@@ -66,8 +66,25 @@ def primary_node(zk: ZK) -> str | None:
     return value if value and value != "none" else None
 
 
-def node_view(node: NodeRecord) -> dict[str, Any]:
-    """The node item of API v1 (PVC's JSON shape)."""
+def fencing_view(record: Any, events: int = 50) -> dict[str, Any] | None:
+    """A node's fencing record as the API shows it: the chain's outcome and its latest events."""
+    if not isinstance(record, dict):
+        return None
+    keys = ("phase", "reason", "started", "by", "fence", "fence_message", "blocklist", "action",
+            "recovered", "stranded", "attempts")
+    view: dict[str, Any] = {k: record.get(k) for k in keys}
+    view["events"] = list(record.get("events") or [])[-events:]
+    return view
+
+
+def load_fencing(zk: ZK, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    names = zk.children(schema.FENCING) if names is None else names
+    docs = zk.get_many([schema.node_fencing(n) for n in names]) if names else {}
+    return {n: d for n in names if isinstance(d := docs.get(schema.node_fencing(n)), dict)}
+
+
+def node_view(node: NodeRecord, fencing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The node item of API v1 (PVC's JSON shape), plus PVC's own fencing history."""
     return {
         "name": node.name,
         "daemon_state": node.daemon_state,
@@ -88,6 +105,8 @@ def node_view(node: NodeRecord) -> dict[str, Any]:
         "memory": node.memory.doc(),
         "interfaces": node.interfaces,
         "keepalive": int(node.keepalive),
+        "fencing": fencing_view(fencing),
+        "self_fence_events": node.self_fence_events[-10:],
     }
 
 
@@ -143,6 +162,16 @@ def set_domain_state(zk: ZK, name: str, state: str, wait: bool = False, timeout:
         if current in ("ready", "unflush"):
             outcome["message"] = f"Node {name} is already ready."
             return doc
+        if doc.get("daemon_state") in ("dead", "fenced"):
+            phase = (zk.get(schema.node_fencing(name), None) or {}).get("phase")
+            if phase in ("dead", "fencing", "blocklisting", "recovering"):
+                raise Conflict(f"Node {name} is being fenced ({phase}); wait until its recovery is done.")
+            if not zk.exists(schema.node_alive(name)):
+                raise Conflict(f"Node {name} is {doc.get('daemon_state')} and its node daemon is not "
+                               "running; start it before readying the node.")
+            outcome["message"] = (f"Returning fenced node {name} to service: its Ceph blocklist is lifted "
+                                  "by the primary, then it takes VMs again.")
+            return {**doc, "domain_state": "unflush"}
         outcome["message"] = f"Restoring hypervisor {name} to active service."
         return {**doc, "domain_state": "unflush"}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvc.cluster import faults as faults_mod
+from pvc.cluster import nodes as nodes_fencing
 from pvc.cluster import vms as vms_mod
 from pvc.cluster.nodes import load_nodes, primary_node
 from pvc.core import schema
@@ -145,6 +146,11 @@ def cluster_status(zk: ZK) -> dict[str, Any]:
             },
             "disk": storage["disk"],
         },
+        "fencing": [
+            {"node": name, **(nodes_fencing.fencing_view(record, events=10) or {})}
+            for name, record in sorted(nodes_fencing.load_fencing(zk).items(),
+                                       key=lambda item: -float(item[1].get("started") or 0))
+        ],
         "detail": {
             "node": [
                 {"name": n.name, "daemon_state": n.daemon_state, "coordinator_state": n.coordinator_state,

@@ -69,6 +69,8 @@ class NodeRecord(Record):
     rss_bytes: int = 0
     daemon_pid: int = 0
     session_id: str = ""
+    ceph_client_addresses: list[str] = Field(default_factory=list)   # what fencing blocklists
+    self_fence_events: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class ClusterRecord(Record):

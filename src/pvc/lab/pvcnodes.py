@@ -75,6 +75,8 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
             "vlan_backend": "lab-switch",
             "lab_switch_netns": plan.switch_netns,
         },
+        # The lab's fence agent (pvc-lab fence) stands in for each node's BMC.
+        "fencing": {"agent": "lab", "lab_name": plan.name, "margin": 2, "agent_timeout": 30},
         "path": {
             "dynamic_directory": str(node.dir / "run"),
             "system_log_directory": str(node.dir / "log"),

@@ -188,7 +188,12 @@ class NodeDaemon:
                                             self._become_primary, self._become_secondary)
             self.election.start()
         if self.watchdog is not None:
-            self.watchdog.open()
+            try:
+                self.watchdog.open()
+            except OSError as exc:
+                log.error("hardware watchdog %s: %s; running without it",
+                          self.settings.fencing.watchdog_device, exc)
+                self.watchdog = None
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         if self.ha is not None:
             threading.Thread(target=self._ha_loop, name="ha-monitor", daemon=True).start()
@@ -277,8 +282,8 @@ class NodeDaemon:
         try:
             info = fence_info(self.settings)
         except ConfigError as exc:
-            log.error("fencing: %s; this node cannot be fenced by its agent", exc.message)
-            info = {"agent": "none", "node": self.name, "error": exc.message}
+            log.error("fencing: %s; this node cannot be fenced by its agent", exc)
+            info = {"agent": "none", "node": self.name, "error": str(exc)}
         self.zk.update(schema.node_fence_info(self.name), lambda _old: info, create=True)
 
     def _migration_keys(self) -> dict[str, str]:

@@ -60,13 +60,15 @@ def node_list(params: NodeListInputs = inputs(NodeListInputs), zk: ZK = Depends(
                                  params.domain_state)
     if not nodes:
         raise NotFound("Node not found.")
-    return ok([nodes_mod.node_view(n) for n in nodes])
+    fencing = nodes_mod.load_fencing(zk)
+    return ok([nodes_mod.node_view(n, fencing.get(n.name)) for n in nodes])
 
 
 @router.get("/{node}", summary="Return information about {node} (a one-element array)",
             responses=responses(list[Node], 200, *NODE_404))
 def node_get(node: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return ok([nodes_mod.node_view(nodes_mod.get_node(zk, node))])
+    record = nodes_mod.get_node(zk, node)
+    return ok([nodes_mod.node_view(record, nodes_mod.load_fencing(zk, [record.name]).get(record.name))])
 
 
 @router.get("/{node}/daemon-state", summary="Return the daemon state of {node}",

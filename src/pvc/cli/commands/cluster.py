@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from pvc.cli.errors import CLIError
 from pvc.cli.output import (
     TASK_STYLES,
     daemon_style,
+    fence_events,
+    fence_summary,
     health_style,
     health_text,
     human_mib,
@@ -95,6 +98,22 @@ def _node_state_style(key: str) -> str:
     return "green" if domain == "ready" else "blue"
 
 
+def _fencing_lines(status: dict[str, Any], recent_s: float = 86400) -> Text | None:
+    """Chains in progress, and those that ended in the last day, with their last events."""
+    shown = [f for f in status.get("fencing") or [] if isinstance(f, dict) and (
+        f.get("phase") != "done" or time.time() - float(f.get("started") or 0) < recent_s)]
+    if not shown:
+        return None
+    text = Text()
+    for index, chain in enumerate(shown):
+        if index:
+            text.append("\n")
+        text.append(f"{chain.get('node')}: ", style="bold")
+        text.append_text(fence_summary(chain))
+        text.append("\n" + fence_events(chain.get("events") or [], 6))
+    return text
+
+
 def format_status_short(status: dict[str, Any]) -> RenderableType:
     items: list[tuple[str, Any]] = [("Cluster", status.get("cluster_name", "")),
                                     ("Health", _health_line(status))]
@@ -116,6 +135,9 @@ def format_status_pretty(status: dict[str, Any]) -> RenderableType:
     nodes = _node_health_lines(status)
     if nodes is not None:
         items.append(("Node health", nodes))
+    fencing = _fencing_lines(status)
+    if fencing is not None:
+        items.append(("Fencing", fencing))
     primary = status.get("primary_node")
     items += [
         ("", ""),

@@ -16,6 +16,8 @@ from pvc.cli.output import (
     coordinator_style,
     daemon_style,
     domain_style,
+    fence_events,
+    fence_summary,
     health_style,
     health_text,
     human_mib,
@@ -137,7 +139,14 @@ def format_info(node: dict[str, Any], long: bool = False) -> RenderableType:
     ]
     if long and node.get("running_domains"):
         items.append(("Running VMs", ", ".join(str(d) for d in node["running_domains"])))
+    fencing = node.get("fencing")
+    if isinstance(fencing, dict):
+        items += [("", ""), ("Fencing", fence_summary(fencing)),
+                  ("Fencing events", fence_events(fencing.get("events") or [], None if long else 15))]
+    if node.get("self_fence_events"):
+        items.append(("Self-fence", fence_events(node["self_fence_events"])))
     return key_values(items)
+
 
 
 INFO_FORMATS = {"pretty": lambda n: format_info(n), "long": lambda n: format_info(n, long=True),

@@ -1,0 +1,215 @@
+"""The fencing chain against real ZooKeeper: `HAMonitor` over `ZKHAStore`, sessions that really
+expire, the API's view of the chain and the return of a fenced node to service.
+
+The fence agent and Ceph are stand-ins here (tests/integration/test_fence_agents.py runs the real
+agents; the lab's system tests run everything together)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from pvc.adapters.fence import FenceOutcome
+from pvc.cluster import faults, nodes
+from pvc.cluster.state import cluster_status
+from pvc.core import schema
+from pvc.core.errors import Conflict
+from pvc.core.records import VMRecord
+from pvc.core.zk import ZK
+from pvc.node.fencing import FencePolicy, HAMonitor
+from pvc.node.hastore import ZKHAStore
+from tests.integration.apihelp import node_record
+
+MINIMAL_XML = """<domain type='kvm'><name>{name}</name><uuid>{uuid}</uuid><memory unit='MiB'>256</memory>
+<vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os><devices/></domain>"""
+
+
+class Job:
+    def __init__(self, outcome: FenceOutcome | None) -> None:
+        self.outcome, self.cancelled = outcome, False
+
+    def poll(self) -> FenceOutcome | None:
+        return self.outcome
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Agent:
+    def __init__(self, outcome: FenceOutcome | None = FenceOutcome(True, "powered off")) -> None:
+        self.outcome, self.calls = outcome, []
+        self.jobs: list[Job] = []
+
+    def start(self, node: str, info: dict[str, Any]) -> Job:
+        self.calls.append((node, info))
+        self.jobs.append(Job(self.outcome))
+        return self.jobs[-1]
+
+
+class Ceph:
+    def __init__(self) -> None:
+        self.blocked: set[str] = set()
+        self.locks_released: list[tuple[list[str], list[str]]] = []
+
+    def blocklist(self, addresses: list[str]) -> list[str]:
+        self.blocked |= set(addresses)
+        return [f"{a}:0/0" for a in addresses]
+
+    def unblocklist(self, addresses: list[str]) -> None:
+        self.blocked -= set(addresses)
+
+    def mark_osds_down(self, node: str) -> list[int]:
+        return [2] if node == "hv2" else []
+
+    def release_locks(self, volumes: list[str], addresses: list[str]) -> int:
+        self.locks_released.append((volumes, addresses))
+        return len(volumes)
+
+
+def marker(zk_server: Any, zk_root: str, name: str) -> ZK:
+    """A node daemon's session: its alive marker lives exactly as long as this session."""
+    session = ZK([zk_server.address], zk_root, session_timeout=2).start()
+    session.create(schema.node_alive(name), {"pid": 1}, ephemeral=True)
+    return session
+
+
+def add_vm(zk: ZK, name: str, node: str, **fields: Any) -> str:
+    vm_uuid = str(uuid.uuid4())
+    record = VMRecord(uuid=vm_uuid, name=name, xml=MINIMAL_XML.format(uuid=vm_uuid, name=name), state="start",
+                      node=node, rbd_volumes=[f"vms/{name}_vda"], **fields)
+    zk.put(schema.vm(vm_uuid), record.doc())
+    zk.put(schema.vm_status(vm_uuid), {"node": node, "running": True})
+    return vm_uuid
+
+
+@pytest.fixture
+def cluster(zk: ZK, zk_server: Any, zk_root: str) -> Any:
+    now = time.time()
+    for name in ("hv1", "hv2", "hv3"):
+        zk.put(schema.node(name), node_record(name, keepalive=now, memory={"total": 8192, "free": 4096})
+               .doc() | {"ceph_client_addresses": [f"10.0.0.{name[-1]}"]})
+        zk.put(schema.node_fence_info(name), {"agent": "lab", "node": name})
+    sessions = {name: marker(zk_server, zk_root, name) for name in ("hv1", "hv2", "hv3")}
+    yield sessions
+    for session in sessions.values():
+        try:
+            session.stop()
+        except Exception:
+            pass
+
+
+def run_chain(monitor: HAMonitor, zk: ZK, node: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        monitor.tick(primary=True)
+        record = zk.get(schema.node_fencing(node), None)
+        if isinstance(record, dict) and record.get("phase") == "done":
+            return record
+        time.sleep(0.1)
+    record = zk.get(schema.node_fencing(node), None)
+    raise AssertionError(f"the fencing chain of {node} did not finish: {record}")
+
+
+def test_dead_node_is_fenced_and_its_vms_restart_elsewhere(zk: ZK, cluster: Any) -> None:
+    vm1, vm2 = add_vm(zk, "vm1", "hv2"), add_vm(zk, "vm2", "hv2", node_limit=["hv2"])
+    stopped = add_vm(zk, "vm3", "hv2")
+    zk.update(schema.vm(stopped), lambda d: {**d, "state": "stop"})
+    zk.put(schema.vm_status(stopped), {"node": "hv2", "running": False})
+    agent, ceph = Agent(), Ceph()
+    monitor = HAMonitor("hv1", ZKHAStore(zk), agent, ceph, FencePolicy(margin=0.5), time.time)
+    monitor.tick(primary=True)                       # sees hv2 alive
+    assert zk.get(schema.node_fencing("hv2"), None) is None
+    cluster["hv2"].stop()                            # closing the session removes its marker at once
+    record = run_chain(monitor, zk, "hv2")
+
+    assert agent.calls == [("hv2", {"agent": "lab", "node": "hv2"})]
+    assert ceph.blocked == {"10.0.0.2"}
+    phases = [e["phase"] for e in record["events"]]
+    assert phases[:4] == ["detect", "dead", "fencing", "fenced"] and phases[-1] == "done"
+    assert record["fence"] == "success" and record["action"] == "migrate"
+    assert record["recovered"] == 1 and record["stranded"] == 1
+    times = [e["time"] for e in record["events"]]
+    assert times == sorted(times)
+
+    moved = VMRecord.model_validate(zk.get(schema.vm(vm1)))
+    assert (moved.state, moved.node, moved.last_node) == ("start", "hv1", "hv2")   # mem: a tie, lowest name
+    assert zk.get(schema.vm_status(vm1))["running"] is False                  # the claim is released
+    limited = VMRecord.model_validate(zk.get(schema.vm(vm2)))
+    assert (limited.state, limited.node, limited.node_autostart) == ("stop", "hv2", True)
+    assert VMRecord.model_validate(zk.get(schema.vm(stopped))).state == "stop"
+    node = nodes.get_node(zk, "hv2")
+    assert (node.daemon_state, node.domain_state) == ("fenced", "flushed")
+    messages = [f.message for f in faults.load_faults(zk)]
+    assert any("Node hv2 is dead" in m for m in messages)
+    assert any("VM vm2 ran on dead node hv2" in m for m in messages)
+    # volumes of both assigned running VMs had their locks flushed before recovery
+    assert sorted(v for vols, _ in ceph.locks_released for v in vols) == ["vms/vm1_vda", "vms/vm2_vda"]
+
+    view = nodes.node_view(node, nodes.load_fencing(zk, ["hv2"])["hv2"])
+    assert view["fencing"]["phase"] == "done" and view["fencing"]["events"][0]["phase"] == "detect"
+    status = cluster_status(zk)
+    assert [f["node"] for f in status["fencing"]] == ["hv2"]
+
+
+def test_a_fenced_node_returns_only_when_readied(zk: ZK, zk_server: Any, zk_root: str, cluster: Any) -> None:
+    agent, ceph = Agent(), Ceph()
+    monitor = HAMonitor("hv1", ZKHAStore(zk), agent, ceph, FencePolicy(margin=0.5), time.time)
+    monitor.tick(primary=True)
+    cluster["hv2"].stop()
+    run_chain(monitor, zk, "hv2")
+    with pytest.raises(Conflict, match="node daemon is not running"):
+        nodes.set_domain_state(zk, "hv2", "ready")
+    cluster["hv2"] = marker(zk_server, zk_root, "hv2")     # its daemon is back
+    for _ in range(5):
+        monitor.tick(primary=True)
+    assert nodes.get_node(zk, "hv2").daemon_state == "fenced"   # not back by itself
+    assert "Returning fenced node hv2" in nodes.set_domain_state(zk, "hv2", "ready")
+    monitor.tick(primary=True)
+    node = nodes.get_node(zk, "hv2")
+    assert node.daemon_state == "run" and node.domain_state == "unflush"
+    assert ceph.blocked == set()
+    assert not any("Node hv2 is dead" in f.message for f in faults.load_faults(zk))
+    assert zk.get(schema.node_fencing("hv2"))["events"][-1]["phase"] == "ready"
+
+
+def test_failed_fence_leaves_the_vms_and_maintenance_pauses(zk: ZK, cluster: Any) -> None:
+    vm1 = add_vm(zk, "vm1", "hv3")
+    zk.put(schema.CLUSTER, {"name": "t", "maintenance": True})
+    agent, ceph = Agent(FenceOutcome(False, "BMC unreachable")), Ceph()
+    monitor = HAMonitor("hv1", ZKHAStore(zk), agent, ceph, FencePolicy(margin=0.2), time.time)
+    monitor.tick(primary=True)
+    cluster["hv3"].stop()
+    for _ in range(10):
+        monitor.tick(primary=True)
+        time.sleep(0.1)
+    assert zk.get(schema.node_fencing("hv3"), None) is None and agent.calls == []    # paused
+    zk.put(schema.CLUSTER, {"name": "t", "maintenance": False})
+    record = run_chain(monitor, zk, "hv3")
+    assert record["fence"] == "failed" and record["action"] == "none"
+    assert VMRecord.model_validate(zk.get(schema.vm(vm1))).node == "hv3"      # failed_fence: none
+    assert zk.get(schema.vm_status(vm1))["running"] is True                    # its claim stands
+    assert nodes.get_node(zk, "hv3").daemon_state == "dead"
+
+
+def test_only_the_primary_acts_and_a_new_primary_resumes(zk: ZK, cluster: Any) -> None:
+    add_vm(zk, "vm1", "hv3")
+    hanging = Agent(None)
+    first = HAMonitor("hv1", ZKHAStore(zk), hanging, Ceph(), FencePolicy(margin=0.2), time.time)
+    second = HAMonitor("hv2", ZKHAStore(zk), Agent(), Ceph(), FencePolicy(margin=0.2), time.time)
+    first.tick(primary=True)
+    second.tick(primary=False)
+    cluster["hv3"].stop()
+    deadline = time.monotonic() + 10
+    while not hanging.calls and time.monotonic() < deadline:
+        first.tick(primary=True)
+        second.tick(primary=False)
+        time.sleep(0.1)
+    assert hanging.calls and zk.get(schema.node_fencing("hv3"))["phase"] == "fencing"
+    first.tick(primary=False)                        # hv1 loses the primary role mid-fence
+    assert hanging.jobs[0].cancelled
+    record = run_chain(second, zk, "hv3")
+    assert record["attempts"] == 2 and record["fence"] == "success"
+    assert "resumed after a primary change" in " ".join(e["message"] for e in record["events"])
