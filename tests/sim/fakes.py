@@ -1,0 +1,207 @@
+"""The adapters HAMonitor drives, over the simulated world: HAStore, FenceAgent, StorageFence."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pvc.adapters.ceph import StorageError
+from pvc.adapters.fence import FenceOutcome
+from pvc.core.records import NodeRecord, VMRecord
+from pvc.node.fencing import RECOVER_STATES
+
+from .zkmodel import TICKS
+
+if TYPE_CHECKING:
+    from .world import World
+
+AGENT_DELAY = {"ok": 1 * TICKS, "fail": 1 * TICKS, "slow": 20 * TICKS}
+
+
+class SimStore:
+    """HAStore for one coordinator: every call needs that coordinator's live connection."""
+
+    def __init__(self, world: World, me: str) -> None:
+        self.world, self.me = world, me
+
+    @property
+    def zk(self) -> Any:
+        return self.world.require(self.me)
+
+    def nodes(self) -> dict[str, NodeRecord]:
+        zk = self.zk
+        return {n: self.world.node_record(n) for n in sorted(zk.node_docs)}
+
+    def alive(self) -> set[str]:
+        return set(self.zk.markers)
+
+    def maintenance(self) -> bool:
+        return bool(self.zk.maintenance)
+
+    def fence_record(self, node: str) -> dict[str, Any] | None:
+        record = self.zk.fence.get(node)
+        return copy.deepcopy(record) if record is not None else None
+
+    def fence_records(self) -> dict[str, dict[str, Any]]:
+        return copy.deepcopy(self.zk.fence)
+
+    def put_fence_record(self, node: str, record: dict[str, Any]) -> None:
+        zk = self.zk
+        old = zk.fence.get(node) or {}
+        new = copy.deepcopy(record)
+        events = new.get("events", [])
+        if old.get("started") == new.get("started"):
+            seen = len(old.get("events", []))
+            assert len(events) >= seen and events[:seen] == old.get("events", []), "fence events rewritten"
+            fresh = events[seen:]
+        else:
+            fresh = events
+        zk.fence[node] = new
+        for ev in fresh:
+            self.world.log(self.me, f"fence {node} {ev['phase']}: {ev['message']}", at=ev["time"])
+        self.world.check_fence_record(node, new)
+
+    def update_node(self, node: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        zk = self.zk
+        if node in zk.node_docs:
+            self.world.write_node(self.me, node, fn(copy.deepcopy(zk.node_docs[node])))
+
+    def fence_info(self, node: str) -> dict[str, Any]:
+        self.zk  # noqa: B018 (needs the connection like every read)
+        return {"agent": self.world.agent_for(node), "node": node}
+
+    def node_addresses(self, node: str) -> list[str]:
+        self.zk  # noqa: B018
+        return [self.world.address(node)]
+
+    def vms(self) -> dict[str, VMRecord]:
+        zk = self.zk
+        return {u: self.world.vm_record(u) for u in sorted(zk.vms)}
+
+    def recover_vm(self, uuid: str, dead: str, target: str | None) -> bool:
+        zk = self.zk
+        doc = zk.vms.get(uuid)
+        if doc is None or doc.get("node") != dead or doc.get("state") not in RECOVER_STATES:
+            return False
+        if target is not None:
+            self.world.check_placement(uuid, target)
+            new = {**doc, "state": "start", "node": target, "last_node": dead}
+        else:
+            new = {**doc, "state": "stop", "node_autostart": True}
+        self.world.write_vm(self.me, uuid, new)
+        status = zk.statuses.get(uuid, {})
+        if status.get("node") == dead and status.get("running"):
+            zk.statuses[uuid] = {**status, "running": False}
+        return True
+
+    def claimed_by(self, node: str) -> set[str]:
+        zk = self.zk
+        return {u for u, s in zk.statuses.items() if s.get("node") == node and s.get("running")}
+
+    def release_claims(self, node: str) -> int:
+        zk = self.zk
+        count = 0
+        for uuid, status in sorted(zk.statuses.items()):
+            if status.get("node") == node and status.get("running"):
+                zk.statuses[uuid] = {**status, "running": False}
+                count += 1
+        return count
+
+    def raise_fault(self, key: str, delta: int, message: str) -> None:
+        zk = self.zk
+        if zk.faults.get(key) != message:
+            zk.faults[key] = message
+            self.world.log(self.me, f"fault {key} raised: {message}")
+
+    def clear_fault(self, key: str) -> None:
+        zk = self.zk
+        if zk.faults.pop(key, None) is not None:
+            self.world.log(self.me, f"fault {key} cleared")
+
+
+@dataclass
+class SimJob:
+    world: World
+    owner: str
+    incarnation: int
+    target: str
+    kind: str
+    due: int | None
+    outcome: FenceOutcome | None = None
+    cancelled: bool = False
+    gone: bool = False
+
+    def poll(self) -> FenceOutcome | None:
+        return self.outcome
+
+    def cancel(self) -> None:
+        if not self.cancelled and self.outcome is None:
+            self.cancelled = True
+            self.world.log(self.owner, f"fence agent '{self.kind}' against {self.target} cancelled")
+
+    def advance(self, now: int) -> None:
+        """Called by the world every step: the agent process does its work."""
+        if self.cancelled or self.gone or self.outcome is not None:
+            return
+        owner = self.world.nodes[self.owner]
+        if not owner.process_running() or owner.incarnation != self.incarnation:
+            self.gone = True
+            self.world.log(self.owner, f"fence agent against {self.target} died with its daemon")
+            return
+        if self.due is None or now < self.due:
+            return
+        if self.kind == "fail":
+            self.outcome = FenceOutcome(False, f"BMC of {self.target} did not answer")
+            return
+        self.world.power_off(self.target, f"by the fence agent of {self.owner}")
+        self.outcome = FenceOutcome(True, f"{self.target} powered off")
+
+
+class SimAgent:
+    """FenceAgent for one coordinator daemon."""
+
+    def __init__(self, world: World, owner: str, incarnation: int) -> None:
+        self.world, self.owner, self.incarnation = world, owner, incarnation
+
+    def start(self, node: str, info: dict[str, Any]) -> SimJob:
+        kind = info.get("agent", "none")
+        delay = AGENT_DELAY.get(kind)
+        job = SimJob(self.world, self.owner, self.incarnation, node, kind,
+                     None if delay is None else self.world.tick + delay)
+        self.world.jobs.append(job)
+        return job
+
+
+class SimStorage:
+    """StorageFence over the simulated Ceph: a blocklist of addresses, one RBD lock per VM volume."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.blocklisted: set[str] = set()
+        self.fail = False
+
+    def blocklist(self, addresses: list[str]) -> list[str]:
+        if self.fail:
+            raise StorageError("ceph osd blocklist add: timed out")
+        added = [a for a in addresses if a not in self.blocklisted]
+        self.blocklisted |= set(added)
+        return [f"{a}:0/0" for a in added]
+
+    def unblocklist(self, addresses: list[str]) -> None:
+        if self.fail:
+            raise StorageError("ceph osd blocklist rm: timed out")
+        self.blocklisted -= set(addresses)
+
+    def mark_osds_down(self, node: str) -> list[int]:
+        return self.world.osds(node)
+
+    def release_locks(self, volumes: list[str], addresses: list[str]) -> int:
+        count = 0
+        for volume in volumes:
+            holder = self.world.locks.get(volume)
+            if holder is not None and self.world.address(holder) in addresses:
+                del self.world.locks[volume]
+                count += 1
+        return count
