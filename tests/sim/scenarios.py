@@ -147,15 +147,11 @@ SCENARIOS: list[Scenario] = [
              "the new leader) must be declared dead by its session expiry, not as a hung daemon",
              vms=(VM("vm1", "hv1"), VM("vm2", "hv2"), VM("vm3", "hv3")),
              expect={"vm1": "runs@hv1", "vm2": "runs", "vm3": "runs@hv3"}, forbid=("daemon hung",),
-             actions=((10, "power_off", "hv1"), (10, "power_off", "hv2"), (45, "power_on", "hv1")), until=80,
-             known_bug="keepalive ages include the ZooKeeper outage: after an outage longer than "
-                       "keepalive_interval x fence_intervals every node looks hung"),
+             actions=((10, "power_off", "hv1"), (10, "power_off", "hv2"), (45, "power_on", "hv1")), until=80),
     Scenario("zk_outage_beyond_hung_after",
              "ZooKeeper has no leader for 37 s with every node up: all self-fence, then restart their "
              "VMs in place; nobody may be fenced",
-             vms=LOAD, expect=LOAD_IN_PLACE, no_fence=True, actions=((10, "zk_election", 37),), until=80,
-             known_bug="after the outage the primary sees every keepalive 42 s old while the sessions "
-                       "live, declares healthy nodes hung and fences them"),
+             vms=LOAD, expect=LOAD_IN_PLACE, no_fence=True, actions=((10, "zk_election", 37),), until=80),
     Scenario("zk_member_lost",
              "the ZooKeeper member on hv1 (the primary) stops, later the leader's on hv3: clients move "
              "to another member within 1 s with their sessions; nothing is fenced",
@@ -260,17 +256,13 @@ SCENARIOS: list[Scenario] = [
              "5 nodes: hv4 and the big hv5 lose power together; hv4's VM must not be placed on hv5, "
              "which is dead too (its session is gone) but not declared yet",
              nodes=5, vms=LOAD5, expect=ALL5, memory={"hv5": 65536},
-             actions=((10, "power_off", "hv4"), (10, "power_off", "hv5")), until=50,
-             known_bug="recovery places VMs on any node in daemon state run, including nodes whose "
-                       "session is gone and whose own chain has not started yet"),
+             actions=((10, "power_off", "hv4"), (10, "power_off", "hv5")), until=50),
     Scenario("two_nodes_die_placement_fence_fails",
              "as two_nodes_die_placement, but hv5 cannot be fenced (failed_fence none): hv4 was fenced, "
              "so its VM must run again; it must not end up stranded on hv5, where it never ran",
              nodes=5, vms=LOAD5, memory={"hv5": 65536}, agents={"hv5": "fail"},
              expect={**ALL5, "vm5": "stranded@hv5", "vm6": "stranded@hv5"},
-             actions=((10, "power_off", "hv4"), (10, "power_off", "hv5")), until=50,
-             known_bug="recovery placed hv4's VM on the dead hv5; hv5's failed fence then strands it "
-                       "with a fault saying it ran on hv5"),
+             actions=((10, "power_off", "hv4"), (10, "power_off", "hv5")), until=50),
 
     # -- around the chain --------------------------------------------------------------------------
     Scenario("dead_node_returns_readied",
@@ -301,9 +293,7 @@ SCENARIOS: list[Scenario] = [
              "(hv3 may still run it), and like vm2 it needs a VM_NOT_RECOVERED fault",
              vms=(VM("vm1", "hv3"), VM("vm2", "hv3"), VM("vm3", "hv1")),
              expect={"vm1": "stranded@hv3", "vm2": "stranded@hv3", "vm3": "runs@hv1"}, agent="fail",
-             actions=((5, "flush", "hv3"), (6.5, "power_off", "hv3")), until=40,
-             known_bug="with action none only the VMs assigned to the dead node get a fault; a VM it "
-                       "was migrating away waits silently forever"),
+             actions=((5, "flush", "hv3"), (6.5, "power_off", "hv3")), until=40),
 ]
 
 BY_NAME = {sc.name: sc for sc in SCENARIOS}

@@ -257,9 +257,11 @@ class NodeDaemon:
 
         def change(doc: dict[str, Any] | None) -> dict[str, Any]:
             record = NodeRecord.model_validate(doc) if doc else NodeRecord(name=self.name)
+            # A dead or fenced node stays so until an administrator readies it (pvc.node.fencing).
+            fenced = record.daemon_state in ("dead", "fenced")
             return record.model_copy(update={
                 "mode": mode,
-                "daemon_state": "init",
+                "daemon_state": record.daemon_state if fenced else "init",
                 "coordinator_state": "secondary" if self.coordinator else "client",
                 "pvc_version": __version__,
                 "daemon_pid": os.getpid(),
@@ -602,12 +604,13 @@ class NodeDaemon:
     def _ha_loop(self) -> None:
         """Every coordinator observes; the primary acts (pvc.node.fencing)."""
         assert self.ha is not None
-        failing = ""
-        while not self.stopping.wait(0.5):
+        failing, moved = "", False
+        while not self.stopping.wait(0 if moved else 0.5):
             primary = bool(self.election and self.election.is_primary and self.zk.connected)
+            moved = False
             try:
                 if self.zk.connected:
-                    self.ha.tick(primary)
+                    moved = self.ha.tick(primary)
                 failing = ""
             except (ClusterUnavailable, KazooException) as exc:
                 if str(exc) != failing:

@@ -130,8 +130,11 @@ class HAMonitor:
     clock: Clock
     seen_alive: set[str] = field(default_factory=set)
     lost_since: dict[str, float] = field(default_factory=dict)
+    view_since: float | None = None       # when this monitor's view of ZooKeeper became valid again
+    _observed: float | None = None
     _job: _Job | None = None
     _paused: bool = False
+    _alive: set[str] = field(default_factory=set)
     _waiting_logged: set[str] = field(default_factory=set)
 
     # -- observation (every coordinator) -------------------------------------------------------
@@ -139,6 +142,12 @@ class HAMonitor:
     def observe(self) -> tuple[dict[str, NodeRecord], set[str]]:
         nodes, alive = self.store.nodes(), self.store.alive()
         now = self.clock()
+        # After a gap in our own view (ZooKeeper outage, a new leader restarting every session
+        # timer), no keepalive could be written: staleness counts from when the view came back.
+        if self._observed is None or now - self._observed > 2 * max(0.5, self.policy.margin):
+            self.view_since = now
+        self._observed = now
+        self._alive = alive
         for name in nodes:
             if name in alive:
                 self.seen_alive.add(name)
@@ -157,38 +166,43 @@ class HAMonitor:
             if since is not None:
                 if now - since >= self.policy.margin:
                     out.append((since, name, f"ZooKeeper session lost {now - since:.1f}s ago"))
-            elif node.keepalive and now - node.keepalive >= self.policy.hung_after:
+            elif node.keepalive and now - max(node.keepalive, now if self.view_since is None
+                                              else self.view_since) >= self.policy.hung_after:
                 out.append((node.keepalive, name, f"keepalive {now - node.keepalive:.0f}s old while its "
                                                   "session lives (daemon hung)"))
         return sorted(out)
 
     # -- acting (the primary only) ---------------------------------------------------------------
 
-    def tick(self, primary: bool) -> None:
+    def tick(self, primary: bool) -> bool:
+        """One pass; True when a chain moved on (the caller may tick again at once)."""
         nodes, alive = self.observe()
         if primary:
-            self.act(nodes, alive)
-        elif self._job is not None:       # lost the primary role: the next primary resumes
+            return self.act(nodes, alive)
+        if self._job is not None:         # lost the primary role: the next primary resumes
             self._job.job.cancel()
             self._job = None
+        return False
 
-    def act(self, nodes: dict[str, NodeRecord], alive: set[str]) -> None:
+    def act(self, nodes: dict[str, NodeRecord], alive: set[str]) -> bool:
         records = self.store.fence_records()
         self._return_to_service(nodes, alive, records)
         active = sorted((r.get("started", 0.0), n) for n, r in records.items() if r.get("phase") in ACTIVE)
         if active:
             name = active[0][1]
+            before = records[name]["phase"]
             self._advance(name, records[name], nodes)
-            return
+            return records[name]["phase"] != before
         if self.store.maintenance():
             if not self._paused and self.suspects(nodes, alive):
                 self._paused = True
                 log.warning("fencing paused: the cluster is in maintenance mode")
-            return
+            return False
         self._paused = False
         for since, name, reason in self.suspects(nodes, alive):
             self._declare_dead(name, nodes[name], reason, since, records.get(name))
-            return
+            return True
+        return False
 
     # -- the chain --------------------------------------------------------------------------------
 
@@ -305,12 +319,16 @@ class HAMonitor:
         vms = [vm for vm in self.store.vms().values() if vm.node == name and vm.state in RECOVER_STATES]
         action = record.get("action") or "none"
         if action != "migrate":
-            for vm in vms:
+            all_vms = self.store.vms()
+            mine = {vm.uuid for vm in vms}
+            left = vms + [all_vms[u] for u in sorted(self.store.claimed_by(name))
+                          if u in all_vms and u not in mine]
+            for vm in left:
                 self.store.raise_fault(f"VM_NOT_RECOVERED_{vm.name}", 10,
                                        f"VM {vm.name} ran on dead node {name} and was not recovered "
                                        f"(fence {record.get('fence') or 'not done'}, action {action})")
-            self._event(record, "recover", f"action '{action}': {len(vms)} VM(s) left on {name}")
-            self._finish(name, record, moved=0, stranded=len(vms))
+            self._event(record, "recover", f"action '{action}': {len(left)} VM(s) left on {name}")
+            self._finish(name, record, moved=0, stranded=len(left))
             return
         self.store.update_node(name, lambda d: {**d, "domain_state": "fence-flush"})
         addresses = self.store.node_addresses(name)
@@ -326,7 +344,8 @@ class HAMonitor:
                         self._event(record, "recover", f"{vm.name}: {broken} RBD lock(s) of {name} flushed")
                 except Exception as exc:
                     self._event(record, "recover", f"{vm.name}: could not flush RBD locks: {exc}")
-        pool = {n: r.model_copy(deep=True) for n, r in nodes.items()}
+        # Only nodes with a live session: another node may be dead but not declared yet.
+        pool = {n: r.model_copy(deep=True) for n, r in nodes.items() if n in self._alive}
         moved = stranded = 0
         for vm in sorted(vms, key=lambda v: v.name):
             demand = vm_demand(vm)
@@ -367,8 +386,12 @@ class HAMonitor:
         let its daemon take the unflush (it waits for daemon state run)."""
         for name, node in nodes.items():
             record = records.get(name) or {}
-            if node.daemon_state not in ("dead", "fenced") or node.domain_state != "unflush" \
-                    or name not in alive or record.get("phase") in ACTIVE:
+            if name not in alive or record.get("phase") in ACTIVE:
+                continue
+            readied = node.daemon_state in ("dead", "fenced") and node.domain_state == "unflush"
+            # run again by other means (an older daemon, a hand edit) yet still blocklisted
+            stray = node.daemon_state == "run" and bool(record.get("blocklisted"))
+            if not (readied or stray):
                 continue
             blocked = record.get("blocklisted") or []
             if blocked:
@@ -377,10 +400,12 @@ class HAMonitor:
                 except Exception as exc:
                     log.warning("cannot lift the blocklist of %s yet: %s", name, exc)
                     continue
-            self._event(record, "ready", f"readied by an administrator; blocklist of {name} lifted")
+            self._event(record, "ready", f"readied by an administrator; blocklist of {name} lifted"
+                        if readied else f"{name} runs again; its blocklist lifted")
             record["blocklisted"] = []
             self._save(name, record)
-            self.store.update_node(name, lambda d: {**d, "daemon_state": "run"})
+            if readied:
+                self.store.update_node(name, lambda d: {**d, "daemon_state": "run"})
             self.store.clear_fault(f"DEAD_NODE_{name}")
 
 

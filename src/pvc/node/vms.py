@@ -633,7 +633,11 @@ class VMReconciler:
                 xml = domainxml.adapt_for_host(fresh.xml, self.hv.kvm_available())
                 volumes = domainxml.parse(xml).rbd_volumes
                 if volumes and self.ceph is not None:
+                    began = time.monotonic()
                     prepared = self._prepare_rbd(fresh, xml, volumes)
+                    if time.monotonic() - began > 2:
+                        log.warning("VM %s: Ceph took %.1fs to check its volumes' locks (monitor or OSD "
+                                    "failover under way?)", fresh.name, time.monotonic() - began)
                     if prepared is None:
                         return
                     xml = prepared
