@@ -86,7 +86,8 @@ def schemathesis(api: Api, config: Path, *filters: str, examples: int) -> subpro
         *filters,
         *os.environ.get("PVC_SCHEMATHESIS_EXTRA", "").split(),
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=config.parent)
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(Path(__file__).with_name("schemathesis_hooks.py"))}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=config.parent, env=env)
 
 
 def refusals(api: Api) -> str:

@@ -1,0 +1,166 @@
+"""High availability on the lab (DESIGN D10): real sessions expiring, the lab's fence agent, Ceph
+blocklists and guests whose root lives on RBD.
+
+* a node killed hard: its VMs run again on the other nodes, each exactly once, from the same disk
+  (the guest's boot counter, kept on that disk, goes up), after the full chain of timestamped
+  events; it stays out of service until readied;
+* a node cut off its links while the cluster is in maintenance: it destroys its VMs by itself
+  (self-fence) and, once the links return, starts them again; nothing ever runs twice;
+* a node cut off its links with fencing active: it self-fences, is fenced, its VMs come back
+  elsewhere, and when its links return nothing runs twice;
+* the primary killed: another coordinator takes over and fences it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pvc.lab import main as labmain
+from pvc.lab import netns
+from pvc.lab.plan import LabPlan
+from tests.system import ha
+from tests.system.helpers import call, wait
+
+PHASES = ["detect", "dead", "fencing", "fenced", "blocklist", "recover", "done"]
+
+
+@pytest.fixture
+def guests(api: httpx.Client) -> Iterator[list[str]]:
+    names: list[str] = []
+    yield names
+    for name in names:
+        ha.remove_guest(api, name)
+
+
+def watch_once(lab: LabPlan, uuids: dict[str, str], until: float) -> dict[str, list[str]]:
+    """Poll where each VM runs until `until`; fail the moment one runs on two nodes."""
+    last: dict[str, list[str]] = {}
+    while time.monotonic() < until:
+        for name, uuid in uuids.items():
+            last[name] = ha.running_on(lab, uuid)
+            assert len(last[name]) <= 1, f"{name} runs on {last[name]}"
+        time.sleep(0.2)
+    return last
+
+
+def recovered(lab: LabPlan, uuids: dict[str, str], dead: str, timeout: float) -> dict[str, list[str]]:
+    """Wait until every VM runs somewhere other than `dead`, checking "at most once" all along."""
+    deadline = time.monotonic() + timeout
+    where: dict[str, list[str]] = {}
+    while time.monotonic() < deadline:
+        where = {name: ha.running_on(lab, uuid) for name, uuid in uuids.items()}
+        for name, nodes in where.items():
+            assert len(nodes) <= 1, f"{name} runs on {nodes}"
+        if all(nodes and nodes[0] != dead for nodes in where.values()):
+            return where
+        time.sleep(0.2)
+    raise AssertionError(f"VMs not recovered from {dead} within {timeout:.0f}s: {where}")
+
+
+def chain_done(api: httpx.Client, node: str) -> dict:
+    return dict(wait(f"{node}'s fencing chain done",
+                     lambda: (r := ha.fencing(api, node)) and r.get("phase") == "done" and r, 120))
+
+
+def test_killed_node_vms_restart_elsewhere_once(lab: LabPlan, api: httpx.Client, guests: list[str]) -> None:
+    ha.other_than(api, lab, "hv2")
+    guests += ["hakill1", "hakill2"]
+    uuids = {name: ha.rbd_guest(lab, api, name, "hv2") for name in guests}
+    assert all(ha.running_on(lab, u) == ["hv2"] for u in uuids.values())
+
+    labmain.node_kill(lab, lab.node("hv2"))
+    where = recovered(lab, uuids, "hv2", 90)
+    assert {nodes[0] for nodes in where.values()} <= {"hv1", "hv3"}
+    for name in guests:                   # the same disk: its boot counter went on
+        wait(f"{name} booted again from its disk", lambda n=name: ha.boots(api, n) >= 2, 180)
+
+    record = chain_done(api, "hv2")
+    assert [p for p in PHASES if p in ha.event_times(record)] == PHASES
+    times = [e["time"] for e in record["events"]]
+    assert times == sorted(times)
+    assert record["fence"] == "success" and record["action"] == "migrate" and record["recovered"] == 2
+    node = call(api, "GET", "/node/hv2")[0]
+    assert (node["daemon_state"], node["domain_state"]) == ("fenced", "flushed")
+    status = call(api, "GET", "/status")
+    assert any(f["node"] == "hv2" and f["phase"] == "done" for f in status["fencing"])
+    assert any("Node hv2 is dead" in m["text"] for m in status["cluster_health"]["messages"])
+    for name in guests:
+        vm = call(api, "GET", f"/vm/{name}")[0]
+        assert vm["state"] == "start" and vm["last_node"] == "hv2"
+
+    # Back on its feet it stays out of service and runs nothing until an administrator readies it.
+    netns.rejoin(lab, lab.node("hv2"))
+    labmain.node_start(lab, lab.node("hv2"))
+    wait("hv2's daemon back", lambda: time.time() - call(api, "GET", "/node/hv2")[0]["keepalive"] < 10, 180)
+    assert call(api, "GET", "/node/hv2")[0]["daemon_state"] == "fenced"
+    watch_once(lab, uuids, time.monotonic() + 5)
+    assert not any("hv2" in ha.running_on(lab, u) for u in uuids.values())
+    ha.restore(lab, api, "hv2")
+    assert ha.fencing(api, "hv2")["events"][-1]["phase"] == "ready"
+    watch_once(lab, uuids, time.monotonic() + 5)
+
+
+def _self_fence_lines(lab: LabPlan, node: str) -> list[str]:
+    log = Path(lab.log_dir) / f"{node}-pvcnoded.log"
+    lines = log.read_text(errors="replace").splitlines()
+    return [line for line in lines if "self-fence: no ZooKeeper" in line]
+
+
+def test_isolated_node_self_fences_and_restarts_in_place_under_maintenance(
+        lab: LabPlan, api: httpx.Client, guests: list[str]) -> None:
+    ha.other_than(api, lab, "hv3")
+    guests.append("haself1")
+    uuids = {"haself1": ha.rbd_guest(lab, api, "haself1", "hv3")}
+    before = len(_self_fence_lines(lab, "hv3"))
+    call(api, "POST", "/status", params={"state": "true"})          # maintenance: no fencing
+    try:
+        netns.isolate(lab, lab.node("hv3"))
+        wait("hv3 destroys its VM by itself", lambda: ha.running_on(lab, uuids["haself1"]) == [], 60)
+        assert len(_self_fence_lines(lab, "hv3")) == before + 1
+        watch_once(lab, uuids, time.monotonic() + 10)               # nobody else starts it
+        assert ha.fencing(api, "hv3").get("phase") in (None, "done")
+        netns.rejoin(lab, lab.node("hv3"))
+        wait("the VM back on hv3", lambda: ha.running_on(lab, uuids["haself1"]) == ["hv3"], 120)
+        watch_once(lab, uuids, time.monotonic() + 5)
+        assert call(api, "GET", "/node/hv3")[0]["daemon_state"] == "run"
+        events = call(api, "GET", "/node/hv3")[0]["self_fence_events"]
+        assert any("self-fence" in e["message"] for e in events)
+    finally:
+        call(api, "POST", "/status", params={"state": "false"})
+
+
+def test_isolated_node_is_fenced_and_nothing_runs_twice_when_it_returns(
+        lab: LabPlan, api: httpx.Client, guests: list[str]) -> None:
+    ha.other_than(api, lab, "hv3")
+    guests.append("haiso1")
+    uuids = {"haiso1": ha.rbd_guest(lab, api, "haiso1", "hv3")}
+    before = len(_self_fence_lines(lab, "hv3"))
+    netns.isolate(lab, lab.node("hv3"))
+    where = recovered(lab, uuids, "hv3", 90)
+    assert where["haiso1"][0] in ("hv1", "hv2")
+    record = chain_done(api, "hv3")
+    # hv3 destroyed its VM itself before the cluster declared it dead
+    log = (Path(lab.log_dir) / "hv3-pvcnoded.log").read_text(errors="replace").splitlines()
+    assert len(_self_fence_lines(lab, "hv3")) == before + 1, "\n".join(log[-60:])
+    assert record["fence"] == "success"
+    ha.restore(lab, api, "hv3")
+    watch_once(lab, uuids, time.monotonic() + 10)
+
+
+def test_killed_primary_is_fenced_by_the_next_one(lab: LabPlan, api: httpx.Client, guests: list[str]) -> None:
+    old = ha.other_than(api, lab, "none")
+    guests.append("haprim1")
+    uuids = {"haprim1": ha.rbd_guest(lab, api, "haprim1", old)}
+    labmain.node_kill(lab, lab.node(old))
+    where = recovered(lab, uuids, old, 120)
+    new = str(call(api, "GET", "/status")["primary_node"])
+    assert new != old and where["haprim1"][0] != old
+    record = chain_done(api, old)
+    assert record["by"] == new and record["fence"] == "success"
+    ha.restore(lab, api, old)
+    watch_once(lab, uuids, time.monotonic() + 5)
