@@ -33,7 +33,8 @@ def lab() -> Iterator[LabPlan]:
     try:
         yield lab_up(LAB_NAME, 3)
     finally:
-        lab_down(LAB_NAME)
+        if not os.environ.get("PVC_LAB_KEEP"):     # keep it to look at after a failure
+            lab_down(LAB_NAME)
 
 
 @pytest.fixture(scope="session")

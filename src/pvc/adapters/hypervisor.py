@@ -1044,8 +1044,8 @@ def probe(uri: str) -> dict[str, Any]:
 
 def kill_local_qemu() -> list[str]:
     """SIGKILL every QEMU of this network namespace (a node's own, also in the lab where nodes
-    share one process table); the UUIDs of the VMs killed. The self-fence's last resort when
-    libvirtd does not answer."""
+    share one process table); the UUIDs of the VMs killed. How the self-fence stops VMs: it cannot
+    wait for libvirtd, whose calls may queue behind a stats query stuck on unreachable storage."""
     import psutil
 
     try:

@@ -8,6 +8,7 @@ ready) are never overwritten.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
@@ -112,6 +113,7 @@ class NodeDaemon:
         if self.vms is not None:
             self.vms.may_start = self._may_start_vms
         self._daemon_state_seen = ""
+        self._keepalive_ok = time.monotonic()
         self._ceph_addresses: list[str] | None = None
         fencing = settings.fencing
         self.selffence = SelfFence(bound=lambda: settings.zookeeper.session_timeout, clock=time.monotonic,
@@ -455,6 +457,7 @@ class NodeDaemon:
                     "rss_bytes": figures["rss_bytes"]}
 
         self._write_doc(change)
+        self._keepalive_ok = time.monotonic()
         self.log_handler.flush_to(self.zk)
         self.keepalives += 1
         if self.election and self.election.is_primary:
@@ -569,37 +572,47 @@ class NodeDaemon:
         return self.selffence.may_start() and self._daemon_state_seen not in ("dead", "fenced")
 
     def _destroy_all_vms(self) -> list[str]:
-        """Self-fence: every VM on this hypervisor, at once. libvirt first; QEMU processes of this
-        network namespace directly when libvirtd does not answer."""
-        destroyed: list[str] = []
-        try:
-            for uuid in self.hypervisor.list_domains():
-                try:
-                    self.hypervisor.destroy(uuid)
-                    destroyed.append(uuid)
-                except HypervisorError as exc:
-                    log.error("self-fence: libvirt could not destroy %s: %s", uuid, exc)
-        except HypervisorError as exc:
-            log.error("self-fence: libvirt unavailable (%s); killing QEMU processes directly", exc)
-        destroyed += [u for u in kill_local_qemu() if u not in destroyed]
-        return destroyed
+        """Self-fence: every VM here, at once. QEMU processes are killed directly: a libvirt call
+        may hang behind a stats query that waits for unreachable storage (seen on the lab), and
+        this must not wait. libvirt is told afterwards, in the background, to tidy up."""
+        killed = [u for u in kill_local_qemu() if u]
+
+        def tidy() -> None:
+            try:
+                for uuid in self.hypervisor.list_domains():
+                    try:
+                        self.hypervisor.destroy(uuid)
+                    except HypervisorError:
+                        pass
+            except HypervisorError as exc:
+                log.warning("self-fence: libvirt could not list domains: %s", exc)
+
+        threading.Thread(target=tidy, name="self-fence-tidy", daemon=True).start()
+        return killed
 
     def _heartbeat_loop(self) -> None:
-        """About once a second: one answered ZooKeeper request feeds the self-fence clock and the
-        hardware watchdog; without answers the self-fence bound runs out."""
+        """About once a second, one ZooKeeper request whose answer feeds the self-fence clock and
+        the hardware watchdog. At most one is outstanding: kazoo counts every request it sends as
+        a ping, so requests sent without pause would hide a dead connection from it for good."""
         alive_path = schema.node_alive(self.name)
+        pending: Any = None
+        sent = 0.0
         while not self.stopping.is_set():
-            sent = time.monotonic()
-            try:
-                if self.zk.connected:
-                    self.zk.client.exists_async(alive_path).get(timeout=1.0)
+            began = time.monotonic()
+            if pending is not None and pending.ready():
+                if pending.successful():
                     self.selffence.answered(sent)
                     if self.watchdog is not None:
                         self.watchdog.pet()
-            except Exception as exc:
-                log.debug("heartbeat: %s", exc)
+                pending = None
+            if pending is None and self.zk.connected:
+                sent = time.monotonic()
+                try:
+                    pending = self.zk.client.exists_async(alive_path)
+                except Exception as exc:
+                    log.debug("heartbeat: %s", exc)
             self.selffence.check()
-            self.stopping.wait(max(0.1, 1.0 - (time.monotonic() - sent)))
+            self.stopping.wait(max(0.1, 1.0 - (time.monotonic() - began)))
 
     def _ha_loop(self) -> None:
         """Every coordinator observes; the primary acts (pvc.node.fencing)."""
@@ -622,7 +635,12 @@ class NodeDaemon:
     # -- primary role ------------------------------------------------------------------------------------
 
     def _may_contend(self) -> bool:
-        return not self.stopping.is_set() and getattr(self, "_current", {}).get("daemon_state") == "run"
+        """Only a healthy daemon is (or stays) primary: one whose keepalive thread is stuck steps
+        down, so a healthy coordinator takes over and fences this node if it stays stuck."""
+        limit = max(3 * self.interval, self.interval * self.settings.fencing.fence_intervals / 2)
+        stuck = time.monotonic() - self._keepalive_ok > limit
+        return not self.stopping.is_set() and not stuck and \
+            getattr(self, "_current", {}).get("daemon_state") == "run"
 
     def _become_primary(self) -> None:
         log.info("taking over as primary coordinator")
@@ -680,6 +698,8 @@ def main() -> None:
         print(f"pvcnoded: {exc}", file=sys.stderr)
         sys.exit(1)
     configure_logging(settings, "pvcnoded")
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a hung daemon is waiting for.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     daemon = NodeDaemon(settings)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, daemon.request_stop)

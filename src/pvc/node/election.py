@@ -167,6 +167,10 @@ class PrimaryElection:
             log.warning("lost the primary lock (ZooKeeper session lost); stepping down")
             self._step_down(write=False)
             return
+        if not self.may_contend():
+            log.warning("this daemon can no longer serve as primary (keepalive stuck?); handing over")
+            self._handover(lambda contenders: bool(contenders), HANDOVER_WAIT)
+            return
         request = self._request()
         says = request_wants(request, self.node, time.time())
         if says == "avoid":

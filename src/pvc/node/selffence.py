@@ -3,10 +3,9 @@
 The cluster treats a node's VMs as free only after its ZooKeeper session expired plus a margin
 (`pvc.node.fencing`). The session expires no earlier than `session_timeout` after the server
 last heard from us, which is no earlier than when we *sent* our last answered request. So a node
-that has had no answered request for `session_timeout` seconds, and is not connected, destroys
-every VM it runs at that moment at the latest: before the cluster can act, whatever happened on
-the network. A heartbeat thread (`pvc.node.daemon`) feeds `answered(sent_at)` about once a
-second; `check()` runs as often.
+that has had no answered request for `session_timeout` seconds destroys every VM it runs at that
+moment at the latest: before the cluster can act, whatever happened on the network. A heartbeat
+thread (`pvc.node.daemon`) feeds `answered(sent_at)` about once a second; `check()` runs as often.
 
 With a hardware watchdog configured, the heartbeat pets it only while answers come; a node whose
 daemon hangs or dies (and so can no longer fence itself) is then reset by the hardware.
@@ -30,6 +29,7 @@ class SelfFence:
     enabled: bool = True
     last_answer: float = field(default=0.0)
     fenced_at: float | None = None          # set while the outage that fenced us lasts
+    warned: bool = False
     events: list[tuple[float, str]] = field(default_factory=list)   # (clock, message), to publish
 
     def __post_init__(self) -> None:
@@ -38,6 +38,7 @@ class SelfFence:
     def answered(self, sent_at: float) -> None:
         """A request sent at `sent_at` got its answer: the session was alive then."""
         self.last_answer = max(self.last_answer, sent_at)
+        self.warned = False
         if self.fenced_at is not None and self.connected():
             self.fenced_at = None
             self._note("ZooKeeper answers again; VMs may start here once the cluster agrees")
@@ -47,10 +48,16 @@ class SelfFence:
 
     def check(self) -> list[str] | None:
         """Destroy the VMs once the bound is reached without an answer; what was destroyed."""
-        if not self.enabled or self.fenced_at is not None or self.connected():
+        # Not gated on the client's "connected": kazoo treats every request it sends as a ping,
+        # so while requests keep going out it may report a dead connection as connected for good.
+        if not self.enabled or self.fenced_at is not None:
             return None
         silent = self.silent_for()
         if silent < self.bound():
+            if silent >= self.bound() / 2 and not self.warned:
+                self.warned = True
+                log.warning("no ZooKeeper answer for %.1fs; self-fence in %.1fs unless one comes",
+                            silent, self.bound() - silent)
             return None
         self.fenced_at = self.clock()
         try:
