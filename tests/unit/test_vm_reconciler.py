@@ -290,11 +290,18 @@ def test_no_start_while_another_node_reports_it_running(cluster: Any) -> None:
 def test_start_failure_records_fail_and_reason(cluster: Any) -> None:
     store, hvs, recs = cluster
     uuid = store.add_vm(state="start")
+    faults: dict[str, str | None] = {}
+    recs["hv1"].vm_fault = lambda name, message: faults.__setitem__(name, message)
     hvs["hv1"].fail_start(uuid=uuid)
     settle(recs["hv1"])
     assert store.state(uuid) == "fail"
     assert "injected failure" in store.statuses[uuid]["failed_reason"]
     assert not hvs["hv1"].is_running(uuid)
+    name = store.vms[uuid]["name"]
+    assert "failed to start on hv1" in str(faults[name])
+    store.set(uuid, state="start")                 # the administrator starts it again: it runs
+    settle(recs["hv1"])
+    assert hvs["hv1"].is_running(uuid) and faults[name] is None
 
 
 def test_adopts_running_domains_after_a_daemon_restart(cluster: Any) -> None:

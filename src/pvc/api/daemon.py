@@ -77,6 +77,7 @@ def main() -> int:
         zk.cache(schema.NODES)
         zk.cache(schema.VMS)
         zk.cache(schema.VM_STATS)     # per-VM stats, apart from /vms so they do not churn it
+        zk.cache(schema.FENCING)      # fencing records, shown with every node
         app = create_app(settings, zk)
         server = uvicorn.Server(uvicorn_config(settings, app))
         # uvicorn re-raises the signal it caught after its graceful shutdown; make that a no-op

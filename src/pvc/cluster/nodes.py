@@ -78,6 +78,9 @@ def fencing_view(record: Any, events: int = 50) -> dict[str, Any] | None:
 
 
 def load_fencing(zk: ZK, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    cached = zk.cached_children_docs(schema.FENCING)
+    if cached is not None:
+        return {n: d for n, d in cached.items() if isinstance(d, dict) and (names is None or n in names)}
     names = zk.children(schema.FENCING) if names is None else names
     docs = zk.get_many([schema.node_fencing(n) for n in names]) if names else {}
     return {n: d for n in names if isinstance(d := docs.get(schema.node_fencing(n)), dict)}

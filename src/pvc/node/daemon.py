@@ -112,6 +112,7 @@ class NodeDaemon:
             self.unflush_hooks.append(lambda: reconciler.unflush(lambda: self._still_requested("unflush")))
         if self.vms is not None:
             self.vms.may_start = self._may_start_vms
+            self.vms.vm_fault = self._vm_fault
         self._daemon_state_seen = ""
         self._keepalive_ok = time.monotonic()
         self._ceph_addresses: list[str] | None = None
@@ -566,6 +567,18 @@ class NodeDaemon:
             self.zk.put(schema.PRIMARY_NODE, self.name)
 
     # -- high availability (DESIGN D10) ------------------------------------------------------------------
+
+    def _vm_fault(self, name: str, message: str | None) -> None:
+        from pvc.cluster import faults
+
+        key = f"VM_FAILED_{name}"
+        try:
+            if message is None:
+                self.zk.delete(schema.fault(faults.fault_id(key)))
+            else:
+                faults.raise_fault(self.zk, key, 10, message)
+        except (ClusterUnavailable, KazooException, NoNodeError) as exc:
+            log.warning("could not update the fault of VM %s: %s", name, exc)
 
     def _may_start_vms(self) -> bool:
         """No VM starts here while our session may be gone or while we are dead/fenced."""

@@ -409,6 +409,8 @@ class VMReconciler:
         self.starts = 0                         # domains this reconciler created (tests, logs)
         # The daemon's veto on starts (self-fenced, or declared dead): see pvc.node.daemon.
         self.may_start: Callable[[], bool] = lambda: True
+        # Raises (message) or clears (None) the cluster fault of a VM that failed to start.
+        self.vm_fault: Callable[[str, str | None], None] = lambda name, message: None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -655,12 +657,15 @@ class VMReconciler:
                 self._set_state(uuid, "fail", {"start"})
                 self._patch(uuid, node=self.name, running=False, libvirt_state="shutoff",
                             failed_reason=reason)
+                self.vm_fault(fresh.name, f"VM {fresh.name} failed to start on {self.name}: {reason}")
                 return
             self.starts += 1
             self._live.pop(uuid, None)
             log.info("VM %s (%s) started in %.2fs", fresh.name, uuid, time.monotonic() - started)
             self._patch(uuid, node=self.name, running=True, libvirt_state="running", failed_reason="",
                         started=time.time())
+            if status.get("failed_reason"):
+                self.vm_fault(fresh.name, None)     # it failed before; it runs now
 
     def _prepare_rbd(self, record: VMRecord, xml: str, volumes: list[str]) -> str | None:
         """Clear this node's stale RBD locks and fill in monitors and auth; the XML to start, or
@@ -681,6 +686,7 @@ class VMReconciler:
             self._set_state(record.uuid, "fail", {"start"})
             self._patch(record.uuid, node=self.name, running=False, libvirt_state="shutoff",
                         failed_reason=refusal)
+            self.vm_fault(record.name, f"VM {record.name} failed to start on {self.name}: {refusal}")
             return None
         return domainxml.fill_rbd(xml, access.hosts, access.username, access.secret_uuid)
 
