@@ -135,7 +135,6 @@ class HAMonitor:
     _job: _Job | None = None
     _paused: bool = False
     _alive: set[str] = field(default_factory=set)
-    _waiting_logged: set[str] = field(default_factory=set)
 
     # -- observation (every coordinator) -------------------------------------------------------
 
@@ -200,7 +199,7 @@ class HAMonitor:
             return False
         self._paused = False
         for since, name, reason in self.suspects(nodes, alive):
-            self._declare_dead(name, nodes[name], reason, since, records.get(name))
+            self._declare_dead(name, reason, since, records.get(name))
             return True
         return False
 
@@ -215,11 +214,10 @@ class HAMonitor:
     def _save(self, name: str, record: dict[str, Any]) -> None:
         self.store.put_fence_record(name, record)
 
-    def _declare_dead(self, name: str, node: NodeRecord, reason: str, since: float,
-                      previous: dict[str, Any] | None) -> None:
+    def _declare_dead(self, name: str, reason: str, since: float, previous: dict[str, Any] | None) -> None:
         history = []
         if previous:
-            history = ([{k: v for k, v in previous.items() if k != "history"}, *previous.get("history", [])])
+            history = [{k: v for k, v in previous.items() if k != "history"}, *previous.get("history", [])]
         record: dict[str, Any] = {"node": name, "phase": "dead", "started": self.clock(), "reason": reason,
                                   "lost_since": since, "by": self.me, "attempts": 0, "fence": "",
                                   "fence_message": "", "action": "", "history": history[:HISTORY],
