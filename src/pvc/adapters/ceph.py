@@ -177,6 +177,10 @@ class Storage(abc.ABC):
     def blocklist(self, address: str, seconds: int = 3600) -> None:
         """Forbid a client address (ip or ip:port/nonce) any further I/O (HA fencing)."""
 
+    def refresh_maps(self) -> None:  # noqa: B027 - optional: only a real client keeps maps
+        """Fetch the newest OSD map now: after a node failure, ops go straight to the surviving
+        OSDs instead of waiting for the old ones to time out."""
+
     @abc.abstractmethod
     def unblocklist(self, address: str) -> None:
         """Lift a blocklist entry (a fenced node returns to service); absent is fine."""
@@ -505,6 +509,9 @@ class CephStorage(Storage):
     def list_pools(self) -> list[str]:
         with self._call("list pools") as cluster:
             return [str(p) for p in cluster.list_pools()]
+
+    def refresh_maps(self) -> None:
+        self._latest_osdmap("refresh the OSD map")
 
     def _latest_osdmap(self, what: str) -> None:
         """After a pool change: our client's osdmap must show it before the next call looks."""

@@ -674,6 +674,9 @@ class VMReconciler:
         assert self.ceph is not None
         try:
             access = self.ceph.disk_access()
+            # The OSD map may be stale right after a node failure (its OSDs just marked down by
+            # fencing): without the newest one the lock checks below wait for timeouts (~15 s).
+            self.ceph.storage.refresh_maps()
             refusal = self._flush_locks(volumes)
         except HypervisorUnavailable:
             raise
