@@ -1042,10 +1042,10 @@ def probe(uri: str) -> dict[str, Any]:
         conn.close()
 
 
-def kill_local_qemu() -> list[str]:
-    """SIGKILL every QEMU of this network namespace (a node's own, also in the lab where nodes
-    share one process table); the UUIDs of the VMs killed. How the self-fence stops VMs: it cannot
-    wait for libvirtd, whose calls may queue behind a stats query stuck on unreachable storage."""
+def kill_local_qemu(uuids: set[str]) -> list[str]:
+    """SIGKILL the QEMUs of these VMs in this network namespace (nodes share one process table in
+    the lab); the UUIDs killed. How the self-fence stops VMs: it cannot wait for libvirtd, whose
+    calls may queue behind a stats query stuck on unreachable storage."""
     import psutil
 
     try:
@@ -1057,12 +1057,15 @@ def kill_local_qemu() -> list[str]:
         cmdline = proc.info.get("cmdline") or []
         if not cmdline or "qemu" not in os.path.basename(cmdline[0]) or "-uuid" not in cmdline:
             continue
+        position = cmdline.index("-uuid") + 1
+        uuid = cmdline[position] if position < len(cmdline) else ""
+        if uuid not in uuids:
+            continue
         try:
             if os.stat(f"/proc/{proc.pid}/ns/net").st_ino != mine:
                 continue
             proc.kill()
         except (OSError, psutil.Error):
             continue
-        position = cmdline.index("-uuid") + 1
-        killed.append(cmdline[position] if position < len(cmdline) else "")
+        killed.append(uuid)
     return killed

@@ -588,7 +588,7 @@ class NodeDaemon:
         """Self-fence: every VM here, at once. QEMU processes are killed directly: a libvirt call
         may hang behind a stats query that waits for unreachable storage (seen on the lab), and
         this must not wait. libvirt is told afterwards, in the background, to tidy up."""
-        killed = [u for u in kill_local_qemu() if u]
+        killed = kill_local_qemu(set(self.vms.known_running)) if self.vms is not None else []
 
         def tidy() -> None:
             try:

@@ -409,6 +409,9 @@ class VMReconciler:
         self.starts = 0                         # domains this reconciler created (tests, logs)
         # The daemon's veto on starts (self-fenced, or declared dead): see pvc.node.daemon.
         self.may_start: Callable[[], bool] = lambda: True
+        # UUIDs of the domains seen running here (last keepalive, plus starts since): what the
+        # self-fence kills when libvirtd cannot be asked.
+        self.known_running: set[str] = set()
         # Raises (message) or clears (None) the cluster fault of a VM that failed to start.
         self.vm_fault: Callable[[str, str | None], None] = lambda name, message: None
 
@@ -660,6 +663,7 @@ class VMReconciler:
                 self.vm_fault(fresh.name, f"VM {fresh.name} failed to start on {self.name}: {reason}")
                 return
             self.starts += 1
+            self.known_running.add(uuid)
             self._live.pop(uuid, None)
             log.info("VM %s (%s) started in %.2fs", fresh.name, uuid, time.monotonic() - started)
             self._patch(uuid, node=self.name, running=True, libvirt_state="running", failed_reason="",
@@ -872,6 +876,7 @@ class VMReconciler:
         """One keepalive: a full pass, VM status (one all_stats call, batched writes), consoles,
         and this node's VM figures for its node document."""
         domains = self.hv.list_domains()
+        self.known_running = {u for u, d in domains.items() if d.running}
         stats = self.hv.all_stats()
         records = self.store.load_vms()
         statuses = self.store.load_statuses(list(records))
