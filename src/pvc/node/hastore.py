@@ -147,6 +147,9 @@ class CephFence:
                       and d.get("node") == node)
         if mine:
             self._storage().mark_osds_down(mine)
+            # Our own client must see them down before recovery reads the VMs' locks: with the
+            # older map, reads of objects that sat on them wait for timeouts (~14 s on the lab).
+            self._storage().refresh_maps()
         return mine
 
     def release_locks(self, volumes: list[str], addresses: list[str]) -> int:
