@@ -22,7 +22,7 @@ log = logging.getLogger("pvcnoded.selffence")
 
 @dataclass
 class SelfFence:
-    bound: Callable[[], float]              # seconds: the negotiated ZooKeeper session timeout
+    bound: Callable[[], float]              # seconds: the ZooKeeper session timeout
     clock: Callable[[], float]              # monotonic seconds
     connected: Callable[[], bool]
     destroy_all: Callable[[], list[str]]    # destroys every VM here; the names/UUIDs destroyed
@@ -73,8 +73,9 @@ class SelfFence:
         return destroyed
 
     def may_start(self) -> bool:
-        """No VM starts here while the session may be gone."""
-        return self.fenced_at is None and (self.connected() or self.silent_for() < self.bound() / 2)
+        """No VM starts here while the session may be gone (answers count, not the client's
+        connected state, for the reason given in check())."""
+        return self.fenced_at is None and self.silent_for() < self.bound() / 2
 
     def _note(self, message: str) -> None:
         log.warning(message)
