@@ -40,10 +40,6 @@ class SimStore:
     def maintenance(self) -> bool:
         return bool(self.zk.maintenance)
 
-    def fence_record(self, node: str) -> dict[str, Any] | None:
-        record = self.zk.fence.get(node)
-        return copy.deepcopy(record) if record is not None else None
-
     def fence_records(self) -> dict[str, dict[str, Any]]:
         return copy.deepcopy(self.zk.fence)
 

@@ -40,6 +40,11 @@ def raise_fault(zk: ZK, key: str, health_delta: int, message: str) -> FaultRecor
     return FaultRecord.model_validate(zk.update(schema.fault(fid), change, create=True))
 
 
+def clear_fault(zk: ZK, key: str) -> None:
+    """The condition behind `key` is over: remove its fault (absent is fine)."""
+    zk.delete(schema.fault(fault_id(key)))
+
+
 def load_faults(zk: ZK) -> list[FaultRecord]:
     ids = zk.children(schema.FAULTS)
     docs = zk.get_many([schema.fault(i) for i in ids])

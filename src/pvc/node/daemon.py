@@ -574,7 +574,7 @@ class NodeDaemon:
         key = f"VM_FAILED_{name}"
         try:
             if message is None:
-                self.zk.delete(schema.fault(faults.fault_id(key)))
+                faults.clear_fault(self.zk, key)
             else:
                 faults.raise_fault(self.zk, key, 10, message)
         except (ClusterUnavailable, KazooException, NoNodeError) as exc:

@@ -86,7 +86,6 @@ class HAStore(Protocol):
     def nodes(self) -> dict[str, NodeRecord]: ...
     def alive(self) -> set[str]: ...
     def maintenance(self) -> bool: ...
-    def fence_record(self, node: str) -> dict[str, Any] | None: ...
     def fence_records(self) -> dict[str, dict[str, Any]]: ...
     def put_fence_record(self, node: str, record: dict[str, Any]) -> None: ...
     def update_node(self, node: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None: ...
@@ -314,13 +313,14 @@ class HAMonitor:
         return action
 
     def _recover(self, name: str, record: dict[str, Any], nodes: dict[str, NodeRecord]) -> None:
-        vms = [vm for vm in self.store.vms().values() if vm.node == name and vm.state in RECOVER_STATES]
+        all_vms = self.store.vms()
+        vms = [vm for vm in all_vms.values() if vm.node == name and vm.state in RECOVER_STATES]
+        # also the VMs the node was migrating: their status still says they run there
+        claimed = self.store.claimed_by(name)
         action = record.get("action") or "none"
         if action != "migrate":
-            all_vms = self.store.vms()
             mine = {vm.uuid for vm in vms}
-            left = vms + [all_vms[u] for u in sorted(self.store.claimed_by(name))
-                          if u in all_vms and u not in mine]
+            left = vms + [all_vms[u] for u in sorted(claimed) if u in all_vms and u not in mine]
             for vm in left:
                 self.store.raise_fault(f"VM_NOT_RECOVERED_{vm.name}", 10,
                                        f"VM {vm.name} ran on dead node {name} and was not recovered "
@@ -331,8 +331,6 @@ class HAMonitor:
         self.store.update_node(name, lambda d: {**d, "domain_state": "fence-flush"})
         addresses = self.store.node_addresses(name)
         # Locks first, for every VM the node may have held: its own and those it was migrating.
-        claimed = self.store.claimed_by(name)
-        all_vms = self.store.vms()
         held = {v.uuid: v for v in vms} | {u: all_vms[u] for u in claimed if u in all_vms}
         for vm in sorted(held.values(), key=lambda v: v.name):
             if vm.rbd_volumes and addresses:

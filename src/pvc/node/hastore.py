@@ -10,11 +10,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from kazoo.exceptions import NoNodeError
-
 from pvc.adapters.ceph import Storage, StorageNotFound
 from pvc.cluster import faults
-from pvc.cluster.nodes import load_nodes
+from pvc.cluster.nodes import load_fencing, load_nodes
+from pvc.cluster.state import get_cluster
 from pvc.core import schema
 from pvc.core.records import NodeRecord, VMRecord
 from pvc.core.zk import ZK
@@ -40,17 +39,10 @@ class ZKHAStore:
         return self.vm_store.alive_nodes()
 
     def maintenance(self) -> bool:
-        cluster = self.zk.get(schema.CLUSTER, None)
-        return bool(cluster.get("maintenance")) if isinstance(cluster, dict) else False
-
-    def fence_record(self, node: str) -> dict[str, Any] | None:
-        record = self.zk.get(schema.node_fencing(node), None)
-        return record if isinstance(record, dict) else None
+        return get_cluster(self.zk).maintenance
 
     def fence_records(self) -> dict[str, dict[str, Any]]:
-        names = self.zk.children(schema.FENCING)
-        docs = self.zk.get_many([schema.node_fencing(n) for n in names]) if names else {}
-        return {n: d for n in names if isinstance(d := docs.get(schema.node_fencing(n)), dict)}
+        return load_fencing(self.zk)
 
     def put_fence_record(self, node: str, record: dict[str, Any]) -> None:
         self.zk.update(schema.node_fencing(node), lambda _old: record, create=True)
@@ -111,10 +103,7 @@ class ZKHAStore:
         faults.raise_fault(self.zk, key, delta, message)
 
     def clear_fault(self, key: str) -> None:
-        try:
-            self.zk.delete(schema.fault(faults.fault_id(key)))
-        except NoNodeError:
-            pass
+        faults.clear_fault(self.zk, key)
 
 
 def blocklist_address(ip: str) -> str:
