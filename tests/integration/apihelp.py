@@ -5,13 +5,18 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi.testclient import TestClient
 
+from pvc.adapters.fakes import FakeStorage
+from pvc.api.app import create_app
 from pvc.core import schema
+from pvc.core.config import load_config
 from pvc.core.records import NodeRecord
 from pvc.core.zk import ZK
 from tests.conftest import API_TOKEN, Api, wait_for
@@ -107,3 +112,17 @@ def refused(response: httpx.Response, status: int, *words: str) -> str:
     for word in words:
         assert word in text, text
     return text
+
+
+@contextmanager
+def storage_client(config_factory: Callable[..., Path], zk: ZK, storage: FakeStorage,
+                   pool: bool = False) -> Iterator[TestClient]:
+    """The API in-process over a FakeStorage, on the standard cluster; with `pool`, pool `vms`
+    (32 PGs, 3 copies) exists."""
+    standard_cluster(zk, None)
+    app = create_app(load_config(str(config_factory())), zk, storage=storage)
+    with TestClient(app, headers={"X-Api-Key": API_TOKEN}) as client:
+        if pool:
+            ok(client.post("/api/v1/storage/ceph/pool", params={"pool": "vms", "pgs": 32,
+                                                                "replcfg": "copies=3,mincopies=2"}))
+        yield client

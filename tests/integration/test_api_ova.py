@@ -21,15 +21,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pvc.adapters.fakes import FakeStorage
-from pvc.api.app import create_app
 from pvc.cluster import ova as ova_mod
 from pvc.cluster import provisioner as prov
 from pvc.core import schema
-from pvc.core.config import load_config
 from pvc.core.zk import ZK
 from pvc.worker.provisioner import vmdata
-from tests.conftest import API_TOKEN
-from tests.integration.apihelp import ok, refused, standard_cluster
+from tests.integration.apihelp import ok, refused, storage_client
 from tests.ovahelp import make_test_ova, ovf_descriptor, to_vmdk, write_tar
 from tests.unit.test_cli_flows import FakeApi, pvc
 
@@ -45,11 +42,7 @@ def fake() -> FakeStorage:
 
 @pytest.fixture
 def client(config_factory: Callable[..., Path], zk: ZK, fake: FakeStorage) -> Iterator[TestClient]:
-    standard_cluster(zk, None)
-    app = create_app(load_config(str(config_factory())), zk, storage=fake)
-    with TestClient(app, headers={"X-Api-Key": API_TOKEN}) as test_client:
-        ok(test_client.post("/api/v1/storage/ceph/pool", params={"pool": "vms", "pgs": 32,
-                                                                 "replcfg": "copies=3,mincopies=2"}))
+    with storage_client(config_factory, zk, fake, pool=True) as test_client:
         fresh_stats(zk, 100 << 30)
         prov.ensure_empty_userdata(zk)
         yield test_client

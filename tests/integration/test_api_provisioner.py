@@ -17,16 +17,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pvc.adapters.fakes import FakeStorage
-from pvc.api.app import create_app
 from pvc.cluster import networks as nets
 from pvc.cluster import provisioner as prov
 from pvc.cluster import state
 from pvc.core import schema
-from pvc.core.config import load_config
 from pvc.core.errors import NotFound
 from pvc.core.zk import ZK
-from tests.conftest import API_TOKEN, Api
-from tests.integration.apihelp import ok, refused, standard_cluster
+from tests.conftest import Api
+from tests.integration.apihelp import ok, refused, storage_client
 from tests.integration.test_cli_api import Pvc
 
 BASE = "/api/v1/provisioner"
@@ -91,11 +89,7 @@ def fake() -> FakeStorage:
 
 @pytest.fixture
 def client(config_factory: Callable[..., Path], zk: ZK, fake: FakeStorage) -> Iterator[TestClient]:
-    standard_cluster(zk, None)
-    app = create_app(load_config(str(config_factory())), zk, storage=fake)
-    with TestClient(app, headers={"X-Api-Key": API_TOKEN}) as test_client:
-        ok(test_client.post("/api/v1/storage/ceph/pool", params={"pool": "vms", "pgs": 32,
-                                                                 "replcfg": "copies=3,mincopies=2"}))
+    with storage_client(config_factory, zk, fake, pool=True) as test_client:
         nets.add_network(zk, 10000, "net10000", "managed")
         nets.add_network(zk, 10001, "net10001", "managed")
         prov.ensure_empty_userdata(zk)

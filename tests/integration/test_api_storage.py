@@ -24,7 +24,7 @@ from pvc.core.config import load_config
 from pvc.core.records import TaskRecord, VMRecord, VMStatus
 from pvc.core.zk import ZK
 from tests.conftest import API_TOKEN
-from tests.integration.apihelp import ok, refused, standard_cluster
+from tests.integration.apihelp import ok, refused, storage_client
 
 GIB = 1024**3
 BASE = "/api/v1/storage/ceph"
@@ -47,9 +47,7 @@ def fake() -> FakeStorage:
 
 @pytest.fixture
 def client(config_factory: Callable[..., Path], zk: ZK, fake: FakeStorage) -> Iterator[TestClient]:
-    standard_cluster(zk, None)
-    app = create_app(load_config(str(config_factory())), zk, storage=fake)
-    with TestClient(app, headers={"X-Api-Key": API_TOKEN}) as test_client:
+    with storage_client(config_factory, zk, fake) as test_client:
         yield test_client
 
 
