@@ -8,15 +8,12 @@ with a progress bar on a terminal. Added to the `pvc provisioner ova` group by p
 from __future__ import annotations
 
 import os
-import sys
-from typing import IO, cast
 from urllib.parse import quote
 
 import click
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from pvc.cli.client import decode
-from pvc.cli.commands.storage import _message, _UploadReader, open_image
+from pvc.cli.commands.storage import _message, upload_file
 from pvc.cli.state import get_state
 
 
@@ -31,13 +28,6 @@ def ova_upload(name: str, filename: str, pool: str) -> None:
     must be stored as script 'ova' first)."""
     state = get_state()
     size = os.path.getsize(filename)
-    show = not (state.quiet or state.silent) and sys.stderr.isatty()
-    progress = Progress(BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn(),
-                        console=state.stderr_console(), disable=not show, transient=False)
-    with open_image(filename) as handle, progress:
-        bar = progress.add_task("upload", total=size)
-        reader = _UploadReader(handle, lambda n: progress.advance(bar, n))
-        files = {"file": (os.path.basename(filename), cast(IO[bytes], reader), "application/octet-stream")}
-        response = state.api().call("POST", f"/provisioner/ova/{quote(name, safe='')}",
-                                    params={"pool": pool, "ova_size": size}, files=files)
+    response = upload_file(state, filename, f"/provisioner/ova/{quote(name, safe='')}",
+                           {"pool": pool, "ova_size": size})
     state.out(_message(decode(response)))

@@ -748,6 +748,20 @@ def open_image(path: str) -> BinaryIO:
     return open(path, "rb")
 
 
+def upload_file(state: Any, filename: str, url: str, params: dict[str, Any]) -> Any:
+    """POST the file streamed as the multipart field `file`, with a progress bar on a terminal;
+    the API's response."""
+    size = os.path.getsize(filename)
+    show = not (state.quiet or state.silent) and sys.stderr.isatty()
+    progress = Progress(BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn(),
+                        console=state.stderr_console(), disable=not show, transient=False)
+    with open_image(filename) as handle, progress:
+        bar = progress.add_task("upload", total=size)
+        reader = _UploadReader(handle, lambda n: progress.advance(bar, n))
+        files = {"file": (os.path.basename(filename), cast(IO[bytes], reader), "application/octet-stream")}
+        return state.api().call("POST", url, params=params, files=files)
+
+
 @volume.command(name="upload", short_help="Upload a local image file to RBD volume.")
 @click.argument("pool")
 @click.argument("name")
@@ -768,16 +782,8 @@ def volume_upload(pool: str, name: str, image_file: str, image_format: str, file
         sent_size: int | None = parse_size(file_size)
     else:
         sent_size = size if image_format != "raw" else None
-    api = state.api()
-    show = not (state.quiet or state.silent) and sys.stderr.isatty()
-    progress = Progress(BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn(),
-                        console=state.stderr_console(), disable=not show, transient=False)
-    with open_image(image_file) as handle, progress:
-        bar = progress.add_task("upload", total=size)
-        reader = _UploadReader(handle, lambda n: progress.advance(bar, n))
-        files = {"file": (os.path.basename(image_file), cast(IO[bytes], reader), "application/octet-stream")}
-        response = api.call("POST", f"{BASE}/volume/{pool}/{name}/upload",
-                            params={"image_format": image_format, "file_size": sent_size}, files=files)
+    response = upload_file(state, image_file, f"{BASE}/volume/{pool}/{name}/upload",
+                           {"image_format": image_format, "file_size": sent_size})
     state.out(_message(decode(response)))
 
 
