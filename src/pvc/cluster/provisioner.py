@@ -43,8 +43,8 @@ from pvc.cluster.common import check_name, limit_matcher
 from pvc.cluster.placement import SELECTORS
 from pvc.core import schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
-from pvc.core.records import MIGRATION_METHODS
 from pvc.core.units import parse_bool
+from pvc.core.vocabulary import MIGRATION_METHODS
 from pvc.core.zk import ZK, TxOp, op_create, op_delete, op_set
 
 PROFILE_TYPES = ("provisioner", "ova")

@@ -14,10 +14,13 @@ import uuid
 from typing import Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from pydantic import BaseModel
 
 from pvc.core import schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
-from pvc.core.records import TASK_FINISHED, TaskRecord
+from pvc.core.records import TaskRecord
+from pvc.core.taskkinds import BadTaskArgs, validate_args
+from pvc.core.vocabulary import TASK_FINISHED
 from pvc.core.zk import ZK, encode
 
 PRIMARY = "primary"
@@ -28,8 +31,14 @@ def new_task_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
-def submit(zk: ZK, kind: str, args: dict[str, Any] | None = None, target: str = PRIMARY,
+def submit(zk: ZK, kind: str, args: dict[str, Any] | BaseModel | None = None, target: str = PRIMARY,
            total: int = 1) -> TaskRecord:
+    """Queue a task; its arguments are checked against the kind's model (pvc.core.taskkinds)."""
+    try:
+        typed = validate_args(kind, args)
+    except BadTaskArgs as exc:
+        raise InvalidInput(str(exc)) from None
+    args = typed.model_dump(mode="json")
     if target != PRIMARY and not zk.exists(schema.node(target)):
         raise NotFound(f"Node not found: {target}")
     for _ in range(10):

@@ -36,7 +36,8 @@ from pvc.cluster.common import limit_matcher
 from pvc.cluster.nodes import get_node, load_nodes
 from pvc.core import domainxml, schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
-from pvc.core.records import MIGRATION_METHODS, NodeRecord, Tag, TaskRecord, VMRecord, VMStatus
+from pvc.core.records import NodeRecord, Tag, TaskRecord, VMRecord, VMStatus
+from pvc.core.vocabulary import MIGRATION_METHODS
 from pvc.core.zk import ZK, decode, encode
 
 # States a VM list may be filtered by (upstream's list, plus the states our nodes write).

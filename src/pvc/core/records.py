@@ -11,15 +11,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DaemonState = Literal["init", "run", "shutdown", "stop", "dead", "fenced"]
-CoordinatorState = Literal["primary", "secondary", "takeover", "relinquish", "client"]
-DomainState = Literal["ready", "flush", "flushed", "unflush", "fence-flush"]
-TaskState = Literal["PENDING", "RUNNING", "SUCCESS", "FAILURE", "CANCELLED"]
-
-DAEMON_STATES: tuple[str, ...] = ("init", "run", "shutdown", "stop", "dead", "fenced")
-COORDINATOR_STATES: tuple[str, ...] = ("primary", "secondary", "takeover", "relinquish", "client")
-DOMAIN_STATES: tuple[str, ...] = ("ready", "flush", "flushed", "unflush", "fence-flush")
-TASK_FINISHED: tuple[str, ...] = ("SUCCESS", "FAILURE", "CANCELLED")
+from pvc.core.vocabulary import (
+    TASK_FINISHED,
+    CoordinatorState,
+    DaemonState,
+    DomainState,
+    MigrationMethod,
+    NodeMode,
+    TaskState,
+    VMState,
+)
 
 
 class Record(BaseModel):
@@ -46,7 +47,7 @@ class NodeRecord(Record):
     """What a node daemon reports about itself (plus the domain state requests of the API)."""
 
     name: str
-    mode: Literal["coordinator", "hypervisor"] = "hypervisor"
+    mode: NodeMode = "hypervisor"
     daemon_state: DaemonState = "init"
     coordinator_state: CoordinatorState = "client"
     domain_state: DomainState = "flushed"
@@ -112,14 +113,6 @@ class TaskRecord(Record):
         return self.state in TASK_FINISHED
 
 
-VM_STATES: tuple[str, ...] = (
-    "start", "restart", "shutdown", "stop", "disable", "migrate", "migrate-live", "unmigrate",
-    "provision", "fail", "delete", "mirror", "import", "restore",
-)
-VM_SETTABLE_STATES: tuple[str, ...] = ("start", "shutdown", "stop", "restart", "disable")
-MIGRATION_METHODS: tuple[str, ...] = ("live", "shutdown", "none")
-
-
 class Tag(Record):
     name: str
     type: str = "user"
@@ -137,13 +130,13 @@ class VMRecord(Record):
     uuid: str
     name: str
     xml: str
-    state: str = "stop"
+    state: VMState = "stop"
     node: str = ""                    # where the VM should run
     last_node: str = ""               # origin of a temporary migration ("" if none)
     node_limit: list[str] = Field(default_factory=list)
     node_selector: str = "none"
     node_autostart: bool = False
-    migration_method: str = "live"
+    migration_method: MigrationMethod = "live"
     migration_max_downtime: int = 300  # ms
     profile: str = ""
     description: str = ""

@@ -8,6 +8,7 @@ from typing import Any
 
 from pvc.cluster import tasks
 from pvc.core.config import Settings
+from pvc.core.taskkinds import TASK_KINDS
 from pvc.core.zk import ZK
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,11 @@ KINDS: dict[str, TaskFunction] = {}
 
 
 def task_kind(name: str) -> Callable[[TaskFunction], TaskFunction]:
-    """Register fn(ctx, **args) -> result as the implementation of task kind `name`."""
+    """Register fn(ctx, **args) -> result as the implementation of task kind `name`, one of
+    pvc.core.taskkinds.TASK_KINDS (its model types the arguments fn receives)."""
+    if name not in TASK_KINDS:
+        raise ValueError(f"task kind '{name}' is not declared in pvc.core.taskkinds")
+
     def register(fn: TaskFunction) -> TaskFunction:
         KINDS[name] = fn
         return fn

@@ -20,6 +20,7 @@ from pvc.cluster.nodes import primary_node
 from pvc.core import schema
 from pvc.core.config import Settings
 from pvc.core.errors import ClusterUnavailable, PVCError
+from pvc.core.taskkinds import BadTaskArgs, validate_args
 from pvc.core.zk import ZK
 from pvc.worker.registry import KINDS, TaskCancelled, TaskContext, TaskFailed
 
@@ -109,7 +110,12 @@ class Worker:
         ctx = TaskContext(self.zk, self.settings, self.node, task)
         try:
             try:
-                result = KINDS[task.kind](ctx, **task.args)
+                args = validate_args(task.kind, task.args)   # again: the document may be foreign
+            except BadTaskArgs as exc:
+                self._fail(task, f"BadTaskArgs: {exc}")
+                return
+            try:
+                result = KINDS[task.kind](ctx, **dict(args))
             except TaskCancelled:
                 tasks.finish(self.zk, task.id, self.node, "CANCELLED", "Cancelled by request")
                 log.info("task %s cancelled", task.id)

@@ -1,0 +1,151 @@
+"""Task kinds and their typed arguments (DESIGN D9, D19).
+
+Each task kind has one pydantic model of its arguments. `pvc.cluster.tasks.submit` validates
+the arguments against it when a task is queued, and the worker validates the stored document
+again before it runs the kind's function (a task written by an older or foreign writer is
+refused with the reason, never run with guessed arguments). The worker registers one function
+per kind named here; the API and the CLI take the names from here too.
+
+Secrets never go into task arguments: the models hold names and ids, never keys or passwords.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class TaskArgs(BaseModel):
+    """Arguments of a task kind. Unknown fields are refused: a typo must not vanish silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoArgs(TaskArgs):
+    pass
+
+
+class ClusterSelftestArgs(TaskArgs):
+    timeout: float = 60.0
+
+
+class VMTaskArgs(TaskArgs):
+    uuid: str
+    domain: str = ""          # the VM's name when queued (for messages; the uuid decides)
+
+
+class FlushLocksArgs(VMTaskArgs):
+    force_unlock: bool = False
+
+
+class DeviceArgs(VMTaskArgs):
+    xml: str
+
+
+class BlockResizeArgs(VMTaskArgs):
+    pool: str
+    volume: str
+    size: int
+
+
+class OsdAddArgs(TaskArgs):
+    node: str
+    device: str
+    weight: float
+    ext_db_ratio: float | None = None
+    ext_db_size: int | None = None
+    osd_count: int | None = None
+
+
+class OsdRemoveArgs(TaskArgs):
+    osd_id: int
+    force: bool = False
+
+
+class OsdReplaceArgs(TaskArgs):
+    osd_id: int
+    new_device: str
+    old_device: str | None = None
+    weight: float | None = None
+    ext_db_ratio: float | None = None
+    ext_db_size: int | None = None
+
+
+class OsdRefreshArgs(TaskArgs):
+    osd_id: int
+    device: str = ""
+
+
+class DbVgArgs(TaskArgs):
+    node: str
+    device: str
+
+
+class BenchmarkArgs(TaskArgs):
+    pool: str
+    name: str | None = None
+
+
+class ProvisionArgs(TaskArgs):
+    vm_name: str
+    vm_profile: str
+    define_vm: bool = True
+    start_vm: bool = True
+    script_run_args: list[str] = []
+
+
+# The provisioner's stages (progress total of a provisioner.create task).
+PROVISION_STAGES = 11
+
+NODE_SELFTEST = "node.selftest"
+CLUSTER_SELFTEST = "cluster.selftest"
+VM_FLUSH_LOCKS = "vm.flush_locks"
+VM_DEVICE_ATTACH = "vm.device_attach"
+VM_DEVICE_DETACH = "vm.device_detach"
+VM_BLOCK_RESIZE = "vm.block_resize"
+OSD_ADD = "osd.add"
+OSD_REMOVE = "osd.remove"
+OSD_REPLACE = "osd.replace"
+OSD_REFRESH = "osd.refresh"
+OSD_ADD_DB_VG = "osd.add_db_vg"
+STORAGE_BENCHMARK = "storage.benchmark"
+PROVISIONER_CREATE = "provisioner.create"
+
+TASK_KINDS: dict[str, type[TaskArgs]] = {
+    NODE_SELFTEST: NoArgs,
+    CLUSTER_SELFTEST: ClusterSelftestArgs,
+    VM_FLUSH_LOCKS: FlushLocksArgs,
+    VM_DEVICE_ATTACH: DeviceArgs,
+    VM_DEVICE_DETACH: DeviceArgs,
+    VM_BLOCK_RESIZE: BlockResizeArgs,
+    OSD_ADD: OsdAddArgs,
+    OSD_REMOVE: OsdRemoveArgs,
+    OSD_REPLACE: OsdReplaceArgs,
+    OSD_REFRESH: OsdRefreshArgs,
+    OSD_ADD_DB_VG: DbVgArgs,
+    STORAGE_BENCHMARK: BenchmarkArgs,
+    PROVISIONER_CREATE: ProvisionArgs,
+}
+
+
+class BadTaskArgs(ValueError):
+    """The arguments do not fit the kind's model; the message names the kind and the fields."""
+
+
+def validate_args(kind: str, args: dict[str, Any] | BaseModel | None) -> TaskArgs:
+    """The typed arguments of a task of `kind`, or BadTaskArgs naming what is wrong."""
+    model = TASK_KINDS.get(kind)
+    if model is None:
+        raise BadTaskArgs(f"unknown task kind '{kind}' (known: {', '.join(sorted(TASK_KINDS))})")
+    if isinstance(args, model):
+        return args
+    if isinstance(args, BaseModel):
+        args = args.model_dump()
+    try:
+        return model.model_validate(args or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'args'}: {err['msg']}" for err in exc.errors()
+        )
+        raise BadTaskArgs(f"task {kind}: {problems}") from None
