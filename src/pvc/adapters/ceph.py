@@ -779,3 +779,26 @@ def _qemu_img_virtual_size(what: str, path: str, image_format: str) -> int:
         return int(json.loads(done.stdout)["virtual-size"])
     except (ValueError, KeyError) as exc:
         raise StorageError(f"{what}: qemu-img info of {path}: unreadable answer ({exc})") from None
+
+
+_SHARED: dict[tuple[str, str, float, str], CephStorage] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def storage_from_settings(settings: Any, shared: bool = True) -> CephStorage:
+    """The one constructor of the Ceph adapter from a node's settings (`settings.storage`).
+
+    shared: one client per configuration and process (librados connects lazily and is
+    thread-safe), so the API, the worker and the node's services do not each open their own;
+    shared=False gives a private client (the HA monitor's fence path must not queue behind a
+    client stuck on an unreachable cluster).
+    """
+    cfg = settings.storage
+    key = (cfg.ceph_config_file, cfg.ceph_keyring_file, float(cfg.timeout), cfg.client_user)
+    if not shared:
+        return CephStorage(*key)
+    with _SHARED_LOCK:
+        storage = _SHARED.get(key)
+        if storage is None:
+            storage = _SHARED[key] = CephStorage(*key)
+        return storage

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from pvc.adapters.ceph import CephStorage, Storage
+from pvc.adapters.ceph import Storage, storage_from_settings
 from pvc.api.models import Message
 from pvc.core.config import Settings
 from pvc.core.zk import ZK
@@ -52,10 +52,7 @@ async def get_storage(request: Request) -> Storage:
         with _STORAGE_LOCK:
             storage = getattr(state, "storage", None)
             if storage is None:
-                conf = state.settings.storage
-                storage = CephStorage(conf.ceph_config_file, conf.ceph_keyring_file, conf.timeout,
-                                      conf.client_user)
-                state.storage = storage
+                storage = state.storage = storage_from_settings(state.settings)
     return storage
 
 

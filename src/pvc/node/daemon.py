@@ -23,7 +23,7 @@ from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, N
 from kazoo.protocol.states import KazooState
 
 from pvc import __version__
-from pvc.adapters.ceph import CephStorage, StorageError
+from pvc.adapters.ceph import StorageError, storage_from_settings
 from pvc.adapters.hypervisor import HypervisorError, LibvirtHypervisor, kill_local_qemu
 from pvc.cluster.state import ensure_cluster
 from pvc.core import schema
@@ -97,8 +97,7 @@ class NodeDaemon:
             hypervisor = self.hypervisor = LibvirtHypervisor(settings.hypervisor.libvirt_uri)
         if settings.subsystem.enable_storage:
             st = settings.storage
-            self.ceph = NodeCeph(lambda: CephStorage(st.ceph_config_file, st.ceph_keyring_file, st.timeout,
-                                                     st.client_user),
+            self.ceph = NodeCeph(lambda: storage_from_settings(settings, shared=False),
                                  hypervisor, client_user=st.client_user, keyring=st.ceph_keyring_file,
                                  configured_secret=st.secret_uuid,
                                  extra_addresses=[settings.hypervisor.migration_address or ""])
@@ -149,12 +148,11 @@ class NodeDaemon:
         from pvc.adapters.fence import DispatchAgent
 
         ceph = self.ceph
-        st = settings.storage
 
         def storage() -> Any:
             if ceph is not None:
                 return ceph.storage
-            return CephStorage(st.ceph_config_file, st.ceph_keyring_file, st.timeout, st.client_user)
+            return storage_from_settings(settings, shared=False)
 
         return HAMonitor(self.name, ZKHAStore(self.zk), DispatchAgent(),
                          CephFence(storage, self.zk, settings.fencing.blocklist_expire),

@@ -20,7 +20,6 @@ a benchmark's volume is removed also when the benchmark fails or is cancelled.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -55,22 +54,11 @@ OSD_CAPS = ["mon", "allow profile osd", "mgr", "allow profile osd", "osd", "allo
 
 # -------------------------------------------------------------------------- adapters (patchable)
 
-_storage_cache: dict[tuple[str, str, float, str], Storage] = {}
-_storage_lock = threading.Lock()
-
-
 def storage_for(settings: Settings) -> Storage:
-    """This worker's Storage; one per configuration and process (librados connects lazily)."""
-    from pvc.adapters.ceph import CephStorage
+    """This worker's Storage (patchable in tests); one per configuration and process."""
+    from pvc.adapters.ceph import storage_from_settings
 
-    cfg = settings.storage
-    key = (cfg.ceph_config_file, cfg.ceph_keyring_file, cfg.timeout, cfg.client_user)
-    with _storage_lock:
-        storage = _storage_cache.get(key)
-        if storage is None:
-            storage = _storage_cache[key] = CephStorage(cfg.ceph_config_file, cfg.ceph_keyring_file,
-                                                        cfg.timeout, cfg.client_user)
-        return storage
+    return storage_from_settings(settings)
 
 
 def osd_service_for(settings: Settings) -> OsdService:
