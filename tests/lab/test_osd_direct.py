@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
+from pvc.adapters import ceph as ceph_adapter
 from pvc.core import schema
 from pvc.core.config import Settings
 from pvc.lab import ceph, proc, pvcnodes
 from pvc.lab.plan import LabPlan
-from pvc.worker.kinds import storage as storage_kinds
+from pvc.worker.kinds import storage as storage_kinds  # noqa: F401 - registers the OSD kinds
 from pvc.worker.registry import KINDS, TaskFailed
 from tests.unit.test_storage_tasks import FakeContext
 
@@ -43,9 +44,7 @@ def lab() -> Iterator[LabPlan]:
         try:
             yield plan
         finally:
-            for storage in list(storage_kinds._storage_cache.values()):
-                storage.close()
-            storage_kinds._storage_cache.clear()
+            ceph_adapter.close_shared()
             ceph.stop_all(plan, kill=True)
 
 

@@ -802,3 +802,11 @@ def storage_from_settings(settings: Any, shared: bool = True) -> CephStorage:
         if storage is None:
             storage = _SHARED[key] = CephStorage(*key)
         return storage
+
+
+def close_shared() -> None:
+    """Close and forget every shared client (tests that tear their Ceph cluster down)."""
+    with _SHARED_LOCK:
+        for storage in _SHARED.values():
+            storage.close()
+        _SHARED.clear()
