@@ -15,11 +15,13 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn
 
 from pvc.cli.errors import CLIError
 from pvc.cli.state import CLIState
+from pvc.core.vocabulary import TASK_FINISHED, TASK_STATES
 
 TASK_POLL_INTERVAL = 0.5
 NODE_POLL_INTERVAL = 1.0
-ACTIVE_TASK_STATES = ("PENDING", "RUNNING")
-FAILED_TASK_STATES = ("FAILURE", "CANCELLED")
+# Anything not finished is still being worked on; a finished task that did not succeed failed.
+ACTIVE_TASK_STATES = tuple(s for s in TASK_STATES if s not in TASK_FINISHED)
+FAILED_TASK_STATES = tuple(s for s in TASK_FINISHED if s != "SUCCESS")
 
 # action -> (field of the node item, transitional value, value when done)
 NODE_TRANSITIONS: dict[str, tuple[str, str, str]] = {

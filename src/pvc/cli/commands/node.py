@@ -27,11 +27,7 @@ from pvc.cli.output import (
 )
 from pvc.cli.state import format_option, get_state, wait_option
 from pvc.cli.waiters import NODE_TRANSITIONS, wait_for_node
-
-DAEMON_STATES = ("init", "run", "shutdown", "stop", "dead", "fenced")
-COORDINATOR_STATES = ("primary", "secondary", "takeover", "relinquish", "client")
-DOMAIN_STATES = ("ready", "flush", "flushed", "unflush", "fence-flush")
-
+from pvc.core.vocabulary import COORDINATOR_STATES, DAEMON_STATES, DOMAIN_STATES
 
 # -- formatting --------------------------------------------------------------------------------------
 
