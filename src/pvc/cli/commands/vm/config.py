@@ -1,0 +1,135 @@
+"""`pvc vm modify`, `pvc vm vcpu` and `pvc vm memory`: edits of a VM's libvirt XML (see common)."""
+
+from __future__ import annotations
+
+import difflib
+from typing import IO, Any
+
+import click
+from rich.text import Text
+
+from pvc.cli.commands.vm.common import (
+    apply_xml,
+    check_xml,
+    decide_restart,
+    edit_xml,
+    fetch_vm,
+    parse_memory,
+    parse_topology,
+    pretty_xml,
+    restart_option,
+    yes_option,
+)
+from pvc.cli.commands.vm.formats import MEMORY_FORMATS, VCPU_FORMATS, memory_data, vcpu_data
+from pvc.cli.errors import CLIError
+from pvc.cli.state import format_option, get_state
+from pvc.core import domainxml
+
+
+@click.command(name="modify", short_help="Replace the XML of a VM.")
+@click.argument("domain")
+@click.argument("cfgfile", type=click.File("r"), required=False, default=None)
+@click.option("-e", "--editor", is_flag=True, default=False, help="Edit the current XML in $EDITOR.")
+@restart_option
+@click.option("-y", "--yes", "confirmed", is_flag=True, default=False,
+              help="Confirm the changes (and the restart) without asking.")
+def modify(domain: str, cfgfile: IO[str] | None, editor: bool, restart: bool | None, confirmed: bool) -> None:
+    """Replace the libvirt XML of the VM DOMAIN with CFGFILE ("-" reads stdin) or edit it.
+
+    The difference is shown on stderr and confirmed before anything is written.
+    """
+    state = get_state()
+    if cfgfile is None and not editor:
+        raise CLIError('Either an XML config file or the "--editor" option must be specified.')
+    vm = fetch_vm(domain)
+    current = pretty_xml(str(vm.get("xml", "")))
+    if editor:
+        edited = click.edit(text=current, require_save=True, extension=".xml")
+        if edited is None:
+            state.info("Aborting with no modifications.")
+            return
+        new_xml = edited.strip()
+    else:
+        assert cfgfile is not None
+        new_xml = cfgfile.read().strip()
+    check_xml(new_xml)
+    diff = list(difflib.unified_diff(current.split("\n"), pretty_xml(new_xml).split("\n"),
+                                     fromfile="current", tofile="modified", lineterm="", n=3))
+    if not diff:
+        state.info("Aborting with no modifications.")
+        return
+    shown = Text()
+    for line in diff:
+        style = "green" if line.startswith("+") else "red" if line.startswith("-") else \
+            "blue" if line.startswith("@") else ""
+        shown.append(line + "\n", style=style)
+    state.info("Pending modifications:\n")
+    state.info(shown)
+    if not (confirmed or state.unsafe):
+        try:
+            ok = click.confirm("Write modifications to cluster", prompt_suffix="? ", default=False, err=True)
+        except click.Abort:
+            ok = False
+        if not ok:
+            raise CLIError("Aborted.")
+    apply_xml(domain, vm, new_xml, decide_restart(state, vm, restart, confirmed))
+
+
+
+# -- vcpu / memory -----------------------------------------------------------------------------------
+
+@click.group(name="vcpu", short_help="Manage the vCPUs of a VM.")
+def vcpu_group() -> None:
+    """View and change the vCPUs of VMs (by editing their XML)."""
+
+
+@vcpu_group.command(name="get", short_help="Show the vCPUs of a VM.")
+@click.argument("domain")
+@format_option(VCPU_FORMATS)
+def vcpu_get(domain: str, formatter: Any) -> None:
+    """Show the vCPU count and topology of the VM DOMAIN."""
+    get_state().emit(vcpu_data(fetch_vm(domain)), formatter)
+
+
+@vcpu_group.command(name="set", short_help="Set the vCPUs of a VM.")
+@click.argument("domain")
+@click.argument("vcpus", type=click.IntRange(min=1))
+@click.option("-t", "--topology", default=None, metavar="S,C,T",
+              help="Sockets,cores,threads; their product must equal VCPUS [default: 1,VCPUS,1].")
+@restart_option
+@yes_option
+def vcpu_set(domain: str, vcpus: int, topology: str | None, restart: bool | None, confirmed: bool) -> None:
+    """Set the vCPU count of the VM DOMAIN to VCPUS; it applies at the next (re)start."""
+    topo = parse_topology(topology, vcpus) if topology else None
+    vm = fetch_vm(domain)
+    new_xml = edit_xml(domainxml.set_vcpus, str(vm.get("xml", "")), vcpus, topo)
+    apply_xml(domain, vm, new_xml, decide_restart(get_state(), vm, restart, confirmed))
+
+
+@click.group(name="memory", short_help="Manage the memory of a VM.")
+def memory_group() -> None:
+    """View and change the memory of VMs (by editing their XML)."""
+
+
+@memory_group.command(name="get", short_help="Show the memory of a VM.")
+@click.argument("domain")
+@format_option(MEMORY_FORMATS)
+def memory_get(domain: str, formatter: Any) -> None:
+    """Show the provisioned memory of the VM DOMAIN."""
+    get_state().emit(memory_data(fetch_vm(domain)), formatter)
+
+
+@memory_group.command(name="set", short_help="Set the memory of a VM.")
+@click.argument("domain")
+@click.argument("memory")
+@restart_option
+@yes_option
+def memory_set(domain: str, memory: str, restart: bool | None, confirmed: bool) -> None:
+    """Set the memory of the VM DOMAIN to MEMORY: MiB, or with a suffix (512M, 4G)."""
+    mib = parse_memory(memory)
+    vm = fetch_vm(domain)
+    new_xml = edit_xml(domainxml.set_memory, str(vm.get("xml", "")), mib)
+    apply_xml(domain, vm, new_xml, decide_restart(get_state(), vm, restart, confirmed))
+
+
+COMMANDS: tuple[click.Command, ...] = (modify, vcpu_group, memory_group)

@@ -1,0 +1,184 @@
+"""`pvc vm network` and `pvc vm volume`: a VM's interfaces and disks, hot-plugged when it runs.
+
+Each change is an edit of the VM's XML (see common); for a running VM the one added or removed
+device is also attached or detached live unless --no-live or --restart is given.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import click
+
+from pvc.cli.client import decode, error_message
+from pvc.cli.commands.vm.common import (
+    apply_xml,
+    bridge_of,
+    decide_restart,
+    edit_xml,
+    fetch_vm,
+    is_running,
+    live_option,
+    live_restart,
+    restart_option,
+    yes_option,
+)
+from pvc.cli.commands.vm.formats import NETWORK_FORMATS, VOLUME_FORMATS, network_data, volume_data
+from pvc.cli.errors import ApiError, CLIError
+from pvc.cli.state import format_option, get_state
+from pvc.core import domainxml
+
+DISK_BUSES = ("scsi", "virtio", "sata", "ide", "usb")
+
+
+# -- network -----------------------------------------------------------------------------------------
+
+@click.group(name="network", short_help="Manage the network interfaces of a VM.")
+def network_group() -> None:
+    """View and change the network interfaces of VMs (by editing their XML)."""
+
+
+@network_group.command(name="get", short_help="Show the network interfaces of a VM.")
+@click.argument("domain")
+@format_option(NETWORK_FORMATS)
+def network_get(domain: str, formatter: Any) -> None:
+    """Show the network interfaces of the VM DOMAIN."""
+    get_state().emit(network_data(fetch_vm(domain)), formatter)
+
+
+@network_group.command(name="add", short_help="Add a network interface to a VM.")
+@click.argument("domain")
+@click.argument("net")
+@click.option("-a", "--macaddr", default=None, help="MAC address [default: derived from the VM UUID].")
+@click.option("-m", "--model", default="virtio", show_default=True, help="libvirt NIC model.")
+@live_option
+@restart_option
+@yes_option
+def network_add(domain: str, net: str, macaddr: str | None, model: str, live: bool, restart: bool | None,
+                confirmed: bool) -> None:
+    """Add an interface on network NET to the VM DOMAIN.
+
+    NET is a PVC network VNI (bridge vmbr<VNI>) or a bridge name. A running VM gets the new
+    interface at once (hot-plug) unless --no-live or --restart is given.
+    """
+    if net.isdigit():  # a PVC network must exist, or the VM would get a bridge no node creates
+        response = get_state().api().request("GET", f"/network/{net}")
+        if response.status_code == 404 and "message" in (decode(response) or {}):
+            raise CLIError(f'Network {net} does not exist; add it first ("pvc network add {net} ...").')
+        if response.status_code not in (200, 404):  # 404 without a message: an API without networks
+            raise ApiError(error_message(response), response.status_code)
+    vm = fetch_vm(domain)
+    old_xml = str(vm.get("xml", ""))
+    new_xml = edit_xml(domainxml.add_interface, old_xml, bridge_of(net), mac=macaddr, model=model)
+    do_restart = decide_restart(get_state(), vm, live_restart(live, restart), confirmed)
+    device = None
+    if live and is_running(vm) and not do_restart:
+        added = [m for m in domainxml.parse(new_xml).macs if m not in set(domainxml.parse(old_xml).macs)]
+        if len(added) == 1:
+            device = ("POST", edit_xml(domainxml.device_xml, new_xml, mac=added[0]))
+    apply_xml(domain, vm, new_xml, do_restart, device=device)
+
+
+@network_group.command(name="remove", short_help="Remove a network interface from a VM.")
+@click.argument("domain")
+@click.argument("net", required=False, default=None)
+@click.option("-m", "--mac-address", "macaddr", default=None, help="MAC address of the interface to remove.")
+@live_option
+@restart_option
+@yes_option
+def network_remove(domain: str, net: str | None, macaddr: str | None, live: bool, restart: bool | None,
+                   confirmed: bool) -> None:
+    """Remove the interface on network NET (or with --mac-address) from the VM DOMAIN.
+
+    Several interfaces on NET are ambiguous: give the MAC address.
+    """
+    if net is None and macaddr is None:
+        raise CLIError("Give the network NET or the --mac-address of the interface to remove.")
+    vm = fetch_vm(domain)
+    old_xml = str(vm.get("xml", ""))
+    new_xml = edit_xml(domainxml.remove_interface, old_xml, mac=macaddr,
+                       bridge=bridge_of(net) if net is not None else None)
+    do_restart = decide_restart(get_state(), vm, live_restart(live, restart), confirmed)
+    device = None
+    if live and is_running(vm) and not do_restart:
+        removed = [m for m in domainxml.parse(old_xml).macs if m not in set(domainxml.parse(new_xml).macs)]
+        if len(removed) == 1:
+            device = ("DELETE", edit_xml(domainxml.device_xml, old_xml, mac=removed[0]))
+    apply_xml(domain, vm, new_xml, do_restart, device=device)
+
+
+# -- volume ------------------------------------------------------------------------------------------
+
+@click.group(name="volume", short_help="Manage the disk volumes of a VM.")
+def volume_group() -> None:
+    """View and change the disk volumes of VMs (by editing their XML)."""
+
+
+@volume_group.command(name="get", short_help="Show the volumes of a VM.")
+@click.argument("domain")
+@format_option(VOLUME_FORMATS)
+def volume_get(domain: str, formatter: Any) -> None:
+    """Show the disk volumes of the VM DOMAIN."""
+    get_state().emit(volume_data(fetch_vm(domain)), formatter)
+
+
+_RBD_VOLUME_RE = re.compile(r"^[^/\s]+/[^/\s]+$")
+
+
+@volume_group.command(name="add", short_help="Add an RBD volume to a VM.")
+@click.argument("domain")
+@click.argument("volume")
+@click.option("-d", "--disk-id", "disk_id", default=None, help="Target (sdX/vdX/hdX) [default: next free].")
+@click.option("-b", "--bus", type=click.Choice(DISK_BUSES), default="scsi", show_default=True,
+              help="Bus of the disk (scsi adds a virtio-scsi controller if the VM has none).")
+@click.option("--monitor", "monitors", multiple=True, metavar="HOST[:PORT]",
+              help="Ceph monitor of the disk source; repeatable.")
+@click.option("--secret-uuid", default=None, help="UUID of the libvirt secret holding the Ceph key.")
+@click.option("--ceph-user", default=None, help="Ceph client user of the disk [default: the cluster's].")
+@live_option
+@restart_option
+@yes_option
+def volume_add(domain: str, volume: str, disk_id: str | None, bus: str, monitors: tuple[str, ...],
+               secret_uuid: str | None, ceph_user: str, live: bool, restart: bool | None,
+               confirmed: bool) -> None:
+    """Attach the Ceph RBD volume VOLUME ("pool/volume") to the VM DOMAIN.
+
+    The volume must exist in the cluster. The node running the VM fills in the Ceph monitors and
+    its libvirt secret when it starts or hot-plugs the disk; --monitor and --secret-uuid are only
+    needed to point a disk at another Ceph cluster.
+    """
+    if not _RBD_VOLUME_RE.match(volume):
+        raise CLIError(f"The volume '{volume}' is not in the form pool/volume.")
+    pool, name = volume.split("/", 1)
+    get_state().api().get_one(f"/storage/ceph/volume/{pool}/{name}", what="Volume")  # must exist
+    vm = fetch_vm(domain)
+    new_xml = edit_xml(domainxml.add_rbd_disk, str(vm.get("xml", "")), pool, name, list(monitors),
+                       secret_uuid, user=ceph_user or "admin", target=disk_id, bus=bus)
+    do_restart = decide_restart(get_state(), vm, live_restart(live, restart), confirmed)
+    device = None
+    if live and is_running(vm) and not do_restart:
+        device = ("POST", edit_xml(domainxml.device_xml, new_xml, source=volume))
+    apply_xml(domain, vm, new_xml, do_restart, device=device)
+
+
+@volume_group.command(name="remove", short_help="Remove a volume from a VM.")
+@click.argument("domain")
+@click.argument("volume")
+@live_option
+@restart_option
+@yes_option
+def volume_remove(domain: str, volume: str, live: bool, restart: bool | None, confirmed: bool) -> None:
+    """Detach VOLUME ("pool/volume", a file path or a target such as sdb) from the VM DOMAIN."""
+    vm = fetch_vm(domain)
+    old_xml = str(vm.get("xml", ""))
+    new_xml = edit_xml(domainxml.remove_disk, old_xml, volume)
+    do_restart = decide_restart(get_state(), vm, live_restart(live, restart), confirmed)
+    device = None
+    if live and is_running(vm) and not do_restart:
+        key = {"target": volume} if re.fullmatch(r"[a-z]+", volume) else {"source": volume}
+        device = ("DELETE", edit_xml(domainxml.device_xml, old_xml, **key))
+    apply_xml(domain, vm, new_xml, do_restart, device=device)
+
+
+COMMANDS: tuple[click.Command, ...] = (network_group, volume_group)
