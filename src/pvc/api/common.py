@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pvc.adapters.ceph import Storage, storage_from_settings
 from pvc.api.models import Message
 from pvc.core.config import Settings
+from pvc.core.errors import InvalidInput
 from pvc.core.zk import ZK
 
 PREFIX = "/api/v1"
@@ -23,6 +24,7 @@ DESCRIPTIONS = {
     400: "Bad request: the message names the field and what is wrong; nothing was changed",
     401: "Authentication required or failed",
     404: "Not found",
+    412: "Precondition failed: If-Match names a version the object no longer has; nothing was changed",
     503: "ZooKeeper is unavailable",
 }
 STORAGE_503 = "ZooKeeper or Ceph is unavailable (or Ceph is not configured on this node)"
@@ -86,3 +88,24 @@ def responses(ok_model: Any = Message, ok_status: int = 200, *errors: int,
     for code in errors:
         out[code] = {"description": DESCRIPTIONS.get(code, "Error"), "model": Message}
     return out
+
+
+def etag(version: int | None) -> dict[str, str]:
+    """The ETag header of an object read at `version` (its znode version), for If-Match edits."""
+    return {} if version is None else {"ETag": f'"{version}"'}
+
+
+def if_match(request: Request) -> int | None:
+    """The version an edit is based on, from If-Match; None when absent or `*` (edit whatever is
+    stored, as upstream clients do). A value that is no version of ours is a 400."""
+    value = request.headers.get("if-match")
+    if value is None or value.strip() in ("", "*"):
+        return None
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit():
+        raise InvalidInput(f"If-Match: '{value[:40]}' is not an ETag of this API (a quoted version "
+                           f'number such as "3", as sent in the ETag header)')
+    return int(text)

@@ -7,25 +7,12 @@ from typing import Any
 from pvc.cluster import faults as faults_mod
 from pvc.cluster import nodes as nodes_fencing
 from pvc.cluster import vms as vms_mod
+from pvc.cluster.clusterinfo import ensure_cluster, get_cluster
 from pvc.cluster.nodes import load_nodes, primary_node
 from pvc.core import schema
 from pvc.core.errors import Conflict
 from pvc.core.records import ClusterRecord, NodeRecord
 from pvc.core.zk import ZK
-
-
-def get_cluster(zk: ZK) -> ClusterRecord:
-    data = zk.get(schema.CLUSTER, None)
-    return ClusterRecord.model_validate(data) if isinstance(data, dict) else ClusterRecord()
-
-
-def ensure_cluster(zk: ZK, name: str) -> ClusterRecord:
-    """Create the cluster record on first start, or keep its name in sync with the config."""
-    def change(doc: dict[str, Any] | None) -> dict[str, Any]:
-        record = ClusterRecord.model_validate(doc) if doc else ClusterRecord(name=name)
-        return record.model_copy(update={"name": name}).doc()
-
-    return ClusterRecord.model_validate(zk.update(schema.CLUSTER, change, create=True))
 
 
 def initialize(zk: ZK, name: str, overwrite: bool = False) -> str:

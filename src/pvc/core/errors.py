@@ -27,6 +27,12 @@ class Conflict(PVCError):
     status = 400
 
 
+class PreconditionFailed(PVCError):
+    """An edit named the version it was based on (If-Match) and the object changed since."""
+
+    status = 412
+
+
 class ClusterUnavailable(PVCError):
     """ZooKeeper could not be reached; the outcome of a write may be unknown."""
 

@@ -305,15 +305,23 @@ class ZK:
         return self.retry(self._get_many_once, paths)
 
     def _get_many_once(self, paths: list[str]) -> dict[str, Json]:
+        return {path: doc.data if doc is not None else None
+                for path, doc in self._get_many_docs_once(paths).items()}
+
+    def get_many_docs(self, paths: list[str]) -> dict[str, Document | None]:
+        """Like get_many, with each znode's version (for compare-and-set and ETags)."""
+        return self.retry(self._get_many_docs_once, paths)
+
+    def _get_many_docs_once(self, paths: list[str]) -> dict[str, Document | None]:
         pending = [(path, self.client.get_async(path)) for path in paths]
-        result: dict[str, Json] = {}
+        result: dict[str, Document | None] = {}
         for path, async_result in pending:
             try:
-                raw, _stat = async_result.get(timeout=10)
+                raw, stat = async_result.get(timeout=10)
             except NoNodeError:
                 result[path] = None
                 continue
-            result[path] = decode(raw)
+            result[path] = Document(path, decode(raw), stat.version)
         return result
 
     def children_many(self, paths: list[str]) -> dict[str, list[str]]:

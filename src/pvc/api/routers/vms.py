@@ -20,7 +20,7 @@ from pydantic import Field
 
 from pvc.adapters.ceph import Storage
 from pvc.api.auth import require_auth
-from pvc.api.common import get_storage, get_zk, ok, responses, task_accepted
+from pvc.api.common import etag, get_storage, get_zk, if_match, ok, responses, task_accepted
 from pvc.api.errors import message
 from pvc.api.models import VM, Message, TaskAccepted, VMLog, VMMeta, VMNode, VMState, VMTags
 from pvc.api.params import Bool, Inputs, inputs
@@ -28,7 +28,9 @@ from pvc.cluster import nodes as nodes_mod
 from pvc.cluster import tasks as tasks_mod
 from pvc.cluster import vm_storage
 from pvc.cluster import vms as vms_mod
+from pvc.core import vocabulary
 from pvc.core.errors import NotFound
+from pvc.core.vocabulary import VM_MIGRATE_STATES
 from pvc.core.zk import ZK
 
 router = APIRouter(prefix="/vm", tags=["vm"], dependencies=[Depends(require_auth)])
@@ -37,10 +39,9 @@ WAIT_TIMEOUT = vms_mod.WAIT_TIMEOUT
 WAIT_INTERVAL = 0.25
 VM_404 = (404,)
 
-Selector = Literal["mem", "memprov", "vcpus", "load", "vms", "none"]
-Method = Literal["live", "shutdown", "none"]
-ListState = Literal["start", "restart", "shutdown", "stop", "disable", "fail", "migrate", "migrate-live",
-                    "unmigrate", "provision", "mirror"]
+Selector = vocabulary.SelectorOrNone
+Method = vocabulary.MigrationMethod
+ListState = vocabulary.ListVMState
 
 LIMIT_HELP = ("The node(s) the VM may be assigned to: repeated keys or one comma-separated list; should "
               "include `node`")
@@ -97,14 +98,14 @@ class TagInputs(Inputs):
 
 
 class StateInputs(Inputs):
-    state: Literal["start", "shutdown", "stop", "restart", "disable"] = Field(description="The new state")
+    state: vocabulary.SettableVMState = Field(description="The new state")
     force: Bool = Field(False, description="disable: stop instead of shutting down; start/stop/disable: "
                                            "allowed on a snapshot mirror")
     wait: Bool = Field(False, description="Answer once the node has carried out the change")
 
 
 class NodeInputs(Inputs):
-    action: Literal["migrate", "unmigrate", "move"] = Field(
+    action: vocabulary.NodeAction = Field(
         description="migrate: temporarily; move: permanently; unmigrate: back to the last node")
     node: str | None = Field(None, description="The target node; chosen by the VM's selector when empty")
     force: Bool = Field(False, description="Migrate a VM that is already migrated (keeps its origin)")
@@ -124,8 +125,8 @@ class DeviceInputs(Inputs):
     xml: str = Field(description="The libvirt XML of the device to attach or detach")
 
 
-def _json(data: bytes) -> Response:
-    return Response(content=data, media_type="application/json")
+def _json(data: bytes, headers: dict[str, str] | None = None) -> Response:
+    return Response(content=data, media_type="application/json", headers=headers)
 
 
 def _limit(values: list[str] | None) -> list[str] | None:
@@ -174,7 +175,7 @@ def vm_define(params: DefineInputs = inputs(DefineInputs), zk: ZK = Depends(get_
             responses=responses(list[VM], 200, *VM_404))
 def vm_get(vm: str, zk: ZK = Depends(get_zk)) -> Response:
     entry = vms_mod.get_entry(zk, vm)
-    return _json(b"[" + vms_mod.item_json(zk, entry) + b"]")
+    return _json(b"[" + vms_mod.item_json(zk, entry) + b"]", etag(entry.version))
 
 
 @router.post("/{vm}", summary="Define a new VM (identical to POST /vm; {vm} is ignored, the XML's name "
@@ -184,9 +185,11 @@ def vm_define_named(vm: str, params: DefineInputs = inputs(DefineInputs),
     return _define(params, zk)
 
 
-@router.put("/{vm}", summary="Replace the libvirt XML of VM {vm}", responses=responses(Message, 200, *VM_404))
-def vm_modify(vm: str, params: ModifyInputs = inputs(ModifyInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return message(vms_mod.modify(zk, vm, params.xml, params.restart))
+@router.put("/{vm}", summary="Replace the libvirt XML of VM {vm} (If-Match: only if unchanged since read)",
+            responses=responses(Message, 200, *VM_404, 412))
+def vm_modify(request: Request, vm: str, params: ModifyInputs = inputs(ModifyInputs),
+              zk: ZK = Depends(get_zk)) -> JSONResponse:
+    return message(vms_mod.modify(zk, vm, params.xml, params.restart, expected_version=if_match(request)))
 
 
 @router.delete("/{vm}", summary="Undefine VM {vm} (stopping it first), or remove it with its disks",
@@ -202,29 +205,34 @@ def vm_delete(vm: str, params: DeleteInputs = inputs(DeleteInputs), zk: ZK = Dep
 
 @router.get("/{vm}/meta", summary="Return the metadata of VM {vm}", responses=responses(VMMeta, 200, *VM_404))
 def vm_meta(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return ok(vms_mod.meta_view(vms_mod.get_vm(zk, vm)))
+    entry = vms_mod.get_entry(zk, vm)
+    return ok(vms_mod.meta_view(entry.record), headers=etag(entry.version))
 
 
 @router.post("/{vm}/meta", summary="Set metadata of VM {vm} (only the fields given)",
-             responses=responses(Message, 200, *VM_404))
-def vm_set_meta(vm: str, params: MetaInputs = inputs(MetaInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
+             responses=responses(Message, 200, *VM_404, 412))
+def vm_set_meta(request: Request, vm: str, params: MetaInputs = inputs(MetaInputs),
+                zk: ZK = Depends(get_zk)) -> JSONResponse:
     return message(vms_mod.set_meta(
         zk, vm, limit=_limit(params.limit), selector=params.selector, autostart=params.autostart,
         profile=params.profile, migration_method=params.migration_method,
-        migration_max_downtime=params.migration_max_downtime,
+        migration_max_downtime=params.migration_max_downtime, expected_version=if_match(request),
     ))
 
 
 @router.get("/{vm}/tags", summary="Return the tags of VM {vm}", responses=responses(VMTags, 200, *VM_404))
 def vm_tags(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
-    record = vms_mod.get_vm(zk, vm)
-    return ok({"name": record.name, "tags": [t.doc() for t in record.tags]})
+    entry = vms_mod.get_entry(zk, vm)
+    return ok({"name": entry.record.name, "tags": [t.doc() for t in entry.record.tags]},
+              headers=etag(entry.version))
 
 
 @router.post("/{vm}/tags", summary="Add or remove a tag of VM {vm}",
-             responses=responses(Message, 200, *VM_404))
-def vm_set_tag(vm: str, params: TagInputs = inputs(TagInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return message(vms_mod.modify_tag(zk, vm, params.action, params.tag, params.protected))
+             responses=responses(Message, 200, *VM_404, 412))
+def vm_set_tag(request: Request, vm: str, params: TagInputs = inputs(TagInputs),
+               zk: ZK = Depends(get_zk)) -> JSONResponse:
+    return message(vms_mod.modify_tag(zk, vm, params.action, params.tag, params.protected,
+                                      expected_version=if_match(request)))
 
 
 # -- state and node -----------------------------------------------------------------------------------
@@ -236,15 +244,15 @@ def vm_state(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
 
 
 @router.post("/{vm}/state", summary="Start, shut down, stop, restart or disable VM {vm}",
-             responses=responses(Message, 200, *VM_404))
+             responses=responses(Message, 200, *VM_404, 412))
 async def vm_set_state(request: Request, vm: str, params: StateInputs = inputs(StateInputs),
                        zk: ZK = Depends(get_zk)) -> JSONResponse:
-    record = await run_in_threadpool(vms_mod.get_vm, zk, vm)
-    text = await run_in_threadpool(vms_mod.set_state, zk, record.uuid, params.state, params.force)
-    waits = params.wait and params.state in ("restart", "shutdown")
-    if waits and await _wait_while(request, zk, record.uuid, (params.state,)):
-        done = {"restart": "Restarted", "shutdown": "Shut down"}[params.state]
-        text = f'{done} VM "{record.name}".'
+    done = await run_in_threadpool(vms_mod.set_state, zk, vm, params.state, params.force,
+                                   expected_version=if_match(request))
+    text = done.plan.message
+    transitional = done.plan.wait_while if params.wait and not done.plan.then else None
+    if transitional and await _wait_while(request, zk, done.record.uuid, (transitional,)):
+        text = vms_mod.wait_message(done.plan, done.record.name)
     return message(text)
 
 
@@ -256,17 +264,16 @@ def vm_node(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
 
 
 @router.post("/{vm}/node", summary="Migrate, move or unmigrate VM {vm}",
-             responses=responses(Message, 200, *VM_404))
+             responses=responses(Message, 200, *VM_404, 412))
 async def vm_set_node(request: Request, vm: str, params: NodeInputs = inputs(NodeInputs),
                       zk: ZK = Depends(get_zk)) -> JSONResponse:
-    record = await run_in_threadpool(vms_mod.get_vm, zk, vm)
-    text = await run_in_threadpool(vms_mod.change_node, zk, record.uuid, params.action, params.node or None,
-                                   params.force, False, params.force_live)
-    if params.wait:
-        after = await run_in_threadpool(vms_mod.get_vm, zk, record.uuid)
-        moving = ("migrate", "migrate-live", "unmigrate")
-        if after.state in moving and await _wait_while(request, zk, record.uuid, moving):
-            text = vms_mod.node_change_done_message(params.action, record.name, after.node)
+    done = await run_in_threadpool(vms_mod.change_node, zk, vm, params.action, params.node or None,
+                                   params.force, params.force_live, expected_version=if_match(request))
+    change, record = done.change, done.record
+    text = change.message
+    if params.wait and change.wait_while and \
+            await _wait_while(request, zk, record.uuid, VM_MIGRATE_STATES):
+        text = vms_mod.node_change_done_message(params.action, record.name, change.node)
     return message(text)
 
 

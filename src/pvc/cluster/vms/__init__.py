@@ -1,0 +1,158 @@
+"""VM operations on desired state (pvc-facts §4.4), shared by the API, workers and tests.
+
+The API only writes a VM's desired state into `/vms/<uuid>` (DESIGN D2); the node named in
+`node` carries it out and reports what it sees in `/vms/<uuid>/status`. The package is split by
+responsibility:
+
+- rules: checks of inputs (names, limits, tags, the domain XML, capacity), pure;
+- transitions: every change of a VM document as a pure function (record + intent -> record);
+- view: the VM item of API v1 and list filters, pure;
+- index: reading one VM or all of them (the API's watch caches and memos);
+- writes: define, modify, rename, remove, state and node changes, metadata, tags, node tasks,
+  each applying a transition with compare-and-set.
+
+Fixed upstream defects (pvc-facts §13): a comma-separated `limit` on define is stored as a list
+(§13.5); the state and meta GETs cannot fail (§13.4); rename updates the name index and keeps
+the volume list consistent (§13.8). Operations that also change RBD volumes (remove with disks,
+rename with volumes) are in pvc.cluster.vm_storage.
+"""
+
+from pvc.cluster.vms.index import (
+    StatsIndex,
+    VMEntry,
+    allocation,
+    get_entry,
+    get_status,
+    get_vm,
+    is_running,
+    item_json,
+    list_json,
+    list_vms,
+    load_entries,
+    read_stats,
+    resolve_uuid,
+    uuid_names,
+)
+from pvc.cluster.vms.rules import (
+    DEVICE_TAGS,
+    TAG_RE,
+    UUID_RE,
+    VM_NAME_RE,
+    canonical_uuid,
+    check_device_xml,
+    check_downtime,
+    check_fits,
+    check_method,
+    check_tag,
+    check_vm_name,
+    choose_node,
+    demand_of,
+    make_tags,
+    parse_limit,
+    parse_xml,
+)
+from pvc.cluster.vms.transitions import (
+    NodeChange,
+    StatePlan,
+    node_change_done_message,
+    plan_node_change,
+    plan_state,
+    plan_tags,
+    wait_message,
+)
+from pvc.cluster.vms.view import (
+    DISK_COUNTERS,
+    NET_COUNTERS,
+    domain_summary,
+    meta_view,
+    vm_filter,
+    vm_view,
+)
+from pvc.cluster.vms.writes import (
+    POLL_INTERVAL,
+    STOP_TIMEOUT,
+    WAIT_TIMEOUT,
+    NodeChangeResult,
+    StateResult,
+    apply,
+    change_node,
+    check_rename,
+    console_log,
+    define,
+    device_task,
+    flush_locks,
+    meta_fields,
+    modify,
+    modify_tag,
+    rename,
+    set_meta,
+    set_state,
+    undefine,
+    wait_until,
+)
+
+__all__ = [
+    "DEVICE_TAGS",
+    "DISK_COUNTERS",
+    "NET_COUNTERS",
+    "POLL_INTERVAL",
+    "STOP_TIMEOUT",
+    "TAG_RE",
+    "UUID_RE",
+    "VM_NAME_RE",
+    "WAIT_TIMEOUT",
+    "NodeChange",
+    "NodeChangeResult",
+    "StatePlan",
+    "StateResult",
+    "StatsIndex",
+    "VMEntry",
+    "allocation",
+    "apply",
+    "canonical_uuid",
+    "change_node",
+    "check_device_xml",
+    "check_downtime",
+    "check_fits",
+    "check_method",
+    "check_rename",
+    "check_tag",
+    "check_vm_name",
+    "choose_node",
+    "console_log",
+    "define",
+    "demand_of",
+    "device_task",
+    "domain_summary",
+    "flush_locks",
+    "get_entry",
+    "get_status",
+    "get_vm",
+    "is_running",
+    "item_json",
+    "list_json",
+    "list_vms",
+    "load_entries",
+    "make_tags",
+    "meta_fields",
+    "meta_view",
+    "modify",
+    "modify_tag",
+    "node_change_done_message",
+    "parse_limit",
+    "parse_xml",
+    "plan_node_change",
+    "plan_state",
+    "plan_tags",
+    "read_stats",
+    "rename",
+    "resolve_uuid",
+    "set_meta",
+    "set_state",
+    "undefine",
+    "uuid_names",
+    "vm_filter",
+    "vm_view",
+    "wait_message",
+    "wait_until",
+]

@@ -1,0 +1,147 @@
+"""The VM as the API shows it (pure): list filters, the VM item, metadata and node figures."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pvc.cluster.common import limit_matcher
+from pvc.cluster.vms.rules import canonical_uuid
+from pvc.core import domainxml
+from pvc.core.errors import InvalidInput
+from pvc.core.records import VMRecord, VMStatus
+
+# -- list filters (pure) ------------------------------------------------------------------------------
+
+def vm_filter(limit: str | None = None, node: str | None = None, state: str | None = None,
+              tag: str | None = None, negate: bool = False) -> Callable[[VMRecord], bool]:
+    """PVC's list filter: fuzzy name regex or exact UUID; negate inverts node/state/tag (§13.14)."""
+    matcher = limit_matcher(limit)
+    limit_uuid = canonical_uuid(limit) if limit else None
+
+    def keep(record: VMRecord) -> bool:
+        if limit:
+            by_uuid = limit_uuid is not None and record.uuid == limit_uuid
+            if not by_uuid and not (matcher is not None and matcher.fullmatch(record.name)):
+                return False
+        if node is not None and (record.node == node) == negate:
+            return False
+        if state is not None and (record.state == state) == negate:
+            return False
+        return tag is None or any(t.name == tag for t in record.tags) != negate
+
+    return keep
+
+
+# -- the VM item (pure) --------------------------------------------------------------------------
+
+_SUMMARIES: dict[str, dict[str, Any]] = {}
+_SUMMARY_LOCK = threading.Lock()
+MAX_SUMMARIES = 50_000
+
+
+def domain_summary(xml: str) -> dict[str, Any]:
+    """summary(parse(xml)), memoised on the XML text: a list re-renders only changed VMs."""
+    found = _SUMMARIES.get(xml)
+    if found is not None:
+        return found
+    try:
+        found = domainxml.summary(domainxml.parse(xml))
+    except InvalidInput:
+        found = {}
+    with _SUMMARY_LOCK:
+        if len(_SUMMARIES) >= MAX_SUMMARIES:
+            _SUMMARIES.clear()
+        _SUMMARIES[xml] = found
+    return found
+
+
+NET_COUNTERS = ("rd_bytes", "rd_packets", "rd_errors", "rd_drops",
+                "wr_bytes", "wr_packets", "wr_errors", "wr_drops")
+DISK_COUNTERS = ("rd_req", "rd_bytes", "wr_req", "wr_bytes")
+
+
+def _find_stats(items: Any, *keys: tuple[str, Any]) -> dict[str, Any]:
+    if not isinstance(items, list):
+        return {}
+    for key, value in keys:
+        if value is None:
+            continue
+        for item in items:
+            if isinstance(item, dict) and item.get(key) == value:
+                return item
+    return {}
+
+
+def vm_view(record: VMRecord, status: VMStatus | None = None,
+            summary: dict[str, Any] | None = None, stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The VM item of API v1 (pvc-facts §8.5): desired state, XML facts and the node's stats.
+
+    stats come from the node's stats shards (schema.vm_stats); without them, from a status
+    document written before schema 5.
+    """
+    status = status or VMStatus()
+    summary = summary if summary is not None else domain_summary(record.xml)
+    stats = stats if stats is not None else (status.stats or {})
+    networks = []
+    for net in summary.get("networks", []):
+        found = _find_stats(stats.get("net_stats"), ("mac", net.get("mac")), ("bridge", net.get("source")))
+        networks.append({**net, **{k: int(found.get(k, 0) or 0) for k in NET_COUNTERS}})
+    disks = []
+    for disk in summary.get("disks", []):
+        found = _find_stats(stats.get("disk_stats"), ("name", disk.get("name")), ("dev", disk.get("dev")))
+        disks.append({**disk, **{k: int(found.get(k, 0) or 0) for k in DISK_COUNTERS}})
+    vnc = summary.get("vnc") or {"listen": "None", "port": "None"}
+    if status.vnc and ":" in status.vnc:
+        listen, _, port = status.vnc.rpartition(":")
+        vnc = {"listen": listen, "port": port}
+    return {
+        "name": record.name,
+        "uuid": record.uuid,
+        "state": record.state,
+        "node": record.node,
+        "last_node": record.last_node,
+        "migrated": f"from {record.last_node}" if record.last_node else "no",
+        "failed_reason": status.failed_reason,
+        "node_limit": list(record.node_limit) or None,
+        "node_selector": record.node_selector or "none",
+        "node_autostart": record.node_autostart,
+        "migration_method": record.migration_method,
+        "migration_max_downtime": record.migration_max_downtime,
+        "tags": [t.doc() for t in record.tags],
+        "snapshots": [],
+        "description": summary.get("description", record.description or "N/A"),
+        "profile": record.profile,
+        "memory": summary.get("memory", 0),
+        "memory_stats": stats.get("mem_stats") or {},
+        "vcpu": summary.get("vcpu", 0),
+        "vcpu_topology": summary.get("vcpu_topology", "N/A"),
+        "vcpu_stats": stats.get("cpu_stats") or {},
+        "networks": networks,
+        "type": summary.get("type"),
+        "arch": summary.get("arch"),
+        "machine": summary.get("machine"),
+        "console": summary.get("console", "none"),
+        "vnc": vnc,
+        "emulator": summary.get("emulator"),
+        "features": summary.get("features", []),
+        "disks": disks,
+        "controllers": summary.get("controllers", []),
+        "xml": record.xml.replace('"', "'"),
+        "running": status.running,
+        "last_migration": status.last_migration,
+    }
+
+
+
+def meta_view(record: VMRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "node_limit": list(record.node_limit) or None,
+        "node_selector": record.node_selector or "none",
+        "node_autostart": record.node_autostart,
+        "migration_method": record.migration_method or "live",
+        "migration_max_downtime": record.migration_max_downtime,
+        "profile": record.profile,
+    }

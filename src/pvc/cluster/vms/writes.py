@@ -1,0 +1,468 @@
+"""Writing VMs: every change of `/vms/<uuid>` is a transition applied with compare-and-set.
+
+`apply` is the one way to change a VM document from the cluster layer: it reads the document
+with its version, lets a pure transition (pvc.cluster.vms.transitions) decide on it, and writes
+the result only if the version is unchanged, deciding again after a lost race. An edit based on a
+version the caller saw (HTTP If-Match) passes `expected_version` and gets PreconditionFailed when
+the document moved on. Define and remove are one transaction each with the name index, so only
+one of two concurrent defines wins and a removed VM leaves no index entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
+
+from pvc.cluster import placement
+from pvc.cluster import tasks as tasks_mod
+from pvc.cluster.clusterinfo import get_cluster
+from pvc.cluster.nodes import get_node, load_nodes
+from pvc.cluster.vms import transitions as tr
+from pvc.cluster.vms.index import get_status, get_vm, is_running, resolve_uuid
+from pvc.cluster.vms.rules import (
+    check_device_xml,
+    check_downtime,
+    check_fits,
+    check_method,
+    check_vm_name,
+    choose_node,
+    make_tags,
+    parse_limit,
+    parse_xml,
+)
+from pvc.core import domainxml, schema, taskkinds
+from pvc.core.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+from pvc.core.records import TaskRecord, VMRecord
+from pvc.core.vocabulary import VM_INITIAL_STATES, VM_STOPPED_STATES
+from pvc.core.zk import ZK, encode
+
+# Bounds on waits that upstream leaves unbounded: a node that never acts must not hang a request.
+WAIT_TIMEOUT = 600.0
+STOP_TIMEOUT = 60.0
+POLL_INTERVAL = 0.2
+ATTEMPTS = 20
+
+
+# -- the one way to change a VM document ------------------------------------------------------------
+
+def _check_version(record: VMRecord, version: int, expected: int | None) -> None:
+    if expected is not None and version != expected:
+        raise PreconditionFailed(
+            f'VM "{record.name}" changed since version {expected} was read (now version {version}); '
+            f"read it again and repeat the change.")
+
+
+def apply(zk: ZK, uuid: str, transition: tr.Transition, expected_version: int | None = None) -> VMRecord:
+    """CAS the VM document through `transition` (decided again on every attempt); the stored
+    record afterwards. A transition that returns None writes nothing."""
+    path = schema.vm(uuid)
+    for attempt in range(ATTEMPTS * 2):
+        if attempt:
+            time.sleep(min(0.2, 0.002 * 2 ** min(attempt, 7)))
+        found = zk.get_doc(path)
+        if found is None or not isinstance(found.data, dict):
+            raise NotFound("VM not found.")
+        current = VMRecord.model_validate(found.data)
+        _check_version(current, found.version, expected_version)
+        new = transition(current)
+        if new is None or new == current:
+            return current
+        try:
+            zk.retry(zk.client.set, path, encode({**found.data, **new.doc()}), version=found.version)
+            return new
+        except BadVersionError:
+            continue
+        except NoNodeError:
+            raise NotFound("VM not found.") from None
+    raise Conflict(f"VM {uuid}: too many concurrent updates, try again")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll predicate until it holds (True) or timeout passes (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_INTERVAL)
+
+
+# -- define -------------------------------------------------------------------------------------------
+
+def define(zk: ZK, xml: str | bytes, node: str | None = None, limit: str | Sequence[str] | None = None,
+           selector: str | None = None, autostart: bool = False, migration_method: str = "live",
+           migration_max_downtime: int = 300, user_tags: Iterable[str] = (),
+           protected_tags: Iterable[str] = (), profile: str = "",
+           initial_state: str = "stop", domain: domainxml.Domain | None = None) -> VMRecord:
+    """Add a VM; its name and UUID are claimed in one transaction, so only one define wins.
+
+    domain: the XML already parsed by the caller (it is parsed once per operation).
+    """
+    domain = domain or parse_xml(xml)
+    check_vm_name(domain.name, "xml: <name>")
+    node_limit = parse_limit(limit)
+    chosen_selector = placement.check_selector(selector) or "none"
+    method = check_method(migration_method)
+    downtime = check_downtime(migration_max_downtime)
+    tags = make_tags(user_tags, protected_tags)
+    if initial_state not in VM_INITIAL_STATES:
+        raise InvalidInput(f"initial_state: '{initial_state}' is not one of {', '.join(VM_INITIAL_STATES)}")
+    taken = zk.get_many([schema.vm_name(domain.name), schema.vm(domain.uuid)])   # one round trip
+    if taken.get(schema.vm_name(domain.name)) is not None:
+        raise Conflict(f'A VM named "{domain.name}" already exists in the cluster.')
+    if taken.get(schema.vm(domain.uuid)) is not None:
+        raise Conflict(f'A VM with UUID "{domain.uuid}" already exists in the cluster.')
+    if node:
+        target = get_node(zk, node)
+        if node_limit and target.name not in node_limit:
+            raise InvalidInput(f"node: '{node}' is not in the VM's node limit ({','.join(node_limit)})")
+        check_fits(target, domain)
+    else:
+        default = get_cluster(zk).migration_target_selector
+        target = choose_node(load_nodes(zk), domain, selector, default, node_limit)
+    record = VMRecord(
+        uuid=domain.uuid, name=domain.name, xml=xml if isinstance(xml, str) else xml.decode(),
+        state=initial_state, node=target.name, node_limit=node_limit, node_selector=chosen_selector,
+        node_autostart=autostart, migration_method=method, migration_max_downtime=downtime,
+        profile=profile or "", description=domain.description or "", tags=tags,
+        rbd_volumes=domain.rbd_volumes,
+    )
+    _create(zk, record)
+    return record
+
+
+def _create(zk: ZK, record: VMRecord) -> None:
+    doc = encode(record.doc())
+
+    def once() -> list[Any]:
+        tx = zk.transaction()
+        tx.create(schema.vm(record.uuid), doc)
+        tx.create(schema.vm_name(record.name), encode(record.uuid))
+        return list(tx.commit())
+
+    results = zk.retry(once)
+    errors = [r for r in results if isinstance(r, Exception) and type(r).__name__ != "RolledBackError"]
+    if not errors:
+        return
+    # A retry after a lost reply finds its own first attempt: that is success, not a duplicate.
+    raw = zk.get_raw(schema.vm(record.uuid))
+    if raw is not None and raw[0] == doc and zk.get(schema.vm_name(record.name), None) == record.uuid:
+        return
+    if isinstance(results[1], NodeExistsError):
+        raise Conflict(f'A VM named "{record.name}" already exists in the cluster.')
+    if isinstance(results[0], NodeExistsError):
+        raise Conflict(f'A VM with UUID "{record.uuid}" already exists in the cluster.')
+    raise errors[0]
+
+
+# -- the definition and the name --------------------------------------------------------------------
+
+def modify(zk: ZK, vm: str, xml: str | bytes, restart: bool = False,
+           expected_version: int | None = None) -> str:
+    """Replace a VM's XML; a new name in it renames the VM (index swapped atomically)."""
+    record = get_vm(zk, vm)
+    domain = parse_xml(xml)
+    check_vm_name(domain.name, "xml: <name>")
+    if domain.uuid != record.uuid:
+        raise InvalidInput(f"xml: the UUID {domain.uuid} differs from VM {record.name}'s ({record.uuid}); "
+                           f"a VM's UUID cannot change")
+    try:
+        node = get_node(zk, record.node) if record.node else None
+    except NotFound:
+        node = None
+    if node is not None:
+        check_fits(node, domain)
+    text = xml if isinstance(xml, str) else xml.decode()
+
+    def change(current: VMRecord) -> VMRecord:
+        return tr.replace_definition(current, domain.name, text, domain.rbd_volumes, domain.description or "")
+
+    if domain.name != record.name:
+        if zk.exists(schema.vm_name(domain.name)):
+            raise Conflict(f'A VM named "{domain.name}" already exists in the cluster.')
+        updated = _swap_name(zk, record.uuid, change, expected_version)
+    else:
+        updated = apply(zk, record.uuid, change, expected_version)
+    message = f'Successfully modified configuration of VM "{record.name}".'
+    if restart:
+        updated = apply(zk, record.uuid, tr.restart_if_running)
+        if updated.state == "restart":
+            message += " Restarting it to apply the change."
+        else:
+            message += f" It is in {updated.state} state, so there is nothing to restart."
+    return message
+
+
+def _swap_name(zk: ZK, uuid: str, fn: Callable[[VMRecord], VMRecord],
+               expected_version: int | None = None) -> VMRecord:
+    """Write a renamed record and move its name index entry in one transaction (CAS-checked)."""
+    for _ in range(ATTEMPTS):
+        found = zk.get_doc(schema.vm(uuid))
+        if found is None or not isinstance(found.data, dict):
+            raise NotFound("VM not found.")
+        old = VMRecord.model_validate(found.data)
+        _check_version(old, found.version, expected_version)
+        new = fn(old)
+        check_vm_name(new.name)
+
+        def once(old: VMRecord = old, new: VMRecord = new, version: int = found.version,
+                 data: dict[str, Any] = found.data) -> list[Any]:
+            tx = zk.transaction()
+            tx.set_data(schema.vm(uuid), encode({**data, **new.doc()}), version=version)
+            tx.delete(schema.vm_name(old.name))
+            tx.create(schema.vm_name(new.name), encode(uuid))
+            return list(tx.commit())
+
+        results = zk.retry(once)
+        if not any(isinstance(r, Exception) for r in results):
+            zk.delete(schema.vm_console(uuid))
+            return new
+        if isinstance(results[0], BadVersionError):
+            continue
+        if isinstance(results[2], NodeExistsError):
+            raise Conflict(f'A VM named "{new.name}" already exists in the cluster.')
+        if isinstance(results[1], NoNodeError):
+            # The old index entry is missing (an interrupted older write); recreate just the new one.
+            zk.put(schema.vm_name(old.name), uuid)
+            continue
+        raise next(r for r in results if isinstance(r, Exception) and type(r).__name__ != "RolledBackError")
+    raise Conflict(f"VM {uuid}: too many concurrent updates, try again")
+
+
+def check_rename(zk: ZK, record: VMRecord, new_name: str) -> None:
+    check_vm_name(new_name, "new_name")
+    tr.check_renamable(record)
+    if new_name == record.name:
+        raise InvalidInput(f"new_name: VM is already named '{new_name}'")
+    if zk.exists(schema.vm_name(new_name)):
+        raise Conflict(f'A VM named "{new_name}" already exists in the cluster.')
+
+
+def rename(zk: ZK, vm: str, new_name: str, volume_renames: dict[str, str] | None = None) -> str:
+    """Rename a stopped VM; the console log path follows the new name.
+
+    Disks whose volumes are named `<old>_*` follow the new name in the XML only where
+    volume_renames ("pool/old" -> "pool/new") says their RBD image was renamed too
+    (pvc.cluster.vm_storage.rename does both); the other disks stay as they are.
+    """
+    renames = volume_renames or {}
+    record = get_vm(zk, vm)
+    check_rename(zk, record, new_name)
+
+    def change(current: VMRecord) -> VMRecord:
+        tr.check_renamable(current)
+        old_domain = domainxml.parse(current.xml)
+        new_domain = domainxml.parse(domainxml.rename(current.xml, new_name))
+        if new_domain.rbd_volumes != old_domain.rbd_volumes:
+            disks = tuple(new if _renamed(old, new, renames) else old
+                          for old, new in zip(old_domain.disks, new_domain.disks, strict=True))
+            new_domain = dataclasses.replace(new_domain, disks=disks)
+        return tr.rename(current, new_name, domainxml.render(new_domain), new_domain.rbd_volumes)
+
+    _swap_name(zk, record.uuid, change)
+    return f'Successfully renamed VM "{record.name}" to "{new_name}".'
+
+
+def _renamed(old: domainxml.Disk, new: domainxml.Disk, renames: dict[str, str]) -> bool:
+    if old.source is None or new.source is None or old.source.name == new.source.name:
+        return True
+    return renames.get(str(old.source.name)) == new.source.name
+
+
+# -- remove -------------------------------------------------------------------------------------------
+
+def _stop_and_wait(zk: ZK, record: VMRecord, timeout: float) -> VMRecord:
+    """Make sure the VM is not running: write stop if it should run, wait for its node."""
+    record = apply(zk, record.uuid, tr.stop)
+    if not wait_until(lambda: not is_running(get_status(zk, record.uuid)), timeout):
+        raise Conflict(f'VM "{record.name}" did not stop within {int(timeout)} s (node {record.node}); '
+                       f"it is left in stop state and was not removed.")
+    return record
+
+
+def undefine(zk: ZK, vm: str, timeout: float = STOP_TIMEOUT) -> str:
+    """Stop the VM (bounded wait for its node), then delete it and its name in one transaction."""
+    record = _stop_and_wait(zk, get_vm(zk, vm), timeout)
+    _delete(zk, record.uuid)
+    return f'Undefined VM "{record.name}" from the cluster.'
+
+
+def _subtree(zk: ZK, path: str) -> list[str]:
+    """path and every znode below it, deepest first (the order a transaction deletes them in)."""
+    out: list[str] = []
+    for child in zk.children(path):
+        out.extend(_subtree(zk, f"{path}/{child}"))
+    out.append(path)
+    return out
+
+
+def _delete(zk: ZK, uuid: str) -> None:
+    for _ in range(ATTEMPTS):
+        found = zk.get_doc(schema.vm(uuid))
+        if found is None or not isinstance(found.data, dict):
+            return
+        name = found.data.get("name", "")
+        paths = _subtree(zk, schema.vm(uuid))
+        index_entry = bool(name) and zk.exists(schema.vm_name(name))
+
+        def once(paths: list[str] = paths, version: int = found.version, name: str = name,
+                 index_entry: bool = index_entry) -> list[Any]:
+            tx = zk.transaction()
+            for path in paths[:-1]:
+                tx.delete(path)
+            tx.delete(paths[-1], version=version)
+            if index_entry:
+                tx.delete(schema.vm_name(name))
+            return list(tx.commit())
+
+        results = zk.retry(once)
+        if not any(isinstance(r, Exception) for r in results):
+            zk.delete(schema.vm_console(uuid))
+            return
+        if any(isinstance(r, BadVersionError | NotEmptyError | NoNodeError) for r in results):
+            continue  # changed or a status/console znode appeared meanwhile: read again
+        raise next(r for r in results if isinstance(r, Exception) and type(r).__name__ != "RolledBackError")
+    raise Conflict(f"VM {uuid}: too many concurrent updates, try again")
+
+
+# -- state and node -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StateResult:
+    record: VMRecord          # the VM after the write
+    plan: tr.StatePlan
+
+
+def set_state(zk: ZK, vm: str, state: str, force: bool = False, timeout: float = WAIT_TIMEOUT,
+              expected_version: int | None = None) -> StateResult:
+    """Change the desired state (§4.4). Disabling a running VM waits (bounded) until it is down;
+    waiting for the other transitions is the caller's choice (the API waits asynchronously)."""
+    uuid = resolve_uuid(zk, vm)
+    plans: list[tr.StatePlan] = []
+
+    def first(current: VMRecord) -> VMRecord | None:
+        plan = tr.plan_state(current.name, current.state, state, force)
+        plans.append(plan)
+        return tr.request_state(current, plan)
+
+    record = apply(zk, uuid, first, expected_version)
+    plan = plans[-1]
+    if plan.then:
+        # Disable a running VM: it must be down first (the node acts on stop/shutdown, not disable).
+        if not wait_until(lambda: not is_running(get_status(zk, uuid)), timeout):
+            raise Conflict(f'VM "{record.name}" did not shut down within {int(timeout)} s; it was not '
+                           f"disabled (use force to stop it instead).")
+        record = apply(zk, uuid, tr.finish_disable)
+    return StateResult(record, plan)
+
+
+@dataclass(frozen=True)
+class NodeChangeResult:
+    record: VMRecord          # the VM after the write
+    change: tr.NodeChange
+
+
+def change_node(zk: ZK, vm: str, action: str, node: str | None = None, force: bool = False,
+                force_live: bool = False, expected_version: int | None = None) -> NodeChangeResult:
+    """migrate (temporary), move (permanent) or unmigrate (§4.4); the nodes do the migration."""
+    uuid = resolve_uuid(zk, vm)
+    if node:
+        get_node(zk, node)
+    nodes = load_nodes(zk)
+    default = get_cluster(zk).migration_target_selector
+    changes: list[tr.NodeChange] = []
+
+    def change(current: VMRecord) -> VMRecord:
+        planned = tr.plan_node_change(current, action, nodes, node, force, force_live, default)
+        changes.append(planned)
+        return tr.request_node_change(current, planned)
+
+    record = apply(zk, uuid, change, expected_version)
+    return NodeChangeResult(record, changes[-1])
+
+
+# -- metadata and tags ----------------------------------------------------------------------------------
+
+def meta_fields(limit: str | Sequence[str] | None = None, selector: str | None = None,
+                autostart: bool | None = None, profile: str | None = None,
+                migration_method: str | None = None,
+                migration_max_downtime: int | None = None) -> dict[str, Any]:
+    """The validated metadata fields given (None: leave as is)."""
+    update: dict[str, Any] = {}
+    if limit is not None:
+        update["node_limit"] = parse_limit(limit)
+    if selector is not None:
+        update["node_selector"] = placement.check_selector(selector) or "none"
+    if autostart is not None:
+        update["node_autostart"] = bool(autostart)
+    if profile is not None:
+        update["profile"] = profile
+    if migration_method is not None:
+        update["migration_method"] = check_method(migration_method)
+    if migration_max_downtime is not None:
+        update["migration_max_downtime"] = check_downtime(migration_max_downtime)
+    return update
+
+
+def set_meta(zk: ZK, vm: str, limit: str | Sequence[str] | None = None, selector: str | None = None,
+             autostart: bool | None = None, profile: str | None = None,
+             migration_method: str | None = None, migration_max_downtime: int | None = None,
+             expected_version: int | None = None) -> str:
+    """Write only the metadata fields given; 'No updates to apply.' when none are."""
+    update = meta_fields(limit, selector, autostart, profile, migration_method, migration_max_downtime)
+    if not update:
+        raise InvalidInput("No updates to apply.")
+    record = apply(zk, resolve_uuid(zk, vm), lambda r: tr.set_fields(r, update), expected_version)
+    return f'Successfully modified PVC metadata of VM "{record.name}".'
+
+
+def modify_tag(zk: ZK, vm: str, action: str, tag: str, protected: bool = False,
+               expected_version: int | None = None) -> str:
+    record = apply(zk, resolve_uuid(zk, vm), lambda r: tr.change_tag(r, action, tag, protected),
+                   expected_version)
+    if action == "add":
+        return f'Successfully added tag "{tag}" to VM "{record.name}".'
+    return f'Successfully removed tag "{tag}" from VM "{record.name}".'
+
+
+# -- console and node tasks ---------------------------------------------------------------------------
+
+def console_log(zk: ZK, vm: str, lines: int = 10) -> str:
+    """The last `lines` lines of the serial console the VM's node keeps in ZooKeeper."""
+    if lines < 0:
+        raise InvalidInput(f"lines: must not be negative ({lines})")
+    data = zk.get(schema.vm_console(resolve_uuid(zk, vm)), None)
+    if isinstance(data, dict):
+        data = data.get("lines", data.get("log", data.get("data", "")))
+    text_lines = [str(line) for line in data] if isinstance(data, list) else str(data or "").split("\n")
+    return "\n".join(text_lines[-lines:]) if lines else ""
+
+
+def flush_locks(zk: ZK, vm: str, force: bool = False) -> TaskRecord:
+    """Queue `vm.flush_locks` on the VM's node; only safe while the VM cannot be running."""
+    record = get_vm(zk, vm)
+    if record.state not in VM_STOPPED_STATES and not force:
+        raise Conflict(f'VM "{record.name}" is not in stopped state; flushing RBD locks on a running VM is '
+                       f"dangerous.")
+    if not record.node:
+        raise Conflict(f'VM "{record.name}" is not assigned to a node.')
+    args = taskkinds.FlushLocksArgs(uuid=record.uuid, domain=record.name, force_unlock=force)
+    return tasks_mod.submit(zk, taskkinds.VM_FLUSH_LOCKS, args, target=record.node)
+
+
+def device_task(zk: ZK, vm: str, xml: str, attach: bool) -> TaskRecord:
+    """Queue `vm.device_attach`/`vm.device_detach` on the VM's node (live only; not persisted)."""
+    check_device_xml(xml)
+    record = get_vm(zk, vm)
+    if record.state != "start":
+        raise Conflict(f'VM "{record.name}" is not in started state; live-{"add" if attach else "remove"} '
+                       f"unnecessary.")
+    kind = taskkinds.VM_DEVICE_ATTACH if attach else taskkinds.VM_DEVICE_DETACH
+    return tasks_mod.submit(zk, kind, taskkinds.DeviceArgs(uuid=record.uuid, domain=record.name, xml=xml),
+                            target=record.node)
