@@ -15,8 +15,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import Daemon, write_config  # noqa: E402
 
-from pvc.core.zkserver import ZooKeeperServer, free_port  # noqa: E402
 from pvc.lab.plan import LabPlan  # noqa: E402
+from pvc.lab.zkserver import ZooKeeperServer, free_port  # noqa: E402
 
 __all__ = ["Daemon", "ZooKeeperServer", "free_port", "lab_client", "percentile", "table", "wait_up",
            "workdir", "write_config"]

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, settings
 
 from pvc.core import schema
 from pvc.core.zk import ZK
-from pvc.core.zkserver import ZooKeeperServer, free_port
+from pvc.lab.zkserver import ZooKeeperServer, free_port
 
 API_TOKEN = "test-token-0123456789"
 

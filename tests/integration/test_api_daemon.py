@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pvc.core.zk import ZK
-from pvc.core.zkserver import ZooKeeperServer, free_port
+from pvc.lab.zkserver import ZooKeeperServer, free_port
 from tests.conftest import API_TOKEN, Api, start_daemon, wait_for, write_config
 
 

@@ -24,7 +24,7 @@ from pvc.cluster import faults, state
 from pvc.core import schema
 from pvc.core.records import Memory, NodeRecord, VCpu
 from pvc.core.zk import ZK
-from pvc.core.zkserver import free_port
+from pvc.lab.zkserver import free_port
 from tests.conftest import API_TOKEN, Api
 
 GLOBAL_ENV = ("PVC_CONNECTION", "PVC_DEBUG", "PVC_QUIET", "PVC_SILENT", "PVC_UNSAFE", "PVC_COLOUR",

@@ -12,7 +12,7 @@ import httpx
 from pvc.core import schema
 from pvc.core.records import VMRecord
 from pvc.core.zk import ZK
-from pvc.core.zkserver import free_port
+from pvc.lab.zkserver import free_port
 from pvc.node import dnsmasq_hook
 from pvc.node.metadata import MetadataService, answer
 

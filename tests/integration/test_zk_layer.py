@@ -11,7 +11,7 @@ from pvc.cluster import backup, state
 from pvc.core import schema
 from pvc.core.errors import Conflict
 from pvc.core.zk import ZK
-from pvc.core.zkserver import ZooKeeperServer
+from pvc.lab.zkserver import ZooKeeperServer
 
 
 def test_migrations_run_once_under_concurrency(zk_server: ZooKeeperServer, zk_root: str) -> None:

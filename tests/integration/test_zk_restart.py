@@ -8,7 +8,7 @@ from pathlib import Path
 from pvc.cluster import nodes
 from pvc.core import schema
 from pvc.core.zk import ZK
-from pvc.core.zkserver import ZooKeeperServer, free_port
+from pvc.lab.zkserver import ZooKeeperServer, free_port
 from tests.conftest import Daemon, start_daemon, wait_for, write_config
 
 

@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
-from pvc.core.zkserver import free_port
 from pvc.lab import proc, relay
+from pvc.lab.zkserver import free_port
 
 from .labinfra import lab
 

@@ -64,15 +64,9 @@ def _valid_id(task_id: str) -> bool:
 
 def load_tasks(zk: ZK) -> list[tuple[TaskRecord, int]]:
     """All tasks with their znode versions (for CAS), oldest first."""
-    ids = zk.children(schema.TASKS)
-    pending = [(i, zk.client.get_async(schema.task(i))) for i in ids]
-    out: list[tuple[TaskRecord, int]] = []
-    for _i, result in pending:
-        try:
-            raw, stat = result.get(timeout=10)
-        except NoNodeError:
-            continue
-        out.append((TaskRecord.model_validate_json(raw), stat.version))
+    docs = zk.get_many_docs([schema.task(i) for i in zk.children(schema.TASKS)])
+    out = [(TaskRecord.model_validate(doc.data), doc.version) for doc in docs.values()
+           if doc is not None and isinstance(doc.data, dict)]
     return sorted(out, key=lambda pair: pair[0].created)
 
 
@@ -229,7 +223,7 @@ def reap_orphans(zk: ZK) -> list[str]:
                       f"(last status: {task.status})",
         })
         try:
-            zk.retry(zk.client.set, schema.task(task.id), encode(failed.doc()), version=version)
+            zk.set_doc(schema.task(task.id), failed.doc(), version=version)
             reaped.append(task.id)
         except (BadVersionError, NoNodeError):
             continue

@@ -324,7 +324,7 @@ def migrate(zk: ZK, target: int = SCHEMA_VERSION) -> int:
     if current_version(zk) >= target:
         return current_version(zk)
     zk.ensure(LOCKS)
-    lock = zk.client.Lock(SCHEMA_LOCK, "schema")
+    lock = zk.lock(SCHEMA_LOCK, "schema")
     with lock:
         version = current_version(zk)
         while version < target:

@@ -415,6 +415,37 @@ class ZK:
     def ensure(self, path: str) -> None:
         self.retry(self.client.ensure_path, path)
 
+    def set_raw(self, path: str, data: bytes, version: int = -1) -> ZnodeStat:
+        """Write raw bytes, only at `version` when given (BadVersionError otherwise); the new stat."""
+        return self.retry(self.client.set, path, data, version=version)
+
+    def set_doc(self, path: str, value: Json, version: int = -1) -> int:
+        """Write a JSON value, only at `version` when given (BadVersionError otherwise); the new
+        version. For callers that run their own compare-and-set decisions."""
+        return self.set_raw(path, encode(value), version).version
+
+    def create_doc(self, path: str, value: Json, makepath: bool = False) -> None:
+        """Create a znode holding a JSON value (NodeExistsError when it exists)."""
+        self.retry(self.client.create, path, encode(value), makepath=makepath)
+
+    def exists_async(self, path: str) -> Any:
+        """A kazoo async result of exists(path): many checks sent at once, answered together."""
+        return self.client.exists_async(path)
+
+    # -- watches and locks (kazoo recipes; callbacks run on kazoo's event thread) ---------------
+
+    def watch_data(self, path: str, fn: Callable[..., Any]) -> Any:
+        """Call fn(data, stat[, event]) now and on every change of path (kazoo DataWatch)."""
+        return self.client.DataWatch(path, fn)
+
+    def watch_children(self, path: str, fn: Callable[..., Any], send_event: bool = False) -> Any:
+        """Call fn(children[, event]) now and on every change of path's children (ChildrenWatch)."""
+        return self.client.ChildrenWatch(path, fn, send_event=send_event)
+
+    def lock(self, path: str, identifier: str) -> Any:
+        """A kazoo Lock recipe on path (acquire/release; contenders queue as sequence znodes)."""
+        return self.client.Lock(path, identifier)
+
     def transaction(self) -> Any:
         return self.client.transaction()
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pvc.core.zkserver import ZooKeeperServer, four_letter
 from pvc.lab import proc
 from pvc.lab.plan import ZK_CLIENT_PORT, ZK_ELECTION_PORT, ZK_QUORUM_PORT, LabPlan, NodePlan
+from pvc.lab.zkserver import ZooKeeperServer, four_letter
 
 HEAP_MB = 128          # measured: ~55-76 MB RSS per member with this cap (recipe)
 TICK_MS = 1000         # ZooKeeper allows sessions of 2-20 ticks: 1 s ticks allow 2 s sessions

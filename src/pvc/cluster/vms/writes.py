@@ -73,7 +73,7 @@ def apply(zk: ZK, uuid: str, transition: tr.Transition, expected_version: int | 
         if new is None or new == current:
             return current
         try:
-            zk.retry(zk.client.set, path, encode({**found.data, **new.doc()}), version=found.version)
+            zk.set_doc(path, {**found.data, **new.doc()}, version=found.version)
             return new
         except BadVersionError:
             continue
