@@ -7,13 +7,10 @@ relinquish and shutdown, restarted (with back-off) if it dies while this node is
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
+from pvc.adapters.process import ChildProcess
 from pvc.core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -22,7 +19,7 @@ log = logging.getLogger(__name__)
 class ApiService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: ChildProcess | None = None
         self.wanted = False
         self._lock = threading.Lock()
         self._monitor: threading.Thread | None = None
@@ -36,19 +33,11 @@ class ApiService:
             self._monitor.start()
 
     def _spawn(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        if self.proc and self.proc.running():
             return
-        log_dir = Path(self.settings.path.system_log_directory)
-        try:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(log_dir / "pvcapid.log", "ab")  # noqa: SIM115 - handed to the child
-        except OSError:
-            out = subprocess.DEVNULL  # type: ignore[assignment]
-        env = {**os.environ, "PVC_CONFIG_FILE": self.settings.source}
-        self.proc = subprocess.Popen([sys.executable, "-m", "pvc.api.daemon"], env=env, stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        if out is not subprocess.DEVNULL:
-            out.close()
+        self.proc = ChildProcess("pvc.api.daemon", {"PVC_CONFIG_FILE": self.settings.source},
+                                 Path(self.settings.path.system_log_directory) / "pvcapid.log")
+        self.proc.start()
         log.info("started pvcapid (pid %d)", self.proc.pid)
 
     def _watch(self) -> None:
@@ -75,11 +64,6 @@ class ApiService:
         with self._lock:
             self.wanted = False
             proc = self.proc
-        if proc and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        if proc and proc.running():
+            proc.stop(timeout)
             log.info("stopped pvcapid")
