@@ -19,7 +19,6 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 
-from pvc.adapters import ceph as ceph_module
 from pvc.adapters.ceph import (
     CephStorage,
     Locker,
@@ -29,6 +28,7 @@ from pvc.adapters.ceph import (
     StorageNotFound,
     StorageUnavailable,
 )
+from pvc.adapters.ceph import librados as ceph_module
 from pvc.adapters.fakes import FakeStorage
 
 MiB = 1 << 20

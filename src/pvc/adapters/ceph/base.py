@@ -1,0 +1,208 @@
+"""The storage adapter interface (`Storage`), its errors, and the values every implementation shares.
+
+Every failure is a StorageError whose message names the object and what went wrong; "not found"
+and "already exists" have their own subclasses so callers can map them to 404/400 without parsing
+text. Sizes are bytes. Volume `info()` has the shape of `rbd info --format json` (PVC stores it).
+"""
+
+from __future__ import annotations
+
+import abc
+import uuid as uuidlib
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+# The OSD flags `ceph osd set/unset` accepts (pvc storage osd set/unset).
+OSD_FLAGS = ("noout", "noin", "noup", "nodown", "pause", "nobackfill", "norebalance", "norecover",
+             "noscrub", "nodeep-scrub", "notieragent", "nosnaptrim", "full")
+IMAGE_FORMATS = ("raw", "vmdk", "qcow2", "qed", "vdi", "vpc")
+
+
+class StorageError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class StorageUnavailable(StorageError):
+    """Ceph is not configured here or cannot be reached."""
+
+
+class StorageNotFound(StorageError):
+    pass
+
+
+class StorageExists(StorageError):
+    pass
+
+
+@dataclass(frozen=True)
+class Locker:
+    """An RBD lock holder: `client` (e.g. client.4123), `cookie`, `address` (ip:port/nonce)."""
+
+    client: str
+    cookie: str
+    address: str
+
+
+class Storage(abc.ABC):
+    """The operations PVC performs on its Ceph cluster."""
+
+    # -- cluster -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def fsid(self) -> str: ...
+
+    @abc.abstractmethod
+    def mon_command(self, prefix: str, **args: Any) -> Any:
+        """One mon command with format=json; returns the parsed answer (None when empty)."""
+
+    @abc.abstractmethod
+    def mon_command_text(self, prefix: str, **args: Any) -> str:
+        """One mon command with the plain (human) format, e.g. `status`, `df`."""
+
+    @abc.abstractmethod
+    def mon_addresses(self) -> list[tuple[str, int]]:
+        """(host, v1 port) of every monitor, for libvirt network disks."""
+
+    # -- OSDs ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def set_flag(self, flag: str, enabled: bool) -> None: ...
+
+    @abc.abstractmethod
+    def set_osd_in(self, osd_id: int, is_in: bool) -> None: ...
+
+    # -- pools ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def list_pools(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def create_pool(self, name: str, pgs: int, size: int, min_size: int,
+                    rule: str = "replicated_rule") -> None:
+        """Create a replicated RBD pool (application rbd enabled, initialised for RBD)."""
+
+    @abc.abstractmethod
+    def ensure_tier_rule(self, tier: str) -> str:
+        """The CRUSH rule placing replicas on device class `tier` (created if missing); its name."""
+
+    @abc.abstractmethod
+    def set_pool_pgs(self, name: str, pgs: int) -> None: ...
+
+    @abc.abstractmethod
+    def remove_pool(self, name: str) -> None: ...
+
+    # -- volumes (RBD images) -----------------------------------------------------------------
+    @abc.abstractmethod
+    def list_volumes(self, pool: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def volume_info(self, pool: str, name: str) -> dict[str, Any]:
+        """`rbd info --format json` shape: name, id, size, objects, order, object_size,
+        snapshot_count, block_name_prefix, format, features, op_features, flags, timestamps."""
+
+    @abc.abstractmethod
+    def create_volume(self, pool: str, name: str, size: int) -> None: ...
+
+    @abc.abstractmethod
+    def resize_volume(self, pool: str, name: str, size: int) -> None: ...
+
+    @abc.abstractmethod
+    def rename_volume(self, pool: str, name: str, new_name: str) -> None: ...
+
+    @abc.abstractmethod
+    def copy_volume(self, pool: str, name: str, new_name: str) -> None:
+        """A full, independent copy (`rbd copy`)."""
+
+    @abc.abstractmethod
+    def remove_volume(self, pool: str, name: str) -> None:
+        """Remove the image and all its snapshots.
+
+        The name is free at once; the data may be deleted a little later (see purge_trash).
+        """
+
+    def purge_trash(self, pool: str) -> int:
+        """Delete what remove_volume left for later (nothing by default); how many images."""
+        return 0
+
+    @abc.abstractmethod
+    def write_volume(self, pool: str, name: str, source: BinaryIO, chunk: int = 4 << 20) -> int:
+        """Copy a raw byte stream into the start of the volume, chunk by chunk; bytes written."""
+
+    @abc.abstractmethod
+    def convert_into_volume(self, pool: str, name: str, path: str, image_format: str) -> None:
+        """`qemu-img convert -f FORMAT -O raw PATH` onto the (existing) volume."""
+
+    @abc.abstractmethod
+    def watchers(self, pool: str, name: str) -> list[str]:
+        """Addresses of clients that have the volume open (a running QEMU does)."""
+
+    @abc.abstractmethod
+    def lockers(self, pool: str, name: str) -> list[Locker]: ...
+
+    @abc.abstractmethod
+    def break_lock(self, pool: str, name: str, locker: Locker) -> None: ...
+
+    # -- snapshots -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def list_snapshots(self, pool: str, volume: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def create_snapshot(self, pool: str, volume: str, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def rename_snapshot(self, pool: str, volume: str, name: str, new_name: str) -> None: ...
+
+    @abc.abstractmethod
+    def rollback_snapshot(self, pool: str, volume: str, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def remove_snapshot(self, pool: str, volume: str, name: str) -> None: ...
+
+    # -- clients -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def blocklist(self, address: str, seconds: int = 3600) -> None:
+        """Forbid a client address (ip or ip:port/nonce) any further I/O (HA fencing)."""
+
+    def refresh_maps(self) -> None:  # noqa: B027 - optional: only a real client keeps maps
+        """Fetch the newest OSD map now: after a node failure, ops go straight to the surviving
+        OSDs instead of waiting for the old ones to time out."""
+
+    @abc.abstractmethod
+    def unblocklist(self, address: str) -> None:
+        """Lift a blocklist entry (a fenced node returns to service); absent is fine."""
+
+    @abc.abstractmethod
+    def mark_osds_down(self, osd_ids: list[int]) -> None:
+        """Mark OSDs down at once (their node is fenced) instead of after the heartbeat grace."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def secret_uuid(fsid: str, configured: str | None = None) -> str:
+    """The libvirt secret UUID for the cluster's key: configured, else derived from the fsid.
+
+    Derived, every node computes the same UUID without coordination, so a VM's XML (which names
+    the secret) is valid on every node and live migration carries it unchanged.
+    """
+    if configured:
+        return str(uuidlib.UUID(configured))
+    return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"pvc-ceph-{fsid}"))
+
+
+def keyring_key(keyring: str, entity: str = "client.admin") -> str:
+    """The base64 key of `entity` in a keyring file (for the libvirt ceph secret)."""
+    section = None
+    with open(keyring) as handle:
+        for raw in handle:
+            line = raw.strip()
+            if line.startswith("[") and line.endswith("]"):
+                section = line[1:-1]
+            elif section == entity and line.startswith("key") and "=" in line:
+                return line.split("=", 1)[1].strip()
+    raise StorageUnavailable(f"no key for {entity} in {keyring}")
