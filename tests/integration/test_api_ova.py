@@ -20,10 +20,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from pvc.adapters.fakes import FakeStorage
+from pvc.adapters.ceph.fake import FakeStorage
 from pvc.cluster import ova as ova_mod
 from pvc.cluster import provisioner as prov
 from pvc.core import schema
+from pvc.core.errors import Conflict
 from pvc.core.zk import ZK
 from pvc.worker.provisioner import vmdata
 from tests.integration.apihelp import ok, refused, storage_client
@@ -147,7 +148,7 @@ def test_upload_creates_volumes_ova_template_and_profile(client: TestClient, zk:
                                    "network_template": "N/A", "storage_template": "N/A", "userdata": "N/A",
                                    "script": "ova", "ova": "guest", "arguments": []}
     # the job runner's view of the profile: the OVA's volumes for the OVA script
-    docs = vmdata.load_profile(zk, "guest")
+    docs = prov.load_profile(zk, "guest")
     data = vmdata.build_vm_data(docs, architecture="x86_64")
     assert data["ova_details"]["name"] == "guest"
     assert [(v["pool"], v["volume_name"], v["volume_format"], v["disk_id"], v["disk_size_gb"])
@@ -237,7 +238,7 @@ def test_failure_storing_documents_removes_volumes(client: TestClient, zk: ZK, f
     before = dump(zk)
 
     def broken(*_args: Any) -> str:
-        raise prov.Conflict("Too many concurrent changes to the provisioner; try again.")
+        raise Conflict("Too many concurrent changes to the provisioner; try again.")
 
     monkeypatch.setattr(ova_mod, "_store", broken)
     refused(upload(client, ovas["twin"], name="twin"), 400, "concurrent")

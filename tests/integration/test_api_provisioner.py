@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from pvc.adapters.fakes import FakeStorage
+from pvc.adapters.ceph.fake import FakeStorage
 from pvc.cluster import networks as nets
 from pvc.cluster import provisioner as prov
 from pvc.cluster import state
 from pvc.core import schema
-from pvc.core.errors import NotFound
+from pvc.core.errors import InvalidInput, NotFound
 from pvc.core.zk import ZK
 from tests.conftest import Api
 from tests.integration.apihelp import ok, refused, storage_client
@@ -347,7 +347,7 @@ def test_storage_template_lifecycle(client: TestClient, zk: ZK) -> None:
 
 def test_missing_mkfs_is_refused(zk: ZK) -> None:
     before = dump(zk)
-    with pytest.raises(prov.InvalidInput, match=r"filesystem: mkfs\.xfs is not installed on this node"):
+    with pytest.raises(InvalidInput, match=r"filesystem: mkfs\.xfs is not installed on this node"):
         prov.add_template_disk(zk, "any", "sda", "vms", disk_size=2, filesystem="xfs", which=lambda _p: None)
     assert dump(zk) == before
 
@@ -437,13 +437,15 @@ def test_profile_lifecycle_and_load(client: TestClient, zk: ZK) -> None:
     assert ok(client.get(f"{BASE}/profile")) == [profile]
 
     loaded = prov.load_profile(zk, "test")
-    assert loaded["system_template"]["vcpu_count"] == 1 and loaded["system_template"]["node_limit"] == ["hv1"]
-    assert [n["vni"] for n in loaded["networks"]] == ["10000"] and loaded["mac_template"] is None
+    assert loaded.system["vcpu_count"] == 1 and loaded.system["node_limit"] == ["hv1"]
+    assert loaded.network is not None and loaded.storage is not None
+    assert [n["vni"] for n in loaded.network["networks"]] == ["10000"]
+    assert loaded.network["mac_template"] is None
     assert [(v["disk_id"], v["pool"], v["disk_size_gb"], v["filesystem"], v["mountpoint"])
-            for v in loaded["volumes"]] == [("sda", "vms", 8, "ext4", "/")]
-    assert loaded["userdata"] == "" and loaded["userdata_name"] == "empty"
-    assert loaded["script"] == SCRIPT and loaded["arguments"] == {"deb_release": "bullseye"}
-    assert loaded["ova"] is None and loaded["profile_type"] == "provisioner"
+            for v in loaded.storage["disks"]] == [("sda", "vms", 8, "ext4", "/")]
+    assert loaded.userdata == "" and loaded.profile["userdata"] == "empty"
+    assert loaded.script == SCRIPT and prov.arguments_dict(loaded.arguments) == {"deb_release": "bullseye"}
+    assert loaded.ova is None and loaded.profile["profile_type"] == "provisioner"
     with pytest.raises(NotFound, match=r"The profile 'nothing' does not exist\."):
         prov.load_profile(zk, "nothing")
 
@@ -497,10 +499,10 @@ def test_profile_lifecycle_and_load(client: TestClient, zk: ZK) -> None:
     assert test["userdata"] == "basic" and test["arguments"] == ["deb_release=bookworm"]
     ok(client.put(f"{BASE}/profile/test", params={"userdata": ""}))
     assert ok(client.get(f"{BASE}/profile/test"))[0]["userdata"] == "N/A"
-    assert prov.load_profile(zk, "test")["userdata"] is None
+    assert prov.load_profile(zk, "test").userdata is None
     ok(client.put(f"{BASE}/profile/test", params={"arg": ""}))
     assert ok(client.get(f"{BASE}/profile/test"))[0]["arguments"] == []
-    assert prov.load_profile(zk, "p2")["arguments"] == {"a": "1", "b": "x=y"}
+    assert prov.arguments_dict(prov.load_profile(zk, "p2").arguments) == {"a": "1", "b": "x=y"}
     assert [p["name"] for p in ok(client.get(f"{BASE}/profile", params={"limit": "p"}))] == ["p2"]
 
     assert ok(client.delete(f"{BASE}/profile/p2")) == {"message": "Removed VM profile 'p2'."}
@@ -540,7 +542,8 @@ def test_ova_list_get_remove(client: TestClient, zk: ZK, fake: FakeStorage) -> N
     profile = ok(client.get(f"{BASE}/profile/debian"))[0]
     assert (profile["type"], profile["ova"], profile["network_template"]) == ("ova", "debian", "N/A")
     loaded = prov.load_profile(zk, "debian")
-    assert loaded["ova"]["volumes"] == volumes and loaded["volumes"] == [] and loaded["networks"] == []
+    assert loaded.ova is not None and loaded.ova["volumes"] == volumes
+    assert loaded.storage is None and loaded.network is None
     refused(client.delete(f"{BASE}/template/system/debian"), 400, "used by profile 'debian'")
 
     # another profile using the OVA's system template keeps the OVA

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pvc.cli.commands import provisioner as cli
 from pvc.cli.output import render
 from pvc.cluster import provisioner as prov
-from pvc.core.errors import InvalidInput
+from pvc.core.errors import Conflict, InvalidInput
 
 SYSTEM = {"vcpus": "2", "vram": "2048", "serial": "true", "vnc": "false"}
 ALL_FS = lambda program: f"/usr/sbin/{program}"  # noqa: E731  (every mkfs is installed)
@@ -146,10 +146,10 @@ def test_missing_mkfs() -> None:
 
 def test_disk_ids_and_mountpoints_are_unique() -> None:
     first = disk(disk_size=4, filesystem="ext4", mountpoint="/")
-    with pytest.raises(prov.Conflict, match="disk_id: the disk 'sda'"):
+    with pytest.raises(Conflict, match="disk_id: the disk 'sda'"):
         prov.check_disks(first, [first], "t")
     other = {**first, "disk_id": "sdb"}
-    with pytest.raises(prov.Conflict, match="mountpoint: / is already the mountpoint of disk 'sda'"):
+    with pytest.raises(Conflict, match="mountpoint: / is already the mountpoint of disk 'sda'"):
         prov.check_disks(other, [first], "t")
     prov.check_disks({**other, "mountpoint": None}, [first], "t")
 

@@ -39,9 +39,11 @@ from lxml import etree
 from pvc.adapters.ceph import Storage
 from pvc.cluster import provisioner as prov
 from pvc.cluster import storage as storage_mod
+from pvc.cluster.provisioner.transactions import Op, refuse_existing, transact
 from pvc.core import schema
 from pvc.core.errors import Conflict, InvalidInput
-from pvc.core.zk import ZK
+from pvc.core.revert import Reverter
+from pvc.core.zk import ZK, op_create
 
 SPOOL_CHUNK = 4 << 20
 OVF_MAX = 512 * 1024                    # the OVF is stored in the OVA document (ZooKeeper: < 1 MB)
@@ -433,25 +435,16 @@ def upload_ova(zk: ZK, storage: Storage, name: Any, pool: Any, source: BinaryIO,
         total = sum(d.file_size for d in contents.disks)
         storage_mod.check_space(total, storage_mod.pool_space(zk, storage, pool), pool, force=False,
                                 field="file")
-        created: list[str] = []
-        try:
+        with Reverter() as revert:
             for disk, volume in zip(contents.disks, names, strict=True):
                 storage_mod.add_volume(zk, storage, pool, volume, disk.file_size)
-                created.append(volume)
-                handle = tar.extractfile(disk.member)
-                if handle is None:
-                    raise InvalidInput(f"file: '{disk.member.name}' in the OVA archive cannot be read")
-                try:
-                    storage_mod.write_upload(zk, storage, pool, volume, "raw", source=_Checked(handle, disk))
-                except (tarfile.TarError, EOFError, OSError) as exc:
-                    raise InvalidInput(f"file: '{disk.member.name}' in the OVA archive cannot be read: "
-                                       f"{exc}") from None
+                revert.add(f"remove volume {pool}/{volume}",
+                           lambda volume=volume: storage_mod.remove_volume(zk, storage, pool, volume))
+                _write_disk(zk, storage, pool, volume, tar, disk)
                 if progress is not None:
                     progress(f"Wrote disk {disk.disk_id} ({disk.member.name}) to volume {volume}")
             text = _store(zk, name, pool, contents, names)
-        except BaseException:
-            _undo(zk, storage, pool, created)
-            raise
+            revert.commit()
     return text
 
 
@@ -472,12 +465,17 @@ class _Checked(io.RawIOBase):
         return block
 
 
-def _undo(zk: ZK, storage: Storage, pool: str, volumes: list[str]) -> None:
-    for volume in reversed(volumes):
-        try:
-            storage_mod.remove_volume(zk, storage, pool, volume)
-        except Exception:   # best effort: the original error is what the caller sees
-            continue
+def _write_disk(zk: ZK, storage: Storage, pool: str, volume: str, tar: tarfile.TarFile,
+                disk: OvaDisk) -> None:
+    """Copy one disk's VMDK bytes from the archive into its volume."""
+    handle = tar.extractfile(disk.member)
+    if handle is None:
+        raise InvalidInput(f"file: '{disk.member.name}' in the OVA archive cannot be read")
+    try:
+        storage_mod.write_upload(zk, storage, pool, volume, "raw", source=_Checked(handle, disk))
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise InvalidInput(f"file: '{disk.member.name}' in the OVA archive cannot be read: "
+                           f"{exc}") from None
 
 
 def _store(zk: ZK, name: str, pool: str, contents: OvaContents, volumes: list[str]) -> str:
@@ -485,9 +483,9 @@ def _store(zk: ZK, name: str, pool: str, contents: OvaContents, volumes: list[st
     system_values = prov.system_template_values({"vcpus": info.vcpus, "vram": info.memory_mb,
                                                  "serial": not info.graphics, "vnc": info.graphics})
 
-    def plan(_lock: Any) -> tuple[list[Any], str]:
+    def plan(_lock: Op) -> tuple[list[Op], str]:
         for kind in ("ova", "system_template", "profile"):
-            prov._refuse_existing(zk, kind, name)
+            refuse_existing(zk, kind, name)
         script = ova_script(zk)
         ova_doc = {"id": prov.next_id(zk, "ova"), "name": name, "ovf": contents.ovf_text,
                    "volumes": [{"id": prov.next_id(zk, "ova_volume"), "pool": pool, "volume_name": volume,
@@ -498,9 +496,9 @@ def _store(zk: ZK, name: str, pool: str, contents: OvaContents, volumes: list[st
         profile_doc = {"id": prov.next_id(zk, "profile"), "name": name, "profile_type": "ova",
                        "system_template": name, "network_template": None, "storage_template": None,
                        "userdata": None, "script": script, "ova": name, "arguments": []}
-        ops = [prov._create(schema.ova(name), ova_doc),
-               prov._create(schema.system_template(name), system_doc),
-               prov._create(schema.profile(name), profile_doc)]
+        ops = [op_create(schema.ova(name), ova_doc),
+               op_create(schema.system_template(name), system_doc),
+               op_create(schema.profile(name), profile_doc)]
         disks = len(volumes)
         return ops, (f'Imported OVA image "{name}" ({info.vcpus} vCPU{"s" if info.vcpus != 1 else ""}, '
                      f'{info.memory_mb} MB, {disks} disk{"s" if disks != 1 else ""}, {info.nics} '
@@ -508,4 +506,4 @@ def _store(zk: ZK, name: str, pool: str, contents: OvaContents, volumes: list[st
 
     for parent in (schema.OVAS, schema.SYSTEM_TEMPLATES, schema.PROFILES):
         zk.ensure(parent)
-    return prov._transact(zk, plan)
+    return transact(zk, plan)
