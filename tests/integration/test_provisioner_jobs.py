@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from pvc.adapters.fakes import FakeStorage
+from pvc.adapters.ceph.fake import FakeStorage
 from pvc.cluster import storage as st
 from pvc.cluster import tasks, vms
 from pvc.core import schema
 from pvc.core.config import load_config
 from pvc.core.records import Memory
+from pvc.core.taskkinds import PROVISION_STAGES, PROVISIONER_CREATE
 from pvc.core.zk import ZK
 from pvc.worker.provisioner import runner
 from pvc.worker.provisioner.sandbox import Sandbox
@@ -99,7 +100,8 @@ def profile(zk: ZK, script: str, storage: bool = False, arguments: list[str] | N
 
 
 def run(zk: ZK, settings: Any, **args: Any) -> tasks.TaskRecord:
-    task = tasks.submit(zk, runner.KIND, {"vm_name": "web2", "vm_profile": "prof", **args}, target="hv1")
+    task = tasks.submit(zk, PROVISIONER_CREATE, {"vm_name": "web2", "vm_profile": "prof", **args},
+                        target="hv1")
     _task, version = next((t, v) for t, v in tasks.load_tasks(zk) if t.id == task.id)
     claimed = tasks.claim(zk, task, version, "hv1")
     assert claimed is not None
@@ -113,7 +115,7 @@ def test_noop_example_defines_in_provision_then_starts(zk: ZK, fake: FakeStorage
     record = run(zk, settings, script_run_args=["foo=bar"])
     assert record.state == "SUCCESS", (record.status, tasks.task_log(zk, record.id))
     assert record.status == 'VM "web2" with profile "prof" has been provisioned and started successfully'
-    assert record.current == record.total == runner.TOTAL_STAGES
+    assert record.current == record.total == PROVISION_STAGES
     vm = vms.get_vm(zk, "web2")
     assert vm.profile == "prof" and vm.state == "start" and vm.node in ("hv1", "hv2")
     assert vm.uuid == record.result["uuid"]

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pvc.cluster.provisioner import ProfileDocs
 from pvc.core import domainxml
 from pvc.worker.provisioner import macs, vmdata
 from pvc.worker.provisioner.sandbox import Sandbox, StageError, code_under_tmp
@@ -72,7 +73,7 @@ SYSTEM = {"id": 78, "name": "small", "vcpu_count": 2, "vram_mb": 2048, "serial":
           "migration_method": "live", "migration_max_downtime": 300, "ova": None}
 
 
-def docs(**extra: Any) -> vmdata.ProfileDocs:
+def docs(**extra: Any) -> ProfileDocs:
     network = {"id": 69, "name": "net", "mac_template": None, "ova": None,
                "networks": [{"id": 72, "vni": 1001}, {"id": 73, "vni": "101"}, {"id": 74, "vni": "upstream"}]}
     storage = {"id": 67, "name": "std", "ova": None, "disks": [
@@ -84,7 +85,7 @@ def docs(**extra: Any) -> vmdata.ProfileDocs:
                               "script_name": "s", "script": "text", "network": network, "storage": storage,
                               "arguments": ["deb_release=buster", "deb_mirror=http://ftp.debian.org/debian"]}
     values.update(extra)
-    return vmdata.ProfileDocs(**values)
+    return ProfileDocs(**values)
 
 
 def test_vm_data_has_upstreams_shape() -> None:

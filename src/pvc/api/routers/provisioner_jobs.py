@@ -21,16 +21,17 @@ from pvc.api.errors import message
 from pvc.api.models import Message, TaskAccepted, TaskStatus
 from pvc.api.params import Bool, Inputs, inputs
 from pvc.cluster import nodes as nodes_mod
+from pvc.cluster import provisioner as prov
 from pvc.cluster import tasks as tasks_mod
 from pvc.cluster import vms
 from pvc.core import schema
 from pvc.core.errors import InvalidInput, NotFound
 from pvc.core.records import TaskRecord
+from pvc.core.taskkinds import PROVISION_STAGES, PROVISIONER_CREATE, ProvisionArgs
+from pvc.core.vocabulary import TASK_FINISHED
 from pvc.core.zk import ZK
 
 router = APIRouter(prefix="/provisioner", tags=["provisioner"], dependencies=[Depends(require_auth)])
-
-KIND = "provisioner.create"   # pvc.worker.provisioner.runner.KIND (the API does not import workers)
 
 JOB_ITEM = {
     "type": "object",
@@ -58,18 +59,16 @@ class StatusInputs(Inputs):
     all: Bool = Field(False, description="Also list finished jobs (default: running and waiting ones)")
 
 
-def check_create(zk: ZK, params: CreateInputs) -> dict[str, Any]:
+def check_create(zk: ZK, params: CreateInputs) -> ProvisionArgs:
     """The task arguments of a valid request; bad input is a 400 naming the field."""
     vms.check_vm_name(params.name, "name")
     if zk.exists(schema.vm_name(params.name)):
         raise InvalidInput(f'name: a VM named "{params.name}" already exists in the cluster')
     if not params.profile or "/" in params.profile or not zk.exists(schema.profile(params.profile)):
         raise InvalidInput(f'profile: profile "{params.profile}" does not exist')
-    for item in params.arg:
-        if "=" not in item or not item.split("=", 1)[0].strip():
-            raise InvalidInput(f"arg: '{item}' is not in key=value form")
-    return {"vm_name": params.name, "vm_profile": params.profile, "define_vm": params.define_vm,
-            "start_vm": params.start_vm and params.define_vm, "script_run_args": list(params.arg)}
+    prov.arguments_dict(params.arg, "arg")
+    return ProvisionArgs(vm_name=params.name, vm_profile=params.profile, define_vm=params.define_vm,
+                         start_vm=params.start_vm and params.define_vm, script_run_args=list(params.arg))
 
 
 def job_item(task: TaskRecord) -> dict[str, Any]:
@@ -87,7 +86,7 @@ def _job(zk: ZK, task_id: str) -> TaskRecord:
         task = tasks_mod.get_task(zk, task_id)
     except NotFound:
         raise NotFound(f"Provisioner job {task_id} not found.") from None
-    if task.kind != KIND:
+    if task.kind != PROVISIONER_CREATE:
         raise NotFound(f"Provisioner job {task_id} not found (task {task_id} is a {task.kind} task).")
     return task
 
@@ -95,8 +94,8 @@ def _job(zk: ZK, task_id: str) -> TaskRecord:
 @router.post("/create", summary="Create a new virtual machine with a profile (a task on the primary)",
              responses=responses(TaskAccepted, 202))
 def create(params: CreateInputs = inputs(CreateInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    task = tasks_mod.submit(zk, KIND, check_create(zk, params), target=tasks_mod.PRIMARY,
-                            total=11)
+    task = tasks_mod.submit(zk, PROVISIONER_CREATE, check_create(zk, params), target=tasks_mod.PRIMARY,
+                            total=PROVISION_STAGES)
     return task_accepted(tasks_mod.accepted(task, nodes_mod.primary_node(zk)))
 
 
@@ -104,7 +103,7 @@ def create(params: CreateInputs = inputs(CreateInputs), zk: ZK = Depends(get_zk)
             responses=responses({"type": "array", "items": JOB_ITEM}))
 def status_list(params: StatusInputs = inputs(StatusInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
     jobs = [job_item(t) for t, _v in tasks_mod.load_tasks(zk)
-            if t.kind == KIND and (params.all or t.state in ("PENDING", "RUNNING"))]
+            if t.kind == PROVISIONER_CREATE and (params.all or t.state not in TASK_FINISHED)]
     return ok(jobs)
 
 

@@ -2,7 +2,8 @@
 
 - vmbuilder: the VMBuilder base class scripts extend, ProvisioningError, script loading.
 - macs: MAC address templates and random MACs.
-- vmdata: reading a profile's documents and building the `vm_data` dict scripts receive.
+- vmdata: the `vm_data` dict scripts receive, from the documents pvc.cluster.provisioner.load_profile
+  reads.
 - sandbox: a child process in its own mount namespace that runs the script's stages.
 - runner: the `provisioner.create` task kind (stages, undo on failure or cancel).
 - examples/: shipped example scripts.

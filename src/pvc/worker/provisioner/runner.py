@@ -1,11 +1,11 @@
 """The `provisioner.create` task (pvc-facts §7.2): a profile's script builds and defines a VM.
 
-Task arguments (upstream's Celery kwargs, so upstream clients' status views work):
-    vm_name, vm_profile, define_vm (true), start_vm (true; implies define_vm),
-    script_run_args (["key=value", ...], override the profile's arguments),
-    stage_timeout (seconds per script stage, default STAGE_TIMEOUT).
+Task arguments (pvc.core.taskkinds.ProvisionArgs; upstream's Celery kwargs, so upstream clients'
+status views work): vm_name, vm_profile, define_vm (true), start_vm (true; implies define_vm),
+script_run_args (["key=value", ...], override the profile's arguments). Each script stage may
+take STAGE_TIMEOUT seconds.
 
-Stages, as upstream's (progress i/11 with this text):
+Stages, as upstream's (progress i/PROVISION_STAGES with this text):
     0  Starting provisioning of VM "<vm>" with profile "<profile>"
     1  Collecting configuration details           profile, templates, script, vm_data
     2  Verifying configuration against cluster    name free, a node fits, VNIs exist, pools
@@ -23,34 +23,37 @@ Stages, as upstream's (progress i/11 with this text):
     10 Starting VM                                (start_vm)
     11 done
 
-A failure or a cancel in stages 4-8 runs the script's cleanup() (in a fresh sandbox if the
-script process had to be killed), then the general cleanup: every volume `<vm>_<disk_id>` of the
-profile is unmapped and removed (verification made sure none existed before) and the VM
-definition this job made is removed. After stage 8 succeeded a cancel is no longer obeyed.
+What the job makes is undone through a Reverter, newest first, on a failure or a cancel before
+stage 8 has succeeded: the VM definition this job made is removed, the script's cleanup() runs (in
+a fresh sandbox if the script process had to be killed), the sandbox goes, and every volume
+`<vm>_<disk_id>` of the profile is unmapped and removed (verification made sure none existed
+before). After stage 8 succeeded a cancel is no longer obeyed.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+import uuid
 from typing import Any
 
 from pvc.adapters import rbdmap
-from pvc.adapters.ceph import Storage, StorageError, StorageNotFound, secret_uuid
+from pvc.adapters.ceph import Storage, StorageError, StorageNotFound, secret_uuid, storage_from_settings
 from pvc.cluster import nodes as nodes_mod
 from pvc.cluster import placement, vms
+from pvc.cluster import provisioner as prov
 from pvc.cluster import storage as st
 from pvc.cluster import tasks as tasks_mod
 from pvc.core import schema
 from pvc.core.errors import PVCError
-from pvc.core.units import parse_bool
+from pvc.core.revert import Reverter
+from pvc.core.taskkinds import PROVISION_STAGES, PROVISIONER_CREATE
 from pvc.worker.kinds.storage import Stages
 from pvc.worker.provisioner import macs, vmdata
 from pvc.worker.provisioner.sandbox import Sandbox, StageError
+from pvc.worker.provisioner.vmbuilder import vm_id_of
 from pvc.worker.registry import TaskCancelled, TaskContext, TaskFailed, task_kind
 
-KIND = "provisioner.create"
-TOTAL_STAGES = 11
 STAGE_TIMEOUT = 3600.0
 CLEANUP_TIMEOUT = 600.0
 UNDEFINE_TIMEOUT = 60.0
@@ -60,17 +63,7 @@ CANCEL_POLL = 1.0
 
 def storage_for(settings: Any) -> Storage:
     """This worker's Storage (patched by tests)."""
-    from pvc.worker.kinds import storage as storage_kinds
-
-    return storage_kinds.storage_for(settings)
-
-
-def _flag(value: Any, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    return parse_bool(value)
+    return storage_from_settings(settings)
 
 
 def _text(exc: BaseException) -> str:
@@ -79,20 +72,19 @@ def _text(exc: BaseException) -> str:
 
 class Job:
     def __init__(self, ctx: TaskContext, vm_name: str, vm_profile: str, define_vm: bool, start_vm: bool,
-                 run_args: list[str], stage_timeout: float) -> None:
+                 run_args: list[str]) -> None:
         self.ctx, self.zk = ctx, ctx.zk
         self.vm_name, self.vm_profile = vm_name, vm_profile
         self.define_vm, self.start_vm = define_vm, start_vm and define_vm
-        self.run_args, self.stage_timeout = run_args, stage_timeout
-        self.stages = Stages(ctx, TOTAL_STAGES)
-        self.docs: vmdata.ProfileDocs | None = None
+        self.run_args = run_args
+        self.stages = Stages(ctx, PROVISION_STAGES)
+        self.revert = Reverter(self.log)
+        self.docs: prov.ProfileDocs | None = None
         self.vm_data: dict[str, Any] = {}
         self.vm_uuid = ""
         self.storage: Storage | None = None
-        self.verified = False
         self.defined: str | None = None       # uuid of the VM this job defined
         self.sandbox: Sandbox | None = None
-        self.script_ran = False
         self._cancel_checked = 0.0
         self._cancelled = False
 
@@ -117,8 +109,6 @@ class Job:
 
     # -- the job -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        import uuid
-
         self.vm_uuid = str(uuid.uuid4())
         self.stages.start(f'Starting provisioning of VM "{self.vm_name}" with profile "{self.vm_profile}"')
         try:
@@ -126,25 +116,18 @@ class Job:
             self.collect()
             self.stages("Verifying configuration against cluster")
             self.verify()
-            self.verified = True
+            # none of the volumes existed; from here on the script may create any of them
+            self.revert.add(f'unmap and remove the volumes of VM "{self.vm_name}"', self.discard_volumes)
             self.stages("Preparing provisioning script")
+            self.revert.add("close the script process", self.close_sandbox)
             self.prepare_script()
-            self.script_ran = True
-            self.stages("Running script setup() step")
-            self.stage("setup")
-            self.stages("Running script create() step")
-            xml = self.stage("create")
-            self.define(xml)
-            self.stages("Running script prepare() step")
-            self.stage("prepare")
-            self.stages("Running script install() step")
-            self.stage("install")
-            self.stages("Running script cleanup() step")
-            self.stage("cleanup")
-            self.script_ran = False
+            self.revert.add("run the script's cleanup()", self.run_script_cleanup)
+            self.run_script_stages()
             self.stages.irreversible()
+            self.revert.commit()
             self.stages("Running general cleanup steps")
-            self.general_cleanup(failed=False)
+            self.close_sandbox()
+            self.unmap_volumes()
         except Exception as exc:
             self.fail(exc)
             raise AssertionError("unreachable") from None
@@ -158,10 +141,24 @@ class Job:
         else:
             status = (f'VM "{self.vm_name}" with profile "{self.vm_profile}" has been provisioned '
                       f"successfully (not defined)")
-        self.stages.current = TOTAL_STAGES - 1
+        self.stages.current = PROVISION_STAGES - 1
         self.stages(status)
         return {"status": status, "vm_name": self.vm_name, "vm_profile": self.vm_profile,
                 "uuid": self.defined, "defined": self.define_vm, "started": self.start_vm}
+
+    def run_script_stages(self) -> None:
+        """Stages 4-8: the script's steps; the VM is defined from what create() returns."""
+        self.stages("Running script setup() step")
+        self.stage("setup")
+        self.stages("Running script create() step")
+        xml = self.stage("create")
+        self.define(xml)
+        self.stages("Running script prepare() step")
+        self.stage("prepare")
+        self.stages("Running script install() step")
+        self.stage("install")
+        self.stages("Running script cleanup() step")
+        self.stage("cleanup")
 
     def fail(self, exc: Exception) -> None:
         """Undo after a failure or cancel, then raise what the task ends with."""
@@ -171,12 +168,7 @@ class Job:
         if isinstance(exc, StageError) and exc.detail:
             self.log(exc.detail.rstrip())
         self.log(f"provisioning {'cancelled' if cancelled else 'failed'}: {reason}")
-        if self.script_ran:
-            self.run_script_cleanup(exc)
-        if self.verified:
-            self.general_cleanup(failed=True)
-        elif self.sandbox is not None:
-            self.sandbox.close()
+        self.revert.revert("undoing what the job made")
         if cancelled:
             raise TaskCancelled(reason) from None
         if isinstance(exc, StageError):
@@ -189,8 +181,10 @@ class Job:
 
     # -- stage 1 -----------------------------------------------------------------------------
     def collect(self) -> None:
+        if not self.zk.exists(schema.profile(self.vm_profile)):
+            raise TaskFailed(f'ProvisioningError: Profile "{self.vm_profile}" not found.')
         try:
-            self.docs = vmdata.load_profile(self.zk, self.vm_profile)
+            self.docs = prov.load_profile(self.zk, self.vm_profile)
         except PVCError as exc:
             raise TaskFailed(f"ProvisioningError: {exc.message}") from None
         monitors: list[tuple[str, int]] = []
@@ -228,14 +222,14 @@ class Job:
                                 f"{demand.vcpus} vCPUs")
         for index, net in enumerate(self.vm_data.get("networks") or []):
             vni = str(net["vni"])
-            if vni not in vmdata.SPECIAL_BRIDGES and not self.zk.exists(schema.network(vni)):
+            if vni not in prov.SPECIAL_NETWORKS and not self.zk.exists(schema.network(vni)):
                 template_name = self.docs.profile.get("network_template")
                 problems.append(f'Network VNI {vni} of network template "{template_name}" does not exist '
                                 f"in the cluster")
             template = self.vm_data.get("mac_template")
             if template:
                 try:
-                    macs.template_mac(template, vmdata_vm_id(self.vm_name), index)
+                    macs.template_mac(template, vm_id_of(self.vm_name), index)
                 except macs.MacTemplateError as exc:
                     problems.append(str(exc))
         problems += self.verify_volumes()
@@ -306,7 +300,7 @@ class Job:
 
     def stage(self, name: str) -> Any:
         assert self.sandbox is not None
-        return self.sandbox.run(name, self.stage_timeout, self.cancel_requested)
+        return self.sandbox.run(name, STAGE_TIMEOUT, self.cancel_requested)
 
     def define(self, xml: Any) -> None:
         if not isinstance(xml, str) or not xml.strip():
@@ -330,11 +324,12 @@ class Job:
             migration_max_downtime=int(system.get("migration_max_downtime") or 300),
             profile=self.vm_profile, initial_state="provision")
         self.defined = record.uuid
+        self.revert.add(f'remove the definition of VM "{self.vm_name}"', self.undefine)
         self.log(f'Defined VM "{record.name}" ({record.uuid}) on node {record.node} in state provision')
 
-    def run_script_cleanup(self, exc: Exception) -> None:
+    # -- undo and general cleanup ------------------------------------------------------------
+    def run_script_cleanup(self) -> None:
         """The script's cleanup() after a failure; in a fresh process if the old one is gone."""
-        self.script_ran = False
         sandbox = self.sandbox
         alive = sandbox is not None and sandbox.proc is not None and sandbox.proc.poll() is None
         try:
@@ -346,31 +341,35 @@ class Job:
                 sandbox.start()
             assert sandbox is not None
             self.log("Running script cleanup() step")
-            sandbox.run("cleanup", min(self.stage_timeout, CLEANUP_TIMEOUT))
+            sandbox.run("cleanup", min(STAGE_TIMEOUT, CLEANUP_TIMEOUT))
         except StageError as error:
             self.log(f"the script's cleanup() failed: {error.message}")
 
-    # -- stage 9 -----------------------------------------------------------------------------
-    def general_cleanup(self, failed: bool) -> None:
+    def close_sandbox(self) -> None:
         if self.sandbox is not None:
             self.sandbox.close()
             self.sandbox = None
-        names = vmdata.volume_names(self.vm_name, self.vm_data)
-        for pool, name in names:
+
+    def undefine(self) -> None:
+        assert self.defined is not None
+        try:
+            vms.undefine(self.zk, self.defined, timeout=UNDEFINE_TIMEOUT)
+            self.log(f'removed the definition of VM "{self.vm_name}"')
+        except PVCError as exc:
+            self.log(f'could not remove VM "{self.vm_name}": {exc.message}')
+
+    def unmap_volumes(self) -> None:
+        """Release this node's maps of the VM's volumes (a script may have left them mapped)."""
+        for pool, name in vmdata.volume_names(self.vm_name, self.vm_data):
             try:
                 if rbdmap.unmap_volume(pool, name):
                     self.log(f"unmapped {pool}/{name}")
             except rbdmap.RbdMapError as exc:
                 self.log(f"could not unmap {pool}/{name}: {exc.message}")
-        if not failed:
-            return
-        if self.defined:
-            try:
-                vms.undefine(self.zk, self.defined, timeout=UNDEFINE_TIMEOUT)
-                self.log(f'removed the definition of VM "{self.vm_name}"')
-            except PVCError as exc:
-                self.log(f'could not remove VM "{self.vm_name}": {exc.message}')
-        for pool, name in names:
+
+    def discard_volumes(self) -> None:
+        self.unmap_volumes()
+        for pool, name in vmdata.volume_names(self.vm_name, self.vm_data):
             self.remove_volume(pool, name)
 
     def remove_volume(self, pool: str, name: str) -> None:
@@ -390,12 +389,6 @@ class Job:
             self.log(f"could not remove volume {pool}/{name}: {_text(exc)}")
 
 
-def vmdata_vm_id(name: str) -> int:
-    from pvc.worker.provisioner.vmbuilder import vm_id_of
-
-    return vm_id_of(name)
-
-
 def _in_ceph(storage: Storage, pool: str, name: str) -> bool:
     try:
         storage.volume_info(pool, name)
@@ -406,15 +399,13 @@ def _in_ceph(storage: Storage, pool: str, name: str) -> bool:
         return False
 
 
-@task_kind(KIND)
-def provisioner_create(ctx: TaskContext, vm_name: str, vm_profile: str, define_vm: Any = True,
-                       start_vm: Any = True, script_run_args: list[str] | None = None,
-                       stage_timeout: float = STAGE_TIMEOUT, **_: Any) -> dict[str, Any]:
+@task_kind(PROVISIONER_CREATE)
+def provisioner_create(ctx: TaskContext, vm_name: str, vm_profile: str, define_vm: bool = True,
+                       start_vm: bool = True, script_run_args: list[str] | None = None) -> dict[str, Any]:
+    """The task (arguments as pvc.core.taskkinds.ProvisionArgs, already validated)."""
     args = list(script_run_args or [])
     try:
-        vmdata.parse_arguments(args, "arg")
-        define, start = _flag(define_vm, True), _flag(start_vm, True)
+        prov.arguments_dict(args, "arg")
     except PVCError as exc:
         raise TaskFailed(f"ProvisioningError: {exc.message}") from None
-    job = Job(ctx, str(vm_name), str(vm_profile), define, start, args, float(stage_timeout))
-    return job.run()
+    return Job(ctx, vm_name, vm_profile, define_vm, start_vm, args).run()
