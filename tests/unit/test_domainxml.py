@@ -35,6 +35,7 @@ from pvc.core.domainxml import (
     Nic,
     Topology,
 )
+from pvc.core.domainxml.checks import _MAC_RE
 from pvc.core.errors import InvalidInput
 
 GOLDEN = Path(__file__).parent / "golden" / "domainxml"
@@ -498,7 +499,7 @@ def test_mac_address() -> None:
 @given(st.text())
 def test_mac_address_is_always_valid(seed: str) -> None:
     mac = dx.mac_address(seed)
-    assert dx._MAC_RE.match(mac) and all(0x10 <= int(o, 16) <= 0xEE for o in mac.split(":")[3:])
+    assert _MAC_RE.match(mac) and all(0x10 <= int(o, 16) <= 0xEE for o in mac.split(":")[3:])
 
 
 LIVE = """<domain type='qemu' id='3'><name>x</name><devices>{}</devices></domain>"""
