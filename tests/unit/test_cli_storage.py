@@ -18,6 +18,7 @@ import httpx
 import pytest
 from click.testing import Result
 
+from pvc.cli import upload
 from pvc.cli.commands import storage as storagecli
 from pvc.cli.output import render
 from tests.unit.test_cli_flows import FakeApi, api, env, no_sleep, pvc, task_sequence  # noqa: F401
@@ -422,7 +423,7 @@ def test_volume_upload_streams_the_file(api: FakeApi, env: dict[str, str], tmp_p
     data = bytes(range(256)) * 1024 + b"tail"  # 256 KiB + 4: several chunks
     image.write_bytes(data)
     reads: list[int] = []
-    monkeypatch.setattr(storagecli, "open_image",
+    monkeypatch.setattr(upload, "open_image",
                         lambda path: SpyFile(Path(path).open("rb"), reads))  # noqa: SIM115 - SpyFile closes
     api.on("POST", f"{BASE}/volume/vms/web1_disk0/upload",
            {"message": "Converted and uploaded file 'disk.qcow2' to volume 'vms/web1_disk0'."})

@@ -216,3 +216,10 @@ def decode(response: httpx.Response) -> Any:
     except ValueError:
         raise ApiError(f"The API answered with something that is not JSON (HTTP {response.status_code})",
                        response.status_code) from None
+
+
+def message_text(body: Any) -> str:
+    """The `message` of a decoded answer body, or the body itself as text (nothing for no body)."""
+    if isinstance(body, dict) and "message" in body:
+        return str(body["message"])
+    return "" if body is None else str(body)

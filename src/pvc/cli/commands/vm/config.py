@@ -75,7 +75,6 @@ def modify(domain: str, cfgfile: IO[str] | None, editor: bool, restart: bool | N
     apply_xml(domain, vm, new_xml, decide_restart(state, vm, restart, confirmed))
 
 
-
 # -- vcpu / memory -----------------------------------------------------------------------------------
 
 @click.group(name="vcpu", short_help="Manage the vCPUs of a VM.")

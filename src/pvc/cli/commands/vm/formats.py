@@ -268,5 +268,3 @@ VOLUME_FORMATS = {
     "raw": lambda d: ",".join(f"{v['protocol']}:{v['volume']}" for v in d["volumes"]),
     **json_formatters(),
 }
-
-

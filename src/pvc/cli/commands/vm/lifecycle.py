@@ -52,7 +52,6 @@ def define(vmconfig: IO[str], node: str | None, node_limit: str | None, node_sel
     }, data={"xml": xml}))
 
 
-
 @click.command(name="rename", short_help="Rename a VM.")
 @click.argument("domain")
 @click.argument("new_name")

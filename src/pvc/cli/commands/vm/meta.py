@@ -34,7 +34,6 @@ def meta(domain: str, node_limit: str | None, node_selector: str | None, node_au
     state.out(state.api().message("POST", f"/vm/{domain}/meta", params=params))
 
 
-
 # -- tags --------------------------------------------------------------------------------------------
 
 @click.group(name="tag", short_help="Manage the tags of a VM.")
