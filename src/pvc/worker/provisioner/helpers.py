@@ -10,16 +10,20 @@
   virtio-scsi for sdX, one virtio NIC per network (bridge from vm_data), a pty serial console
   (PVC's console log reads it), VNC if the template asks. With `kernel` the VM boots that kernel
   directly (like the lab's tiny guest), else from its first disk.
+- lab_guest_root(root) writes the root filesystem of the lab's tiny guest (busybox and the /init
+  its initramfs switches to) under `root` (examples/3-install.py; needs the lab's busybox-static).
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from pvc.worker.provisioner.macs import mac_for
 
-__all__ = ["domain_xml", "mac_for", "volume_name"]
+__all__ = ["domain_xml", "lab_guest_root", "mac_for", "volume_name"]
 
 
 def volume_name(builder: Any, volume: dict[str, Any]) -> str:
@@ -86,3 +90,24 @@ def domain_xml(builder: Any, kernel: str | None = None, initrd: str | None = Non
     <memballoon model='none'/>
   </devices>
 </domain>"""
+
+
+def lab_guest_root(root: str | Path) -> None:
+    """The lab guest's root disk tree under `root`, from the lab's recipe (pvc.lab.guest: the same
+    files its disk image holds, so a VM installed with it boots like the lab's guest)."""
+    from pvc.lab import guest  # the lab's recipe: only where the lab is installed
+
+    root = Path(root)
+    for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "run", "mnt", "newroot", "root", "var",
+              "etc/acpi/PWRF", "etc/cgi", "lib/modules"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(guest.BUSYBOX, root / "bin" / "busybox")
+    (root / "bin" / "sh").symlink_to("busybox")
+    files = {"init": (guest.INIT, 0o755), "etc/udhcpc.script": (guest.UDHCPC_SCRIPT, 0o755),
+             "etc/acpi/PWRF/00000080": (guest.POWER_BUTTON, 0o755),
+             **{f"etc/cgi/{name}": (script, 0o755) for name, script in guest.CGI.items()},
+             "etc/modules": ("\n".join(guest.MODULES) + "\n", 0o644), "etc/hostname": ("pvcguest\n", 0o644),
+             "etc/stage2": ("root disk: modules are loaded by the initramfs\n", 0o644)}
+    for rel, (text, mode) in files.items():
+        (root / rel).write_text(text)
+        (root / rel).chmod(mode)

@@ -87,9 +87,9 @@ class VMBuilderScript(VMBuilder):
     def install(self):
         rootfs = self.vm_data["script_arguments"].get("rootfs", "lab-guest")
         if rootfs == "lab-guest":
-            from pvc.lab.guest import _write_tree
+            from pvc.worker.provisioner.helpers import lab_guest_root
 
-            _write_tree(__import__("pathlib").Path(TARGET), None)
+            lab_guest_root(TARGET)
         else:
             for d in ("bin", "sbin", "etc", "dev", "proc", "sys", "tmp", "run", "root"):
                 os.makedirs(f"{TARGET}/{d}", exist_ok=True)
@@ -101,11 +101,11 @@ class VMBuilderScript(VMBuilder):
             self._import_images()
 
     def _import_images(self):
-        from pvc.worker.kinds.storage import storage_for
+        from pvc.adapters.ceph import storage_from_settings
         from pvcapid.Daemon import config
 
         os.makedirs(IMAGES, exist_ok=True)
-        storage = storage_for(config)
+        storage = storage_from_settings(config)
         # deepest mountpoints first: each filesystem gets its own subtree only
         for volume in sorted(self.filesystems, key=lambda v: -v["mountpoint"].count("/")):
             if volume["filesystem"] not in ("ext2", "ext3", "ext4"):
