@@ -8,12 +8,14 @@ VM, new names free) and only then act, so a refusal changes nothing.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from pvc.adapters.ceph import Storage
 from pvc.cluster import storage as storage_mod
 from pvc.cluster import vms as vms_mod
 from pvc.core import domainxml, schema
 from pvc.core.errors import Conflict, NotFound, PVCError
+from pvc.core.revert import Reverter
 from pvc.core.zk import ZK
 
 log = logging.getLogger(__name__)
@@ -86,21 +88,15 @@ def rename(zk: ZK, storage: Storage, vm: str, new_name: str) -> str:
         if zk.exists(schema.volume(pool, new)):
             raise Conflict(f'Cannot rename VM "{record.name}": volume "{new}" already exists in pool '
                            f'"{pool}"; nothing was changed.')
-    done: list[tuple[str, str, str]] = []
-    try:
+    with Reverter(log.warning) as revert:
         for old_ref, new_ref in changes.items():
             pool, old = _split(old_ref)
             _, new = _split(new_ref)
             storage_mod.rename_volume(zk, storage, pool, old, new, allow_vm=record.uuid)
-            done.append((pool, old, new))
+            revert.add(f"volume {pool}/{old} renamed to {new}",
+                       partial(storage_mod.rename_volume, zk, storage, pool, new, old, allow_vm=record.uuid))
         text = vms_mod.rename(zk, vm, new_name, volume_renames=changes)
-    except BaseException:
-        for pool, old, new in reversed(done):
-            try:
-                storage_mod.rename_volume(zk, storage, pool, new, old, allow_vm=record.uuid)
-            except PVCError:
-                log.exception("could not undo the rename of volume %s/%s to %s", pool, old, new)
-        raise
+        revert.commit()
     if changes:
         text = text.rstrip(".") + f' and its volumes ({", ".join(changes.values())}).'
     return text
