@@ -663,6 +663,6 @@ def ova_list(limit: str | None, formatter: Any) -> None:
     get_state().emit(_list("/provisioner/ova", {"limit": limit}), formatter)
 
 
-from pvc.cli.commands import provisioner_jobs  # noqa: E402  (create, status, cancel, ova upload)
+from pvc.cli.commands.provisioner import jobs as provisioner_jobs  # noqa: E402  (create, status, cancel, ova upload)
 
 provisioner_jobs.register(group)

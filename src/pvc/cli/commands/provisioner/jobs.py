@@ -106,6 +106,6 @@ def register(group: click.Group) -> None:
     """Add create, status and cancel to the `pvc provisioner` group."""
     for command in (create, status, cancel):
         group.add_command(command)
-    from pvc.cli.commands.provisioner_ova import ova_upload
+    from pvc.cli.commands.provisioner.ova import ova_upload
 
     cast(click.Group, group.commands["ova"]).add_command(ova_upload)
