@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from pvc.adapters.ceph import StorageError
 from pvc.adapters.fence import FenceOutcome
+from pvc.cluster.vms.transitions import apply_to_doc, recover
 from pvc.core.records import NodeRecord, VMRecord
-from pvc.node.fencing import RECOVER_STATES
 
 from .zkmodel import TICKS
 
@@ -79,13 +79,11 @@ class SimStore:
     def recover_vm(self, uuid: str, dead: str, target: str | None) -> bool:
         zk = self.zk
         doc = zk.vms.get(uuid)
-        if doc is None or doc.get("node") != dead or doc.get("state") not in RECOVER_STATES:
+        new = None if doc is None else apply_to_doc(doc, recover(dead, target))
+        if new is None:
             return False
         if target is not None:
             self.world.check_placement(uuid, target)
-            new = {**doc, "state": "start", "node": target, "last_node": dead}
-        else:
-            new = {**doc, "state": "stop", "node_autostart": True}
         self.world.write_vm(self.me, uuid, new)
         status = zk.statuses.get(uuid, {})
         if status.get("node") == dead and status.get("running"):

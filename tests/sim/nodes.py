@@ -3,6 +3,8 @@
 The daemon does what pvcnoded does, on the virtual clock: a heartbeat feeding `SelfFence` every
 second (and `check()` every step), a keepalive, a VM reconcile pass built on the real
 `observe()`/`decide()` of pvc.node.vms, and on coordinators an `HAMonitor` tick every 0.5 s.
+Every change of a VM document is a transition of pvc.cluster.vms.transitions, the same the real
+daemon applies: the simulator models when a node acts, never what it writes.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pvc.cluster.placement import find_target, vm_demand
+from pvc.cluster.vms.transitions import abort_migration, flush_away, settle, unflush_back
 from pvc.core.errors import ClusterUnavailable
+from pvc.core.vocabulary import VM_MIGRATE_STATES
 from pvc.node.fencing import HAMonitor
 from pvc.node.selffence import SelfFence
-from pvc.node.vms import MIGRATE_STATES, Action, decide, observe
+from pvc.node.vms import Action, decide, observe
 
 from .fakes import SimAgent, SimStore
 from .zkmodel import TICKS, Client
@@ -164,7 +168,7 @@ class SimNode:
         alive = set(zk.markers)
         for uuid in sorted(zk.vms, key=w.vm_name):
             record = w.vm_record(uuid)
-            status = zk.statuses.get(uuid, {})
+            status = w.vm_status(uuid)
             here = uuid in self.hv
             action = decide(me, observe(me, record, status, here, lambda n: n in alive))
             name = record.name
@@ -178,22 +182,25 @@ class SimNode:
             elif action in (Action.STOP, Action.TERMINATE, Action.SHUTDOWN_AWAY):
                 self.destroy(uuid, action.value)
                 self._not_running(uuid)
-            elif action in (Action.RESTART, Action.SHUTDOWN):
+            elif action is Action.RESTART:
                 self.destroy(uuid, action.value)
                 self._not_running(uuid)
-                state = "start" if action is Action.RESTART else "stop"
-                w.write_vm(me, uuid, {**zk.vms[uuid], "state": state})
+                w.change_vm(me, uuid, settle("start", {"restart"}))
+            elif action is Action.SHUTDOWN:
+                self.destroy(uuid, action.value)
+                self._not_running(uuid)
+                w.change_vm(me, uuid, settle("stop", {"shutdown"}))
             elif action is Action.WRITE_START:
-                w.write_vm(me, uuid, {**zk.vms[uuid], "state": "start"})
+                w.change_vm(me, uuid, settle("start", {"restart", *VM_MIGRATE_STATES}))
             elif action is Action.WRITE_STOP:
-                w.write_vm(me, uuid, {**zk.vms[uuid], "state": "stop"})
+                w.change_vm(me, uuid, settle("stop", {"shutdown"}))
             elif action is Action.MIGRATE:
                 self._migrate(uuid, record.node)
             else:                                   # ENSURE, NONE, WAIT: keep the status true
-                if here and (status.get("node") != me or not status.get("running")):
+                if here and (status.node != me or not status.running):
                     zk.statuses[uuid] = {"node": me, "running": True}
-                elif not here and status.get("node") == me and status.get("running"):
-                    zk.statuses[uuid] = {**status, "running": False}
+                elif not here and status.node == me and status.running:
+                    zk.statuses[uuid] = {**zk.statuses[uuid], "running": False}
         if my_state == "run":
             self._domain_state()
 
@@ -215,8 +222,7 @@ class SimNode:
         receiver = w.nodes[target]
         if not (receiver.process_running() and w.can_talk(self.name, target)):
             w.log(self.name, f"migration of {w.vm_name(uuid)} to {target} failed: {target} does not answer")
-            back = {**w.zk.vms[uuid], "state": "start", "node": self.name, "last_node": ""}
-            w.write_vm(self.name, uuid, back)
+            w.change_vm(self.name, uuid, abort_migration(self.name))
             return
         self.destroy(uuid, f"migrated to {target}")
         self._not_running(uuid)
@@ -229,7 +235,7 @@ class SimNode:
         domain = doc.get("domain_state")
         vms = zk.vms.items()
         if domain == "flush":
-            if any(v.get("last_node") == me and v.get("state") in MIGRATE_STATES for _u, v in vms):
+            if any(v.get("last_node") == me and v.get("state") in VM_MIGRATE_STATES for _u, v in vms):
                 return
             mine = sorted((u for u, v in zk.vms.items() if v.get("node") == me and v.get("state") == "start"
                            and u in self.hv), key=w.vm_name)
@@ -239,14 +245,13 @@ class SimNode:
                 target = find_target(nodes, record.node_selector, w.params.selector, current=me,
                                      limit=record.node_limit, demand=vm_demand(record))
                 if target is not None:
-                    w.write_vm(me, uuid, {**zk.vms[uuid], "state": "migrate", "node": target.name,
-                                          "last_node": me})
+                    w.change_vm(me, uuid, flush_away(me, target.name))
                     return
             w.write_node(me, me, {**doc, "domain_state": "flushed"})
         elif domain == "unflush":
             back = sorted((u for u, v in vms if v.get("last_node") == me and v.get("state") == "start"
                            and v.get("node") != me), key=w.vm_name)
             for uuid in back:
-                w.write_vm(me, uuid, {**zk.vms[uuid], "state": "migrate", "node": me, "last_node": ""})
-            if not any(v.get("node") == me and v.get("state") in MIGRATE_STATES for _u, v in vms):
+                w.change_vm(me, uuid, unflush_back(me))
+            if not any(v.get("node") == me and v.get("state") in VM_MIGRATE_STATES for _u, v in vms):
                 w.write_node(me, me, {**doc, "domain_state": "ready"})

@@ -15,9 +15,12 @@ from typing import Any
 from uuid import NAMESPACE_DNS, uuid5
 
 from pvc.cluster.placement import vm_demand
+from pvc.cluster.vms.transitions import Transition, apply_to_doc
 from pvc.core.errors import ClusterUnavailable
 from pvc.core.records import Memory, NodeRecord, VMRecord
-from pvc.node.fencing import ACTIVE, RECOVER_STATES, FencePolicy
+from pvc.core.vocabulary import VM_RECOVER_STATES
+from pvc.node.fencing import ACTIVE, FencePolicy
+from pvc.node.vms import NodeVMStatus, status_of
 
 from .fakes import SimJob, SimStorage
 from .nodes import BASE_USED, SimNode
@@ -178,6 +181,9 @@ class World:
     def vm_record(self, uuid: str) -> VMRecord:
         return self._cached("v:" + uuid, self.zk.vms[uuid], VMRecord.model_validate)
 
+    def vm_status(self, uuid: str) -> NodeVMStatus:
+        return self._cached("s:" + uuid, self.zk.statuses.get(uuid, {}), status_of)
+
     def vm_memory(self, uuid: str) -> int:
         return vm_demand(self.vm_record(uuid)).memory_mib
 
@@ -198,6 +204,14 @@ class World:
             extra = ", autostart" if new.get("node_autostart") and not old.get("node_autostart") else ""
             self.log(who, f"vm {new['name']} -> {new['state']} on {new['node']}{extra}")
         self.zk.vms[uuid] = new
+
+    def change_vm(self, who: str, uuid: str, transition: Transition) -> bool:
+        """What a daemon's store does: the very transition the real node applies, on the model."""
+        new = apply_to_doc(self.zk.vms[uuid], transition)
+        if new is None:
+            return False
+        self.write_vm(who, uuid, new)
+        return True
 
     def power_off(self, name: str, why: str) -> None:
         node = self.nodes[name]
@@ -399,7 +413,7 @@ class World:
         elif kind == "stranded":
             # assigned to the dead node, or (it was migrating away) claimed by it
             claimed = self.zk.statuses.get(vm.name, {}).get("node") == node
-            self._ensure(doc["state"] in RECOVER_STATES and (doc["node"] == node or claimed) and fault
+            self._ensure(doc["state"] in VM_RECOVER_STATES and (doc["node"] == node or claimed) and fault
                          and all(n == node for n in on), what)
         elif kind == "off":
             self._ensure(doc["state"] == "stop" and not on, what)

@@ -18,10 +18,20 @@ import pytest
 
 from pvc.adapters.ceph import Locker
 from pvc.adapters.fakes import FakeHypervisor, FakeHypervisorNetwork, FakeStorage
+from pvc.cluster.vms.transitions import Transition, apply_to_doc
 from pvc.core import domainxml, schema
 from pvc.core.records import NodeRecord, VMRecord
 from pvc.node.storage import NodeCeph, secret_uuid
-from pvc.node.vms import Action, Observation, ReconcilerSettings, VMReconciler, decide
+from pvc.node.vms import (
+    Action,
+    NodeVMStatus,
+    Observation,
+    PeerNode,
+    ReconcilerSettings,
+    VMReconciler,
+    decide,
+    status_of,
+)
 
 ME = "hv1"
 
@@ -50,19 +60,19 @@ class MemoryStore:
         with self.lock:
             return {u: VMRecord.model_validate(d) for u, d in self.vms.items()}
 
-    def load_status(self, uuid: str) -> dict[str, Any]:
+    def load_status(self, uuid: str) -> NodeVMStatus:
         with self.lock:
-            return dict(self.statuses.get(uuid, {}))
+            return status_of(self.statuses.get(uuid))
 
-    def load_statuses(self, uuids: list[str]) -> dict[str, dict[str, Any]]:
+    def load_statuses(self, uuids: list[str]) -> dict[str, NodeVMStatus]:
         return {u: self.load_status(u) for u in uuids}
 
-    def update_vm(self, uuid: str, fn: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
+    def update_vm(self, uuid: str, transition: Transition) -> bool:
         with self.lock:
             doc = self.vms.get(uuid)
             if doc is None:
                 return False
-            new = fn(dict(doc))
+            new = apply_to_doc(dict(doc), transition)
             if new is None or new == doc:
                 return False
             self.vms[uuid] = new
@@ -80,8 +90,8 @@ class MemoryStore:
     def alive_nodes(self) -> set[str]:
         return set(self.alive)
 
-    def node_docs(self) -> dict[str, dict[str, Any]]:
-        return {n: dict(d) for n, d in self.nodes.items()}
+    def node_docs(self) -> dict[str, PeerNode]:
+        return {n: PeerNode.model_validate(d) for n, d in self.nodes.items()}
 
     def cluster_selector(self) -> str:
         return self.selector

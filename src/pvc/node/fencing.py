@@ -34,13 +34,12 @@ from typing import Any, Protocol
 
 from pvc.adapters.fence import FenceAgent, FenceJob, FenceOutcome
 from pvc.cluster.placement import Demand, find_target, vm_demand
+from pvc.cluster.vms.transitions import needs_recovery
 from pvc.core.records import NodeRecord, VMRecord
 
 log = logging.getLogger("pvcnoded.fencing")
 
 ACTIVE = ("dead", "fencing", "blocklisting", "recovering")
-# VM states that mean "should be running on its node": these are recovered.
-RECOVER_STATES = frozenset({"start", "restart", "migrate", "migrate-live", "unmigrate"})
 MAX_EVENTS = 200
 HISTORY = 5
 
@@ -93,9 +92,9 @@ class HAStore(Protocol):
     def node_addresses(self, node: str) -> list[str]: ...
     def vms(self) -> dict[str, VMRecord]: ...
     def recover_vm(self, uuid: str, dead: str, target: str | None) -> bool:
-        """CAS: only while the VM is still assigned to `dead` in a running state. With a target:
-        state start there (last node `dead`); without: state stop, autostart set. Either way its
-        status stops claiming it runs on `dead`."""
+        """Apply `pvc.cluster.vms.transitions.recover(dead, target)` (compare-and-set: only while
+        the VM still needs recovery from `dead`); when it wrote, the VM's status stops claiming
+        it runs on `dead`. False: nothing written (the VM moved on meanwhile)."""
 
     def claimed_by(self, node: str) -> set[str]:
         """UUIDs of the VMs whose status says they run on `node`."""
@@ -314,7 +313,7 @@ class HAMonitor:
 
     def _recover(self, name: str, record: dict[str, Any], nodes: dict[str, NodeRecord]) -> None:
         all_vms = self.store.vms()
-        vms = [vm for vm in all_vms.values() if vm.node == name and vm.state in RECOVER_STATES]
+        vms = [vm for vm in all_vms.values() if needs_recovery(vm, name)]
         # also the VMs the node was migrating: their status still says they run there
         claimed = self.store.claimed_by(name)
         action = record.get("action") or "none"

@@ -14,12 +14,12 @@ from pvc.adapters.ceph import Storage, StorageNotFound
 from pvc.cluster import faults
 from pvc.cluster.nodes import load_fencing, load_nodes
 from pvc.cluster.state import get_cluster
+from pvc.cluster.vms.transitions import recover
 from pvc.core import schema
 from pvc.core.records import NodeRecord, VMRecord
 from pvc.core.zk import ZK
-from pvc.node.fencing import RECOVER_STATES
 from pvc.node.storage import address_ip
-from pvc.node.vms import ZKStore
+from pvc.node.vms import PeerNode, ZKStore
 
 log = logging.getLogger("pvcnoded.fencing")
 
@@ -57,25 +57,20 @@ class ZKHAStore:
     def node_addresses(self, node: str) -> list[str]:
         """The node's Ceph client addresses as it published them; else its known addresses."""
         doc = self.zk.get(schema.node(node), None)
-        if not isinstance(doc, dict):
+        try:
+            peer = PeerNode.model_validate(doc)
+        except ValueError:
             return []
-        published = [a for a in doc.get("ceph_client_addresses") or [] if a]
+        published = [a for a in peer.ceph_client_addresses if a]
         if published:
             return published
-        return sorted({a for a in (doc.get("migration_address"), doc.get("cluster_address")) if a})
+        return sorted({a for a in (peer.migration_address, peer.cluster_address) if a})
 
     def vms(self) -> dict[str, VMRecord]:
         return self.vm_store.load_vms()
 
     def recover_vm(self, uuid: str, dead: str, target: str | None) -> bool:
-        def change(doc: dict[str, Any]) -> dict[str, Any] | None:
-            if doc.get("node") != dead or doc.get("state") not in RECOVER_STATES:
-                return None
-            if target is None:
-                return {**doc, "state": "stop", "node_autostart": True}
-            return {**doc, "state": "start", "node": target, "last_node": dead}
-
-        if not self.vm_store.update_vm(uuid, change):
+        if not self.vm_store.update_vm(uuid, recover(dead, target)):
             return False
         self._release(uuid, dead)
         return True
@@ -91,7 +86,7 @@ class ZKHAStore:
     def claimed_by(self, node: str) -> set[str]:
         uuids = self.zk.children(schema.VMS)
         statuses = self.vm_store.load_statuses(uuids)
-        return {u for u, s in statuses.items() if s.get("node") == node and s.get("running")}
+        return {u for u, s in statuses.items() if s.node == node and s.running}
 
     def release_claims(self, node: str) -> int:
         claims = self.claimed_by(node)

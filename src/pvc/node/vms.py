@@ -18,10 +18,12 @@ daemon simply adopts the domains libvirtd still runs (they are transient, so the
 The decision is the pure function `decide()`; all ZooKeeper access goes through a `VMStore`, so
 the unit tests run the real reconciler over an in-memory store and a FakeHypervisor.
 
-Extra keys this module keeps in raw documents (records ignore unknown keys, so they are read
-raw): in a VM's status `migrating_to`/`migrating_from`/`migration_started` (a live sender is
-moving the VM: its target must not start it meanwhile) and `last_migration_error`; in a node
-document `libvirt_migration_uri`/`migration_address` (written by the node daemon).
+Every change of a VM document is a transition of `pvc.cluster.vms.transitions`, applied by the
+store inside its compare-and-set loop. Extra keys node daemons keep beside the shared records are
+read through typed views (`NodeVMStatus`, `PeerNode`): in a VM's status `migrating_to`/
+`migrating_from`/`migration_started` (a live sender is moving the VM: its target must not start it
+meanwhile), `started` and `last_migration_error`; in a node document `libvirt_migration_uri`/
+`migration_address` (written by the node daemon).
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ import os
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
+from pydantic import Field
 
 from pvc.adapters.ceph import StorageError, StorageNotFound
 from pvc.adapters.hypervisor import (
@@ -49,19 +52,30 @@ from pvc.adapters.hypervisor import (
     HypervisorUnavailable,
 )
 from pvc.cluster.placement import find_target, vm_demand
+from pvc.cluster.vms.transitions import (
+    Transition,
+    abort_migration,
+    apply_to_doc,
+    flush_away,
+    flush_shutdown,
+    settle,
+    unflush_autostart,
+    unflush_back,
+)
 from pvc.core import domainxml, schema
 from pvc.core.errors import ClusterUnavailable, InvalidInput, PVCError
 from pvc.core.records import NodeRecord, VMRecord, VMStatus
+from pvc.core.vocabulary import VM_ACTIVE_STATES, VM_MIGRATE_STATES, VM_STATES
 from pvc.core.zk import ZK, decode, encode
 from pvc.node.console import ConsoleTail
 from pvc.node.storage import NodeCeph, address_ip, lock_decision
 
 log = logging.getLogger("pvcnoded.vms")
 
-MIGRATE_STATES = frozenset({"migrate", "migrate-live", "unmigrate"})
 # States in which the VM must not run anywhere ("disable/provision/fail/mirror -> nothing runs";
-# delete is transient during removal, import/restore are legacy).
-NEVER_RUN = frozenset({"disable", "provision", "mirror", "fail", "delete", "import", "restore"})
+# delete is transient during removal, import/restore are legacy): every state but the active
+# ones, the migrate family and stop, so a state new to the vocabulary never runs by default.
+NEVER_RUN = frozenset(VM_STATES) - {*VM_ACTIVE_STATES, *VM_MIGRATE_STATES, "stop"}
 
 
 class Action(enum.Enum):
@@ -99,7 +113,7 @@ def decide(me: str, obs: Observation) -> Action:
         if state in NEVER_RUN:
             return Action.TERMINATE
         if not owner:
-            if state in MIGRATE_STATES:
+            if state in VM_MIGRATE_STATES:
                 return Action.MIGRATE
             if state == "shutdown":
                 return Action.SHUTDOWN_AWAY
@@ -109,7 +123,7 @@ def decide(me: str, obs: Observation) -> Action:
             "restart": Action.RESTART,
             "shutdown": Action.SHUTDOWN,
             "stop": Action.STOP,
-        }.get(state, Action.WRITE_START if state in MIGRATE_STATES else Action.NONE)
+        }.get(state, Action.WRITE_START if state in VM_MIGRATE_STATES else Action.NONE)
     if not owner:
         return Action.NONE
     if state == "start":
@@ -118,24 +132,23 @@ def decide(me: str, obs: Observation) -> Action:
         return Action.WAIT if obs.running_elsewhere else Action.WRITE_START
     if state == "shutdown":
         return Action.WAIT if obs.running_elsewhere else Action.WRITE_STOP
-    if state in MIGRATE_STATES:
+    if state in VM_MIGRATE_STATES:
         # Nothing to receive when it runs nowhere else (a dead sender, a stopped VM): start here.
         return Action.WAIT if obs.running_elsewhere else Action.WRITE_START
     return Action.NONE
 
 
-def observe(me: str, record: VMRecord, status: dict[str, Any], running_here: bool,
+def observe(me: str, record: VMRecord, status: NodeVMStatus, running_here: bool,
             alive: Callable[[str], bool]) -> Observation:
-    """Build the Observation from the record, the raw status document and this hypervisor.
+    """Build the Observation from the record, the status document and this hypervisor.
 
     A claim that the VM runs on another node counts even when that node's session is gone: the
     node may still run it (a dead pvcnoded leaves its QEMUs running). Only that node itself (it
     corrects its own claims) or the fencing chain, once the node is fenced (`pvc.node.fencing`),
     clears it."""
-    where = status.get("node") or ""
-    elsewhere = bool(status.get("running")) and where not in ("", me)
-    sender = status.get("migrating_from") or ""
-    incoming = (status.get("migrating_to") == me and sender not in ("", me) and alive(sender))
+    elsewhere = status.running and status.node not in ("", me)
+    sender = status.migrating_from
+    incoming = status.migrating_to == me and sender not in ("", me) and alive(sender)
     return Observation(record.state, record.node, running_here, elsewhere, incoming)
 
 
@@ -143,18 +156,47 @@ def observe(me: str, record: VMRecord, status: dict[str, Any], running_here: boo
 # Storage of records and status
 
 
+class NodeVMStatus(VMStatus):
+    """A VM's status as node daemons read it: VMStatus plus the keys only they write."""
+
+    migrating_to: str = ""              # a live sender moves the VM there: that node must not start it
+    migrating_from: str = ""
+    migration_started: float = 0.0
+    started: float = 0.0
+    last_migration_error: dict[str, Any] = Field(default_factory=dict)
+
+
+class PeerNode(NodeRecord):
+    """A node document as the VM reconciler reads it: NodeRecord plus what its daemon adds."""
+
+    libvirt_migration_uri: str = ""     # where live migrations to it go
+    migration_address: str = ""
+    cluster_address: str = ""
+
+
+def status_of(data: Any) -> NodeVMStatus:
+    """The typed status of a raw document; an absent or unreadable one claims nothing."""
+    if isinstance(data, dict):
+        try:
+            return NodeVMStatus.model_validate(data)
+        except ValueError:
+            log.warning("ignoring an unreadable VM status %s", data)
+    return NodeVMStatus()
+
+
 class VMStore(Protocol):
     """The reconciler's view of ZooKeeper (an in-memory one exists for the unit tests)."""
 
     def load_vm(self, uuid: str) -> VMRecord | None: ...
     def load_vms(self) -> dict[str, VMRecord]: ...
-    def load_status(self, uuid: str) -> dict[str, Any]: ...
-    def load_statuses(self, uuids: list[str]) -> dict[str, dict[str, Any]]: ...
-    def update_vm(self, uuid: str, fn: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool: ...
+    def load_status(self, uuid: str) -> NodeVMStatus: ...
+    def load_statuses(self, uuids: list[str]) -> dict[str, NodeVMStatus]: ...
+    def update_vm(self, uuid: str, transition: Transition) -> bool:
+        """Apply a transition to the stored document (compare-and-set); True when it wrote."""
     def update_status(self, uuid: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None: ...
     def update_statuses(self, changes: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> None: ...
     def alive_nodes(self) -> set[str]: ...
-    def node_docs(self) -> dict[str, dict[str, Any]]: ...
+    def node_docs(self) -> dict[str, PeerNode]: ...
     def cluster_selector(self) -> str: ...
     def start_lock(self, uuid: str, timeout: float) -> contextlib.AbstractContextManager[bool]: ...
     def put_console(self, uuid: str, text: str) -> None: ...
@@ -182,22 +224,25 @@ class ZKStore:
                 out[uuid] = record
         return out
 
-    def load_status(self, uuid: str) -> dict[str, Any]:
-        data = self.zk.get(schema.vm_status(uuid), None)
-        return data if isinstance(data, dict) else {}
+    def load_status(self, uuid: str) -> NodeVMStatus:
+        return status_of(self.zk.get(schema.vm_status(uuid), None))
 
-    def load_statuses(self, uuids: list[str]) -> dict[str, dict[str, Any]]:
+    def load_statuses(self, uuids: list[str]) -> dict[str, NodeVMStatus]:
         docs = self.zk.get_many([schema.vm_status(u) for u in uuids]) if uuids else {}
-        return {u: d if isinstance(d := docs.get(schema.vm_status(u)), dict) else {} for u in uuids}
+        return {u: status_of(docs.get(schema.vm_status(u))) for u in uuids}
 
-    def update_vm(self, uuid: str, fn: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
+    def update_vm(self, uuid: str, transition: Transition) -> bool:
         written = False
 
         def change(doc: Any) -> Any:
             nonlocal written
             if not isinstance(doc, dict):
                 return doc
-            new = fn(dict(doc))
+            try:
+                new = apply_to_doc(dict(doc), transition)
+            except ValueError:
+                log.warning("VM %s: unreadable document, not changing it", uuid)
+                return doc
             written = new is not None and new != doc
             return doc if new is None else new
 
@@ -269,10 +314,17 @@ class ZKStore:
         markers = self.zk.get_many([schema.node_alive(n) for n in names]) if names else {}
         return {n for n in names if markers.get(schema.node_alive(n)) is not None}
 
-    def node_docs(self) -> dict[str, dict[str, Any]]:
+    def node_docs(self) -> dict[str, PeerNode]:
         names = self.zk.children(schema.NODES)
         docs = self.zk.get_many([schema.node(n) for n in names]) if names else {}
-        return {n: d for n in names if isinstance(d := docs.get(schema.node(n)), dict)}
+        out = {}
+        for name in names:
+            doc = docs.get(schema.node(name))
+            try:
+                out[name] = PeerNode.model_validate(doc)
+            except ValueError:
+                continue                # absent or unreadable: not a node to migrate to
+        return out
 
     def cluster_selector(self) -> str:
         cluster = self.zk.get(schema.CLUSTER, None)
@@ -472,10 +524,9 @@ class VMReconciler:
         def on_status(data: bytes | None, _stat: Any) -> bool:
             if self.stopping.is_set() or uuid not in self._watched:
                 return False
-            doc = decode(data) if data else {}
-            doc = doc if isinstance(doc, dict) else {}
+            status = status_of(decode(data) if data else None)
             # Stats change every keepalive; only placement-relevant changes wake the VM's job.
-            seen = (doc.get("node"), doc.get("running"), doc.get("migrating_to"))
+            seen = (status.node, status.running, status.migrating_to)
             if self._status_seen.get(uuid) != seen:
                 self._status_seen[uuid] = seen
                 self.kick(uuid)
@@ -561,25 +612,20 @@ class VMReconciler:
             return cache[name]
         return alive
 
-    def _settle_status(self, uuid: str, status: dict[str, Any], here: bool) -> None:
+    def _settle_status(self, uuid: str, status: NodeVMStatus, here: bool) -> None:
         """Keep the status's claim about this node true (running here or not)."""
-        if here and (status.get("node") != self.name or not status.get("running")):
+        if here and (status.node != self.name or not status.running):
             self._live.pop(uuid, None)
             self._patch(uuid, node=self.name, running=True, libvirt_state="running")
-        elif not here and status.get("node") == self.name and status.get("running"):
+        elif not here and status.node == self.name and status.running:
             self._patch(uuid, running=False, libvirt_state="shutoff", vnc="")
 
     def _patch(self, uuid: str, **fields: Any) -> None:
         self.store.update_status(uuid, _merge({**fields, "updated": time.time()}))
 
-    def _set_state(self, uuid: str, new: str, only_from: frozenset[str] | set[str],
-                   **extra: Any) -> bool:
-        """CAS the VM's state to `new`, only while it is still one of `only_from`."""
-        def change(doc: dict[str, Any]) -> dict[str, Any] | None:
-            if doc.get("state") not in only_from:
-                return None
-            return {**doc, "state": new, **extra}
-        return self.store.update_vm(uuid, change)
+    def _settle(self, uuid: str, new: str, only_from: Iterable[str]) -> bool:
+        """Record that a transitional state is done, only while the VM is still in `only_from`."""
+        return self.store.update_vm(uuid, settle(new, only_from))
 
     # -- actions -------------------------------------------------------------------------------------
 
@@ -591,10 +637,10 @@ class VMReconciler:
             return True
         if action is Action.RESTART:
             self._power_off(uuid, {"restart"})
-            return self._set_state(uuid, "start", {"restart"})
+            return self._settle(uuid, "start", {"restart"})
         if action is Action.SHUTDOWN:
             if self._power_off(uuid, {"shutdown"}):
-                self._set_state(uuid, "stop", {"shutdown"})
+                self._settle(uuid, "stop", {"shutdown"})
             return True
         if action in (Action.STOP, Action.TERMINATE):
             self._destroy(uuid)
@@ -606,9 +652,9 @@ class VMReconciler:
             self._migrate(record)
             return True
         if action is Action.WRITE_START:
-            return self._set_state(uuid, "start", {"restart", *MIGRATE_STATES})
+            return self._settle(uuid, "start", {"restart", *VM_MIGRATE_STATES})
         if action is Action.WRITE_STOP:
-            return self._set_state(uuid, "stop", {"shutdown"})
+            return self._settle(uuid, "stop", {"shutdown"})
         return False
 
     def console_path(self, record: VMRecord) -> str:
@@ -631,8 +677,7 @@ class VMReconciler:
                 return
             status = self.store.load_status(uuid)
             if observe(self.name, fresh, status, False, self._alive_fn()).running_elsewhere:
-                log.warning("VM %s: %s still reports it running; not starting here", uuid,
-                            status.get("node"))
+                log.warning("VM %s: %s still reports it running; not starting here", uuid, status.node)
                 return
             try:
                 xml = domainxml.adapt_for_host(fresh.xml, self.hv.kvm_available())
@@ -657,7 +702,7 @@ class VMReconciler:
             except (HypervisorError, InvalidInput, OSError) as exc:
                 reason = str(exc)
                 log.error("VM %s (%s) failed to start: %s", fresh.name, uuid, reason)
-                self._set_state(uuid, "fail", {"start"})
+                self._settle(uuid, "fail", {"start"})
                 self._patch(uuid, node=self.name, running=False, libvirt_state="shutoff",
                             failed_reason=reason)
                 self.vm_fault(fresh.name, f"VM {fresh.name} failed to start on {self.name}: {reason}")
@@ -668,7 +713,7 @@ class VMReconciler:
             log.info("VM %s (%s) started in %.2fs", fresh.name, uuid, time.monotonic() - started)
             self._patch(uuid, node=self.name, running=True, libvirt_state="running", failed_reason="",
                         started=time.time())
-            if status.get("failed_reason"):
+            if status.failed_reason:
                 self.vm_fault(fresh.name, None)     # it failed before; it runs now
 
     def _prepare_rbd(self, record: VMRecord, xml: str, volumes: list[str]) -> str | None:
@@ -690,7 +735,7 @@ class VMReconciler:
             return None
         if refusal:
             log.error("VM %s (%s) not started: %s", record.name, record.uuid, refusal)
-            self._set_state(record.uuid, "fail", {"start"})
+            self._settle(record.uuid, "fail", {"start"})
             self._patch(record.uuid, node=self.name, running=False, libvirt_state="shutoff",
                         failed_reason=refusal)
             self.vm_fault(record.name, f"VM {record.name} failed to start on {self.name}: {refusal}")
@@ -725,8 +770,7 @@ class VMReconciler:
 
     def _node_addresses(self) -> dict[str, str]:
         """Address -> node name, from the node documents (to name a lock's holder)."""
-        return {str(d.get("migration_address")): n for n, d in self.store.node_docs().items()
-                if d.get("migration_address")}
+        return {d.migration_address: n for n, d in self.store.node_docs().items() if d.migration_address}
 
     def _destroy(self, uuid: str) -> None:
         try:
@@ -736,7 +780,7 @@ class VMReconciler:
         self._after_gone(uuid)
 
     def _after_gone(self, uuid: str) -> None:
-        if self.store.load_status(uuid).get("node") == self.name:
+        if self.store.load_status(uuid).node == self.name:
             self._patch(uuid, running=False, libvirt_state="shutoff", vnc="")
 
     def _power_off(self, uuid: str, keep: set[str]) -> bool:
@@ -772,16 +816,16 @@ class VMReconciler:
         uuid, target = record.uuid, record.node
         force_live = record.migration_method == "live" or record.state == "migrate-live"
         force_shutdown = record.migration_method == "shutdown"
-        node_doc = self.store.node_docs().get(target, {})
+        node_doc = self.store.node_docs().get(target)
         alive = target in self.store.alive_nodes()
-        if not alive or node_doc.get("daemon_state") != "run":
+        if not alive or node_doc is None or node_doc.daemon_state != "run":
             self._abort_migration(record, f"target node {target} is not running")
             return
         self._patch(uuid, migrating_to=target, migrating_from=self.name, migration_started=time.time())
         try:
             error = ""
             if not force_shutdown:
-                uri, address = node_doc.get("libvirt_migration_uri"), node_doc.get("migration_address")
+                uri, address = node_doc.libvirt_migration_uri, node_doc.migration_address
                 if not uri:
                     error = (f"node {target} publishes no migration URI (set hypervisor.migration_address "
                              "in its configuration)")
@@ -808,9 +852,9 @@ class VMReconciler:
                     return
                 log.info("VM %s: falling back to a shutdown migration to %s", uuid, target)
             # Shutdown move: power off here, then record start; the target starts it.
-            if not self._power_off(uuid, set(MIGRATE_STATES)):
+            if not self._power_off(uuid, set(VM_MIGRATE_STATES)):
                 return
-            self._set_state(uuid, "start", MIGRATE_STATES)
+            self._settle(uuid, "start", VM_MIGRATE_STATES)
             self._patch(uuid, last_migration={"time": time.time(), "duration_s": None,
                                               "downtime_ms": None, "from": self.name, "to": target,
                                               "method": "shutdown"})
@@ -819,7 +863,7 @@ class VMReconciler:
 
     def _still_migrating(self, uuid: str, target: str) -> bool:
         record = self.store.load_vm(uuid)
-        return record is not None and record.state in MIGRATE_STATES and record.node == target
+        return record is not None and record.state in VM_MIGRATE_STATES and record.node == target
 
     def _migrated(self, record: VMRecord, target: str, duration: float, downtime: int | None) -> None:
         log.info("VM %s (%s) migrated to %s in %.2fs, downtime %s ms", record.name, record.uuid, target,
@@ -830,26 +874,18 @@ class VMReconciler:
                     last_migration={"time": time.time(), "duration_s": round(duration, 3),
                                     "downtime_ms": downtime, "from": self.name, "to": target,
                                     "method": "live"})
-        self._set_state(record.uuid, "start", MIGRATE_STATES)
+        self._settle(record.uuid, "start", VM_MIGRATE_STATES)
 
     def _abort_migration(self, record: VMRecord, why: str) -> None:
         """Keep the VM here: state start, node back to this node, the origin forgotten."""
         log.error("VM %s (%s): migration aborted: %s", record.name, record.uuid, why)
-
-        def change(doc: dict[str, Any]) -> dict[str, Any] | None:
-            if doc.get("state") not in MIGRATE_STATES:
-                return None
-            last = doc.get("last_node", "")
-            return {**doc, "state": "start", "node": self.name,
-                    "last_node": "" if last == self.name else last}
-
-        self.store.update_vm(record.uuid, change)
+        self.store.update_vm(record.uuid, abort_migration(self.name))
         self._patch(record.uuid, last_migration_error={"time": time.time(), "to": record.node, "error": why})
 
     # -- the periodic pass -----------------------------------------------------------------------------
 
     def full_pass(self, records: dict[str, VMRecord] | None = None,
-                  statuses: dict[str, dict[str, Any]] | None = None,
+                  statuses: dict[str, NodeVMStatus] | None = None,
                   domains: dict[str, DomainInfo] | None = None) -> None:
         """Decide for every VM from bulk reads; kick the ones with work (jobs re-read fresh)."""
         self._last_pass = time.monotonic()
@@ -858,10 +894,10 @@ class VMReconciler:
         domains = self.hv.list_domains() if domains is None else domains
         alive = self._alive_fn()
         for uuid, record in records.items():
-            status = statuses.get(uuid, {})
+            status = statuses.get(uuid) or NodeVMStatus()
             here = uuid in domains and domains[uuid].running
             action = decide(self.name, observe(self.name, record, status, here, alive))
-            stale_mark = (status.get("migrating_from") == self.name and status.get("migrating_to")
+            stale_mark = (status.migrating_from == self.name and status.migrating_to
                           and not self.busy(uuid))
             if stale_mark:
                 self._patch(uuid, migrating_to="", migrating_from="")
@@ -885,21 +921,22 @@ class VMReconciler:
         changes: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         now = time.time()
         for uuid in records:
-            status = statuses.get(uuid, {})
+            status = statuses.get(uuid) or NodeVMStatus()
             fields: dict[str, Any] | None = None
             if uuid in running:
-                if status.get("migrating_to") == self.name or self.busy(uuid):
+                if status.migrating_to == self.name or self.busy(uuid):
                     # incoming migration (the sender reports it) or a job acting on the VM now
                     # (it writes the status itself; this snapshot may be older than its write)
                     continue
                 fields = {"node": self.name, "running": True, "libvirt_state": running[uuid].state,
                           "vnc": self._live_facts(uuid, records[uuid])[0]}
-            elif (status.get("node") == self.name and status.get("running") and not self.busy(uuid)
-                  and not status.get("migrating_to")):
+            elif (status.node == self.name and status.running and not self.busy(uuid)
+                  and not status.migrating_to):
                 fields = {"running": False, "libvirt_state": "shutoff", "vnc": ""}
             # Only a real change rewrites the status: every write wakes the API's /vms cache.
-            stale = fields is not None and any(status.get(k) != v for k, v in fields.items())
-            if fields is not None and (stale or "stats" in status):
+            stale = fields is not None and any(getattr(status, k) != v for k, v in fields.items())
+            # (stats kept in the status by older versions move to schema.vm_stats)
+            if fields is not None and (stale or "stats" in status.model_fields_set):
                 changes[uuid] = _merge({**fields, "updated": now})
         self.store.update_statuses(changes)
         self._write_stats({u: stats.get(u, {}) for u in running})
@@ -972,29 +1009,17 @@ class VMReconciler:
             self._wait_gone(uuid, keep_going)
 
     def _send_away(self, record: VMRecord) -> None:
-        nodes = [NodeRecord.model_validate(d) for d in self.store.node_docs().values()]
+        nodes = list(self.store.node_docs().values())
         alive = self.store.alive_nodes()
         target = find_target([n for n in nodes if n.name in alive], record.node_selector,
                              self.store.cluster_selector(), current=self.name, limit=record.node_limit,
                              demand=vm_demand(record))
         if target is None:
             log.info("flush: no target for VM %s; shutting it down (autostart on ready)", record.name)
-
-            def shut(doc: dict[str, Any]) -> dict[str, Any] | None:
-                if doc.get("state") != "start" or doc.get("node") != self.name:
-                    return None
-                return {**doc, "state": "shutdown", "node_autostart": True}
-            self.store.update_vm(record.uuid, shut)
+            self.store.update_vm(record.uuid, flush_shutdown(self.name))
             return
         log.info("flush: migrating VM %s to %s", record.name, target.name)
-
-        def move(doc: dict[str, Any]) -> dict[str, Any] | None:
-            if doc.get("node") != self.name:
-                return None
-            state = "migrate" if doc.get("state") == "start" else doc.get("state")
-            return {**doc, "state": state, "node": target.name,
-                    "last_node": doc.get("last_node") or self.name}
-        self.store.update_vm(record.uuid, move)
+        self.store.update_vm(record.uuid, flush_away(self.name, target.name))
 
     def _wait_state_leaves(self, uuid: str, states: set[str], keep_going: Callable[[], bool]) -> None:
         deadline = time.monotonic() + self.settings.flush_wait_s
@@ -1010,7 +1035,7 @@ class VMReconciler:
             record = self.store.load_vm(uuid)
             if record is None or not self.hv.is_running(uuid):
                 return
-            if record.node == self.name and record.state not in ("shutdown", *MIGRATE_STATES):
+            if record.node == self.name and record.state not in ("shutdown", *VM_MIGRATE_STATES):
                 log.warning("flush: VM %s stays here (state %s)", record.name, record.state)
                 return
             self.stopping.wait(self.settings.poll_s)
@@ -1024,25 +1049,15 @@ class VMReconciler:
             if not keep_going():
                 return
             if record.node_autostart and record.node == self.name:
-                def autostart(doc: dict[str, Any]) -> dict[str, Any] | None:
-                    if not doc.get("node_autostart") or doc.get("node") != self.name:
-                        return None
-                    state = "start" if doc.get("state") in ("stop", "shutdown") else doc.get("state")
-                    return {**doc, "state": state, "last_node": "", "node_autostart": False}
-                self.store.update_vm(uuid, autostart)
+                self.store.update_vm(uuid, unflush_autostart(self.name))
             elif record.last_node == self.name:
-                def back(doc: dict[str, Any]) -> dict[str, Any] | None:
-                    if doc.get("last_node") != self.name:
-                        return None
-                    state = "migrate" if doc.get("state") == "start" else doc.get("state")
-                    return {**doc, "state": state, "node": self.name, "last_node": ""}
-                self.store.update_vm(uuid, back)
+                self.store.update_vm(uuid, unflush_back(self.name))
             else:
                 continue
             waiting.append(uuid)
             self.kick(uuid)
         for uuid in waiting:
-            self._wait_state_leaves(uuid, {*MIGRATE_STATES, "shutdown"}, keep_going)
+            self._wait_state_leaves(uuid, {*VM_MIGRATE_STATES, "shutdown"}, keep_going)
 
 
 def _console_file(live_xml: str) -> str | None:
