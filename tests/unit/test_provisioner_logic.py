@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pvc.cli.commands import provisioner as cli
+from pvc.cli.commands.provisioner import formats as cli
 from pvc.cli.output import render
 from pvc.cluster import provisioner as prov
 from pvc.core.errors import Conflict, InvalidInput

@@ -1,6 +1,5 @@
 """`pvc provisioner create|status|cancel`: provisioning jobs (the seed's "Deploying VMs").
 
-Registered into the `pvc provisioner` group by its module (`provisioner_jobs.register(group)`).
 `create` posts to `/provisioner/create` as upstream's client does (name, profile, define_vm,
 start_vm and repeated `arg` in the query string); `--wait` follows the job with a progress bar
 showing the stage text. `status` and `cancel` use our `/provisioner/status[/<id>]` routes.
@@ -8,7 +7,7 @@ showing the stage text. `status` and `cancel` use our `/provisioner/status[/<id>
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import click
 
@@ -102,10 +101,4 @@ def cancel(job: str) -> None:
     state.out(body.get("message", "") if isinstance(body, dict) else str(body))
 
 
-def register(group: click.Group) -> None:
-    """Add create, status and cancel to the `pvc provisioner` group."""
-    for command in (create, status, cancel):
-        group.add_command(command)
-    from pvc.cli.commands.provisioner.ova import ova_upload
-
-    cast(click.Group, group.commands["ova"]).add_command(ova_upload)
+COMMANDS = (create, status, cancel)

@@ -1,23 +1,46 @@
-"""`pvc provisioner ova upload NAME FILE --pool POOL`: upload an OVA image (the seed's "Uploading an OVA").
+"""`pvc provisioner ova`: OVA images uploaded to the cluster (the seed's "Uploading an OVA").
 
-Sent as upstream's client sends it: `POST /provisioner/ova/<name>` with pool and ova_size in the
-query string and the file streamed as the multipart part `file` (never read whole into memory),
-with a progress bar on a terminal. Added to the `pvc provisioner ova` group by provisioner_jobs.
+`upload` sends the image as upstream's client does: `POST /provisioner/ova/<name>` with pool and
+ova_size in the query string and the file streamed as the multipart part `file` (never read whole
+into memory), with a progress bar on a terminal.
 """
 
 from __future__ import annotations
 
 import os
-from urllib.parse import quote
+from typing import Any
 
 import click
 
-from pvc.cli.client import decode
-from pvc.cli.commands.storage import _message, upload_file
-from pvc.cli.state import get_state
+from pvc.cli.client import decode, message_text
+from pvc.cli.commands.provisioner.common import list_items, quoted, say
+from pvc.cli.commands.provisioner.formats import OVA_FORMATS
+from pvc.cli.state import confirm_option, format_option, get_state
+from pvc.cli.upload import upload_file
 
 
-@click.command(name="upload", short_help="Upload OVA file.")
+@click.group(name="ova", short_help="Manage PVC provisioner OVA images.")
+def ova() -> None:
+    """Manage OVA images uploaded to the cluster (each with its profile and system template)."""
+
+
+@ova.command(name="remove", short_help="Remove OVA image.")
+@click.argument("name")
+@confirm_option("Remove OVA image {name}")
+def ova_remove(name: str) -> None:
+    """Remove the OVA image NAME with its volumes, profile and system template."""
+    say("DELETE", f"/provisioner/ova/{quoted(name)}")
+
+
+@ova.command(name="list", short_help="List all OVA images.")
+@click.argument("limit", required=False, default=None)
+@format_option(OVA_FORMATS)
+def ova_list(limit: str | None, formatter: Any) -> None:
+    """List the OVA images and their volumes; optionally only those whose name matches the regex LIMIT."""
+    get_state().emit(list_items("/provisioner/ova", {"limit": limit}), formatter)
+
+
+@ova.command(name="upload", short_help="Upload OVA file.")
 @click.argument("name")
 @click.argument("filename", type=click.Path(exists=True, dir_okay=False, readable=True))
 @click.option("-p", "--pool", "pool", required=True,
@@ -28,6 +51,6 @@ def ova_upload(name: str, filename: str, pool: str) -> None:
     must be stored as script 'ova' first)."""
     state = get_state()
     size = os.path.getsize(filename)
-    response = upload_file(state, filename, f"/provisioner/ova/{quote(name, safe='')}",
+    response = upload_file(state, filename, f"/provisioner/ova/{quoted(name)}",
                            {"pool": pool, "ova_size": size})
-    state.out(_message(decode(response)))
+    state.out(message_text(decode(response)))

@@ -1,0 +1,237 @@
+"""`pvc provisioner template`: system, network and storage templates (what profiles combine)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from pvc.cli.commands.provisioner.common import list_items, quoted, say
+from pvc.cli.commands.provisioner.formats import (
+    NETWORK_FORMATS,
+    STORAGE_FORMATS,
+    SYSTEM_FORMATS,
+    TEMPLATE_FORMATS,
+)
+from pvc.cli.state import confirm_option, format_option, get_state
+from pvc.core.vocabulary import MIGRATION_METHODS, SELECTOR_CHOICES
+
+
+@click.group(name="template", short_help="Manage PVC provisioner templates.")
+def template() -> None:
+    """Manage the system, network and storage templates that profiles combine."""
+
+
+@template.command(name="list", short_help="List all templates.")
+@click.argument("limit", required=False, default=None)
+@format_option(TEMPLATE_FORMATS)
+def template_list(limit: str | None, formatter: Any) -> None:
+    """List all system, network and storage templates; optionally only those whose name matches LIMIT."""
+    get_state().emit(get_state().api().get_json("/provisioner/template", params={"limit": limit}), formatter)
+
+
+# system templates
+
+@template.group(name="system", short_help="Manage PVC provisioner system templates.")
+def system() -> None:
+    """Manage system templates: vCPUs, memory, consoles and PVC metadata of VMs."""
+
+
+def _system_options(required: bool) -> Any:
+    def decorate(function: Any) -> Any:
+        options = [
+            click.option("-u", "--vcpus", "vcpus", type=int, required=required, help="The number of vCPUs."),
+            click.option("-m", "--vram", "vram", type=int, required=required,
+                         help="The amount of vRAM (in MB)."),
+            click.option("-s/-S", "--serial/--no-serial", "serial", default=False if required else None,
+                         help="Enable the virtual serial console."),
+            click.option("-n/-N", "--vnc/--no-vnc", "vnc", default=False if required else None,
+                         help="Enable the VNC console."),
+            click.option("-b", "--vnc-bind", "vnc_bind", default=None,
+                         help="Bind VNC to this IP address instead of 127.0.0.1."),
+            click.option("--node-limit", "node_limit", default=None,
+                         help="Limit VM operation to this CSV list of node(s)."),
+            click.option("--node-selector", "node_selector", type=click.Choice(SELECTOR_CHOICES),
+                         default=None, help="Method to determine the optimal target node during migrations."),
+            click.option("--node-autostart/--no-node-autostart", "node_autostart", default=False if required
+                         else None, help="Autostart the VM with its node's return to ready state."),
+            click.option("--migration-method", "migration_method", type=click.Choice(MIGRATION_METHODS),
+                         default=None, help="The preferred migration method of the VM between nodes."),
+            click.option("--migration-max-downtime", "migration_max_downtime", type=int, default=None,
+                         help="The maximum time in milliseconds that a VM can be down during a live "
+                              "migration [default: 300]."),
+        ]
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+@system.command(name="add", short_help="Add new system template.")
+@click.argument("name")
+@_system_options(required=True)
+def system_add(name: str, **values: Any) -> None:
+    """Add a new system template NAME.
+
+    Example: pvc provisioner template system add --vcpus 2 --vram 2048 --serial small
+    """
+    say("POST", "/provisioner/template/system", {"name": name, **values})
+
+
+@system.command(name="modify", short_help="Modify an existing system template.")
+@click.argument("name")
+@_system_options(required=False)
+def system_modify(name: str, **values: Any) -> None:
+    """Modify the system template NAME; only the given options change."""
+    say("PUT", f"/provisioner/template/system/{quoted(name)}", values)
+
+
+@system.command(name="remove", short_help="Remove system template.")
+@click.argument("name")
+@confirm_option("Remove system template {name}")
+def system_remove(name: str) -> None:
+    """Remove the system template NAME (refused while a profile uses it)."""
+    say("DELETE", f"/provisioner/template/system/{quoted(name)}")
+
+
+@system.command(name="list", short_help="List all system templates.")
+@click.argument("limit", required=False, default=None)
+@format_option(SYSTEM_FORMATS)
+def system_list(limit: str | None, formatter: Any) -> None:
+    """List the system templates; optionally only those whose name matches the regex LIMIT."""
+    get_state().emit(list_items("/provisioner/template/system", {"limit": limit}), formatter)
+
+
+# network templates
+
+@template.group(name="network", short_help="Manage PVC provisioner network templates.")
+def network() -> None:
+    """Manage network templates: the networks (VNIs) of VMs, in order, and their MAC template."""
+
+
+@network.command(name="add", short_help="Add new network template.")
+@click.argument("name")
+@click.option("-m", "--mac-template", "mac_template", default=None,
+              help="Use this template for MAC addresses, e.g. '{prefix}:ff:ff:{vmid}{netid}'.")
+def network_add(name: str, mac_template: str | None) -> None:
+    """Add a new network template NAME; add its networks with 'vni add'.
+
+    \b
+    The MAC template may use these variables:
+      {prefix}  the provisioner's MAC prefix, 52:54:01
+      {vmid}    the VM's number (the numeric suffix of its name) as one hex digit
+      {netid}   the interface's position in the template as one hex digit
+    Without one, VMs get random MAC addresses (52:54:00:...).
+    """
+    say("POST", "/provisioner/template/network", {"name": name, "mac_template": mac_template})
+
+
+@network.command(name="remove", short_help="Remove network template.")
+@click.argument("name")
+@confirm_option("Remove network template {name}")
+def network_remove(name: str) -> None:
+    """Remove the network template NAME (refused while a profile uses it)."""
+    say("DELETE", f"/provisioner/template/network/{quoted(name)}")
+
+
+@network.command(name="list", short_help="List all network templates.")
+@click.argument("limit", required=False, default=None)
+@format_option(NETWORK_FORMATS)
+def network_list(limit: str | None, formatter: Any) -> None:
+    """List the network templates; optionally only those whose name matches the regex LIMIT."""
+    get_state().emit(list_items("/provisioner/template/network", {"limit": limit}), formatter)
+
+
+@network.group(name="vni", short_help="Manage network VNIs in network templates.")
+def vni() -> None:
+    """Manage the networks of a network template (the first is eth0, the second eth1, ...)."""
+
+
+@vni.command(name="add", short_help="Add network VNI to network template.")
+@click.argument("name")
+@click.argument("vni_id", metavar="VNI")
+@click.option("-d", "--permit-duplicate", "permit_duplicate", is_flag=True, default=False,
+              help="Allow the VNI to be in the template more than once.")
+def vni_add(name: str, vni_id: str, permit_duplicate: bool) -> None:
+    """Add the network VNI (an existing network, or upstream, cluster, storage) to the end of network
+    template NAME."""
+    say("POST", f"/provisioner/template/network/{quoted(name)}/net",
+         {"vni": vni_id, "permit_duplicate": permit_duplicate})
+
+
+@vni.command(name="remove", short_help="Remove network VNI from network template.")
+@click.argument("name")
+@click.argument("vni_id", metavar="VNI")
+@confirm_option("Remove VNI {vni_id} from network template {name}")
+def vni_remove(name: str, vni_id: str) -> None:
+    """Remove the network VNI from network template NAME."""
+    say("DELETE", f"/provisioner/template/network/{quoted(name)}/net/{quoted(vni_id)}")
+
+
+# storage templates
+
+@template.group(name="storage", short_help="Manage PVC provisioner storage templates.")
+def storage() -> None:
+    """Manage storage templates: the disks of VMs, with their filesystems and mountpoints."""
+
+
+@storage.command(name="add", short_help="Add new storage template.")
+@click.argument("name")
+def storage_add(name: str) -> None:
+    """Add a new storage template NAME; add its disks with 'disk add'."""
+    say("POST", "/provisioner/template/storage", {"name": name})
+
+
+@storage.command(name="remove", short_help="Remove storage template.")
+@click.argument("name")
+@confirm_option("Remove storage template {name}")
+def storage_remove(name: str) -> None:
+    """Remove the storage template NAME (refused while a profile uses it)."""
+    say("DELETE", f"/provisioner/template/storage/{quoted(name)}")
+
+
+@storage.command(name="list", short_help="List all storage templates.")
+@click.argument("limit", required=False, default=None)
+@format_option(STORAGE_FORMATS)
+def storage_list(limit: str | None, formatter: Any) -> None:
+    """List the storage templates; optionally only those whose name matches the regex LIMIT."""
+    get_state().emit(list_items("/provisioner/template/storage", {"limit": limit}), formatter)
+
+
+@storage.group(name="disk", short_help="Manage disks in storage templates.")
+def disk() -> None:
+    """Manage the disks of a storage template."""
+
+
+@disk.command(name="add", short_help="Add disk to storage template.")
+@click.argument("name")
+@click.argument("disk_id")
+@click.option("-p", "--pool", "pool", required=True, help="The storage pool for the disk.")
+@click.option("-i", "--source-volume", "source_volume", default=None,
+              help="The source volume to clone (no size, filesystem or mountpoint).")
+@click.option("-s", "--size", "size", type=int, default=None, help="The size of the disk (in GB).")
+@click.option("-f", "--filesystem", "filesystem", default=None, help="The filesystem of the disk.")
+@click.option("--fsarg", "fsargs", multiple=True,
+              help="Additional argument for mkfs, in '-X=foo' form; repeatable.")
+@click.option("-m", "--mountpoint", "mountpoint", default=None,
+              help="The target mountpoint of the disk in the VM's root filesystem (needs a filesystem).")
+def disk_add(name: str, disk_id: str, pool: str, source_volume: str | None, size: int | None,
+             filesystem: str | None, fsargs: tuple[str, ...], mountpoint: str | None) -> None:
+    """Add the disk DISK_ID (sdX or vdX) to storage template NAME.
+
+    Example: pvc provisioner template storage disk add --pool vms --size 8 --filesystem ext4 --mountpoint /
+    mytemplate sda
+    """
+    say("POST", f"/provisioner/template/storage/{quoted(name)}/disk",
+         {"disk_id": disk_id, "pool": pool, "source_volume": source_volume, "disk_size": size,
+          "filesystem": filesystem, "filesystem_arg": list(fsargs) or None, "mountpoint": mountpoint})
+
+
+@disk.command(name="remove", short_help="Remove disk from storage template.")
+@click.argument("name")
+@click.argument("disk_id")
+@confirm_option("Remove disk {disk_id} from storage template {name}")
+def disk_remove(name: str, disk_id: str) -> None:
+    """Remove the disk DISK_ID from storage template NAME."""
+    say("DELETE", f"/provisioner/template/storage/{quoted(name)}/disk/{quoted(disk_id)}")
