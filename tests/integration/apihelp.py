@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from fastapi.testclient import TestClient
 
-from pvc.adapters.fakes import FakeStorage
+from pvc.adapters.ceph.fake import FakeStorage
 from pvc.api.app import create_app
 from pvc.core import schema
 from pvc.core.config import load_config

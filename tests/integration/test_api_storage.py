@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from pvc.adapters.fakes import FakeStorage
+from pvc.adapters.ceph.fake import FakeStorage
 from pvc.api.app import create_app
 from pvc.cluster import tasks as tasks_mod
 from pvc.core import schema

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pvc.adapters.fakes import FakeNetworkHost, FakeNftables, FakeServices
+from pvc.adapters.network.fake import FakeNetworkHost, FakeNftables, FakeServices
 from pvc.cluster.faults import load_faults
 from pvc.core import netconfig, schema
 from pvc.core.config import load_config

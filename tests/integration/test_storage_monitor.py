@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pvc.adapters.ceph import StorageUnavailable
-from pvc.adapters.fakes import FakeStorage
+from pvc.adapters.ceph.fake import FakeStorage
 from pvc.core import schema
 from pvc.core.zk import ZK
 from pvc.node.storage import SETTLE_PASSES, StorageMonitor

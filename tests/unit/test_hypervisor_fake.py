@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 import pytest
 
 from pvc.adapters import hypervisor
-from pvc.adapters.fakes import FakeHypervisor, FakeHypervisorNetwork
 from pvc.adapters.hypervisor import (
     HOST_RESOURCE_KEYS,
     DomainExists,
@@ -31,6 +30,7 @@ from pvc.adapters.hypervisor import (
     LibvirtHypervisor,
     Unsupported,
 )
+from pvc.adapters.hypervisor.fake import FakeHypervisor, FakeHypervisorNetwork
 
 T = TypeVar("T")
 STATS_KEYS = {"state", "maxmem", "livemem", "cpus", "cputime", "mem_stats", "cpu_stats", "disk_stats",

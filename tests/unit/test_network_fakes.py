@@ -9,8 +9,8 @@ import signal
 
 import pytest
 
-from pvc.adapters.fakes import FakeNetworkHost, FakeNftables, FakeServices
 from pvc.adapters.network import Link, NetworkError
+from pvc.adapters.network.fake import FakeNetworkHost, FakeNftables, FakeServices
 from pvc.core import netconfig as nc
 
 

@@ -29,7 +29,7 @@ from pvc.adapters.ceph import (
     StorageUnavailable,
 )
 from pvc.adapters.ceph import librados as ceph_module
-from pvc.adapters.fakes import FakeStorage
+from pvc.adapters.ceph.fake import FakeStorage
 
 MiB = 1 << 20
 VOLUME_INFO_KEYS = {"name", "id", "size", "objects", "order", "object_size", "snapshot_count",

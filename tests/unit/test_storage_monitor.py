@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from pvc.adapters.ceph import Locker, StorageError
-from pvc.adapters.fakes import FakeHypervisor, FakeStorage
+from pvc.adapters.ceph.fake import FakeStorage
 from pvc.adapters.hypervisor import HypervisorError
+from pvc.adapters.hypervisor.fake import FakeHypervisor
 from pvc.core.config import parse_config
 from pvc.node.daemon import NodeDaemon
 from pvc.node.storage import (

@@ -13,7 +13,7 @@ import pytest
 
 from pvc.adapters import osd as osd_adapter
 from pvc.adapters.ceph import Locker, StorageError
-from pvc.adapters.fakes import FakeStorage
+from pvc.adapters.ceph.fake import FakeStorage
 from pvc.adapters.osd import CommandResult, DirectOsdService, FileDevice, OsdError, SystemdOsdService
 from pvc.core import schema
 from pvc.core.config import Settings

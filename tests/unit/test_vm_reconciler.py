@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from pvc.adapters.ceph import Locker
-from pvc.adapters.fakes import FakeHypervisor, FakeHypervisorNetwork, FakeStorage
+from pvc.adapters.ceph.fake import FakeStorage
+from pvc.adapters.hypervisor.fake import FakeHypervisor, FakeHypervisorNetwork
 from pvc.cluster.vms.transitions import Transition, apply_to_doc
 from pvc.core import domainxml, schema
 from pvc.core.records import NodeRecord, VMRecord
