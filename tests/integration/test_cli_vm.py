@@ -7,6 +7,7 @@ client-side XML edits, rename, placement records (migrate/move/unmigrate) and re
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,37 @@ def test_bad_input_is_one_error_line(pvc: Pvc, cluster: ZK, tmp_path: Path, xml_
     result = pvc("-q", "vm", "migrate", "web1", "nosuchnode")
     assert result.returncode == 1 and "nosuchnode" in result.stderr
     assert json.loads(pvc.ok("-q", "vm", "memory", "get", "web1", "-f", "json"))["memory"] == 512
+
+
+# An $EDITOR for `vm modify --editor` that changes the VM behind the editing client's back (as a
+# second administrator would) and then saves an edit of the text it was given.
+RACING_EDITOR = """
+import re, subprocess, sys
+from pathlib import Path
+subprocess.run([sys.executable, "-m", "pvc.cli", "-q", "vm", "memory", "set", "web1", "1G"], check=True,
+               capture_output=True)
+path = Path(sys.argv[1])
+path.write_text(re.sub(r"(<vcpu[^>]*>)1(</vcpu>)", r"\\g<1>2\\g<2>", path.read_text()))
+"""
+
+
+def test_modify_of_a_vm_changed_while_editing(pvc: Pvc, api: Api, cluster: ZK, xml_file: Path,
+                                              tmp_path: Path) -> None:
+    """With an API that sends ETags the late edit is refused (412) and the other change is kept;
+    an API without them takes the last write, as before."""
+    pvc.ok("-q", "vm", "define", str(xml_file), "--node", "hv1")
+    editor = tmp_path / "editor.py"
+    editor.write_text(RACING_EDITOR)
+    pvc.env["EDITOR"] = pvc.env["VISUAL"] = f"{sys.executable} {editor}"
+    versioned = "ETag" in api.get("/vm/web1").headers
+    result = pvc("-q", "vm", "modify", "web1", "--editor", "-y")
+    item = one(pvc, "web1")
+    if versioned:
+        assert result.returncode != 0 and result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert (item["memory"], item["vcpu"]) == (1024, 1)  # the other change stands, ours was refused
+        pvc.ok("-q", "vm", "modify", "web1", "--editor", "-y")  # read again, edit again: it lands
+        assert one(pvc, "web1")["vcpu"] == 2
+    else:
+        assert result.returncode == 0, result.stderr
+        assert (item["memory"], item["vcpu"]) == (512, 2)  # last write wins

@@ -389,3 +389,98 @@ def test_parsers() -> None:
     assert vmcli.parse_memory("4G") == 4096
     assert str(vmcli.parse_topology("2,2,2", 8)) == "2/2/2"
     assert vmcli.pretty_xml("not xml") == "not xml"
+
+
+# -- optimistic concurrency: the ETag read is sent back as If-Match ---------------------------------
+
+def serve_versioned_vm(api: FakeApi, item: dict[str, Any], etag: str | None = '"7"',
+                       put: httpx.Response | None = None) -> None:
+    """GET /vm/web1 answers with an ETag (when given); PUT answers `put` or success."""
+    headers = {"ETag": etag} if etag else {}
+    api.on("GET", "/vm/web1", lambda _r: httpx.Response(200, json=[item], headers=headers))
+    api.on("GET", "/storage/ceph/volume/vms/web1_data", [{"name": "web1_data", "pool": "vms", "stats": {}}])
+    api.on("PUT", "/vm/web1", lambda _r: put if put is not None else httpx.Response(
+        200, json={"message": 'Modified VM "web1".'}))
+
+
+EDITS = {
+    "vcpu set": ["vm", "vcpu", "set", "web1", "4"],
+    "memory set": ["vm", "memory", "set", "web1", "2G"],
+    "network add": ["vm", "network", "add", "web1", "vmbr7"],
+    "network remove": ["vm", "network", "remove", "web1", "100"],
+    "volume add": ["vm", "volume", "add", "web1", "vms/web1_data"],
+    "volume remove": ["vm", "volume", "remove", "web1", "vms/web1_disk0"],
+}
+
+
+@pytest.mark.parametrize("args", EDITS.values(), ids=EDITS.keys())
+def test_edit_sends_if_match_with_the_etag_it_read(api: FakeApi, env: dict[str, str],
+                                                   args: list[str]) -> None:
+    serve_versioned_vm(api, vm_item("stop"))
+    result = run(api, env, *args)
+    assert result.exit_code == 0, result.output
+    (put,) = api.sent("PUT", "/vm/web1")
+    assert put.headers["If-Match"] == '"7"'
+
+
+@pytest.mark.parametrize("args", EDITS.values(), ids=EDITS.keys())
+def test_edit_without_etag_sends_no_if_match(api: FakeApi, env: dict[str, str], args: list[str]) -> None:
+    serve_versioned_vm(api, vm_item("stop"), etag=None)
+    result = run(api, env, *args)
+    assert result.exit_code == 0, result.output
+    (put,) = api.sent("PUT", "/vm/web1")
+    assert "If-Match" not in put.headers
+
+
+CHANGED = 'VM "web1" was changed by someone else since it was read (version 8, not 7); read it again.'
+
+
+@pytest.mark.parametrize("args", EDITS.values(), ids=EDITS.keys())
+def test_edit_of_a_vm_changed_meanwhile_fails_with_the_api_message(api: FakeApi, env: dict[str, str],
+                                                                   args: list[str]) -> None:
+    serve_versioned_vm(api, vm_item("start"), put=httpx.Response(412, json={"message": CHANGED}))
+    api.on("POST", "/vm/web1/device", {"message": "Attached."})
+    api.on("DELETE", "/vm/web1/device", {"message": "Detached."})
+    result = run(api, env, *args, "-R", "-y")
+    assert result.exit_code != 0
+    assert result.stderr.strip() == CHANGED and result.stdout == ""
+    assert api.sent("PUT", "/vm/web1")[0].headers["If-Match"] == '"7"'
+    assert not api.sent("POST", "/vm/web1/device") and not api.sent("DELETE", "/vm/web1/device")
+
+
+def test_hot_plug_after_a_versioned_put_carries_no_if_match(api: FakeApi, env: dict[str, str]) -> None:
+    """Our own PUT moved the version on; the device call must not be refused for it."""
+    serve_versioned_vm(api, vm_item("start"))
+    api.on("POST", "/vm/web1/device", {"message": "Attached."})
+    result = run(api, env, "vm", "network", "add", "web1", "vmbr7")
+    assert result.exit_code == 0, result.output
+    assert api.sent("PUT", "/vm/web1")[0].headers["If-Match"] == '"7"'
+    assert "If-Match" not in api.sent("POST", "/vm/web1/device")[0].headers
+
+
+def test_modify_from_file_and_editor_send_if_match(api: FakeApi, env: dict[str, str], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    serve_versioned_vm(api, vm_item("stop"), etag='W/"12"')
+    path = tmp_path / "new.xml"
+    path.write_text(XML.replace("<vcpu>2</vcpu>", "<vcpu>3</vcpu>"))
+    assert run(api, env, "vm", "modify", "web1", str(path), "-y").exit_code == 0
+    monkeypatch.setattr("click.edit", lambda text, **_kw: text.replace("<vcpu>2</vcpu>", "<vcpu>5</vcpu>"))
+    result = run(api, env, "vm", "modify", "web1", "--editor", "-y")
+    assert result.exit_code == 0, result.output
+    puts = api.sent("PUT", "/vm/web1")
+    assert [p.headers["If-Match"] for p in puts] == ['W/"12"', 'W/"12"']
+    assert "<vcpu>5</vcpu>" in form(puts[1])["xml"][0]
+
+
+def test_modify_of_a_vm_changed_while_editing_fails(api: FakeApi, env: dict[str, str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    serve_versioned_vm(api, vm_item("stop"), put=httpx.Response(412, json={"message": CHANGED}))
+    monkeypatch.setattr("click.edit", lambda text, **_kw: text.replace("<vcpu>2</vcpu>", "<vcpu>5</vcpu>"))
+    result = run(api, env, "vm", "modify", "web1", "--editor", "-y")
+    assert result.exit_code == 1 and result.stderr.strip() == CHANGED
+
+
+def test_list_state_filter_takes_the_vocabulary(api: FakeApi, env: dict[str, str]) -> None:
+    api.on("GET", "/vm", [])
+    assert run(api, env, "vm", "list", "-s", "migrate-live").exit_code == 0
+    assert api.sent("GET", "/vm")[0].url.params["state"] == "migrate-live"

@@ -116,7 +116,7 @@ class ApiClient:
 
     def request(self, method: str, path: str, params: Params | None = None,
                 data: Mapping[str, Any] | None = None, files: Mapping[str, Any] | None = None,
-                retry: bool | None = None) -> httpx.Response:
+                retry: bool | None = None, headers: Mapping[str, str] | None = None) -> httpx.Response:
         """Send one request (retrying idempotent GETs) and return the response, whatever its status."""
         method = method.upper()
         attempts = 1 + (self.retries if (retry if retry is not None else method == "GET") else 0)
@@ -128,9 +128,11 @@ class ApiClient:
                 self._sleep(BACKOFF * (2 ** (attempt - 1)))
             if self.debug:
                 self._log(f"API request: {method} {self.connection.base_url}{path} params={query}"
-                          + (f" form={sorted(form)}" if form else ""))
+                          + (f" form={sorted(form)}" if form else "")
+                          + (f" headers={dict(headers)}" if headers else ""))
             try:
-                response = self.http.request(method, path, params=query, data=form, files=files)
+                response = self.http.request(method, path, params=query, data=form, files=files,
+                                             headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError,
                     httpx.ReadError) as exc:
                 last_error = exc
@@ -158,9 +160,10 @@ class ApiClient:
 
     def call(self, method: str, path: str, params: Params | None = None,
              data: Mapping[str, Any] | None = None, files: Mapping[str, Any] | None = None,
-             ok: tuple[int, ...] = (200, 201, 202, 204)) -> httpx.Response:
+             ok: tuple[int, ...] = (200, 201, 202, 204),
+             headers: Mapping[str, str] | None = None) -> httpx.Response:
         """Like `request`, but an unexpected status raises ApiError carrying the API's message."""
-        response = self.request(method, path, params=params, data=data, files=files)
+        response = self.request(method, path, params=params, data=data, files=files, headers=headers)
         if response.status_code not in ok:
             raise ApiError(error_message(response), response.status_code)
         return response
@@ -184,20 +187,33 @@ class ApiClient:
 
     def get_one(self, path: str, params: Params | None = None, what: str = "Object") -> dict[str, Any]:
         """An element GET; PVC wraps the element in a one-element array."""
-        body = self.get_json(path, params=params)
-        if isinstance(body, list):
-            if len(body) != 1 or not isinstance(body[0], dict):
-                raise ApiError(f"{what} not found.", 404)
-            return body[0]
-        if not isinstance(body, dict):
-            raise ApiError(f"Unexpected answer from the API for {path}", 200)
-        return body
+        return _element(self.get_json(path, params=params), path, what)
+
+    def get_versioned(self, path: str, what: str = "Object") -> tuple[dict[str, Any], str | None]:
+        """An element GET and its ETag (the version it was read at), None if the API sent none.
+
+        An edit that sends the ETag back as If-Match is refused (412) if the element changed
+        meanwhile, instead of silently overwriting someone else's change.
+        """
+        response = self.call("GET", path)
+        return _element(decode(response), path, what), response.headers.get("ETag")
 
     def message(self, method: str, path: str, params: Params | None = None,
-                data: Mapping[str, Any] | None = None) -> str:
+                data: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None) -> str:
         """A call whose answer is `{"message": ...}`; returns the message."""
-        body = decode(self.call(method, path, params=params, data=data))
+        body = decode(self.call(method, path, params=params, data=data, headers=headers))
         return _message_of(body) if body is not None else ""
+
+
+def _element(body: Any, path: str, what: str) -> dict[str, Any]:
+    """The element of an element GET's body (PVC wraps it in a one-element array)."""
+    if isinstance(body, list):
+        if len(body) != 1 or not isinstance(body[0], dict):
+            raise ApiError(f"{what} not found.", 404)
+        return body[0]
+    if not isinstance(body, dict):
+        raise ApiError(f"Unexpected answer from the API for {path}", 200)
+    return body
 
 
 def _is_pvc_not_found(response: httpx.Response) -> bool:

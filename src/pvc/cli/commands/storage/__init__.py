@@ -12,20 +12,14 @@ import click
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from pvc.cli.client import message_text
 from pvc.cli.commands.storage import benchmark, osds, pools, volumes
 from pvc.cli.commands.storage.benchmark import benchmark_metrics, format_benchmark_info
 from pvc.cli.commands.storage.common import BASE, NA, human_count, human_latency, human_size
 from pvc.cli.output import json_formatters
 from pvc.cli.state import format_option, get_state
-from pvc.cli.upload import upload_file
 
 __all__ = ["benchmark_metrics", "format_benchmark_info", "group", "human_count", "human_latency",
-           "human_size", "upload_file"]
-
-# provisioner_ova (owned elsewhere) still imports `_message` and `upload_file` from here; once it
-# takes message_text from pvc.cli.client and upload_file from pvc.cli.upload, both go.
-_message = message_text
+           "human_size"]
 
 
 def format_ceph_text(data: Any) -> RenderableType:

@@ -103,6 +103,11 @@ def fetch_vm(name: str) -> dict[str, Any]:
     return get_state().api().get_one(f"/vm/{name}", what="VM")
 
 
+def read_for_edit(name: str) -> tuple[dict[str, Any], str | None]:
+    """The VM's item and its ETag: the version an edit of it is based on (None from an API without)."""
+    return get_state().api().get_versioned(f"/vm/{name}", what="VM")
+
+
 def is_running(vm: dict[str, Any]) -> bool:
     return str(vm.get("state")) == RUNNING_STATE
 
@@ -216,18 +221,22 @@ def live_restart(live: bool, restart: bool | None) -> bool | None:
     return False if live and restart is None else restart
 
 
-def apply_xml(name: str, vm: dict[str, Any], new_xml: str, restart: bool, *,
+def apply_xml(name: str, vm: dict[str, Any], etag: str | None, new_xml: str, restart: bool, *,
               device: tuple[str, str] | None = None) -> None:
     """PUT the edited XML; then hot-(un)plug `device` = (method, device XML) if given.
 
-    The definition is written first so the API validates it; a failed hot-plug then leaves a
-    saved definition that applies at the next restart, and the command says so and fails.
+    The PUT carries the ETag the VM was read with as If-Match, so a VM changed by someone else
+    since is refused (412, the API's message, exit 1) instead of losing their change. The
+    definition is written first so the API validates it; a failed hot-plug then leaves a saved
+    definition that applies at the next restart, and the command says so and fails.
     """
     state = get_state()
     api = state.api()
-    message = api.message("PUT", f"/vm/{name}", params={"restart": restart}, data={"xml": new_xml})
+    message = api.message("PUT", f"/vm/{name}", params={"restart": restart}, data={"xml": new_xml},
+                          headers={"If-Match": etag} if etag else None)
     if device is not None:
         method, device_xml = device
+        # No If-Match here: our own PUT just moved the version on, and the device is the one it wrote.
         try:
             response = api.call(method, f"/vm/{name}/device", data={"xml": device_xml}, ok=(200, 202))
             body = decode(response)

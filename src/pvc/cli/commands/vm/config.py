@@ -17,6 +17,7 @@ from pvc.cli.commands.vm.common import (
     parse_memory,
     parse_topology,
     pretty_xml,
+    read_for_edit,
     restart_option,
     yes_option,
 )
@@ -41,7 +42,7 @@ def modify(domain: str, cfgfile: IO[str] | None, editor: bool, restart: bool | N
     state = get_state()
     if cfgfile is None and not editor:
         raise CLIError('Either an XML config file or the "--editor" option must be specified.')
-    vm = fetch_vm(domain)
+    vm, etag = read_for_edit(domain)
     current = pretty_xml(str(vm.get("xml", "")))
     if editor:
         edited = click.edit(text=current, require_save=True, extension=".xml")
@@ -72,7 +73,7 @@ def modify(domain: str, cfgfile: IO[str] | None, editor: bool, restart: bool | N
             ok = False
         if not ok:
             raise CLIError("Aborted.")
-    apply_xml(domain, vm, new_xml, decide_restart(state, vm, restart, confirmed))
+    apply_xml(domain, vm, etag, new_xml, decide_restart(state, vm, restart, confirmed))
 
 
 # -- vcpu / memory -----------------------------------------------------------------------------------
@@ -100,9 +101,9 @@ def vcpu_get(domain: str, formatter: Any) -> None:
 def vcpu_set(domain: str, vcpus: int, topology: str | None, restart: bool | None, confirmed: bool) -> None:
     """Set the vCPU count of the VM DOMAIN to VCPUS; it applies at the next (re)start."""
     topo = parse_topology(topology, vcpus) if topology else None
-    vm = fetch_vm(domain)
+    vm, etag = read_for_edit(domain)
     new_xml = edit_xml(domainxml.set_vcpus, str(vm.get("xml", "")), vcpus, topo)
-    apply_xml(domain, vm, new_xml, decide_restart(get_state(), vm, restart, confirmed))
+    apply_xml(domain, vm, etag, new_xml, decide_restart(get_state(), vm, restart, confirmed))
 
 
 @click.group(name="memory", short_help="Manage the memory of a VM.")
@@ -126,9 +127,9 @@ def memory_get(domain: str, formatter: Any) -> None:
 def memory_set(domain: str, memory: str, restart: bool | None, confirmed: bool) -> None:
     """Set the memory of the VM DOMAIN to MEMORY: MiB, or with a suffix (512M, 4G)."""
     mib = parse_memory(memory)
-    vm = fetch_vm(domain)
+    vm, etag = read_for_edit(domain)
     new_xml = edit_xml(domainxml.set_memory, str(vm.get("xml", "")), mib)
-    apply_xml(domain, vm, new_xml, decide_restart(get_state(), vm, restart, confirmed))
+    apply_xml(domain, vm, etag, new_xml, decide_restart(get_state(), vm, restart, confirmed))
 
 
 COMMANDS: tuple[click.Command, ...] = (modify, vcpu_group, memory_group)

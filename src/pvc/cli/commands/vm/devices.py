@@ -21,6 +21,7 @@ from pvc.cli.commands.vm.common import (
     is_running,
     live_option,
     live_restart,
+    read_for_edit,
     restart_option,
     yes_option,
 )
@@ -68,7 +69,7 @@ def network_add(domain: str, net: str, macaddr: str | None, model: str, live: bo
             raise CLIError(f'Network {net} does not exist; add it first ("pvc network add {net} ...").')
         if response.status_code not in (200, 404):  # 404 without a message: an API without networks
             raise ApiError(error_message(response), response.status_code)
-    vm = fetch_vm(domain)
+    vm, etag = read_for_edit(domain)
     old_xml = str(vm.get("xml", ""))
     new_xml = edit_xml(domainxml.add_interface, old_xml, bridge_of(net), mac=macaddr, model=model)
     do_restart = decide_restart(get_state(), vm, live_restart(live, restart), confirmed)
@@ -77,7 +78,7 @@ def network_add(domain: str, net: str, macaddr: str | None, model: str, live: bo
         added = [m for m in domainxml.parse(new_xml).macs if m not in set(domainxml.parse(old_xml).macs)]
         if len(added) == 1:
             device = ("POST", edit_xml(domainxml.device_xml, new_xml, mac=added[0]))
-    apply_xml(domain, vm, new_xml, do_restart, device=device)
+    apply_xml(domain, vm, etag, new_xml, do_restart, device=device)
 
 
 @network_group.command(name="remove", short_help="Remove a network interface from a VM.")
@@ -95,7 +96,7 @@ def network_remove(domain: str, net: str | None, macaddr: str | None, live: bool
     """
     if net is None and macaddr is None:
         raise CLIError("Give the network NET or the --mac-address of the interface to remove.")
-    vm = fetch_vm(domain)
+    vm, etag = read_for_edit(domain)
     old_xml = str(vm.get("xml", ""))
     new_xml = edit_xml(domainxml.remove_interface, old_xml, mac=macaddr,
                        bridge=bridge_of(net) if net is not None else None)
@@ -105,7 +106,7 @@ def network_remove(domain: str, net: str | None, macaddr: str | None, live: bool
         removed = [m for m in domainxml.parse(old_xml).macs if m not in set(domainxml.parse(new_xml).macs)]
         if len(removed) == 1:
             device = ("DELETE", edit_xml(domainxml.device_xml, old_xml, mac=removed[0]))
-    apply_xml(domain, vm, new_xml, do_restart, device=device)
+    apply_xml(domain, vm, etag, new_xml, do_restart, device=device)
 
 
 # -- volume ------------------------------------------------------------------------------------------
@@ -152,14 +153,14 @@ def volume_add(domain: str, volume: str, disk_id: str | None, bus: str, monitors
         raise CLIError(f"The volume '{volume}' is not in the form pool/volume.")
     pool, name = volume.split("/", 1)
     get_state().api().get_one(f"/storage/ceph/volume/{pool}/{name}", what="Volume")  # must exist
-    vm = fetch_vm(domain)
+    vm, etag = read_for_edit(domain)
     new_xml = edit_xml(domainxml.add_rbd_disk, str(vm.get("xml", "")), pool, name, list(monitors),
                        secret_uuid, user=ceph_user or "admin", target=disk_id, bus=bus)
     do_restart = decide_restart(get_state(), vm, live_restart(live, restart), confirmed)
     device = None
     if live and is_running(vm) and not do_restart:
         device = ("POST", edit_xml(domainxml.device_xml, new_xml, source=volume))
-    apply_xml(domain, vm, new_xml, do_restart, device=device)
+    apply_xml(domain, vm, etag, new_xml, do_restart, device=device)
 
 
 @volume_group.command(name="remove", short_help="Remove a volume from a VM.")
@@ -170,7 +171,7 @@ def volume_add(domain: str, volume: str, disk_id: str | None, bus: str, monitors
 @yes_option
 def volume_remove(domain: str, volume: str, live: bool, restart: bool | None, confirmed: bool) -> None:
     """Detach VOLUME ("pool/volume", a file path or a target such as sdb) from the VM DOMAIN."""
-    vm = fetch_vm(domain)
+    vm, etag = read_for_edit(domain)
     old_xml = str(vm.get("xml", ""))
     new_xml = edit_xml(domainxml.remove_disk, old_xml, volume)
     do_restart = decide_restart(get_state(), vm, live_restart(live, restart), confirmed)
@@ -178,7 +179,7 @@ def volume_remove(domain: str, volume: str, live: bool, restart: bool | None, co
     if live and is_running(vm) and not do_restart:
         key = {"target": volume} if re.fullmatch(r"[a-z]+", volume) else {"source": volume}
         device = ("DELETE", edit_xml(domainxml.device_xml, old_xml, **key))
-    apply_xml(domain, vm, new_xml, do_restart, device=device)
+    apply_xml(domain, vm, etag, new_xml, do_restart, device=device)
 
 
 COMMANDS: tuple[click.Command, ...] = (network_group, volume_group)
