@@ -21,9 +21,9 @@ def _settings() -> Any:
 
 
 def _storage() -> Any:
-    from pvc.worker.kinds.storage import storage_for
+    from pvc.adapters.ceph import storage_from_settings
 
-    return storage_for(_settings())
+    return storage_from_settings(_settings())
 
 
 def _ceph() -> rbdmap.Ceph:

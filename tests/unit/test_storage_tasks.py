@@ -18,8 +18,9 @@ from pvc.adapters.osd import CommandResult, DirectOsdService, FileDevice, OsdErr
 from pvc.core import schema
 from pvc.core.config import Settings
 from pvc.core.records import VMRecord
-from pvc.worker.kinds import storage as sk
 from pvc.worker.kinds import vm as vmk
+from pvc.worker.kinds.storage import common as sk
+from pvc.worker.kinds.storage.osds import OSD_CAPS
 from pvc.worker.registry import KINDS, TaskCancelled, TaskFailed
 
 # ------------------------------------------------------------------------------------ fakes
@@ -375,7 +376,7 @@ def test_add_direct_osd(ctx: FakeContext, ceph: FakeCeph, direct: FakeDirect, tm
     assert result["osds"] == [3] and "Successfully created 1 new OSD(s) 3" in result["status"]
     assert ceph.table[3] | {} == {"osd": 3, "uuid": direct.datadirs[3]["uuid"], "up": 1, "in": 1,
                                   "host": "hv3", "weight": 0.5, "destroyed": False}
-    assert ("auth get-or-create", {"entity": "osd.3", "caps": sk.OSD_CAPS}) in ceph.commands
+    assert ("auth get-or-create", {"entity": "osd.3", "caps": OSD_CAPS}) in ceph.commands
     assert direct.actions == [f"prepare {tmp_path}/osd/disk3.img", "mkfs 3", "start 3"]
     doc = ctx.zk.get(schema.osd(3))
     assert doc == {"id": "3", "node": "hv3", "device": f"{tmp_path}/osd/disk3.img", "db_device": "",

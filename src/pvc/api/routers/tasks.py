@@ -11,11 +11,10 @@ from pvc.api.errors import message
 from pvc.api.models import Message, TaskAccepted, TaskList, TaskLog, TaskStatus
 from pvc.cluster import nodes as nodes_mod
 from pvc.cluster import tasks as tasks_mod
+from pvc.core.taskkinds import CLUSTER_SELFTEST
 from pvc.core.zk import ZK
 
 router = APIRouter(prefix="/tasks", tags=["tasks"], dependencies=[Depends(require_auth)])
-
-SELFTEST = "cluster.selftest"
 
 
 @router.get("", summary="Return running and waiting tasks, keyed by worker", responses=responses(TaskList))
@@ -26,7 +25,7 @@ def task_list(zk: ZK = Depends(get_zk)) -> JSONResponse:
 @router.post("/selftest", summary="Queue a self-test task on the primary's worker",
              responses=responses(TaskAccepted, 202))
 def selftest(zk: ZK = Depends(get_zk)) -> JSONResponse:
-    task = tasks_mod.submit(zk, SELFTEST, {}, target=tasks_mod.PRIMARY)
+    task = tasks_mod.submit(zk, CLUSTER_SELFTEST, target=tasks_mod.PRIMARY)
     return task_accepted(tasks_mod.accepted(task, nodes_mod.primary_node(zk)))
 
 

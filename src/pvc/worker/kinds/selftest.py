@@ -13,6 +13,7 @@ from pvc.adapters import ceph, hypervisor
 from pvc.cluster import tasks
 from pvc.cluster.nodes import load_nodes
 from pvc.core import schema
+from pvc.core.taskkinds import CLUSTER_SELFTEST, NODE_SELFTEST
 from pvc.worker.registry import TaskContext, TaskFailed, task_kind
 
 NODE_TIMEOUT = 60.0
@@ -32,7 +33,7 @@ def _timed(check: Any) -> dict[str, Any]:
     return {"ok": ok, "detail": detail, "ms": round((time.monotonic() - started) * 1000, 1)}
 
 
-@task_kind("node.selftest")
+@task_kind(NODE_SELFTEST)
 def node_selftest(ctx: TaskContext) -> dict[str, Any]:
     ctx.progress(0, 3, "Checking ZooKeeper")
     zk_check = _timed(lambda: {"nodes": len(ctx.zk.children(schema.NODES)), "session": ctx.zk.connected})
@@ -51,12 +52,12 @@ def node_selftest(ctx: TaskContext) -> dict[str, Any]:
     return {"status": status, "node": ctx.node, "checks": checks}
 
 
-@task_kind("cluster.selftest")
+@task_kind(CLUSTER_SELFTEST)
 def cluster_selftest(ctx: TaskContext, timeout: float = NODE_TIMEOUT) -> dict[str, Any]:
     nodes = [n.name for n in load_nodes(ctx.zk) if n.daemon_state == "run"]
     total = len(nodes) + 1
     ctx.progress(0, total, f"Submitting checks to {len(nodes)} node(s)")
-    children = {name: tasks.submit(ctx.zk, "node.selftest", {}, target=name).id for name in nodes}
+    children = {name: tasks.submit(ctx.zk, NODE_SELFTEST, target=name).id for name in nodes}
     results: dict[str, Any] = {}
     deadline = time.monotonic() + timeout
     try:

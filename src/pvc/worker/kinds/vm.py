@@ -14,13 +14,11 @@ from pvc.adapters.hypervisor import Hypervisor, HypervisorError, LibvirtHypervis
 from pvc.core import domainxml, schema
 from pvc.core.errors import PVCError
 from pvc.core.records import VMRecord
+from pvc.core.taskkinds import VM_BLOCK_RESIZE, VM_DEVICE_ATTACH, VM_DEVICE_DETACH, VM_FLUSH_LOCKS
 from pvc.core.units import parse_size
-from pvc.worker.kinds import storage as storage_kinds
+from pvc.core.vocabulary import VM_STOPPED_STATES
+from pvc.worker.kinds.storage import common as storage_common
 from pvc.worker.registry import TaskContext, TaskFailed, task_kind
-
-# A VM in one of these states cannot be running anywhere, so its RBD locks are stale (upstream's
-# list; pvc.cluster.vms.STOPPED_STATES says the same for the API's check).
-FLUSHABLE_STATES = ("stop", "disable", "fail", "mirror")
 
 
 def hypervisor_for(ctx: TaskContext) -> Hypervisor:
@@ -35,24 +33,25 @@ def _record(ctx: TaskContext, uuid: str) -> VMRecord:
     return VMRecord.model_validate(data)
 
 
-@task_kind("vm.flush_locks")
+@task_kind(VM_FLUSH_LOCKS)
 def flush_locks(ctx: TaskContext, uuid: str, domain: str = "", force_unlock: bool = False,
                 **_: Any) -> dict[str, Any]:
     """Remove stale RBD locks of the VM's volumes (left by a node that died while running it).
 
     Breaking a lock also blocklists its holder (librbd), so a client that was in fact still alive
-    cannot write behind the next owner's back; that is why a VM that may run is refused.
+    cannot write behind the next owner's back; that is why a VM that may run (a state outside
+    VM_STOPPED_STATES, where it cannot be running anywhere) is refused.
     """
     record = _record(ctx, uuid)
     name = domain or record.name
-    if record.state not in FLUSHABLE_STATES and not force_unlock:
+    if record.state not in VM_STOPPED_STATES and not force_unlock:
         raise TaskFailed(f"VM {name} is in state {record.state}; its RBD locks are only flushed while it "
-                         f"cannot run ({', '.join(FLUSHABLE_STATES)}), unless forced")
+                         f"cannot run ({', '.join(VM_STOPPED_STATES)}), unless forced")
     volumes = list(record.rbd_volumes)
     ctx.progress(0, len(volumes) + 1, f"Flushing RBD locks of VM {name}")
     if not volumes:
         return {"status": f"VM {name} has no RBD volumes; no locks to flush", "volumes": [], "freed": []}
-    storage = storage_kinds.storage_for(ctx.settings)
+    storage = storage_common.storage_for(ctx.settings)
     freed: list[dict[str, str]] = []
     errors: list[str] = []
     for index, ref in enumerate(volumes, start=1):
@@ -88,7 +87,7 @@ def flush_locks(ctx: TaskContext, uuid: str, domain: str = "", force_unlock: boo
 def _rbd_access(ctx: TaskContext, xml: str) -> str:
     """An rbd disk attached live needs the monitors and the libvirt secret, as at VM start."""
     cfg = ctx.settings.storage
-    storage = storage_kinds.storage_for(ctx.settings)
+    storage = storage_common.storage_for(ctx.settings)
     try:
         hosts = storage.mon_addresses()
         secret = secret_uuid(storage.fsid(), cfg.secret_uuid)
@@ -123,17 +122,17 @@ def _device(ctx: TaskContext, uuid: str, xml: str, attach: bool, domain: str) ->
     return {"status": f"Device {verb}ed {'to' if attach else 'from'} VM {name}"}
 
 
-@task_kind("vm.device_attach")
+@task_kind(VM_DEVICE_ATTACH)
 def device_attach(ctx: TaskContext, uuid: str, xml: str, domain: str = "", **_: Any) -> dict[str, Any]:
     return _device(ctx, uuid, xml, True, domain)
 
 
-@task_kind("vm.device_detach")
+@task_kind(VM_DEVICE_DETACH)
 def device_detach(ctx: TaskContext, uuid: str, xml: str, domain: str = "", **_: Any) -> dict[str, Any]:
     return _device(ctx, uuid, xml, False, domain)
 
 
-@task_kind("vm.block_resize")
+@task_kind(VM_BLOCK_RESIZE)
 def block_resize(ctx: TaskContext, uuid: str, pool: str, volume: str, size: int | str, domain: str = "",
                  **_: Any) -> dict[str, Any]:
     """Tell the running VM its RBD disk grew (libvirt blockResize), after the volume was resized."""
