@@ -23,6 +23,7 @@ from pvc.api.models import Doc, Message
 from pvc.api.params import Bool, Inputs, inputs
 from pvc.cluster import provisioner as prov
 from pvc.core.errors import NotFound
+from pvc.core.vocabulary import MIGRATION_METHODS, SELECTOR_CHOICES
 from pvc.core.zk import ZK
 
 router = APIRouter(prefix="/provisioner", tags=["provisioner"], dependencies=[Depends(require_auth)])
@@ -37,12 +38,12 @@ SYSTEM_HELP = {
     "vnc": "Whether to enable a VNC console for the VM",
     "vnc_bind": "VNC bind address (an IP address) when the VNC console is enabled [default: 127.0.0.1]",
     "node_limit": "CSV list of node(s) to limit VM assignment to",
-    "node_selector": "Selector to use for VM node assignment on migration/move (mem, memprov, vcpus, load, "
-                     "vms, none)",
+    "node_selector": f"Selector to use for VM node assignment on migration/move "
+                     f"({', '.join(SELECTOR_CHOICES)})",
     "node_autostart": "Whether to start the VM with its node's ready state (one-time)",
-    "migration_method": "The preferred migration method (live, shutdown, none)",
-    "migration_max_downtime": "The maximum time in milliseconds that a VM can be down for during a live "
-                              "migration [default: 300]",
+    "migration_method": f"The preferred migration method ({', '.join(MIGRATION_METHODS)})",
+    "migration_max_downtime": f"The maximum time in milliseconds that a VM can be down for during a live "
+                              f"migration [default: {prov.DOWNTIME_DEFAULT}]",
 }
 DISK_HELP = {
     "pool": "Ceph storage pool for the disk (must exist)",

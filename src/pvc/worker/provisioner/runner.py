@@ -71,6 +71,9 @@ def _text(exc: BaseException) -> str:
 
 
 class Job:
+    """One provisioning run: its stages, the sandbox running its script, and a Reverter holding
+    the undo of everything it has made so far."""
+
     def __init__(self, ctx: TaskContext, vm_name: str, vm_profile: str, define_vm: bool, start_vm: bool,
                  run_args: list[str]) -> None:
         self.ctx, self.zk = ctx, ctx.zk
@@ -270,7 +273,7 @@ class Job:
             per_pool[pool] = per_pool.get(pool, 0) + size
             fs = vol.get("filesystem")
             if fs:
-                tool = "mkswap" if fs == "swap" else f"mkfs.{fs}"
+                tool = prov.FILESYSTEMS.get(fs, f"mkfs.{fs}")
                 if shutil.which(tool) is None:
                     problems.append(f"Disk {disk}: filesystem {fs} needs {tool}, which is not installed on "
                                     f"node {self.ctx.node}")
@@ -321,7 +324,7 @@ class Job:
             self.zk, xml, limit=list(system.get("node_limit") or []),
             selector=system.get("node_selector") or None, autostart=bool(system.get("node_autostart")),
             migration_method=system.get("migration_method") or "live",
-            migration_max_downtime=int(system.get("migration_max_downtime") or 300),
+            migration_max_downtime=int(system.get("migration_max_downtime") or prov.DOWNTIME_DEFAULT),
             profile=self.vm_profile, initial_state="provision")
         self.defined = record.uuid
         self.revert.add(f'remove the definition of VM "{self.vm_name}"', self.undefine)
