@@ -74,10 +74,10 @@ def main() -> int:
     app: FastAPI | None = None
     try:
         schema.migrate(zk)
-        zk.cache(schema.NODES)
-        zk.cache(schema.VMS)
-        zk.cache(schema.VM_STATS)     # per-VM stats, apart from /vms so they do not churn it
-        zk.cache(schema.FENCING)      # fencing records, shown with every node
+        zk.cache(schema.NODES)                 # node documents
+        zk.cache(schema.VMS, depth=2)          # each VM and its status
+        zk.cache(schema.VM_STATS, depth=2)     # stats shards, apart from /vms so they do not churn it
+        zk.cache(schema.FENCING)               # fencing records, shown with every node
         app = create_app(settings, zk)
         server = uvicorn.Server(uvicorn_config(settings, app))
         # uvicorn re-raises the signal it caught after its graceful shutdown; make that a no-op

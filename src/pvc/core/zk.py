@@ -28,11 +28,11 @@ from kazoo.exceptions import (
 )
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState, ZnodeStat
-from kazoo.recipe.cache import TreeCache, TreeEvent
 from kazoo.retry import KazooRetry, RetryFailedError
 from kazoo.security import make_digest_acl
 
 from pvc.core.errors import ClusterUnavailable, Conflict
+from pvc.core.zkcache import TreeMirror
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,7 @@ class ZK:
         self._listeners: list[Callable[[KazooState], None]] = []
         self.client.add_listener(self._on_state)
         self.lost = threading.Event()
-        self._caches: dict[str, TreeCache] = {}
-        self._cache_loaded: dict[str, threading.Event] = {}
+        self._caches: dict[str, TreeMirror] = {}
         self._decoded: dict[str, tuple[int, Json]] = {}
 
     @classmethod
@@ -156,10 +155,9 @@ class ZK:
             bare.close()
 
     def stop(self) -> None:
-        for tree in self._caches.values():
-            tree.close()
+        for mirror in self._caches.values():
+            mirror.close()
         self._caches.clear()
-        self._cache_loaded.clear()
         try:
             self.client.stop()
         finally:
@@ -210,36 +208,26 @@ class ZK:
 
     # -- watched caches ------------------------------------------------------------------------
 
-    def cache(self, parent: str) -> None:
-        """Keep a watch-driven copy of parent's children, so hot lists need no round trips.
-
-        Long-running readers (the API) call this; lists then serve from memory, while single
-        reads and CAS updates still go to the server, so a write is never based on stale data.
-        """
+    def cache(self, parent: str, depth: int = 1) -> None:
+        """Keep a watch-driven copy of parent's subtree (depth levels), so hot lists need no round
+        trips. Long-running readers (the API) call this; lists then serve from memory, while
+        single reads and CAS updates still go to the server, so a write is never based on stale
+        data. The copy is loaded in bulk (pvc.core.zkcache)."""
         if parent not in self._caches:
-            tree = TreeCache(self.client, parent)
-            loaded = threading.Event()
-            # Until its first full load the cache holds part of the tree: readers must not serve
-            # a partial list from it (at 10,000 VMs that load takes ~25 s), so they read directly.
-            tree.listen(lambda event: loaded.set() if event.event_type == TreeEvent.INITIALIZED else None)
-            self._cache_loaded[parent] = loaded
-            tree.start()
-            self._caches[parent] = tree
+            mirror = TreeMirror(self.client, parent, depth)
+            self._caches[parent] = mirror
+            mirror.start()
 
     def cached_children_docs(self, parent: str) -> dict[str, Json] | None:
         """{child: decoded data} from the cache of parent, or None when none is live."""
-        tree = self.live_cache(parent)
-        if tree is None:
-            return None
-        children = tree.get_children(parent)
-        if children is None:
+        mirror = self.live_cache(parent)
+        if mirror is None:
             return None
         out: dict[str, Json] = {}
-        for child in children:
-            path = f"{parent}/{child}"
-            node = tree.get_data(path)
-            if node is None:
+        for child, node in list(mirror.root.children.items()):
+            if node.stat is None:
                 continue
+            path = f"{parent}/{child}"
             # Decoding every document on every list is most of a list's cost: keep the decoded
             # value until the znode changes (its mzxid moves).
             known = self._decoded.get(path)
@@ -249,24 +237,21 @@ class ZK:
             out[child] = known[1]
         return out
 
-    def live_cache(self, parent: str) -> TreeCache | None:
-        """The TreeCache of parent if it can answer: started, fully loaded once, and connected.
+    def live_cache(self, parent: str) -> TreeMirror | None:
+        """The mirror of parent if it can answer: started, loaded, and the session connected.
 
         For readers that need more than direct children (the VM list reads each VM's status).
         """
-        tree = self._caches.get(parent)
-        loaded = self._cache_loaded.get(parent)
-        if (tree is None or loaded is None or not loaded.is_set() or not self.connected
-                or tree._state != TreeCache.STATE_STARTED):
+        mirror = self._caches.get(parent)
+        if mirror is None or not mirror.loaded.is_set() or not self.connected:
             return None
-        return tree
+        return mirror
 
     def cached_children(self, parent: str) -> list[str] | None:
-        tree = self.live_cache(parent)
-        if tree is None:
+        mirror = self.live_cache(parent)
+        if mirror is None:
             return None
-        children = tree.get_children(parent)
-        return sorted(children) if children is not None else None
+        return sorted(name for name, node in list(mirror.root.children.items()) if node.stat is not None)
 
     # -- reads ---------------------------------------------------------------------------------
 

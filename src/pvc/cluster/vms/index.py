@@ -21,6 +21,7 @@ from pvc.core.errors import InvalidInput, NotFound
 from pvc.core.records import VMRecord, VMStatus
 from pvc.core.vocabulary import VM_ACTIVE_STATES, VM_LIST_STATES
 from pvc.core.zk import ZK, decode
+from pvc.core.zkcache import TreeMirror
 
 # -- reading ------------------------------------------------------------------------------------------
 
@@ -42,8 +43,8 @@ StatsIndex = dict[str, dict[str, tuple[int, dict[str, Any]]]]
 class _Memo:
     """Per-session memo of parsed documents and rendered items, keyed on znode mzxid.
 
-    `generation` counts the /vms TreeCache's change events (a listener registered on first use);
-    while it stands still, the last sorted snapshot and its encoded list are served as they are.
+    While the /vms mirror's generation stands still, the last sorted snapshot and its encoded
+    list are served as they are; the same for the /vmstats mirror and the stats index.
     """
 
     def __init__(self) -> None:
@@ -51,21 +52,10 @@ class _Memo:
         self.statuses: dict[str, tuple[int, VMStatus | None]] = {}
         self.entries: dict[str, VMEntry] = {}
         self.items: dict[str, tuple[tuple[int, int, int], bytes]] = {}
-        self.generation = 0
-        self.listening: Any = None
         self.snapshot: tuple[int, list[VMEntry]] | None = None
         self.full_json: tuple[tuple[int, int], bytes] | None = None
-        # the same for the /vmstats TreeCache
-        self.stats_generation = 0
-        self.stats_listening: Any = None
         self.shards: dict[str, tuple[int, dict[str, Any]]] = {}   # path -> (mzxid, decoded shard)
         self.stats_index: tuple[int, StatsIndex] | None = None
-
-    def changed(self, _event: Any = None) -> None:
-        self.generation += 1
-
-    def stats_changed(self, _event: Any = None) -> None:
-        self.stats_generation += 1
 
 
 _MEMOS: weakref.WeakKeyDictionary[ZK, _Memo] = weakref.WeakKeyDictionary()
@@ -78,11 +68,11 @@ def _memo(zk: ZK) -> _Memo:
     return memo
 
 
-def _tree(zk: ZK, path: str = schema.VMS) -> Any:
-    """The API's live TreeCache of /vms (zk.cache(schema.VMS)) or /vmstats, or None.
+def _tree(zk: ZK, path: str = schema.VMS) -> TreeMirror | None:
+    """The API's live mirror of /vms (zk.cache(schema.VMS, depth=2)) or /vmstats, or None.
 
     ZK.cached_children_docs only serves direct children; the VM list also needs each VM's
-    status child (and each node's stats shards), which the same TreeCache holds, so it is read
+    status child (and each node's stats shards), which the same mirror holds, so it is read
     here directly.
     """
     return zk.live_cache(path)
@@ -106,40 +96,32 @@ def _parse_status(raw: bytes | None) -> VMStatus | None:
         return None
 
 
-def _cached_entries(zk: ZK, tree: Any) -> list[VMEntry] | None:
-    """Entries from the TreeCache's nodes, walked directly.
+def _cached_entries(zk: ZK, tree: TreeMirror) -> list[VMEntry]:
+    """Entries from the mirror's nodes, walked directly.
 
-    TreeCache.get_data() splits the path on every call, which was half the cost of a 10,000-VM
-    list; its node objects (kazoo 2.x TreeNode: `_children`, `_data`) are read directly instead.
-    `list(dict.items())` copies atomically under the GIL while the cache thread updates it.
+    `list(dict.items())` copies atomically under the GIL while kazoo's thread updates the mirror.
     """
-    root = getattr(tree, "_root", None)
-    children = getattr(root, "_children", None)
-    if not isinstance(children, dict):
-        return None
     memo = _memo(zk)
     out: list[VMEntry] = []
-    for uuid, node in list(children.items()):
-        data = node._data
-        if data is None:
+    for uuid, node in list(tree.root.children.items()):
+        if node.stat is None:
             continue
-        mzxid = data.stat.mzxid
+        mzxid = node.stat.mzxid
         known = memo.records.get(uuid)
         if known is None or known[0] != mzxid:
-            known = (mzxid, _parse_record(data.data))
+            known = (mzxid, _parse_record(node.data))
             memo.records[uuid] = known
         record = known[1]
         if record is None:
             continue
         status: VMStatus | None = None
         smzxid = 0
-        snode = node._children.get("status")
-        sdata = snode._data if snode is not None else None
-        if sdata is not None:
-            smzxid = sdata.stat.mzxid
+        snode = node.children.get("status")
+        if snode is not None and snode.stat is not None:
+            smzxid = snode.stat.mzxid
             sknown = memo.statuses.get(uuid)
             if sknown is None or sknown[0] != smzxid:
-                sknown = (smzxid, _parse_status(sdata.data))
+                sknown = (smzxid, _parse_status(snode.data))
                 memo.statuses[uuid] = sknown
             status = sknown[1]
         key = (mzxid, smzxid)
@@ -164,16 +146,10 @@ def _sorted_snapshot(zk: ZK) -> list[VMEntry] | None:
     if tree is None:
         return None
     memo = _memo(zk)
-    if memo.listening is not tree:
-        tree.listen(memo.changed)
-        memo.listening = tree
-        memo.changed()
-    generation = memo.generation   # read before walking: a change during the walk bumps it again
+    generation = tree.generation   # read before walking: a change during the walk bumps it again
     if memo.snapshot is not None and memo.snapshot[0] == generation:
         return memo.snapshot[1]
     entries = _cached_entries(zk, tree)
-    if entries is None:
-        return None
     entries.sort(key=lambda e: e.record.name)
     memo.snapshot = (generation, entries)
     return entries
@@ -185,31 +161,23 @@ def _cached_stats(zk: ZK) -> tuple[int, StatsIndex] | None:
     if tree is None:
         return None
     memo = _memo(zk)
-    if memo.stats_listening is not tree:
-        tree.listen(memo.stats_changed)
-        memo.stats_listening = tree
-        memo.stats_changed()
-    generation = memo.stats_generation
+    generation = tree.generation
     if memo.stats_index is not None and memo.stats_index[0] == generation:
         return memo.stats_index
-    root = getattr(tree, "_root", None)
-    nodes = getattr(root, "_children", None)
-    if not isinstance(nodes, dict):
-        return None
+    nodes = tree.root.children
     index: StatsIndex = {}
     seen = set()
     for node_name, node in list(nodes.items()):
         per_node = index.setdefault(node_name, {})
-        for shard_name, shard in list(node._children.items()):
-            data = shard._data
-            if data is None:
+        for shard_name, shard in list(node.children.items()):
+            if shard.stat is None:
                 continue
             path = f"{node_name}/{shard_name}"
             seen.add(path)
             known = memo.shards.get(path)
-            if known is None or known[0] != data.stat.mzxid:
-                doc = decode(data.data)
-                known = (data.stat.mzxid, doc if isinstance(doc, dict) else {})
+            if known is None or known[0] != shard.stat.mzxid:
+                doc = decode(shard.data)
+                known = (shard.stat.mzxid, doc if isinstance(doc, dict) else {})
                 memo.shards[path] = known
             mzxid, doc = known
             for uuid, stats in doc.items():
