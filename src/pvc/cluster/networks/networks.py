@@ -71,6 +71,21 @@ def network_doc(values: Mapping[str, Any]) -> dict[str, Any]:
         return _doc(vni, "bridged", description, mtu)
     domain = check_domain(values.get("domain")) or default_domain(description, vni)
     name_servers = check_name_servers(values.get("name_servers"))
+    ip4 = _ip4_config(values, dhcp4)
+    ip6: dict[str, Any] = {"network": None, "gateway": None, "dhcp_flag": False}
+    gateway6 = text_or_none(values.get("ip6_gateway"))
+    if text_or_none(values.get("ip6_network")):
+        net6 = check_ip6_network(values["ip6_network"])
+        gw6 = check_host(gateway6, net6, "ip6_gateway") if gateway6 else str(net6.network_address + 1)
+        ip6.update(network=str(net6), gateway=gw6, dhcp_flag=True)
+    elif gateway6 is not None:
+        raise InvalidInput("ip6_gateway: needs an IPv6 network (give ip6_network)")
+    return _doc(vni, "managed", description, mtu, domain, name_servers, ip4, ip6)
+
+
+def _ip4_config(values: Mapping[str, Any], dhcp4: bool) -> dict[str, Any]:
+    """The `ip4` part of a managed network: network, gateway inside it, a DHCP range that is
+    inside it and does not contain the gateway; nothing IPv4 without a network."""
     ip4: dict[str, Any] = {"network": None, "gateway": None, "dhcp_flag": dhcp4, "dhcp_start": None,
                            "dhcp_end": None}
     net4 = check_ip4_network(values["ip4_network"]) if text_or_none(values.get("ip4_network")) else None
@@ -104,15 +119,7 @@ def network_doc(values: Mapping[str, Any]) -> dict[str, Any]:
                     raise InvalidInput(f"dhcp4_start, dhcp4_end: the range {first} - {last} contains the "
                                        f"gateway {gw4}; DHCP would hand it out")
             ip4.update(dhcp_start=first, dhcp_end=last)
-    ip6: dict[str, Any] = {"network": None, "gateway": None, "dhcp_flag": False}
-    gateway6 = text_or_none(values.get("ip6_gateway"))
-    if text_or_none(values.get("ip6_network")):
-        net6 = check_ip6_network(values["ip6_network"])
-        gw6 = check_host(gateway6, net6, "ip6_gateway") if gateway6 else str(net6.network_address + 1)
-        ip6.update(network=str(net6), gateway=gw6, dhcp_flag=True)
-    elif gateway6 is not None:
-        raise InvalidInput("ip6_gateway: needs an IPv6 network (give ip6_network)")
-    return _doc(vni, "managed", description, mtu, domain, name_servers, ip4, ip6)
+    return ip4
 
 
 def _doc(vni: int, nettype: str, description: str, mtu: int | None, domain: str | None = None,
@@ -233,7 +240,7 @@ def network_users(zk: ZK, vni: int) -> list[str]:
     """Names of the VMs with an interface on the network's bridge vmbr<vni>."""
     users = []
     for entry in vms_mod.load_entries(zk):
-        for nic in vms_mod.domain_summary(entry.record.xml).get("networks", []):
+        for nic in vms_mod.record_summary(entry.record).get("networks", []):
             if nic.get("type") not in ("direct", "hostdev") and str(nic.get("vni")) == str(vni):
                 users.append(entry.record.name)
                 break
