@@ -378,17 +378,19 @@ logging: {zookeeper: false}
     daemon = NodeDaemon(settings)
     assert daemon.ceph is not None and daemon.storage_monitor is not None and daemon.vms is not None
     assert daemon.vms.ceph is daemon.ceph                  # VM starts use the same connection and secret
+    assert daemon.storage.ceph is daemon.ceph
     hv = FakeHypervisor()
-    daemon.ceph = NodeCeph(HungStorage(), hv, keyring=keyring)
+    storage = daemon.storage
+    storage.ceph = NodeCeph(HungStorage(), hv, keyring=keyring)
     started = time.monotonic()
-    daemon._storage_keepalive()
-    daemon._storage_keepalive()                            # the first still hangs: not started twice
+    storage.keepalive()
+    storage.keepalive()                                    # the first still hangs: not started twice
     assert time.monotonic() - started < 0.5
-    assert daemon._storage_worker is not None
-    daemon._storage_worker.join(10)
-    assert daemon.ceph.secret_ready and len(hv.secrets) == 1
-    daemon._storage_keepalive()                            # secondary with its secret: nothing to do
-    assert not daemon._storage_worker.is_alive()
+    assert storage.worker is not None
+    storage.worker.join(10)
+    assert storage.ceph.secret_ready and len(hv.secrets) == 1
+    storage.keepalive()                                    # secondary with its secret: nothing to do
+    assert not storage.worker.is_alive()
 
 
 def test_health_fault_names_the_status_and_its_checks() -> None:
