@@ -35,7 +35,7 @@ import yaml
 
 from _common import Daemon, ZooKeeperServer, free_port, percentile, table, wait_up, workdir, write_config
 from pvc.cluster import vms
-from pvc.core import schema
+from pvc.core import domainxml, schema
 from pvc.core.records import Memory, NodeRecord, Tag, VMRecord, VMStatus
 from pvc.core.zk import ZK, encode
 
@@ -138,9 +138,11 @@ def populate(zk: ZK, count: int) -> list[tuple[str, str]]:
         tx = zk.transaction()
         for index in range(start, min(count, start + BATCH)):
             uuid, name, node = str(uuidlib.uuid4()), f"vm{index:05d}", nodes[index % 3]
-            record = VMRecord(uuid=uuid, name=name, xml=vm_xml(name, uuid), state="start", node=node,
+            xml = vm_xml(name, uuid)
+            record = VMRecord(uuid=uuid, name=name, xml=xml, state="start", node=node,
                               node_limit=nodes, tags=[Tag(name="bench")],
-                              rbd_volumes=[f"vms/{name}_sda", f"vms/{name}_sdb"])
+                              rbd_volumes=[f"vms/{name}_sda", f"vms/{name}_sdb"],
+                              **vms.derived(domainxml.parse(xml), xml))   # as define writes it
             tx.create(schema.vm(uuid), encode(record.doc()))
             tx.create(schema.vm_name(name), encode(uuid))
             out.append((uuid, node))

@@ -153,6 +153,18 @@ def start_daemon(daemons: list[Daemon], module: str, config: Path) -> Daemon:
     return daemon
 
 
+def raw_task(zk: ZK, kind: str, args: dict[str, Any] | None = None, target: str = "primary",
+             total: int = 1) -> Any:
+    """A task document written directly, as an older or foreign writer would (no argument check
+    of pvc.core.taskkinds): for tests of the task routes and of the worker's own checks."""
+    from pvc.cluster import tasks
+    from pvc.core.records import TaskRecord
+
+    task = TaskRecord(id=tasks.new_task_id(), kind=kind, args=args or {}, target=target, total=total)
+    zk.create(schema.task(task.id), task.doc())
+    return task
+
+
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, message: str = "condition"):
     """Poll until predicate() is truthy; return its value (not a timing assertion: a deadline)."""
     deadline = time.monotonic() + timeout

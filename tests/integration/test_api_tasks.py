@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pvc.cluster import tasks
 from pvc.core import schema
+from pvc.core.errors import InvalidInput
 from pvc.core.zk import ZK
-from tests.conftest import Api
+from tests.conftest import Api, raw_task
 from tests.integration.apihelp import raw_request
 
 
 def test_pending_task_status_in_pvc_shape(api: Api, zk: ZK) -> None:
-    task = tasks.submit(zk, "vm.flush_locks", {"domain": "web"})
+    task = raw_task(zk, "vm.flush_locks", {"domain": "web"})
     response = api.get(f"/tasks/{task.id}")
     assert response.status_code == 200
     assert response.json() == {"state": "PENDING", "current": 0, "total": 1, "status": "Pending job start"}
@@ -19,7 +22,7 @@ def test_pending_task_status_in_pvc_shape(api: Api, zk: ZK) -> None:
 def test_running_and_finished_task_status(api: Api, zk: ZK) -> None:
     zk.put(schema.PRIMARY_NODE, "hv1")
     zk.put(schema.node("hv1"), {"name": "hv1"})
-    task = tasks.submit(zk, "storage.benchmark", {"pool": "vms"}, total=10)
+    task = raw_task(zk, "storage.benchmark", {"pool": "vms"}, total=10)
     _, version = next((t, v) for t, v in tasks.load_tasks(zk) if t.id == task.id)
     assert tasks.claim(zk, task, version, "hv1") is not None
     tasks.update(zk, task.id, "hv1", current=4, status="Running write test")
@@ -28,7 +31,7 @@ def test_running_and_finished_task_status(api: Api, zk: ZK) -> None:
     tasks.finish(zk, task.id, "hv1", "SUCCESS", "Benchmark finished", result={"iops": 1000})
     assert api.get(f"/tasks/{task.id}").json() == {"state": "SUCCESS", "current": 10, "total": 10,
                                                    "status": "Benchmark finished", "result": {"iops": 1000}}
-    failed = tasks.submit(zk, "osd.add")
+    failed = raw_task(zk, "osd.add")
     _, version = next((t, v) for t, v in tasks.load_tasks(zk) if t.id == failed.id)
     tasks.claim(zk, failed, version, "hv1")
     tasks.finish(zk, failed.id, "hv1", "FAILURE", "OSDAddError: no such device")
@@ -52,9 +55,9 @@ def test_list_active_and_reserved(api: Api, zk: ZK) -> None:
     empty = api.get("/tasks")
     assert empty.status_code == 200
     assert empty.json() == {"active": {}, "reserved": {}, "scheduled": {}}
-    waiting = tasks.submit(zk, "cluster.autobackup")
-    on_hv2 = tasks.submit(zk, "osd.add", {"device": "/dev/sdb"}, target="hv2")
-    running = tasks.submit(zk, "storage.benchmark")
+    waiting = raw_task(zk, "cluster.autobackup")
+    on_hv2 = raw_task(zk, "osd.add", {"device": "/dev/sdb"}, target="hv2")
+    running = raw_task(zk, "storage.benchmark")
     _, version = next((t, v) for t, v in tasks.load_tasks(zk) if t.id == running.id)
     tasks.claim(zk, running, version, "hv1")
     body = api.get("/tasks").json()
@@ -67,7 +70,7 @@ def test_list_active_and_reserved(api: Api, zk: ZK) -> None:
 
 def test_cancel(api: Api, zk: ZK) -> None:
     zk.put(schema.node("hv1"), {"name": "hv1"})
-    pending = tasks.submit(zk, "vm.create_snapshot")
+    pending = raw_task(zk, "vm.create_snapshot")
     response = api.delete(f"/tasks/{pending.id}")
     assert response.status_code == 200
     assert response.json() == {"message": f"Task {pending.id} cancelled."}
@@ -75,7 +78,7 @@ def test_cancel(api: Api, zk: ZK) -> None:
     again = api.delete(f"/tasks/{pending.id}")
     assert again.status_code == 400
     assert "already finished" in again.json()["message"]
-    running = tasks.submit(zk, "vm.export_snapshot")
+    running = raw_task(zk, "vm.export_snapshot")
     _, version = next((t, v) for t, v in tasks.load_tasks(zk) if t.id == running.id)
     tasks.claim(zk, running, version, "hv1")
     response = api.delete(f"/tasks/{running.id}")
@@ -86,7 +89,7 @@ def test_cancel(api: Api, zk: ZK) -> None:
 
 
 def test_task_log(api: Api, zk: ZK) -> None:
-    task = tasks.submit(zk, "provisioner.create")
+    task = raw_task(zk, "provisioner.create")
     assert api.get(f"/tasks/{task.id}/log").json() == {"id": task.id, "log": []}
     tasks.append_log(zk, task.id, "creating disks", "writing image")
     body = api.get(f"/tasks/{task.id}/log").json()
@@ -109,3 +112,19 @@ def test_selftest_is_202_with_location(api: Api, zk: ZK) -> None:
     assert api.post("/tasks/selftest").json()["run_on"] == "hv2 (primary)"
     status = api.get(response.headers["location"].removeprefix("/api/v1"))
     assert status.json()["state"] == "PENDING"
+
+
+def test_submit_checks_arguments_against_the_kind(zk: ZK) -> None:
+    """Typed task arguments: an unknown kind, a missing or unknown field, or a wrong type is
+    refused when queued, naming it, and nothing is stored."""
+    before = zk.children(schema.TASKS)
+    for kind, args, named in (("no.such.kind", {}, "no.such.kind"),
+                              ("osd.remove", {}, "osd_id"),
+                              ("osd.remove", {"osd_id": "x"}, "osd_id"),
+                              ("node.selftest", {"surprise": 1}, "surprise")):
+        with pytest.raises(InvalidInput) as refused:
+            tasks.submit(zk, kind, args)
+        assert named in refused.value.message
+    assert zk.children(schema.TASKS) == before
+    task = tasks.submit(zk, "osd.remove", {"osd_id": "3"})
+    assert task.args == {"osd_id": 3, "force": False}

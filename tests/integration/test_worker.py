@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pvc.cluster import nodes, tasks
 from pvc.core.zk import ZK
-from tests.conftest import start_daemon, wait_for
+from tests.conftest import raw_task, start_daemon, wait_for
 
 
 def start(daemons, config_factory, zk: ZK, name: str, worker: bool = True):
@@ -46,9 +46,12 @@ def test_unknown_kind_and_cancel_pending(zk: ZK, daemons, config_factory) -> Non
     start(daemons, config_factory, zk, "hv1")
     start(daemons, config_factory, zk, "hv2", worker=False)
     wait_for(lambda: nodes.primary_node(zk), 20, message="a primary")
-    unknown = tasks.submit(zk, "no.such.kind", {}, target="hv1")
+    unknown = raw_task(zk, "no.such.kind", {}, target="hv1")        # a foreign writer's task
     record = wait_for(lambda: finished(zk, unknown.id), 20, message="unknown kind rejected")
     assert record.state == "FAILURE" and "no.such.kind" in record.status
+    bad_args = raw_task(zk, "node.selftest", {"surprise": 1}, target="hv1")
+    record = wait_for(lambda: finished(zk, bad_args.id), 20, message="bad arguments rejected")
+    assert record.state == "FAILURE" and "surprise" in record.status
     waiting = tasks.submit(zk, "node.selftest", {}, target="hv2")  # hv2 has no worker
     assert "cancelled" in tasks.cancel(zk, waiting.id)
     assert tasks.get_task(zk, waiting.id).state == "CANCELLED"

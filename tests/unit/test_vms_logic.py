@@ -268,3 +268,18 @@ def test_allocation() -> None:
     entries = [vms.VMEntry(vm(state="start"), None), vms.VMEntry(vm(uuid="x", state="stop"), None)]
     assert vms.allocation(entries) == {"hv1": {"domains": 2, "vcpu_allocated": 2, "memory_allocated": 1024,
                                                "memory_provisioned": 2048}}
+
+
+def test_summary_is_derived_when_the_xml_is_written_and_ignored_once_stale() -> None:
+    """A list parses no XML: the summary is stored with the record, checked against its XML."""
+    from pvc.core import domainxml
+    from pvc.core.records import VMRecord
+
+    xml = ("<domain type='kvm'><name>s1</name><uuid>6ab6a0ab-cc71-46e3-b5e9-4a66de1a3025</uuid>"
+           "<memory unit='MiB'>512</memory><vcpu>2</vcpu><os><type>hvm</type></os><devices/></domain>")
+    record = VMRecord(uuid="6ab6a0ab-cc71-46e3-b5e9-4a66de1a3025", name="s1", xml=xml,
+                      **vms.derived(domainxml.parse(xml), xml))
+    assert record.summary["memory"] == 512 and record.summary["vcpu"] == 2
+    assert vms.record_summary(record) is record.summary
+    changed = record.model_copy(update={"xml": xml.replace("<vcpu>2</vcpu>", "<vcpu>4</vcpu>")})
+    assert vms.record_summary(changed)["vcpu"] == 4          # stale summary: parsed from the XML

@@ -34,7 +34,7 @@ def vm_for_address(zk: ZK, ip: str) -> VMRecord | None:
     if not macs:
         return None
     for entry in vms_mod.load_entries(zk):
-        nics = vms_mod.domain_summary(entry.record.xml).get("networks") or []
+        nics = vms_mod.record_summary(entry.record).get("networks") or []
         if any(str(nic.get("mac", "")).lower() in macs for nic in nics if isinstance(nic, dict)):
             return entry.record
     return None

@@ -143,6 +143,10 @@ class VMRecord(Record):
     tags: list[Tag] = Field(default_factory=list)
     rbd_volumes: list[str] = Field(default_factory=list)   # pool/volume
     created: float = Field(default_factory=time.time)
+    # What the API shows of the XML (pvc.core.domainxml.summary), derived when the XML is written
+    # so a list of 10,000 VMs parses no XML; valid only while summary_of is the XML's digest.
+    summary: dict[str, Any] = Field(default_factory=dict)
+    summary_of: str = ""
 
 
 class VMStatus(Record):

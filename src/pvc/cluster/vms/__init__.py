@@ -63,8 +63,10 @@ from pvc.cluster.vms.transitions import (
 from pvc.cluster.vms.view import (
     DISK_COUNTERS,
     NET_COUNTERS,
+    derived,
     domain_summary,
     meta_view,
+    record_summary,
     vm_filter,
     vm_view,
 )
@@ -122,6 +124,7 @@ __all__ = [
     "console_log",
     "define",
     "demand_of",
+    "derived",
     "device_task",
     "domain_summary",
     "flush_locks",
@@ -145,6 +148,7 @@ __all__ = [
     "plan_state",
     "plan_tags",
     "read_stats",
+    "record_summary",
     "rename",
     "resolve_uuid",
     "set_meta",

@@ -15,7 +15,7 @@ from typing import Any
 
 from pvc.cluster.nodes import get_node
 from pvc.cluster.vms.rules import VM_NAME_RE, canonical_uuid
-from pvc.cluster.vms.view import domain_summary, vm_filter, vm_view
+from pvc.cluster.vms.view import record_summary, vm_filter, vm_view
 from pvc.core import schema
 from pvc.core.errors import InvalidInput, NotFound
 from pvc.core.records import VMRecord, VMStatus
@@ -371,7 +371,7 @@ def allocation(entries: Iterable[VMEntry]) -> dict[str, dict[str, int]]:
     """Per node: VMs assigned, vCPUs and MiB allocated (running VMs) and provisioned (all VMs)."""
     out: dict[str, dict[str, int]] = {}
     for entry in entries:
-        summary = domain_summary(entry.record.xml)
+        summary = record_summary(entry.record)
         figures = out.setdefault(entry.record.node, {"domains": 0, "vcpu_allocated": 0,
                                                      "memory_allocated": 0, "memory_provisioned": 0})
         figures["domains"] += 1

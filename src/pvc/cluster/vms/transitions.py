@@ -19,6 +19,8 @@ from typing import Any
 
 from pvc.cluster import placement
 from pvc.cluster.vms.rules import check_tag
+from pvc.cluster.vms.view import derived
+from pvc.core import domainxml
 from pvc.core.errors import Conflict, InvalidInput, NotFound
 from pvc.core.records import NodeRecord, Tag, VMRecord
 from pvc.core.vocabulary import (
@@ -206,10 +208,10 @@ def change_tag(record: VMRecord, action: str, tag: str, protected: bool = False)
     return _with(record, tags=plan_tags(record.tags, action, tag, protected))
 
 
-def replace_definition(record: VMRecord, name: str, xml: str, rbd_volumes: Iterable[str],
-                       description: str) -> VMRecord:
-    """A new domain XML (validated and parsed once by the caller)."""
-    return _with(record, name=name, xml=xml, rbd_volumes=list(rbd_volumes), description=description)
+def replace_definition(record: VMRecord, domain: domainxml.Domain, xml: str) -> VMRecord:
+    """A new domain XML, validated and parsed once by the caller (domain is its parse)."""
+    return _with(record, name=domain.name, xml=xml, rbd_volumes=list(domain.rbd_volumes),
+                 description=domain.description or "", **derived(domain, xml))
 
 
 def check_renamable(record: VMRecord) -> None:
@@ -217,9 +219,11 @@ def check_renamable(record: VMRecord) -> None:
         raise Conflict(f'VM "{record.name}" is not in stopped state; VMs cannot be renamed while running.')
 
 
-def rename(record: VMRecord, new_name: str, xml: str, rbd_volumes: Iterable[str]) -> VMRecord:
+def rename(record: VMRecord, domain: domainxml.Domain, xml: str) -> VMRecord:
+    """The renamed record: domain is the parse of the renamed XML."""
     check_renamable(record)
-    return _with(record, name=new_name, xml=xml, rbd_volumes=list(rbd_volumes))
+    return _with(record, name=domain.name, xml=xml, rbd_volumes=list(domain.rbd_volumes),
+                 **derived(domain, xml))
 
 
 # -- the node that runs the VM ----------------------------------------------------------------------

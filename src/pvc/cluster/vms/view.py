@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,22 @@ def vm_filter(limit: str | None = None, node: str | None = None, state: str | No
 _SUMMARIES: dict[str, dict[str, Any]] = {}
 _SUMMARY_LOCK = threading.Lock()
 MAX_SUMMARIES = 50_000
+
+
+def xml_digest(xml: str) -> str:
+    return hashlib.blake2b(xml.encode(), digest_size=16).hexdigest()
+
+
+def derived(domain: domainxml.Domain, xml: str) -> dict[str, Any]:
+    """The record fields derived from its XML (parsed once by the writer)."""
+    return {"summary": domainxml.summary(domain), "summary_of": xml_digest(xml)}
+
+
+def record_summary(record: VMRecord) -> dict[str, Any]:
+    """The summary stored with the record when it matches its XML, else parsed (memoised)."""
+    if record.summary and record.summary_of == xml_digest(record.xml):
+        return record.summary
+    return domain_summary(record.xml)
 
 
 def domain_summary(xml: str) -> dict[str, Any]:
@@ -82,7 +99,7 @@ def vm_view(record: VMRecord, status: VMStatus | None = None,
     document written before schema 5.
     """
     status = status or VMStatus()
-    summary = summary if summary is not None else domain_summary(record.xml)
+    summary = summary if summary is not None else record_summary(record)
     stats = stats if stats is not None else (status.stats or {})
     networks = []
     for net in summary.get("networks", []):

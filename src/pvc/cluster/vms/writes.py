@@ -35,6 +35,7 @@ from pvc.cluster.vms.rules import (
     parse_limit,
     parse_xml,
 )
+from pvc.cluster.vms.view import derived
 from pvc.core import domainxml, schema, taskkinds
 from pvc.core.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from pvc.core.records import TaskRecord, VMRecord
@@ -126,8 +127,9 @@ def define(zk: ZK, xml: str | bytes, node: str | None = None, limit: str | Seque
     else:
         default = get_cluster(zk).migration_target_selector
         target = choose_node(load_nodes(zk), domain, selector, default, node_limit)
+    text = xml if isinstance(xml, str) else xml.decode()
     record = VMRecord(
-        uuid=domain.uuid, name=domain.name, xml=xml if isinstance(xml, str) else xml.decode(),
+        uuid=domain.uuid, name=domain.name, xml=text, **derived(domain, text),
         state=initial_state, node=target.name, node_limit=node_limit, node_selector=chosen_selector,
         node_autostart=autostart, migration_method=method, migration_max_downtime=downtime,
         profile=profile or "", description=domain.description or "", tags=tags,
@@ -181,7 +183,7 @@ def modify(zk: ZK, vm: str, xml: str | bytes, restart: bool = False,
     text = xml if isinstance(xml, str) else xml.decode()
 
     def change(current: VMRecord) -> VMRecord:
-        return tr.replace_definition(current, domain.name, text, domain.rbd_volumes, domain.description or "")
+        return tr.replace_definition(current, domain, text)
 
     if domain.name != record.name:
         if zk.exists(schema.vm_name(domain.name)):
@@ -263,7 +265,7 @@ def rename(zk: ZK, vm: str, new_name: str, volume_renames: dict[str, str] | None
             disks = tuple(new if _renamed(old, new, renames) else old
                           for old, new in zip(old_domain.disks, new_domain.disks, strict=True))
             new_domain = dataclasses.replace(new_domain, disks=disks)
-        return tr.rename(current, new_name, domainxml.render(new_domain), new_domain.rbd_volumes)
+        return tr.rename(current, new_domain, domainxml.render(new_domain))
 
     _swap_name(zk, record.uuid, change)
     return f'Successfully renamed VM "{record.name}" to "{new_name}".'
