@@ -244,7 +244,7 @@ def _extract_kernel(deb: Path, into: Path) -> None:
         raise LabError(f"{deb.name}: no vmlinuz or missing modules {sorted(missing)}")
 
 
-def _write_tree(root: Path, modules_from: Path | None) -> None:
+def write_tree(root: Path, modules_from: Path | None) -> None:
     """The guest filesystem: busybox, /init, config; modules only in the initramfs variant."""
     for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "run", "mnt", "newroot", "root", "var",
               "etc/acpi/PWRF", "etc/cgi", "lib/modules"):
@@ -315,8 +315,8 @@ def _build(kernel_pkg: str, guest_dir: Path, key: str) -> Path:
         out.mkdir()
         shutil.copy2(kdir / "vmlinuz", out / "vmlinuz")
         initrd_tree, disk_tree = work / "initrd", work / "disk"
-        _write_tree(initrd_tree, kdir / "lib" / "modules")
-        _write_tree(disk_tree, None)
+        write_tree(initrd_tree, kdir / "lib" / "modules")
+        write_tree(disk_tree, None)
         _cpio_newc(initrd_tree, out / "initrd.gz")
         run(["mkfs.ext4", "-q", "-F", "-L", "pvcroot", "-d", str(disk_tree), str(out / "disk.raw"),
              f"{DISK_SIZE_MIB}M"])

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -93,21 +92,8 @@ def domain_xml(builder: Any, kernel: str | None = None, initrd: str | None = Non
 
 
 def lab_guest_root(root: str | Path) -> None:
-    """The lab guest's root disk tree under `root`, from the lab's recipe (pvc.lab.guest: the same
-    files its disk image holds, so a VM installed with it boots like the lab's guest)."""
+    """The lab guest's root disk tree under `root` (pvc.lab.guest's own recipe: the same files its
+    disk image holds, so a VM installed with it boots like the lab's guest)."""
     from pvc.lab import guest  # the lab's recipe: only where the lab is installed
 
-    root = Path(root)
-    for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "run", "mnt", "newroot", "root", "var",
-              "etc/acpi/PWRF", "etc/cgi", "lib/modules"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(guest.BUSYBOX, root / "bin" / "busybox")
-    (root / "bin" / "sh").symlink_to("busybox")
-    files = {"init": (guest.INIT, 0o755), "etc/udhcpc.script": (guest.UDHCPC_SCRIPT, 0o755),
-             "etc/acpi/PWRF/00000080": (guest.POWER_BUTTON, 0o755),
-             **{f"etc/cgi/{name}": (script, 0o755) for name, script in guest.CGI.items()},
-             "etc/modules": ("\n".join(guest.MODULES) + "\n", 0o644), "etc/hostname": ("pvcguest\n", 0o644),
-             "etc/stage2": ("root disk: modules are loaded by the initramfs\n", 0o644)}
-    for rel, (text, mode) in files.items():
-        (root / rel).write_text(text)
-        (root / rel).chmod(mode)
+    guest.write_tree(Path(root), None)
