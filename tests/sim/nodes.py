@@ -16,7 +16,7 @@ from pvc.cluster.placement import find_target, vm_demand
 from pvc.cluster.vms.transitions import abort_migration, flush_away, settle, unflush_back
 from pvc.core.errors import ClusterUnavailable
 from pvc.core.vocabulary import VM_MIGRATE_STATES
-from pvc.node.fencing import HAMonitor
+from pvc.node.fencing import OUT_OF_SERVICE, HAMonitor
 from pvc.node.selffence import SelfFence
 from pvc.node.vms import Action, decide, observe
 
@@ -145,7 +145,7 @@ class SimNode:
         zk = w.require(self.name)
         doc = dict(zk.node_docs[self.name])
         state = doc.get("daemon_state")
-        if state not in ("dead", "fenced"):
+        if state not in OUT_OF_SERVICE:
             state = "run"
         running = sum(self.hv.values())
         provisioned = sum(w.vm_memory(u) for u, v in zk.vms.items()
@@ -173,7 +173,7 @@ class SimNode:
             action = decide(me, observe(me, record, status, here, lambda n: n in alive))
             name = record.name
             if action is Action.START:
-                if self.selffence.may_start() and my_state not in ("dead", "fenced"):
+                if self.selffence.may_start() and my_state not in OUT_OF_SERVICE:
                     self.hv[uuid] = w.vm_memory(uuid)
                     for volume in record.rbd_volumes:
                         w.locks[volume] = me

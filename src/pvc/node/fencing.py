@@ -36,10 +36,14 @@ from pvc.adapters.fence import FenceAgent, FenceJob, FenceOutcome
 from pvc.cluster.placement import Demand, find_target, vm_demand
 from pvc.cluster.vms.transitions import needs_recovery
 from pvc.core.records import NodeRecord, VMRecord
+from pvc.core.vocabulary import DaemonState
 
 log = logging.getLogger("pvcnoded.fencing")
 
 ACTIVE = ("dead", "fencing", "blocklisting", "recovering")
+# Daemon states the chain gives a node; it keeps them until an administrator readies it: no VM
+# starts there meanwhile and its daemon does not set itself back to run.
+OUT_OF_SERVICE: tuple[DaemonState, ...] = ("dead", "fenced")
 MAX_EVENTS = 200
 HISTORY = 5
 
@@ -383,7 +387,7 @@ class HAMonitor:
             record = records.get(name) or {}
             if name not in alive or record.get("phase") in ACTIVE:
                 continue
-            readied = node.daemon_state in ("dead", "fenced") and node.domain_state == "unflush"
+            readied = node.daemon_state in OUT_OF_SERVICE and node.domain_state == "unflush"
             # run again by other means (an older daemon, a hand edit) yet still blocklisted
             stray = node.daemon_state == "run" and bool(record.get("blocklisted"))
             if not (readied or stray):

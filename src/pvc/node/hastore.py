@@ -12,8 +12,8 @@ from typing import Any
 
 from pvc.adapters.ceph import Storage, StorageNotFound
 from pvc.cluster import faults
+from pvc.cluster.clusterinfo import get_cluster
 from pvc.cluster.nodes import load_fencing, load_nodes
-from pvc.cluster.state import get_cluster
 from pvc.cluster.vms.transitions import recover
 from pvc.core import schema
 from pvc.core.records import NodeRecord, VMRecord

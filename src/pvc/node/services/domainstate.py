@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pvc.core.records import NodeRecord
+from pvc.node.fencing import OUT_OF_SERVICE
 from pvc.node.services.nodedoc import NodeDocument
 
 log = logging.getLogger("pvcnoded")
@@ -53,7 +54,7 @@ class DomainStateService:
         """A dead/fenced node being readied: the primary lifts its Ceph blocklist and sets it to
         run first (pvc.node.fencing); only then may its VMs come back."""
         deadline = time.monotonic() + 120
-        while self.daemon_state_seen in ("dead", "fenced") and self.still_requested("unflush"):
+        while self.daemon_state_seen in OUT_OF_SERVICE and self.still_requested("unflush"):
             if time.monotonic() > deadline:
                 log.warning("still %s after 120s; the unflush waits for the next ready request",
                             self.daemon_state_seen)

@@ -18,7 +18,7 @@ from pvc.core import schema
 from pvc.core.config import Settings
 from pvc.core.errors import ClusterUnavailable
 from pvc.core.zk import ZK
-from pvc.node.fencing import FencePolicy, HAMonitor
+from pvc.node.fencing import OUT_OF_SERVICE, FencePolicy, HAMonitor
 from pvc.node.hastore import CephFence, ZKHAStore
 from pvc.node.selffence import SelfFence
 from pvc.node.storage import NodeCeph
@@ -96,7 +96,7 @@ class HAService:
 
     def _may_start_vms(self) -> bool:
         """No VM starts here while our session may be gone or while we are dead/fenced."""
-        return self.selffence.may_start() and self.daemon_state() not in ("dead", "fenced")
+        return self.selffence.may_start() and self.daemon_state() not in OUT_OF_SERVICE
 
     def _destroy_all_vms(self) -> list[str]:
         """Self-fence: every VM here, at once. QEMU processes are killed directly: a libvirt call

@@ -15,7 +15,7 @@ from typing import Any
 
 from kazoo.exceptions import KazooException, NoNodeError
 
-from pvc.cluster.state import ensure_cluster
+from pvc.cluster.clusterinfo import ensure_cluster
 from pvc.core import schema
 from pvc.core.config import Settings
 from pvc.core.errors import ClusterUnavailable

@@ -19,6 +19,7 @@ from pvc.core.errors import ConfigError
 from pvc.core.records import NodeRecord
 from pvc.core.zk import ZK
 from pvc.node import sysinfo
+from pvc.node.fencing import OUT_OF_SERVICE
 from pvc.node.services.nodedoc import NodeDocument
 
 log = logging.getLogger("pvcnoded")
@@ -41,7 +42,7 @@ class Registration:
         def change(doc: dict[str, Any] | None) -> dict[str, Any]:
             record = NodeRecord.model_validate(doc) if doc else NodeRecord(name=self.name)
             # A dead or fenced node stays so until an administrator readies it (pvc.node.fencing).
-            fenced = record.daemon_state in ("dead", "fenced")
+            fenced = record.daemon_state in OUT_OF_SERVICE
             return record.model_copy(update={
                 "mode": mode,
                 "daemon_state": record.daemon_state if fenced else "init",

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 from pydantic import Field
 
+from pvc.cluster.clusterinfo import get_cluster
 from pvc.cluster.vms.transitions import Transition, apply_to_doc
 from pvc.core import schema
 from pvc.core.errors import ClusterUnavailable
@@ -203,8 +204,7 @@ class ZKStore:
         return out
 
     def cluster_selector(self) -> str:
-        cluster = self.zk.get(schema.CLUSTER, None)
-        return str(cluster.get("migration_target_selector") or "mem") if isinstance(cluster, dict) else "mem"
+        return get_cluster(self.zk).migration_target_selector or "mem"
 
     @contextlib.contextmanager
     def start_lock(self, uuid: str, timeout: float) -> Iterator[bool]:
