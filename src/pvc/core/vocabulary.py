@@ -57,6 +57,24 @@ SELECTORS: tuple[str, ...] = get_args(Selector)
 SelectorOrNone = Literal["mem", "memprov", "load", "vcpus", "vms", "none"]
 SELECTOR_CHOICES: tuple[str, ...] = get_args(SelectorOrNone)
 
+# -- storage and disks ------------------------------------------------------------------------------
+
+PoolTier = Literal["default", "hdd", "ssd", "nvme"]
+POOL_TIERS: tuple[str, ...] = get_args(PoolTier)            # "default": any device class
+DEVICE_CLASSES: tuple[str, ...] = ("hdd", "ssd", "nvme")     # Ceph device classes a tier names
+ImageFormat = Literal["raw", "vmdk", "qcow2", "qed", "vdi", "vpc"]
+IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)      # what a volume upload may convert from
+OsdFlag = Literal["noout", "noin", "noup", "nodown", "pause", "nobackfill", "norebalance", "norecover",
+                  "noscrub", "nodeep-scrub", "notieragent", "nosnaptrim", "full"]
+OSD_FLAGS: tuple[str, ...] = get_args(OsdFlag)
+DiskBus = Literal["scsi", "virtio", "sata", "ide", "usb"]
+DISK_BUSES: tuple[str, ...] = get_args(DiskBus)             # the first is the default
+# upstream's eight storage benchmark tests, in its order (test format 2)
+BENCHMARK_TESTS: tuple[str, ...] = (
+    "seq_read", "seq_write", "rand_read_4M", "rand_write_4M", "rand_read_4K", "rand_write_4K",
+    "rand_read_4K_lowdepth", "rand_write_4K_lowdepth",
+)
+
 # -- nodes ------------------------------------------------------------------------------------------
 
 DaemonState = Literal["init", "run", "shutdown", "stop", "dead", "fenced"]

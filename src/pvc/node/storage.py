@@ -33,13 +33,13 @@ from pvc.adapters.ceph import Locker, Storage, StorageError, StorageNotFound, ke
 from pvc.adapters.hypervisor import Hypervisor
 from pvc.cluster import faults as faults_mod
 from pvc.core import schema
+from pvc.core.vocabulary import DEVICE_CLASSES
 from pvc.core.zk import ZK, decode, encode
 
 log = logging.getLogger("pvcnoded.storage")
 
 # Pools Ceph keeps for itself: never shown as PVC pools.
 HIDDEN_POOLS = frozenset({".mgr", "device_health_metrics"})
-TIERS = ("hdd", "ssd", "nvme")
 # A document whose object is gone from Ceph is removed, and an object Ceph has without a document
 # is added, only after this many passes in a row: an API operation in flight (Ceph first, then
 # ZooKeeper) is never mistaken for a leftover, nor raced to the document it is about to write.
@@ -190,7 +190,7 @@ def shape_pools(df: dict[str, Any], dump: dict[str, Any],
 def rule_tier(rule_name: str | None) -> str:
     """PVC's tier of a pool from its CRUSH rule (`ssd_tier` -> ssd); anything else is default."""
     prefix = (rule_name or "").removesuffix("_tier")
-    return prefix if rule_name and rule_name.endswith("_tier") and prefix in TIERS else "default"
+    return prefix if rule_name and rule_name.endswith("_tier") and prefix in DEVICE_CLASSES else "default"
 
 
 # ------------------------------------------------------------------------------------------------

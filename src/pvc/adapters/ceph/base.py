@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 # The OSD flags `ceph osd set/unset` accepts (pvc storage osd set/unset).
-OSD_FLAGS = ("noout", "noin", "noup", "nodown", "pause", "nobackfill", "norebalance", "norecover",
-             "noscrub", "nodeep-scrub", "notieragent", "nosnaptrim", "full")
-IMAGE_FORMATS = ("raw", "vmdk", "qcow2", "qed", "vdi", "vpc")
+from pvc.core.vocabulary import IMAGE_FORMATS, OSD_FLAGS  # noqa: F401 - re-exported by the adapter
 
 
 class StorageError(Exception):

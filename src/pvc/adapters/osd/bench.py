@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pvc.adapters.osd.base import OsdError, Runner, run_command, tail
+from pvc.core import vocabulary
 
 BENCHMARK_VOLUME = "pvcbenchmark"
 # upstream PVC's 8 tests (daemon-common/benchmark.py, test format 2)
@@ -31,6 +32,7 @@ BENCHMARK_TESTS: dict[str, dict[str, str]] = {
     "rand_read_4K_lowdepth": {"direction": "read", "iodepth": "1", "bs": "4K", "rw": "randread"},
     "rand_write_4K_lowdepth": {"direction": "write", "iodepth": "1", "bs": "4K", "rw": "randwrite"},
 }
+assert tuple(BENCHMARK_TESTS) == vocabulary.BENCHMARK_TESTS, "fio jobs must follow the vocabulary's tests"
 
 
 def fio_argv(test: str, pool: str, volume: str, client: str, runtime: int) -> list[str]:

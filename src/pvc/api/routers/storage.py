@@ -42,6 +42,7 @@ from pvc.api.routers.cluster import CONFIRM, CONFIRM_TEXT
 from pvc.cluster import nodes as nodes_mod
 from pvc.cluster import storage as st
 from pvc.cluster import tasks as tasks_mod
+from pvc.core import vocabulary
 from pvc.core.errors import InvalidInput, NotFound
 from pvc.core.records import TaskRecord
 from pvc.core.zk import ZK
@@ -51,10 +52,9 @@ router = APIRouter(prefix="/storage", tags=["storage"], dependencies=[Depends(re
 NOT_FOUND = (404,)
 COPY_CHUNK = 4 << 20
 
-Flag = Literal["noout", "noin", "noup", "nodown", "pause", "nobackfill", "norebalance", "norecover",
-               "noscrub", "nodeep-scrub", "notieragent", "nosnaptrim", "full"]
-ImageFormat = Literal["raw", "vmdk", "qcow2", "qed", "vdi", "vpc"]
-Tier = Literal["default", "hdd", "ssd", "nvme"]
+Flag = vocabulary.OsdFlag
+ImageFormat = vocabulary.ImageFormat
+Tier = vocabulary.PoolTier
 UploadField = Annotated[Any, WithJsonSchema({"type": "string", "format": "binary"})]
 
 LIMIT_HELP = "A regex on the {what}; fuzzy unless anchored with ^ or $"
@@ -65,8 +65,6 @@ DB_RATIO_HELP = ("Create an OSD DB LV of this fraction of the OSD size (e.g. 0.0
                  "needs the node's osd-db volume group")
 DB_SIZE_HELP = "Create an OSD DB LV of this size (e.g. 20G); excludes ext_db_ratio"
 
-assert set(Flag.__args__) == set(st.OSD_FLAGS)            # type: ignore[attr-defined]
-assert set(ImageFormat.__args__) == set(st.IMAGE_FORMATS)  # type: ignore[attr-defined]
 
 
 def _accepted(zk: ZK, task: TaskRecord) -> JSONResponse:

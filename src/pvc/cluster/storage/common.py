@@ -17,9 +17,9 @@ from pvc.adapters.osd import OsdError, parse_file_device
 from pvc.cluster.common import limit_matcher
 from pvc.core.errors import Conflict, InvalidInput, NotFound, PVCError
 from pvc.core.units import parse_size
+from pvc.core.vocabulary import POOL_TIERS as TIERS
 from pvc.core.zk import ZK
 
-TIERS = ("default", "hdd", "ssd", "nvme")
 SAFE_RATIO = 0.8              # volumes may fill a pool to 80 % unless forced (upstream rule)
 MAX_NAME = 100
 MAX_PGS = 65536               # Ceph's mon_max_pool_pg_num

@@ -18,7 +18,8 @@ QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 DISK_TYPES = ("network", "file", "block")
 DISK_DEVICES = ("disk", "cdrom", "floppy", "lun")
 NIC_TYPES = ("bridge", "network", "direct", "hostdev", "user")
-DISK_BUSES = ("virtio", "scsi", "sata", "ide", "usb")
+from pvc.core.vocabulary import DISK_BUSES  # noqa: E402,F401 - one spelling
+
 _BUS_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "usb": "sd", "ide": "hd"}
 _PREFIX_BUS = (("xvd", "xen"), ("vd", "virtio"), ("sd", "scsi"), ("hd", "ide"), ("fd", "fdc"))
 

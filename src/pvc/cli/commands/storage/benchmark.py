@@ -24,10 +24,7 @@ from pvc.cli.commands.storage.common import (
 from pvc.cli.errors import CLIError
 from pvc.cli.output import json_formatters, key_values, table
 from pvc.cli.state import confirm_option, format_option, get_state
-
-BENCHMARK_TESTS = ("seq_read", "seq_write", "rand_read_4M", "rand_write_4M", "rand_read_4K", "rand_write_4K",
-                   "rand_read_4K_lowdepth", "rand_write_4K_lowdepth")
-
+from pvc.core.vocabulary import BENCHMARK_TESTS
 
 # -- benchmark results -------------------------------------------------------------------------------
 

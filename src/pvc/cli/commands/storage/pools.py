@@ -22,8 +22,8 @@ from pvc.cli.commands.storage.common import (
 )
 from pvc.cli.output import json_formatters, table
 from pvc.cli.state import confirm_option, format_option, get_state
+from pvc.core.vocabulary import POOL_TIERS
 
-TIERS = ("default", "hdd", "ssd", "nvme")
 REPLCFG_RE = re.compile(r"^(copies=\d+,mincopies=\d+|mincopies=\d+,copies=\d+)$")
 
 
@@ -86,7 +86,7 @@ def pool() -> None:
 @pool.command(name="add", short_help="Add new RBD pool.")
 @click.argument("name")
 @click.argument("pgs", type=click.IntRange(min=1))
-@click.option("-t", "--tier", "tier", type=click.Choice(TIERS), default="default", show_default=True,
+@click.option("-t", "--tier", "tier", type=click.Choice(POOL_TIERS), default="default", show_default=True,
               help="Device class of the OSDs the pool is limited to (default: all).")
 @click.option("--replcfg", "replcfg", default="copies=3,mincopies=2", show_default=True,
               callback=_replcfg_arg,

@@ -25,8 +25,7 @@ from pvc.cli.output import json_formatters, table
 from pvc.cli.state import confirm_option, format_option, get_state
 from pvc.cli.upload import upload_file
 from pvc.core.units import parse_size
-
-IMAGE_FORMATS = ("raw", "vmdk", "qcow2", "qed", "vdi", "vpc")
+from pvc.core.vocabulary import IMAGE_FORMATS
 
 
 def _volume_key(volume: dict[str, Any]) -> tuple[str, str]:

@@ -29,9 +29,7 @@ from pvc.cli.commands.vm.formats import NETWORK_FORMATS, VOLUME_FORMATS, network
 from pvc.cli.errors import ApiError, CLIError
 from pvc.cli.state import format_option, get_state
 from pvc.core import domainxml
-
-DISK_BUSES = ("scsi", "virtio", "sata", "ide", "usb")
-
+from pvc.core.vocabulary import DISK_BUSES
 
 # -- network -----------------------------------------------------------------------------------------
 
