@@ -294,7 +294,8 @@ def main() -> int:
                         help="VM stats refreshed per second while timing (written as node stats shards)")
     args = parser.parse_args()
     base_dir = workdir("vmzk")
-    server = ZooKeeperServer(base_dir / "zk", free_port()).start()
+    # 10,000 VM documents in pipelined transactions need more than the 128 MiB test default heap.
+    server = ZooKeeperServer(base_dir / "zk", free_port(), heap_mb=512).start()
     rows: list[Row] = []
     try:
         for count in args.sizes:

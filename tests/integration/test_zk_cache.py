@@ -154,3 +154,14 @@ def test_session_expiry_reloads(zk: ZK) -> None:
         writer.stop()
     wait_for(lambda: zk.connected and converged(zk, mirror), timeout=30,
              message="the mirror to reload after the session expired")
+
+
+def test_root_deleted_and_created_again(zk: ZK) -> None:
+    """A wipe before a restore deletes the mirrored path itself; the mirror empties, then follows
+    the restored tree."""
+    populate(zk, 5)
+    mirror = start(zk)
+    zk.delete(ROOT)
+    wait_for(lambda: not mirror.root.children, message="an empty mirror")
+    populate(zk, 3)
+    wait_for(lambda: converged(zk, mirror), message="the mirror of the restored tree")

@@ -122,7 +122,10 @@ class TreeMirror:
 
     def _snapshot(self) -> CacheNode:
         root = CacheNode()
-        names = self.client.get_children(self.root_path)
+        try:
+            names = self.client.get_children(self.root_path)
+        except NoNodeError:
+            names = []           # the watch phase's listing of the root waits for it to appear
         level: list[tuple[str, CacheNode, int]] = [
             (self._path(self.root_path, n), self._child(root, n), 1) for n in names]
         while level:
@@ -245,7 +248,10 @@ class TreeMirror:
             try:
                 names = set(answer.get_nowait())
             except NoNodeError:
-                self._remove(path)
+                if path == self.root_path:
+                    self._root_gone(epoch)
+                else:
+                    self._remove(path)
                 return
             except Exception as exc:
                 log.debug("mirror %s: listing of %s failed: %s", self.root_path, path, exc)
@@ -265,6 +271,27 @@ class TreeMirror:
                 self._changed()
 
         self._send(self.client.get_children_async, path, self._child_watcher(epoch), done, windowed)
+
+    def _root_gone(self, epoch: int) -> None:
+        """The mirrored path itself was deleted (a wipe before a restore): empty the mirror and
+        list it again once it exists (an exists watch is the only watch a missing znode takes)."""
+        if self.root.children:
+            self.root.children.clear()
+            self._changed()
+
+        def created(event: Any) -> None:
+            if epoch == self._epoch and event.type == EventType.CREATED:
+                self._list(self.root_path, 0, epoch)
+
+        def answered(answer: Any) -> None:
+            try:
+                stat = answer.get_nowait()
+            except Exception:
+                return
+            if stat is not None and epoch == self._epoch:   # created meanwhile
+                self._list(self.root_path, 0, epoch)
+
+        self.client.exists_async(self.root_path, watch=created).rawlink(answered)
 
     # -- the tree (changed only from answers, in server order) ---------------------------------
 
