@@ -14,6 +14,7 @@ import sys
 import uvicorn
 from fastapi import FastAPI
 
+from pvc.api import warmup
 from pvc.api.app import create_app
 from pvc.core import schema
 from pvc.core.config import Settings, load_config
@@ -79,6 +80,7 @@ def main() -> int:
         zk.cache(schema.VM_STATS, depth=2)     # stats shards, apart from /vms so they do not churn it
         zk.cache(schema.FENCING)               # fencing records, shown with every node
         app = create_app(settings, zk)
+        warmup.start(zk)
         server = uvicorn.Server(uvicorn_config(settings, app))
         # uvicorn re-raises the signal it caught after its graceful shutdown; make that a no-op
         # so we can close the ZooKeeper session and exit 0.

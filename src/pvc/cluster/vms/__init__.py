@@ -67,6 +67,8 @@ from pvc.cluster.vms.view import (
     domain_summary,
     meta_view,
     record_summary,
+    static_view,
+    stats_view,
     vm_filter,
     vm_view,
 )
@@ -153,6 +155,8 @@ __all__ = [
     "resolve_uuid",
     "set_meta",
     "set_state",
+    "static_view",
+    "stats_view",
     "undefine",
     "uuid_names",
     "vm_filter",

@@ -98,17 +98,15 @@ def vm_view(record: VMRecord, status: VMStatus | None = None,
     stats come from the node's stats shards (schema.vm_stats); without them, from a status
     document written before schema 5.
     """
-    status = status or VMStatus()
     summary = summary if summary is not None else record_summary(record)
-    stats = stats if stats is not None else (status.stats or {})
-    networks = []
-    for net in summary.get("networks", []):
-        found = _find_stats(stats.get("net_stats"), ("mac", net.get("mac")), ("bridge", net.get("source")))
-        networks.append({**net, **{k: int(found.get(k, 0) or 0) for k in NET_COUNTERS}})
-    disks = []
-    for disk in summary.get("disks", []):
-        found = _find_stats(stats.get("disk_stats"), ("name", disk.get("name")), ("dev", disk.get("dev")))
-        disks.append({**disk, **{k: int(found.get(k, 0) or 0) for k in DISK_COUNTERS}})
+    if stats is None:
+        stats = status.stats if status is not None and status.stats else {}
+    return {**static_view(record, status, summary), **stats_view(summary, stats)}
+
+
+def static_view(record: VMRecord, status: VMStatus | None, summary: dict[str, Any]) -> dict[str, Any]:
+    """The part of the item that changes only with the VM document or its status."""
+    status = status or VMStatus()
     vnc = summary.get("vnc") or {"listen": "None", "port": "None"}
     if status.vnc and ":" in status.vnc:
         listen, _, port = status.vnc.rpartition(":")
@@ -131,11 +129,8 @@ def vm_view(record: VMRecord, status: VMStatus | None = None,
         "description": summary.get("description", record.description or "N/A"),
         "profile": record.profile,
         "memory": summary.get("memory", 0),
-        "memory_stats": stats.get("mem_stats") or {},
         "vcpu": summary.get("vcpu", 0),
         "vcpu_topology": summary.get("vcpu_topology", "N/A"),
-        "vcpu_stats": stats.get("cpu_stats") or {},
-        "networks": networks,
         "type": summary.get("type"),
         "arch": summary.get("arch"),
         "machine": summary.get("machine"),
@@ -143,11 +138,28 @@ def vm_view(record: VMRecord, status: VMStatus | None = None,
         "vnc": vnc,
         "emulator": summary.get("emulator"),
         "features": summary.get("features", []),
-        "disks": disks,
         "controllers": summary.get("controllers", []),
         "xml": record.xml.replace('"', "'"),
         "running": status.running,
         "last_migration": status.last_migration,
+    }
+
+
+def stats_view(summary: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """The part of the item that follows the node's statistics (every keepalive)."""
+    networks = []
+    for net in summary.get("networks", []):
+        found = _find_stats(stats.get("net_stats"), ("mac", net.get("mac")), ("bridge", net.get("source")))
+        networks.append({**net, **{k: int(found.get(k, 0) or 0) for k in NET_COUNTERS}})
+    disks = []
+    for disk in summary.get("disks", []):
+        found = _find_stats(stats.get("disk_stats"), ("name", disk.get("name")), ("dev", disk.get("dev")))
+        disks.append({**disk, **{k: int(found.get(k, 0) or 0) for k in DISK_COUNTERS}})
+    return {
+        "memory_stats": stats.get("mem_stats") or {},
+        "vcpu_stats": stats.get("cpu_stats") or {},
+        "networks": networks,
+        "disks": disks,
     }
 
 
