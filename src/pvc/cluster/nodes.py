@@ -9,6 +9,7 @@ from pvc.cluster.common import NAME_RE, limit_matcher
 from pvc.core import schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
 from pvc.core.records import NodeRecord
+from pvc.core.vocabulary import NODE_OUT_OF_SERVICE
 from pvc.core.zk import ZK
 
 
@@ -165,7 +166,7 @@ def set_domain_state(zk: ZK, name: str, state: str, wait: bool = False, timeout:
         if current in ("ready", "unflush"):
             outcome["message"] = f"Node {name} is already ready."
             return doc
-        if doc.get("daemon_state") in ("dead", "fenced"):
+        if doc.get("daemon_state") in NODE_OUT_OF_SERVICE:
             phase = (zk.get(schema.node_fencing(name), None) or {}).get("phase")
             if phase in ("dead", "fencing", "blocklisting", "recovering"):
                 raise Conflict(f"Node {name} is being fenced ({phase}); wait until its recovery is done.")

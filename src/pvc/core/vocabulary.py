@@ -79,6 +79,8 @@ BENCHMARK_TESTS: tuple[str, ...] = (
 
 DaemonState = Literal["init", "run", "shutdown", "stop", "dead", "fenced"]
 DAEMON_STATES: tuple[str, ...] = get_args(DaemonState)
+# Nodes HA has declared dead or fenced: they run nothing until an administrator readies them.
+NODE_OUT_OF_SERVICE: tuple[str, ...] = ("dead", "fenced")
 CoordinatorState = Literal["primary", "secondary", "takeover", "relinquish", "client"]
 COORDINATOR_STATES: tuple[str, ...] = get_args(CoordinatorState)
 DomainState = Literal["ready", "flush", "flushed", "unflush", "fence-flush"]

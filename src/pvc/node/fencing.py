@@ -36,14 +36,14 @@ from pvc.adapters.fence import FenceAgent, FenceJob, FenceOutcome
 from pvc.cluster.placement import Demand, find_target, vm_demand
 from pvc.cluster.vms.transitions import needs_recovery
 from pvc.core.records import NodeRecord, VMRecord
-from pvc.core.vocabulary import DaemonState
+from pvc.core.vocabulary import NODE_OUT_OF_SERVICE
 
 log = logging.getLogger("pvcnoded.fencing")
 
 ACTIVE = ("dead", "fencing", "blocklisting", "recovering")
 # Daemon states the chain gives a node; it keeps them until an administrator readies it: no VM
 # starts there meanwhile and its daemon does not set itself back to run.
-OUT_OF_SERVICE: tuple[DaemonState, ...] = ("dead", "fenced")
+OUT_OF_SERVICE = NODE_OUT_OF_SERVICE
 MAX_EVENTS = 200
 HISTORY = 5
 
