@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pvc.core import vocabulary
+
 
 class Doc(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -109,13 +111,13 @@ class Fault(Doc):
     first_reported: str
     last_reported: str
     acknowledged_at: str = Field(description="Empty when not acknowledged")
-    status: Literal["new", "ack"]
+    status: vocabulary.FaultStatus
     health_delta: int = Field(description="0 once acknowledged")
     message: str
 
 
 class TaskStatus(Doc):
-    state: Literal["PENDING", "RUNNING", "SUCCESS", "FAILURE", "CANCELLED"]
+    state: vocabulary.TaskState
     current: int
     total: int
     status: str

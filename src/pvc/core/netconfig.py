@@ -19,7 +19,8 @@ from typing import Any
 
 VNI_MIN, VNI_MAX = 1, 16777215          # VXLAN 24-bit; bridged VLAN ids must be 1..4094
 VLAN_MIN, VLAN_MAX = 1, 4094
-NETWORK_TYPES = ("managed", "bridged")
+from pvc.core.vocabulary import NETWORK_TYPES  # noqa: E402 - one spelling
+
 ACL_DIRECTIONS = ("in", "out")
 CHECK_TABLE = "pvc_check"               # acl_check_ruleset's throwaway table (never `pvc`)
 ZERO_MAC = "00:00:00:00:00:00"

@@ -7,7 +7,7 @@ rolling upgrade; the schema module migrates stored data forward.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +16,7 @@ from pvc.core.vocabulary import (
     CoordinatorState,
     DaemonState,
     DomainState,
+    FaultStatus,
     MigrationMethod,
     NodeMode,
     TaskState,
@@ -87,7 +88,7 @@ class FaultRecord(Record):
     first_reported: str
     last_reported: str
     acknowledged_at: str = ""
-    status: Literal["new", "ack"] = "new"
+    status: FaultStatus = "new"
     health_delta: int = 0
     message: str = ""
 

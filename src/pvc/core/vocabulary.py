@@ -90,6 +90,11 @@ NodeMode = Literal["coordinator", "hypervisor"]
 NodeDomainAction = Literal["flush", "ready"]
 NodeCoordinatorAction = Literal["primary", "secondary"]
 
+# -- networks ---------------------------------------------------------------------------------------
+
+NetworkType = Literal["managed", "bridged"]
+NETWORK_TYPES: tuple[str, ...] = get_args(NetworkType)
+
 # -- tasks ------------------------------------------------------------------------------------------
 
 TaskState = Literal["PENDING", "RUNNING", "SUCCESS", "FAILURE", "CANCELLED"]
@@ -108,6 +113,7 @@ FAULT_DELTAS: dict[str, int] = {
     "CEPH_HEALTH": 10,
 }
 FAULT_KINDS: tuple[str, ...] = tuple(FAULT_DELTAS)
+FaultStatus = Literal["new", "ack"]
 
 
 def fault_key(kind: str, subject: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -17,6 +16,7 @@ from pvc.api.errors import message
 from pvc.api.models import Message, Node, NodeCoordinatorState, NodeDaemonState, NodeDomainState, NodeLog
 from pvc.api.params import Bool, Inputs, inputs
 from pvc.cluster import nodes as nodes_mod
+from pvc.core import vocabulary
 from pvc.core.errors import NotFound
 from pvc.core.records import CoordinatorState, DaemonState, DomainState
 from pvc.core.zk import ZK
@@ -38,13 +38,13 @@ class NodeListInputs(Inputs):
 
 
 class CoordinatorInputs(Inputs):
-    state: Literal["primary", "secondary"] = Field(
+    state: vocabulary.NodeCoordinatorAction = Field(
         validation_alias=AliasChoices("state", "action"),
         description="The new coordinator state (PVC's CLI sends `state`; its swagger said `action`)")
 
 
 class DomainInputs(Inputs):
-    state: Literal["flush", "ready"] = Field(
+    state: vocabulary.NodeDomainAction = Field(
         validation_alias=AliasChoices("state", "action"),
         description="flush: move every VM away; ready: take VMs again (PVC's CLI sends `state`)")
     wait: Bool = Field(False, description="Answer only once the node has finished flushing or readying")

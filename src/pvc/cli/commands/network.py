@@ -20,8 +20,9 @@ from rich.text import Text
 
 from pvc.cli.output import json_formatters, key_values, table
 from pvc.cli.state import confirm_option, format_option, get_state
+from pvc.core.vocabulary import NETWORK_TYPES
 
-NETTYPES = ("managed", "bridged")
+NETTYPES = NETWORK_TYPES
 NA = "N/A"
 
 
