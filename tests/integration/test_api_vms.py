@@ -290,6 +290,46 @@ def test_modify(api: Api, zk: ZK) -> None:
     assert sorted(zk.children(schema.VM_NAMES)) == ["app2", "other"]
 
 
+def test_etag_and_if_match(api: Api, zk: ZK) -> None:
+    """Optimistic concurrency: an edit based on a version the caller read is refused with 412 once
+    the VM changed, and changes nothing; without If-Match the edit applies as upstream's does."""
+    cluster(zk, api)
+    uuid = defined(api, "ed", node="hv1")["uuid"]
+    read = api.get("/vm/ed")
+    etag = read.headers["ETag"]
+    assert etag == f'"{zk.get_doc(schema.vm(uuid)).version}"'
+    assert api.get("/vm/ed/meta").headers["ETag"] == etag
+    assert api.get("/vm/ed/tags").headers["ETag"] == etag
+    # someone else changes the VM meanwhile
+    assert api.post("/vm/ed/tags", params={"action": "add", "tag": "other"}).status_code == 200
+    stale = {"If-Match": etag}
+    before = zk.get_doc(schema.vm(uuid))
+    for response in (
+        api.put("/vm/ed", data={"xml": vm_xml("ed", uuid, memory=1024)}, headers=stale),
+        api.post("/vm/ed/state", params={"state": "start"}, headers=stale),
+        api.post("/vm/ed/node", params={"action": "migrate", "node": "hv2"}, headers=stale),
+        api.post("/vm/ed/meta", params={"autostart": "true"}, headers=stale),
+        api.post("/vm/ed/tags", params={"action": "add", "tag": "mine"}, headers=stale),
+        api.put("/vm/ed", data={"xml": vm_xml("renamed", uuid)}, headers=stale),
+    ):
+        assert response.status_code == 412, response.text
+        assert "changed since version" in response.json()["message"]
+    after = zk.get_doc(schema.vm(uuid))
+    assert (after.data, after.version) == (before.data, before.version)
+    assert zk.children(schema.VM_NAMES) == ["ed"]
+    # the current version, a weak form of it and `*` are accepted; garbage is a 400
+    fresh = api.get("/vm/ed").headers["ETag"]
+    assert api.post("/vm/ed/meta", params={"autostart": "true"},
+                    headers={"If-Match": fresh}).status_code == 200
+    fresh = api.get("/vm/ed").headers["ETag"]
+    assert api.post("/vm/ed/meta", params={"autostart": "false"},
+                    headers={"If-Match": f"W/{fresh}"}).status_code == 200
+    assert api.post("/vm/ed/meta", params={"profile": "p"}, headers={"If-Match": "*"}).status_code == 200
+    bad = api.post("/vm/ed/meta", params={"profile": "q"}, headers={"If-Match": "yesterday"})
+    assert bad.status_code == 400 and "If-Match" in bad.json()["message"]
+    assert api.get("/vm/ed/meta").json()["profile"] == "p"
+
+
 def test_meta(api: Api, zk: ZK) -> None:
     cluster(zk, api)
     defined(api, "m1")
