@@ -6,6 +6,7 @@ talks to kazoo directly, so retry and error policy is decided once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 Json = Any
 MULTI_BATCH = 250          # reads per multiRead (a few hundred KiB of documents)
 _MISSING = object()
+# What a pipelined write can lose to a concurrent writer: the caller re-reads and decides again.
+_RACES = (BadVersionError, NodeExistsError, NoNodeError)
 
 
 class Document:
@@ -258,7 +261,18 @@ class ZK:
     # -- reads ---------------------------------------------------------------------------------
 
     def exists(self, path: str) -> bool:
-        return self.retry(self.client.exists, path) is not None
+        return self.stat(path) is not None
+
+    def stat(self, path: str, retry: bool = True) -> ZnodeStat | None:
+        """The znode's stat (its version, the session owning an ephemeral), None when missing.
+
+        retry=False for a caller already inside a retried function (a transaction being built)
+        or one that must learn of a failure at once (the election treats it as still holding)."""
+        return self.retry(self.client.exists, path) if retry else self.client.exists(path)
+
+    def exists_async(self, path: str) -> Any:
+        """A kazoo async result of exists(path): many checks sent at once, answered together."""
+        return self.client.exists_async(path)
 
     def get(self, path: str, default: Json = _MISSING) -> Json:
         doc = self.get_doc(path)
@@ -408,6 +422,8 @@ class ZK:
         except NoNodeError:
             return False
         except NotEmptyError:
+            if not recursive:
+                raise           # the caller meant "only when empty" (a lock others queue under)
             # Children appeared between listing and deleting; try once more.
             self.retry(self.client.delete, path, recursive=True)
             return True
@@ -428,9 +444,84 @@ class ZK:
         """Create a znode holding a JSON value (NodeExistsError when it exists)."""
         self.retry(self.client.create, path, encode(value), makepath=makepath)
 
-    def exists_async(self, path: str) -> Any:
-        """A kazoo async result of exists(path): many checks sent at once, answered together."""
-        return self.client.exists_async(path)
+    def put_guarded(self, path: str, value: Json, guard: str) -> None:
+        """Write a JSON value; create path only while `guard` exists (one transaction), so a
+        document never outlives what it belongs to (a deleted VM's console). When guard is gone
+        (or another writer created path meanwhile) nothing is written."""
+        data = encode(value)
+
+        def once() -> None:
+            try:
+                self.client.set(path, data)
+            except NoNodeError:
+                tx = self.client.transaction()
+                tx.check(guard, -1)
+                tx.create(path, data)
+                tx.commit()
+
+        self.retry(once)
+
+    # -- pipelined writes (all requests sent, then all answers collected: one round trip) -----
+
+    def write_many(self, writes: list[tuple[str, Json, int | None]],
+                   makepath: bool = True) -> dict[str, Exception | None]:
+        """Compare-and-set many JSON documents at once: (path, value, version) creates path when
+        version is None, else sets it only at that version. {path: None when written, else the
+        BadVersionError / NodeExistsError / NoNodeError that lost a race}, so the caller re-reads
+        just those. makepath=False where a create must never re-create a removed parent (a
+        deleted VM's status)."""
+        def once() -> dict[str, Exception | None]:
+            pending = []
+            for path, value, version in writes:
+                data = encode(value)
+                pending.append((path, self.client.create_async(path, data, makepath=makepath)
+                                if version is None else self.client.set_async(path, data, version=version)))
+            out: dict[str, Exception | None] = {}
+            for path, result in pending:
+                try:
+                    result.get(timeout=10)
+                    out[path] = None
+                except _RACES as exc:
+                    out[path] = exc
+            return out
+
+        return self.retry(once) if writes else {}
+
+    def put_many(self, docs: dict[str, Json]) -> None:
+        """Like put for many documents at once (set, create the missing ones with their parents),
+        for documents a single writer owns (a node's VM stats shards): no versions."""
+        if not docs:
+            return
+        encoded = {path: encode(value) for path, value in docs.items()}
+
+        def once() -> None:
+            sets = [(path, data, self.client.set_async(path, data)) for path, data in encoded.items()]
+            creates = []
+            for path, data, result in sets:
+                try:
+                    result.get(timeout=10)
+                except NoNodeError:
+                    creates.append((path, data, self.client.create_async(path, data, makepath=True)))
+            for path, data, result in creates:
+                try:
+                    result.get(timeout=10)
+                except NodeExistsError:
+                    self.client.set(path, data)
+
+        self.retry(once)
+
+    def delete_many(self, paths: list[str]) -> None:
+        """Delete many znodes at once (not recursively); missing ones are no error."""
+        if not paths:
+            return
+
+        def once() -> None:
+            pending = [self.client.delete_async(path) for path in paths]
+            for result in pending:
+                with contextlib.suppress(NoNodeError):
+                    result.get(timeout=10)
+
+        self.retry(once)
 
     # -- watches and locks (kazoo recipes; callbacks run on kazoo's event thread) ---------------
 

@@ -126,7 +126,7 @@ class NodeDaemon:
         schema.migrate(self.zk)
         self.zk.add_listener(self.registration.on_session)
         self.registration.register()
-        self.zk.client.DataWatch(schema.node(self.name), self.domain_state.on_doc)
+        self.zk.watch_data(schema.node(self.name), self.domain_state.on_doc)
         self.storage.start_direct_osds()
         self.storage.keepalive()         # the ceph secret, early (VM starts also ensure it)
         if self.networks is not None:

@@ -65,12 +65,12 @@ class PrimaryElection:
         self._session_lost = threading.Event()
         self._shutdown = threading.Event()
         self._handover_timeout = 0.0
-        self._lock = zk.client.Lock(schema.PRIMARY_ELECTION, node)
+        self._lock = zk.lock(schema.PRIMARY_ELECTION, node)
         self._thread = threading.Thread(target=self._run, name="election", daemon=True)
         zk.add_listener(self._on_session)
 
     def start(self) -> None:
-        self.zk.client.DataWatch(schema.PRIMARY_REQUEST, self._on_request)
+        self.zk.watch_data(schema.PRIMARY_REQUEST, self._on_request)
         self._thread.start()
 
     def stop(self, handover: bool = True, timeout: float = 30.0) -> None:
@@ -188,7 +188,7 @@ class PrimaryElection:
         if not node:
             return False
         try:
-            stat = self.zk.client.exists(f"{schema.PRIMARY_ELECTION}/{node}")
+            stat = self.zk.stat(f"{schema.PRIMARY_ELECTION}/{node}", retry=False)
         except KazooException:
             return True
         return stat is not None and stat.ephemeralOwner == self.zk.session_id

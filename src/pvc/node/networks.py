@@ -104,7 +104,7 @@ class NetworkReconciler:
         """Watch the network trees (watches only wake the loop) and run passes in a thread."""
         for path in (schema.NETWORKS, schema.NET_ACLS, schema.NET_RESERVATIONS, schema.NODES):
             self.zk.ensure(path)
-            self.zk.client.ChildrenWatch(path, self._on_children(path))
+            self.zk.watch_children(path, self._on_children(path))
         self._loop = threading.Thread(target=self._run, args=(interval,), name="net-reconciler", daemon=True)
         self._loop.start()
 
@@ -126,7 +126,7 @@ class NetworkReconciler:
             for child in children:
                 if path != schema.NODES and child not in watched:
                     watched.add(child)
-                    self.zk.client.DataWatch(f"{path}/{child}", self._on_data)
+                    self.zk.watch_data(f"{path}/{child}", self._on_data)
             self.wake()
             return True
 

@@ -34,7 +34,7 @@ from pvc.adapters.hypervisor import Hypervisor
 from pvc.cluster import faults as faults_mod
 from pvc.core import schema
 from pvc.core.vocabulary import DEVICE_CLASSES
-from pvc.core.zk import ZK, decode, encode
+from pvc.core.zk import ZK
 
 log = logging.getLogger("pvcnoded.storage")
 
@@ -382,22 +382,8 @@ def read_docs(zk: ZK, paths: list[str]) -> dict[str, tuple[Any, int] | None]:
     """(data, version) of many znodes in one pipelined round; None for missing ones."""
     if not paths:
         return {}
-    client = zk.client
-
-    def once() -> dict[str, tuple[Any, int] | None]:
-        pending = [(p, client.get_async(p)) for p in paths]
-        out: dict[str, tuple[Any, int] | None] = {}
-        for path, result in pending:
-            try:
-                raw, stat = result.get(timeout=10)
-            except NoNodeError:
-                out[path] = None
-                continue
-            out[path] = (decode(raw), stat.version)
-        return out
-
-    result: dict[str, tuple[Any, int] | None] = zk.retry(once)
-    return result
+    return {path: None if doc is None else (doc.data, doc.version)
+            for path, doc in zk.get_many_docs(paths).items()}
 
 
 def write_changes(zk: ZK, changes: dict[str, Change],
@@ -410,31 +396,18 @@ def write_changes(zk: ZK, changes: dict[str, Change],
     current = dict(known or {})
     missing = [p for p in changes if p not in current]
     current.update(read_docs(zk, missing))
-    client = zk.client
-
-    def once() -> tuple[int, list[str]]:
-        ops = []
-        for path, fn in changes.items():
-            doc = current.get(path)
-            new = fn(None if doc is None else doc[0])
-            if new is None or (doc is not None and new == doc[0]):
-                continue
-            data = encode(new)
-            ops.append((path, client.create_async(path, data, makepath=True) if doc is None
-                        else client.set_async(path, data, version=doc[1])))
-        written, lost = 0, []
-        for path, op in ops:
-            try:
-                op.get(timeout=10)
-                written += 1
-            except (BadVersionError, NodeExistsError, NoNodeError):
-                lost.append(path)
-        return written, lost
-
-    written, lost = zk.retry(once)
-    for path in lost:
-        written += _write_one(zk, path, changes[path])
-    return int(written)
+    writes: list[tuple[str, Any, int | None]] = []
+    for path, fn in changes.items():
+        doc = current.get(path)
+        new = fn(None if doc is None else doc[0])
+        if new is not None and (doc is None or new != doc[0]):
+            writes.append((path, new, None if doc is None else doc[1]))
+    results = zk.write_many(writes, makepath=True)
+    written = sum(1 for failed in results.values() if failed is None)
+    for path, failed in results.items():
+        if failed is not None:
+            written += _write_one(zk, path, changes[path])
+    return written
 
 
 def _write_one(zk: ZK, path: str, fn: Change) -> int:
@@ -445,9 +418,9 @@ def _write_one(zk: ZK, path: str, fn: Change) -> int:
             return 0
         try:
             if doc is None:
-                zk.retry(zk.client.create, path, encode(new), makepath=True)
+                zk.create_doc(path, new, makepath=True)
             else:
-                zk.retry(zk.client.set, path, encode(new), version=doc.version)
+                zk.set_doc(path, new, doc.version)
             return 1
         except (BadVersionError, NodeExistsError, NoNodeError):
             continue

@@ -53,8 +53,8 @@ class Worker:
         self._last_prune = 0.0
 
     def start(self) -> None:
-        self.zk.client.ChildrenWatch(schema.TASKS, self._on_tasks, send_event=False)
-        self.zk.client.DataWatch(schema.PRIMARY_NODE, lambda *_: self._wake.set())
+        self.zk.watch_children(schema.TASKS, self._on_tasks, send_event=False)
+        self.zk.watch_data(schema.PRIMARY_NODE, lambda *_: self._wake.set())
 
     def _on_tasks(self, _children: list[str]) -> bool:
         self._wake.set()

@@ -49,7 +49,7 @@ def move(zk: ZK, creates: list[tuple[str, Any]], deletes: list[str]) -> None:
         tx = zk.transaction()
         for path, doc in creates:
             data = b"" if doc is None else encode(doc)
-            if zk.client.exists(path) is None:
+            if zk.stat(path, retry=False) is None:      # inside the retried once
                 tx.create(path, data)
             elif doc is not None:
                 tx.set_data(path, data)

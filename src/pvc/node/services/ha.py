@@ -140,7 +140,7 @@ class HAService:
             if pending is None and self.zk.connected:
                 sent = time.monotonic()
                 try:
-                    pending = self.zk.client.exists_async(alive_path)
+                    pending = self.zk.exists_async(alive_path)
                 except Exception as exc:
                     log.debug("heartbeat: %s", exc)
             self.selffence.check()

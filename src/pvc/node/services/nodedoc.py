@@ -17,7 +17,7 @@ from kazoo.exceptions import BadVersionError, NoNodeError
 from pvc.core import schema
 from pvc.core.errors import ClusterUnavailable
 from pvc.core.records import NodeRecord
-from pvc.core.zk import ZK, encode
+from pvc.core.zk import ZK
 
 DocChange = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -49,10 +49,10 @@ class NodeDocument:
                     self._version = raw[1].version
                 new = change(dict(self.current))
                 try:
-                    stat = self.zk.retry(self.zk.client.set, path, encode(new), version=self._version)
+                    version = self.zk.set_doc(path, new, self._version)
                 except BadVersionError:
                     self._version = None
                     continue
-                self.current, self._version = new, stat.version
+                self.current, self._version = new, version
                 return new
         raise ClusterUnavailable(f"{path}: could not write after repeated conflicts")

@@ -106,7 +106,7 @@ class VMReconciler:
         (the node daemon drives it from its keepalive instead, but a missed keepalive must not
         stop reconciliation, so the loop also fires when no pass happened for 1.5 intervals)."""
         if self.zk is not None:
-            self.zk.client.ChildrenWatch(schema.VMS, self._on_children)
+            self.zk.watch_children(schema.VMS, self._on_children)
         if own_timer:
             self._loop = threading.Thread(target=self._timer_loop, name="vm-reconciler", daemon=True)
             self._loop.start()
@@ -136,8 +136,8 @@ class VMReconciler:
         for uuid in children:
             if uuid not in self._watched:
                 self._watched.add(uuid)
-                self.zk.client.DataWatch(schema.vm(uuid), self._doc_watcher(uuid))
-                self.zk.client.DataWatch(schema.vm_status(uuid), self._status_watcher(uuid))
+                self.zk.watch_data(schema.vm(uuid), self._doc_watcher(uuid))
+                self.zk.watch_data(schema.vm_status(uuid), self._status_watcher(uuid))
         return True
 
     def _doc_watcher(self, uuid: str) -> Callable[[bytes | None, Any], bool]:

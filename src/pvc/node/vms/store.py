@@ -26,7 +26,7 @@ from pvc.cluster.vms.transitions import Transition, apply_to_doc
 from pvc.core import schema
 from pvc.core.errors import ClusterUnavailable
 from pvc.core.records import NodeRecord, VMRecord, VMStatus
-from pvc.core.zk import ZK, decode, encode
+from pvc.core.zk import ZK
 
 log = logging.getLogger("pvcnoded.vms")
 
@@ -140,9 +140,9 @@ class ZKStore:
             try:
                 if doc is None:
                     # makepath=False: a status write must never re-create a VM that was removed
-                    self.zk.retry(self.zk.client.create, path, encode(new), makepath=False)
+                    self.zk.create_doc(path, new, makepath=False)
                 else:
-                    self.zk.retry(self.zk.client.set, path, encode(new), version=doc.version)
+                    self.zk.set_doc(path, new, doc.version)
                 return
             except (BadVersionError, NodeExistsError):
                 continue
@@ -151,40 +151,24 @@ class ZKStore:
         log.warning("status of VM %s: too many concurrent updates", uuid)
 
     def update_statuses(self, changes: dict[str, StatusChange]) -> None:
-        """One pipelined round of reads and one of CAS writes; conflicts fall back to one by one."""
+        """One pipelined round of reads and one of CAS writes; conflicts fall back to one by one.
+        Creates use makepath=False: a status write must never re-create a VM that was removed
+        (its write fails with NoNodeError and is dropped)."""
         if not changes:
             return
-        client = self.zk.client
-
-        def once() -> list[str]:
-            reads = {u: client.get_async(schema.vm_status(u)) for u in changes}
-            writes = []
-            for uuid, pending in reads.items():
-                try:
-                    raw, stat = pending.get(timeout=10)
-                    current, version = decode(raw), stat.version
-                except NoNodeError:
-                    current, version = None, None
-                base = current if isinstance(current, dict) else {}
-                new = changes[uuid](dict(base))
-                if new == current:
-                    continue
-                path = schema.vm_status(uuid)
-                op = (client.create_async(path, encode(new), makepath=False) if version is None
-                      else client.set_async(path, encode(new), version=version))
-                writes.append((uuid, op))
-            retry = []
-            for uuid, op in writes:
-                try:
-                    op.get(timeout=10)
-                except (BadVersionError, NodeExistsError):
-                    retry.append(uuid)
-                except NoNodeError:
-                    pass
-            return retry
-
-        for uuid in self.zk.retry(once):
-            self.update_status(uuid, changes[uuid])
+        paths = {uuid: schema.vm_status(uuid) for uuid in changes}
+        docs = self.zk.get_many_docs(list(paths.values()))
+        writes: list[tuple[str, Any, int | None]] = []
+        for uuid, path in paths.items():
+            doc = docs.get(path)
+            current = None if doc is None else doc.data
+            new = changes[uuid](dict(current if isinstance(current, dict) else {}))
+            if new != current:
+                writes.append((path, new, None if doc is None else doc.version))
+        lost = self.zk.write_many(writes, makepath=False)
+        for uuid, path in paths.items():
+            if isinstance(lost.get(path), BadVersionError | NodeExistsError):
+                self.update_status(uuid, changes[uuid])
 
     def alive_nodes(self) -> set[str]:
         names = self.zk.children(schema.NODES)
@@ -211,7 +195,7 @@ class ZKStore:
         """A ZooKeeper lock per VM around starts: two daemons (old and new, or two nodes that
         both believe they own it) never create the same domain at the same time."""
         path = f"{schema.LOCKS}/vmstart/{uuid}"
-        lock = self.zk.client.Lock(path, "vmstart")
+        lock = self.zk.lock(path, "vmstart")
         try:
             got = lock.acquire(timeout=timeout)
         except Exception:
@@ -222,23 +206,12 @@ class ZKStore:
             if got:
                 with contextlib.suppress(Exception):
                     lock.release()
-                with contextlib.suppress(NoNodeError, NotEmptyError, ClusterUnavailable):
-                    self.zk.retry(self.zk.client.delete, path)
+                with contextlib.suppress(NotEmptyError, ClusterUnavailable):
+                    self.zk.delete(path, recursive=False)      # others may be queued under it
 
     def put_console(self, uuid: str, text: str) -> None:
-        path, data = schema.vm_console(uuid), encode(text)
-
-        def once() -> None:
-            try:
-                self.zk.client.set(path, data)
-            except NoNodeError:
-                # Create it only while the VM exists, so a deleted VM leaves no console behind.
-                tx = self.zk.client.transaction()
-                tx.check(schema.vm(uuid), -1)
-                tx.create(path, data)
-                tx.commit()
-
-        self.zk.retry(once)
+        # Created only while the VM exists, so a deleted VM leaves no console behind.
+        self.zk.put_guarded(schema.vm_console(uuid), text, guard=schema.vm(uuid))
 
     def stats_shards(self, node: str) -> dict[int, dict[str, Any]]:
         """This node's stats shards as stored (read once, so a restarted daemon cleans up)."""
@@ -249,29 +222,8 @@ class ZKStore:
 
     def write_stats(self, node: str, changed: dict[int, dict[str, Any]], stale: list[int]) -> None:
         """Pipelined set (create when missing) of the changed shards, delete of the stale ones."""
-        client = self.zk.client
-
-        def once() -> None:
-            sets = [(shard, client.set_async(schema.vm_stats(node, shard), encode(doc)))
-                    for shard, doc in changed.items()]
-            deletes = [client.delete_async(schema.vm_stats(node, shard)) for shard in stale]
-            creates = []
-            for shard, op in sets:
-                try:
-                    op.get(timeout=10)
-                except NoNodeError:
-                    creates.append((shard, client.create_async(schema.vm_stats(node, shard),
-                                                               encode(changed[shard]), makepath=True)))
-            for op in deletes:
-                with contextlib.suppress(NoNodeError):
-                    op.get(timeout=10)
-            for shard, op in creates:
-                try:
-                    op.get(timeout=10)
-                except NodeExistsError:
-                    client.set(schema.vm_stats(node, shard), encode(changed[shard]))
-
-        self.zk.retry(once)
+        self.zk.put_many({schema.vm_stats(node, shard): doc for shard, doc in changed.items()})
+        self.zk.delete_many([schema.vm_stats(node, shard) for shard in stale])
 
 
 def _record(data: Any) -> VMRecord | None:
