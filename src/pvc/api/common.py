@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Header, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from pvc.adapters.ceph import Storage, storage_from_settings
@@ -69,7 +73,7 @@ def task_accepted(body: dict[str, str]) -> JSONResponse:
 
 
 def responses(ok_model: Any = Message, ok_status: int = 200, *errors: int,
-              ok_description: str | None = None) -> dict[int | str, dict[str, Any]]:
+              ok_description: str | None = None, etag: bool = False) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses: the success shape plus the error statuses this route itself returns.
 
     400 for routes with inputs, 401 for authenticated routes and 503 for routes that use
@@ -84,10 +88,29 @@ def responses(ok_model: Any = Message, ok_status: int = 200, *errors: int,
     if ok_status == 202:
         success["headers"] = {"Location": {"description": "The task's status URL, /api/v1/tasks/<id>",
                                            "schema": {"type": "string"}}}
+    if etag:
+        success["headers"] = {"ETag": {"description": "The object's version, for If-Match on its edits",
+                                       "schema": {"type": "string"}}}
     out[ok_status] = success
     for code in errors:
         out[code] = {"description": DESCRIPTIONS.get(code, "Error"), "model": Message}
     return out
+
+
+WAIT_TIMEOUT = 600.0      # upstream leaves `wait=true` unbounded; a node that never acts must not hang us
+WAIT_INTERVAL = 0.25
+
+
+async def wait_async(request: Request, predicate: Callable[[], bool], timeout: float = WAIT_TIMEOUT,
+                     interval: float = WAIT_INTERVAL) -> bool:
+    """Poll predicate (run in the thread pool) until it holds, the client goes away or timeout
+    passes; True when it held. A waiting request holds no worker thread while it sleeps."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not await request.is_disconnected():
+        if await run_in_threadpool(predicate):
+            return True
+        await asyncio.sleep(interval)
+    return False
 
 
 def etag(version: int | None) -> dict[str, str]:
@@ -95,10 +118,14 @@ def etag(version: int | None) -> dict[str, str]:
     return {} if version is None else {"ETag": f'"{version}"'}
 
 
-def if_match(request: Request) -> int | None:
+IfMatch = Annotated[str | None, Header(
+    alias="If-Match", description="Only apply the edit if the object is still at this version (its "
+                                  "ETag); otherwise 412 and nothing changes")]
+
+
+def if_match(value: str | None) -> int | None:
     """The version an edit is based on, from If-Match; None when absent or `*` (edit whatever is
     stored, as upstream clients do). A value that is no version of ours is a 400."""
-    value = request.headers.get("if-match")
     if value is None or value.strip() in ("", "*"):
         return None
     text = value.strip()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pvc.cluster.common import NAME_RE, limit_matcher
+from pvc.cluster.common import NAME_RE, limit_matcher, wait_until
 from pvc.core import schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
 from pvc.core.records import NodeRecord
@@ -181,11 +181,7 @@ def set_domain_state(zk: ZK, name: str, state: str, wait: bool = False, timeout:
 
     zk.update(schema.node(name), change)
     if wait:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if get_node(zk, name).domain_state not in ("flush", "unflush"):
-                break
-            time.sleep(0.5)
+        wait_until(lambda: get_node(zk, name).domain_state not in ("flush", "unflush"), timeout, 0.5)
     return outcome["message"]
 
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, Field
 
 from pvc.api.auth import require_auth
-from pvc.api.common import get_zk, ok, responses
+from pvc.api.common import get_zk, ok, responses, wait_async
 from pvc.api.errors import message
 from pvc.api.models import Message, Node, NodeCoordinatorState, NodeDaemonState, NodeDomainState, NodeLog
 from pvc.api.params import Bool, Inputs, inputs
@@ -24,8 +21,7 @@ from pvc.core.zk import ZK
 router = APIRouter(prefix="/node", tags=["node"], dependencies=[Depends(require_auth)])
 
 NODE_404 = (404,)
-WAIT_TIMEOUT = 3600.0   # as the cluster layer: a flush of a busy node can take long
-WAIT_INTERVAL = 0.25
+FLUSH_WAIT = 3600.0   # as the cluster layer: a flush of a busy node can take long
 
 
 class NodeListInputs(Inputs):
@@ -107,12 +103,10 @@ async def set_domain_state(request: Request, node: str, params: DomainInputs = i
     if params.wait:
         # Wait here rather than in the cluster layer's sleep loop: a flush can take minutes, and
         # a waiting request must not hold one of the threads that serve everyone else.
-        deadline = time.monotonic() + WAIT_TIMEOUT
-        while time.monotonic() < deadline and not await request.is_disconnected():
-            record = await run_in_threadpool(nodes_mod.get_node, zk, node)
-            if record.domain_state not in ("flush", "unflush"):
-                break
-            await asyncio.sleep(WAIT_INTERVAL)
+        def settled() -> bool:
+            return nodes_mod.get_node(zk, node).domain_state not in ("flush", "unflush")
+
+        await wait_async(request, settled, FLUSH_WAIT)
     return message(text)
 
 

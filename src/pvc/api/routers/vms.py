@@ -9,8 +9,6 @@ answers as PVC clients expect (element GETs are one-element arrays; an empty lis
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -20,7 +18,17 @@ from pydantic import Field
 
 from pvc.adapters.ceph import Storage
 from pvc.api.auth import require_auth
-from pvc.api.common import etag, get_storage, get_zk, if_match, ok, responses, task_accepted
+from pvc.api.common import (
+    IfMatch,
+    etag,
+    get_storage,
+    get_zk,
+    if_match,
+    ok,
+    responses,
+    task_accepted,
+    wait_async,
+)
 from pvc.api.errors import message
 from pvc.api.models import VM, Message, TaskAccepted, VMLog, VMMeta, VMNode, VMState, VMTags
 from pvc.api.params import Bool, Inputs, inputs
@@ -35,8 +43,6 @@ from pvc.core.zk import ZK
 
 router = APIRouter(prefix="/vm", tags=["vm"], dependencies=[Depends(require_auth)])
 
-WAIT_TIMEOUT = vms_mod.WAIT_TIMEOUT
-WAIT_INTERVAL = 0.25
 VM_404 = (404,)
 
 Selector = vocabulary.SelectorOrNone
@@ -134,14 +140,8 @@ def _limit(values: list[str] | None) -> list[str] | None:
 
 
 async def _wait_while(request: Request, zk: ZK, uuid: str, states: tuple[str, ...]) -> bool:
-    """Poll until the VM leaves `states` (or the client goes away); True when it did."""
-    deadline = time.monotonic() + WAIT_TIMEOUT
-    while time.monotonic() < deadline and not await request.is_disconnected():
-        record = await run_in_threadpool(vms_mod.get_vm, zk, uuid)
-        if record.state not in states:
-            return True
-        await asyncio.sleep(WAIT_INTERVAL)
-    return False
+    """Wait until the VM leaves `states` (or the client goes away); True when it did."""
+    return await wait_async(request, lambda: vms_mod.get_vm(zk, uuid).state not in states)
 
 
 # -- list and define ---------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def vm_define(params: DefineInputs = inputs(DefineInputs), zk: ZK = Depends(get_
 # -- one VM -----------------------------------------------------------------------------------------
 
 @router.get("/{vm}", summary="Return information about VM {vm} (a one-element array)",
-            responses=responses(list[VM], 200, *VM_404))
+            responses=responses(list[VM], 200, *VM_404, etag=True))
 def vm_get(vm: str, zk: ZK = Depends(get_zk)) -> Response:
     entry = vms_mod.get_entry(zk, vm)
     return _json(b"[" + vms_mod.item_json(zk, entry) + b"]", etag(entry.version))
@@ -187,9 +187,9 @@ def vm_define_named(vm: str, params: DefineInputs = inputs(DefineInputs),
 
 @router.put("/{vm}", summary="Replace the libvirt XML of VM {vm} (If-Match: only if unchanged since read)",
             responses=responses(Message, 200, *VM_404, 412))
-def vm_modify(request: Request, vm: str, params: ModifyInputs = inputs(ModifyInputs),
-              zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return message(vms_mod.modify(zk, vm, params.xml, params.restart, expected_version=if_match(request)))
+def vm_modify(vm: str, params: ModifyInputs = inputs(ModifyInputs), zk: ZK = Depends(get_zk),
+              match: IfMatch = None) -> JSONResponse:
+    return message(vms_mod.modify(zk, vm, params.xml, params.restart, expected_version=if_match(match)))
 
 
 @router.delete("/{vm}", summary="Undefine VM {vm} (stopping it first), or remove it with its disks",
@@ -203,7 +203,8 @@ def vm_delete(vm: str, params: DeleteInputs = inputs(DeleteInputs), zk: ZK = Dep
 
 # -- metadata and tags --------------------------------------------------------------------------------
 
-@router.get("/{vm}/meta", summary="Return the metadata of VM {vm}", responses=responses(VMMeta, 200, *VM_404))
+@router.get("/{vm}/meta", summary="Return the metadata of VM {vm}",
+            responses=responses(VMMeta, 200, *VM_404, etag=True))
 def vm_meta(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
     entry = vms_mod.get_entry(zk, vm)
     return ok(vms_mod.meta_view(entry.record), headers=etag(entry.version))
@@ -211,16 +212,17 @@ def vm_meta(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
 
 @router.post("/{vm}/meta", summary="Set metadata of VM {vm} (only the fields given)",
              responses=responses(Message, 200, *VM_404, 412))
-def vm_set_meta(request: Request, vm: str, params: MetaInputs = inputs(MetaInputs),
-                zk: ZK = Depends(get_zk)) -> JSONResponse:
+def vm_set_meta(vm: str, params: MetaInputs = inputs(MetaInputs), zk: ZK = Depends(get_zk),
+                match: IfMatch = None) -> JSONResponse:
     return message(vms_mod.set_meta(
         zk, vm, limit=_limit(params.limit), selector=params.selector, autostart=params.autostart,
         profile=params.profile, migration_method=params.migration_method,
-        migration_max_downtime=params.migration_max_downtime, expected_version=if_match(request),
+        migration_max_downtime=params.migration_max_downtime, expected_version=if_match(match),
     ))
 
 
-@router.get("/{vm}/tags", summary="Return the tags of VM {vm}", responses=responses(VMTags, 200, *VM_404))
+@router.get("/{vm}/tags", summary="Return the tags of VM {vm}",
+            responses=responses(VMTags, 200, *VM_404, etag=True))
 def vm_tags(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
     entry = vms_mod.get_entry(zk, vm)
     return ok({"name": entry.record.name, "tags": [t.doc() for t in entry.record.tags]},
@@ -229,10 +231,10 @@ def vm_tags(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
 
 @router.post("/{vm}/tags", summary="Add or remove a tag of VM {vm}",
              responses=responses(Message, 200, *VM_404, 412))
-def vm_set_tag(request: Request, vm: str, params: TagInputs = inputs(TagInputs),
-               zk: ZK = Depends(get_zk)) -> JSONResponse:
+def vm_set_tag(vm: str, params: TagInputs = inputs(TagInputs), zk: ZK = Depends(get_zk),
+               match: IfMatch = None) -> JSONResponse:
     return message(vms_mod.modify_tag(zk, vm, params.action, params.tag, params.protected,
-                                      expected_version=if_match(request)))
+                                      expected_version=if_match(match)))
 
 
 # -- state and node -----------------------------------------------------------------------------------
@@ -246,9 +248,9 @@ def vm_state(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
 @router.post("/{vm}/state", summary="Start, shut down, stop, restart or disable VM {vm}",
              responses=responses(Message, 200, *VM_404, 412))
 async def vm_set_state(request: Request, vm: str, params: StateInputs = inputs(StateInputs),
-                       zk: ZK = Depends(get_zk)) -> JSONResponse:
+                       zk: ZK = Depends(get_zk), match: IfMatch = None) -> JSONResponse:
     done = await run_in_threadpool(vms_mod.set_state, zk, vm, params.state, params.force,
-                                   expected_version=if_match(request))
+                                   expected_version=if_match(match))
     text = done.plan.message
     transitional = done.plan.wait_while if params.wait and not done.plan.then else None
     if transitional and await _wait_while(request, zk, done.record.uuid, (transitional,)):
@@ -266,9 +268,9 @@ def vm_node(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
 @router.post("/{vm}/node", summary="Migrate, move or unmigrate VM {vm}",
              responses=responses(Message, 200, *VM_404, 412))
 async def vm_set_node(request: Request, vm: str, params: NodeInputs = inputs(NodeInputs),
-                      zk: ZK = Depends(get_zk)) -> JSONResponse:
+                      zk: ZK = Depends(get_zk), match: IfMatch = None) -> JSONResponse:
     done = await run_in_threadpool(vms_mod.change_node, zk, vm, params.action, params.node or None,
-                                   params.force, params.force_live, expected_version=if_match(request))
+                                   params.force, params.force_live, expected_version=if_match(match))
     change, record = done.change, done.record
     text = change.message
     if params.wait and change.wait_while and \

@@ -9,6 +9,7 @@ from typing import Any
 from kazoo.exceptions import NoNodeError
 
 from pvc.adapters.ceph import Storage, StorageError, StorageNotFound
+from pvc.cluster.common import wait_until
 from pvc.cluster.storage.common import (
     PoolSpace,
     ceph,
@@ -98,13 +99,15 @@ def pool_space(zk: ZK, storage: Storage, pool: str, doc: Mapping[str, Any] | Non
         except (TypeError, ValueError):
             pass
     # `ceph df` comes from the mgr, which learns of a new pool a second or two after it exists
-    deadline = time.monotonic() + DF_LAG_WAIT
-    while True:
+    found: list[dict[str, Any] | None] = []
+
+    def reported() -> bool:
         with ceph(f'read the free space of pool "{pool}"'):
-            stats = df_stats(storage.mon_command("df"), pool)
-        if stats is not None or time.monotonic() >= deadline:
-            break
-        time.sleep(0.5)
+            found.append(df_stats(storage.mon_command("df"), pool))
+        return found[-1] is not None
+
+    wait_until(reported, DF_LAG_WAIT, 0.5)
+    stats = found[-1]
     if stats is None:
         raise Conflict(f'Ceph reports no space figures for pool "{pool}"; is it still being created?')
     set_stats(zk, schema.pool(pool), **stats)

@@ -5,13 +5,13 @@ A running VM's disk grown here is grown live by a `vm.block_resize` task on the 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 from pvc.adapters.ceph import IMAGE_FORMATS, Storage, StorageNotFound
 from pvc.cluster import tasks as tasks_mod
 from pvc.cluster import vms as vms_mod
+from pvc.cluster.common import wait_until
 from pvc.cluster.storage.common import (
     ceph,
     check_name,
@@ -180,14 +180,14 @@ def _live_resize(zk: ZK, entry: vms_mod.VMEntry, pool: str, volume: str, size: i
 
 
 def _wait_task(zk: ZK, task: TaskRecord, timeout: float) -> TaskRecord | None:
-    deadline = time.monotonic() + timeout
-    while True:
-        current = tasks_mod.get_task(zk, task.id)
-        if current.finished_state:
-            return current
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(POLL_INTERVAL)
+    """The finished task, or None when it is still going after timeout."""
+    seen: list[TaskRecord] = []
+
+    def finished() -> bool:
+        seen.append(tasks_mod.get_task(zk, task.id))
+        return seen[-1].finished_state
+
+    return seen[-1] if wait_until(finished, timeout, POLL_INTERVAL) else None
 
 
 def rename_volume(zk: ZK, storage: Storage, pool: str, name: str, new_name: str,

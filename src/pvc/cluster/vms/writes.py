@@ -21,6 +21,7 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotE
 from pvc.cluster import placement
 from pvc.cluster import tasks as tasks_mod
 from pvc.cluster.clusterinfo import get_cluster
+from pvc.cluster.common import wait_until
 from pvc.cluster.nodes import get_node, load_nodes
 from pvc.cluster.vms import transitions as tr
 from pvc.cluster.vms.index import get_status, get_vm, is_running, resolve_uuid
@@ -81,17 +82,6 @@ def apply(zk: ZK, uuid: str, transition: tr.Transition, expected_version: int | 
         except NoNodeError:
             raise NotFound("VM not found.") from None
     raise Conflict(f"VM {uuid}: too many concurrent updates, try again")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    """Poll predicate until it holds (True) or timeout passes (False)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL_INTERVAL)
 
 
 # -- define -------------------------------------------------------------------------------------------
