@@ -12,6 +12,7 @@ import math
 import os
 import random
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,31 @@ def test_fill_rbd_without_credentials_adds_only_monitors() -> None:
 def test_fill_rbd_refuses_bad_arguments(hosts: Any, user: str, secret: str, message: str) -> None:
     with pytest.raises(DomainEditError, match=message):
         dx.fill_rbd(_in("rbdbare.in.xml"), hosts, user, secret)
+
+
+@dataclass(frozen=True)
+class Access:
+    """Ceph access as the node passes it (pvc.node.storage.DiskAccess has this shape)."""
+
+    hosts: Any
+    username: str | None
+    secret_uuid: str | None
+
+
+CEPH = Access(CEPH_MONS, "admin", SECRET)
+
+
+@pytest.mark.parametrize("kvm", [True, False])
+@pytest.mark.parametrize("name", [*INPUTS, "UNKNOWN"])
+def test_prepare_for_host_equals_the_text_edits_chained(name: str, kvm: bool) -> None:
+    """One parse, one tree, one render gives byte for byte what the three text edits gave."""
+    x = UNKNOWN if name == "UNKNOWN" else _in(name)
+    log = "/var/log/libvirt/x.log"
+    old = dx.serial_log(dx.fill_rbd(dx.adapt_for_host(x, kvm), CEPH_MONS, "admin", SECRET), log)
+    assert dx.prepare_for_host(dx.parse_definition(x), kvm, ceph=CEPH, console_log=log) == old
+    assert dx.prepare_for_host(dx.parse_definition(x), kvm) == dx.adapt_for_host(x, kvm)
+    assert dx.prepare_for_host(dx.parse_definition(x), kvm, emulator="/usr/bin/kvm") == dx.adapt_for_host(
+        x, kvm, emulator="/usr/bin/kvm")
 
 
 # --------------------------------------------------------------------------------------------

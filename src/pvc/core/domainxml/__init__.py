@@ -48,7 +48,14 @@ from pvc.core.domainxml.edits import (
     set_memory,
     set_vcpus,
 )
-from pvc.core.domainxml.host import adapt_for_host, fill_rbd, fill_rbd_device, serial_log
+from pvc.core.domainxml.host import (
+    CephAccess,
+    adapt_for_host,
+    fill_rbd,
+    fill_rbd_device,
+    prepare_for_host,
+    serial_log,
+)
 from pvc.core.domainxml.model import (
     DISK_BUSES,
     DISK_DEVICES,
@@ -74,7 +81,7 @@ from pvc.core.domainxml.model import (
     Raw,
     Topology,
 )
-from pvc.core.domainxml.parsing import parse
+from pvc.core.domainxml.parsing import Definition, parse, parse_definition
 from pvc.core.domainxml.rendering import render
 from pvc.core.domainxml.views import summary, vnc_address
 
@@ -89,8 +96,10 @@ __all__ = [
     "OS",
     "QEMU_NS",
     "Attrs",
+    "CephAccess",
     "Chardev",
     "Controller",
+    "Definition",
     "Disk",
     "DiskAuth",
     "DiskDriver",
@@ -110,6 +119,8 @@ __all__ = [
     "fill_rbd_device",
     "mac_address",
     "parse",
+    "parse_definition",
+    "prepare_for_host",
     "remove_disk",
     "remove_interface",
     "rename",

@@ -1,4 +1,8 @@
-"""Parsing: tree -> `Domain`, validating as it goes and collecting the node-local `warnings`."""
+"""Parsing: tree -> `Domain`, validating as it goes and collecting the node-local `warnings`.
+
+`parse` gives the typed `Domain`; `parse_definition` also keeps the tree it was read from, for
+an operation that both asks the model questions and edits the text (a VM start on a node).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from lxml import etree
@@ -46,6 +51,26 @@ from pvc.core.domainxml.tree import _elements, _load_root, _raw
 def parse(xml: str | bytes) -> Domain:
     """Parse and validate domain XML; raise InvalidDomainXML naming the first problem."""
     return _domain_from_root(_load_root(xml))
+
+
+@dataclass(frozen=True, eq=False)
+class Definition:
+    """A definition parsed once: its typed `Domain` and the tree it was read from.
+
+    Why both: the model answers the questions (which rbd volumes, which disk bus), while edits
+    that must keep every untouched element and attribute as written (the host edits at start,
+    `prepare_for_host`) change the tree; `render(domain)` would write the canonical form instead.
+    The tree is never changed in place: edits work on a copy, so one Definition serves many.
+    """
+
+    domain: Domain
+    _root: etree._Element = field(repr=False)
+
+
+def parse_definition(xml: str | bytes) -> Definition:
+    """`parse`, keeping the tree: for an operation that reads the model and edits the text."""
+    root = _load_root(xml)
+    return Definition(_domain_from_root(root), root)
 
 
 def _single(children: dict[str, list[etree._Element]], tag: str, where: str) -> etree._Element | None:
