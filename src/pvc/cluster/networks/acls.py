@@ -8,9 +8,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pvc.adapters.network import NetworkError, Nftables
-from pvc.cluster.common import check_name
+from pvc.cluster.common import check_name, optional_text
 from pvc.cluster.networks.store import get_network, managed_vni, name_filter
-from pvc.cluster.networks.validation import DIRECTIONS, check_direction, check_order, text_or_none
+from pvc.cluster.networks.validation import DIRECTIONS, check_direction, check_order
 from pvc.core import netconfig, schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
 from pvc.core.zk import ZK
@@ -81,8 +81,8 @@ def add_acl(zk: ZK, net: str, description: Any, rule: Any, checker: Checker, dir
             order: Any = None) -> str:
     """Add a rule to the network's in or out chain at `order` (default: the end; past the end is
     the end, as upstream); later rules move down. Descriptions are unique in both directions."""
-    direction = check_direction(text_or_none(direction) or "in")
-    description = check_name(text_or_none(description) or "", "description")
+    direction = check_direction(optional_text(direction) or "in")
+    description = check_name(optional_text(description) or "", "description")
     position = check_order(order)
     doc = get_network(zk, net)
     vni = managed_vni(doc, "firewall rules")

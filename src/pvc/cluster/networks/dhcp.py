@@ -7,6 +7,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+from pvc.cluster.common import optional_text
 from pvc.cluster.networks.store import (
     get_network,
     managed_vni,
@@ -15,7 +16,7 @@ from pvc.cluster.networks.store import (
     transact,
     version_of,
 )
-from pvc.cluster.networks.validation import check_host, check_hostname, normalize_mac, text_or_none
+from pvc.cluster.networks.validation import check_host, check_hostname, normalize_mac
 from pvc.core import schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
 from pvc.core.zk import ZK, TxOp, op_check, op_create, op_delete, op_set
@@ -74,7 +75,7 @@ def get_lease(zk: ZK, net: str, mac: str) -> dict[str, Any]:
 def add_reservation(zk: ZK, net: str, macaddress: Any, ipaddress_: Any, hostname: Any = None) -> str:
     """Reserve an IPv4 address of the network for a MAC (dnsmasq hands it out, with the host name)."""
     mac = normalize_mac(macaddress, "macaddress")
-    if text_or_none(ipaddress_) is None:
+    if optional_text(ipaddress_) is None:
         raise InvalidInput("ipaddress: an IPv4 address is required")
     host = check_hostname(hostname)
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pvc.cluster import vms as vms_mod
+from pvc.cluster.common import optional_text
 from pvc.cluster.networks.store import (
     find_network,
     get_network,
@@ -31,7 +32,6 @@ from pvc.cluster.networks.validation import (
     check_nettype,
     default_domain,
     parse_vni,
-    text_or_none,
 )
 from pvc.core import schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
@@ -63,7 +63,7 @@ def network_doc(values: Mapping[str, Any]) -> dict[str, Any]:
         for field in MANAGED_ONLY:
             value = values.get(field)
             given = (dhcp4 if field == "dhcp4" else bool(check_name_servers(value))
-                     if field == "name_servers" else text_or_none(value) is not None)
+                     if field == "name_servers" else optional_text(value) is not None)
             if given:
                 raise InvalidInput(f"{field}: bridged networks carry no IP, DHCP or DNS configuration (PVC "
                                    f"only bridges VLAN {vni} to the VMs); leave it out or use a managed "
@@ -73,8 +73,8 @@ def network_doc(values: Mapping[str, Any]) -> dict[str, Any]:
     name_servers = check_name_servers(values.get("name_servers"))
     ip4 = _ip4_config(values, dhcp4)
     ip6: dict[str, Any] = {"network": None, "gateway": None, "dhcp_flag": False}
-    gateway6 = text_or_none(values.get("ip6_gateway"))
-    if text_or_none(values.get("ip6_network")):
+    gateway6 = optional_text(values.get("ip6_gateway"))
+    if optional_text(values.get("ip6_network")):
         net6 = check_ip6_network(values["ip6_network"])
         gw6 = check_host(gateway6, net6, "ip6_gateway") if gateway6 else str(net6.network_address + 1)
         ip6.update(network=str(net6), gateway=gw6, dhcp_flag=True)
@@ -88,9 +88,9 @@ def _ip4_config(values: Mapping[str, Any], dhcp4: bool) -> dict[str, Any]:
     inside it and does not contain the gateway; nothing IPv4 without a network."""
     ip4: dict[str, Any] = {"network": None, "gateway": None, "dhcp_flag": dhcp4, "dhcp_start": None,
                            "dhcp_end": None}
-    net4 = check_ip4_network(values["ip4_network"]) if text_or_none(values.get("ip4_network")) else None
-    gateway4 = text_or_none(values.get("ip4_gateway"))
-    start, end = text_or_none(values.get("dhcp4_start")), text_or_none(values.get("dhcp4_end"))
+    net4 = check_ip4_network(values["ip4_network"]) if optional_text(values.get("ip4_network")) else None
+    gateway4 = optional_text(values.get("ip4_gateway"))
+    start, end = optional_text(values.get("dhcp4_start")), optional_text(values.get("dhcp4_end"))
     if net4 is None:
         for field, value in (("ip4_gateway", gateway4), ("dhcp4_start", start), ("dhcp4_end", end)):
             if value is not None:
@@ -152,16 +152,16 @@ def merge_changes(doc: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[st
     also clears what depends on it unless given too (its gateway; for IPv4 the DHCP range); a new
     IPv6 network without a gateway gets the default gateway again (upstream).
     """
-    if "nettype" in changes and text_or_none(changes["nettype"]) not in (None, doc.get("type")):
+    if "nettype" in changes and optional_text(changes["nettype"]) not in (None, doc.get("type")):
         raise InvalidInput(f"nettype: a network's type cannot be changed ({doc.get('type')}); remove the "
                            f"network and add it again as {changes['nettype']}")
-    if "vni" in changes and text_or_none(changes["vni"]) not in (None, str(doc.get("vni"))):
+    if "vni" in changes and optional_text(changes["vni"]) not in (None, str(doc.get("vni"))):
         raise InvalidInput("vni: a network's VNI cannot be changed; remove it and add it again")
     values = doc_values(doc)
     given = {k: v for k, v in changes.items()
              if k in FIELDS and k not in ("vni", "nettype") and v is not None}
     values.update(given)
-    if "ip4_network" in given and text_or_none(given["ip4_network"]) is None:
+    if "ip4_network" in given and optional_text(given["ip4_network"]) is None:
         for field in ("ip4_gateway", "dhcp4_start", "dhcp4_end"):
             values[field] = given.get(field)
         values["dhcp4"] = given.get("dhcp4", False)

@@ -7,7 +7,7 @@ import ipaddress
 import re
 from typing import Any
 
-from pvc.cluster.common import check_name
+from pvc.cluster.common import check_name, csv_items, digits, optional_text
 from pvc.core import netconfig
 from pvc.core.errors import InvalidInput
 
@@ -28,22 +28,12 @@ Net4 = ipaddress.IPv4Network
 Net6 = ipaddress.IPv6Network
 
 
-def text_or_none(value: Any) -> str | None:
-    """None for unset values: missing, "" (upstream clients send empty options) or blank."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
 def parse_vni(value: Any, nettype: str = "managed", field: str = "vni") -> int:
     """A VNI: 1..16777215 (24-bit VXLAN id); for bridged networks 1..4094, an 802.1Q VLAN id."""
-    text = text_or_none(value)
+    text = optional_text(value)
     if text is None:
         raise InvalidInput(f"{field}: a VNI is required (a whole number, {VNI_MIN}..{VNI_MAX})")
-    if not re.fullmatch(r"[0-9]{1,9}", text):
-        raise InvalidInput(f"{field}: '{text[:40]}' is not a VNI (a whole number, {VNI_MIN}..{VNI_MAX})")
-    vni = int(text)
+    vni = digits(text, field, f"a VNI (a whole number, {VNI_MIN}..{VNI_MAX})")
     if not VNI_MIN <= vni <= VNI_MAX:
         raise InvalidInput(f"{field}: {vni} is out of range: a VNI is {VNI_MIN}..{VNI_MAX} (24-bit VXLAN id)")
     if nettype == "bridged" and not VLAN_MIN <= vni <= VLAN_MAX:
@@ -53,7 +43,7 @@ def parse_vni(value: Any, nettype: str = "managed", field: str = "vni") -> int:
 
 
 def check_nettype(value: Any, field: str = "nettype") -> str:
-    text = text_or_none(value)
+    text = optional_text(value)
     if text not in NETWORK_TYPES:
         raise InvalidInput(f"{field}: '{value}' is not one of {', '.join(NETWORK_TYPES)}")
     return text
@@ -62,7 +52,7 @@ def check_nettype(value: Any, field: str = "nettype") -> str:
 def check_description(value: Any, field: str = "description") -> str:
     """Descriptions name networks (GET /network/<x> takes a VNI or a description, and the default
     domain is built from it): a name without blanks or '/', and not only digits (a VNI)."""
-    text = text_or_none(value)
+    text = optional_text(value)
     if text is None:
         raise InvalidInput(f"{field}: a description is required (letters, digits, '.', '_', '-')")
     check_name(text, field)
@@ -74,12 +64,10 @@ def check_description(value: Any, field: str = "description") -> str:
 def check_mtu(value: Any, field: str = "mtu") -> int | None:
     """None (the base device's MTU, set by each node) or 576..9000; each node clamps it to what its
     base device can carry."""
-    text = text_or_none(value)
+    text = optional_text(value)
     if text is None:
         return None
-    if not re.fullmatch(r"[0-9]{1,9}", text):
-        raise InvalidInput(f"{field}: '{text[:40]}' is not an MTU (a whole number, {MTU_MIN}..{MTU_MAX})")
-    mtu = int(text)
+    mtu = digits(text, field, f"an MTU (a whole number, {MTU_MIN}..{MTU_MAX})")
     if not MTU_MIN <= mtu <= MTU_MAX:
         raise InvalidInput(f"{field}: {mtu} is out of range ({MTU_MIN}..{MTU_MAX})")
     return mtu
@@ -87,7 +75,7 @@ def check_mtu(value: Any, field: str = "mtu") -> int | None:
 
 def check_domain(value: Any, field: str = "domain") -> str | None:
     """A DNS domain name (lower-cased, without the trailing dot)."""
-    text = text_or_none(value)
+    text = optional_text(value)
     if text is None:
         return None
     name = text.lower().removesuffix(".")
@@ -110,7 +98,7 @@ def default_domain(description: str, vni: int) -> str:
 
 
 def check_ip(value: Any, field: str, version: int | None = None) -> str:
-    text = text_or_none(value) or ""
+    text = optional_text(value) or ""
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -123,7 +111,7 @@ def check_ip(value: Any, field: str, version: int | None = None) -> str:
 
 def check_ip4_network(value: Any, field: str = "ip4_network") -> Net4:
     """An IPv4 network in CIDR form with its host bits zero, /8 to /30 (room for a gateway and clients)."""
-    text = text_or_none(value) or ""
+    text = optional_text(value) or ""
     if "/" not in text:
         raise InvalidInput(f"{field}: '{text[:60]}' is not a network in CIDR form (e.g. 10.100.0.0/24)")
     try:
@@ -144,7 +132,7 @@ def check_ip4_network(value: Any, field: str = "ip4_network") -> Net4:
 def check_ip6_network(value: Any, field: str = "ip6_network") -> Net6:
     """An IPv6 /64 in CIDR form: DHCPv6 is always on for IPv6 networks (upstream), and router
     advertisements with SLAAC (dnsmasq's constructor ranges) only work on a /64."""
-    text = text_or_none(value) or ""
+    text = optional_text(value) or ""
     try:
         network = ipaddress.ip_network(text, strict=False) if "/" in text else None
     except ValueError:
@@ -176,7 +164,7 @@ def check_host(value: Any, network: Net4 | Net6, field: str) -> str:
 
 def normalize_mac(value: Any, field: str = "macaddress") -> str:
     """A unicast MAC address, lowercase with ':' ("52:54:00:12:34:56"); '-' separators are accepted."""
-    text = (text_or_none(value) or "").lower()
+    text = (optional_text(value) or "").lower()
     if not _MAC_RE.match(text):
         raise InvalidInput(f"{field}: '{text[:40]}' is not a MAC address (six hex pairs separated by ':', "
                            f"e.g. 52:54:00:12:34:56)")
@@ -191,7 +179,7 @@ def normalize_mac(value: Any, field: str = "macaddress") -> str:
 
 def check_hostname(value: Any, field: str = "hostname") -> str | None:
     """An optional DNS label (dnsmasq hands it out and resolves it in the network's domain)."""
-    text = text_or_none(value)
+    text = optional_text(value)
     if text is None:
         return None
     if not _HOSTNAME_RE.match(text):
@@ -201,16 +189,14 @@ def check_hostname(value: Any, field: str = "hostname") -> str | None:
 
 
 def check_order(value: Any, field: str = "order") -> int | None:
-    text = text_or_none(value)
+    text = optional_text(value)
     if text is None:
         return None
-    if not re.fullmatch(r"[0-9]{1,6}", text):
-        raise InvalidInput(f"{field}: '{text[:40]}' is not a position in the chain (0 is the first)")
-    return int(text)
+    return digits(text, field, "a position in the chain (0 is the first)", 6)
 
 
 def check_direction(value: Any, field: str = "direction") -> str:
-    text = text_or_none(value)
+    text = optional_text(value)
     if text not in DIRECTIONS:
         raise InvalidInput(f"{field}: '{value}' is not one of {', '.join(DIRECTIONS)}")
     return text
@@ -230,14 +216,4 @@ def check_flag(value: Any, field: str) -> bool:
 
 def check_name_servers(values: Any) -> list[str]:
     """Repeated keys and/or comma-separated values (the swagger's "CSV list"), each an IP address."""
-    if values is None:
-        return []
-    items = [values] if isinstance(values, str) else list(values)
-    out: list[str] = []
-    for item in items:
-        for part in str(item).split(","):
-            if part.strip():
-                address = check_ip(part, "name_servers")
-                if address not in out:
-                    out.append(address)
-    return out
+    return list(dict.fromkeys(check_ip(part, "name_servers") for part in csv_items(values)))

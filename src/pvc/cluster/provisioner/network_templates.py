@@ -10,13 +10,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from pvc.cluster import networks as nets
+from pvc.cluster.common import optional_text
 from pvc.cluster.provisioner.ids import next_id
 from pvc.cluster.provisioner.store import docs_of, get_doc, matching, ova_ref
-from pvc.cluster.provisioner.transactions import Op, refuse_existing, refuse_used, transact
-from pvc.cluster.provisioner.validation import check_object_name, flag, optional_text
+from pvc.cluster.provisioner.transactions import create_document, remove_document, update_document
+from pvc.cluster.provisioner.validation import check_object_name, flag
 from pvc.core import schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
-from pvc.core.zk import ZK, op_create, op_delete, op_set
+from pvc.core.zk import ZK
 
 SPECIAL_NETWORKS = ("upstream", "cluster", "storage")   # host bridges br<name> (pvc-facts §7.2)
 MAC_PREFIX = "52:54:01"
@@ -100,22 +101,12 @@ def add_network_template(zk: ZK, name: Any, mac_template: Any = None, ova: Any =
     name = check_object_name(name)
     mac = check_mac_template(mac_template)
 
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        refuse_existing(zk, "network_template", name)
-        doc = {"id": next_id(zk, "network_template"), "name": name, "mac_template": mac,
-               "ova": ova_ref(zk, ova), "networks": []}
-        return [op_create(schema.network_template(name), doc)], f'Added new network template "{name}".'
-
-    return transact(zk, plan)
+    return create_document(zk, "network_template", name, f'Added new network template "{name}".',
+                           lambda: {"mac_template": mac, "ova": ova_ref(zk, ova), "networks": []})
 
 
 def remove_network_template(zk: ZK, name: str) -> str:
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        get_network_template(zk, name)
-        refuse_used(zk, "network_template", name)
-        return [op_delete(schema.network_template(name))], f'Removed network template "{name}".'
-
-    return transact(zk, plan)
+    return remove_document(zk, "network_template", name, f'Removed network template "{name}".')
 
 
 def add_template_network(zk: ZK, template: str, vni: Any, permit_duplicate: Any = False) -> str:
@@ -124,8 +115,7 @@ def add_template_network(zk: ZK, template: str, vni: Any, permit_duplicate: Any 
     text = parse_template_vni(vni)
     duplicate = flag(permit_duplicate, "permit_duplicate", False)
 
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        doc = get_network_template(zk, template)
+    def change(doc: dict[str, Any]) -> dict[str, Any]:
         if text not in SPECIAL_NETWORKS and not zk.exists(schema.network(int(text))):
             raise InvalidInput(f"vni: the network {text} does not exist (add it with 'pvc network add' "
                                f"first)")
@@ -134,22 +124,21 @@ def add_template_network(zk: ZK, template: str, vni: Any, permit_duplicate: Any 
             raise Conflict(f"vni: the VNI '{text}' in network template '{template}' already exists "
                            f"(permit_duplicate allows it twice)")
         networks.append({"id": next_id(zk, "network"), "vni": text})
-        return ([op_set(schema.network_template(template), {**doc, "networks": networks})],
-                f'Added new network "{text}" to network template "{template}".')
+        return {**doc, "networks": networks}
 
-    return transact(zk, plan)
+    return update_document(zk, "network_template", template, change,
+                           f'Added new network "{text}" to network template "{template}".')
 
 
 def remove_template_network(zk: ZK, template: str, vni: str) -> str:
     """Remove a VNI from a network template (its last occurrence, if it is there twice)."""
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        doc = get_network_template(zk, template)
+    def change(doc: dict[str, Any]) -> dict[str, Any]:
         networks = list(doc.get("networks") or [])
         found = [i for i, n in enumerate(networks) if str(n.get("vni")) == str(vni).strip()]
         if not found:
             raise NotFound(f"The network '{vni}' is not in network template '{template}'.")
         del networks[found[-1]]
-        return ([op_set(schema.network_template(template), {**doc, "networks": networks})],
-                f'Removed network "{vni}" from network template "{template}".')
+        return {**doc, "networks": networks}
 
-    return transact(zk, plan)
+    return update_document(zk, "network_template", template, change,
+                           f'Removed network "{vni}" from network template "{template}".')

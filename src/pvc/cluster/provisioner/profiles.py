@@ -15,15 +15,14 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pvc.cluster.common import check_name
-from pvc.cluster.provisioner.ids import next_id
+from pvc.cluster.common import check_name, optional_text
 from pvc.cluster.provisioner.store import PARENTS, WHAT, docs_of, get_doc, matching
-from pvc.cluster.provisioner.transactions import Op, refuse_existing, transact
-from pvc.cluster.provisioner.userdata import EMPTY, ensure_empty_userdata, get_userdata
-from pvc.cluster.provisioner.validation import check_object_name, optional_text
+from pvc.cluster.provisioner.transactions import Op, create_document, transact, update_document
+from pvc.cluster.provisioner.userdata import EMPTY, USERDATA, ensure_empty_userdata
+from pvc.cluster.provisioner.validation import check_object_name, refuse_unknown
 from pvc.core import schema
 from pvc.core.errors import InvalidInput, NotFound
-from pvc.core.zk import ZK, op_create, op_delete, op_set
+from pvc.core.zk import ZK, op_delete
 
 PROFILE_TYPES = ("provisioner", "ova")
 PROFILE_REFS = ("system_template", "network_template", "storage_template", "userdata", "script", "ova")
@@ -158,7 +157,7 @@ def load_profile(zk: ZK, name: str) -> ProfileDocs:
         if not value:
             return None
         try:
-            return get_userdata(zk, value) if kind == "userdata" else get_doc(zk, kind, value)
+            return USERDATA.get(zk, value) if kind == "userdata" else get_doc(zk, kind, value)
         except NotFound:
             raise NotFound(f"The {WHAT[kind]} '{value}' of profile '{name}' does not exist.") from None
 
@@ -200,26 +199,21 @@ def add_profile(zk: ZK, name: Any, profile_type: Any, system_template: Any, netw
     if values["userdata"] == EMPTY:
         ensure_empty_userdata(zk)
 
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        refuse_existing(zk, "profile", name)
+    def fields() -> dict[str, Any]:
         _check_refs(zk, values)
-        doc = {"id": next_id(zk, "profile"), "name": name, **values}
-        return [op_create(schema.profile(name), doc)], f'Created VM profile "{name}".'
+        return values
 
-    return transact(zk, plan)
+    return create_document(zk, "profile", name, f'Created VM profile "{name}".', fields)
 
 
 def modify_profile(zk: ZK, name: str, **changes: Any) -> str:
     """Change the given fields (None = keep; "" clears network_template, storage_template, userdata
     or ova; an empty `arguments` list keeps them, [""] clears them); validated as a whole."""
-    unknown = set(changes) - set(PROFILE_FIELDS)
-    if unknown:
-        raise InvalidInput(f"{', '.join(sorted(unknown))}: not a profile field")
+    refuse_unknown(changes, PROFILE_FIELDS, "profile")
     if changes.get("userdata") == EMPTY:
         ensure_empty_userdata(zk)
 
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        current = get_profile(zk, name)
+    def change(current: dict[str, Any]) -> dict[str, Any]:
         inputs = {field: current.get(field) for field in PROFILE_FIELDS}
         for field, value in changes.items():
             if value is None or (field == "arguments" and not value):
@@ -227,12 +221,10 @@ def modify_profile(zk: ZK, name: str, **changes: Any) -> str:
             inputs[field] = value
         values = profile_values(inputs)
         _check_refs(zk, values)
-        doc = {**current, **values}
-        if doc == current:
-            return [], f'VM profile "{name}" is unchanged.'
-        return [op_set(schema.profile(name), doc)], f'Modified VM profile "{name}".'
+        return {**current, **values}
 
-    return transact(zk, plan)
+    return update_document(zk, "profile", name, change, f'Modified VM profile "{name}".',
+                           unchanged=f'VM profile "{name}" is unchanged.')
 
 
 def remove_profile(zk: ZK, name: str) -> str:

@@ -11,14 +11,14 @@ import shutil
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pvc.cluster.common import check_name
+from pvc.cluster.common import check_name, optional_text
 from pvc.cluster.provisioner.ids import next_id
 from pvc.cluster.provisioner.store import docs_of, get_doc, matching, ova_ref
-from pvc.cluster.provisioner.transactions import Op, refuse_existing, refuse_used, transact
-from pvc.cluster.provisioner.validation import check_object_name, optional_text, whole_number
+from pvc.cluster.provisioner.transactions import create_document, remove_document, update_document
+from pvc.cluster.provisioner.validation import check_object_name, whole_number
 from pvc.core import schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
-from pvc.core.zk import ZK, op_create, op_delete, op_set
+from pvc.core.zk import ZK
 
 FILESYSTEMS: dict[str, str] = {"ext2": "mkfs.ext2", "ext3": "mkfs.ext3", "ext4": "mkfs.ext4",
                                "xfs": "mkfs.xfs", "btrfs": "mkfs.btrfs", "f2fs": "mkfs.f2fs",
@@ -177,21 +177,12 @@ def get_template_disk(zk: ZK, template: str, disk_id: str) -> dict[str, Any]:
 def add_storage_template(zk: ZK, name: Any, ova: Any = None) -> str:
     name = check_object_name(name)
 
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        refuse_existing(zk, "storage_template", name)
-        doc = {"id": next_id(zk, "storage_template"), "name": name, "ova": ova_ref(zk, ova), "disks": []}
-        return [op_create(schema.storage_template(name), doc)], f'Added new storage template "{name}".'
-
-    return transact(zk, plan)
+    return create_document(zk, "storage_template", name, f'Added new storage template "{name}".',
+                           lambda: {"ova": ova_ref(zk, ova), "disks": []})
 
 
 def remove_storage_template(zk: ZK, name: str) -> str:
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        get_storage_template(zk, name)
-        refuse_used(zk, "storage_template", name)
-        return [op_delete(schema.storage_template(name))], f'Removed storage template "{name}".'
-
-    return transact(zk, plan)
+    return remove_document(zk, "storage_template", name, f'Removed storage template "{name}".')
 
 
 def add_template_disk(zk: ZK, template: str, disk_id: Any, pool: Any, source_volume: Any = None,
@@ -202,27 +193,25 @@ def add_template_disk(zk: ZK, template: str, disk_id: Any, pool: Any, source_vol
                      "filesystem": filesystem, "filesystem_arg": filesystem_args, "mountpoint": mountpoint},
                     which)
 
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        doc = get_storage_template(zk, template)
+    def change(doc: dict[str, Any]) -> dict[str, Any]:
         if not zk.exists(schema.pool(disk["pool"])):
             raise InvalidInput(f"pool: the storage pool '{disk['pool']}' does not exist")
         disks = list(doc.get("disks") or [])
         check_disks(disk, disks, template)
         disks.append({"id": next_id(zk, "storage"), **disk})
         disks.sort(key=lambda d: str(d.get("disk_id")))
-        return ([op_set(schema.storage_template(template), {**doc, "disks": disks})],
-                f'Added new disk "{disk["disk_id"]}" to storage template "{template}".')
+        return {**doc, "disks": disks}
 
-    return transact(zk, plan)
+    return update_document(zk, "storage_template", template, change,
+                           f'Added new disk "{disk["disk_id"]}" to storage template "{template}".')
 
 
 def remove_template_disk(zk: ZK, template: str, disk_id: str) -> str:
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        doc = get_storage_template(zk, template)
+    def change(doc: dict[str, Any]) -> dict[str, Any]:
         disks = [d for d in doc.get("disks") or [] if d.get("disk_id") != disk_id]
         if len(disks) == len(doc.get("disks") or []):
             raise NotFound(f"The disk '{disk_id}' is not in storage template '{template}'.")
-        return ([op_set(schema.storage_template(template), {**doc, "disks": disks})],
-                f'Removed disk "{disk_id}" from storage template "{template}".')
+        return {**doc, "disks": disks}
 
-    return transact(zk, plan)
+    return update_document(zk, "storage_template", template, change,
+                           f'Removed disk "{disk_id}" from storage template "{template}".')

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pvc.cluster.common import check_name, limit_matcher
-from pvc.cluster.provisioner.validation import is_safe_name, optional_text
+from pvc.cluster.common import check_name, limit_matcher, optional_text
+from pvc.cluster.provisioner.validation import is_safe_name
 from pvc.core import schema
 from pvc.core.errors import InvalidInput, NotFound
 from pvc.core.zk import ZK

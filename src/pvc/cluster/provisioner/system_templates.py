@@ -10,15 +10,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from pvc.cluster import networks as nets
-from pvc.cluster.common import check_name
-from pvc.cluster.provisioner.ids import next_id
+from pvc.cluster.common import check_name, csv_items, optional_text
 from pvc.cluster.provisioner.store import docs_of, get_doc, matching, ova_ref
-from pvc.cluster.provisioner.transactions import Op, refuse_existing, refuse_used, transact
-from pvc.cluster.provisioner.validation import check_object_name, flag, optional_text, whole_number
-from pvc.core import schema
+from pvc.cluster.provisioner.transactions import create_document, remove_document, update_document
+from pvc.cluster.provisioner.validation import check_object_name, flag, refuse_unknown, whole_number
 from pvc.core.errors import InvalidInput
 from pvc.core.vocabulary import MIGRATION_METHODS, SELECTOR_CHOICES, SELECTORS
-from pvc.core.zk import ZK, op_create, op_delete, op_set
+from pvc.core.zk import ZK
 
 VCPU_MIN, VCPU_MAX = 1, 1024
 VRAM_MIN, VRAM_MAX = 32, 16 * 1024 * 1024          # MB
@@ -38,19 +36,7 @@ def check_vnc_bind(value: Any, field: str = "vnc_bind") -> str | None:
 
 def parse_node_limit(value: Any, field: str = "node_limit") -> list[str] | None:
     """A node limit from a comma-separated string and/or a list; None when empty."""
-    if value is None:
-        return None
-    items = [value] if isinstance(value, str) else list(value)
-    out: list[str] = []
-    for item in items:
-        for part in str(item).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            check_name(part, field)
-            if part not in out:
-                out.append(part)
-    return out or None
+    return list(dict.fromkeys(check_name(node, field) for node in csv_items(value))) or None
 
 
 def check_node_selector(value: Any, field: str = "node_selector") -> str | None:
@@ -135,24 +121,15 @@ def add_system_template(zk: ZK, name: Any, vcpus: Any, vram: Any, serial: Any, v
         "vcpus": vcpus, "vram": vram, "serial": serial, "vnc": vnc, "vnc_bind": vnc_bind,
         "node_limit": node_limit, "node_selector": node_selector, "node_autostart": node_autostart,
         "migration_method": migration_method, "migration_max_downtime": migration_max_downtime})
-
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        refuse_existing(zk, "system_template", name)
-        ova_name = ova_ref(zk, ova)
-        doc = {"id": next_id(zk, "system_template"), "name": name, **values, "ova": ova_name}
-        return [op_create(schema.system_template(name), doc)], f'Added new system template "{name}".'
-
-    return transact(zk, plan)
+    return create_document(zk, "system_template", name, f'Added new system template "{name}".',
+                           lambda: {**values, "ova": ova_ref(zk, ova)})
 
 
 def modify_system_template(zk: ZK, name: str, **changes: Any) -> str:
     """Change the given fields (None = keep; "" clears an optional one); validated as a whole."""
-    unknown = set(changes) - set(SYSTEM_FIELDS)
-    if unknown:
-        raise InvalidInput(f"{', '.join(sorted(unknown))}: not a system template field")
+    refuse_unknown(changes, SYSTEM_FIELDS, "system template")
 
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        current = get_system_template(zk, name)
+    def change(current: dict[str, Any]) -> dict[str, Any]:
         inputs = system_template_inputs(current)
         for field, value in changes.items():
             if value is None:
@@ -160,18 +137,11 @@ def modify_system_template(zk: ZK, name: str, **changes: Any) -> str:
             if field in ("vcpus", "vram", "serial", "vnc") and optional_text(value) is None:
                 raise InvalidInput(f"{field}: cannot be cleared")
             inputs[field] = value
-        doc = {**current, **system_template_values(inputs)}
-        if doc == current:
-            return [], f'System template "{name}" is unchanged.'
-        return [op_set(schema.system_template(name), doc)], f'Modified system template "{name}".'
+        return {**current, **system_template_values(inputs)}
 
-    return transact(zk, plan)
+    return update_document(zk, "system_template", name, change, f'Modified system template "{name}".',
+                           unchanged=f'System template "{name}" is unchanged.')
 
 
 def remove_system_template(zk: ZK, name: str) -> str:
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        get_system_template(zk, name)
-        refuse_used(zk, "system_template", name)
-        return [op_delete(schema.system_template(name))], f'Removed system template "{name}".'
-
-    return transact(zk, plan)
+    return remove_document(zk, "system_template", name, f'Removed system template "{name}".')

@@ -1,6 +1,8 @@
 """Userdata: cloud-init documents the metadata service serves to a profile's VMs.
 
     {id, name, userdata}      ("empty" always exists and cannot be changed or removed)
+
+Reads and writes are USERDATA's (documents.TextDocuments); this module checks the text.
 """
 
 from __future__ import annotations
@@ -8,19 +10,14 @@ from __future__ import annotations
 import email
 import email.message
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import yaml
-from kazoo.exceptions import NodeExistsError
 
-from pvc.cluster.provisioner.ids import next_id
-from pvc.cluster.provisioner.store import docs_of, get_doc, matching
-from pvc.cluster.provisioner.transactions import Op, refuse_existing, refuse_used, transact
-from pvc.cluster.provisioner.validation import check_object_name, document_text
-from pvc.core import schema
-from pvc.core.errors import Conflict, InvalidInput
-from pvc.core.zk import ZK, op_create, op_delete, op_set
+from pvc.cluster.provisioner.documents import TextDocuments
+from pvc.cluster.provisioner.validation import document_text
+from pvc.core.errors import InvalidInput
+from pvc.core.zk import ZK
 
 EMPTY = "empty"
 
@@ -115,73 +112,9 @@ def _check_mime_part(part: email.message.Message, field: str, what: str) -> None
         _check_part(body, field, what)
 
 
-def userdata_view(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {"id": doc.get("id"), "name": doc.get("name"), "userdata": doc.get("userdata") or ""}
+USERDATA = TextDocuments("userdata", "userdata document", check_userdata, builtin=EMPTY)
 
-
-# -- reads -----------------------------------------------------------------------------------------
 
 def ensure_empty_userdata(zk: ZK) -> None:
     """The built-in, always-present "empty" document (created on first use)."""
-    if zk.exists(schema.userdata(EMPTY)):
-        return
-    doc = {"id": next_id(zk, "userdata"), "name": EMPTY, "userdata": ""}
-    try:
-        zk.create(schema.userdata(EMPTY), doc, makepath=True)
-    except NodeExistsError:
-        pass
-
-
-def get_userdata(zk: ZK, name: str) -> dict[str, Any]:
-    if name == EMPTY:
-        ensure_empty_userdata(zk)
-    return get_doc(zk, "userdata", name)
-
-
-def list_userdata(zk: ZK, limit: str | None = None) -> list[dict[str, Any]]:
-    ensure_empty_userdata(zk)
-    return [userdata_view(d) for d in matching(docs_of(zk, "userdata"), limit)]
-
-
-def userdata_item(zk: ZK, name: str) -> dict[str, Any]:
-    return userdata_view(get_userdata(zk, name))
-
-
-# -- writes ----------------------------------------------------------------------------------------
-
-def add_userdata(zk: ZK, name: Any, data: Any) -> str:
-    name = check_object_name(name)
-    text = check_userdata(data)
-    ensure_empty_userdata(zk)
-
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        refuse_existing(zk, "userdata", name)
-        doc = {"id": next_id(zk, "userdata"), "name": name, "userdata": text}
-        return [op_create(schema.userdata(name), doc)], f'Created userdata document "{name}".'
-
-    return transact(zk, plan)
-
-
-def modify_userdata(zk: ZK, name: str, data: Any) -> str:
-    text = check_userdata(data)
-    if name == EMPTY:
-        raise Conflict(f"The userdata document '{EMPTY}' is built in and cannot be changed.")
-
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        doc = get_userdata(zk, name)
-        return ([op_set(schema.userdata(name), {**doc, "userdata": text})],
-                f'Updated userdata document "{name}".')
-
-    return transact(zk, plan)
-
-
-def remove_userdata(zk: ZK, name: str) -> str:
-    if name == EMPTY:
-        raise Conflict(f"The userdata document '{EMPTY}' is built in and cannot be removed.")
-
-    def plan(_lock: Op) -> tuple[list[Op], str]:
-        get_userdata(zk, name)
-        refuse_used(zk, "userdata", name)
-        return [op_delete(schema.userdata(name))], f'Removed userdata document "{name}".'
-
-    return transact(zk, plan)
+    USERDATA.ensure_builtin(zk)

@@ -1,27 +1,19 @@
 """Validation of single values shared by every provisioner document kind (pure: no ZooKeeper).
 
-Upstream clients send unset options as empty strings, so `optional_text` treats "", blanks and
-None alike; every refusal is an InvalidInput naming the field.
+Upstream clients send unset options as empty strings, so `optional_text` (pvc.cluster.common)
+treats "", blanks and None alike; every refusal is an InvalidInput naming the field.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pvc.cluster.common import check_name
+from pvc.cluster.common import check_name, digits, optional_text
 from pvc.core.errors import InvalidInput
 from pvc.core.units import parse_bool
 
 TEXT_MAX = 512 * 1024                               # userdata/scripts: well below ZooKeeper's 1 MB
-
-
-def optional_text(value: Any) -> str | None:
-    """None for unset values: missing, "" or blank (upstream clients send empty options)."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
 
 
 def check_object_name(value: Any, field: str = "name") -> str:
@@ -29,6 +21,13 @@ def check_object_name(value: Any, field: str = "name") -> str:
     if text is None:
         raise InvalidInput(f"{field}: a name is required (letters, digits, '.', '_', '-'; at most 63)")
     return check_name(text, field)
+
+
+def refuse_unknown(changes: Mapping[str, Any], fields: Iterable[str], what: str) -> None:
+    """A modification names only fields of its document kind."""
+    unknown = set(changes) - set(fields)
+    if unknown:
+        raise InvalidInput(f"{', '.join(sorted(unknown))}: not a {what} field")
 
 
 def is_safe_name(name: Any) -> bool:
@@ -46,9 +45,7 @@ def whole_number(value: Any, field: str, low: int, high: int, what: str) -> int:
     text = optional_text(value)
     if text is None:
         raise InvalidInput(f"{field}: required ({what}, {low}..{high})")
-    if not re.fullmatch(r"[0-9]{1,12}", text):
-        raise InvalidInput(f"{field}: '{text[:40]}' is not a whole number ({what}, {low}..{high})")
-    number = int(text)
+    number = digits(text, field, f"a whole number ({what}, {low}..{high})", 12)
     if not low <= number <= high:
         raise InvalidInput(f"{field}: {number} is out of range ({what}, {low}..{high})")
     return number

@@ -14,6 +14,7 @@ from typing import Any
 from lxml import etree
 
 from pvc.cluster import placement
+from pvc.cluster.common import NAME_RE, csv_items
 from pvc.core import domainxml
 from pvc.core.errors import Conflict, InvalidInput
 from pvc.core.records import NodeRecord, Tag
@@ -53,20 +54,11 @@ def canonical_uuid(value: str) -> str | None:
 
 def parse_limit(limit: str | Sequence[str] | None, field: str = "limit") -> list[str]:
     """A node limit as a list, from a list (repeated keys) or one comma-separated string (§13.5)."""
-    if limit is None:
-        return []
-    items = [limit] if isinstance(limit, str) else list(limit)
-    out: list[str] = []
-    for item in items:
-        for part in str(item).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", part):
-                raise InvalidInput(f"{field}: '{part}' is not a valid node name")
-            if part not in out:
-                out.append(part)
-    return out
+    nodes = csv_items(limit)
+    for node in nodes:
+        if not NAME_RE.match(node):
+            raise InvalidInput(f"{field}: '{node}' is not a valid node name")
+    return list(dict.fromkeys(nodes))
 
 
 def check_method(method: str | None, field: str = "migration_method") -> str:

@@ -1,36 +1,26 @@
-"""Provisioner data routes (pvc-facts §8.3 "Provisioner"): templates, userdata, scripts, profiles, OVAs.
+"""Template routes: `/provisioner/template` (all three lists) and the system, network and storage
+templates, with a network template's networks (`/net`) and a storage template's disks (`/disk`).
 
-Decisions and writes live in pvc.cluster.provisioner; these routes parse inputs, call it and shape
-answers as PVC clients expect: element GETs of templates, userdata, scripts, profiles and OVAs are
-one-element arrays, those of a template's network or disk the object itself; an empty list is a
-404 with upstream's message. Creating VMs (`POST /provisioner/create`), job status and OVA upload
-are in their own router.
+A template's network or disk element GET answers the object itself, not a one-element array.
 """
 
 from __future__ import annotations
-
-from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from pvc.adapters.ceph import Storage
-from pvc.api.auth import require_auth
-from pvc.api.common import get_storage, get_zk, ok, responses
+from pvc.api.common import get_zk, ok, responses
 from pvc.api.errors import message
 from pvc.api.models import Doc, Message
 from pvc.api.params import Bool, Inputs, inputs
+from pvc.api.routers.provisioner.common import CLEAR, NOT_FOUND, LimitInputs, listing
 from pvc.cluster import provisioner as prov
-from pvc.core.errors import NotFound
 from pvc.core.vocabulary import MIGRATION_METHODS, SELECTOR_CHOICES
 from pvc.core.zk import ZK
 
-router = APIRouter(prefix="/provisioner", tags=["provisioner"], dependencies=[Depends(require_auth)])
+router = APIRouter()
 
-NOT_FOUND = (404,)
-ProfileType = Literal["provisioner", "ova"]
-LIMIT_HELP = "A regex on the name; fuzzy unless anchored with ^ or $"
 SYSTEM_HELP = {
     "vcpus": f"vCPU count for the VM ({prov.VCPU_MIN}..{prov.VCPU_MAX})",
     "vram": f"vRAM size in MB for the VM ({prov.VRAM_MIN}..{prov.VRAM_MAX})",
@@ -56,20 +46,6 @@ DISK_HELP = {
     "mountpoint": "In-VM mountpoint for the disk (an absolute path; needs a filesystem)",
 }
 DISK_ID_HELP = "Disk identifier in 'sdX'/'vdX' format (e.g. 'sda', 'vdb')"
-USERDATA_HELP = ("Raw userdata document: #cloud-config (a YAML mapping), a script (#!), another cloud-init "
-                 "format, or a MIME document (e.g. multipart/mixed)")
-SCRIPT_HELP = "Raw Python script document; it must define class VMBuilderScript(VMBuilder)"
-PROFILE_HELP = {
-    "profile_type": "Profile type: provisioner or ova",
-    "system_template": "System template name",
-    "network_template": "Network template name (required for provisioner profiles)",
-    "storage_template": "Storage template name (required for provisioner profiles)",
-    "userdata": "Userdata document name",
-    "script": "Script name",
-    "ova": "OVA image source (required for ova profiles)",
-    "arg": "Script install() function keyword argument in 'arg=data' format; may be specified multiple times",
-}
-CLEAR = "; an empty value removes it"
 
 
 # -- response shapes ---------------------------------------------------------------------------------
@@ -129,50 +105,7 @@ class AllTemplates(Doc):
     storage_templates: list[StorageTemplate]
 
 
-class Userdata(Doc):
-    id: int
-    name: str
-    userdata: str
-
-
-class Script(Doc):
-    id: int
-    name: str
-    script: str
-
-
-class Profile(Doc):
-    id: int
-    name: str
-    type: ProfileType
-    system_template: str = Field(description="Name, or N/A")
-    network_template: str = Field(description="Name, or N/A")
-    storage_template: str = Field(description="Name, or N/A")
-    userdata: str = Field(description="Name, or N/A")
-    script: str = Field(description="Name, or N/A")
-    ova: str = Field(description="Name, or N/A")
-    arguments: list[str] = Field(description="Script arguments in 'arg=data' format")
-
-
-class OvaVolume(Doc):
-    pool: str
-    volume_name: str
-    volume_format: str
-    disk_id: str
-    disk_size_gb: int
-
-
-class Ova(Doc):
-    id: int
-    name: str
-    volumes: list[OvaVolume]
-
-
 # -- inputs ------------------------------------------------------------------------------------------
-
-class LimitInputs(Inputs):
-    limit: str | None = Field(None, description=LIMIT_HELP)
-
 
 class SystemElementAddInputs(Inputs):
     vcpus: int = Field(ge=prov.VCPU_MIN, le=prov.VCPU_MAX, description=SYSTEM_HELP["vcpus"])
@@ -242,62 +175,7 @@ class DiskAddInputs(DiskElementAddInputs):
     disk_id: str = Field(description=DISK_ID_HELP)
 
 
-class UserdataElementInputs(Inputs):
-    data: str = Field(description=USERDATA_HELP)
-
-
-class UserdataAddInputs(UserdataElementInputs):
-    name: str = Field(description="Userdata name")
-
-
-class ScriptElementInputs(Inputs):
-    data: str = Field(description=SCRIPT_HELP)
-
-
-class ScriptAddInputs(ScriptElementInputs):
-    name: str = Field(description="Script name")
-
-
-class ProfileElementAddInputs(Inputs):
-    profile_type: ProfileType = Field(description=PROFILE_HELP["profile_type"])
-    script: str = Field(description=PROFILE_HELP["script"])
-    system_template: str = Field(description=PROFILE_HELP["system_template"])
-    network_template: str | None = Field(None, description=PROFILE_HELP["network_template"])
-    storage_template: str | None = Field(None, description=PROFILE_HELP["storage_template"])
-    userdata: str | None = Field(None, description=PROFILE_HELP["userdata"])
-    ova: str | None = Field(None, description=PROFILE_HELP["ova"])
-    arg: list[str] = Field(default_factory=list, description=PROFILE_HELP["arg"])
-
-
-class ProfileAddInputs(ProfileElementAddInputs):
-    name: str = Field(description="Profile name")
-
-
-class ProfileModifyInputs(Inputs):
-    profile_type: ProfileType | None = Field(None, description=PROFILE_HELP["profile_type"])
-    script: str | None = Field(None, description=PROFILE_HELP["script"])
-    system_template: str | None = Field(None, description=PROFILE_HELP["system_template"])
-    network_template: str | None = Field(None, description=PROFILE_HELP["network_template"] + CLEAR)
-    storage_template: str | None = Field(None, description=PROFILE_HELP["storage_template"] + CLEAR)
-    userdata: str | None = Field(None, description=PROFILE_HELP["userdata"] + CLEAR)
-    ova: str | None = Field(None, description=PROFILE_HELP["ova"] + CLEAR)
-    arg: list[str] = Field(default_factory=list, description=PROFILE_HELP["arg"] + "; replaces all previous "
-                                                                                 "ones (one empty value "
-                                                                                 "removes them)")
-
-
-def _listing(items: list[dict[str, Any]], what: str) -> JSONResponse:
-    if not items:
-        raise NotFound(f"No {what} found.")
-    return ok(items)
-
-
-# -- placeholder and all templates ---------------------------------------------------------------------
-
-@router.get("", summary="Provisioner root (a placeholder: null)", responses=responses({"type": "null"}, 200))
-def provisioner_root() -> JSONResponse:
-    return ok(None)
-
+# -- all templates -----------------------------------------------------------------------------------
 
 @router.get("/template", summary="Return a list of all templates",
             responses=responses(AllTemplates, 200))
@@ -318,7 +196,7 @@ def _system_add(zk: ZK, name: str, params: SystemElementAddInputs) -> str:
 @router.get("/template/system", summary="Return a list of system templates",
             responses=responses(list[SystemTemplate], 200, *NOT_FOUND))
 def system_list(params: LimitInputs = inputs(LimitInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return _listing(prov.list_system_templates(zk, params.limit), "system templates")
+    return listing(prov.list_system_templates(zk, params.limit), "system templates")
 
 
 @router.post("/template/system", summary="Create a new system template", responses=responses(Message, 200))
@@ -361,7 +239,7 @@ def system_remove(template: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
 @router.get("/template/network", summary="Return a list of network templates",
             responses=responses(list[NetworkTemplate], 200, *NOT_FOUND))
 def network_list(params: LimitInputs = inputs(LimitInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return _listing(prov.list_network_templates(zk, params.limit), "network templates")
+    return listing(prov.list_network_templates(zk, params.limit), "network templates")
 
 
 @router.post("/template/network", summary="Create a new network template", responses=responses(Message, 200))
@@ -395,7 +273,7 @@ def network_remove(template: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
                                                        "{template}",
             responses=responses(list[TemplateNetwork], 200, *NOT_FOUND))
 def net_list(template: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return _listing(prov.list_template_networks(zk, template), "network template networks")
+    return listing(prov.list_template_networks(zk, template), "network template networks")
 
 
 @router.post("/template/network/{template}/net", summary="Add a network to network template {template} (at "
@@ -439,7 +317,7 @@ def _disk_add(zk: ZK, template: str, disk_id: str, params: DiskElementAddInputs)
 @router.get("/template/storage", summary="Return a list of storage templates",
             responses=responses(list[StorageTemplate], 200, *NOT_FOUND))
 def storage_list(params: LimitInputs = inputs(LimitInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return _listing(prov.list_storage_templates(zk, params.limit), "storage templates")
+    return listing(prov.list_storage_templates(zk, params.limit), "storage templates")
 
 
 @router.post("/template/storage", summary="Create a new storage template", responses=responses(Message, 200))
@@ -472,7 +350,7 @@ def storage_remove(template: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
                                                         "{template}",
             responses=responses(list[TemplateDisk], 200, *NOT_FOUND))
 def disk_list(template: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return _listing(prov.list_template_disks(zk, template), "storage template disks")
+    return listing(prov.list_template_disks(zk, template), "storage template disks")
 
 
 @router.post("/template/storage/{template}/disk", summary="Create a new disk in storage template {template}",
@@ -503,148 +381,3 @@ def disk_add_named(template: str, disk_id: str, params: DiskElementAddInputs = i
 def disk_remove(template: str, disk_id: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
     return message(prov.remove_template_disk(zk, template, disk_id))
 
-
-# -- userdata --------------------------------------------------------------------------------------
-
-@router.get("/userdata", summary="Return a list of userdata documents",
-            responses=responses(list[Userdata], 200, *NOT_FOUND))
-def userdata_list(params: LimitInputs = inputs(LimitInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return _listing(prov.list_userdata(zk, params.limit), "userdata documents")
-
-
-@router.post("/userdata", summary="Create a new userdata document", responses=responses(Message, 200))
-def userdata_add(params: UserdataAddInputs = inputs(UserdataAddInputs), zk: ZK = Depends(get_zk)
-                 ) -> JSONResponse:
-    return message(prov.add_userdata(zk, params.name, params.data))
-
-
-@router.get("/userdata/{userdata}", summary="Return information about userdata document {userdata} (a "
-                                           "one-element array)",
-            responses=responses(list[Userdata], 200, *NOT_FOUND))
-def userdata_get(userdata: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return ok([prov.userdata_item(zk, userdata)])
-
-
-@router.post("/userdata/{userdata}", summary="Create a new userdata document {userdata}",
-             responses=responses(Message, 200))
-def userdata_add_named(userdata: str, params: UserdataElementInputs = inputs(UserdataElementInputs),
-                       zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return message(prov.add_userdata(zk, userdata, params.data))
-
-
-@router.put("/userdata/{userdata}", summary="Update userdata document {userdata}",
-            responses=responses(Message, 200, *NOT_FOUND))
-def userdata_modify(userdata: str, params: UserdataElementInputs = inputs(UserdataElementInputs),
-                    zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return message(prov.modify_userdata(zk, userdata, params.data))
-
-
-@router.delete("/userdata/{userdata}", summary="Remove userdata document {userdata} (not 'empty', nor while "
-                                              "a profile uses it)",
-               responses=responses(Message, 200, 400, *NOT_FOUND))
-def userdata_remove(userdata: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return message(prov.remove_userdata(zk, userdata))
-
-
-# -- scripts ---------------------------------------------------------------------------------------
-
-@router.get("/script", summary="Return a list of scripts", responses=responses(list[Script], 200, *NOT_FOUND))
-def script_list(params: LimitInputs = inputs(LimitInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return _listing(prov.list_scripts(zk, params.limit), "scripts")
-
-
-@router.post("/script", summary="Create a new script", responses=responses(Message, 200))
-def script_add(params: ScriptAddInputs = inputs(ScriptAddInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return message(prov.add_script(zk, params.name, params.data))
-
-
-@router.get("/script/{script}", summary="Return information about script {script} (a one-element array)",
-            responses=responses(list[Script], 200, *NOT_FOUND))
-def script_get(script: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return ok([prov.script_item(zk, script)])
-
-
-@router.post("/script/{script}", summary="Create a new script {script}", responses=responses(Message, 200))
-def script_add_named(script: str, params: ScriptElementInputs = inputs(ScriptElementInputs),
-                     zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return message(prov.add_script(zk, script, params.data))
-
-
-@router.put("/script/{script}", summary="Update script {script}",
-            responses=responses(Message, 200, *NOT_FOUND))
-def script_modify(script: str, params: ScriptElementInputs = inputs(ScriptElementInputs),
-                  zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return message(prov.modify_script(zk, script, params.data))
-
-
-@router.delete("/script/{script}", summary="Remove script {script} (not while a profile uses it)",
-               responses=responses(Message, 200, 400, *NOT_FOUND))
-def script_remove(script: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return message(prov.remove_script(zk, script))
-
-
-# -- profiles --------------------------------------------------------------------------------------
-
-def _profile_add(zk: ZK, name: str, params: ProfileElementAddInputs) -> str:
-    return prov.add_profile(zk, name, params.profile_type, params.system_template,
-                            network_template=params.network_template,
-                            storage_template=params.storage_template, userdata=params.userdata,
-                            script=params.script, ova=params.ova, arguments=params.arg)
-
-
-@router.get("/profile", summary="Return a list of profiles",
-            responses=responses(list[Profile], 200, *NOT_FOUND))
-def profile_list(params: LimitInputs = inputs(LimitInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return _listing(prov.list_profiles(zk, params.limit), "profiles")
-
-
-@router.post("/profile", summary="Create a new profile", responses=responses(Message, 200))
-def profile_add(params: ProfileAddInputs = inputs(ProfileAddInputs), zk: ZK = Depends(get_zk)
-                ) -> JSONResponse:
-    return message(_profile_add(zk, params.name, params))
-
-
-@router.get("/profile/{profile}", summary="Return information about profile {profile} (a one-element array)",
-            responses=responses(list[Profile], 200, *NOT_FOUND))
-def profile_get(profile: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return ok([prov.profile_item(zk, profile)])
-
-
-@router.post("/profile/{profile}", summary="Create a new profile {profile}",
-             responses=responses(Message, 200))
-def profile_add_named(profile: str, params: ProfileElementAddInputs = inputs(ProfileElementAddInputs),
-                      zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return message(_profile_add(zk, profile, params))
-
-
-@router.put("/profile/{profile}", summary="Modify profile {profile}: only the given fields change",
-            responses=responses(Message, 200, *NOT_FOUND))
-def profile_modify(profile: str, params: ProfileModifyInputs = inputs(ProfileModifyInputs),
-                   zk: ZK = Depends(get_zk)) -> JSONResponse:
-    changes = {name: getattr(params, name) for name in ProfileModifyInputs.model_fields if name != "arg"}
-    return message(prov.modify_profile(zk, profile, **changes, arguments=params.arg or None))
-
-
-@router.delete("/profile/{profile}", summary="Remove profile {profile}",
-               responses=responses(Message, 200, 400, *NOT_FOUND))
-def profile_remove(profile: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return message(prov.remove_profile(zk, profile))
-
-
-# -- OVA images (upload: the provisioner jobs router) --------------------------------------------------
-
-@router.get("/ova", summary="Return a list of OVA sources", responses=responses(list[Ova], 200, *NOT_FOUND))
-def ova_list(params: LimitInputs = inputs(LimitInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return _listing(prov.list_ovas(zk, params.limit), "OVAs")
-
-
-@router.get("/ova/{ova}", summary="Return information about OVA image {ova} (a one-element array)",
-            responses=responses(list[Ova], 200, *NOT_FOUND))
-def ova_get(ova: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return ok([prov.ova_item(zk, ova)])
-
-
-@router.delete("/ova/{ova}", summary="Remove OVA image {ova} with its volumes, profile and system template",
-               responses=responses(Message, 200, 400, *NOT_FOUND))
-def ova_remove(ova: str, zk: ZK = Depends(get_zk), storage: Storage = Depends(get_storage)) -> JSONResponse:
-    return message(prov.remove_ova(zk, ova, storage))
