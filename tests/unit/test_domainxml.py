@@ -545,16 +545,33 @@ LIVE = """<domain type='qemu' id='3'><name>x</name><devices>{}</devices></domain
     ],
 )
 def test_vnc_address(graphics: str, address: str) -> None:
-    assert dx.vnc_address(LIVE.format(graphics)) == address
+    assert dx.live_facts(LIVE.format(graphics)).vnc == address
 
 
-def test_vnc_address_of_real_live_xml() -> None:
-    assert dx.vnc_address(_in("live.in.xml")) == "127.0.0.1:5900"
+def test_live_facts_of_real_live_xml() -> None:
+    assert dx.live_facts(_in("live.in.xml")) == ("127.0.0.1:5900", "/tmp/dxq/minimal-serial.log")
 
 
-def test_vnc_address_rejects_garbage() -> None:
+@pytest.mark.parametrize(
+    ("serials", "path"),
+    [
+        ("<serial type='pty'><log file='/l/a.log' append='on'/><target port='0'/></serial>", "/l/a.log"),
+        ("<serial type='file'><source path='/l/b.log'/><target port='0'/></serial>", "/l/b.log"),
+        ("<serial type='pty'><source path='/dev/pts/3'/><log file='/l/c.log'/></serial>", "/l/c.log"),
+        ("<serial type='pty'><log file='/l/1.log'/><target port='1'/></serial>"
+         "<serial type='file'><source path='/l/0.log'/><target port='0'/></serial>", "/l/0.log"),
+        ("<serial type='pty'><log file='/l/1.log'/><target port='1'/></serial>", None),
+        ("<serial type='pty'><source path='/dev/pts/3'/><target port='0'/></serial>", None),
+        ("", None),
+    ],
+)
+def test_live_console_log(serials: str, path: str | None) -> None:
+    assert dx.live_facts(LIVE.format(serials)).console_log == path
+
+
+def test_live_facts_reject_garbage() -> None:
     with pytest.raises(InvalidDomainXML, match="live XML is not XML"):
-        dx.vnc_address("garbage")
+        dx.live_facts("garbage")
 
 
 def test_render_refuses_an_invalid_domain() -> None:

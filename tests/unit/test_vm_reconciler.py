@@ -8,6 +8,7 @@ restarts, double-start races, migration fallbacks and flush target choice need n
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 import uuid as uuidlib
@@ -21,6 +22,7 @@ from pvc.adapters.ceph.fake import FakeStorage
 from pvc.adapters.hypervisor.fake import FakeHypervisor, FakeHypervisorNetwork
 from pvc.cluster.vms.transitions import Transition, apply_to_doc
 from pvc.core import domainxml, schema
+from pvc.core.domainxml import parsing, tree
 from pvc.core.records import NodeRecord, VMRecord
 from pvc.node.storage import NodeCeph, secret_uuid
 from pvc.node.vms import (
@@ -636,3 +638,38 @@ def test_unreachable_storage_delays_the_start_without_failing_it(rbd_node: Any) 
     storage.available = True
     settle(rec)
     assert hv.is_running(uuid) and store.state(uuid) == "start"
+
+
+# -- one parse: a start parses the stored definition once, a keepalive the live XML once -----------------
+
+@pytest.fixture
+def parses(monkeypatch: Any) -> dict[str, list[Any]]:
+    """Every parse in pvc.core.domainxml, by step: "text" (text -> tree, `_load_root`, given the
+    text) and "typed" (tree -> Domain, `_domain_from_root`), patched in every module using them."""
+    seen: dict[str, list[Any]] = {"text": [], "typed": []}
+    for key, original in (("text", tree._load_root), ("typed", parsing._domain_from_root)):
+        def counting(first: Any, *rest: Any, _key: str = key, _original: Any = original) -> Any:
+            seen[_key].append(first)
+            return _original(first, *rest)
+        for module in [m for n, m in sys.modules.items() if n.startswith("pvc.")]:
+            for attr, value in list(vars(module).items()):
+                if value is original:
+                    monkeypatch.setattr(module, attr, counting)
+    return seen
+
+
+def test_a_start_parses_the_stored_definition_once(rbd_node: Any, parses: dict[str, list[Any]]) -> None:
+    store, hv, storage, rec = rbd_node
+    uuid = add_rbd_vm(store, storage)
+    record = store.load_vm(uuid)
+    assert record is not None
+    rec.actions.start(record)
+    assert hv.is_running(uuid)
+    live = hv.live_xml(uuid)
+    assert "<host" in live and "<auth" in live and "rbd1.log" in live     # every host edit applied
+    assert parses["text"] == [record.xml]                                   # one text parse ...
+    assert len(parses["typed"]) == 1                                        # ... and one model built
+    rec.keepalive()
+    rec.keepalive()
+    assert parses["text"] == [record.xml, live]      # the live XML: once per arrival, VNC and log both
+    assert store.statuses[uuid]["running"] is True

@@ -29,7 +29,7 @@ The package, by responsibility (callers use only the names re-exported here):
 * `rendering`: `Domain` -> canonical text (`render`);
 * `edits`: the edits clients and the API ask for (vCPUs, memory, NICs, disks, rename, device XML);
 * `host`: what a node applies at start (Ceph access, a host without KVM, the console log);
-* `views`: the API's summary of a domain and the live VNC address.
+* `views`: the API's summary of a domain, and the VNC address and console log of a running one.
 
 Names with a leading underscore in these modules are private to the package: shared between its
 modules, not for callers.
@@ -83,7 +83,7 @@ from pvc.core.domainxml.model import (
 )
 from pvc.core.domainxml.parsing import Definition, parse, parse_definition
 from pvc.core.domainxml.rendering import render
-from pvc.core.domainxml.views import summary, vnc_address
+from pvc.core.domainxml.views import LiveFacts, live_facts, summary
 
 __all__ = [
     "DISK_BUSES",
@@ -108,6 +108,7 @@ __all__ = [
     "DomainEditError",
     "Graphics",
     "InvalidDomainXML",
+    "LiveFacts",
     "Nic",
     "Raw",
     "Topology",
@@ -117,6 +118,7 @@ __all__ = [
     "device_xml",
     "fill_rbd",
     "fill_rbd_device",
+    "live_facts",
     "mac_address",
     "parse",
     "parse_definition",
@@ -129,5 +131,4 @@ __all__ = [
     "set_memory",
     "set_vcpus",
     "summary",
-    "vnc_address",
 ]

@@ -1,9 +1,12 @@
-"""Views: the XML-derived fields of PVC's VM item (the API's view) and the live VNC address."""
+"""Views: the XML-derived fields of PVC's VM item (the API's view) and what a node reads from a
+running domain's live XML (its VNC address and console log file)."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
+
+from lxml import etree
 
 from pvc.core.domainxml.model import Disk, DiskSource, Domain, Nic
 from pvc.core.domainxml.tree import _load_root
@@ -67,9 +70,24 @@ def summary(domain: Domain) -> dict[str, Any]:
     }
 
 
-def vnc_address(live_xml: str | bytes) -> str:
-    """'listen:port' of the running VM's VNC display (from libvirt's live XML), or ''."""
+class LiveFacts(NamedTuple):
+    """What a node's keepalive reads from a running domain's live XML (one parse for both)."""
+
+    vnc: str                    # 'listen:port' of the VNC display, or ''
+    console_log: str | None     # the file serial port 0 logs to, if any
+
+
+def live_facts(live_xml: str | bytes) -> LiveFacts:
+    """The VNC address and console log file of a running VM, from libvirt's live XML.
+
+    The log file comes from the running domain, not from the node's settings: after a live
+    migration QEMU keeps writing where the sender's XML said.
+    """
     root = _load_root(live_xml, "live XML")
+    return LiveFacts(_vnc_address(root), _console_log(root))
+
+
+def _vnc_address(root: etree._Element) -> str:
     for graphics in root.iterfind("devices/graphics"):
         if graphics.get("type") != "vnc":
             continue
@@ -82,3 +100,18 @@ def vnc_address(live_xml: str | bytes) -> str:
             listen = listen_el.get("address") if listen_el is not None else None
         return f"{listen}:{port}" if listen else ""
     return ""
+
+
+def _console_log(root: etree._Element) -> str | None:
+    """The file serial port 0 logs to (a <log file=...> or a type='file' source), if any."""
+    for serial in root.iterfind("devices/serial"):
+        target = serial.find("target")
+        if target is not None and target.get("port") not in (None, "0"):
+            continue
+        logged = serial.find("log")
+        if logged is not None and logged.get("file"):
+            return logged.get("file")
+        source = serial.find("source")
+        if serial.get("type") == "file" and source is not None and source.get("path"):
+            return source.get("path")
+    return None

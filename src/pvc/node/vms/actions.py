@@ -4,7 +4,8 @@ A start happens only here, never twice: under the VM's start lock (`VMStore.star
 record, this hypervisor, the daemon's veto and the other nodes' claims are checked again. A VM
 with rbd disks starts only when no other client holds a lock on them (this node's stale locks
 are broken first) and with monitors and cephx auth filled in (`NodeCeph`). The stored definition
-is parsed once per start; the typed `Domain` tells which volumes to check.
+is parsed once per start (`parse_definition`): its typed `Domain` tells which volumes to check, and
+`prepare_for_host` turns that same parse into the XML this host starts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pvc.adapters.hypervisor import DomainExists, DomainNotFound, HypervisorErro
 from pvc.core import domainxml
 from pvc.core.errors import InvalidInput
 from pvc.core.records import VMRecord
-from pvc.node.storage import address_ip, lock_decision
+from pvc.node.storage import DiskAccess, address_ip, lock_decision
 from pvc.node.vms.context import VMContext
 from pvc.node.vms.decision import observe
 from pvc.node.vms.store import NodeVMStatus
@@ -57,19 +58,20 @@ class DomainActions:
         """Create the domain from the stored definition, adapted to this host; record the outcome."""
         ctx, uuid = self.ctx, record.uuid
         try:
-            domain = domainxml.parse(record.xml)       # the one parse of this start
-            xml = domainxml.adapt_for_host(record.xml, ctx.hv.kvm_available())
-            if domain.rbd_volumes and ctx.ceph is not None:
+            definition = domainxml.parse_definition(record.xml)     # the one parse of this start
+            kvm = ctx.hv.kvm_available()
+            volumes, access = definition.domain.rbd_volumes, None
+            if volumes and ctx.ceph is not None:
                 began = time.monotonic()
-                prepared = self._prepare_rbd(record, xml, domain.rbd_volumes)
+                access = self._prepare_rbd(record, volumes)
                 if time.monotonic() - began > 2:
                     log.warning("VM %s: Ceph took %.1fs to check its volumes' locks (monitor or OSD "
                                 "failover under way?)", record.name, time.monotonic() - began)
-                if prepared is None:
+                if access is None:
                     return
-                xml = prepared
             os.makedirs(ctx.settings.console_dir, exist_ok=True)
-            xml = domainxml.serial_log(xml, ctx.console_path(record))
+            xml = domainxml.prepare_for_host(definition, kvm, ceph=access,
+                                             console_log=ctx.console_path(record))
             started = time.monotonic()
             ctx.hv.start(xml)
         except DomainExists:
@@ -96,10 +98,10 @@ class DomainActions:
         ctx.patch(record.uuid, node=ctx.name, running=False, libvirt_state="shutoff", failed_reason=reason)
         ctx.vm_fault(record.name, f"VM {record.name} failed to start on {ctx.name}: {reason}")
 
-    def _prepare_rbd(self, record: VMRecord, xml: str, volumes: list[str]) -> str | None:
-        """Clear this node's stale RBD locks and fill in monitors and auth; the XML to start, or
-        None when the VM must not start (now: storage unreachable; or ever: a foreign lock, which
-        fails the VM with the reason)."""
+    def _prepare_rbd(self, record: VMRecord, volumes: list[str]) -> DiskAccess | None:
+        """Clear this node's stale RBD locks; the monitors and auth to fill in, or None when the
+        VM must not start (now: storage unreachable; or ever: a foreign lock, which fails the VM
+        with the reason)."""
         ceph = self.ctx.ceph
         assert ceph is not None
         try:
@@ -117,7 +119,7 @@ class DomainActions:
         if refusal:
             self._failed(record, refusal, "not started")
             return None
-        return domainxml.fill_rbd(xml, access.hosts, access.username, access.secret_uuid)
+        return access
 
     def _flush_locks(self, volumes: list[str]) -> str:
         """pvc-facts §4.2 start: break this node's stale locks on the VM's volumes, unless some

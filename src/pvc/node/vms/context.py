@@ -12,6 +12,7 @@ from typing import Any
 
 from pvc.adapters.hypervisor import Hypervisor
 from pvc.cluster.vms.transitions import settle
+from pvc.core.domainxml import LiveFacts
 from pvc.core.records import VMRecord
 from pvc.node.storage import NodeCeph
 from pvc.node.vms.store import VMStore, merge_status
@@ -47,7 +48,7 @@ class VMContext:
         self.store, self.hv, self.name, self.settings = store, hypervisor, node, settings
         self.ceph = ceph                        # rbd disks: monitors, auth, locks; None: no storage
         self.stopping = threading.Event()
-        self.live: dict[str, tuple[str, str | None]] = {}   # uuid -> (vnc, console log path)
+        self.live: dict[str, LiveFacts] = {}    # uuid -> what its live XML says (vnc, console log)
         self.starts = 0                         # domains this reconciler created (tests, logs)
         # UUIDs of the domains seen running here (last keepalive, plus starts since): what the
         # self-fence kills when libvirtd cannot be asked.

@@ -7,7 +7,6 @@ tailed into ZooKeeper (`ConsoleTail`); the figures go into this node's document.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +36,7 @@ class StatusReport:
         ctx.store.update_statuses(self._status_changes(records, statuses, running, now))
         self._write_stats({u: stats.get(u, {}) for u in running})
         self.console.tick({u: path for u in running
-                           if (path := self._live_facts(u, records[u])[1]) is not None})
+                           if (path := self._live_facts(u, records[u]).console_log) is not None})
         for gone in [u for u in ctx.live if u not in running]:
             ctx.live.pop(gone, None)
         return self.figures(records, running)
@@ -55,7 +54,7 @@ class StatusReport:
                     # (it writes the status itself; this snapshot may be older than its write)
                     continue
                 fields = {"node": me, "running": True, "libvirt_state": running[uuid].state,
-                          "vnc": self._live_facts(uuid, records[uuid])[0]}
+                          "vnc": self._live_facts(uuid, records[uuid]).vnc}
             elif status.node == me and status.running and not self.busy(uuid) and not status.migrating_to:
                 fields = {"running": False, "libvirt_state": "shutoff", "vnc": ""}
             if fields is None:
@@ -85,18 +84,15 @@ class StatusReport:
             ctx.store.write_stats(ctx.name, changed, stale)
         self._stats_written = shards
 
-    def _live_facts(self, uuid: str, record: VMRecord) -> tuple[str, str | None]:
-        """VNC address and console log file from the live XML, read once per arrival here.
-
-        The log path comes from the running domain, not from this node's settings: after a live
-        migration QEMU keeps writing where the sender's XML said."""
+    def _live_facts(self, uuid: str, record: VMRecord) -> domainxml.LiveFacts:
+        """VNC address and console log file from the live XML (`domainxml.live_facts`), read
+        once per arrival here; this node's console path while libvirt cannot tell."""
         ctx = self.ctx
         if uuid not in ctx.live:
             try:
-                live = ctx.hv.live_xml(uuid)
-                ctx.live[uuid] = (domainxml.vnc_address(live), _console_file(live))
+                ctx.live[uuid] = domainxml.live_facts(ctx.hv.live_xml(uuid))
             except (HypervisorError, InvalidInput):
-                return "", ctx.console_path(record)
+                return domainxml.LiveFacts("", ctx.console_path(record))
         return ctx.live[uuid]
 
     def figures(self, records: dict[str, VMRecord], running: dict[str, DomainInfo]) -> dict[str, Any]:
@@ -111,21 +107,3 @@ class StatusReport:
                 "vcpu_allocated": vcpus, "memory_allocated": allocated,
                 "memory_provisioned": provisioned}
 
-
-def _console_file(live_xml: str) -> str | None:
-    """The file serial port 0 logs to (a <log file=...> or a type='file' source), if any."""
-    try:
-        root = ET.fromstring(live_xml)
-    except ET.ParseError:
-        return None
-    for serial in root.findall("devices/serial"):
-        target = serial.find("target")
-        if target is not None and target.get("port") not in (None, "0"):
-            continue
-        logged = serial.find("log")
-        if logged is not None and logged.get("file"):
-            return logged.get("file")
-        source = serial.find("source")
-        if serial.get("type") == "file" and source is not None and source.get("path"):
-            return source.get("path")
-    return None
