@@ -48,6 +48,19 @@ INPUTS = ("minimal.in.xml", "provisioner.in.xml", "tcg.in.xml", "live.in.xml",  
 CEPH_MONS = [("10.200.0.1", 6789), ("10.200.0.2", 6789), ("10.200.0.3", 6789)]
 
 
+
+@dataclass(frozen=True)
+class Access:
+    """Ceph access as the node passes it (pvc.node.storage.DiskAccess has this shape)."""
+
+    hosts: Any
+    username: str | None
+    secret_uuid: str | None
+
+
+CEPH = Access(CEPH_MONS, "admin", SECRET)
+
+
 def _in(name: str) -> str:
     return (GOLDEN / name).read_text()
 
@@ -103,6 +116,17 @@ CASES: dict[str, tuple[str, Callable[[str], str]]] = {
     "rbdbare.fill_rbd.xml": ("rbdbare.in.xml", lambda x: dx.fill_rbd(x, CEPH_MONS, "admin", SECRET)),
     "provisioner.fill_rbd.xml": ("provisioner.in.xml", lambda x: dx.fill_rbd(x, CEPH_MONS, "admin", SECRET)),
 }
+
+
+def _start(kvm: bool, log: str) -> Callable[[str], str]:
+    """Every host edit of a start: what a node gives libvirt for a stored definition."""
+    return lambda x: dx.prepare_for_host(dx.parse_definition(x), kvm, ceph=CEPH, console_log=log)
+
+
+for _input in INPUTS:
+    _stem = _input.removesuffix(".in.xml")
+    for _kvm, _host in ((True, "kvm"), (False, "tcg")):
+        CASES[f"{_stem}.prepare_{_host}.xml"] = (_input, _start(_kvm, f"/var/log/libvirt/{_stem}.log"))
 
 
 @pytest.mark.parametrize("expected", sorted(CASES))
@@ -234,18 +258,6 @@ def test_fill_rbd_without_credentials_adds_only_monitors() -> None:
 def test_fill_rbd_refuses_bad_arguments(hosts: Any, user: str, secret: str, message: str) -> None:
     with pytest.raises(DomainEditError, match=message):
         dx.fill_rbd(_in("rbdbare.in.xml"), hosts, user, secret)
-
-
-@dataclass(frozen=True)
-class Access:
-    """Ceph access as the node passes it (pvc.node.storage.DiskAccess has this shape)."""
-
-    hosts: Any
-    username: str | None
-    secret_uuid: str | None
-
-
-CEPH = Access(CEPH_MONS, "admin", SECRET)
 
 
 @pytest.mark.parametrize("kvm", [True, False])
