@@ -25,10 +25,11 @@ The package, by responsibility (callers use only the names re-exported here):
 * `model`: the dataclasses, limits and errors;
 * `tree`: safe loading of text into a tree and canonical serialization back;
 * `checks`: validators of single values (integers, units, UUIDs, names, MACs, PCI addresses);
-* `parsing`: tree -> `Domain` (`parse`);
+* `parsing`: tree -> `Domain` (`parse`; `parse_definition` keeps the tree too, for `host`);
 * `rendering`: `Domain` -> canonical text (`render`);
 * `edits`: the edits clients and the API ask for (vCPUs, memory, NICs, disks, rename, device XML);
-* `host`: what a node applies at start (Ceph access, a host without KVM, the console log);
+* `host`: what a node applies at start (Ceph access, a host without KVM, the console log),
+  all in one pass over one parse (`prepare_for_host`);
 * `views`: the API's summary of a domain, and the VNC address and console log of a running one.
 
 Names with a leading underscore in these modules are private to the package: shared between its
@@ -48,14 +49,7 @@ from pvc.core.domainxml.edits import (
     set_memory,
     set_vcpus,
 )
-from pvc.core.domainxml.host import (
-    CephAccess,
-    adapt_for_host,
-    fill_rbd,
-    fill_rbd_device,
-    prepare_for_host,
-    serial_log,
-)
+from pvc.core.domainxml.host import CephAccess, fill_rbd_device, prepare_for_host
 from pvc.core.domainxml.model import (
     DISK_BUSES,
     DISK_DEVICES,
@@ -112,11 +106,9 @@ __all__ = [
     "Nic",
     "Raw",
     "Topology",
-    "adapt_for_host",
     "add_interface",
     "add_rbd_disk",
     "device_xml",
-    "fill_rbd",
     "fill_rbd_device",
     "live_facts",
     "mac_address",
@@ -127,7 +119,6 @@ __all__ = [
     "remove_interface",
     "rename",
     "render",
-    "serial_log",
     "set_memory",
     "set_vcpus",
     "summary",

@@ -349,7 +349,7 @@ def device_xml(xml: str | bytes, *, mac: str | None = None, target: str | None =
     """The XML of one NIC (by MAC) or disk (by target or source) for hot attach/detach.
 
     Take it from the new XML after an add (attach) or from the old XML before a remove (detach),
-    after `adapt_for_host` on a TCG node so the device matches the running domain.
+    after `prepare_for_host` on a TCG node so the device matches the running domain.
     """
     if sum(v is not None for v in (mac, target, source)) != 1:
         raise DomainEditError("give exactly one of mac, target or source")

@@ -13,14 +13,7 @@ from typing import Protocol
 from lxml import etree
 
 from pvc.core.domainxml.checks import _uuid
-from pvc.core.domainxml.edits import (
-    _TOKEN_RE,
-    _devices_el,
-    _edit,
-    _finish,
-    _insert_device,
-    _monitor,
-)
+from pvc.core.domainxml.edits import _TOKEN_RE, _devices_el, _insert_device, _monitor
 from pvc.core.domainxml.model import Domain, DomainEditError, InvalidDomainXML
 from pvc.core.domainxml.parsing import Definition
 from pvc.core.domainxml.rendering import _sub
@@ -76,14 +69,35 @@ def prepare_for_host(
     return _serialize(root)
 
 
+def fill_rbd_device(
+    device: str | bytes,
+    hosts: Sequence[str | tuple[str, int | str | None]],
+    username: str | None,
+    secret_uuid: str | None,
+) -> str:
+    """The rbd part of `prepare_for_host` for one device's XML (a live attach); anything but an
+    rbd disk is returned as is."""
+    access = _access(hosts, username, secret_uuid)
+    el = _load_root(device, "device XML")
+    if el.tag == "disk":
+        _fill_rbd_disk(el, *access)
+    return etree.tostring(el, encoding="unicode")
+
+
 _Access = tuple[list[tuple[str, str | None]], str | None, str | None]
 
 
 def _access(hosts: Sequence[str | tuple[str, int | str | None]], username: str | None,
             secret_uuid: str | None) -> _Access:
-    """Checked Ceph access: (monitors as (host, port)), the user, the secret's UUID."""
+    """Checked Ceph access: the monitors as (host, port), the user, the secret's UUID."""
     monitors = [_monitor(h) for h in hosts]
-    return monitors, username, _check_access(username, secret_uuid)
+    if username is not None and (not isinstance(username, str) or not _TOKEN_RE.match(username)):
+        raise DomainEditError(f"Ceph user '{username}' is not valid")
+    try:
+        secret = _uuid(secret_uuid, "secret uuid") if secret_uuid is not None else None
+    except InvalidDomainXML as exc:
+        raise DomainEditError(exc.message) from None
+    return monitors, username, secret
 
 
 def _check_path(path: object, what: str) -> None:
@@ -127,6 +141,30 @@ def _adapt(root: etree._Element, domain: Domain, kvm_available: bool, emulator: 
         em.text = emulator
 
 
+def _fill_rbd_disk(disk: etree._Element, monitors: list[tuple[str, str | None]], username: str | None,
+                   secret: str | None) -> None:
+    """Give an rbd disk what QEMU needs to reach Ceph: monitors (`<host>`) and cephx `<auth>`.
+
+    Stored definitions may name only `pool/volume` (the API and the provisioner add volumes that
+    way); the node fills the rest in at start. Disks that already have hosts or auth keep theirs.
+    Every node has the same monitor list and the same secret UUID, so the result is the same on
+    every node and a live migration can carry it unchanged. No username or secret: no auth added.
+    """
+    source = disk.find("source")
+    if disk.get("type") != "network" or source is None or source.get("protocol") != "rbd":
+        return
+    if monitors and source.find("host") is None:
+        for index, (host, port) in enumerate(monitors):
+            el = etree.Element("host", name=host)
+            if port is not None:
+                el.set("port", port)
+            source.insert(index, el)
+    if username and secret and disk.find("auth") is None and source.find("auth") is None:
+        auth = etree.Element("auth", username=username)
+        etree.SubElement(auth, "secret", type="ceph", uuid=secret)
+        source.addprevious(auth)
+
+
 def _serial_log(root: etree._Element, domain: Domain, path: str) -> None:
     """Ensure serial port 0 exists and logs to `path` (what `pvc vm log` tails), with a console.
 
@@ -157,145 +195,6 @@ def _serial_log(root: etree._Element, domain: Domain, path: str) -> None:
         serial.addnext(console)
 
 
-def fill_rbd(
-    xml: str | bytes,
-    hosts: Sequence[str | tuple[str, int | str | None]],
-    username: str | None,
-    secret_uuid: str | None,
-) -> str:
-    """Give every rbd disk what QEMU needs to reach Ceph: monitors (`<host>`) and cephx `<auth>`.
-
-    Stored definitions may name only `pool/volume` (the API and the provisioner add volumes that
-    way); the node fills the rest in at start. Disks that already have hosts or auth keep theirs.
-    Every node has the same monitor list and the same secret UUID, so the result is the same on
-    every node and a live migration can carry it unchanged. No username or secret: no auth added.
-    """
-    monitors = [_monitor(h) for h in hosts]
-    secret = _check_access(username, secret_uuid)
-    root, _domain = _edit(xml)
-    for disk in root.iterfind("devices/disk"):
-        _fill_rbd_disk(disk, monitors, username, secret)
-    try:
-        return _finish(root)
-    except InvalidDomainXML as exc:
-        raise DomainEditError(exc.message) from None
-
-
-def _check_access(username: str | None, secret_uuid: str | None) -> str | None:
-    if username is not None and (not isinstance(username, str) or not _TOKEN_RE.match(username)):
-        raise DomainEditError(f"Ceph user '{username}' is not valid")
-    try:
-        return _uuid(secret_uuid, "secret uuid") if secret_uuid is not None else None
-    except InvalidDomainXML as exc:
-        raise DomainEditError(exc.message) from None
-
-
-def _fill_rbd_disk(disk: etree._Element, monitors: list[tuple[str, str | None]], username: str | None,
-                   secret: str | None) -> None:
-    source = disk.find("source")
-    if disk.get("type") != "network" or source is None or source.get("protocol") != "rbd":
-        return
-    if monitors and source.find("host") is None:
-        for index, (host, port) in enumerate(monitors):
-            el = etree.Element("host", name=host)
-            if port is not None:
-                el.set("port", port)
-            source.insert(index, el)
-    if username and secret and disk.find("auth") is None and source.find("auth") is None:
-        auth = etree.Element("auth", username=username)
-        etree.SubElement(auth, "secret", type="ceph", uuid=secret)
-        source.addprevious(auth)
-
-
-def fill_rbd_device(
-    device: str | bytes,
-    hosts: Sequence[str | tuple[str, int | str | None]],
-    username: str | None,
-    secret_uuid: str | None,
-) -> str:
-    """fill_rbd for one device's XML (a live attach); anything but an rbd disk is returned as is."""
-    monitors = [_monitor(h) for h in hosts]
-    secret = _check_access(username, secret_uuid)
-    el = _load_root(device, "device XML")
-    if el.tag == "disk":
-        _fill_rbd_disk(el, monitors, username, secret)
-    return etree.tostring(el, encoding="unicode")
-
-
-def adapt_for_host(xml: str | bytes, kvm_available: bool, emulator: str | None = None) -> str:
-    """Make a stored definition runnable on this host (applied at start, not written back).
-
-    Without usable KVM: domain type `qemu` (TCG); `event_idx='off'` on every virtio-blk disk
-    (otherwise a guest writing to its disk dies after live migration under QEMU 7.2/TCG); no
-    `host-passthrough` CPU (TCG cannot pass the host CPU through; topology and NUMA are kept).
-    With KVM: domain type `kvm`. `emulator` replaces the emulator path when given.
-    """
-    root, domain = _edit(xml)
-    root.set("type", "kvm" if kvm_available else "qemu")
-    if not kvm_available:
-        for disk_el, disk in zip(root.findall("devices/disk"), domain.disks, strict=True):
-            if disk.effective_bus != "virtio":
-                continue
-            driver = disk_el.find("driver")
-            if driver is None:
-                driver = etree.Element("driver", name="qemu")
-                disk_el.insert(0, driver)
-            driver.set("event_idx", "off")
-        cpu = root.find("cpu")
-        if cpu is not None and cpu.get("mode") == "host-passthrough":
-            for key in ("mode", "match", "check", "migratable"):
-                cpu.attrib.pop(key, None)
-            for child in list(cpu):
-                if child.tag not in ("topology", "numa"):
-                    cpu.remove(child)
-            if not len(cpu) and not cpu.attrib:
-                root.remove(cpu)
-    if emulator is not None:
-        if not emulator.startswith("/") or any(ord(c) < 32 for c in emulator):
-            raise DomainEditError(f"emulator '{emulator}' is not an absolute path")
-        devices = _devices_el(root)
-        em = devices.find("emulator")
-        if em is None:
-            em = etree.Element("emulator")
-            devices.insert(0, em)
-        em.text = emulator
-    return _finish(root)
-
-
 def _serial_port(serial: etree._Element) -> str | None:
     target = serial.find("target")
     return target.get("port") if target is not None else None
-
-
-def serial_log(xml: str | bytes, path: str) -> str:
-    """Ensure serial port 0 exists and logs to `path` (what `pvc vm log` tails), with a console.
-
-    A serial of type file already writing to `path` is left as it is (a log would write twice).
-    """
-    if not isinstance(path, str) or not path.startswith("/") or any(ord(c) < 32 for c in path):
-        raise DomainEditError(f"console log path '{path}' is not an absolute path")
-    root, domain = _edit(xml)
-    devices = _devices_el(root)
-    serials = devices.findall("serial")
-    serial = next((s for s in serials if _serial_port(s) in (None, "0")), serials[0] if serials else None)
-    if serial is None:
-        serial = etree.Element("serial", type="pty")
-        _sub(serial, "target", [("port", 0)])
-        _insert_device(devices, serial)
-    source = serial.find("source")
-    if serial.get("type") == "file" and source is not None and source.get("path") == path:
-        return _finish(root)
-    log = serial.find("log")
-    if log is None:
-        log = etree.Element("log")
-        if source is not None:
-            source.addnext(log)
-        else:
-            serial.insert(0, log)
-    log.set("file", path)
-    log.set("append", "on")
-    if not domain.consoles:
-        console = etree.Element("console", type="pty")
-        _sub(console, "target", [("type", "serial"), ("port", 0)])
-        serial.addnext(console)
-    return _finish(root)
