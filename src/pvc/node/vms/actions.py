@@ -91,11 +91,12 @@ class DomainActions:
             ctx.vm_fault(record.name, None)            # it failed before; it runs now
 
     def _failed(self, record: VMRecord, reason: str, what: str) -> None:
-        """The VM cannot start here: state fail, the reason in its status and a cluster fault."""
+        """The VM cannot start here: the reason in its status, then state fail (so whoever sees the
+        state finds the reason), and a cluster fault."""
         ctx = self.ctx
         log.error("VM %s (%s) %s: %s", record.name, record.uuid, what, reason)
-        ctx.settle(record.uuid, "fail", {"start"})
         ctx.patch(record.uuid, node=ctx.name, running=False, libvirt_state="shutoff", failed_reason=reason)
+        ctx.settle(record.uuid, "fail", {"start"})
         ctx.vm_fault(record.name, f"VM {record.name} failed to start on {ctx.name}: {reason}")
 
     def _prepare_rbd(self, record: VMRecord, volumes: list[str]) -> DiskAccess | None:
