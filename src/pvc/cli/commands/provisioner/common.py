@@ -1,4 +1,5 @@
-"""What the `pvc provisioner` commands share: the API calls and reading documents from files."""
+"""What the `pvc provisioner` commands share: the API calls, reading documents from files, and the
+`list` and `remove` commands every document kind has."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from urllib.parse import quote
 import click
 
 from pvc.cli.errors import CLIError
-from pvc.cli.state import get_state
+from pvc.cli.output import Formatter
+from pvc.cli.state import confirm_option, format_option, get_state
 
 
 def quoted(value: str | int) -> str:
@@ -37,3 +39,23 @@ def read_document(filename: str) -> str:
 
 def show_document(text: str) -> None:
     get_state().out(text, nl=not text.endswith("\n"))
+
+
+def list_command(group: click.Group, path: str, formats: dict[str, Formatter], short_help: str,
+                 what: str) -> None:
+    """`<group> list [LIMIT]`: `what` (e.g. "the system templates") at `path`, rendered by `formats`."""
+    @group.command(name="list", short_help=short_help,
+                   help=f"List {what}; optionally only those whose name matches the regex LIMIT.")
+    @click.argument("limit", required=False, default=None)
+    @format_option(formats)
+    def list_(limit: str | None, formatter: Formatter) -> None:
+        get_state().emit(list_items(path, {"limit": limit}), formatter)
+
+
+def remove_command(group: click.Group, path: str, short_help: str, question: str, help_text: str) -> None:
+    """`<group> remove NAME` (confirmed by `question`, or -y): DELETE `path`/NAME."""
+    @group.command(name="remove", short_help=short_help, help=help_text)
+    @click.argument("name")
+    @confirm_option(question)
+    def remove(name: str) -> None:
+        say("DELETE", f"{path}/{quoted(name)}")

@@ -1,106 +1,71 @@
 """`pvc provisioner userdata` and `pvc provisioner script`: the documents profiles name, read from
-files (or stdin as "-") and sent as the form field `data`."""
+files (or stdin as "-") and sent as the form field `data`.
+
+Both groups have the same five commands (add, modify, remove, show, list); `document_group` makes
+them for one kind, from the words that name its documents.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from pvc.cli.commands.provisioner.common import list_items, quoted, read_document, say, show_document
+from pvc.cli.commands.provisioner.common import (
+    list_command,
+    quoted,
+    read_document,
+    remove_command,
+    say,
+    show_document,
+)
 from pvc.cli.commands.provisioner.formats import SCRIPT_FORMATS, USERDATA_FORMATS
-from pvc.cli.state import confirm_option, format_option, get_state
+from pvc.cli.output import Formatter
+from pvc.cli.state import get_state
 
 
-@click.group(name="userdata", short_help="Manage PVC provisioner userdata documents.")
-def userdata() -> None:
-    """Manage cloud-init userdata documents (served to VMs by the metadata service)."""
+def document_group(kind: str, short: str, long: str, formats: dict[str, Formatter], group_help: str,
+                   add_detail: str, remove_note: str) -> click.Group:
+    """The group `kind` (the API's path and key of the text): `short` names one document in short
+    helps ("script"), `long` in full helps ("provisioning script")."""
+    path = f"/provisioner/{kind}"
+
+    @click.group(name=kind, short_help=f"Manage PVC provisioner {short}s.", help=group_help)
+    def group() -> None:
+        pass
+
+    @group.command(name="add", short_help=f"Define {short} from file.",
+                   help=f"Add the {long} NAME from FILE{add_detail}.")
+    @click.argument("name")
+    @click.argument("filename", metavar="FILE", type=click.Path(dir_okay=False))
+    def add(name: str, filename: str) -> None:
+        say("POST", path, {"name": name}, data={"data": read_document(filename)})
+
+    @group.command(name="modify", short_help=f"Modify existing {short} from file.",
+                   help=f"Replace the {long} NAME with the contents of FILE.")
+    @click.argument("name")
+    @click.argument("filename", metavar="FILE", type=click.Path(dir_okay=False))
+    def modify(name: str, filename: str) -> None:
+        say("PUT", f"{path}/{quoted(name)}", data={"data": read_document(filename)})
+
+    remove_command(group, path, f"Remove {short}.", f"Remove {long} {{name}}",
+                   f"Remove the {long} NAME ({remove_note}).")
+
+    @group.command(name="show", short_help=f"Show contents of {short}.",
+                   help=f"Show the contents of the {long} NAME.")
+    @click.argument("name")
+    def show(name: str) -> None:
+        item = get_state().api().get_one(f"{path}/{quoted(name)}", what=kind.capitalize())
+        show_document(str(item.get(kind, "")))
+
+    list_command(group, path, formats, f"List all {short}s.",
+                 f"the {long}s (their first lines; 'long' shows all)")
+    return group
 
 
-@userdata.command(name="add", short_help="Define userdata document from file.")
-@click.argument("name")
-@click.argument("filename", metavar="FILE", type=click.Path(dir_okay=False))
-def userdata_add(name: str, filename: str) -> None:
-    """Add the userdata document NAME from FILE (#cloud-config YAML, a script, or MIME multipart)."""
-    say("POST", "/provisioner/userdata", {"name": name}, data={"data": read_document(filename)})
-
-
-@userdata.command(name="modify", short_help="Modify existing userdata document from file.")
-@click.argument("name")
-@click.argument("filename", metavar="FILE", type=click.Path(dir_okay=False))
-def userdata_modify(name: str, filename: str) -> None:
-    """Replace the userdata document NAME with the contents of FILE."""
-    say("PUT", f"/provisioner/userdata/{quoted(name)}", data={"data": read_document(filename)})
-
-
-@userdata.command(name="remove", short_help="Remove userdata document.")
-@click.argument("name")
-@confirm_option("Remove userdata document {name}")
-def userdata_remove(name: str) -> None:
-    """Remove the userdata document NAME (not 'empty', nor while a profile uses it)."""
-    say("DELETE", f"/provisioner/userdata/{quoted(name)}")
-
-
-@userdata.command(name="show", short_help="Show contents of userdata document.")
-@click.argument("name")
-def userdata_show(name: str) -> None:
-    """Show the contents of the userdata document NAME."""
-    item = get_state().api().get_one(f"/provisioner/userdata/{quoted(name)}", what="Userdata")
-    show_document(str(item.get("userdata", "")))
-
-
-@userdata.command(name="list", short_help="List all userdata documents.")
-@click.argument("limit", required=False, default=None)
-@format_option(USERDATA_FORMATS)
-def userdata_list(limit: str | None, formatter: Any) -> None:
-    """List the userdata documents (their first lines; 'long' shows all); optionally only those whose
-    name matches the regex LIMIT."""
-    get_state().emit(list_items("/provisioner/userdata", {"limit": limit}), formatter)
-
-
-# scripts
-
-@click.group(name="script", short_help="Manage PVC provisioner scripts.")
-def script() -> None:
-    """Manage provisioning scripts (Python defining class VMBuilderScript(VMBuilder))."""
-
-
-@script.command(name="add", short_help="Define script from file.")
-@click.argument("name")
-@click.argument("filename", metavar="FILE", type=click.Path(dir_okay=False))
-def script_add(name: str, filename: str) -> None:
-    """Add the provisioning script NAME from FILE."""
-    say("POST", "/provisioner/script", {"name": name}, data={"data": read_document(filename)})
-
-
-@script.command(name="modify", short_help="Modify existing script from file.")
-@click.argument("name")
-@click.argument("filename", metavar="FILE", type=click.Path(dir_okay=False))
-def script_modify(name: str, filename: str) -> None:
-    """Replace the provisioning script NAME with the contents of FILE."""
-    say("PUT", f"/provisioner/script/{quoted(name)}", data={"data": read_document(filename)})
-
-
-@script.command(name="remove", short_help="Remove script.")
-@click.argument("name")
-@confirm_option("Remove provisioning script {name}")
-def script_remove(name: str) -> None:
-    """Remove the provisioning script NAME (refused while a profile uses it)."""
-    say("DELETE", f"/provisioner/script/{quoted(name)}")
-
-
-@script.command(name="show", short_help="Show contents of script.")
-@click.argument("name")
-def script_show(name: str) -> None:
-    """Show the contents of the provisioning script NAME."""
-    item = get_state().api().get_one(f"/provisioner/script/{quoted(name)}", what="Script")
-    show_document(str(item.get("script", "")))
-
-
-@script.command(name="list", short_help="List all scripts.")
-@click.argument("limit", required=False, default=None)
-@format_option(SCRIPT_FORMATS)
-def script_list(limit: str | None, formatter: Any) -> None:
-    """List the provisioning scripts (their first lines; 'long' shows all); optionally only those whose
-    name matches the regex LIMIT."""
-    get_state().emit(list_items("/provisioner/script", {"limit": limit}), formatter)
+userdata = document_group(
+    "userdata", "userdata document", "userdata document", USERDATA_FORMATS,
+    "Manage cloud-init userdata documents (served to VMs by the metadata service).",
+    " (#cloud-config YAML, a script, or MIME multipart)", "not 'empty', nor while a profile uses it")
+script = document_group(
+    "script", "script", "provisioning script", SCRIPT_FORMATS,
+    "Manage provisioning scripts (Python defining class VMBuilderScript(VMBuilder)).",
+    "", "refused while a profile uses it")

@@ -8,14 +8,13 @@ into memory), with a progress bar on a terminal.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import click
 
 from pvc.cli.client import decode, message_text
-from pvc.cli.commands.provisioner.common import list_items, quoted, say
+from pvc.cli.commands.provisioner.common import list_command, quoted, remove_command
 from pvc.cli.commands.provisioner.formats import OVA_FORMATS
-from pvc.cli.state import confirm_option, format_option, get_state
+from pvc.cli.state import get_state
 from pvc.cli.upload import upload_file
 
 
@@ -24,20 +23,9 @@ def ova() -> None:
     """Manage OVA images uploaded to the cluster (each with its profile and system template)."""
 
 
-@ova.command(name="remove", short_help="Remove OVA image.")
-@click.argument("name")
-@confirm_option("Remove OVA image {name}")
-def ova_remove(name: str) -> None:
-    """Remove the OVA image NAME with its volumes, profile and system template."""
-    say("DELETE", f"/provisioner/ova/{quoted(name)}")
-
-
-@ova.command(name="list", short_help="List all OVA images.")
-@click.argument("limit", required=False, default=None)
-@format_option(OVA_FORMATS)
-def ova_list(limit: str | None, formatter: Any) -> None:
-    """List the OVA images and their volumes; optionally only those whose name matches the regex LIMIT."""
-    get_state().emit(list_items("/provisioner/ova", {"limit": limit}), formatter)
+remove_command(ova, "/provisioner/ova", "Remove OVA image.", "Remove OVA image {name}",
+               "Remove the OVA image NAME with its volumes, profile and system template.")
+list_command(ova, "/provisioner/ova", OVA_FORMATS, "List all OVA images.", "the OVA images and their volumes")
 
 
 @ova.command(name="upload", short_help="Upload OVA file.")

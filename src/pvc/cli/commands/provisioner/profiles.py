@@ -7,9 +7,8 @@ from typing import Any
 
 import click
 
-from pvc.cli.commands.provisioner.common import list_items, quoted, say
+from pvc.cli.commands.provisioner.common import list_command, quoted, remove_command, say
 from pvc.cli.commands.provisioner.formats import PROFILE_FORMATS
-from pvc.cli.state import confirm_option, format_option, get_state
 
 
 def _profile_options(adding: bool) -> Any:
@@ -74,17 +73,7 @@ def profile_modify(name: str, system_template: str | None, network_template: str
           "arg": list(script_args) or None})
 
 
-@profile.command(name="remove", short_help="Remove profile.")
-@click.argument("name")
-@confirm_option("Remove profile {name}")
-def profile_remove(name: str) -> None:
-    """Remove the provisioner profile NAME."""
-    say("DELETE", f"/provisioner/profile/{quoted(name)}")
-
-
-@profile.command(name="list", short_help="List all profiles.")
-@click.argument("limit", required=False, default=None)
-@format_option(PROFILE_FORMATS)
-def profile_list(limit: str | None, formatter: Any) -> None:
-    """List the provisioner profiles; optionally only those whose name matches the regex LIMIT."""
-    get_state().emit(list_items("/provisioner/profile", {"limit": limit}), formatter)
+remove_command(profile, "/provisioner/profile", "Remove profile.", "Remove profile {name}",
+               "Remove the provisioner profile NAME.")
+list_command(profile, "/provisioner/profile", PROFILE_FORMATS, "List all profiles.",
+             "the provisioner profiles")

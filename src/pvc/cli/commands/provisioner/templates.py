@@ -6,13 +6,14 @@ from typing import Any
 
 import click
 
-from pvc.cli.commands.provisioner.common import list_items, quoted, say
+from pvc.cli.commands.provisioner.common import list_command, quoted, remove_command, say
 from pvc.cli.commands.provisioner.formats import (
     NETWORK_FORMATS,
     STORAGE_FORMATS,
     SYSTEM_FORMATS,
     TEMPLATE_FORMATS,
 )
+from pvc.cli.output import Formatter
 from pvc.cli.state import confirm_option, format_option, get_state
 from pvc.core.vocabulary import MIGRATION_METHODS, SELECTOR_CHOICES
 
@@ -20,6 +21,14 @@ from pvc.core.vocabulary import MIGRATION_METHODS, SELECTOR_CHOICES
 @click.group(name="template", short_help="Manage PVC provisioner templates.")
 def template() -> None:
     """Manage the system, network and storage templates that profiles combine."""
+
+
+def _remove_and_list(group: click.Group, kind: str, formats: dict[str, Formatter]) -> None:
+    """The `remove` and `list` commands of the `kind` templates."""
+    path = f"/provisioner/template/{kind}"
+    remove_command(group, path, f"Remove {kind} template.", f"Remove {kind} template {{name}}",
+                   f"Remove the {kind} template NAME (refused while a profile uses it).")
+    list_command(group, path, formats, f"List all {kind} templates.", f"the {kind} templates")
 
 
 @template.command(name="list", short_help="List all templates.")
@@ -87,20 +96,7 @@ def system_modify(name: str, **values: Any) -> None:
     say("PUT", f"/provisioner/template/system/{quoted(name)}", values)
 
 
-@system.command(name="remove", short_help="Remove system template.")
-@click.argument("name")
-@confirm_option("Remove system template {name}")
-def system_remove(name: str) -> None:
-    """Remove the system template NAME (refused while a profile uses it)."""
-    say("DELETE", f"/provisioner/template/system/{quoted(name)}")
-
-
-@system.command(name="list", short_help="List all system templates.")
-@click.argument("limit", required=False, default=None)
-@format_option(SYSTEM_FORMATS)
-def system_list(limit: str | None, formatter: Any) -> None:
-    """List the system templates; optionally only those whose name matches the regex LIMIT."""
-    get_state().emit(list_items("/provisioner/template/system", {"limit": limit}), formatter)
+_remove_and_list(system, "system", SYSTEM_FORMATS)
 
 
 # network templates
@@ -127,20 +123,7 @@ def network_add(name: str, mac_template: str | None) -> None:
     say("POST", "/provisioner/template/network", {"name": name, "mac_template": mac_template})
 
 
-@network.command(name="remove", short_help="Remove network template.")
-@click.argument("name")
-@confirm_option("Remove network template {name}")
-def network_remove(name: str) -> None:
-    """Remove the network template NAME (refused while a profile uses it)."""
-    say("DELETE", f"/provisioner/template/network/{quoted(name)}")
-
-
-@network.command(name="list", short_help="List all network templates.")
-@click.argument("limit", required=False, default=None)
-@format_option(NETWORK_FORMATS)
-def network_list(limit: str | None, formatter: Any) -> None:
-    """List the network templates; optionally only those whose name matches the regex LIMIT."""
-    get_state().emit(list_items("/provisioner/template/network", {"limit": limit}), formatter)
+_remove_and_list(network, "network", NETWORK_FORMATS)
 
 
 @network.group(name="vni", short_help="Manage network VNIs in network templates.")
@@ -183,20 +166,7 @@ def storage_add(name: str) -> None:
     say("POST", "/provisioner/template/storage", {"name": name})
 
 
-@storage.command(name="remove", short_help="Remove storage template.")
-@click.argument("name")
-@confirm_option("Remove storage template {name}")
-def storage_remove(name: str) -> None:
-    """Remove the storage template NAME (refused while a profile uses it)."""
-    say("DELETE", f"/provisioner/template/storage/{quoted(name)}")
-
-
-@storage.command(name="list", short_help="List all storage templates.")
-@click.argument("limit", required=False, default=None)
-@format_option(STORAGE_FORMATS)
-def storage_list(limit: str | None, formatter: Any) -> None:
-    """List the storage templates; optionally only those whose name matches the regex LIMIT."""
-    get_state().emit(list_items("/provisioner/template/storage", {"limit": limit}), formatter)
+_remove_and_list(storage, "storage", STORAGE_FORMATS)
 
 
 @storage.group(name="disk", short_help="Manage disks in storage templates.")
