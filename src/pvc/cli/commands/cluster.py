@@ -464,36 +464,25 @@ def fault_list(sort_key: str, formatter: Any) -> None:
     state.emit(state.api().get_list("/faults", params={"sort_key": sort_key}), formatter)
 
 
-@fault.command(name="ack", short_help="Acknowledge faults.")
-@click.argument("fault_ids", nargs=-1, required=True, metavar="ID...")
-def fault_ack(fault_ids: tuple[str, ...]) -> None:
-    """Acknowledge the faults ID... (their health delta no longer counts)."""
-    state = get_state()
-    for fault_id in fault_ids:
-        state.out(state.api().message("PUT", f"/faults/{fault_id}"))
+def _fault_commands(name: str, method: str, verb: str, what_then: str) -> None:
+    """`fault <name> ID...` and `fault <name>-all`: `method` (PUT acknowledges, DELETE deletes) on
+    each fault named, or on /faults for all of them."""
+    def call(paths: Sequence[str]) -> None:
+        state = get_state()
+        for path in paths:
+            state.out(state.api().message(method, path))
+
+    @fault.command(name=name, short_help=f"{verb} faults.", help=f"{verb} the faults ID... ({what_then}).")
+    @click.argument("fault_ids", nargs=-1, required=True, metavar="ID...")
+    def some(fault_ids: tuple[str, ...]) -> None:
+        call([f"/faults/{fault_id}" for fault_id in fault_ids])
+
+    @fault.command(name=f"{name}-all", short_help=f"{verb} all faults.", help=f"{verb} every current fault.")
+    @confirm_option(f"{verb} all current cluster faults")
+    def all_() -> None:
+        call(["/faults"])
 
 
-@fault.command(name="ack-all", short_help="Acknowledge all faults.")
-@confirm_option("Acknowledge all current cluster faults")
-def fault_ack_all() -> None:
-    """Acknowledge every current fault."""
-    state = get_state()
-    state.out(state.api().message("PUT", "/faults"))
-
-
-@fault.command(name="delete", short_help="Delete faults.")
-@click.argument("fault_ids", nargs=-1, required=True, metavar="ID...")
-def fault_delete(fault_ids: tuple[str, ...]) -> None:
-    """Delete the faults ID... (they come back if the condition persists)."""
-    state = get_state()
-    for fault_id in fault_ids:
-        state.out(state.api().message("DELETE", f"/faults/{fault_id}"))
-
-
-@fault.command(name="delete-all", short_help="Delete all faults.")
-@confirm_option("Delete all current cluster faults")
-def fault_delete_all() -> None:
-    """Delete every current fault."""
-    state = get_state()
-    state.out(state.api().message("DELETE", "/faults"))
+_fault_commands("ack", "PUT", "Acknowledge", "their health delta no longer counts")
+_fault_commands("delete", "DELETE", "Delete", "they come back if the condition persists")
 

@@ -172,36 +172,27 @@ def _set_state(node: str, action: str, wait: bool) -> None:
         wait_for_node(state, node, action, initial)
 
 
-@group.command(name="primary", short_help="Make a coordinator the primary.")
-@click.argument("node")
-@wait_option(False, "Wait for the hand-over to finish.")
-def primary(node: str, wait: bool) -> None:
-    """Make the coordinator NODE the primary coordinator of the cluster."""
-    _set_state(node, "primary", wait)
+def _state_command(action: str, short_help: str, help_text: str, wait_help: str) -> None:
+    """`pvc node <action> NODE [--wait]` for one of the NODE_TRANSITIONS."""
+    @group.command(name=action, short_help=short_help, help=help_text)
+    @click.argument("node")
+    @wait_option(False, wait_help)
+    def command(node: str, wait: bool) -> None:
+        _set_state(node, action, wait)
 
 
-@group.command(name="secondary", short_help="Make the primary coordinator secondary.")
-@click.argument("node")
-@wait_option(False, "Wait for the hand-over to finish.")
-def secondary(node: str, wait: bool) -> None:
-    """Make the coordinator NODE a secondary; another coordinator takes over as primary."""
-    _set_state(node, "secondary", wait)
-
-
-@group.command(name="flush", short_help="Move all VMs off a node.")
-@click.argument("node")
-@wait_option(False, "Wait for the flush to finish.")
-def flush(node: str, wait: bool) -> None:
-    """Take the hypervisor NODE out of service: migrate its VMs away and accept no new ones."""
-    _set_state(node, "flush", wait)
-
-
-@group.command(name="ready", short_help="Return a node to service.")
-@click.argument("node")
-@wait_option(False, "Wait for the node to be ready.")
-def ready(node: str, wait: bool) -> None:
-    """Return the hypervisor NODE to service and move its VMs back."""
-    _set_state(node, "ready", wait)
+_state_command("primary", "Make a coordinator the primary.",
+               "Make the coordinator NODE the primary coordinator of the cluster.",
+               "Wait for the hand-over to finish.")
+_state_command("secondary", "Make the primary coordinator secondary.",
+               "Make the coordinator NODE a secondary; another coordinator takes over as primary.",
+               "Wait for the hand-over to finish.")
+_state_command("flush", "Move all VMs off a node.",
+               "Take the hypervisor NODE out of service: migrate its VMs away and accept no new ones.",
+               "Wait for the flush to finish.")
+_state_command("ready", "Return a node to service.",
+               "Return the hypervisor NODE to service and move its VMs back.",
+               "Wait for the node to be ready.")
 
 
 @group.command(name="is-primary", short_help="Exit 0 if a node is the primary coordinator.")

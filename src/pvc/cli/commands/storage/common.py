@@ -91,6 +91,16 @@ def plain(value: Any) -> str:
 
 # -- command plumbing --------------------------------------------------------------------------------
 
+def arguments(*names: str) -> Callable[[F], F]:
+    """Plain positional arguments in this order (POOL VOLUME NAME ...)."""
+    def decorate(function: F) -> F:
+        for name in reversed(names):
+            function = click.argument(name)(function)
+        return function
+
+    return decorate
+
+
 def wait_flag(function: F) -> F:
     """`--wait/--no-wait` for task commands (long form only: `-w` is `--weight` on OSD commands)."""
     return click.option("--wait/--no-wait", "wait", default=True, show_default=True,

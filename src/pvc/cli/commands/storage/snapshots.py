@@ -8,7 +8,7 @@ from typing import Any
 import click
 from rich.console import RenderableType
 
-from pvc.cli.commands.storage.common import BASE, list_items, say
+from pvc.cli.commands.storage.common import BASE, arguments, list_items, say
 from pvc.cli.output import json_formatters, table
 from pvc.cli.state import confirm_option, format_option, get_state
 
@@ -45,9 +45,7 @@ def _snapshot_question(verb: str) -> Callable[[dict[str, Any]], str]:
 
 
 @snapshot.command(name="add", short_help="Add new RBD volume snapshot.")
-@click.argument("pool")
-@click.argument("volume")
-@click.argument("name")
+@arguments("pool", "volume", "name")
 def snapshot_add(pool: str, volume: str, name: str) -> None:
     """Take a snapshot NAME of the RBD volume VOLUME in pool POOL.
 
@@ -58,9 +56,7 @@ def snapshot_add(pool: str, volume: str, name: str) -> None:
 
 
 @snapshot.command(name="rename", short_help="Rename RBD volume snapshot.")
-@click.argument("pool")
-@click.argument("volume")
-@click.argument("name")
+@arguments("pool", "volume", "name")
 @click.argument("new_name")
 def snapshot_rename(pool: str, volume: str, name: str, new_name: str) -> None:
     """Rename the snapshot NAME of RBD volume VOLUME in pool POOL to NEW_NAME."""
@@ -68,9 +64,7 @@ def snapshot_rename(pool: str, volume: str, name: str, new_name: str) -> None:
 
 
 @snapshot.command(name="remove", short_help="Remove RBD volume snapshot.")
-@click.argument("pool")
-@click.argument("volume")
-@click.argument("name")
+@arguments("pool", "volume", "name")
 @confirm_option(_snapshot_question("Remove"))
 def snapshot_remove(pool: str, volume: str, name: str) -> None:
     """Remove the snapshot NAME of RBD volume VOLUME in pool POOL."""
@@ -78,9 +72,7 @@ def snapshot_remove(pool: str, volume: str, name: str) -> None:
 
 
 @snapshot.command(name="rollback", short_help="Roll back RBD volume to snapshot.")
-@click.argument("pool")
-@click.argument("volume")
-@click.argument("name")
+@arguments("pool", "volume", "name")
 @confirm_option(_snapshot_question("Roll back to"))
 def snapshot_rollback(pool: str, volume: str, name: str) -> None:
     """Roll the RBD volume VOLUME in pool POOL back to its snapshot NAME.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -13,6 +13,8 @@ from pvc.cli.client import decode, message_text
 from pvc.cli.commands.storage.common import (
     BASE,
     NA,
+    F,
+    arguments,
     human_size,
     list_items,
     plain,
@@ -61,6 +63,12 @@ VOLUME_LIST_FORMATS = {
 
 # -- volume ------------------------------------------------------------------------------------------
 
+def _force_option(verb: str) -> Callable[[F], F]:
+    """`-f/--force`: go on although the pool would be more than 80% full afterwards."""
+    return click.option("-f", "--force", "force", is_flag=True, default=False,
+                        help=f"{verb} even if the pool would be more than 80% full.")
+
+
 @click.group(name="volume", short_help="Manage RBD volumes in the PVC storage cluster.")
 def volume() -> None:
     """Manage the Ceph RBD volumes of the PVC cluster."""
@@ -70,19 +78,16 @@ volume.add_command(snapshot)
 
 
 @volume.command(name="add", short_help="Add new RBD volume.")
-@click.argument("pool")
-@click.argument("name")
+@arguments("pool", "name")
 @click.argument("size", callback=size_arg)
-@click.option("-f", "--force", "force", is_flag=True, default=False,
-              help="Create it even if the pool would be more than 80% full.")
+@_force_option("Create it")
 def volume_add(pool: str, name: str, size: str, force: bool) -> None:
     """Add a new RBD volume NAME of size SIZE (e.g. 1024M, 20G) in pool POOL."""
     say("POST", f"{BASE}/volume", {"volume": name, "pool": pool, "size": size, "force": force})
 
 
 @volume.command(name="upload", short_help="Upload a local image file to RBD volume.")
-@click.argument("pool")
-@click.argument("name")
+@arguments("pool", "name")
 @click.argument("image_file", type=click.Path(exists=True, dir_okay=False, readable=True))
 @click.option("-f", "--format", "image_format", type=click.Choice(IMAGE_FORMATS), default="raw",
               show_default=True, help="The format of the image file.")
@@ -106,8 +111,7 @@ def volume_upload(pool: str, name: str, image_file: str, image_format: str, file
 
 
 @volume.command(name="remove", short_help="Remove RBD volume.")
-@click.argument("pool")
-@click.argument("name")
+@arguments("pool", "name")
 @confirm_option("Remove and delete data of RBD volume {name} in pool {pool}")
 def volume_remove(pool: str, name: str) -> None:
     """Remove the RBD volume NAME, with its snapshots and all data, from pool POOL."""
@@ -115,11 +119,9 @@ def volume_remove(pool: str, name: str) -> None:
 
 
 @volume.command(name="resize", short_help="Resize RBD volume.")
-@click.argument("pool")
-@click.argument("name")
+@arguments("pool", "name")
 @click.argument("size", callback=size_arg)
-@click.option("-f", "--force", "force", is_flag=True, default=False,
-              help="Resize even if the pool would be more than 80% full.")
+@_force_option("Resize")
 @confirm_option("Resize volume {name} in pool {pool} to size {size}")
 def volume_resize(pool: str, name: str, size: str, force: bool) -> None:
     """Resize the RBD volume NAME in pool POOL to SIZE (e.g. 20G); a running VM sees it live."""
@@ -127,8 +129,7 @@ def volume_resize(pool: str, name: str, size: str, force: bool) -> None:
 
 
 @volume.command(name="rename", short_help="Rename RBD volume.")
-@click.argument("pool")
-@click.argument("name")
+@arguments("pool", "name")
 @click.argument("new_name")
 @confirm_option("Rename volume {name} in pool {pool} to {new_name}")
 def volume_rename(pool: str, name: str, new_name: str) -> None:
@@ -137,11 +138,9 @@ def volume_rename(pool: str, name: str, new_name: str) -> None:
 
 
 @volume.command(name="clone", short_help="Clone RBD volume.")
-@click.argument("pool")
-@click.argument("name")
+@arguments("pool", "name")
 @click.argument("new_name")
-@click.option("-f", "--force", "force", is_flag=True, default=False,
-              help="Clone even if the pool would be more than 80% full.")
+@_force_option("Clone")
 def volume_clone(pool: str, name: str, new_name: str, force: bool) -> None:
     """Copy the RBD volume NAME in pool POOL to a new, independent volume NEW_NAME in POOL."""
     say("POST", f"{BASE}/volume/{pool}/{name}/clone", {"new_volume": new_name, "force": force})

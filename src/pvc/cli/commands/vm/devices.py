@@ -7,6 +7,7 @@ device is also attached or detached live unless --no-live or --restart is given.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -30,6 +31,21 @@ from pvc.cli.errors import ApiError, CLIError
 from pvc.cli.state import format_option, get_state
 from pvc.core import domainxml
 from pvc.core.vocabulary import DISK_BUSES
+
+Hotplug = Callable[[str, str], tuple[str, str] | None]
+
+
+def _change_devices(domain: str, change: Callable[[str], str], hotplug: Hotplug, live: bool,
+                    restart: bool | None, confirmed: bool) -> None:
+    """Write back the VM's XML as change(xml) makes it; for a running VM that is not restarted (and
+    with --live), also hot-(un)plug hotplug(old_xml, new_xml) = (method, device XML) if not None."""
+    vm, etag = read_for_edit(domain)
+    old_xml = str(vm.get("xml", ""))
+    new_xml = change(old_xml)
+    do_restart = decide_restart(get_state(), vm, live_restart(live, restart), confirmed)
+    device = hotplug(old_xml, new_xml) if live and is_running(vm) and not do_restart else None
+    apply_xml(domain, vm, etag, new_xml, do_restart, device=device)
+
 
 # -- network -----------------------------------------------------------------------------------------
 
@@ -67,16 +83,14 @@ def network_add(domain: str, net: str, macaddr: str | None, model: str, live: bo
             raise CLIError(f'Network {net} does not exist; add it first ("pvc network add {net} ...").')
         if response.status_code not in (200, 404):  # 404 without a message: an API without networks
             raise ApiError(error_message(response), response.status_code)
-    vm, etag = read_for_edit(domain)
-    old_xml = str(vm.get("xml", ""))
-    new_xml = edit_xml(domainxml.add_interface, old_xml, bridge_of(net), mac=macaddr, model=model)
-    do_restart = decide_restart(get_state(), vm, live_restart(live, restart), confirmed)
-    device = None
-    if live and is_running(vm) and not do_restart:
+    def change(xml: str) -> str:
+        return edit_xml(domainxml.add_interface, xml, bridge_of(net), mac=macaddr, model=model)
+
+    def hotplug(old_xml: str, new_xml: str) -> tuple[str, str] | None:
         added = [m for m in domainxml.parse(new_xml).macs if m not in set(domainxml.parse(old_xml).macs)]
-        if len(added) == 1:
-            device = ("POST", edit_xml(domainxml.device_xml, new_xml, mac=added[0]))
-    apply_xml(domain, vm, etag, new_xml, do_restart, device=device)
+        return ("POST", edit_xml(domainxml.device_xml, new_xml, mac=added[0])) if len(added) == 1 else None
+
+    _change_devices(domain, change, hotplug, live, restart, confirmed)
 
 
 @network_group.command(name="remove", short_help="Remove a network interface from a VM.")
@@ -94,17 +108,16 @@ def network_remove(domain: str, net: str | None, macaddr: str | None, live: bool
     """
     if net is None and macaddr is None:
         raise CLIError("Give the network NET or the --mac-address of the interface to remove.")
-    vm, etag = read_for_edit(domain)
-    old_xml = str(vm.get("xml", ""))
-    new_xml = edit_xml(domainxml.remove_interface, old_xml, mac=macaddr,
-                       bridge=bridge_of(net) if net is not None else None)
-    do_restart = decide_restart(get_state(), vm, live_restart(live, restart), confirmed)
-    device = None
-    if live and is_running(vm) and not do_restart:
+    def change(xml: str) -> str:
+        return edit_xml(domainxml.remove_interface, xml, mac=macaddr,
+                        bridge=bridge_of(net) if net is not None else None)
+
+    def hotplug(old_xml: str, new_xml: str) -> tuple[str, str] | None:
         removed = [m for m in domainxml.parse(old_xml).macs if m not in set(domainxml.parse(new_xml).macs)]
-        if len(removed) == 1:
-            device = ("DELETE", edit_xml(domainxml.device_xml, old_xml, mac=removed[0]))
-    apply_xml(domain, vm, etag, new_xml, do_restart, device=device)
+        return ("DELETE", edit_xml(domainxml.device_xml, old_xml, mac=removed[0])) if len(removed) == 1 \
+            else None
+
+    _change_devices(domain, change, hotplug, live, restart, confirmed)
 
 
 # -- volume ------------------------------------------------------------------------------------------
@@ -151,14 +164,14 @@ def volume_add(domain: str, volume: str, disk_id: str | None, bus: str, monitors
         raise CLIError(f"The volume '{volume}' is not in the form pool/volume.")
     pool, name = volume.split("/", 1)
     get_state().api().get_one(f"/storage/ceph/volume/{pool}/{name}", what="Volume")  # must exist
-    vm, etag = read_for_edit(domain)
-    new_xml = edit_xml(domainxml.add_rbd_disk, str(vm.get("xml", "")), pool, name, list(monitors),
-                       secret_uuid, user=ceph_user or "admin", target=disk_id, bus=bus)
-    do_restart = decide_restart(get_state(), vm, live_restart(live, restart), confirmed)
-    device = None
-    if live and is_running(vm) and not do_restart:
-        device = ("POST", edit_xml(domainxml.device_xml, new_xml, source=volume))
-    apply_xml(domain, vm, etag, new_xml, do_restart, device=device)
+    def change(xml: str) -> str:
+        return edit_xml(domainxml.add_rbd_disk, xml, pool, name, list(monitors), secret_uuid,
+                        user=ceph_user or "admin", target=disk_id, bus=bus)
+
+    def hotplug(_old_xml: str, new_xml: str) -> tuple[str, str]:
+        return "POST", edit_xml(domainxml.device_xml, new_xml, source=volume)
+
+    _change_devices(domain, change, hotplug, live, restart, confirmed)
 
 
 @volume_group.command(name="remove", short_help="Remove a volume from a VM.")
@@ -169,15 +182,12 @@ def volume_add(domain: str, volume: str, disk_id: str | None, bus: str, monitors
 @yes_option
 def volume_remove(domain: str, volume: str, live: bool, restart: bool | None, confirmed: bool) -> None:
     """Detach VOLUME ("pool/volume", a file path or a target such as sdb) from the VM DOMAIN."""
-    vm, etag = read_for_edit(domain)
-    old_xml = str(vm.get("xml", ""))
-    new_xml = edit_xml(domainxml.remove_disk, old_xml, volume)
-    do_restart = decide_restart(get_state(), vm, live_restart(live, restart), confirmed)
-    device = None
-    if live and is_running(vm) and not do_restart:
+    def hotplug(old_xml: str, _new_xml: str) -> tuple[str, str]:
         key = {"target": volume} if re.fullmatch(r"[a-z]+", volume) else {"source": volume}
-        device = ("DELETE", edit_xml(domainxml.device_xml, old_xml, **key))
-    apply_xml(domain, vm, etag, new_xml, do_restart, device=device)
+        return "DELETE", edit_xml(domainxml.device_xml, old_xml, **key)
+
+    _change_devices(domain, lambda xml: edit_xml(domainxml.remove_disk, xml, volume), hotplug, live, restart,
+                    confirmed)
 
 
 COMMANDS: tuple[click.Command, ...] = (network_group, volume_group)

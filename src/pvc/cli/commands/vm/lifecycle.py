@@ -93,47 +93,38 @@ def _set_state(domain: str, target: SettableVMState, *, force: bool = False, wai
     state.out(with_progress(state, domain, f"Waiting for {target} of", call) if wait else call())
 
 
-@click.command(name="start", short_help="Start a VM.")
-@click.argument("domain")
-@click.option("--force", is_flag=True, default=False, help="Also start a mirror replica.")
-def start(domain: str, force: bool) -> None:
-    """Start the VM DOMAIN on its node."""
-    _set_state(domain, "start", force=force)
+def _state_command(target: SettableVMState, short_help: str, help_text: str, *, force: str | None = None,
+                   wait: bool = False, confirm: str | None = None) -> click.Command:
+    """`pvc vm <target> DOMAIN`, with `--force` (its help), `--wait` and a confirmation (its
+    question) where given."""
+    def command(domain: str, force: bool = False, wait: bool = False) -> None:
+        _set_state(domain, target, force=force, wait=wait)
+
+    if confirm:
+        command = confirm_option(confirm)(command)
+    if wait:
+        command = click.option("-w", "--wait", "wait", is_flag=True, default=False,
+                               help=f"Wait for the {target} to finish.")(command)
+    if force:
+        command = click.option("--force", is_flag=True, default=False, help=force)(command)
+    command = click.argument("domain")(command)
+    return click.command(name=target, short_help=short_help, help=help_text)(command)
 
 
-@click.command(name="restart", short_help="Restart a running VM.")
-@click.argument("domain")
-@click.option("-w", "--wait", "wait", is_flag=True, default=False, help="Wait for the restart to finish.")
-@confirm_option("Restart virtual machine {domain}")
-def restart_(domain: str, wait: bool) -> None:
-    """Restart the running VM DOMAIN (shutdown, then start)."""
-    _set_state(domain, "restart", wait=wait)
-
-
-@click.command(name="shutdown", short_help="Gracefully shut down a VM.")
-@click.argument("domain")
-@click.option("-w", "--wait", "wait", is_flag=True, default=False, help="Wait for the shutdown to finish.")
-@confirm_option("Shut down virtual machine {domain}")
-def shutdown(domain: str, wait: bool) -> None:
-    """Shut down the VM DOMAIN with ACPI; it is stopped if it does not finish in time."""
-    _set_state(domain, "shutdown", wait=wait)
-
-
-@click.command(name="stop", short_help="Forcibly stop a VM.")
-@click.argument("domain")
-@confirm_option("Forcibly stop virtual machine {domain}")
-def stop(domain: str) -> None:
-    """Halt (destroy) the VM DOMAIN at once."""
-    _set_state(domain, "stop")
-
-
-@click.command(name="disable", short_help="Shut down a VM and mark it disabled.")
-@click.argument("domain")
-@click.option("--force", is_flag=True, default=False, help="Stop the VM instead of waiting for a shutdown.")
-@confirm_option("Shut down and disable virtual machine {domain}")
-def disable(domain: str, force: bool) -> None:
-    """Shut down the VM DOMAIN and mark it disabled (not counted as degraded, unlike stopped VMs)."""
-    _set_state(domain, "disable", force=force)
+start = _state_command("start", "Start a VM.", "Start the VM DOMAIN on its node.",
+                       force="Also start a mirror replica.")
+restart_ = _state_command("restart", "Restart a running VM.",
+                          "Restart the running VM DOMAIN (shutdown, then start).",
+                          wait=True, confirm="Restart virtual machine {domain}")
+shutdown = _state_command("shutdown", "Gracefully shut down a VM.",
+                          "Shut down the VM DOMAIN with ACPI; it is stopped if it does not finish in time.",
+                          wait=True, confirm="Shut down virtual machine {domain}")
+stop = _state_command("stop", "Forcibly stop a VM.", "Halt (destroy) the VM DOMAIN at once.",
+                      confirm="Forcibly stop virtual machine {domain}")
+disable = _state_command("disable", "Shut down a VM and mark it disabled.",
+                         "Shut down the VM DOMAIN and mark it disabled (not counted as degraded, unlike "
+                         "stopped VMs).", force="Stop the VM instead of waiting for a shutdown.",
+                         confirm="Shut down and disable virtual machine {domain}")
 
 
 COMMANDS: tuple[click.Command, ...] = (define, rename, undefine, remove, start, restart_, shutdown, stop,
