@@ -114,7 +114,8 @@ def _fencing_lines(status: dict[str, Any], recent_s: float = 86400) -> Text | No
     return text
 
 
-def format_status_short(status: dict[str, Any]) -> RenderableType:
+def _status_head(status: dict[str, Any]) -> list[tuple[str, Any]]:
+    """What every status view starts with: the name, the health, the faults and node health (if any)."""
     items: list[tuple[str, Any]] = [("Cluster", status.get("cluster_name", "")),
                                     ("Health", _health_line(status))]
     faults = _fault_lines(status)
@@ -123,18 +124,15 @@ def format_status_short(status: dict[str, Any]) -> RenderableType:
     nodes = _node_health_lines(status)
     if nodes is not None:
         items.append(("Node health", nodes))
-    return key_values(items)
+    return items
+
+
+def format_status_short(status: dict[str, Any]) -> RenderableType:
+    return key_values(_status_head(status))
 
 
 def format_status_pretty(status: dict[str, Any]) -> RenderableType:
-    items: list[tuple[str, Any]] = [("Cluster", status.get("cluster_name", "")),
-                                    ("Health", _health_line(status))]
-    faults = _fault_lines(status)
-    if faults is not None:
-        items.append(("Faults", faults))
-    nodes = _node_health_lines(status)
-    if nodes is not None:
-        items.append(("Node health", nodes))
+    items = _status_head(status)
     fencing = _fencing_lines(status)
     if fencing is not None:
         items.append(("Fencing", fencing))

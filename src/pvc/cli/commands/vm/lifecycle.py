@@ -62,22 +62,25 @@ def rename(domain: str, new_name: str) -> None:
     state.out(state.api().message("POST", f"/vm/{domain}/rename", params={"new_name": new_name}))
 
 
-@click.command(name="undefine", short_help="Undefine a VM, keeping its disks.")
-@click.argument("domain")
-@confirm_option("Remove definition of virtual machine {domain}")
-def undefine(domain: str) -> None:
-    """Stop the VM DOMAIN and remove its definition; its disk volumes are kept."""
-    state = get_state()
-    state.out(state.api().message("DELETE", f"/vm/{domain}", params={"delete_disks": False}))
+def _delete_command(name: str, delete_disks: bool, short_help: str, question: str,
+                    help_text: str) -> click.Command:
+    """`pvc vm undefine|remove DOMAIN`: DELETE /vm/<vm>, keeping or deleting its disk volumes."""
+    @click.command(name=name, short_help=short_help, help=help_text)
+    @click.argument("domain")
+    @confirm_option(question)
+    def command(domain: str) -> None:
+        state = get_state()
+        state.out(state.api().message("DELETE", f"/vm/{domain}", params={"delete_disks": delete_disks}))
+
+    return command
 
 
-@click.command(name="remove", short_help="Remove a VM and its disks.")
-@click.argument("domain")
-@confirm_option("Remove virtual machine {domain} and all disks")
-def remove(domain: str) -> None:
-    """Stop the VM DOMAIN and remove it together with all its disk volumes."""
-    state = get_state()
-    state.out(state.api().message("DELETE", f"/vm/{domain}", params={"delete_disks": True}))
+undefine = _delete_command("undefine", False, "Undefine a VM, keeping its disks.",
+                           "Remove definition of virtual machine {domain}",
+                           "Stop the VM DOMAIN and remove its definition; its disk volumes are kept.")
+remove = _delete_command("remove", True, "Remove a VM and its disks.",
+                         "Remove virtual machine {domain} and all disks",
+                         "Stop the VM DOMAIN and remove it together with all its disk volumes.")
 
 
 # -- state changes -------------------------------------------------------------------------------------------
