@@ -75,6 +75,11 @@ BENCHMARK_TESTS: tuple[str, ...] = (
     "rand_read_4K_lowdepth", "rand_write_4K_lowdepth",
 )
 
+# -- provisioner ------------------------------------------------------------------------------------
+
+ProfileType = Literal["provisioner", "ova"]
+PROFILE_TYPES: tuple[str, ...] = get_args(ProfileType)
+
 # -- nodes ------------------------------------------------------------------------------------------
 
 DaemonState = Literal["init", "run", "shutdown", "stop", "dead", "fenced"]

@@ -22,9 +22,9 @@ from pvc.cluster.provisioner.userdata import EMPTY, USERDATA, ensure_empty_userd
 from pvc.cluster.provisioner.validation import check_object_name, refuse_unknown
 from pvc.core import schema
 from pvc.core.errors import InvalidInput, NotFound
+from pvc.core.vocabulary import PROFILE_TYPES
 from pvc.core.zk import ZK, op_delete
 
-PROFILE_TYPES = ("provisioner", "ova")
 PROFILE_REFS = ("system_template", "network_template", "storage_template", "userdata", "script", "ova")
 PROFILE_FIELDS = ("profile_type", *PROFILE_REFS, "arguments")
 NA = "N/A"

@@ -73,7 +73,6 @@ from pvc.cluster.vms.view import (
     vm_view,
 )
 from pvc.cluster.vms.writes import (
-    POLL_INTERVAL,
     STOP_TIMEOUT,
     WAIT_TIMEOUT,
     NodeChangeResult,
@@ -99,7 +98,7 @@ __all__ = [
     "DEVICE_TAGS",
     "DISK_COUNTERS",
     "NET_COUNTERS",
-    "POLL_INTERVAL",
+
     "STOP_TIMEOUT",
     "TAG_RE",
     "UUID_RE",

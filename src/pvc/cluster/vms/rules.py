@@ -20,11 +20,6 @@ from pvc.core.errors import Conflict, InvalidInput
 from pvc.core.records import NodeRecord, Tag
 from pvc.core.vocabulary import MIGRATION_METHODS
 
-# Bounds on waits that upstream leaves unbounded: a node that never acts must not hang a request.
-WAIT_TIMEOUT = 600.0
-STOP_TIMEOUT = 60.0
-POLL_INTERVAL = 0.2
-
 VM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+:@-]{0,254}$")
 TAG_RE = re.compile(r"^[^\x00-\x1f\x7f/]{1,128}$")
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")

@@ -44,9 +44,8 @@ from pvc.core.vocabulary import VM_INITIAL_STATES, VM_STOPPED_STATES
 from pvc.core.zk import ZK, encode
 
 # Bounds on waits that upstream leaves unbounded: a node that never acts must not hang a request.
-WAIT_TIMEOUT = 600.0
-STOP_TIMEOUT = 60.0
-POLL_INTERVAL = 0.2
+WAIT_TIMEOUT = 600.0     # disabling a running VM waits until it is down
+STOP_TIMEOUT = 60.0      # removing a VM waits until its node stopped it
 ATTEMPTS = 20
 
 

@@ -6,8 +6,6 @@ listed and removed here, uploaded by routers.provisioner_ova.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import Field
@@ -19,11 +17,12 @@ from pvc.api.models import Doc, Message
 from pvc.api.params import Inputs, inputs
 from pvc.api.routers.provisioner.common import CLEAR, NOT_FOUND, LimitInputs, listing
 from pvc.cluster import provisioner as prov
+from pvc.core import vocabulary
 from pvc.core.zk import ZK
 
 router = APIRouter()
 
-ProfileType = Literal["provisioner", "ova"]
+ProfileType = vocabulary.ProfileType
 PROFILE_HELP = {
     "profile_type": "Profile type: provisioner or ova",
     "system_template": "System template name",

@@ -9,6 +9,7 @@ import click
 
 from pvc.cli.commands.provisioner.common import list_command, quoted, remove_command, say
 from pvc.cli.commands.provisioner.formats import PROFILE_FORMATS
+from pvc.core.vocabulary import PROFILE_TYPES
 
 
 def _profile_options(adding: bool) -> Any:
@@ -30,7 +31,7 @@ def _profile_options(adding: bool) -> Any:
         ]
         if adding:
             options.insert(0, click.option("-p", "--profile-type", "profile_type", default="provisioner",
-                                           show_default=True, type=click.Choice(("provisioner", "ova")),
+                                           show_default=True, type=click.Choice(PROFILE_TYPES),
                                            help="The type of profile."))
             options.append(click.option("-o", "--ova", "ova", default=None,
                                         help="The OVA image of the profile (ova profiles)."))
