@@ -243,7 +243,7 @@ SCENARIOS: list[Scenario] = [
                   VM("vm5", "hv1", 512), VM("vm6", "hv1", 512), VM("vm7", "hv2", 8192)),
              expect={"vm1": "runs@hv2", "vm2": "runs@hv1", "vm3": "runs@hv2", "vm4": "runs@hv1",
                      "vm5": "runs@hv1", "vm6": "runs@hv1", "vm7": "runs@hv2"},
-             config={"selector": "vms"}, actions=((10, "power_off", "hv3"),), until=40),
+             config={"default_selector": "vms"}, actions=((10, "power_off", "hv3"),), until=40),
     Scenario("selector_mem_spread",
              "selector mem: hv3's VMs go where most memory is free, each placement counted before the "
              "next",

@@ -28,15 +28,15 @@ from .zkmodel import TICKS, ZooKeeper, ts
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(FencePolicy):
+    """The HA policy under test: the daemon's own FencePolicy (its defaults, not a copy), plus
+    the ZooKeeper session bound that the simulated self-fence uses."""
+
     session_timeout: float = 6.0
-    margin: float = 2.0
-    keepalive_interval: float = 5.0
-    fence_intervals: int = 6
-    agent_timeout: float = 30.0
-    successful_fence: str = "migrate"
-    failed_fence: str = "none"
-    selector: str = "mem"
+
+    @property
+    def selector(self) -> str:
+        return self.default_selector
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,7 @@ class World:
     def __init__(self, sc: Scenario) -> None:
         self.sc = sc
         self.params = p = Params(**sc.config)
-        self.policy = FencePolicy(margin=p.margin, keepalive_interval=p.keepalive_interval,
-                                  fence_intervals=p.fence_intervals, agent_timeout=p.agent_timeout,
-                                  successful_fence=p.successful_fence, failed_fence=p.failed_fence,
-                                  default_selector=p.selector)
+        self.policy: FencePolicy = p
         self.tick = 0
         self.lines: list[str] = []
         names = [f"hv{i}" for i in range(1, sc.nodes + 1)]

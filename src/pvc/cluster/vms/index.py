@@ -11,7 +11,7 @@ import json
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pvc.cluster.nodes import get_node
 from pvc.cluster.vms.rules import VM_NAME_RE, canonical_uuid
@@ -22,6 +22,8 @@ from pvc.core.records import VMRecord, VMStatus
 from pvc.core.vocabulary import VM_ACTIVE_STATES, VM_LIST_STATES
 from pvc.core.zk import ZK, decode
 from pvc.core.zkcache import TreeMirror
+
+Doc = TypeVar("Doc", VMRecord, VMStatus)
 
 # -- reading ------------------------------------------------------------------------------------------
 
@@ -80,20 +82,12 @@ def _tree(zk: ZK, path: str = schema.VMS) -> TreeMirror | None:
     return zk.live_cache(path)
 
 
-def _parse_record(raw: bytes | None) -> VMRecord | None:
+def _parse(model: type[Doc], raw: bytes | None) -> Doc | None:
+    """A stored document, or None when empty or unreadable (left out of lists, never fatal)."""
     if not raw:
         return None
     try:
-        return VMRecord.model_validate_json(raw)
-    except ValueError:
-        return None
-
-
-def _parse_status(raw: bytes | None) -> VMStatus | None:
-    if not raw:
-        return None
-    try:
-        return VMStatus.model_validate_json(raw)
+        return model.model_validate_json(raw)
     except ValueError:
         return None
 
@@ -111,7 +105,7 @@ def _cached_entries(zk: ZK, tree: TreeMirror) -> list[VMEntry]:
         mzxid = node.stat.mzxid
         known = memo.records.get(uuid)
         if known is None or known[0] != mzxid:
-            known = (mzxid, _parse_record(node.data))
+            known = (mzxid, _parse(VMRecord, node.data))
             memo.records[uuid] = known
         record = known[1]
         if record is None:
@@ -123,7 +117,7 @@ def _cached_entries(zk: ZK, tree: TreeMirror) -> list[VMEntry]:
             smzxid = snode.stat.mzxid
             sknown = memo.statuses.get(uuid)
             if sknown is None or sknown[0] != smzxid:
-                sknown = (smzxid, _parse_status(snode.data))
+                sknown = (smzxid, _parse(VMStatus, snode.data))
                 memo.statuses[uuid] = sknown
             status = sknown[1]
         key = (mzxid, smzxid)
