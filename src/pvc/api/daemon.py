@@ -76,8 +76,9 @@ def main() -> int:
     try:
         schema.migrate(zk)
         zk.cache(schema.NODES)                 # node documents
-        zk.cache(schema.VMS, depth=2)          # each VM and its status
         zk.cache(schema.VM_STATS, depth=2)     # stats shards, apart from /vms so they do not churn it
+        zk.cache(schema.VMS, depth=2,          # each VM and its status; the list is rendered once
+                 before_watch=lambda: warmup.warm_list(zk))   # its snapshot is in, before watches
         zk.cache(schema.FENCING)               # fencing records, shown with every node
         app = create_app(settings, zk)
         warmup.start(zk)

@@ -213,13 +213,13 @@ class ZK:
 
     # -- watched caches ------------------------------------------------------------------------
 
-    def cache(self, parent: str, depth: int = 1) -> None:
+    def cache(self, parent: str, depth: int = 1, before_watch: Callable[[], Any] | None = None) -> None:
         """Keep a watch-driven copy of parent's subtree (depth levels), so hot lists need no round
         trips. Long-running readers (the API) call this; lists then serve from memory, while
         single reads and CAS updates still go to the server, so a write is never based on stale
         data. The copy is loaded in bulk (pvc.core.zkcache)."""
         if parent not in self._caches:
-            mirror = TreeMirror(self.client, parent, depth)
+            mirror = TreeMirror(self.client, parent, depth, before_watch)
             self._caches[parent] = mirror
             mirror.start()
 
@@ -242,15 +242,23 @@ class ZK:
             out[child] = known[1]
         return out
 
-    def live_cache(self, parent: str) -> TreeMirror | None:
+    def live_cache(self, parent: str, wait: float = 0.0) -> TreeMirror | None:
         """The mirror of parent if it can answer: started, loaded, and the session connected.
 
+        wait: while a started mirror takes its first snapshot (well under a second at 10,000
+        VMs), wait up to this long for it rather than read everything directly.
         For readers that need more than direct children (the VM list reads each VM's status).
         """
         mirror = self._caches.get(parent)
-        if mirror is None or not mirror.loaded.is_set() or not self.connected:
+        if mirror is None or not self.connected:
+            return None
+        if not mirror.loaded.is_set() and not (wait and mirror.loading() and mirror.loaded.wait(wait)):
             return None
         return mirror
+
+    def mirror(self, parent: str) -> TreeMirror | None:
+        """The mirror of parent as started by cache(), loaded or not."""
+        return self._caches.get(parent)
 
     def cached_children(self, parent: str) -> list[str] | None:
         mirror = self.live_cache(parent)

@@ -49,7 +49,8 @@ class CacheNode:
 class TreeMirror:
     """The subtree `depth` levels below `root` (depth 1: the children; 2: grandchildren too)."""
 
-    def __init__(self, client: Any, root: str, depth: int) -> None:
+    def __init__(self, client: Any, root: str, depth: int,
+                 before_watch: Callable[[], Any] | None = None) -> None:
         self.client, self.root_path, self.depth = client, root.rstrip("/") or "/", depth
         self.root = CacheNode()
         self.loaded = threading.Event()            # a snapshot is in place and the session lives
@@ -59,6 +60,9 @@ class TreeMirror:
         self._epoch = 0
         self._window = threading.BoundedSemaphore(WINDOW)
         self._closed = False
+        # Run once the first snapshot is in place, before the watch phase takes the CPU (the API
+        # renders its VM list there, so the first list after a start is served at once).
+        self._before_watch = before_watch
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -70,6 +74,10 @@ class TreeMirror:
         self._closed = True
         self._epoch += 1
         self.loaded.clear()
+
+    def loading(self) -> bool:
+        """A first snapshot is on its way (started, not closed, not yet in place)."""
+        return not self._closed and not self.loaded.is_set() and self._epoch > 0
 
     def listen(self, fn: Callable[[], Any]) -> None:
         """fn() after every change of the mirror (on kazoo's completion thread: keep it cheap)."""
@@ -118,6 +126,12 @@ class TreeMirror:
         self.root = root
         self.loaded.set()
         self._changed()
+        hook, self._before_watch = self._before_watch, None
+        if hook is not None:
+            try:
+                hook()
+            except Exception:
+                log.exception("mirror %s: the hook before watching failed", self.root_path)
         self._watch_all(epoch)
 
     def _snapshot(self) -> CacheNode:

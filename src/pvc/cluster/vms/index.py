@@ -24,6 +24,9 @@ from pvc.core.zk import ZK, decode
 from pvc.core.zkcache import TreeMirror
 
 Doc = TypeVar("Doc", VMRecord, VMStatus)
+# A list right after pvcapid starts waits this long for the cache's bulk snapshot (under a second
+# at 10,000 VMs) rather than read every VM directly.
+SNAPSHOT_WAIT = 5.0
 
 # -- reading ------------------------------------------------------------------------------------------
 
@@ -139,7 +142,7 @@ def _cached_entries(zk: ZK, tree: TreeMirror) -> list[VMEntry]:
 
 def _sorted_snapshot(zk: ZK) -> list[VMEntry] | None:
     """Every VM sorted by name from the watch cache; the same list object while nothing changed."""
-    tree = _tree(zk)
+    tree = zk.live_cache(schema.VMS, wait=SNAPSHOT_WAIT)
     if tree is None:
         return None
     memo = _memo(zk)
