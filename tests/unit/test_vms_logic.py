@@ -283,3 +283,19 @@ def test_summary_is_derived_when_the_xml_is_written_and_ignored_once_stale() -> 
     assert vms.record_summary(record) is record.summary
     changed = record.model_copy(update={"xml": xml.replace("<vcpu>2</vcpu>", "<vcpu>4</vcpu>")})
     assert vms.record_summary(changed)["vcpu"] == 4          # stale summary: parsed from the XML
+
+
+def test_encoded_stats_half_equals_the_view() -> None:
+    """The list encodes an item's stats half from pre-encoded NIC and disk facts; it must say
+    exactly what stats_view says, whatever the node reported (missing, partial, odd counters)."""
+    import json
+
+    summary = {"networks": [{"type": "bridge", "mac": "52:54:00:00:00:01", "source": "vmbr1", "vni": "1"},
+                            {"type": "bridge", "mac": "52:54:00:00:00:02", "source": "vmbr2", "vni": "2"}],
+               "disks": [{"type": "rbd", "name": "vms/a_sda", "dev": "sda", "bus": "scsi"}, {}]}
+    for stats in ({}, {"mem_stats": {"rss": 5}, "cpu_stats": {"cpu_time": 9}},
+                  {"net_stats": [{"mac": "52:54:00:00:00:02", "rd_bytes": 7, "wr_drops": None}],
+                   "disk_stats": [{"dev": "sda", "rd_req": "3", "wr_bytes": 1}]},
+                  {"net_stats": "garbage", "disk_stats": [None]}):
+        encoded = vms.encode_stats(summary, vms.stats_prefixes(summary), stats)
+        assert json.loads(encoded) == vms.stats_view(summary, stats)

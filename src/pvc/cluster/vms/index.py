@@ -15,7 +15,14 @@ from typing import Any, TypeVar
 
 from pvc.cluster.nodes import get_node
 from pvc.cluster.vms.rules import VM_NAME_RE, canonical_uuid
-from pvc.cluster.vms.view import record_summary, static_view, stats_view, vm_filter, vm_view
+from pvc.cluster.vms.view import (
+    encode_stats,
+    record_summary,
+    static_view,
+    stats_prefixes,
+    vm_filter,
+    vm_view,
+)
 from pvc.core import schema
 from pvc.core.errors import InvalidInput, NotFound
 from pvc.core.records import VMRecord, VMStatus
@@ -57,12 +64,19 @@ class _Memo:
         self.statuses: dict[str, tuple[int, VMStatus | None]] = {}
         self.entries: dict[str, VMEntry] = {}
         self.items: dict[str, tuple[tuple[int, int, int], bytes]] = {}
-        # uuid -> ((record mzxid, status mzxid), summary, encoded static half of the item)
-        self.statics: dict[str, tuple[tuple[int, int] | None, dict[str, Any], bytes]] = {}
+        # uuid -> ((record mzxid, status mzxid), summary, encoded static half of the item, the
+        # pre-encoded NIC and disk facts of its stats half)
+        self.statics: dict[str, tuple[tuple[int, int] | None, dict[str, Any], bytes,
+                                      tuple[list[bytes], list[bytes]]]] = {}
         self.snapshot: tuple[int, list[VMEntry]] | None = None
         self.full_json: tuple[tuple[int, int], bytes] | None = None
         self.shards: dict[str, tuple[int, dict[str, Any]]] = {}   # path -> (mzxid, decoded shard)
         self.stats_index: tuple[int, StatsIndex] | None = None
+        # The whole list as parts: (snapshot generation, encoded items in list order, uuid -> place),
+        # and the VMs whose stats shard changed since it was assembled: a keepalive that rewrites
+        # a node's shards re-renders those items only, not a walk of every VM.
+        self.parts: tuple[int, list[bytes], dict[str, int]] | None = None
+        self.stats_dirty: set[str] = set()
 
 
 _MEMOS: weakref.WeakKeyDictionary[ZK, _Memo] = weakref.WeakKeyDictionary()
@@ -176,15 +190,18 @@ def _cached_stats(zk: ZK) -> tuple[int, StatsIndex] | None:
             seen.add(path)
             known = memo.shards.get(path)
             if known is None or known[0] != shard.stat.mzxid:
+                if known is not None:
+                    memo.stats_dirty.update(known[1])
                 doc = decode(shard.data)
                 known = (shard.stat.mzxid, doc if isinstance(doc, dict) else {})
                 memo.shards[path] = known
+                memo.stats_dirty.update(known[1])
             mzxid, doc = known
             for uuid, stats in doc.items():
                 if isinstance(stats, dict):
                     per_node[uuid] = (mzxid, stats)
     for gone in set(memo.shards) - seen:
-        memo.shards.pop(gone, None)
+        memo.stats_dirty.update(memo.shards.pop(gone)[1])
     memo.stats_index = (generation, index)
     return memo.stats_index
 
@@ -282,7 +299,8 @@ def item_json(zk: ZK, entry: VMEntry, index: StatsIndex | None = None) -> bytes:
     static = memo.statics.get(uuid)
     if static is None or static[0] != entry.key:
         summary = record_summary(entry.record)
-        static = (entry.key, summary, _dump(static_view(entry.record, entry.status, summary)))
+        static = (entry.key, summary, _dump(static_view(entry.record, entry.status, summary)),
+                  stats_prefixes(summary))
         memo.statics[uuid] = static
     known = memo.items.get(uuid)
     key = (*entry.key, mzxid)
@@ -290,7 +308,7 @@ def item_json(zk: ZK, entry: VMEntry, index: StatsIndex | None = None) -> bytes:
         return known[1]
     if stats is None:
         stats = entry.status.stats if entry.status is not None and entry.status.stats else {}
-    data = static[2][:-1] + b"," + _dump(stats_view(static[1], stats))[1:]
+    data = static[2][:-1] + b"," + encode_stats(static[1], static[3], stats)[1:]
     memo.items[uuid] = (key, data)
     return data
 
@@ -311,10 +329,31 @@ def list_json(zk: ZK, entries: Sequence[VMEntry]) -> bytes:
     index = cached_stats[1] if cached_stats is not None else None
     if index is None and any(e.key is not None for e in entries):
         index = read_stats(zk, {e.status.node for e in entries if e.status is not None})
-    data = b"[" + b",".join(item_json(zk, e, index) for e in entries) + b"]"
-    if whole and cached_stats is not None:
-        memo.full_json = (generations, data)
+    if not (whole and cached_stats is not None):
+        return _join([item_json(zk, e, index) for e in entries])
+    parts = memo.parts
+    if parts is not None and parts[0] == generations[0]:
+        items, places = parts[1], parts[2]
+        for uuid in memo.stats_dirty:           # only the VMs whose stats changed
+            place = places.get(uuid)
+            if place is not None:
+                items[place] = item_json(zk, entries[place], index)
+    else:
+        items = [item_json(zk, e, index) for e in entries]
+        memo.parts = (generations[0], items, {e.record.uuid: i for i, e in enumerate(entries)})
+    memo.stats_dirty.clear()
+    data = _join(items)
+    memo.full_json = (generations, data)
     return data
+
+
+def _join(items: list[bytes]) -> bytes:
+    """[item,item,...] in one copy (a 10,000-VM list is ~30 MiB: each extra copy costs)."""
+    if not items:
+        return b"[]"
+    if len(items) == 1:
+        return b"[" + items[0] + b"]"
+    return b",".join([b"[" + items[0], *items[1:-1], items[-1] + b"]"])
 
 
 def resolve_uuid(zk: ZK, vm: str) -> str:
