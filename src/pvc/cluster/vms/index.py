@@ -8,6 +8,7 @@ of the /vms and /vmstats TreeCaches, so a stats change re-renders only the VMs i
 from __future__ import annotations
 
 import json
+import threading
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -77,6 +78,8 @@ class _Memo:
         # a node's shards re-renders those items only, not a walk of every VM.
         self.parts: tuple[int, list[bytes], dict[str, int]] | None = None
         self.stats_dirty: set[str] = set()
+        self.render_lock = threading.Lock()
+        self.stats_lock = threading.Lock()
 
 
 _MEMOS: weakref.WeakKeyDictionary[ZK, _Memo] = weakref.WeakKeyDictionary()
@@ -175,6 +178,13 @@ def _cached_stats(zk: ZK) -> tuple[int, StatsIndex] | None:
     if tree is None:
         return None
     memo = _memo(zk)
+    with memo.stats_lock:
+        return _stats_index(memo, tree)
+
+
+def _stats_index(memo: _Memo, tree: TreeMirror) -> tuple[int, StatsIndex]:
+    """Rebuild the index if the mirror moved on (under memo.stats_lock), marking the VMs of every
+    changed shard dirty for the whole list."""
     generation = tree.generation
     if memo.stats_index is not None and memo.stats_index[0] == generation:
         return memo.stats_index
@@ -331,17 +341,30 @@ def list_json(zk: ZK, entries: Sequence[VMEntry]) -> bytes:
         index = read_stats(zk, {e.status.node for e in entries if e.status is not None})
     if not (whole and cached_stats is not None):
         return _join([item_json(zk, e, index) for e in entries])
+    tree = _tree(zk, schema.VM_STATS)
+    with memo.render_lock:         # one renderer at a time; the others take what it made
+        if memo.full_json is not None and memo.full_json[0] == generations:
+            return memo.full_json[1]
+        if tree is None:
+            return _join([item_json(zk, e, index) for e in entries])
+        with memo.stats_lock:      # the index and the VMs marked dirty for it, taken together
+            stats_generation, index = _stats_index(memo, tree)
+            dirty, memo.stats_dirty = memo.stats_dirty, set()
+        return _render_whole(zk, memo, entries, index, (generations[0], stats_generation), dirty)
+
+
+def _render_whole(zk: ZK, memo: _Memo, entries: Sequence[VMEntry], index: StatsIndex,
+                  generations: tuple[int, int], dirty: set[str]) -> bytes:
     parts = memo.parts
     if parts is not None and parts[0] == generations[0]:
         items, places = parts[1], parts[2]
-        for uuid in memo.stats_dirty:           # only the VMs whose stats changed
+        for uuid in dirty:                      # only the VMs whose stats changed
             place = places.get(uuid)
             if place is not None:
                 items[place] = item_json(zk, entries[place], index)
     else:
         items = [item_json(zk, e, index) for e in entries]
         memo.parts = (generations[0], items, {e.record.uuid: i for i, e in enumerate(entries)})
-    memo.stats_dirty.clear()
     data = _join(items)
     memo.full_json = (generations, data)
     return data
