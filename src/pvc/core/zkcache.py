@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -112,6 +113,7 @@ class TreeMirror:
         return f"{parent}/{child}" if parent != "/" else f"/{child}"
 
     def _load(self, epoch: int) -> None:
+        began = time.monotonic()
         while not self._closed and epoch == self._epoch:
             try:
                 root = self._snapshot()
@@ -126,13 +128,15 @@ class TreeMirror:
         self.root = root
         self.loaded.set()
         self._changed()
+        log.info("mirror %s: snapshot of %d children in %.2f s", self.root_path, len(root.children),
+                 time.monotonic() - began)
         hook, self._before_watch = self._before_watch, None
         if hook is not None:
             try:
                 hook()
             except Exception:
                 log.exception("mirror %s: the hook before watching failed", self.root_path)
-        self._watch_all(epoch)
+        self._watch_all(epoch, began)
 
     def _snapshot(self) -> CacheNode:
         root = CacheNode()
@@ -176,7 +180,7 @@ class TreeMirror:
 
     # -- phase 2: watches ------------------------------------------------------------------------
 
-    def _watch_all(self, epoch: int) -> None:
+    def _watch_all(self, epoch: int, began: float = 0.0) -> None:
         self._list(self.root_path, 0, epoch, windowed=True)
         stack: list[tuple[str, CacheNode, int]] = [
             (self._path(self.root_path, n), node, 1) for n, node in list(self.root.children.items())]
@@ -188,6 +192,8 @@ class TreeMirror:
                 stack += [(self._path(path, n), child, depth + 1) for n, child in list(node.children.items())]
         if epoch == self._epoch:
             self.watching.set()
+            log.info("mirror %s: watching, %.2f s after the start of its load", self.root_path,
+                     time.monotonic() - began)
 
     def _data_watcher(self, epoch: int) -> Callable[[Any], None]:
         cached = getattr(self, "_dw", None)

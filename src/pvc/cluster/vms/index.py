@@ -7,7 +7,6 @@ of the /vms and /vmstats TreeCaches, so a stats change re-renders only the VMs i
 
 from __future__ import annotations
 
-import json
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 from pvc.cluster.nodes import get_node
 from pvc.cluster.vms.rules import VM_NAME_RE, canonical_uuid
 from pvc.cluster.vms.view import (
+    dump,
     encode_stats,
     record_summary,
     static_view,
@@ -79,6 +79,7 @@ class _Memo:
         self.parts: tuple[int, list[bytes], dict[str, int]] | None = None
         self.stats_dirty: set[str] = set()
         self.render_lock = threading.Lock()
+        self.walk_lock = threading.Lock()
         self.stats_lock = threading.Lock()
 
 
@@ -163,13 +164,17 @@ def _sorted_snapshot(zk: ZK) -> list[VMEntry] | None:
     if tree is None:
         return None
     memo = _memo(zk)
-    generation = tree.generation   # read before walking: a change during the walk bumps it again
-    if memo.snapshot is not None and memo.snapshot[0] == generation:
-        return memo.snapshot[1]
-    entries = _cached_entries(zk, tree)
-    entries.sort(key=lambda e: e.record.name)
-    memo.snapshot = (generation, entries)
-    return entries
+    snapshot = memo.snapshot
+    if snapshot is not None and snapshot[0] == tree.generation:
+        return snapshot[1]
+    with memo.walk_lock:           # one walk at a time (the first list after a start is 10,000 parses)
+        generation = tree.generation   # read before walking: a change during the walk bumps it again
+        if memo.snapshot is not None and memo.snapshot[0] == generation:
+            return memo.snapshot[1]
+        entries = _cached_entries(zk, tree)
+        entries.sort(key=lambda e: e.record.name)
+        memo.snapshot = (generation, entries)
+        return entries
 
 
 def _cached_stats(zk: ZK) -> tuple[int, StatsIndex] | None:
@@ -298,7 +303,7 @@ def item_json(zk: ZK, entry: VMEntry, index: StatsIndex | None = None) -> bytes:
     """
     if entry.key is None:
         item = vm_view(entry.record, entry.status, stats=entry.stats)
-        return json.dumps(item, separators=(",", ":")).encode()
+        return dump(item)
     if index is None:
         index = read_stats(zk, [entry.status.node] if entry.status is not None else [])
     mzxid, stats = _stats_of(index, entry.status, entry.record.uuid)
@@ -309,7 +314,7 @@ def item_json(zk: ZK, entry: VMEntry, index: StatsIndex | None = None) -> bytes:
     static = memo.statics.get(uuid)
     if static is None or static[0] != entry.key:
         summary = record_summary(entry.record)
-        static = (entry.key, summary, _dump(static_view(entry.record, entry.status, summary)),
+        static = (entry.key, summary, dump(static_view(entry.record, entry.status, summary)),
                   stats_prefixes(summary))
         memo.statics[uuid] = static
     known = memo.items.get(uuid)
@@ -321,10 +326,6 @@ def item_json(zk: ZK, entry: VMEntry, index: StatsIndex | None = None) -> bytes:
     data = static[2][:-1] + b"," + encode_stats(static[1], static[3], stats)[1:]
     memo.items[uuid] = (key, data)
     return data
-
-
-def _dump(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def list_json(zk: ZK, entries: Sequence[VMEntry]) -> bytes:

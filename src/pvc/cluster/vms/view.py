@@ -177,14 +177,32 @@ def meta_view(record: VMRecord) -> dict[str, Any]:
     }
 
 
-def _counters(found: dict[str, Any], keys: tuple[str, ...]) -> bytes:
-    return b",".join(b'"%s":%d' % (k.encode(), int(found.get(k, 0) or 0)) for k in keys)
+# One encoder for every item: json.dumps with options builds a new encoder per call, which was a
+# tenth of rendering 10,000 VMs.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def dump(value: Any) -> bytes:
+    """Compact JSON bytes, as the API answers."""
+    return _ENCODER.encode(value).encode()
+
+
+def _template(keys: tuple[str, ...]) -> bytes:
+    return b",".join(b'"%s":%%d' % k.encode() for k in keys)
+
+
+_NET_COUNTERS_JSON = _template(NET_COUNTERS)
+_DISK_COUNTERS_JSON = _template(DISK_COUNTERS)
+
+
+def _counters(found: dict[str, Any], keys: tuple[str, ...], template: bytes) -> bytes:
+    return template % tuple(int(found.get(k, 0) or 0) for k in keys)
 
 
 def stats_prefixes(summary: dict[str, Any]) -> tuple[list[bytes], list[bytes]]:
     """Each NIC's and disk's encoded facts without the closing brace, for encode_stats."""
     def open_object(item: dict[str, Any]) -> bytes:
-        return json.dumps(item, separators=(",", ":")).encode()[:-1]
+        return dump(item)[:-1]
 
     return ([open_object(n) for n in summary.get("networks", [])],
             [open_object(d) for d in summary.get("disks", [])])
@@ -197,13 +215,15 @@ def encode_stats(summary: dict[str, Any], prefixes: tuple[list[bytes], list[byte
     nets = []
     for net, prefix in zip(summary.get("networks", []), prefixes[0], strict=True):
         found = _find_stats(stats.get("net_stats"), ("mac", net.get("mac")), ("bridge", net.get("source")))
-        nets.append(prefix + (b"," if prefix != b"{" else b"") + _counters(found, NET_COUNTERS) + b"}")
+        nets.append(prefix + (b"," if prefix != b"{" else b"")
+                    + _counters(found, NET_COUNTERS, _NET_COUNTERS_JSON) + b"}")
     disks = []
     for disk, prefix in zip(summary.get("disks", []), prefixes[1], strict=True):
         found = _find_stats(stats.get("disk_stats"), ("name", disk.get("name")), ("dev", disk.get("dev")))
-        disks.append(prefix + (b"," if prefix != b"{" else b"") + _counters(found, DISK_COUNTERS) + b"}")
+        disks.append(prefix + (b"," if prefix != b"{" else b"")
+                     + _counters(found, DISK_COUNTERS, _DISK_COUNTERS_JSON) + b"}")
     return b"".join((
-        b'{"memory_stats":', json.dumps(stats.get("mem_stats") or {}, separators=(",", ":")).encode(),
-        b',"vcpu_stats":', json.dumps(stats.get("cpu_stats") or {}, separators=(",", ":")).encode(),
+        b'{"memory_stats":', dump(stats.get("mem_stats") or {}),
+        b',"vcpu_stats":', dump(stats.get("cpu_stats") or {}),
         b',"networks":[', b",".join(nets), b'],"disks":[', b",".join(disks), b"]}",
     ))
