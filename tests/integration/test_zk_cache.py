@@ -167,3 +167,44 @@ def test_root_deleted_and_created_again(zk: ZK) -> None:
     wait_for(lambda: not mirror.root.children, message="an empty mirror")
     populate(zk, 3)
     wait_for(lambda: converged(zk, mirror), message="the mirror of the restored tree")
+
+
+def drop_connection(zk: ZK) -> None:
+    """kazoo's own way to drop the socket (the session survives)."""
+    from kazoo.protocol.connection import _CONNECTION_DROP
+
+    zk.client._queue.append((_CONNECTION_DROP, None))
+    zk.client._connection._write_sock.send(b"\0")
+
+
+def change_some(zk: ZK, tag: str) -> None:
+    writer = ZK([zk.hosts.split("/", 1)[0]], zk.root).start()
+    try:
+        for index in range(0, 400, 7):                        # every znode must still be watched
+            writer.put(f"{ROOT}/vm{index}", {"n": f"{tag} {index}"})
+        writer.put(f"{ROOT}/vm2/status", {"running": tag})
+        writer.delete(f"{ROOT}/vm3")
+        writer.create(f"{ROOT}/new-{tag}", {"n": tag})
+    finally:
+        writer.stop()
+
+
+def test_connection_drops_lose_nothing(zk: ZK) -> None:
+    """kazoo forgets its watchers when the connection drops, even when the session survives, and
+    reads in flight fail: after the reconnect the mirror reads and watches everything again, so
+    it follows every later change, whether the drop came during its watch phase or after it."""
+    populate(zk, 400)
+    mirror = TreeMirror(zk.client, ROOT, 2)
+    mirror.start()
+    wait_for(lambda: mirror.loaded.is_set(), message="the snapshot")
+    session = zk.session_id
+    drop_connection(zk)                                       # during the watch phase
+    wait_for(lambda: mirror.watching.is_set() and zk.connected, timeout=30, message="the watch phase")
+    assert zk.session_id == session                           # a reconnect, not a new session
+    change_some(zk, "first")
+    wait_for(lambda: converged(zk, mirror), timeout=30, message="the mirror after the first drop")
+    drop_connection(zk)                                       # in steady state
+    wait_for(lambda: mirror.watching.is_set() and zk.connected, timeout=30, message="the re-watch")
+    assert zk.session_id == session
+    change_some(zk, "second")
+    wait_for(lambda: converged(zk, mirror), timeout=30, message="the mirror after the second drop")

@@ -12,9 +12,10 @@ meanwhile. This mirror loads in two phases:
 
 After that, a watch event only sends a request (re-read the data, re-list the children); every
 change to the mirror is made from the answers, which kazoo delivers on one thread in server order,
-so a late answer can never resurrect a deleted node. When the session expires (every watch is
-gone) the mirror stops answering and loads afresh once connected; a mere reconnect keeps the
-watches (kazoo re-sends them) and misses nothing.
+so a late answer can never resurrect a deleted node. When the session expires the mirror stops
+answering and loads afresh once connected. kazoo forgets every watcher when the connection drops
+(even when the session survives), so after a reconnect the mirror reads and watches everything
+again, as kazoo's TreeCache does; answers newer than the mirror apply as changes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.exceptions import ConnectionLoss, NoNodeError, OperationTimeoutError
+from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import EventType, KazooState, ZnodeStat
 
 from pvc.core import zkmulti
@@ -89,9 +91,31 @@ class TreeMirror:
             self._epoch += 1                         # every watch is gone; answers in flight too
             self.loaded.clear()
             self.watching.clear()
-        elif state == KazooState.CONNECTED and not self.loaded.is_set() and not self._closed:
-            self._reload()
+        elif state == KazooState.SUSPENDED:
+            self.watching.clear()                    # kazoo forgets every watcher on a drop
+        elif state == KazooState.CONNECTED and not self._closed:
+            if not self.loaded.is_set():
+                self._reload()
+            else:
+                # Same session, but kazoo dropped its watcher table with the connection: read and
+                # watch everything again (answers newer than the mirror are applied as changes).
+                # Not from this thread: it is kazoo's connection thread, which must keep draining
+                # its queue (sending from here deadlocked once the queue filled).
+                epoch = self._epoch
+                threading.Thread(target=self._watch_all, args=(epoch, time.monotonic()), daemon=True,
+                                 name=f"mirror{self.root_path}-rewatch").start()
         return False                                 # keep listening
+
+    def _lost(self, listing: bool, path: str, depth: int, epoch: int, exc: Exception) -> None:
+        """A read failed. Connection lost or timed out: while connected, send it again at once;
+        otherwise the re-watch after the reconnect covers it. Any other error (e.g. an ACL
+        refusing us) is logged, and that znode is not mirrored."""
+        what = f"{'listing' if listing else 'read'} of {path}"
+        if not isinstance(exc, ConnectionLoss | OperationTimeoutError | KazooTimeoutError):
+            log.warning("mirror %s: %s failed: %s", self.root_path, what, exc)
+            return
+        if self.client.connected and epoch == self._epoch:
+            (self._list if listing else self._read)(path, depth, epoch)
 
     def _reload(self) -> None:
         self._epoch += 1
@@ -118,7 +142,7 @@ class TreeMirror:
             try:
                 root = self._snapshot()
                 break
-            except (KazooException, OSError) as exc:
+            except Exception as exc:                 # connection loss, timeout: try again
                 log.info("mirror %s: snapshot failed (%s); retrying", self.root_path, exc)
                 threading.Event().wait(1.0)
         else:
@@ -255,7 +279,7 @@ class TreeMirror:
                 self._remove(path)
                 return
             except Exception as exc:
-                log.debug("mirror %s: read of %s failed: %s", self.root_path, path, exc)
+                self._lost(False, path, depth, epoch, exc)
                 return
             self._store(path, data, stat)
 
@@ -274,7 +298,7 @@ class TreeMirror:
                     self._remove(path)
                 return
             except Exception as exc:
-                log.debug("mirror %s: listing of %s failed: %s", self.root_path, path, exc)
+                self._lost(True, path, depth, epoch, exc)
                 return
             node = self._find(path)
             if node is None:
