@@ -218,3 +218,50 @@ def api(daemons: list[Daemon], config_factory, zk: ZK) -> Iterator[Api]:
     yield client
     client.http.close()
     daemon.stop()
+
+
+# -- the lab cluster ------------------------------------------------------------------------------
+# One session-scoped lab for every test that needs real nodes (tests/system, tests/security):
+# fixtures defined here, at the root, are shared, so a run builds one lab, not one per directory.
+
+LAB_NAME = "pst"
+
+
+def _lab_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "the lab needs root (network namespaces, mounts)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Any]:
+    reason = _lab_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    import tempfile
+
+    from pvc.lab.main import lab_down, lab_up
+
+    # Keep the CLI connection the lab adds out of the user's own store.
+    os.environ.setdefault("PVC_CLIENT_DIR", tempfile.mkdtemp(prefix="pvc-client-"))
+    lab_down(LAB_NAME)  # leftovers of an interrupted run
+    try:
+        yield lab_up(LAB_NAME, 3)
+    finally:
+        if not os.environ.get("PVC_LAB_KEEP"):     # keep it to look at after a failure
+            lab_down(LAB_NAME)
+
+
+@pytest.fixture(scope="session")
+def lab_api(lab: Any) -> Iterator[httpx.Client]:
+    """An HTTP client of the lab's API, authenticated with the lab's token."""
+    client = httpx.Client(base_url=f"http://127.0.0.1:{lab.api_port}/api/v1",
+                          headers={"X-Api-Key": str(lab.extra["api_token"])}, timeout=240)
+    yield client
+    client.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the lab run last and together (security, then system), so the one lab is up
+    only while they run and nothing else competes with it for the machine's two cores."""
+    items.sort(key=lambda item: "lab" in getattr(item, "fixturenames", ()))

@@ -1,0 +1,1 @@
+"""Attacks that must fail: each runs against real components and asserts the refusal."""
