@@ -21,6 +21,7 @@ from pvc.api.auth import require_auth
 from pvc.api.common import (
     IfMatch,
     etag,
+    get_settings,
     get_storage,
     get_zk,
     if_match,
@@ -36,7 +37,8 @@ from pvc.cluster import nodes as nodes_mod
 from pvc.cluster import tasks as tasks_mod
 from pvc.cluster import vm_storage
 from pvc.cluster import vms as vms_mod
-from pvc.core import vocabulary
+from pvc.core import domainxml, vocabulary
+from pvc.core.config import Settings
 from pvc.core.errors import NotFound
 from pvc.core.vocabulary import VM_MIGRATE_STATES
 from pvc.core.zk import ZK
@@ -154,19 +156,25 @@ def vm_list(params: VMListInputs = inputs(VMListInputs), zk: ZK = Depends(get_zk
     return _json(vms_mod.list_json(zk, entries))
 
 
-def _define(params: DefineInputs, zk: ZK) -> JSONResponse:
+def _policy(settings: Settings) -> domainxml.DomainPolicy:
+    """This API node's domain XML policy (D14): what a defined, modified or attached XML may open."""
+    return domainxml.DomainPolicy.from_settings(settings)
+
+
+def _define(params: DefineInputs, zk: ZK, settings: Settings) -> JSONResponse:
     record = vms_mod.define(
         zk, params.xml, node=params.node or None, limit=params.limit, selector=params.selector,
         autostart=params.autostart, migration_method=params.migration_method,
         migration_max_downtime=params.migration_max_downtime, user_tags=params.user_tags,
-        protected_tags=params.protected_tags,
+        protected_tags=params.protected_tags, policy=_policy(settings),
     )
     return message(f'Added new VM with Name "{record.name}" and UUID "{record.uuid}" to database.')
 
 
 @router.post("", summary="Define a new VM from libvirt XML", responses=responses(Message, 200, 404))
-def vm_define(params: DefineInputs = inputs(DefineInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return _define(params, zk)
+def vm_define(params: DefineInputs = inputs(DefineInputs), zk: ZK = Depends(get_zk),
+              settings: Settings = Depends(get_settings)) -> JSONResponse:
+    return _define(params, zk, settings)
 
 
 # -- one VM -----------------------------------------------------------------------------------------
@@ -181,15 +189,16 @@ def vm_get(vm: str, zk: ZK = Depends(get_zk)) -> Response:
 @router.post("/{vm}", summary="Define a new VM (identical to POST /vm; {vm} is ignored, the XML's name "
                               "is used)", responses=responses(Message, 200, 404))
 def vm_define_named(vm: str, params: DefineInputs = inputs(DefineInputs),
-                    zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return _define(params, zk)
+                    zk: ZK = Depends(get_zk), settings: Settings = Depends(get_settings)) -> JSONResponse:
+    return _define(params, zk, settings)
 
 
 @router.put("/{vm}", summary="Replace the libvirt XML of VM {vm} (If-Match: only if unchanged since read)",
             responses=responses(Message, 200, *VM_404, 412))
 def vm_modify(vm: str, params: ModifyInputs = inputs(ModifyInputs), zk: ZK = Depends(get_zk),
-              match: IfMatch = None) -> JSONResponse:
-    return message(vms_mod.modify(zk, vm, params.xml, params.restart, expected_version=if_match(match)))
+              match: IfMatch = None, settings: Settings = Depends(get_settings)) -> JSONResponse:
+    return message(vms_mod.modify(zk, vm, params.xml, params.restart, expected_version=if_match(match),
+                                  policy=_policy(settings)))
 
 
 @router.delete("/{vm}", summary="Undefine VM {vm} (stopping it first), or remove it with its disks",
@@ -304,8 +313,9 @@ def vm_rename(vm: str, params: RenameInputs = inputs(RenameInputs), zk: ZK = Dep
 
 @router.post("/{vm}/device", summary="Hot-attach a device to (running) VM {vm} on its node",
              responses=responses(TaskAccepted, 202, *VM_404))
-def vm_attach(vm: str, params: DeviceInputs = inputs(DeviceInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    task = vms_mod.device_task(zk, vm, params.xml, attach=True)
+def vm_attach(vm: str, params: DeviceInputs = inputs(DeviceInputs), zk: ZK = Depends(get_zk),
+              settings: Settings = Depends(get_settings)) -> JSONResponse:
+    task = vms_mod.device_task(zk, vm, params.xml, attach=True, policy=_policy(settings))
     return task_accepted(tasks_mod.accepted(task, nodes_mod.primary_node(zk)))
 
 

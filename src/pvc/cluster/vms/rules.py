@@ -89,17 +89,23 @@ def make_tags(user_tags: Iterable[str] = (), protected_tags: Iterable[str] = ())
     return list(tags.values())
 
 
-def parse_xml(xml: str | bytes | None, field: str = "xml") -> domainxml.Domain:
+def parse_xml(xml: str | bytes | None, field: str = "xml",
+              policy: domainxml.DomainPolicy = domainxml.DEFAULT_POLICY) -> domainxml.Domain:
+    """Parse a VM's XML and hold it to the domain XML policy (D14): refused before any write."""
     if xml is None or (isinstance(xml, str | bytes) and not xml.strip()):
         raise InvalidInput(f"{field}: required (the libvirt XML of the VM)")
     try:
-        return domainxml.parse(xml)
+        definition = domainxml.parse_definition(xml)
+        domainxml.check_domain(definition, policy)
+        return definition.domain
     except InvalidInput as exc:
         raise InvalidInput(f"{field}: {exc.message}") from None
 
 
-def check_device_xml(xml: str | None) -> str:
-    """Well-formed XML of one libvirt device; the node's libvirt validates the rest."""
+def check_device_xml(xml: str | None,
+                     policy: domainxml.DomainPolicy | None = domainxml.DEFAULT_POLICY) -> str:
+    """Well-formed XML of one libvirt device (no DOCTYPE or entities) that the domain XML policy
+    allows; the node's libvirt validates the rest."""
     if not xml or not xml.strip():
         raise InvalidInput("xml: required (the libvirt XML of the device)")
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
@@ -107,8 +113,16 @@ def check_device_xml(xml: str | None) -> str:
         root = etree.fromstring(xml.strip().encode(), parser)
     except etree.XMLSyntaxError as exc:
         raise InvalidInput(f"xml: not well-formed XML: {exc}") from None
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise InvalidInput("xml: DOCTYPE and entity declarations are not allowed in device XML")
     if root.tag not in DEVICE_TAGS:
         raise InvalidInput(f"xml: <{root.tag}> is not a libvirt device element")
+    try:
+        if policy is not None:
+            domainxml.check_device(root, policy)
+    except InvalidInput as exc:
+        raise InvalidInput(f"xml: {exc.message}") from None
     return xml
 
 

@@ -89,12 +89,14 @@ def define(zk: ZK, xml: str | bytes, node: str | None = None, limit: str | Seque
            selector: str | None = None, autostart: bool = False, migration_method: str = "live",
            migration_max_downtime: int = 300, user_tags: Iterable[str] = (),
            protected_tags: Iterable[str] = (), profile: str = "",
-           initial_state: str = "stop", domain: domainxml.Domain | None = None) -> VMRecord:
+           initial_state: str = "stop", domain: domainxml.Domain | None = None,
+           policy: domainxml.DomainPolicy = domainxml.DEFAULT_POLICY) -> VMRecord:
     """Add a VM; its name and UUID are claimed in one transaction, so only one define wins.
 
-    domain: the XML already parsed by the caller (it is parsed once per operation).
+    domain: the XML already parsed (and held to the domain XML policy) by the caller (it is
+    parsed once per operation); policy: the domain XML policy (D14) the XML must pass.
     """
-    domain = domain or parse_xml(xml)
+    domain = domain or parse_xml(xml, policy=policy)
     check_vm_name(domain.name, "xml: <name>")
     node_limit = parse_limit(limit)
     chosen_selector = placement.check_selector(selector) or "none"
@@ -155,10 +157,11 @@ def _create(zk: ZK, record: VMRecord) -> None:
 # -- the definition and the name --------------------------------------------------------------------
 
 def modify(zk: ZK, vm: str, xml: str | bytes, restart: bool = False,
-           expected_version: int | None = None) -> str:
+           expected_version: int | None = None,
+           policy: domainxml.DomainPolicy = domainxml.DEFAULT_POLICY) -> str:
     """Replace a VM's XML; a new name in it renames the VM (index swapped atomically)."""
     record = get_vm(zk, vm)
-    domain = parse_xml(xml)
+    domain = parse_xml(xml, policy=policy)
     check_vm_name(domain.name, "xml: <name>")
     if domain.uuid != record.uuid:
         raise InvalidInput(f"xml: the UUID {domain.uuid} differs from VM {record.name}'s ({record.uuid}); "
@@ -447,9 +450,11 @@ def flush_locks(zk: ZK, vm: str, force: bool = False) -> TaskRecord:
     return tasks_mod.submit(zk, taskkinds.VM_FLUSH_LOCKS, args, target=record.node)
 
 
-def device_task(zk: ZK, vm: str, xml: str, attach: bool) -> TaskRecord:
-    """Queue `vm.device_attach`/`vm.device_detach` on the VM's node (live only; not persisted)."""
-    check_device_xml(xml)
+def device_task(zk: ZK, vm: str, xml: str, attach: bool,
+                policy: domainxml.DomainPolicy = domainxml.DEFAULT_POLICY) -> TaskRecord:
+    """Queue `vm.device_attach`/`vm.device_detach` on the VM's node (live only; not persisted).
+    An attached device is held to the domain XML policy; a detached one only needs to parse."""
+    check_device_xml(xml, policy if attach else None)
     record = get_vm(zk, vm)
     if record.state != "start":
         raise Conflict(f'VM "{record.name}" is not in started state; live-{"add" if attach else "remove"} '

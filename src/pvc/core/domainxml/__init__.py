@@ -30,6 +30,7 @@ The package, by responsibility (callers use only the names re-exported here):
 * `edits`: the edits clients and the API ask for (vCPUs, memory, NICs, disks, rename, device XML);
 * `host`: what a node applies at start (Ceph access, a host without KVM, the console log),
   all in one pass over one parse (`prepare_for_host`);
+* `policy`: what a definition may open on a node (host files, devices, programs), D14;
 * `views`: the API's summary of a domain, and the VNC address and console log of a running one.
 
 Names with a leading underscore in these modules are private to the package: shared between its
@@ -76,10 +77,19 @@ from pvc.core.domainxml.model import (
     Topology,
 )
 from pvc.core.domainxml.parsing import Definition, parse, parse_definition
+from pvc.core.domainxml.policy import (
+    DEFAULT_POLICY,
+    DomainPolicy,
+    DomainPolicyViolation,
+    check_device,
+    check_domain,
+    domain_violations,
+)
 from pvc.core.domainxml.rendering import render
 from pvc.core.domainxml.views import LiveFacts, live_facts, summary
 
 __all__ = [
+    "DEFAULT_POLICY",
     "DISK_BUSES",
     "DISK_DEVICES",
     "DISK_TYPES",
@@ -100,6 +110,8 @@ __all__ = [
     "DiskSource",
     "Domain",
     "DomainEditError",
+    "DomainPolicy",
+    "DomainPolicyViolation",
     "Graphics",
     "InvalidDomainXML",
     "LiveFacts",
@@ -108,7 +120,10 @@ __all__ = [
     "Topology",
     "add_interface",
     "add_rbd_disk",
+    "check_device",
+    "check_domain",
     "device_xml",
+    "domain_violations",
     "fill_rbd_device",
     "live_facts",
     "mac_address",

@@ -22,6 +22,7 @@ from typing import Any
 from lxml import etree
 
 from pvc.core.domainxml.model import QEMU_NS, InvalidDomainXML
+from pvc.core.domainxml.parsing import Definition
 from pvc.core.domainxml.tree import _elements, _load_root
 
 ALLOW = "hypervisor.domain_policy.allow"
@@ -105,7 +106,10 @@ DEFAULT_POLICY = DomainPolicy()
 
 # -- entry points -----------------------------------------------------------------------------------
 
-def check_domain(xml: str | bytes | etree._Element, policy: DomainPolicy = DEFAULT_POLICY) -> None:
+Source = str | bytes | etree._Element | Definition
+
+
+def check_domain(xml: Source, policy: DomainPolicy = DEFAULT_POLICY) -> None:
     """Raise DomainPolicyViolation naming the first thing in a domain's XML the policy refuses."""
     found = domain_violations(xml, policy)
     if found:
@@ -122,9 +126,13 @@ def check_device(xml: str | bytes | etree._Element, policy: DomainPolicy = DEFAU
         raise DomainPolicyViolation(found[0])
 
 
-def domain_violations(xml: str | bytes | etree._Element, policy: DomainPolicy = DEFAULT_POLICY) -> list[str]:
-    """Every refusal for a domain's XML, in document order (empty: allowed)."""
-    root = xml if isinstance(xml, etree._Element) else _load_root(xml)
+def domain_violations(xml: Source, policy: DomainPolicy = DEFAULT_POLICY) -> list[str]:
+    """Every refusal for a domain's XML, in document order (empty: allowed); a `Definition`
+    is checked on the tree it was parsed from (no second parse)."""
+    if isinstance(xml, Definition):
+        root = xml._root
+    else:
+        root = xml if isinstance(xml, etree._Element) else _load_root(xml)
     found: list[str] = []
     _walk_qemu(root, policy, found)
     for child in _elements(root):

@@ -59,6 +59,7 @@ class DomainActions:
         ctx, uuid = self.ctx, record.uuid
         try:
             definition = domainxml.parse_definition(record.xml)     # the one parse of this start
+            domainxml.check_domain(definition, ctx.settings.domain_policy)
             kvm = ctx.hv.kvm_available()
             volumes, access = definition.domain.rbd_volumes, None
             if volumes and ctx.ceph is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pvc.adapters.hypervisor import Hypervisor
 from pvc.cluster.vms.transitions import settle
-from pvc.core.domainxml import LiveFacts
+from pvc.core.domainxml import DEFAULT_POLICY, DomainPolicy, LiveFacts
 from pvc.core.records import VMRecord
 from pvc.node.storage import NodeCeph
 from pvc.node.vms.store import VMStore, merge_status
@@ -31,13 +31,17 @@ class ReconcilerSettings:
     migration_timeout: float = 120.0
     flush_wait_s: float = 120.0           # per VM, as upstream (600 x 0.2 s)
     start_lock_timeout: float = 10.0
+    # This node's domain XML policy (D14): a definition written straight into ZooKeeper,
+    # bypassing the API, still does not start here if it opens host resources.
+    domain_policy: DomainPolicy = DEFAULT_POLICY
 
     @classmethod
     def from_settings(cls, settings: Any) -> ReconcilerSettings:
         return cls(interval=settings.timer.keepalive_interval,
                    shutdown_timeout=float(settings.timer.vm_shutdown_timeout),
                    console_dir=settings.path.console_log_directory,
-                   console_lines=settings.logging.console_log_lines)
+                   console_lines=settings.logging.console_log_lines,
+                   domain_policy=DomainPolicy.from_settings(settings))
 
 
 class VMContext:

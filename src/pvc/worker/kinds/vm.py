@@ -106,6 +106,11 @@ def _device(ctx: TaskContext, uuid: str, xml: str, attach: bool, domain: str) ->
     if record.state != "start" or record.node != ctx.node:
         raise TaskFailed(f"VM {name} is not running on node {ctx.node} (state {record.state}, node "
                          f"{record.node or 'none'}); live device {verb} needs a running VM")
+    if attach:  # this node's own domain XML policy (D14): a task written into ZooKeeper bypasses the API
+        try:
+            domainxml.check_device(xml, domainxml.DomainPolicy.from_settings(ctx.settings))
+        except PVCError as exc:
+            raise TaskFailed(f"Device attach on VM {name} refused: {exc.message}") from None
     ctx.progress(0, 1, f"{verb.capitalize()}ing a device {'to' if attach else 'from'} VM {name}")
     hv = hypervisor_for(ctx)
     try:

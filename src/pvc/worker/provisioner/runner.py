@@ -44,7 +44,7 @@ from pvc.cluster import placement, vms
 from pvc.cluster import provisioner as prov
 from pvc.cluster import storage as st
 from pvc.cluster import tasks as tasks_mod
-from pvc.core import schema
+from pvc.core import domainxml, schema
 from pvc.core.errors import PVCError
 from pvc.core.revert import Reverter
 from pvc.core.taskkinds import PROVISION_STAGES, PROVISIONER_CREATE
@@ -308,8 +308,10 @@ class Job:
     def define(self, xml: Any) -> None:
         if not isinstance(xml, str) or not xml.strip():
             raise TaskFailed("ProvisioningError: the script's create() returned no libvirt XML")
+        # The script's XML is held to this node's domain XML policy (D14) like an API define.
+        policy = domainxml.DomainPolicy.from_settings(self.ctx.settings)
         try:
-            domain = vms.parse_xml(xml, "create() XML")
+            domain = vms.parse_xml(xml, "create() XML", policy=policy)
         except PVCError as exc:
             raise TaskFailed(f"ProvisioningError: the script's create() returned invalid XML: "
                              f"{exc.message}") from None
@@ -325,7 +327,7 @@ class Job:
             selector=system.get("node_selector") or None, autostart=bool(system.get("node_autostart")),
             migration_method=system.get("migration_method") or "live",
             migration_max_downtime=int(system.get("migration_max_downtime") or prov.DOWNTIME_DEFAULT),
-            profile=self.vm_profile, initial_state="provision")
+            profile=self.vm_profile, initial_state="provision", domain=domain)
         self.defined = record.uuid
         self.revert.add(f'remove the definition of VM "{self.vm_name}"', self.undefine)
         self.log(f'Defined VM "{record.name}" ({record.uuid}) on node {record.node} in state provision')
