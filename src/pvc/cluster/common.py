@@ -10,18 +10,205 @@ from typing import Any
 
 from pvc.core.errors import InvalidInput
 
+LIMIT_MAX = 256
+_LIMIT_SYNTAX = ("text, '.', '[...]', '\\d', '\\w', '\\s', '*', '+', '?', a leading '^' and a trailing '$'; "
+                 "'*' and '?' with nothing before them are glob wildcards")
+_DIGITS = frozenset("0123456789")
+_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_SPACE = frozenset(" \t\n\r\f\v")
+_CLASS_ESCAPES = {"d": (_DIGITS, False), "D": (_DIGITS, True), "w": (_WORD, False), "W": (_WORD, True),
+                  "s": (_SPACE, False), "S": (_SPACE, True)}
 
-def limit_matcher(limit: str | None) -> re.Pattern[str] | None:
-    """PVC list filters are regexes matched fuzzily unless anchored with ^ or $."""
-    if not limit:
-        return None
-    pattern = limit
-    pattern = ".*" + pattern if not pattern.startswith("^") else pattern[1:]
-    pattern = pattern + ".*" if not pattern.endswith("$") else pattern[:-1]
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise InvalidInput(f"limit: '{limit}' is not a valid regular expression: {exc}") from None
+# An atom matches one character: (characters, ranges, negated); "any character" is (empty, (), True).
+_Atom = tuple[frozenset[str], tuple[tuple[str, str], ...], bool]
+_ANY: _Atom = (frozenset(), (), True)
+
+
+def _atom_matches(atom: _Atom, char: str) -> bool:
+    chars, ranges, negated = atom
+    return (char in chars or any(low <= char <= high for low, high in ranges)) != negated
+
+
+class LimitMatcher:
+    """A list filter as upstream's lists take it (a regex, fuzzy unless anchored with ^ or $), in the
+    subset of regex syntax a linear-time matcher can run: one-character atoms (literals, '.', classes,
+    escapes) each followed by at most one of ?, * or +; no groups, alternation or counted repeats.
+
+    User input never reaches the backtracking `re` engine (D14: one crafted limit froze pvcapid): a
+    match takes at most len(text) steps over at most len(pattern) + 2 states. A '*' or '?' with nothing
+    before it (where a regex would be an error) is a glob wildcard: '*web1', '^?eb1$'.
+    """
+
+    def __init__(self, limit: str) -> None:
+        if len(limit) > LIMIT_MAX:
+            raise InvalidInput(f"limit: {len(limit)} characters is longer than a limit may be "
+                               f"(at most {LIMIT_MAX})")
+        self.text = limit
+        body = limit
+        start_anchored = body.startswith("^")
+        if start_anchored:
+            body = body[1:]
+        end_anchored = body.endswith("$") and (len(body) - 1 - len(body[:-1].rstrip("\\"))) % 2 == 0
+        if end_anchored:
+            body = body[:-1]
+        parsed = self._parse(body, 1 + start_anchored)
+        self.literal: str | None = None
+        if all(not repeat and not optional and len(atom[0]) == 1 and not atom[1] and not atom[2]
+               for atom, repeat, optional in parsed):
+            self.literal = "".join(next(iter(atom[0])) for atom, _, _ in parsed)
+        self.start_anchored, self.end_anchored = start_anchored, end_anchored
+        # The NFA: state i is "about to match atom i"; the last state accepts.
+        wrap = (_ANY, True, True)
+        atoms = ([] if start_anchored else [wrap]) + parsed + ([] if end_anchored else [wrap])
+        self.atoms = [atom for atom, _, _ in atoms]
+        self.repeats = [repeat for _, repeat, _ in atoms]
+        count = len(atoms)
+        self.accept = 1 << count
+        # closure[i]: the states reachable from state i without input (skipping optional atoms).
+        self.closure = [0] * (count + 1)
+        self.closure[count] = self.accept
+        for index in range(count - 1, -1, -1):
+            self.closure[index] = (1 << index) | (self.closure[index + 1] if atoms[index][2] else 0)
+        self.steps: dict[tuple[int, str], int] = {}
+
+    def _refuse(self, why: str) -> InvalidInput:
+        return InvalidInput(f"limit: '{self.text}' is not a valid regular expression here: {why} (a limit "
+                            f"takes {_LIMIT_SYNTAX})")
+
+    def _parse(self, body: str, offset: int) -> list[tuple[_Atom, bool, bool]]:
+        """The atoms of body as (atom, may repeat, may be skipped); offset: body's column in the limit."""
+        atoms: list[tuple[_Atom, bool, bool]] = []
+        quantified = False
+        position = 0
+        while position < len(body):
+            char = body[position]
+            column = position + offset
+            position += 1
+            if char in "*?+":
+                if not atoms:
+                    if char == "+":
+                        raise self._refuse(f"'+' at column {column} has nothing to repeat")
+                    atoms.append((_ANY, char == "*", char == "*"))  # a glob wildcard
+                    quantified = True
+                    continue
+                if quantified:
+                    raise self._refuse(f"'{char}' at column {column} repeats a repeat")
+                atom, _, _ = atoms[-1]
+                if char == "+":
+                    atoms.append((atom, True, True))
+                else:
+                    atoms[-1] = (atom, char == "*", True)
+                quantified = True
+                if body[position:position + 1] == "?":  # lazy: the same strings match
+                    position += 1
+                continue
+            quantified = False
+            if char in "()|{}":
+                what = {"(": "groups", ")": "groups", "|": "alternation"}.get(char, "counted repeats")
+                raise self._refuse(f"{what} ('{char}' at column {column}) are not supported; "
+                                   f"write '\\{char}' for the character")
+            if char in "^$":
+                raise self._refuse(f"the anchor '{char}' at column {column} is only allowed at the "
+                                   f"{'start' if char == '^' else 'end'}; write '\\{char}' for the character")
+            if char == ".":
+                atoms.append((_ANY, False, False))
+            elif char == "[":
+                atom, position = self._parse_class(body, position, offset)
+                atoms.append((atom, False, False))
+            elif char == "\\":
+                if position >= len(body):
+                    raise self._refuse("a trailing '\\' escapes nothing")
+                escaped = body[position]
+                position += 1
+                if escaped in _CLASS_ESCAPES:
+                    chars, negated = _CLASS_ESCAPES[escaped]
+                    atoms.append(((chars, (), negated), False, False))
+                elif escaped.isalnum():
+                    raise self._refuse(f"'\\{escaped}' at column {column} is not supported")
+                else:
+                    atoms.append(((frozenset(escaped), (), False), False, False))
+            else:
+                atoms.append(((frozenset(char), (), False), False, False))
+        return atoms
+
+    def _parse_class(self, body: str, position: int, offset: int) -> tuple[_Atom, int]:
+        """The class opened at position - 1 ('[...]', '[^...]', ranges, escapes) and where it ends."""
+        column = position - 1 + offset
+        unclosed = self._refuse(f"the class '[' at column {column} is not closed")
+        negated = body[position:position + 1] == "^"
+        position += int(negated)
+        chars: set[str] = set()
+        ranges: list[tuple[str, str]] = []
+        first = True
+        while True:
+            if position >= len(body):
+                raise unclosed
+            char = body[position]
+            position += 1
+            if char == "]" and not first:
+                return (frozenset(chars), tuple(ranges), negated), position
+            first = False
+            if char == "\\":
+                if position >= len(body):
+                    raise unclosed
+                char = body[position]
+                position += 1
+                if char in _CLASS_ESCAPES and not _CLASS_ESCAPES[char][1]:
+                    chars |= _CLASS_ESCAPES[char][0]
+                    continue
+                if char.isalnum():
+                    raise self._refuse(f"'\\{char}' in the class at column {column} is not supported")
+            if body[position:position + 1] == "-" and position + 1 < len(body) and body[position + 1] != "]":
+                high = body[position + 1]
+                position += 2
+                if high == "\\":
+                    if position >= len(body):
+                        raise unclosed
+                    high = body[position]
+                    position += 1
+                if high < char:
+                    raise self._refuse(f"the range '{char}-{high}' in the class at column {column} "
+                                       "is reversed")
+                ranges.append((char, high))
+            else:
+                chars.add(char)
+
+    def _step(self, states: int, char: str) -> int:
+        """The states after reading char (memoised: the pattern's DFA, built as texts need it)."""
+        key = (states, char)
+        found = self.steps.get(key)
+        if found is not None:
+            return found
+        following = 0
+        bits = states
+        while bits:
+            low = bits & -bits
+            bits ^= low
+            index = low.bit_length() - 1
+            if index < len(self.atoms) and _atom_matches(self.atoms[index], char):
+                following |= self.closure[index] if self.repeats[index] else self.closure[index + 1]
+        if len(self.steps) >= 65_536:
+            self.steps.clear()
+        self.steps[key] = following
+        return following
+
+    def fullmatch(self, text: str) -> bool:
+        """Whether text matches the limit (the whole text, as upstream's re.fullmatch)."""
+        if self.literal is not None:
+            if self.start_anchored:
+                return text == self.literal if self.end_anchored else text.startswith(self.literal)
+            return text.endswith(self.literal) if self.end_anchored else self.literal in text
+        states = self.closure[0]
+        for char in text:
+            states = self._step(states, char)
+            if not states:
+                return False
+        return bool(states & self.accept)
+
+
+def limit_matcher(limit: str | None) -> LimitMatcher | None:
+    """PVC list filters: regexes matched fuzzily unless anchored with ^ or $ (see LimitMatcher)."""
+    return LimitMatcher(limit) if limit else None
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:

@@ -57,7 +57,7 @@ def managed_vni(doc: Mapping[str, Any], what: str) -> int:
 def name_filter(limit: str | None) -> Callable[[str], bool]:
     """Whether a text matches `limit` (fuzzy regex, as upstream's lists take it; None: all)."""
     matcher = limit_matcher(limit)
-    return (lambda _text: True) if matcher is None else (lambda text: matcher.fullmatch(text) is not None)
+    return (lambda _text: True) if matcher is None else matcher.fullmatch
 
 
 def reservations_of(zk: ZK, vni: int) -> dict[str, dict[str, Any]]:

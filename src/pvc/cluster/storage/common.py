@@ -248,7 +248,7 @@ def safe_name(value: str | None) -> bool:
 def name_filter(limit: str | None) -> Callable[[str], bool]:
     """Whether a name matches `limit` (fuzzy regex as upstream's lists take it; None: all)."""
     matcher = limit_matcher(limit)
-    return (lambda _name: True) if matcher is None else (lambda name: matcher.fullmatch(name) is not None)
+    return (lambda _name: True) if matcher is None else matcher.fullmatch
 
 
 def set_stats(zk: ZK, path: str, **stats: Any) -> None:
