@@ -67,6 +67,9 @@ def write_config(path: Path, zk_hosts: list[str], root: str, node: str = "hv1",
             "listen": {"address": "127.0.0.1", "port": free_port()},
             "authentication": {"enabled": True, "secret_key": "s3cret"},
             "token": [{"description": "tests", "token": API_TOKEN}],
+            # TLS is on by default; integration tests speak plain HTTP to a loopback pvcapid
+            # (tests/security/test_tls.py covers TLS against a real pvcapid).
+            "ssl": {"enabled": False},
         },
         "hypervisor": {"libvirt_uri": "test:///default"},
         # Node daemons in tests do not spawn pvcapid; the `api` fixture runs it directly.

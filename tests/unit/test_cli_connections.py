@@ -88,9 +88,43 @@ def test_local_from_config_rewrites_wildcard_and_reads_token(tmp_path: Path) -> 
 
 def test_local_without_auth_has_no_key(tmp_path: Path) -> None:
     conf = write_conf(tmp_path / "pvc.conf", listen={"address": "10.1.1.1"},
-                      authentication={"enabled": False}, token=[{"token": "unused-token"}])
+                      authentication={"enabled": False}, token=[{"token": "unused-token"}],
+                      ssl={"enabled": False})
     conn = store.read_config_file(str(conf))
     assert (conn.host, conn.port, conn.scheme, conn.api_key) == ("10.1.1.1", 7370, "http", None)
+
+
+def test_local_is_https_by_default_and_verified_against_the_node_ca(tmp_path: Path) -> None:
+    """pvcapid serves TLS unless api.ssl.enabled is false; `local` verifies against the node's
+    CA file when it can read it (upstream never verifies `local`)."""
+    from pvc.core import pki
+
+    conn = store.read_config_file(str(write_conf(tmp_path / "a.conf", ssl={
+        "ca_certificate": str(tmp_path / "missing-ca.crt")})))
+    assert (conn.scheme, conn.verify_ssl, conn.ca_file) == ("https", False, None)
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(pki.make_ca("test").certificate)
+    conn = store.read_config_file(str(write_conf(tmp_path / "b.conf", ssl={"ca_certificate": str(ca)})))
+    assert (conn.scheme, conn.verify_ssl, conn.ca_file) == ("https", True, str(ca))
+
+
+def test_ca_file_is_checked_stored_and_implies_https(tmp_path: Path) -> None:
+    from pvc.core import pki
+
+    data: dict = {}
+    with pytest.raises(store.ConnectionStoreError, match=f"The CA file {tmp_path}/nope does not exist"):
+        store.add_connection(data, "c", ca_file=str(tmp_path / "nope"))
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    with pytest.raises(store.ConnectionStoreError, match=r"junk\.pem holds no PEM certificate"):
+        store.add_connection(data, "c", ca_file=str(tmp_path / "junk.pem"))
+    assert data == {}
+    (tmp_path / "ca.crt").write_bytes(pki.make_ca("test").certificate)
+    conn = store.add_connection(data, "c", host="10.0.0.1", ca_file=str(tmp_path / "ca.crt"))
+    assert conn.scheme == "https" and data["c"]["ca_file"] == str(tmp_path / "ca.crt")
+    again = store.resolve_entry("c", data["c"], verify_ssl=True)
+    assert again.ca_file == str(tmp_path / "ca.crt") and again.base_url == "https://10.0.0.1:7370/api/v1"
+    store.add_connection(data, "plain", host="10.0.0.2")
+    assert "ca_file" not in data["plain"]       # upstream's entry shape when unused
 
 
 def test_implicit_local_only_when_config_exists(tmp_path: Path) -> None:

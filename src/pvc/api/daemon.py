@@ -14,7 +14,7 @@ import sys
 import uvicorn
 from fastapi import FastAPI
 
-from pvc.api import warmup
+from pvc.api import tls, warmup
 from pvc.api.app import create_app
 from pvc.core import schema
 from pvc.core.config import Settings, load_config
@@ -67,6 +67,12 @@ def main() -> int:
         print(exc, file=sys.stderr)
         sys.exit(1)
     _setup_logging(settings)
+    try:
+        tls.ensure(settings)     # check the API certificate, or make one for a lone node
+    except (tls.TLSSetupError, OSError) as exc:
+        log.error("pvcapid: %s", exc)
+        print(f"pvcapid: {exc}", file=sys.stderr)
+        sys.exit(1)
     try:
         zk = ZK.from_settings(settings).start()
     except ClusterUnavailable as exc:

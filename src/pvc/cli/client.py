@@ -6,6 +6,7 @@ message on one line, or one line saying the API could not be reached.
 
 from __future__ import annotations
 
+import ssl
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ import httpx
 
 from pvc import __version__
 from pvc.cli.connections import Connection
-from pvc.cli.errors import ApiError, ApiUnreachable
+from pvc.cli.errors import ApiError, ApiUnreachable, CLIError
 
 USER_AGENT = f"pvc-client-cli/{__version__}"
 CONNECT_TIMEOUT = 2.05
@@ -100,7 +101,7 @@ class ApiClient:
             base_url=connection.base_url,
             headers=headers,
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-            verify=connection.verify_ssl,
+            verify=tls_verify(connection),
             transport=transport,
             follow_redirects=False,
         )
@@ -135,6 +136,8 @@ class ApiClient:
                                              headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError,
                     httpx.ReadError) as exc:
+                if _tls_failure(exc):      # retrying cannot fix a certificate
+                    raise ApiUnreachable(self._unreachable(exc)) from None
                 last_error = exc
                 if self.debug:
                     self._log(f"API request failed: {exc!r}")
@@ -155,6 +158,18 @@ class ApiClient:
             reason = "connection refused"
         elif isinstance(exc, httpx.TimeoutException):
             reason = "timed out"
+        elif _tls_failure(exc) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            conn = self.connection
+            against = f"the CA file {conn.ca_file}" if conn.ca_file else "the system CA store"
+            hint = "" if conn.ca_file else (f"; give the cluster's CA with \"pvc connection add "
+                                             f'{conn.name} ... --ca-file PATH"')
+            return (f'TLS verification of the PVC API of connection "{conn.name}" (host {conn.host}) '
+                    f"failed against {against}: {reason}{hint}")
+        elif _tls_failure(exc):
+            reason += " (is the API serving plain HTTP? then add the connection with --no-ssl)"
+        elif self.connection.scheme == "http" and isinstance(exc, httpx.RemoteProtocolError
+                                                             | httpx.ReadError):
+            reason += " (does the API use TLS? then add the connection with --ca-file or --ssl)"
         return (f'Cannot reach the PVC API of connection "{self.connection.name}" at '
                 f"{self.connection.base_url}: {reason}")
 
@@ -203,6 +218,29 @@ class ApiClient:
         """A call whose answer is `{"message": ...}`; returns the message."""
         body = decode(self.call(method, path, params=params, data=data, headers=headers))
         return _message_of(body) if body is not None else ""
+
+
+def tls_verify(connection: Connection) -> ssl.SSLContext | bool:
+    """How the server's certificate is checked: against the connection's CA file, else the
+    system's CA store; False only for plain HTTP, PVC_CLIENT_VERIFY_SSL=false, or a `local`
+    connection whose node CA is unreadable (upstream never verifies `local`)."""
+    if connection.scheme != "https" or not connection.verify_ssl:
+        return False
+    try:
+        return ssl.create_default_context(cafile=connection.ca_file)
+    except OSError as exc:      # ssl.SSLError included: not PEM
+        raise CLIError(f'Cannot use the CA file {connection.ca_file} of connection "{connection.name}": '
+                       f"{exc.strerror if type(exc) is not ssl.SSLError and exc.strerror else exc}") from None
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """Whether a transport error is a TLS handshake or certificate failure (anywhere in its chain)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) or "[SSL:" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _element(body: Any, path: str, what: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl as tlslib
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pvc.cli.errors import CLIError
 STORE_FILENAME = "pvc.json"
 DEFAULT_PORT = 7370
 DEFAULT_CONFIG_FILE = "/etc/pvc/pvc.conf"
+DEFAULT_CA_FILE = "/etc/pvc/ssl/ca.crt"      # api.ssl.ca_certificate's default
 LOCAL = "local"
 API_PREFIX = "/api/v1"
 
@@ -44,6 +46,8 @@ class Connection:
     api_key: str | None
     verify_ssl: bool = True
     cfgfile: str | None = None
+    # The CA file the server's certificate is verified against (None: the system store).
+    ca_file: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -51,8 +55,11 @@ class Connection:
         return f"{self.scheme}://{host}:{self.port}{API_PREFIX}"
 
     def store_entry(self) -> dict[str, Any]:
-        return {"description": self.description, "host": self.host, "port": self.port,
-                "scheme": self.scheme, "api_key": self.api_key}
+        entry = {"description": self.description, "host": self.host, "port": self.port,
+                 "scheme": self.scheme, "api_key": self.api_key}
+        if self.ca_file:      # only when set, so the store stays readable by upstream's client
+            entry["ca_file"] = self.ca_file
+        return entry
 
     def public(self, show_key: bool = False) -> dict[str, Any]:
         """The `connection list` item (upstream field names: address, not host)."""
@@ -129,18 +136,38 @@ def save_store(path: Path, data: dict[str, dict[str, Any]], perms: int | None = 
 
 def add_connection(data: dict[str, dict[str, Any]], name: str, description: str | None = None,
                    host: str = "127.0.0.1", port: int = DEFAULT_PORT, api_key: str | None = None,
-                   ssl: bool = False) -> Connection:
-    """Add or replace `name` in the store dict (in place) and return it."""
+                   ssl: bool = False, ca_file: str | None = None) -> Connection:
+    """Add or replace `name` in the store dict (in place) and return it.
+
+    `ca_file` (implies https) is the CA the server certificate must be signed by; it is checked
+    to be a readable PEM certificate now, so a typo fails here and not at the first command."""
     if not name or not name.strip() or "/" in name:
         raise ConnectionStoreError(f'Invalid connection name "{name}"')
     if not host:
         raise ConnectionStoreError("An address is required")
     if not 0 < port < 65536:
         raise ConnectionStoreError(f"Invalid port {port}")
+    if ca_file:
+        ca_file = check_ca_file(ca_file)
     conn = Connection(name=name, description=description or name, host=host, port=port,
-                      scheme="https" if ssl else "http", api_key=api_key or None)
+                      scheme="https" if ssl or ca_file else "http", api_key=api_key or None,
+                      ca_file=ca_file or None)
     data[name] = conn.store_entry()
     return conn
+
+
+def check_ca_file(path: str) -> str:
+    """The absolute path of a CA file that holds at least one PEM certificate."""
+    absolute = os.path.abspath(os.path.expanduser(path))
+    try:
+        tlslib.create_default_context(cafile=absolute)
+    except FileNotFoundError:
+        raise ConnectionStoreError(f"The CA file {absolute} does not exist") from None
+    except tlslib.SSLError:       # an OSError too: first
+        raise ConnectionStoreError(f"The CA file {absolute} holds no PEM certificate") from None
+    except OSError as exc:
+        raise ConnectionStoreError(f"Cannot read the CA file {absolute}: {exc.strerror}") from None
+    return absolute
 
 
 def remove_connection(data: dict[str, dict[str, Any]], name: str) -> None:
@@ -183,9 +210,14 @@ def read_config_file(cfgfile: str, name: str = LOCAL) -> Connection:
         api_key = str(first.get("token")) if isinstance(first, dict) and first.get("token") else None
     cluster = config.get("cluster") if isinstance(config, dict) else None
     cluster_name = cluster.get("name") if isinstance(cluster, dict) else None
+    # TLS is on unless the file turns it off (pvcapid's default). Upstream never verifies `local`;
+    # we verify against the node's cluster CA when it is readable, as upstream does otherwise.
+    tls = _truthy(ssl.get("enabled", True))
+    ca_file = str(ssl.get("ca_certificate", DEFAULT_CA_FILE) or "")
+    ca_file = ca_file if tls and ca_file and os.access(ca_file, os.R_OK) else ""
     return Connection(name=name, description=f"Local cluster {cluster_name}" if cluster_name else cfgfile,
-                      host=host, port=port, scheme="https" if _truthy(ssl.get("enabled")) else "http",
-                      api_key=api_key, verify_ssl=False, cfgfile=cfgfile)
+                      host=host, port=port, scheme="https" if tls else "http",
+                      api_key=api_key, verify_ssl=bool(ca_file), cfgfile=cfgfile, ca_file=ca_file or None)
 
 
 def _truthy(value: Any) -> bool:
@@ -208,7 +240,8 @@ def resolve_entry(name: str, entry: dict[str, Any], verify_ssl: bool) -> Connect
         raise ConnectionStoreError(f'Connection "{name}" has no host')
     return Connection(name=name, description=str(entry.get("description") or name), host=str(host),
                       port=port, scheme=str(entry.get("scheme") or "http"),
-                      api_key=entry.get("api_key") or None, verify_ssl=verify_ssl)
+                      api_key=entry.get("api_key") or None, verify_ssl=verify_ssl,
+                      ca_file=str(entry["ca_file"]) if entry.get("ca_file") else None)
 
 
 def all_connections(data: dict[str, dict[str, Any]], env: Mapping[str, str] | None = None,

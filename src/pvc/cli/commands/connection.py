@@ -88,13 +88,20 @@ def group() -> None:
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=store.DEFAULT_PORT, show_default=True,
               help="Port of the cluster API.")
 @click.option("-k", "--api-key", default=None, help="API key (X-Api-Key) of the cluster.")
-@click.option("-s/-S", "--ssl/--no-ssl", "ssl", default=False, show_default=True,
-              help="Use HTTPS (verified unless PVC_CLIENT_VERIFY_SSL=false).")
-def add(name: str, description: str | None, address: str, port: int, api_key: str | None, ssl: bool) -> None:
+@click.option("-s/-S", "--ssl/--no-ssl", "ssl", default=None,
+              help="Use HTTPS (verified unless PVC_CLIENT_VERIFY_SSL=false)  [default: --no-ssl, "
+                   "--ssl with --ca-file]")
+@click.option("--ca-file", default=None, metavar="PATH",
+              help="CA certificate the API's certificate must be signed by (the cluster's "
+                   "/etc/pvc/ssl/ca.crt); implies --ssl. Default: the system's CA store.")
+def add(name: str, description: str | None, address: str, port: int, api_key: str | None,
+        ssl: bool | None, ca_file: str | None) -> None:
     """Add the connection NAME to the client database (replacing one of the same name)."""
+    if ssl is False and ca_file:
+        raise store.ConnectionStoreError("--ca-file is for HTTPS connections; it cannot go with --no-ssl")
     state = get_state()
     data = state.load_store()
-    conn = store.add_connection(data, name, description, address, port, api_key, ssl)
+    conn = store.add_connection(data, name, description, address, port, api_key, bool(ssl), ca_file)
     store.save_store(state.store_path, data)
     state.out(f'Added connection "{conn.name}" ({conn.scheme}://{conn.host}:{conn.port}) to client database')
 
