@@ -274,6 +274,12 @@ class NetworkingSettings(_Section):
     # bridge in the lab's switch namespace (lab_switch_netns), for kernels without 802.1Q.
     vlan_backend: Literal["kernel", "lab-switch"] = "kernel"
     lab_switch_netns: str | None = None
+    # Guest isolation (DESIGN D14): guests never reach the nodes' own addresses and networks
+    # (derived), nor these networks (BMCs, management, ...); the API only through the floating
+    # address, and only when guest_api_access is set. guest_port_guard: anti-spoofing on VM taps.
+    guest_denied_networks: list[str] = Field(default_factory=list)
+    guest_api_access: bool = False
+    guest_port_guard: bool = True
 
     @field_validator("cluster_address")
     @classmethod
@@ -293,6 +299,16 @@ class NetworkingSettings(_Section):
                 ipaddress.ip_address(value)
             except ValueError:
                 raise ValueError(f"'{value}' is not an IP address") from None
+        return values
+
+    @field_validator("guest_denied_networks")
+    @classmethod
+    def _denied(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"guest_denied_networks: '{value}' is not a network (a.b.c.d/nn)") from None
         return values
 
     @field_validator("floating_address")
