@@ -63,6 +63,15 @@ CASES: dict[str, Callable[[], str]] = {
     "ruleset.primary.nft": lambda: _ruleset(True),
     "ruleset.secondary.nft": lambda: _ruleset(False),
     "ruleset.empty.nft": lambda: _ruleset(True, []),
+    "ruleset.isolated.nft": lambda: nc.render_nft(
+        NETS, ACLS, primary=True, upstream_device="ens4", metadata_address="169.254.169.254",
+        denied=["10.0.0.0/24", "10.0.0.7/32", "fd00:1::/64", "192.168.50.0/24"], api_access=("10.9.0.254", 7370)),
+    "guard.nft": lambda: nc.render_guard([
+        nc.GuestPort("vnet0", 100, True, "fe:54:00:10:00:01", (("52:54:00:10:00:01", "10.100.0.100"),)),
+        nc.GuestPort("vnet1", 100, True, "fe:54:00:10:00:02"),
+        nc.GuestPort("vnet7", 200, True, "fe:54:00:20:00:01", (("52:54:00:20:00:01", "10.200.1.5"),), ip6=True),
+        nc.GuestPort("vnet2", 42, False, "fe:54:00:10:00:03")]),
+    "guard.empty.nft": lambda: nc.render_guard([]),
     "acl_check.nft": lambda: nc.acl_check_ruleset(V4, "out", ["tcp dport 25 reject",
                                                                "ip daddr 8.8.8.8 drop"]),
     "dnsmasq.v4-dhcp.argv": lambda: _argv(nc.dnsmasq_argv(V4, mtu=1450, hosts_dir=HOSTS, hook=HOOK,
@@ -165,9 +174,12 @@ def test_ruleset_shape() -> None:
         assert "chain fwd" not in text
         for chain in ("forward", "input", "postrouting"):
             assert f"chain {chain} {{" in text
-    assert "vxlan42" not in primary and "vmbr42" not in primary           # bridged: nothing
+    assert "vxlan42" not in primary                                      # bridged: no ACL chains
+    assert 'iifname "vmbr42" oifname "vmbr42" return' in primary        # but isolated like the rest
     assert "masquerade" in primary and "masquerade" not in secondary
-    assert 'iifname "vmbr100" drop' in primary and "iifname" not in secondary
+    assert "vmbr100" in secondary and "udp dport 67" not in secondary    # no guest services there
+    for text in (primary, secondary):
+        assert text.count("jump guest-input-drop") == 1 and "jump guest-forward-drop" in text
     assert "udp dport 547" in primary and primary.count("udp dport 547") == 1   # v6 net only
     # ACLs hold on every node, in order, counted once
     for text in (primary, secondary):

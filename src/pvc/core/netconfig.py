@@ -24,6 +24,9 @@ from pvc.core.vocabulary import NETWORK_TYPES  # noqa: E402 - one spelling
 ACL_DIRECTIONS = ("in", "out")
 CHECK_TABLE = "pvc_check"               # acl_check_ruleset's throwaway table (never `pvc`)
 ZERO_MAC = "00:00:00:00:00:00"
+GUARD_TABLE = "pvc_guard"               # bridge family: anti-spoofing on VM tap ports
+DENY_LOG_RATE = "10/second"             # drops are logged at most this often (and always counted)
+_SUFFIX_MASK = "00:ff:ff:ff:ff:ff"
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -266,10 +269,15 @@ def _ifname(name: str, what: str) -> str:
     return name
 
 
-def _table(name: str, chains: Sequence[tuple[str, Sequence[str]]]) -> str:
-    """`table inet <name>` replaced atomically: declaring it first makes the delete safe when it
-    is absent, and every closing brace is on its own line (nft 1.0.6 needs that)."""
-    out = [f"table inet {name}", f"delete table inet {name}", f"table inet {name} {{"]
+def _table(name: str, chains: Sequence[tuple[str, Sequence[str]]], family: str = "inet",
+           sets: Sequence[tuple[str, Sequence[str]]] = ()) -> str:
+    """`table <family> <name>` replaced atomically: declaring it first makes the delete safe when
+    it is absent, and every closing brace is on its own line (nft 1.0.6 needs that)."""
+    out = [f"table {family} {name}", f"delete table {family} {name}", f"table {family} {name} {{"]
+    for set_name, lines in sets:
+        out.append(f"\tset {set_name} {{")
+        out.extend(f"\t\t{line}" for line in lines)
+        out.append("\t}")
     for chain, lines in chains:
         out.append(f"\tchain {chain} {{")
         out.extend(f"\t\t{line}" for line in lines)
@@ -278,21 +286,80 @@ def _table(name: str, chains: Sequence[tuple[str, Sequence[str]]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _quoted(names: Sequence[str]) -> str:
+    """`"a"` or `{ "a", "b" }`: one interface name or an anonymous set of them."""
+    items = [f'"{n}"' for n in names]
+    return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
+
+
+def _address_set(name: str, version: int, cidrs: Sequence[str]) -> tuple[str, list[str]]:
+    """A named interval set of the given networks, merged (nft refuses overlapping intervals)."""
+    nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+    merged = list(ipaddress.collapse_addresses(n for n in nets if n.version == version))
+    lines = [f"type {'ipv4_addr' if version == 4 else 'ipv6_addr'}", "flags interval"]
+    if merged:
+        lines.append("elements = { " + ", ".join(str(n) for n in merged) + " }")
+    return name, lines
+
+
+def _deny_chain(prefix: str) -> list[str]:
+    """Count every drop, log a few per second (an administrator sees them in the kernel log)."""
+    return [f'limit rate {DENY_LOG_RATE} log prefix "{prefix}: " level info', "counter drop"]
+
+
+def guest_denied_networks(denied: Sequence[str]) -> list[str]:
+    """Normalise the networks guests may never reach; ValueError naming a bad entry."""
+    out = []
+    for cidr in denied:
+        try:
+            out.append(str(ipaddress.ip_network(str(cidr).strip(), strict=False)))
+        except ValueError:
+            raise ValueError(f"guest denied network '{cidr}' is not a network (a.b.c.d/nn)") from None
+    return out
+
+
 def render_nft(nets: Sequence[NetSpec], acls: Mapping[int, Mapping[str, Sequence[Mapping[str, Any]]]], *,
-               primary: bool, upstream_device: str, metadata_address: str, metadata_port: int = 80) -> str:
+               primary: bool, upstream_device: str, metadata_address: str, metadata_port: int = 80,
+               denied: Sequence[str] = (), api_access: tuple[str, int] | None = None) -> str:
     """The whole PVC ruleset (`table inet pvc`) as one atomic replacement.
+
+    Guest isolation (DESIGN D14), on every node, for managed and bridged networks alike:
+    forwarded traffic from a guest bridge to `denied` (the nodes' own addresses and networks,
+    BMC networks, ...) is dropped, and so is anything a guest bridge sends anywhere but its own
+    bridge, another managed network's bridge or (managed only) `upstream_device`. Traffic from a
+    guest bridge to the node itself is dropped except DHCP, DNS and ICMP to the gateway and the
+    metadata service (primary only), and the API on `api_access` (address, port) when given.
+    Replies to connections the other side opened pass. Every drop is counted and logged (rate
+    limited) under the prefix `pvc guest-forward` or `pvc guest-input`.
 
     Every node filters forwarded traffic of managed networks through the per-network ACL chains
     (br_netfilter passes bridged VM-to-VM traffic through the inet forward hook too, so the ACLs
-    hold between guests on one node). The primary also guards its own services from guests and
-    masquerades the networks' IPv4 traffic to the upstream network. Bridged networks get nothing.
-    ValueError if a stored ACL rule is not a single rule (see validate_rule_text)."""
+    hold between guests on one node). The primary masquerades the networks' IPv4 traffic leaving
+    through `upstream_device` (and only there). ValueError if a stored ACL rule is not a single
+    rule (see validate_rule_text) or a denied network is not a network."""
     _ifname(upstream_device, "upstream_device")
     meta = ipaddress.ip_address(metadata_address)
-    managed = sorted((n for n in nets if n.managed), key=lambda n: n.vni)
+    denied_nets = guest_denied_networks(denied)
+    all_nets = sorted(nets, key=lambda n: n.vni)
+    managed = [n for n in all_nets if n.managed]
+    bridges = [n.bridge for n in all_nets]
+    managed_bridges = [n.bridge for n in managed]
     forward = ["type filter hook forward priority filter; policy accept;"]
-    acl_chains: list[tuple[str, list[str]]] = []
     input_ = ["type filter hook input priority filter; policy accept;"]
+    guest_forward = ["ct state established,related return",
+                     "ip daddr @guest_denied4 jump guest-forward-drop",
+                     "ip6 daddr @guest_denied6 jump guest-forward-drop"]
+    guest_input = ["ct state established,related accept"]
+    if bridges:
+        forward.append(f"iifname {_quoted(bridges)} jump guest-forward")
+        input_.append(f"iifname {_quoted(bridges)} jump guest-input")
+    for net in all_nets:
+        guest_forward.append(f'iifname "{net.bridge}" oifname "{net.bridge}" return')
+    if managed_bridges:
+        guest_forward += [f"iifname {_quoted(managed_bridges)} oifname {_quoted(managed_bridges)} return",
+                          f'iifname {_quoted(managed_bridges)} oifname "{upstream_device}" return']
+    guest_forward.append("jump guest-forward-drop")
+    acl_chains: list[tuple[str, list[str]]] = []
     postrouting = ["type nat hook postrouting priority srcnat; policy accept;"]
     for net in managed:
         vin, vout = _chain_name(net.vni, "in"), _chain_name(net.vni, "out")
@@ -313,23 +380,130 @@ def render_nft(nets: Sequence[NetSpec], acls: Mapping[int, Mapping[str, Sequence
         if not primary:
             continue
         br = f'iifname "{net.bridge}"'
-        ip_meta = "ip" if meta.version == 4 else "ip6"
-        input_ += [
-            f"{br} ct state established,related accept",
-            f"{br} meta l4proto icmp accept",
-            f"{br} meta l4proto ipv6-icmp accept",
-            f"{br} udp dport 53 accept",
-            f"{br} tcp dport 53 accept",
-            f"{br} udp dport 67 accept",
-            f"{br} udp dport 123 accept",
-        ]
+        guest_input.append(f"{br} udp sport 68 udp dport 67 accept")
+        if net.ip4_gateway:
+            gw = f"ip daddr {net.ip4_gateway}"
+            guest_input += [f"{br} {gw} udp dport 53 accept", f"{br} {gw} tcp dport 53 accept",
+                            f"{br} {gw} meta l4proto icmp accept"]
+        if net.ip6_gateway:
+            gw6 = f"ip6 daddr {net.ip6_gateway}"
+            guest_input += [f"{br} {gw6} udp dport 53 accept", f"{br} {gw6} tcp dport 53 accept"]
         if net.ip6_network:
-            input_.append(f"{br} udp dport 547 accept")
-        input_ += [f"{br} {ip_meta} daddr {meta} tcp dport {metadata_port} accept", f"{br} drop"]
+            guest_input += [f"{br} meta l4proto ipv6-icmp accept", f"{br} udp dport 547 accept"]
+        ip_meta = "ip" if meta.version == 4 else "ip6"
+        guest_input.append(f"{br} {ip_meta} daddr {meta} tcp dport {metadata_port} accept")
         if net.ip4_network:
             postrouting.append(f'ip saddr {net.ip4_network} ip daddr != {net.ip4_network} '
                                f'oifname "{upstream_device}" masquerade')
-    return _table("pvc", [("forward", forward), *acl_chains, ("input", input_), ("postrouting", postrouting)])
+    if primary and api_access is not None and managed_bridges:
+        api_ip = ipaddress.ip_address(api_access[0])
+        guest_input.append(f"iifname {_quoted(managed_bridges)} {'ip' if api_ip.version == 4 else 'ip6'} "
+                           f"daddr {api_ip} tcp dport {int(api_access[1])} accept")
+    guest_input.append("jump guest-input-drop")
+    sets = [_address_set("guest_denied4", 4, denied_nets), _address_set("guest_denied6", 6, denied_nets)]
+    return _table("pvc", [("forward", forward), ("guest-forward", guest_forward),
+                          ("guest-forward-drop", _deny_chain("pvc guest-forward")), *acl_chains,
+                          ("input", input_), ("guest-input", guest_input),
+                          ("guest-input-drop", _deny_chain("pvc guest-input")), ("postrouting", postrouting)],
+                  sets=sets)
+
+
+# --------------------------------------------------------------------------------------------
+# Anti-spoofing on the VMs' tap ports (bridge family)
+
+@dataclass(frozen=True)
+class GuestPort:
+    """One VM NIC's tap on this node: what it may send as (DESIGN D14).
+
+    `bindings` are the (MAC, IPv4) pairs of the leases and reservations on the tap's network
+    whose MAC matches the tap (see tap_mac_suffix); empty while the guest has no address yet."""
+
+    name: str                       # the tap, e.g. vnet3
+    vni: int
+    managed: bool
+    tap_mac: str
+    bindings: tuple[tuple[str, str], ...] = ()
+    ip6: bool = False               # the network has IPv6 (SLAAC: EUI-64 of the MAC)
+
+
+def tap_mac_suffix(tap_mac: str) -> str:
+    """The guest MAC's last five octets behind a tap MAC, as `00:xx:xx:xx:xx:xx`.
+
+    libvirt gives a tap the guest's MAC with the first octet replaced (0xfe, or 0xfa when the
+    guest's starts with 0xfe), so the tap names the guest's MAC up to its first octet."""
+    mac = tap_mac.strip().lower()
+    if not _MAC_RE.match(mac):
+        raise ValueError(f"'{tap_mac}' is not a MAC address")
+    return "00" + mac[2:]
+
+
+def mac_matches_tap(mac: str, tap_mac: str) -> bool:
+    mac_l = mac.strip().lower()
+    return bool(_MAC_RE.match(mac_l)) and "00" + mac_l[2:] == tap_mac_suffix(tap_mac)
+
+
+def _eui64(mac: str) -> str:
+    octets = [int(x, 16) for x in mac.split(":")]
+    octets[0] ^= 0x02
+    raw = [*octets[:3], 0xFF, 0xFE, *octets[3:]]
+    return "::" + ":".join(f"{raw[i] << 8 | raw[i + 1]:x}" for i in range(0, 8, 2))
+
+
+def render_guard(ports: Sequence[GuestPort]) -> str:
+    """`table bridge pvc_guard`: what each VM tap on this node may put on its bridge.
+
+    From a tap: never a multicast source MAC; only the guest's MAC (its last five octets from the
+    tap, the whole MAC once a lease or reservation names it); ARP only for its own (MAC, IP)
+    pairs (or the 0.0.0.0 of a probe); IPv4 only from its lease/reservation addresses, or DHCP
+    from 0.0.0.0 while it has none; IPv6 only from its EUI-64 address or `::` (DAD); nothing
+    else (no other ethertypes, no VLAN tags). Bridged networks, where PVC gives out no
+    addresses, get the MAC checks only; on managed ones a guest can neither answer DHCP nor send
+    router advertisements or redirects (the gateway does). Drops are counted and logged
+    (`pvc guest-spoof`)."""
+    vmap: list[str] = []
+    chains: list[tuple[str, list[str]]] = []
+    for i, port in enumerate(sorted(ports, key=lambda p: p.name)):
+        _ifname(port.name, "tap")
+        chain = f"port{i}"
+        vmap.append(f'"{port.name}" : jump {chain}')
+        suffix = tap_mac_suffix(port.tap_mac)
+        pairs = []
+        for mac, ip in port.bindings:
+            if not mac_matches_tap(mac, port.tap_mac):
+                raise ValueError(f"tap {port.name}: MAC {mac} does not belong to it ({port.tap_mac})")
+            pairs.append((mac.lower(), str(ipaddress.IPv4Address(ip))))
+        macs = sorted({m for m, _ in pairs})
+        rules = ["ether saddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 jump spoofed",
+                 f"ether saddr & {_SUFFIX_MASK} != {suffix} jump spoofed",
+                 f"arp saddr ether & {_SUFFIX_MASK} != {suffix} jump spoofed"]
+        if macs:
+            rules += [f"ether saddr != {{ {', '.join(macs)} }} jump spoofed",
+                      f"arp saddr ether != {{ {', '.join(macs)} }} jump spoofed"]
+        if not port.managed:
+            rules += ["ether type { arp, ip, ip6 } accept", "jump spoofed"]
+            chains.append((chain, rules))
+            continue
+        elements = ", ".join(f"{m} . {ip}" for m, ip in sorted(set(pairs)))
+        # a guest never serves DHCP or routes on a managed network: the gateway does
+        rules += ["udp sport { 67, 547 } jump spoofed",
+                  "icmpv6 type { nd-router-advert, nd-redirect } jump spoofed",
+                  "arp saddr ip 0.0.0.0 accept"]
+        if elements:
+            rules.append(f"ether saddr . arp saddr ip {{ {elements} }} accept")
+        rules.append("ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept")
+        if elements:
+            rules.append(f"ether saddr . ip saddr {{ {elements} }} accept")
+        if port.ip6:
+            rules.append("ip6 saddr :: meta l4proto ipv6-icmp accept")
+            for mac in macs:
+                rules += [f"ether saddr {mac} ip6 saddr & ::ffff:ffff:ffff:ffff == {_eui64(mac)} accept"]
+        rules.append("jump spoofed")
+        chains.append((chain, rules))
+    prerouting = ["type filter hook prerouting priority -300; policy accept;"]
+    if vmap:
+        prerouting.append("iifname vmap { " + ", ".join(vmap) + " }")
+    chains.append(("spoofed", _deny_chain("pvc guest-spoof")))
+    return _table(GUARD_TABLE, [("prerouting", prerouting), *chains], family="bridge")
 
 
 def acl_check_ruleset(net: NetSpec, direction: str, rules: Sequence[str]) -> str:

@@ -8,7 +8,11 @@ every node
     `vxlan<vni>` (managed) or `vlan<vni>` (bridged) enslaved to `vmbr<vni>`, MTUs clamped to
     what the underlay allows, VXLAN flood lists = every other node's cluster address (or FRR/EVPN
     when `networking.bgp` is set), the nftables table `inet pvc` with the networks' ACLs (bridged
-    VM-to-VM traffic passes the forward hook through br_netfilter, so ACLs hold on every node).
+    VM-to-VM traffic passes the forward hook through br_netfilter, so ACLs hold on every node) and
+    guest isolation (guests reach neither the nodes' own addresses and networks nor
+    `guest_denied_networks`, nor the node itself beyond DHCP/DNS/ICMP/metadata), and the table
+    `bridge pvc_guard`: anti-spoofing on the taps of the VMs this node runs (their MAC, their
+    lease/reservation addresses), rebuilt as soon as a tap appears, so it follows a migrating VM.
 the primary only
     gateway addresses on the managed bridges, all with one shared virtual MAC so guests keep their
     ARP entry across a primary change (plus a gratuitous ARP), one dnsmasq per managed network
@@ -89,6 +93,8 @@ class NetworkReconciler:
         self._lock = threading.Lock()
         self._loop: threading.Thread | None = None
         self._nft_text: str | None = None
+        self._guard_text: str | None = None
+        self._link_watch: Any = None
         self._argv: dict[str, list[str]] = {}
         self._frr_config: str | None = None
         self._floods: dict[str, set[str]] | None = None
@@ -105,12 +111,23 @@ class NetworkReconciler:
         for path in (schema.NETWORKS, schema.NET_ACLS, schema.NET_RESERVATIONS, schema.NODES):
             self.zk.ensure(path)
             self.zk.watch_children(path, self._on_children(path))
+        # a new lease opens the guest's tap for its address (anti-spoofing), so wake at once
+        self.zk.ensure(schema.NET_LEASES)
+        self.zk.watch_children(schema.NET_LEASES, self._on_lease_networks())
+        if self.net.guest_port_guard:
+            try:     # a new tap (a VM starting or migrating in) is guarded before it runs
+                self._link_watch = self.host.watch_links(self.wake)
+            except NetworkError as exc:
+                log.warning("no link events (taps are guarded on the next pass): %s", exc)
         self._loop = threading.Thread(target=self._run, args=(interval,), name="net-reconciler", daemon=True)
         self._loop.start()
 
     def stop(self) -> None:
         self.stopping.set()
         self._wake.set()
+        if self._link_watch is not None:
+            with contextlib.suppress(Exception):
+                self._link_watch()
         if self._loop is not None:
             self._loop.join(10)
 
@@ -131,6 +148,26 @@ class NetworkReconciler:
             return True
 
         return on_children
+
+    def _on_lease_networks(self) -> Callable[[list[str]], bool]:
+        watched: set[str] = set()
+
+        def on_children(children: list[str]) -> bool:
+            if self.stopping.is_set():
+                return False
+            for vni in children:
+                if vni not in watched:
+                    watched.add(vni)
+                    self.zk.watch_children(f"{schema.NET_LEASES}/{vni}", self._on_leases)
+            return True
+
+        return on_children
+
+    def _on_leases(self, _children: list[str]) -> bool:
+        if self.stopping.is_set():
+            return False
+        self.wake()
+        return True
 
     def _on_data(self, _data: bytes | None, _stat: Any) -> bool:
         if self.stopping.is_set():
@@ -240,7 +277,8 @@ class NetworkReconciler:
             else:
                 self._drop_primary_services(links)
             created = self._devices(desired, links)
-            self._firewall(desired)
+            self._firewall(desired, links)
+            self._guard(desired)
             if self.primary:
                 links = self.host.links() if created else links
                 if created:
@@ -362,11 +400,49 @@ class NetworkReconciler:
 
     # -- every node: firewall --------------------------------------------------------------------
 
-    def _firewall(self, desired: Desired) -> None:
-        text = netconfig.render_nft(list(desired.nets.values()), desired.acls, primary=self.primary,
-                                    upstream_device=self.upstream_device,
-                                    metadata_address=self.net.metadata_address,
-                                    metadata_port=self.net.metadata_port)
+    def guest_denied(self, desired: Desired, links: dict[str, Link]) -> list[str]:
+        """What guests may never reach (DESIGN D14): every node's cluster address, this node's
+        own addresses with their networks (cluster, storage, ...; only the addresses on a
+        separate upstream device, whose network is the guests' way out), the floating address,
+        and networking.guest_denied_networks. Each node derives its own networks; the nodes of a
+        cluster share them, so together they cover every node."""
+        denied = [f"{a}/{32 if ':' not in a else 128}" for a in sorted(desired.remotes)]
+        local = self.local_address(links)
+        if local:
+            denied.append(f"{local}/{32 if ':' not in local else 128}")
+        if self.net.floating_address:
+            ip = ipaddress.ip_interface(self.net.floating_address).ip
+            denied.append(f"{ip}/{ip.max_prefixlen}")
+        separate_upstream = self.upstream_device != self.net.cluster_device
+        for name, link in sorted(links.items()):
+            if name == METADATA_DEVICE or (link.alias or "").startswith("pvc:") or link.kind == "tun":
+                continue
+            if link.master and links.get(link.master) is not None and \
+                    (links[link.master].alias or "").startswith("pvc:"):
+                continue               # a port of a guest bridge
+            for cidr in sorted(link.addresses):
+                iface = ipaddress.ip_interface(cidr)
+                if iface.ip.is_link_local or iface.ip.is_loopback:
+                    continue
+                only_host = separate_upstream and name == self.upstream_device
+                denied.append(f"{iface.ip}/{iface.ip.max_prefixlen}" if only_host else str(iface.network))
+        denied += netconfig.guest_denied_networks(self.net.guest_denied_networks)
+        return denied
+
+    def _firewall(self, desired: Desired, links: dict[str, Link]) -> None:
+        api_access = None
+        if self.net.guest_api_access and self.net.floating_address:
+            api_access = (str(ipaddress.ip_interface(self.net.floating_address).ip),
+                          self.settings.api.listen.port)
+        try:
+            text = netconfig.render_nft(list(desired.nets.values()), desired.acls, primary=self.primary,
+                                        upstream_device=self.upstream_device,
+                                        metadata_address=self.net.metadata_address,
+                                        metadata_port=self.net.metadata_port,
+                                        denied=self.guest_denied(desired, links), api_access=api_access)
+        except ValueError as exc:
+            self._problem("nft", f"rendering the nftables ruleset: {exc}")
+            return
 
         def apply() -> None:
             if text != self._nft_text or ("inet", "pvc") not in self.nft.tables():
@@ -374,6 +450,51 @@ class NetworkReconciler:
                 self._nft_text = text
 
         self._step("nft", "applying the nftables ruleset", apply)
+
+    # -- every node: anti-spoofing on the VMs' taps ----------------------------------------------
+
+    def guest_ports(self, desired: Desired, links: dict[str, Link]) -> list[netconfig.GuestPort]:
+        """The taps of this node's VMs on PVC bridges, each with the (MAC, IPv4) pairs of the
+        leases and reservations of its network that belong to it (matched by the tap's MAC)."""
+        taps: list[tuple[Link, netconfig.NetSpec]] = []
+        by_bridge = {n.bridge: n for n in desired.nets.values()}
+        for link in links.values():
+            net = by_bridge.get(link.master or "")
+            if net is not None and link.kind == "tun" and link.mac:
+                taps.append((link, net))
+        vnis = sorted({net.vni for _, net in taps if net.managed})
+        bound: dict[int, list[tuple[str, str]]] = {vni: [] for vni in vnis}
+        for vni in vnis:
+            docs = self.leases(vni)
+            macs = self.zk.children(schema.network_reservations(vni))
+            if macs:
+                found = self.zk.get_many([schema.network_reservation(vni, m) for m in macs])
+                docs += [d for d in found.values() if isinstance(d, dict)]
+            for doc in docs:
+                mac, ip = str(doc.get("mac_address") or "").lower(), doc.get("ip4_address")
+                with contextlib.suppress(ValueError):
+                    bound[vni].append((mac, str(ipaddress.IPv4Address(str(ip)))))
+        ports = []
+        for link, net in sorted(taps, key=lambda t: t[0].name):
+            pairs = tuple(sorted({(m, ip) for m, ip in bound.get(net.vni, [])
+                                  if netconfig.mac_matches_tap(m, link.mac)}))
+            ports.append(netconfig.GuestPort(link.name, net.vni, net.managed, link.mac, pairs,
+                                             ip6=net.ip6_network is not None))
+        return ports
+
+    def _guard(self, desired: Desired) -> None:
+        def apply() -> None:
+            if not self.net.guest_port_guard:
+                if self._guard_text is not None or (("bridge", netconfig.GUARD_TABLE) in self.nft.tables()):
+                    self.nft.delete_table("bridge", netconfig.GUARD_TABLE)
+                self._guard_text = None
+                return
+            text = netconfig.render_guard(self.guest_ports(desired, self.host.links()))
+            if text != self._guard_text or ("bridge", netconfig.GUARD_TABLE) not in self.nft.tables():
+                self.nft.apply(text)
+                self._guard_text = text
+
+        self._step("guard", "applying the VM port guard (anti-spoofing)", apply)
 
     # -- primary: gateways and services ----------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -82,6 +82,12 @@ class NetworkHost(abc.ABC):
     @abc.abstractmethod
     def set_sysctl(self, key: str, value: str) -> None:
         """Write a sysctl in the namespace (key with dots: net.ipv4.ip_forward)."""
+
+    def watch_links(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        """Call on_change (from a thread of its own) whenever a link appears, goes or changes,
+        e.g. a VM's tap joining a bridge; returns a function that stops watching. The default
+        has no events: NetworkError, and the caller relies on its periodic passes."""
+        raise NetworkError("link events are not available here")
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import logging
 import os
 import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ _SCOPE_LINK = 253
 _EOPNOTSUPP = 95
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 _LAB_VLAN_RE = re.compile(r"^vlan(\d{1,4})$")
+_RTMGRP_LINK = 0x1
+
+log = logging.getLogger(__name__)
 
 
 class LinuxNetworkHost(NetworkHost):
@@ -338,6 +342,40 @@ class LinuxNetworkHost(NetworkHost):
 
     def set_sysctl(self, key: str, value: str) -> None:
         in_netns(self.netns, lambda: write_sysctl(key, value))
+
+    def watch_links(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        """A second netlink socket subscribed to link events (RTMGRP_LINK), read by a daemon
+        thread; on_change runs once per batch of messages."""
+        try:
+            sock = IPRoute(netns=self.netns, flags=0) if self.netns else IPRoute()
+            sock.bind(groups=_RTMGRP_LINK)
+        except (NetlinkError, OSError) as e:
+            raise NetworkError(f"watch links: {e}") from None
+        stopped = threading.Event()
+
+        def run() -> None:
+            while not stopped.is_set():
+                try:
+                    messages = sock.get()
+                except Exception:       # the socket closed under us (stop), or netlink failed
+                    if not stopped.is_set():
+                        log.warning("link events stopped", exc_info=True)
+                    return
+                if messages and not stopped.is_set():
+                    try:
+                        on_change()
+                    except Exception:
+                        log.exception("link event handler failed")
+
+        thread = threading.Thread(target=run, name="link-events", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            stopped.set()
+            with contextlib.suppress(Exception):
+                sock.close()
+
+        return stop
 
     def close(self) -> None:
         with self._lock:
