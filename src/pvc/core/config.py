@@ -73,6 +73,12 @@ class LoggingSettings(_Section):
     zookeeper: bool = True
     node_log_lines: int = Field(default=2000, ge=10, le=20000)
     console_log_lines: int = Field(default=1000, ge=10, le=20000)
+    # Bounds on what guests and pvc write to disk (D14): console logs are copy-truncated past
+    # console_log_max_bytes keeping console_log_backups copies; `file` rotates likewise.
+    console_log_max_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
+    console_log_backups: int = Field(default=2, ge=0, le=20)
+    file_max_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
+    file_backups: int = Field(default=5, ge=0, le=50)
 
 
 API_TOKEN_MIN_LENGTH = 32
