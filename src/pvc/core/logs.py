@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 
 from pvc.core.config import Settings
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def file_handler(settings: Settings) -> logging.Handler:
+    """The daemon's log file, rotated by size (logging.file_max_bytes, file_backups kept): a flood
+    of log lines, some of them carrying guest or user text, cannot fill the disk."""
+    logs = settings.logging
+    return logging.handlers.RotatingFileHandler(str(logs.file), maxBytes=logs.file_max_bytes,
+                                                backupCount=logs.file_backups)
 
 
 def configure_logging(settings: Settings, daemon: str) -> logging.Logger:
@@ -20,7 +29,7 @@ def configure_logging(settings: Settings, daemon: str) -> logging.Logger:
         stream.setFormatter(formatter)
         root.addHandler(stream)
     if settings.logging.file:
-        handler = logging.FileHandler(settings.logging.file)
+        handler = file_handler(settings)
         handler.setFormatter(formatter)
         root.addHandler(handler)
     # kazoo is chatty about reconnect attempts; our session listener logs the state changes.
