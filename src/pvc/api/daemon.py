@@ -19,6 +19,7 @@ from pvc.api.app import create_app
 from pvc.core import schema
 from pvc.core.config import Settings, load_config
 from pvc.core.errors import ClusterUnavailable, ConfigError
+from pvc.core.logs import file_handler
 from pvc.core.zk import ZK
 
 log = logging.getLogger("pvcapid")
@@ -29,7 +30,7 @@ def _setup_logging(settings: Settings) -> None:
     if settings.logging.stdout:
         handlers.append(logging.StreamHandler(sys.stdout))
     if settings.logging.file:
-        handlers.append(logging.FileHandler(settings.logging.file))
+        handlers.append(file_handler(settings))
     logging.basicConfig(
         level=settings.logging.level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
