@@ -27,6 +27,8 @@ class ReconcilerSettings:
     poll_s: float = 1.0                   # shutdown / flush polling
     console_dir: str = "/var/log/libvirt"
     console_lines: int = 1000
+    console_max_bytes: int = 1024 * 1024   # rotate a console log past this (logging.console_log_max_bytes)
+    console_backups: int = 2
     migration_attempts: int = 3
     migration_timeout: float = 120.0
     flush_wait_s: float = 120.0           # per VM, as upstream (600 x 0.2 s)
@@ -41,6 +43,8 @@ class ReconcilerSettings:
                    shutdown_timeout=float(settings.timer.vm_shutdown_timeout),
                    console_dir=settings.path.console_log_directory,
                    console_lines=settings.logging.console_log_lines,
+                   console_max_bytes=settings.logging.console_log_max_bytes,
+                   console_backups=settings.logging.console_log_backups,
                    domain_policy=DomainPolicy.from_settings(settings))
 
 

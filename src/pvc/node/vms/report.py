@@ -24,7 +24,8 @@ class StatusReport:
     def __init__(self, ctx: VMContext, busy: Callable[[str], bool]) -> None:
         self.ctx, self.busy = ctx, busy
         settings = ctx.settings
-        self.console = ConsoleTail(settings.console_dir, settings.console_lines, ctx.store.put_console)
+        self.console = ConsoleTail(settings.console_dir, settings.console_lines, ctx.store.put_console,
+                                   settings.console_max_bytes, settings.console_backups)
         self._stats_written: dict[int, dict[str, Any]] | None = None   # shard -> what we last wrote
 
     def report(self, records: dict[str, VMRecord], statuses: dict[str, NodeVMStatus],
