@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 
 from lxml import etree
 
+from pvc.adapters import images
 from pvc.adapters.ceph import Storage
 from pvc.cluster import provisioner as prov
 from pvc.cluster import storage as storage_mod
@@ -363,10 +364,30 @@ def read_ova(tar: tarfile.TarFile) -> OvaContents:
     disks: list[OvaDisk] = []
     for index, disk in enumerate(info.disks):
         member = _member(members, disk.href)
-        capacity = vmdk_capacity(_read(tar, member, 512), disk.href)
+        head = _read(tar, member, min(member.size, images.HEADER_BYTES))
+        capacity = vmdk_capacity(head, disk.href)
+        _check_references(tar, member, head, disk.href)
         disks.append(OvaDisk(disk_id=f"sd{chr(ord('a') + index)}", member=member, file_size=member.size,
                              capacity=max(capacity, disk.capacity or 0)))
     return OvaContents(ovf_name=ovf_member.name, ovf_text=ovf_text, info=info, disks=disks)
+
+
+def _check_references(tar: tarfile.TarFile, member: tarfile.TarInfo, head: bytes, href: str) -> None:
+    """The VMDK names no parent (backing) file and no extent outside itself: the provisioner's
+    qemu-img would open them on the node (pvc.adapters.images)."""
+    def read(offset: int, length: int) -> bytes:
+        handle = tar.extractfile(member)
+        if handle is None:
+            raise InvalidInput(f"file: '{member.name}' in the OVA archive cannot be read")
+        handle.seek(offset)
+        return handle.read(length)
+
+    try:
+        images.check_vmdk_sparse(head, read, href)
+    except images.ImageRefused as exc:
+        raise InvalidInput(f"file: the disk '{href}': {exc.message}") from None
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise InvalidInput(f"file: '{member.name}' in the OVA archive cannot be read: {exc}") from None
 
 
 def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, size: int) -> bytes:

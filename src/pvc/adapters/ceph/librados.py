@@ -14,6 +14,7 @@ import subprocess
 import time
 from typing import Any, BinaryIO
 
+from pvc.adapters import images
 from pvc.adapters.ceph.base import (
     IMAGE_FORMATS,
     OSD_FLAGS,
@@ -303,7 +304,10 @@ class CephStorage(CephConnection, Storage):
         if not os.path.isfile(path):
             raise StorageError(f"{what}: cannot convert {path}: no such file")
         size = self.volume_info(pool, name)["size"]
-        virtual = _qemu_img_virtual_size(what, path, image_format)
+        try:   # inspected here too (defense in depth): no backing file, data file or foreign extent
+            virtual = images.inspect(path, image_format).virtual_size
+        except images.ImageRefused as exc:
+            raise StorageError(f"{what}: {exc.message}") from None
         if virtual > size:
             raise StorageError(f"{what}: the image {path} is larger than the volume "
                                f"({virtual} > {size} bytes)")
@@ -313,7 +317,10 @@ class CephStorage(CephConnection, Storage):
         if os.path.exists(self.keyring):
             parts.append(f"keyring={_qemu_rbd_escape(self.keyring)}")
         target = ":".join(parts)
-        cmd = ["qemu-img", "convert", "-f", image_format, "-O", "raw", "-n", path, target]
+        # the source is a json: specification with "backing": null, so no backing chain is opened
+        # even if the file changed after the inspection
+        source = images.source_spec(path, image_format)
+        cmd = ["qemu-img", "convert", "-f", image_format, "-O", "raw", "-n", source, target]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=None, check=False)
         except OSError as exc:
@@ -369,17 +376,3 @@ class CephStorage(CephConnection, Storage):
             if image.is_protected_snap(name):
                 image.unprotect_snap(name)
             image.remove_snap(name)
-
-
-def _qemu_img_virtual_size(what: str, path: str, image_format: str) -> int:
-    cmd = ["qemu-img", "info", "-f", image_format, "--output", "json", path]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise StorageError(f"{what}: cannot run qemu-img info: {exc}") from None
-    if done.returncode != 0:
-        raise StorageError(f"{what}: qemu-img cannot read {path} as {image_format}: {done.stderr.strip()}")
-    try:
-        return int(json.loads(done.stdout)["virtual-size"])
-    except (ValueError, KeyError) as exc:
-        raise StorageError(f"{what}: qemu-img info of {path}: unreadable answer ({exc})") from None

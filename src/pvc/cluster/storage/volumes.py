@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
+from pvc.adapters import images
 from pvc.adapters.ceph import IMAGE_FORMATS, Storage, StorageNotFound
 from pvc.cluster import tasks as tasks_mod
 from pvc.cluster import vms as vms_mod
@@ -297,6 +298,10 @@ def write_upload(zk: ZK, storage: Storage, pool: str, name: str, image_format: s
     else:
         if path is None:
             raise InvalidInput("file: no image file to convert")
+        try:   # before any conversion: no backing file, data file, foreign extent or wrong format
+            images.inspect(path, image_format)
+        except images.ImageRefused as exc:
+            raise InvalidInput(f"file: {exc.message}") from None
         with ceph(f'convert the uploaded {image_format} image into RBD volume "{name}" in pool "{pool}"'):
             storage.convert_into_volume(pool, name, path, image_format)
         text = f'Converted and wrote uploaded file to volume "{name}" in pool "{pool}".'
