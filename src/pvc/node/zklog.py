@@ -12,6 +12,22 @@ import threading
 from pvc.core import schema
 from pvc.core.zk import ZK
 
+MAX_LINE = 4096             # characters of one log line kept (log lines can carry guest or user text)
+MAX_BYTES = 512 * 1024      # of the whole list: well under ZooKeeper's 1 MiB znodes, or no write succeeds
+
+
+def _bounded(lines: list[str], max_lines: int) -> list[str]:
+    """The last lines that fit both max_lines and MAX_BYTES (of UTF-8)."""
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines[-max_lines:]):
+        size += len(str(line).encode(errors="replace")) + 1
+        if size > MAX_BYTES:
+            break
+        kept.append(line)
+    kept.reverse()
+    return kept
+
 
 class ZooKeeperLogHandler(logging.Handler):
     def __init__(self, node: str, max_lines: int) -> None:
@@ -29,6 +45,8 @@ class ZooKeeperLogHandler(logging.Handler):
             line = self.format(record)
         except Exception:
             return
+        if len(line) > MAX_LINE:
+            line = f"{line[:MAX_LINE]} [... {len(line) - MAX_LINE} more characters cut]"
         with self._lock:
             self._pending.append(line)
             if len(self._pending) > self.max_lines:
@@ -42,7 +60,7 @@ class ZooKeeperLogHandler(logging.Handler):
             return 0
         try:
             zk.update(schema.node_log(self.node),
-                      lambda old: ((old if isinstance(old, list) else []) + lines)[-self.max_lines:],
+                      lambda old: _bounded((old if isinstance(old, list) else []) + lines, self.max_lines),
                       create=True)
         except Exception:
             with self._lock:  # keep them for the next attempt rather than lose them
