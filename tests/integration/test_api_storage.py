@@ -6,6 +6,7 @@ answers that change nothing, neither in ZooKeeper nor in the (fake) Ceph cluster
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import uuid as uuidlib
@@ -477,7 +478,7 @@ def _bytes(data: bytes) -> Any:
 
 # -- upload ------------------------------------------------------------------------------------------
 
-def test_upload(client: TestClient, zk: ZK, fake: FakeStorage) -> None:
+def test_upload(client: TestClient, zk: ZK, fake: FakeStorage, tmp_path: Path) -> None:
     add_pool(client)
     add_volume(client, "img", "1M")
     image = bytes(range(256)) * 4096
@@ -493,8 +494,11 @@ def test_upload(client: TestClient, zk: ZK, fake: FakeStorage) -> None:
             "image_format")
     refused(client.post(f"{BASE}/volume/vms/nope/upload", params={"image_format": "raw"},
                         files={"file": ("d.raw", image)}), 400, "No volume with name 'nope'")
-    ok(client.post(url, params={"image_format": "qcow2", "file_size": 5},
-                   files={"file": ("d.qcow2", b"QFI\xfb!")}))
+    refused(client.post(url, params={"image_format": "qcow2", "file_size": 5},
+                        files={"file": ("d.qcow2", b"QFI\xfb!")}), 400, "image refused")   # not a qcow2
+    qcow2 = tmp_path / "d.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow2), "1M"], check=True)
+    ok(client.post(url, params={"image_format": "qcow2"}, files={"file": ("d.qcow2", qcow2.read_bytes())}))
     pool, volume, path, fmt = fake.conversions[-1]
     assert (pool, volume, fmt) == ("vms", "img", "qcow2")
     assert not Path(path).exists()            # the local copy is gone after the conversion

@@ -266,15 +266,14 @@ def test_prepare_block_creates_a_sparse_file_and_refuses_a_used_one(tmp_path: Pa
     assert service.prepare_block(device) is True
     st = device.path.stat()
     assert st.st_size == 1 << 30 and st.st_blocks * 512 < 1 << 20       # sparse
-    assert service.prepare_block(service.resolve(f"file:{device.path}")) is False   # existing, free
-    with pytest.raises(OsdError, match="smaller than"):
-        service.prepare_block(service.resolve(f"file:{device.path}:2G"))
-    with open(device.path, "r+b") as handle:
-        handle.write(osd.BLUESTORE_LABEL)
-    with pytest.raises(OsdError, match="already holds a bluestore OSD"):
-        service.prepare_block(service.resolve(str(device.path)))
+    for again in (f"file:{device.path}", f"file:{device.path}:2G", str(device.path)):
+        with pytest.raises(OsdError, match="already exists.*never overwrites"):  # never reused
+            service.prepare_block(service.resolve(again))
     with pytest.raises(OsdError, match="give a size"):
-        service.prepare_block(service.resolve(str(tmp_path / "missing.img")))
+        service.prepare_block(service.resolve(str(tmp_path / "osd" / "missing.img")))
+    for outside in (f"file:{tmp_path / 'elsewhere.img'}:1G", "file:/etc/passwd"):
+        with pytest.raises(OsdError, match="outside the OSD data directory"):
+            service.resolve(outside)
     service.discard_block(device.path, created=False)               # wipes the label, keeps the file
     with open(device.path, "rb") as handle:
         assert not osd.holds_bluestore(handle.read(32))

@@ -11,8 +11,9 @@ on the node that owns the disk. Two ways of running OSDs (settings.storage.osd_s
   Devices may be given as `detect:<name>:<size>:<index>` strings, resolved with lsscsi and
   `nvme list`.
 * ``direct`` (the lab, hosts without systemd; direct.py): one bluestore OSD on a regular file (or
-  a raw block device) without LVM. `file:<path>:<size>` creates a sparse file (a relative path is
-  taken under osd_data_directory), a plain path uses an existing file.
+  a raw block device) without LVM. `file:<path>:<size>` creates a sparse file inside
+  osd_data_directory (a relative path is taken under it; a path leading out of it, also through a
+  symlink, is refused, and an existing file is never reused), a plain /dev/ path names a block device.
 
 The decisions (argument lists, detect-string matching, partition-table and ceph-volume output
 parsing in devices.py, DB sizes, fio jobs in bench.py) are pure functions, unit-tested in

@@ -115,21 +115,40 @@ class DirectOsdService(OsdService):
 
     # the block file
     def resolve(self, device: str) -> FileDevice:
-        return parse_file_device(device, self.data_root)
+        """The block file or device; a file must lie inside the OSD data directory
+        (storage.osd_data_directory), checked on its real path so no symlink leads out of it.
+
+        Why: the device string comes from an API caller; without the confinement an OSD's mkfs
+        could be pointed at any host file (pvc.conf, a keyring) and overwrite it. A plain /dev/
+        path names a block device, as in systemd mode.
+        """
+        found = parse_file_device(device, self.data_root)
+        text = device.strip()
+        if not text.startswith("file:") and str(found.path).startswith("/dev/"):
+            return found
+        root = os.path.realpath(self.data_root)
+        real = os.path.realpath(found.path)
+        if real == root or os.path.commonpath([root, real]) != root:
+            raise OsdError(f"'{device}': the file {found.path} is outside the OSD data directory "
+                           f"{self.data_root} (storage.osd_data_directory); give a path inside it, "
+                           f"e.g. file:<name>.img:<size>")
+        return FileDevice(Path(real), found.size)
 
     def prepare_block(self, device: FileDevice) -> bool:
-        """Make sure the block file exists and is free; True if it was created here."""
+        """Make sure the block file exists and is free; True if it was created here. An existing
+        regular file is never taken (it could be another OSD's keyring or launch file): only a
+        file created here, or an existing block device."""
         path = device.path
         if path.exists():
             mode = path.stat().st_mode
-            if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+            if stat.S_ISREG(mode):
+                raise OsdError(f"{path} already exists; PVC creates an OSD's block file itself and never "
+                               f"overwrites one (remove it, or name a new file)")
+            if not stat.S_ISBLK(mode):
                 raise OsdError(f"{path} is neither a regular file nor a block device")
             with open(path, "rb") as handle:
                 if holds_bluestore(handle.read(len(BLUESTORE_LABEL))):
                     raise OsdError(f"{path} already holds a bluestore OSD; remove that OSD first")
-            if stat.S_ISREG(mode) and device.size is not None and path.stat().st_size < device.size:
-                raise OsdError(f"{path} exists with {path.stat().st_size} bytes, smaller than the "
-                               f"{device.size} bytes asked for")
             return False
         if device.size is None:
             raise OsdError(f"{path} does not exist; give a size to create it (file:{path}:<size>)")
