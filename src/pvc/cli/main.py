@@ -12,6 +12,7 @@ import click
 from pvc import __version__
 from pvc.cli.commands import AREAS
 from pvc.cli.errors import CLIError
+from pvc.cli.output import escape_controls
 from pvc.cli.state import CLIState
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
@@ -48,7 +49,7 @@ class PVCGroup(click.Group):
     def _report(ctx: click.Context, message: str) -> None:
         state = ctx.find_object(CLIState)
         if state is None or not state.silent:
-            click.echo(message, err=True)
+            click.echo(escape_controls(message), err=True)
 
 
 def audit(argv: Sequence[str]) -> None:

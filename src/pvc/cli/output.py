@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from rich.color import ColorSystem
 from rich.console import Console, RenderableType
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -25,17 +28,44 @@ HEADER_STYLE = "bold"
 WIDE = 1000  # when not writing to a terminal, never wrap table rows
 
 
+# C0 controls but tab and newline, DEL and C1 controls: what a terminal acts on (ESC starts title,
+# OSC 52 clipboard and cursor sequences; 0x9b is a one-byte CSI). Guest output (consoles, logs) and
+# user-written text (names, descriptions, tags) reach the administrator's terminal only escaped (D14).
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROLS_AND_LINES = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str, newlines: bool = True) -> str:
+    """text with each terminal control character shown as `\\xNN` (tab kept; newlines kept unless
+    newlines=False, for one-line messages)."""
+    pattern = _CONTROLS if newlines else _CONTROLS_AND_LINES
+    return pattern.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+
+
 def render(renderable: RenderableType, colour: bool = False, width: int | None = None) -> str:
-    """Render to text; without colour the result is plain, so it is stable for scripts and tests."""
+    """Render to text; without colour the result is plain, so it is stable for scripts and tests.
+
+    Every piece of data is escaped (`escape_controls`): only the colours rich adds reach the
+    terminal as escape sequences, and no data is read as rich markup.
+    """
     if isinstance(renderable, str):
-        return renderable
-    buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=colour, no_color=not colour, color_system="standard"
+        return escape_controls(renderable)
+    console = Console(file=io.StringIO(), force_terminal=colour, no_color=not colour, color_system="standard"
                       if colour else None, width=width or WIDE, highlight=False, emoji=False,
                       markup=False, legacy_windows=False, soft_wrap=False)
-    console.print(renderable)
-    lines = buffer.getvalue().rstrip("\n").split("\n")
-    return "\n".join(line.rstrip() for line in lines)
+    segments = console.render(renderable, console.options)
+    lines = []
+    for line in Segment.split_and_crop_lines(segments, console.width, pad=False):
+        parts = []
+        for text, style, control in line:
+            if control:
+                continue
+            safe = escape_controls(text)
+            parts.append(style.render(safe, color_system=ColorSystem.STANDARD) if colour and style else safe)
+        lines.append("".join(parts).rstrip())
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines)
 
 
 def to_json(data: Any, pretty: bool = False) -> str:
@@ -47,8 +77,9 @@ def json_formatters() -> dict[str, Formatter]:
 
 
 def cell(value: Any, style: str = "") -> Text:
-    """A table cell that never interprets markup in data (names may contain brackets)."""
-    return Text("" if value is None else str(value), style=style)
+    """A table cell that never interprets markup in data (names may contain brackets), its control
+    characters escaped before the table measures it."""
+    return Text("" if value is None else escape_controls(str(value)), style=style)
 
 
 def table(columns: Sequence[str | tuple[str, str]], rows: Iterable[Sequence[Any]],

@@ -21,7 +21,7 @@ from rich.console import Console, RenderableType
 from pvc.cli import connections as store
 from pvc.cli.client import ApiClient
 from pvc.cli.errors import CLIError
-from pvc.cli.output import WIDE, Formatter, render
+from pvc.cli.output import WIDE, Formatter, escape_controls, render
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,7 +69,7 @@ class CLIState:
     def error(self, message: str) -> None:
         """One error line on stderr (only --silent hides it)."""
         if not self.silent:
-            click.echo(message, err=True)
+            click.echo(escape_controls(message), err=True)
 
     def emit(self, data: Any, formatter: Formatter) -> None:
         self.out(formatter(data))
@@ -99,7 +99,7 @@ class CLIState:
         if self._api is None:
             conn = self.connection
             self._api = ApiClient(conn, debug=self.debug, transport=self.transport,
-                                  log=lambda line: click.echo(line, err=True))
+                                  log=lambda line: click.echo(escape_controls(line), err=True))
             unverified = " (unverified)" if conn.scheme == "https" and not conn.verify_ssl else ""
             self.info(f'Using connection "{conn.name}" - Host: "{conn.host}:{conn.port}"  '
                       f'Scheme: "{conn.scheme}{unverified}"  Prefix: "{store.API_PREFIX}"')
@@ -164,7 +164,8 @@ def confirm_option(message: str | Callable[[dict[str, Any]], str]) -> Callable[[
                 question = message(kwargs) if callable(message) else \
                     message.format(**{k: f'"{v}"' for k, v in kwargs.items()})
                 try:
-                    answer = click.confirm(question, prompt_suffix="? ", default=False, err=True)
+                    answer = click.confirm(escape_controls(question), prompt_suffix="? ", default=False,
+                                           err=True)
                 except click.Abort:
                     answer = False
                 if not answer:

@@ -14,6 +14,7 @@ from typing import Any
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
 
 from pvc.cli.errors import CLIError
+from pvc.cli.output import escape_controls
 from pvc.cli.state import CLIState
 from pvc.core.vocabulary import TASK_FINISHED, TASK_STATES
 
@@ -56,7 +57,7 @@ def wait_for_task(state: CLIState, task_id: str, *, task_name: str | None = None
     show = not (state.quiet or state.silent) and sys.stderr.isatty()
     console = state.stderr_console()
     progress = Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+        SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(),
         TextColumn("{task.fields[status]}", markup=False), console=console, disable=not show,
         transient=False,
     )
@@ -75,14 +76,14 @@ def wait_for_task(state: CLIState, task_id: str, *, task_name: str | None = None
                     total = max(int(status.get("total") or 1), 1)
                     progress.update(bar, description="Running", total=total,
                                     completed=min(int(status.get("current") or 0), total),
-                                    status=str(status.get("status", "")))
+                                    status=escape_controls(str(status.get("status", ""))))
                 sleep(poll)
             if status.get("state") == "SUCCESS":
                 total = max(int(status.get("total") or 1), 1)
                 progress.update(bar, description="Done", total=total, completed=total,
-                                status=str(status.get("status", "")))
+                                status=escape_controls(str(status.get("status", ""))))
             else:
-                progress.update(bar, description=str(status.get("state")), status="")
+                progress.update(bar, description=escape_controls(str(status.get("state"))), status="")
     except KeyboardInterrupt:
         raise CLIError(f"Stopped waiting; task {task_id} carries on. "
                        f"Check it with: pvc cluster task {task_id}", exit_code=130) from None

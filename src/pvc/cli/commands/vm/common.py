@@ -20,6 +20,7 @@ from lxml import etree
 
 from pvc.cli.client import ApiClient, decode
 from pvc.cli.errors import CLIError
+from pvc.cli.output import escape_controls
 from pvc.cli.state import CLIState, get_state
 from pvc.cli.waiters import run_task
 from pvc.core import domainxml
@@ -137,7 +138,7 @@ def with_progress(state: CLIState, domain: str, label: str, call: Callable[[], s
     worker = threading.Thread(target=run, daemon=True)
     started = time.monotonic()
     worker.start()
-    with state.stderr_console().status(f"{label} {domain}") as status, \
+    with state.stderr_console().status(escape_controls(f"{label} {domain}")) as status, \
             ApiClient(state.connection, transport=state.transport, retries=0) as poller:
         while worker.is_alive():
             worker.join(1.0)
@@ -145,10 +146,10 @@ def with_progress(state: CLIState, domain: str, label: str, call: Callable[[], s
                 info = poller.get_one(f"/vm/{domain}", what="VM")
                 where = info.get("node", "?")
                 moved = f" (from {info['last_node']})" if info.get("last_node") else ""
-                status.update(f"{label} {domain}: state {info.get('state')}, node {where}{moved}, "
-                              f"{time.monotonic() - started:.0f}s")
+                status.update(escape_controls(f"{label} {domain}: state {info.get('state')}, node {where}"
+                                              f"{moved}, {time.monotonic() - started:.0f}s"))
             except Exception:
-                status.update(f"{label} {domain}: {time.monotonic() - started:.0f}s")
+                status.update(escape_controls(f"{label} {domain}: {time.monotonic() - started:.0f}s"))
     if "error" in outcome:
         raise outcome["error"]
     return str(outcome["message"])
@@ -201,14 +202,15 @@ def decide_restart(state: CLIState, vm: dict[str, Any], restart: bool | None, co
         if confirmed or state.unsafe:
             return False
         try:
-            return click.confirm(f'Restart VM "{vm.get("name")}" to apply the change', prompt_suffix="? ",
+            return click.confirm(escape_controls(f'Restart VM "{vm.get("name")}" to apply the change'),
+                                 prompt_suffix="? ",
                                  default=False, err=True)
         except click.Abort:
             return False
     if restart and not (confirmed or state.unsafe):
         try:
-            ok = click.confirm(f'Restart virtual machine "{vm.get("name")}"', prompt_suffix="? ",
-                               default=False, err=True)
+            ok = click.confirm(escape_controls(f'Restart virtual machine "{vm.get("name")}"'),
+                               prompt_suffix="? ", default=False, err=True)
         except click.Abort:
             ok = False
         if not ok:
