@@ -1,10 +1,11 @@
 """Networks on the lab: a managed VXLAN network with DHCP, DNS, ACLs, NAT, metadata and failover.
 
 Two tiny guests on different nodes take leases from the primary's dnsmasq (one through a
-reservation), reach each other, the gateway and (masqueraded) the underlay, resolve each other's
-names, and one fetches its user-data from 169.254.169.254. An ACL blocks one flow and its removal
-restores it. The primary is handed over: the guests keep the gateway (the gap is measured) and
-renew their leases with the new primary. Removing the network leaves nothing on any node.
+reservation), reach each other, the gateway and (masqueraded) the upstream segment but not the
+cluster, resolve each other's names, and one fetches its user-data from 169.254.169.254. An ACL
+blocks one flow and its removal restores it. The primary is handed over: the guests keep the
+gateway (the gap is measured) and renew their leases with the new primary. Removing the network
+leaves nothing on any node.
 
 Guests are probed through their busybox httpd CGIs (pvc.lab.guest.CGI), called from the primary,
 which routes to them.
@@ -25,7 +26,8 @@ import pytest
 from pvc.core import schema
 from pvc.core.zk import ZK
 from pvc.lab import proc
-from pvc.lab.plan import LabPlan
+from pvc.lab.plan import WORLD_ADDRESS, LabPlan
+from pvc.lab.pvcnodes import FLOATING_ADDRESS
 from tests.system.helpers import (
     booted_ip,
     call,
@@ -109,8 +111,9 @@ def test_managed_network_end_to_end(lab: LabPlan, api: httpx.Client) -> None:
         assert probe(lab, api, ip1, "ping", f"{SUBNET}.1") == "ok"
         assert probe(lab, api, ip1, "resolve", f"{G2}.{DOMAIN}") == ip2
         assert probe(lab, api, ip2, "resolve", f"{G1}.{DOMAIN}") == ip1
-        assert probe(lab, api, ip1, "ping", lab.node("hv3").address) == "ok"     # masqueraded
-        dig = proc.run(["dig", "+short", "+time=2", "+tries=2", "@10.200.0.254", f"{G1}.{DOMAIN}"],
+        assert probe(lab, api, ip1, "ping", WORLD_ADDRESS) == "ok"      # masqueraded to the upstream
+        assert probe(lab, api, ip1, "ping", lab.node("hv3").address) == "fail"   # never the cluster
+        dig = proc.run(["dig", "+short", "+time=2", "+tries=2", f"@{FLOATING_ADDRESS}", f"{G1}.{DOMAIN}"],
                        netns=lab.node("hv2").netns, check=False).stdout.strip()
         assert dig == ip1                                                   # the cluster DNS view
         wait("g1 ran its user-data", lambda: f"PVC-USERDATA-RAN {G1}" in console(api, G1), 60)

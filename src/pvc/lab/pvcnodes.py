@@ -13,9 +13,10 @@ from typing import Any
 import yaml
 
 from pvc.lab import proc
-from pvc.lab.plan import API_PORT, SUBNET, ZK_CLIENT_PORT, LabPlan, NodePlan
+from pvc.lab.plan import API_PORT, UPSTREAM_SUBNET, ZK_CLIENT_PORT, LabPlan, NodePlan
 
-FLOATING_ADDRESS = f"{SUBNET}.254"
+# the primary's address on the upstream segment (eth1): the cluster DNS view answers there
+FLOATING_ADDRESS = f"{UPSTREAM_SUBNET}.254"
 
 DAEMONS = ("pvcnoded", "pvcworkerd")
 MODULES = {"pvcnoded": "pvc.node.daemon", "pvcworkerd": "pvc.worker.daemon"}
@@ -67,8 +68,8 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
         "networking": {
             "cluster_device": "eth0",
             "cluster_address": node.address,
-            "upstream_device": "eth0",
-            # the primary's address on the underlay: the cluster DNS view answers there
+            # guests' NAT leaves through the upstream segment, never the cluster network
+            "upstream_device": "eth1",
             "floating_address": f"{FLOATING_ADDRESS}/24",
             "bridge_device": "eth0",
             # no 802.1Q in these kernels: bridged networks get a veth stand-in into the switch
