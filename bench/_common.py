@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import Daemon, write_config  # noqa: E402
 
+from pvc.lab import labtls  # noqa: E402
 from pvc.lab.plan import LabPlan  # noqa: E402
 from pvc.lab.zkserver import ZooKeeperServer, free_port  # noqa: E402
 
@@ -67,5 +68,5 @@ def lab_client(name: str) -> tuple[LabPlan, httpx.Client]:
     plan = LabPlan.load(name)
     if plan is None:
         raise SystemExit(f"no lab named {name}: run `pvc-lab up` first")
-    return plan, httpx.Client(base_url=f"http://127.0.0.1:{plan.api_port}/api/v1",
+    return plan, httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
                               headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=240)

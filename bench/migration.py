@@ -13,6 +13,7 @@ import httpx
 from _common import median, percentile, table
 from pvc.core import schema
 from pvc.core.zk import ZK
+from pvc.lab import labtls
 from pvc.lab.main import lab_down, lab_up
 
 NAME = "bmig"
@@ -34,7 +35,7 @@ def guest_xml(files: dict, uuid: str) -> str:
 def main() -> None:
     lab_down(NAME)
     plan = lab_up(NAME, 2)
-    api = httpx.Client(base_url=f"http://127.0.0.1:{plan.api_port}/api/v1",
+    api = httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
                        headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=240)
     zk = ZK([f"127.0.0.1:{plan.zk_port}"], "/pvc").start()
     totals, downtimes = [], []

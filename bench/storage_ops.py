@@ -20,7 +20,7 @@ from _common import median, percentile, table
 from pvc.adapters.ceph import CephStorage
 from pvc.core.config import load_config
 from pvc.core.zk import ZK
-from pvc.lab import proc
+from pvc.lab import labtls, proc
 from pvc.lab.main import lab_down, lab_up
 from pvc.node.storage import StorageMonitor
 
@@ -63,7 +63,7 @@ def main() -> None:
     keep = "--keep" in sys.argv
     lab_down(NAME)
     plan = lab_up(NAME, 3)
-    api = httpx.Client(base_url=f"http://127.0.0.1:{plan.api_port}/api/v1",
+    api = httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
                        headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=120)
     try:
         creates, removes = [], []

@@ -257,8 +257,11 @@ def lab() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def lab_api(lab: Any) -> Iterator[httpx.Client]:
-    """An HTTP client of the lab's API, authenticated with the lab's token."""
-    client = httpx.Client(base_url=f"http://127.0.0.1:{lab.api_port}/api/v1",
+    """An HTTPS client of the lab's API (verified against the lab's CA only), authenticated
+    with the lab's token."""
+    from pvc.lab import labtls
+
+    client = httpx.Client(base_url=labtls.api_base(lab), verify=labtls.api_verify(lab),
                           headers={"X-Api-Key": str(lab.extra["api_token"])}, timeout=240)
     yield client
     client.close()

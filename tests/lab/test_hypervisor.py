@@ -22,8 +22,8 @@ import pytest
 
 from pvc.adapters.hypervisor import DomainNotFound, HypervisorError, LibvirtHypervisor
 from pvc.lab import guest as labguest
+from pvc.lab import labtls, proc
 from pvc.lab import libvirt as lablibvirt
-from pvc.lab import proc
 
 from .labinfra import lab
 
@@ -123,11 +123,11 @@ def test_boot_stats_migrate_shutdown_destroy() -> None:
             assert hv1.is_running(uuid)
 
             # live migration hv1 -> hv2, peer-to-peer, max downtime 100 ms. It runs where pvcnoded
-            # would: inside hv1's namespace, from where hv2's libvirtd is reachable over TCP.
+            # would: inside hv1's namespace, from where hv2's libvirtd is reachable over TLS.
             beat = heartbeat(serial_lines(serial, r"PVC-GUEST-HEARTBEAT")[-1])
             offset = serial.stat().st_size
             progress: list[dict[str, int]] = []
-            result = proc.netns_call(n1.netns, hv1.migrate, uuid, f"qemu+tcp://{n2.address}/system",
+            result = proc.netns_call(n1.netns, hv1.migrate, uuid, labtls.migration_uri(plan, n2.address),
                                      f"tcp://{n2.address}", max_downtime_ms=100, timeout=60,
                                      progress=progress.append)
             print(f"migration: {result.duration_s:.2f}s, downtime {result.downtime_ms} ms (libvirt), "
@@ -143,7 +143,7 @@ def test_boot_stats_migrate_shutdown_destroy() -> None:
             # a migration that outlives its timeout is aborted and the domain stays where it was
             with pytest.raises(HypervisorError, match="aborted"):
                 proc.netns_call(n2.netns, lambda: hv2.migrate(
-                    uuid, f"qemu+tcp://{n1.address}/system", None, max_downtime_ms=100, timeout=0.3))
+                    uuid, labtls.migration_uri(plan, n1.address), None, max_downtime_ms=100, timeout=0.3))
             assert hv2.is_running(uuid)
             proc.wait_until(lambda: hv1.list_domains() == {}, 10, "the aborted incoming domain to go")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from pvc.lab import guest as labguest
+from pvc.lab import labtls, proc
 from pvc.lab import libvirt as lablibvirt
-from pvc.lab import proc
 
 from .labinfra import lab, temp_plan
 
@@ -46,12 +46,13 @@ def host_uuid_of(conn: libvirt.virConnect) -> str:
     return ET.fromstring(conn.getCapabilities()).findtext("host/uuid") or ""
 
 
-def migrate(dom: libvirt.virDomain, dst: libvirt.virConnect, address: str, serial: Path) -> str:
-    """Live-migrate peer-to-peer over qemu+tcp; check the guest kept running; return a summary."""
+def migrate(dom: libvirt.virDomain, dst: libvirt.virConnect, uri: str, serial: Path) -> str:
+    """Live-migrate peer-to-peer over qemu+tls (the lab's client certificate); check the guest
+    kept running; return a summary."""
     name = dom.name()
     offset = serial.stat().st_size
     t0 = time.monotonic()
-    dom.migrateToURI3(f"qemu+tcp://{address}/system", {}, MIGRATE)
+    dom.migrateToURI3(uri, {}, MIGRATE)
     took = time.monotonic() - t0
     moved = dst.lookupByName(name)
     assert moved.isActive()
@@ -59,7 +60,44 @@ def migrate(dom: libvirt.virDomain, dst: libvirt.virConnect, address: str, seria
     beat = wait_line(serial, r"PVC-GUEST-HEARTBEAT", 30, offset)
     assert int(re.search(r" n=(\d+)", beat).group(1)) > 1       # same boot: the counter continues
     assert serial.read_text(errors="replace").count("PVC-GUEST-BOOT-OK") == 1
-    return f"{name} -> {address}: {took:.2f}s, downtime {downtime} ms"
+    return f"{name} -> {uri}: {took:.2f}s, downtime {downtime} ms"
+
+
+def refused_without_the_lab_client_certificate(plan, src, dst) -> None:
+    """From a peer's namespace: the lab's client certificate opens dst's libvirtd over TLS;
+    plain TCP, a certificate of another CA, and another certificate of the lab CA are refused."""
+    from pvc.core import pki
+
+    def version(uri: str) -> int:
+        conn = libvirt.open(uri)
+        try:
+            return conn.getLibVersion()
+        finally:
+            conn.close()
+
+    assert proc.netns_call(src.netns, version, labtls.migration_uri(plan, dst.address)) > 0
+    with pytest.raises(libvirt.libvirtError):
+        proc.netns_call(src.netns, version, f"qemu+tcp://{dst.address}/system")
+
+    def client_dir(name: str, ca: pki.KeyPair, cn: str) -> Path:
+        directory = plan.state_dir / name
+        directory.mkdir(mode=0o700)
+        pair = pki.issue_client(ca, cn)
+        # trusts the server's CA and its own (the client checks its own certificate first)
+        (directory / "cacert.pem").write_bytes(labtls.lab_ca(plan).certificate + ca.certificate)
+        (directory / "clientcert.pem").write_bytes(pair.certificate)
+        pki.write_private(directory / "clientkey.pem", pair.key)
+        return directory
+
+    stranger = client_dir("stranger", pki.make_ca("not the lab"), labtls.MIGRATION_CLIENT_CN)
+    other = client_dir("other-cn", labtls.lab_ca(plan), "some-other-client")
+    for directory in (stranger, other):
+        with pytest.raises(libvirt.libvirtError):
+            proc.netns_call(src.netns, version, f"qemu+tls://{dst.address}/system?pkipath={directory}")
+    log = lablibvirt.log_path(plan, dst).read_text(errors="replace")
+    # the server refused both: the stranger's certificate (not of its CA) is not even offered
+    assert "authentication failed: Failed to verify peer's certificate" in log, log[-2000:]
+    assert "Distinguished Name is not on the list of allowed clients" in log, log[-2000:]
 
 
 def test_socket_path_limit_fails_clearly() -> None:
@@ -90,8 +128,11 @@ def test_libvirtd_per_node_boot_and_live_migration() -> None:
             uuids = host_uuid_of(conn1), host_uuid_of(conn2)
             assert uuids == (lablibvirt.host_uuid(hv1), lablibvirt.host_uuid(hv2))
             assert uuids[0] != uuids[1]
-            # each daemon listens for migrations on its own underlay address only
-            assert f"{hv2.address}:16509" in proc.run(["ss", "-Hltn"], netns=hv2.netns).stdout
+            # each daemon listens for migrations on its own underlay address only, over TLS only
+            listening = proc.run(["ss", "-Hltn"], netns=hv2.netns).stdout
+            assert f"{hv2.address}:{labtls.LIBVIRT_TLS_PORT}" in listening
+            assert ":16509 " not in listening                      # no plain TCP listener
+            refused_without_the_lab_client_certificate(plan, hv1, hv2)
 
             # tiny1: initramfs only, on hv1; tiny2: switch_root into a copy of the ext4 disk, on hv2
             serial1, serial2 = plan.state_dir / "tiny1.serial.log", plan.state_dir / "tiny2.serial.log"
@@ -111,8 +152,8 @@ def test_libvirtd_per_node_boot_and_live_migration() -> None:
             wait_line(serial1, r"PVC-GUEST-HEARTBEAT name=tiny1 n=1 ", 30)
             wait_line(serial2, r"PVC-GUEST-HEARTBEAT name=tiny2 n=1 ", 30)
 
-            print("live migration", migrate(dom1, conn2, hv2.address, serial1))
-            print("live migration", migrate(dom2, conn1, hv1.address, serial2))
+            print("live migration", migrate(dom1, conn2, labtls.migration_uri(plan, hv2.address), serial1))
+            print("live migration", migrate(dom2, conn1, labtls.migration_uri(plan, hv1.address), serial2))
             assert [d.name() for d in conn1.listAllDomains()] == ["tiny2"]
             assert [d.name() for d in conn2.listAllDomains()] == ["tiny1"]
 

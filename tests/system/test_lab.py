@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pvc.lab import labtls, netns, proc
 from pvc.lab import main as labmain
-from pvc.lab import netns, proc
 from pvc.lab.plan import STATE_ROOT, LabPlan
 from tests.system import ha
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.system
 
 
 def api(plan: LabPlan) -> httpx.Client:
-    return httpx.Client(base_url=f"http://127.0.0.1:{plan.api_port}/api/v1",
+    return httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
                         headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=30)
 
 

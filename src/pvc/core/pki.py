@@ -133,7 +133,9 @@ def issue(ca: KeyPair, common_name: str, names: Iterable[str] = (), *, server: b
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE).not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False,
+        # key_encipherment means nothing to an EC key but libvirt refuses a critical key usage
+        # without it (virNetTLSContextCheckCertKeyUsage); OpenSSL and browsers accept it.
+        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True,
                                      key_cert_sign=False, crl_sign=False, content_commitment=False,
                                      data_encipherment=False, key_agreement=True,
                                      encipher_only=False, decipher_only=False), critical=True)

@@ -4,9 +4,11 @@ Each node is a separate "host" to libvirt: its own config dir, sockets, state an
 (libvirt refuses to migrate to a host with the same UUID). The daemon runs in a private mount
 namespace where the node's own directories are bind-mounted over /etc/libvirt, /run/libvirt,
 /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt; its unix socket sits in a path that is
-visible from the root namespace, and it listens on TCP only on the node's underlay address (for
-peer-to-peer migrations between nodes). `tini -s` is the subreaper: libvirt double-forks qemu, and
-PID 1 on these machines reaps orphans only every ~2 s, which would make every destroy take 2 s.
+visible from the root namespace, and it listens on TLS only on the node's underlay address (for
+peer-to-peer migrations between nodes), with a server certificate of the lab's CA, and admits only
+peers presenting the lab's migration client certificate (pvc.lab.labtls). `tini -s` is the
+subreaper: libvirt double-forks qemu, and PID 1 on these machines reaps orphans only every ~2 s,
+which would make every destroy take 2 s.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from pathlib import Path
 
 import libvirt
 
-from pvc.lab import proc
+from pvc.lab import labtls, proc
 from pvc.lab.netns import netns_pids
-from pvc.lab.plan import LIBVIRT_TCP_PORT, LabPlan, NodePlan
+from pvc.lab.plan import LabPlan, NodePlan
 
 SOCKET_PATH_MAX = 107            # sun_path is 108 bytes including the terminating NUL
 PRIVATE_DIRS = {                 # node subdirectory -> system path it replaces
@@ -67,12 +69,21 @@ def host_uuid(node: NodePlan) -> str:
 
 
 def libvirtd_conf(plan: LabPlan, node: NodePlan) -> str:
+    """TLS only on the network (no plain TCP): the client certificate is the authentication, and
+    only the lab's migration client (signed by the lab CA) is admitted."""
+    pki_dir = labtls.libvirt_server(plan, node)
+    labtls.libvirt_client(plan)
     return "\n".join([
-        "listen_tls = 0",
-        "listen_tcp = 1",
+        "listen_tls = 1",
+        "listen_tcp = 0",
         f'listen_addr = "{node.address}"',
-        f'tcp_port = "{LIBVIRT_TCP_PORT}"',
-        'auth_tcp = "none"',
+        f'tls_port = "{labtls.LIBVIRT_TLS_PORT}"',
+        'auth_tls = "none"',
+        f'key_file = "{pki_dir / "serverkey.pem"}"',
+        f'cert_file = "{pki_dir / "servercert.pem"}"',
+        f'ca_file = "{pki_dir / "cacert.pem"}"',
+        "tls_no_verify_certificate = 0",
+        f'tls_allowed_dn_list = ["CN={labtls.MIGRATION_CLIENT_CN}"]',
         'auth_unix_rw = "none"',
         'auth_unix_ro = "none"',
         'unix_sock_group = "root"',

@@ -20,7 +20,7 @@ from typing import Any
 import click
 import httpx
 
-from pvc.lab import proc
+from pvc.lab import labtls, proc
 from pvc.lab.plan import API_PORT, DEFAULT_NAME, STATE_ROOT, ZK_CLIENT_PORT, LabPlan, NodePlan, make_plan
 from pvc.lab.proc import LabError
 
@@ -52,7 +52,7 @@ class Steps:
 
 def _api(plan: LabPlan) -> httpx.Client:
     token = str(plan.extra.get("api_token", ""))
-    return httpx.Client(base_url=f"http://127.0.0.1:{plan.api_port}/api/v1",
+    return httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
                         headers={"X-Api-Key": token}, timeout=10)
 
 
@@ -206,7 +206,7 @@ def lab_up(name: str, nodes: int, demo: bool = False) -> LabPlan:
     step("adding the 'lab' connection to the pvc CLI", lambda: _add_connection(plan))
     plan.save()
     click.echo(f"Lab '{name}' is up in {step.total:.1f}s: {nodes} nodes, "
-               f"API at http://127.0.0.1:{plan.api_port}/api/v1 (pvc -c {_conn_name(plan)} ...), "
+               f"API at {labtls.api_base(plan)} (CA {labtls.ca_file(plan)}; pvc -c {_conn_name(plan)} ...), "
                f"ZooKeeper at 127.0.0.1:{plan.zk_port}, guest base volume {BASE_POOL}/{BASE_IMAGE}.")
     if demo:
         node = step(f"booting the demo VM '{DEMO_VM}'", lambda: boot_demo(plan))
@@ -252,7 +252,8 @@ def _add_connection(plan: LabPlan) -> None:
     name = _conn_name(plan)
     _pvc("connection", "remove", name)
     result = _pvc("connection", "add", name, "-d", f"pvc-lab {plan.name}", "-a", "127.0.0.1",
-                  "-p", str(plan.api_port), "-k", str(plan.extra["api_token"]), "--no-ssl")
+                  "-p", str(plan.api_port), "-k", str(plan.extra["api_token"]),
+                  "--ca-file", str(labtls.ca_file(plan)))
     if result.returncode != 0:
         raise LabError(f"pvc connection add failed: {result.stderr or result.stdout}")
 
@@ -451,10 +452,11 @@ def status(name: str, fmt: str) -> None:
     plan = _plan(name)
     rows = lab_status(plan)
     if fmt == "json":
-        click.echo(json.dumps({"name": plan.name, "api": f"http://127.0.0.1:{plan.api_port}/api/v1",
+        click.echo(json.dumps({"name": plan.name, "api": labtls.api_base(plan),
+                               "ca_file": str(labtls.ca_file(plan)),
                                "zookeeper": f"127.0.0.1:{plan.zk_port}", "components": rows}, indent=1))
         return
-    table = Table(title=f"pvc-lab {plan.name}: API http://127.0.0.1:{plan.api_port}/api/v1")
+    table = Table(title=f"pvc-lab {plan.name}: API {labtls.api_base(plan)}")
     for column in ("node", "component", "state", "pid", "address"):
         table.add_column(column)
     for row in rows:

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from pvc.lab import proc
+from pvc.lab import labtls, proc
 from pvc.lab.plan import API_PORT, UPSTREAM_SUBNET, ZK_CLIENT_PORT, LabPlan, NodePlan
 
 # the primary's address on the upstream segment (eth1): the cluster DNS view answers there
@@ -51,8 +51,13 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
             "listen": {"address": node.address, "port": API_PORT},
             "authentication": {"enabled": True, "secret_key": secrets.token_hex(16)},
             "token": [{"description": "lab", "token": token}],
+            # HTTPS with the lab CA's certificate for every node, the floating address and the
+            # root namespace's relay (127.0.0.1), as the installer makes on a real cluster
+            "ssl": labtls.api_ssl(plan, [FLOATING_ADDRESS]),
         },
-        "hypervisor": {"libvirt_uri": node.libvirt_uri, "migration_address": node.address},
+        # migrations over TLS, presenting the lab's client certificate (pvc.lab.labtls)
+        "hypervisor": {"libvirt_uri": node.libvirt_uri, "migration_address": node.address,
+                       "migration_uri_template": labtls.migration_uri_template(plan)},
         "storage": {
             "ceph_config_file": str(plan.ceph_conf),
             "ceph_keyring_file": str(plan.ceph_dir / "ceph.client.admin.keyring"),
