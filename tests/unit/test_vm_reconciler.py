@@ -166,8 +166,10 @@ def xml(name: str, uuid: str, mib: int = 128) -> str:
 </domain>"""
 
 
+# The test VMs have file disks in /tmp: allowed by name, as the domain XML policy requires.
 FAST = ReconcilerSettings(interval=0.2, shutdown_timeout=0.3, poll_s=0.01, migration_timeout=5,
-                          flush_wait_s=3, start_lock_timeout=2)
+                          flush_wait_s=3, start_lock_timeout=2,
+                          domain_policy=domainxml.DomainPolicy(host_disks=("/tmp",)))
 
 
 @pytest.fixture
