@@ -3,7 +3,9 @@
 Task arguments (pvc.core.taskkinds.ProvisionArgs; upstream's Celery kwargs, so upstream clients'
 status views work): vm_name, vm_profile, define_vm (true), start_vm (true; implies define_vm),
 script_run_args (["key=value", ...], override the profile's arguments). Each script stage may
-take STAGE_TIMEOUT seconds.
+take STAGE_TIMEOUT seconds. The script runs in pvc.worker.provisioner.sandbox: no settings,
+no credentials, no network unless its arguments say `sandbox_network=yes` (then it shares the
+node's network, e.g. for debootstrap from a mirror); its volume work goes through the broker.
 
 Stages, as upstream's (progress i/PROVISION_STAGES with this text):
     0  Starting provisioning of VM "<vm>" with profile "<profile>"
@@ -45,11 +47,13 @@ from pvc.cluster import provisioner as prov
 from pvc.cluster import storage as st
 from pvc.cluster import tasks as tasks_mod
 from pvc.core import domainxml, schema
+from pvc.core.config import config_path
 from pvc.core.errors import PVCError
 from pvc.core.revert import Reverter
 from pvc.core.taskkinds import PROVISION_STAGES, PROVISIONER_CREATE
 from pvc.worker.kinds.storage import Stages
 from pvc.worker.provisioner import macs, vmdata
+from pvc.worker.provisioner.broker import Broker
 from pvc.worker.provisioner.sandbox import Sandbox, StageError
 from pvc.worker.provisioner.vmbuilder import vm_id_of
 from pvc.worker.registry import TaskCancelled, TaskContext, TaskFailed, task_kind
@@ -59,11 +63,39 @@ CLEANUP_TIMEOUT = 600.0
 UNDEFINE_TIMEOUT = 60.0
 GIB = 1024**3
 CANCEL_POLL = 1.0
+NETWORK_ARGUMENT = "sandbox_network"
+SECRET_KEY_SUFFIXES = ("file", "directory", "dir", "path", "paths", "directories")
 
 
 def storage_for(settings: Any) -> Storage:
     """This worker's Storage (patched by tests)."""
     return storage_from_settings(settings)
+
+
+def secret_paths(settings: Any) -> list[str]:
+    """Every file or directory the settings name (configuration file, keyrings, token and key
+    files, Ceph directory...): the sandbox masks each wherever one of its binds would show it."""
+    found: set[str] = {config_path(getattr(settings, "source", None) or None)}
+
+    def walk(value: Any, key: str = "") -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, str(k))
+        elif isinstance(value, list | tuple):
+            for v in value:
+                walk(v, key)
+        elif isinstance(value, str) and value.startswith("/") and key.endswith(SECRET_KEY_SUFFIXES):
+            found.add(value)
+
+    walk(settings.model_dump(mode="json"))
+    return sorted(found)
+
+
+def network_allowed(vm_data: dict[str, Any]) -> bool:
+    """The script argument sandbox_network=yes gives the script the node's network (e.g.
+    debootstrap from a mirror); by default its network namespace has only loopback."""
+    value = str((vm_data.get("script_arguments") or {}).get(NETWORK_ARGUMENT, "")).strip().lower()
+    return value in ("yes", "true", "1", "on", "allow", "host")
 
 
 def _text(exc: BaseException) -> str:
@@ -290,9 +322,15 @@ class Job:
     # -- stages 3-8 --------------------------------------------------------------------------
     def _new_sandbox(self) -> Sandbox:
         assert self.docs is not None
+        # The script gets the VMBuilder data and nothing else: no settings. Volume work goes
+        # through the broker, which holds the ZooKeeper session and the Ceph credentials.
+        cfg = self.ctx.settings.storage
+        broker = Broker(self.vm_name, self.vm_data, self.log, zk=self.zk, storage=self._storage,
+                        ceph=rbdmap.Ceph(cfg.ceph_config_file, cfg.ceph_keyring_file, cfg.client_user))
         return Sandbox(script=self.docs.script, script_name=self.docs.script_name, vm_name=self.vm_name,
                        vm_profile=self.vm_profile, vm_data=self.vm_data, vm_uuid=self.vm_uuid,
-                       log=self.log, settings=self.ctx.settings.model_dump(mode="json"))
+                       log=self.log, broker=broker, secrets=secret_paths(self.ctx.settings),
+                       network=network_allowed(self.vm_data))
 
     def prepare_script(self) -> None:
         self.sandbox = self._new_sandbox()

@@ -1,54 +1,67 @@
-"""Running a provisioner script's stages in a sandboxed child process (the seed's "modified chroot").
+"""Running a provisioner script's stages in a sandbox that is a boundary (issues #7 and #13).
 
 The job starts one child per run (`python -m pvc.worker.provisioner.sandbox`), so the script's
-instance keeps its attributes from one stage to the next. The child:
+instance keeps its attributes from one stage to the next. The child (pvc.worker.provisioner.confine):
 
-- enters its own mount namespace (unshare(CLONE_NEWNS), then private propagation, so nothing it
-  mounts is seen outside and everything it mounted vanishes with it);
-- binds / recursively onto a new root and makes every mount in it read-only except /dev, /sys,
-  /proc and /run (writable, as upstream), mounts a fresh tmpfs on /tmp with an empty /tmp/target,
-  and chroots into it. The hypervisor's files are all visible, read-only; ZooKeeper, Ceph and
-  the network work as outside;
+- unshares mount, PID, IPC, UTS and cgroup namespaces, and a network namespace holding only `lo`
+  unless the job allows network (the script argument `sandbox_network=yes`), then forks: the
+  script runs as PID 1 of its own PID namespace, so it sees no host process and everything it
+  starts dies with it (a stage's time limit or a cancel also kills whatever the stage left
+  running);
+- pivot_roots into a new root of read-only binds of /usr, a curated /etc and PVC's code, with a
+  fresh /tmp (and /tmp/target), /run, /var and /root, a minimal /dev, its own /proc with
+  /proc/sys read-only, and /sys read-only; the host's root is detached. /etc/pvc, the
+  configuration file, Ceph keyrings, token and key files, /root, /home, /var/lib/ceph, the
+  libvirt sockets and every other process are simply not there;
+- keeps only the capabilities an install needs (confine.CAPS; no CAP_SYS_ADMIN, CAP_MKNOD,
+  CAP_SYS_MODULE, CAP_SYS_PTRACE...), sets no_new_privs and loads a seccomp filter
+  (pvc.worker.provisioner.seccompfilter). mount(), umount2() and mknod() of character devices are
+  done by the worker on the script's behalf, within limits (pvc.worker.provisioner.broker);
+- receives exactly the documented VMBuilder data (vm_name, vm_id, vm_uuid, vm_profile, vm_data)
+  and no settings: volume work (create, clone, map, import...) of the VM's own volumes goes
+  through the worker (pvc.worker.provisioner.scriptapi), which holds the credentials;
 - loads the script (a script without VMBuilderScript, or with a syntax error, fails here with
   the line), then runs one stage per command, each with a time limit (SIGALRM raises inside the
   stage; cleanup() can then still run in the same process).
 
 Protocol: commands are JSON lines on the child's stdin; events are JSON lines on a separate
-pipe (log lines, a stage's result or its error); the child's own stdout and stderr (print(),
-commands' output) are read line by line into the job's log. A cancel is SIGTERM to the child,
-which raises inside the running stage. A child that does not answer within the grace time after
-its limit (or a cancel) is killed with its whole process group.
+pipe (log lines, a stage's result or its error); requests to the worker travel on a socket pair;
+the child's own stdout and stderr (print(), commands' output) are read line by line into the
+job's log. A cancel is SIGTERM to the child, which raises inside the running stage. A child that
+does not answer within the grace time after its limit (or a cancel) is killed with its whole
+process group, and with it its PID namespace.
 
-Runs as root (mounts need it); the worker does.
+Runs as root (namespaces and mounts need it); the worker does.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from pvc.worker.provisioner.broker import Broker, BrokerServer
 from pvc.worker.provisioner.vmbuilder import ProvisioningError
 
-CLONE_NEWNS = 0x00020000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-WRITABLE = ("/dev", "/sys", "/proc", "/run")
 GRACE = 10.0            # after a time limit or a cancel, how long the stage may take to give up
 LOAD_TIMEOUT = 60.0
 EVENT_FD_ENV = "PVC_SANDBOX_EVENT_FD"
+BROKER_FD_ENV = "PVC_SANDBOX_BROKER_FD"
+# the only variables of the worker's environment the script sees
+ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class StageError(Exception):
@@ -66,12 +79,14 @@ class Sandbox:
 
     def __init__(self, *, script: str, script_name: str, vm_name: str, vm_profile: str,
                  vm_data: dict[str, Any], vm_uuid: str, log: Callable[[str], None],
-                 settings: dict[str, Any] | None = None, isolate: bool = True,
-                 python: str = sys.executable) -> None:
+                 broker: Broker | None = None, secrets: Iterable[str] = (), network: bool = False,
+                 isolate: bool = True, python: str = sys.executable) -> None:
         self.spec = {"script": script, "script_name": script_name, "vm_name": vm_name,
                      "vm_profile": vm_profile, "vm_data": vm_data, "vm_uuid": vm_uuid,
-                     "settings": settings, "isolate": isolate}
+                     "secrets": sorted(set(secrets)), "network": bool(network), "isolate": isolate}
         self.log, self.python, self.isolate = log, python, isolate
+        self.broker = broker or Broker(vm_name, vm_data, log)
+        self.server: BrokerServer | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.root: str | None = None
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -85,25 +100,48 @@ class Sandbox:
             self.root = tempfile.mkdtemp(prefix="pvc-sandbox-")
         self.spec["root"] = self.root
         read_fd, write_fd = os.pipe()
-        env = {**os.environ, EVENT_FD_ENV: str(write_fd), "PYTHONUNBUFFERED": "1"}
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {k: os.environ[k] for k in ENVIRONMENT if k in os.environ}
+        env.setdefault("PATH", DEFAULT_PATH)
+        env.update({EVENT_FD_ENV: str(write_fd), BROKER_FD_ENV: str(theirs.fileno()),
+                    "PYTHONUNBUFFERED": "1", "HOME": "/root", "DEBIAN_FRONTEND": "noninteractive"})
         try:
             self.proc = subprocess.Popen(
                 [self.python, "-m", "pvc.worker.provisioner.sandbox"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(write_fd,), env=env,
-                start_new_session=True, cwd="/")
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(write_fd, theirs.fileno()),
+                env=env, start_new_session=True, cwd="/")
         except OSError as exc:
             os.close(read_fd)
+            ours.close()
             raise StageError("load", f"cannot start the script sandbox: {exc}") from None
         finally:
             os.close(write_fd)
+            theirs.close()
+        self.server = BrokerServer(ours, self.broker, self.log)
+        self.server.start()
         self._spawn(self._read_events, os.fdopen(read_fd, "rb"))
         assert self.proc.stdout is not None
         self._spawn(self._read_output, self.proc.stdout)
         self._send(self.spec)
         event = self._wait(timeout, lambda: False, "loading the script")
         if event.get("type") != "ready":
-            raise StageError("load", str(event.get("message", "the script could not be loaded")))
+            raise StageError("load", str(event.get("message", "the script could not be loaded")),
+                             str(event.get("traceback", "")))
         self.vm_id = event.get("vm_id")
+        self.broker.pid1 = self.init_pid()
+
+    def init_pid(self) -> int | None:
+        """The host pid of the script's process (PID 1 of its namespace; the child's child)."""
+        if self.proc is None:
+            return None
+        if not self.isolate:
+            return self.proc.pid
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                children = [int(p) for p in f.read().split()]
+            return children[0] if children else None
+        except OSError:
+            return None
 
     def run(self, stage: str, timeout: float, cancelled: Callable[[], bool] = lambda: False) -> Any:
         """Run one stage; its result (create(): the XML), or StageError."""
@@ -131,6 +169,9 @@ class Sandbox:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+        if self.server is not None:
+            self.server.close()
+            self.server = None
         for thread in self._threads:
             thread.join(timeout=2)
         if self.root:
@@ -222,87 +263,34 @@ class Sandbox:
 
 # ============================================================================== child side
 
-def _libc() -> Any:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _mount(libc: Any, source: str | None, target: str, fstype: str | None, flags: int,
-           data: str | None = None) -> None:
-    def enc(text: str | None) -> bytes | None:
-        return text.encode() if text is not None else None
-
-    if libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {source or ''} on {target}: {os.strerror(err)}")
-
-
-def _unescape(path: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal."""
-    out, i = [], 0
-    while i < len(path):
-        if path[i] == "\\" and i + 3 < len(path) and path[i + 1:i + 4].isdigit():
-            out.append(chr(int(path[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(path[i])
-            i += 1
-    return "".join(out)
-
-
-def _mounts_under(root: str) -> list[tuple[str, set[str]]]:
-    found = []
-    with open("/proc/self/mountinfo") as info:
-        for line in info:
-            fields = line.split()
-            point = _unescape(fields[4])
-            if point == root or point.startswith(root + "/"):
-                found.append((point, set(fields[5].split(","))))
-    return found
-
-
 def code_under_tmp() -> list[str]:
     """The interpreter's prefix and import paths that live under /tmp (outermost only), which
-    the sandbox's fresh /tmp would otherwise hide."""
-    found: list[str] = []
-    for entry in sorted({os.path.realpath(p) for p in (sys.prefix, *sys.path) if p}, key=len):
-        if (entry == "/tmp" or not entry.startswith("/tmp/") or not os.path.isdir(entry)
-                or any(entry == f or entry.startswith(f + "/") for f in found)):
-            continue
-        found.append(entry)
-    return found
+    the sandbox's fresh /tmp would otherwise hide (they are bound read-only into it)."""
+    from pvc.worker.provisioner.confine import code_paths
+
+    return [p for p in code_paths() if p.startswith("/tmp/")]
 
 
-def enter_sandbox(root: str) -> None:
-    """Private mount namespace; read-only / with writable /dev, /sys, /proc, /run; fresh /tmp."""
-    libc = _libc()
-    if libc.unshare(CLONE_NEWNS) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)} (the worker must run as root)")
-    _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
-    _mount(libc, "/", root, None, MS_BIND | MS_REC)
-    keep = tuple(root + w for w in WRITABLE)
-    for point, options in _mounts_under(root):
-        if any(point == k or point.startswith(k + "/") for k in keep):
-            continue
-        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
-        flags |= (MS_NOSUID if "nosuid" in options else 0) | (MS_NODEV if "nodev" in options else 0)
-        flags |= MS_NOEXEC if "noexec" in options else 0
-        try:
-            _mount(libc, None, point, None, flags)
-        except OSError:
-            if point == root:
-                raise
-    # /run may be part of the root filesystem: bind it again, writable.
-    _mount(libc, "/run", root + "/run", None, MS_BIND | MS_REC)
-    _mount(libc, "tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
-    os.makedirs(root + "/tmp/target", exist_ok=True)
-    # PVC itself (a checkout or virtual environment under /tmp) must stay importable in there.
-    for path in code_under_tmp():
-        os.makedirs(root + path, exist_ok=True)
-        _mount(libc, path, root + path, None, MS_BIND | MS_REC)
-        _mount(libc, None, root + path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-    os.chroot(root)
-    os.chdir("/")
+def enter_sandbox(spec: dict[str, Any], broker: socket.socket) -> None:
+    """Become PID 1 of the sandbox's namespaces, in its new root, confined (module docstring)."""
+    from pvc.worker.provisioner import confine, seccompfilter
+    from pvc.worker.provisioner.broker import send_fds
+
+    network = bool(spec.get("network"))
+    confine.unshare_and_fork(network)
+    confine.build_root(str(spec["root"]), [str(s) for s in spec.get("secrets") or []], network)
+    confine.pivot(str(spec["root"]))
+    try:
+        socket.sethostname(str(spec.get("vm_name") or "sandbox")[:63])
+    except OSError:
+        pass
+    if not network:
+        confine.loopback_up()
+    confine.drop_capabilities()
+    confine.no_new_privs()
+    notify_fd = seccompfilter.load()
+    send_fds(broker, {"op": "seccomp"}, [notify_fd])
+    os.close(notify_fd)
 
 
 class _Interrupt(BaseException):
@@ -322,26 +310,49 @@ def _on_signal(signum: int, _frame: Any) -> None:
     raise _Interrupt("timeout" if signum == signal.SIGALRM else "cancelled")
 
 
+def kill_leftovers() -> int:
+    """As PID 1 of the sandbox: kill every other process in it (what an interrupted stage left
+    running, daemons included) and reap them; how many were reaped."""
+    if os.getpid() != 1:
+        return 0
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        return 0
+    reaped = 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.02)
+            continue
+        reaped += 1
+    return reaped
+
+
 def child_main() -> int:
     global _in_stage
-    from pvc.worker.provisioner import vmbuilder
+    from pvc.worker.provisioner import scriptapi, vmbuilder
 
     events = os.fdopen(int(os.environ.pop(EVENT_FD_ENV)), "w", buffering=1)
+    broker = socket.socket(fileno=int(os.environ.pop(BROKER_FD_ENV)))
 
     def emit(**event: Any) -> None:
         events.write(json.dumps(event, default=str) + "\n")
         events.flush()
 
     vmbuilder.set_log_sink(lambda level, message: emit(type="log", level=level, message=message))
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGALRM, _on_signal)
     spec = json.loads(sys.stdin.readline() or "{}")
     name = str(spec.get("script_name") or "script")
     try:
-        if spec.get("settings"):
-            set_settings(spec["settings"])
         if spec.get("isolate"):
-            enter_sandbox(spec["root"])
+            enter_sandbox(spec, broker)
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGALRM, _on_signal)
+        scriptapi.bind_compat_modules(broker)
         cls = vmbuilder.load_script(str(spec.get("script") or ""), name)
         builder = cls(spec["vm_name"], None, spec.get("vm_profile", ""), spec.get("vm_data") or {},
                       spec.get("vm_uuid"))
@@ -349,7 +360,8 @@ def child_main() -> int:
         emit(type="error", kind="load", message=str(exc))
         return 1
     except Exception as exc:
-        emit(type="error", kind="load", message=f"cannot prepare the script sandbox: {exc}")
+        emit(type="error", kind="load", message=f"cannot prepare the script sandbox: {exc}",
+             traceback="".join(traceback.format_exception(exc)))
         return 1
     emit(type="ready", vm_id=builder.vm_id)
     for line in sys.stdin:
@@ -370,8 +382,11 @@ def child_main() -> int:
         except _Interrupt as exc:
             _in_stage = False
             signal.setitimer(signal.ITIMER_REAL, 0)
+            killed = kill_leftovers()
             text = (f"{stage}() did not finish within {math.ceil(limit)} s" if exc.kind == "timeout"
                     else f"{stage}() was cancelled")
+            if killed:
+                text += f"; {killed} process{'es' if killed != 1 else ''} it left running were killed"
             emit(type="error", kind=exc.kind, message=text)
             continue
         except BaseException as exc:
@@ -386,15 +401,9 @@ def child_main() -> int:
     return 0
 
 
-# Settings of the job that started this process (pvcapid.Daemon.config for upstream scripts).
+# What `pvcapid.Daemon.config` is for the running script: in the sandbox a
+# scriptapi.ScriptConfig holding no settings at all.
 SETTINGS: Any = None
-
-
-def set_settings(data: dict[str, Any]) -> None:
-    global SETTINGS
-    from pvc.core.config import Settings
-
-    SETTINGS = Settings.model_validate(data)
 
 
 if __name__ == "__main__":
