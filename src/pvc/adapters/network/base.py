@@ -83,6 +83,15 @@ class NetworkHost(abc.ABC):
     def set_sysctl(self, key: str, value: str) -> None:
         """Write a sysctl in the namespace (key with dots: net.ipv4.ip_forward)."""
 
+    def neighbour(self, device: str, ip: str) -> str | None:
+        """The MAC the neighbour table holds for `ip` on `device` (a usable entry: reachable,
+        stale, delay, probe or permanent), else None."""
+        raise NetworkError(f"neighbour of {ip} on {device}: not available here")
+
+    def bridge_port(self, bridge: str, mac: str) -> str | None:
+        """The port of `bridge` its forwarding database reaches `mac` through, else None."""
+        raise NetworkError(f"bridge port of {mac} on {bridge}: not available here")
+
     def watch_links(self, on_change: Callable[[], None]) -> Callable[[], None]:
         """Call on_change (from a thread of its own) whenever a link appears, goes or changes,
         e.g. a VM's tap joining a bridge; returns a function that stops watching. The default

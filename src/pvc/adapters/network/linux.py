@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import os
 import re
+import select
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from pvc.adapters.network.base import Link, NetworkError, NetworkHost
 from pvc.adapters.network.netns import in_netns, netns_path, write_sysctl
 
 _NUD_PERMANENT = 0x80
+_NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x80     # reachable, stale, delay, probe, permanent
 _IFA_F_NODAD = 0x02
 _ZERO_MAC = "00:00:00:00:00:00"
 _SCOPE_LINK = 253
@@ -29,6 +31,7 @@ _EOPNOTSUPP = 95
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 _LAB_VLAN_RE = re.compile(r"^vlan(\d{1,4})$")
 _RTMGRP_LINK = 0x1
+_NETLINK_ROUTE = 0
 
 log = logging.getLogger(__name__)
 
@@ -343,39 +346,73 @@ class LinuxNetworkHost(NetworkHost):
     def set_sysctl(self, key: str, value: str) -> None:
         in_netns(self.netns, lambda: write_sysctl(key, value))
 
-    def watch_links(self, on_change: Callable[[], None]) -> Callable[[], None]:
-        """A second netlink socket subscribed to link events (RTMGRP_LINK), read by a daemon
-        thread; on_change runs once per batch of messages."""
+    def neighbour(self, device: str, ip: str) -> str | None:
+        what = f"neighbour of {ip} on {device}"
         try:
-            sock = IPRoute(netns=self.netns, flags=0) if self.netns else IPRoute()
-            sock.bind(groups=_RTMGRP_LINK)
-        except (NetlinkError, OSError) as e:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            raise NetworkError(f"{what}: '{ip}' is not an IP address") from None
+        with self._op(what):
+            index = self._index(device, what)
+            family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
+            entries = list(self._ipr.get_neighbours(family=family, ifindex=index))
+        for entry in entries:
+            usable = entry.get("state", 0) & _NUD_USABLE and entry.get("NDA_LLADDR")
+            if usable and entry.get("NDA_DST") == str(addr):
+                return str(entry.get("NDA_LLADDR")).lower()
+        return None
+
+    def bridge_port(self, bridge: str, mac: str) -> str | None:
+        what = f"bridge port of {mac} on {bridge}"
+        with self._op(what):
+            index = self._index(bridge, what)
+            entries = list(self._ipr.fdb("dump", master=index))
+            names = {int(m["index"]): m.get("ifname") for m in self._ipr.get_links()}
+        for entry in entries:
+            same = str(entry.get("NDA_LLADDR") or "").lower() == mac.lower()
+            if same and entry.get("NDA_MASTER") == index and entry.get("ifindex") != index:
+                return names.get(int(entry.get("ifindex") or 0))
+        return None
+
+    def watch_links(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        """A raw rtnetlink socket subscribed to link events (RTMGRP_LINK), opened in the
+        namespace and read by a daemon thread; on_change runs once per burst of messages (their
+        content does not matter: the caller re-reads everything)."""
+        def open_socket() -> socket.socket:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_ROUTE)
+            sock.bind((0, _RTMGRP_LINK))
+            return sock
+
+        try:
+            sock = in_netns(self.netns, open_socket)
+        except OSError as e:
             raise NetworkError(f"watch links: {e}") from None
         stopped = threading.Event()
 
         def run() -> None:
-            while not stopped.is_set():
-                try:
-                    messages = sock.get()
-                except Exception:       # the socket closed under us (stop), or netlink failed
+            try:
+                while not stopped.is_set():
+                    ready, _, _ = select.select([sock], [], [], 1.0)
+                    if not ready:
+                        continue
+                    while True:                      # drain the burst, then one call
+                        try:
+                            sock.recv(65536, socket.MSG_DONTWAIT)
+                        except BlockingIOError:
+                            break
                     if not stopped.is_set():
-                        log.warning("link events stopped", exc_info=True)
-                    return
-                if messages and not stopped.is_set():
-                    try:
-                        on_change()
-                    except Exception:
-                        log.exception("link event handler failed")
-
-        thread = threading.Thread(target=run, name="link-events", daemon=True)
-        thread.start()
-
-        def stop() -> None:
-            stopped.set()
-            with contextlib.suppress(Exception):
+                        try:
+                            on_change()
+                        except Exception:
+                            log.exception("link event handler failed")
+            except OSError:
+                if not stopped.is_set():
+                    log.warning("link events stopped", exc_info=True)
+            finally:
                 sock.close()
 
-        return stop
+        threading.Thread(target=run, name="link-events", daemon=True).start()
+        return stopped.set
 
     def close(self) -> None:
         with self._lock:

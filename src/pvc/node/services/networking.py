@@ -21,7 +21,8 @@ def network_reconciler(settings: Settings, zk: ZK) -> NetworkReconciler:
     host = LinuxNetworkHost(vlan_backend=net.vlan_backend, lab_switch_netns=net.lab_switch_netns)
     reconciler = NetworkReconciler(zk, host, LinuxNftables(), ProcessServices(run_dir / "services"),
                                    settings, settings.node_name, run_dir)
-    reconciler.metadata = MetadataService(zk, net.metadata_address, net.metadata_port)
+    # the host checks who is asking: neighbour MAC and bridge port of the request's address
+    reconciler.metadata = MetadataService(zk, net.metadata_address, net.metadata_port, host=host)
     return reconciler
 
 
