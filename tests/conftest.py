@@ -25,7 +25,7 @@ from pvc.core import schema
 from pvc.core.zk import ZK
 from pvc.lab.zkserver import ZooKeeperServer, free_port
 
-API_TOKEN = "test-token-0123456789"
+API_TOKEN = "test-token-0123456789-abcdefghijklmnop"
 
 # Timing is not what property tests check: a loaded 2-core CI machine must not fail them.
 settings.register_profile("pvc", deadline=None, suppress_health_check=[HealthCheck.too_slow])

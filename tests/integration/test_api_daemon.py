@@ -37,14 +37,18 @@ def test_bad_config_exits_1_with_the_message(tmp_path: Path) -> None:
     assert "cannot read configuration file" in missing.stderr
 
 
-def test_auth_enabled_without_tokens_is_a_config_error(tmp_path: Path) -> None:
+def test_a_short_token_in_the_token_file_is_a_config_error(tmp_path: Path) -> None:
+    """Without api.token, pvcapid reads api.token_file; its tokens are held to the same minimum."""
+    token_file = tmp_path / "api-token"
+    token_file.write_text("too-short-token\n")
     config = tmp_path / "pvc.conf"
     config.write_text(yaml.safe_dump({"cluster": {"name": "x", "coordinator_nodes": ["hv1"]},
                                       "zookeeper": {"hosts": ["127.0.0.1:2181"]},
-                                      "api": {"authentication": {"enabled": True}}}))
+                                      "api": {"token_file": str(token_file)}}))
     result = run_daemon(config)
     assert result.returncode == 1
-    assert "no token is configured" in result.stderr
+    assert f"api.token_file {token_file}: token 1 is shorter than 32 characters" in result.stderr
+    assert "too-short-token" not in result.stderr
 
 
 def test_sigterm_exits_cleanly(api: Api) -> None:
@@ -77,7 +81,7 @@ def test_tls(daemons, config_factory, zk: ZK, tmp_path: Path) -> None:
     response = httpx.get(base + "/status", headers={"X-Api-Key": API_TOKEN}, verify=trust)
     assert response.status_code == 200
     with httpx.Client(base_url=base, verify=trust) as client:
-        login = client.post("/login", params={"token": API_TOKEN})
+        login = client.post("/login", data={"token": API_TOKEN})
         assert "secure" in login.headers["set-cookie"].lower()  # session cookies only over TLS
     try:
         httpx.get(f"http://127.0.0.1:{port}/api/v1/", timeout=2)

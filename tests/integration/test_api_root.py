@@ -64,9 +64,9 @@ def test_login_cookie_session_and_logout(api: Api, zk) -> None:
         assert client.get("/node").status_code == 401
 
 
-def test_login_token_in_query_string(api: Api) -> None:
+def test_login_token_in_header(api: Api) -> None:
     with httpx.Client(base_url=api.base + "/api/v1") as client:
-        assert client.post("/login", params={"token": API_TOKEN}).status_code == 200
+        assert client.post("/login", headers={"X-Api-Key": API_TOKEN}).status_code == 200
         assert client.get("/status").status_code == 200
 
 
@@ -78,7 +78,7 @@ def test_login_without_token_is_400(api: Api) -> None:
 
 def test_forged_session_cookie_is_rejected(api: Api) -> None:
     with httpx.Client(base_url=api.base + "/api/v1") as client:
-        client.post("/login", params={"token": API_TOKEN})
+        client.post("/login", data={"token": API_TOKEN})
         value = client.cookies["session"]
         client.cookies.clear()
         client.cookies.set("session", value[:-3] + ("AAA" if not value.endswith("AAA") else "BBB"))
@@ -196,7 +196,14 @@ def test_openapi_document_describes_routes(api: Api) -> None:
     assert set(form) == {"application/x-www-form-urlencoded", "multipart/form-data"}
     fields = form["application/x-www-form-urlencoded"]["schema"]["properties"]
     assert set(fields) == {"state", "action", "wait"}
-    assert set(post["responses"]) == {"200", "400", "401", "404", "503"}
+    assert set(post["responses"]) == {"200", "400", "401", "404", "413", "503"}
+    assert "1 MiB (api.max_body_size)" in post["responses"]["413"]["description"]
+    upload = paths["/api/v1/storage/ceph/volume/{pool}/{volume}/upload"]["post"]["responses"]["413"]
+    assert "1 TiB (api.max_upload_size)" in upload["description"]
+    login = paths["/api/v1/login"]["post"]
+    assert {"400", "401", "413", "429"} <= set(login["responses"])
+    assert "Retry-After" in login["responses"]["429"]["headers"]
+    assert "parameters" not in login or all(p["name"] != "token" for p in login["parameters"])
     assert post["security"] == [{"ApiKey": []}, {"Session": []}]
     restore = paths["/api/v1/restore"]["post"]
     assert {p["name"] for p in restore["parameters"]} == {"yes-i-really-mean-it", "cluster_data"}

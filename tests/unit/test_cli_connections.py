@@ -210,3 +210,16 @@ def test_unknown_connection_is_one_line(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
     assert 'Invalid connection "nope"' in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_local_uses_the_token_file_when_the_config_has_no_token(tmp_path: Path) -> None:
+    """Authentication is on by default; with no api.token, `local` reads pvcapid's token file."""
+    token_file = tmp_path / "api-token"
+    token_file.write_text("# made by pvcapid\n" + "t" * 43 + "\n")
+    conf = write_conf(tmp_path / "pvc.conf", token_file=str(token_file))
+    assert store.read_config_file(str(conf)).api_key == "t" * 43
+    missing = write_conf(tmp_path / "other.conf", token_file=str(tmp_path / "nope"))
+    assert store.read_config_file(str(missing)).api_key is None   # no key: the API answers 401
+    configured = write_conf(tmp_path / "third.conf", token_file=str(token_file),
+                            token=[{"token": "c" * 32}])
+    assert store.read_config_file(str(configured)).api_key == "c" * 32

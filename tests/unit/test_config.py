@@ -33,7 +33,8 @@ def test_defaults_and_identity() -> None:
         (GOOD + "timer: {keepalive_intervall: 3}\n", "unknown key 'timer.keepalive_intervall'"),
         (GOOD.replace("hv3]", "'bad name']"), "key 'cluster.coordinator_nodes'"),
         (GOOD + "zookeeper: {hosts: [a], root: pvc}\n", "key 'zookeeper.root'"),
-        (GOOD + "api: {authentication: {enabled: true}}\n", "no token is configured"),
+        (GOOD + "api: {token: [{token: short-token-0123456789}]}\n",
+         "key 'api.token.0.token': a token must be at least 32 characters long (this one has 22)"),
         (GOOD + "fencing: {agent: lab}\n", "agent lab needs lab_name"),
         (GOOD + "fencing: {agent: ipmi, ipmi: {password: a, password_file: /p}}\n",
          "give password or password_file, not both"),
@@ -61,3 +62,21 @@ def test_env_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path.write_text(GOOD)
     monkeypatch.setenv("PVC_CONFIG_FILE", str(path))
     assert load_config().source == str(path)
+
+
+def test_api_secure_defaults() -> None:
+    """Authentication is on without a token in the file: pvcapid then uses api.token_file."""
+    api = parse_config(GOOD).api
+    assert api.authentication.enabled and not api.authentication.allow_insecure_listen
+    assert api.token == [] and api.token_file == "/etc/pvc/api-token"
+    assert api.listen.is_loopback
+    assert (api.authentication.session_lifetime, api.authentication.session_idle_timeout) == (43200, 3600)
+    assert api.max_body_size == 1024 * 1024 and api.max_upload_size == 1024 ** 4
+    wide = parse_config(GOOD + "api: {listen: {address: 0.0.0.0}}\n").api
+    assert not wide.listen.is_loopback
+
+
+def test_short_token_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD + "api: {token: [{token: hunter2-secret}]}\n")
+    assert "hunter2" not in str(info.value)

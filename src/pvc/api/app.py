@@ -1,9 +1,10 @@
 """The pvcapid application: PVC API v1 (DESIGN D4) over FastAPI.
 
-`create_app(settings, zk)` wires routers, authentication, sessions and error handlers, and
-serves an OpenAPI 3 document at /api/v1/openapi.json that is built from the routes themselves:
-inputs (query string and form body) come from each route's `Inputs` model, and the 400/401/503
-answers from the dependencies that can produce them, so the document cannot drift from the code.
+`create_app(settings, zk)` wires routers, authentication, server-side sessions, body-size
+limits and error handlers, and serves an OpenAPI 3 document at /api/v1/openapi.json that is built
+from the routes themselves: inputs (query string and form body) come from each route's `Inputs`
+model, the 400/401/503 answers from the dependencies that can produce them and the 413 answers
+from the body caps, so the document cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
-from starlette.middleware.sessions import SessionMiddleware
 
 from pvc.adapters.ceph import Storage
 from pvc.api import errors
-from pvc.api.auth import API_KEY_HEADER, SESSION_COOKIE, Authenticator, require_auth
+from pvc.api.auth import API_KEY_HEADER, SESSION_COOKIE, Authenticator, redact_access_log, require_auth
 from pvc.api.common import DESCRIPTIONS, PREFIX, STORAGE_503, get_storage, get_zk
-from pvc.api.params import inputs_model, openapi_inputs, required_inputs
+from pvc.api.limits import LOGIN_MAX_BODY, BodyLimitMiddleware, BodyLimits, human
+from pvc.api.params import MAX_PART_SIZE, inputs_model, openapi_inputs, required_inputs
 from pvc.api.routers import cluster, faults, nodes, provisioner_jobs, provisioner_ova, root, tasks, vms
 from pvc.api.routers import networks as network_routes
 from pvc.api.routers import provisioner as provisioner_routes
@@ -31,6 +32,11 @@ from pvc.core.zk import ZK
 
 API_VERSION = "1.0"
 SESSION_PATHS = (f"{PREFIX}/login", f"{PREFIX}/logout")
+# Routes whose bodies are disk images or OVAs (streamed to disk): capped by api.max_upload_size.
+UPLOAD_PATHS = (f"{PREFIX}/storage/ceph/volume/{{pool}}/{{volume}}/upload", f"{PREFIX}/provisioner/ova",
+                f"{PREFIX}/provisioner/ova/{{ova}}")
+# A whole-cluster backup travels in one form field of at most MAX_PART_SIZE.
+RESTORE_PATH = f"{PREFIX}/restore"
 MESSAGE_REF = {"$ref": "#/components/schemas/Message"}
 
 
@@ -50,15 +56,10 @@ def create_app(settings: Settings, zk: ZK, storage: Storage | None = None) -> Fa
     app.state.settings = settings
     app.state.zk = zk
     app.state.storage = storage
-    app.state.auth = Authenticator(settings.api)
-    if app.state.auth.enabled:
-        app.add_middleware(
-            SessionMiddleware,
-            secret_key=app.state.auth.secret_key,
-            session_cookie=SESSION_COOKIE,
-            same_site="lax",
-            https_only=settings.api.ssl.enabled,
-        )
+    app.state.auth = Authenticator(settings.api, zk)
+    redact_access_log()      # a token a client puts in a URL anyway is not logged
+    app.state.limits = BodyLimits(settings.api.max_body_size)
+    app.add_middleware(BodyLimitMiddleware, limits=app.state.limits)
     errors.install(app)
     app.include_router(root.router, prefix=PREFIX)
     # Flask answered the prefix without its slash too (by redirect); answer it directly.
@@ -74,8 +75,33 @@ def create_app(settings: Settings, zk: ZK, storage: Storage | None = None) -> Fa
     app.include_router(provisioner_ova.router, prefix=PREFIX)
     app.include_router(faults.router, prefix=PREFIX)
     app.include_router(tasks.router, prefix=PREFIX)
+    _body_caps(app, settings)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _body_caps(app: FastAPI, settings: Settings) -> None:
+    """The routes whose body cap is not api.max_body_size (matched by their own path regex)."""
+    limits: BodyLimits = app.state.limits
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, APIRoute):
+            continue
+        if route.path_format in UPLOAD_PATHS:
+            limits.add(route.path_regex, route.methods, settings.api.max_upload_size, "api.max_upload_size")
+        elif route.path_format == f"{PREFIX}/login":
+            limits.add(route.path_regex, route.methods, LOGIN_MAX_BODY, "fixed for /login")
+        elif route.path_format == RESTORE_PATH:
+            cap = max(settings.api.max_body_size, MAX_PART_SIZE + 1024 * 1024)
+            limits.add(route.path_regex, route.methods, cap, "fixed for /restore")
+
+
+def _too_large(app: FastAPI, route: Any, method: str) -> dict[str, Any]:
+    limits: BodyLimits = app.state.limits
+    cap, source = next(((r.cap, r.source) for r in limits.rules
+                        if r.path is route.path_regex and method in r.methods),
+                       (limits.default, limits.default_source))
+    return {"description": f"The request body is larger than {human(cap)} ({source}); nothing was changed",
+            "content": {"application/json": {"schema": MESSAGE_REF}}}
 
 
 # -- OpenAPI -------------------------------------------------------------------------------------
@@ -119,7 +145,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components["securitySchemes"] = {
             "ApiKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER},
             "Session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE,
-                        "description": "Signed session cookie set by POST /api/v1/login"},
+                        "description": "Session id (random, server-side) set by POST /api/v1/login"},
         }
     # FastAPI keeps included routers nested; iter_route_contexts yields each effective route with
     # its prefix and router-level dependencies applied (what get_openapi itself walks).
@@ -145,6 +171,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 if required:
                     operation["x-pvc-required-inputs"] = required
                 answers.setdefault("400", _error(400))
+            if "requestBody" in operation:
+                answers.setdefault("413", _too_large(app, route, method))
             if route.path_format in SESSION_PATHS and not auth_enabled:
                 operation["responses"] = {"302": {"description": DESCRIPTIONS[302]}}
                 continue

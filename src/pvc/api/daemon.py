@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from pvc.api import tls, warmup
 from pvc.api.app import create_app
+from pvc.api.auth import configured_tokens
 from pvc.core import schema
 from pvc.core.config import Settings, load_config
 from pvc.core.errors import ClusterUnavailable, ConfigError
@@ -38,6 +39,16 @@ def _setup_logging(settings: Settings) -> None:
         force=True,
     )
     logging.getLogger("kazoo").setLevel(logging.WARNING)
+
+
+def insecure_listen(settings: Settings) -> str | None:
+    """Why pvcapid must not start: no authentication on an address other hosts can reach."""
+    api = settings.api
+    if api.authentication.enabled or api.listen.is_loopback or api.authentication.allow_insecure_listen:
+        return None
+    return (f"pvcapid: refusing to listen on {api.listen.address} without authentication: anyone who "
+            f"can reach it would control the cluster. Enable api.authentication.enabled, listen on "
+            f"a loopback address, or set api.authentication.allow_insecure_listen: true")
 
 
 def uvicorn_config(settings: Settings, app: object) -> uvicorn.Config:
@@ -67,7 +78,17 @@ def main() -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         sys.exit(1)
+    refusal = insecure_listen(settings)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        sys.exit(1)
     _setup_logging(settings)
+    try:
+        if settings.api.authentication.enabled:
+            configured_tokens(settings.api)    # read api.token_file now (made when missing)
+    except ConfigError as exc:
+        print(f"pvcapid: {exc}", file=sys.stderr)
+        sys.exit(1)
     try:
         tls.ensure(settings)     # check the API certificate, or make one for a lone node
     except (tls.TLSSetupError, OSError) as exc:

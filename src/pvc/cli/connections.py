@@ -25,6 +25,7 @@ from pvc.cli.errors import CLIError
 STORE_FILENAME = "pvc.json"
 DEFAULT_PORT = 7370
 DEFAULT_CONFIG_FILE = "/etc/pvc/pvc.conf"
+DEFAULT_TOKEN_FILE = "/etc/pvc/api-token"     # api.token_file's default
 DEFAULT_CA_FILE = "/etc/pvc/ssl/ca.crt"      # api.ssl.ca_certificate's default
 LOCAL = "local"
 API_PREFIX = "/api/v1"
@@ -205,9 +206,13 @@ def read_config_file(cfgfile: str, name: str = LOCAL) -> Connection:
     except (TypeError, ValueError):
         raise ConnectionStoreError(f"api.listen.port in {cfgfile} is not a number") from None
     api_key = None
-    if _truthy(auth.get("enabled")) and auth.get("source", "token") == "token" and tokens:
-        first = tokens[0]
-        api_key = str(first.get("token")) if isinstance(first, dict) and first.get("token") else None
+    # Authentication is on unless the file says otherwise (pvc.core.config's default).
+    if _truthy(auth.get("enabled", True)) and auth.get("source", "token") == "token":
+        if tokens:
+            first = tokens[0]
+            api_key = str(first.get("token")) if isinstance(first, dict) and first.get("token") else None
+        else:
+            api_key = _token_from_file(str(api.get("token_file") or DEFAULT_TOKEN_FILE))
     cluster = config.get("cluster") if isinstance(config, dict) else None
     cluster_name = cluster.get("name") if isinstance(cluster, dict) else None
     # TLS is on unless the file turns it off (pvcapid's default). Upstream never verifies `local`;
@@ -218,6 +223,16 @@ def read_config_file(cfgfile: str, name: str = LOCAL) -> Connection:
     return Connection(name=name, description=f"Local cluster {cluster_name}" if cluster_name else cfgfile,
                       host=host, port=port, scheme="https" if tls else "http",
                       api_key=api_key, verify_ssl=bool(ca_file), cfgfile=cfgfile, ca_file=ca_file or None)
+
+
+def _token_from_file(path: str) -> str | None:
+    """The first token of pvcapid's token file, when this user can read it (root-only by
+    default: other users then have no key and get the API's 401)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return next((line.strip() for line in lines if line.strip() and not line.startswith("#")), None)
 
 
 def _truthy(value: Any) -> bool:

@@ -63,6 +63,7 @@ OVAS = "/provisioner/ova"
 PROVISIONER_IDS = "/provisioner/ids"      # sequence znodes: the integer ids upstream's API shows
 FENCING = "/fencing"                      # per node: the last fencing chain and its events
 FENCE_INFO = "/fenceinfo"                 # per node: how to fence it (agent, BMC), secrets inside
+SESSIONS = "/sessions"                    # API login sessions, by SHA-256 of the session id
 NETWORK_TREES = (NETWORKS, NET_ACLS, NET_RESERVATIONS, NET_LEASES)
 PROVISIONER_TREES = (PROVISIONER, USERDATA, PROFILES, SYSTEM_TEMPLATES, NETWORK_TEMPLATES,
                      STORAGE_TEMPLATES, SCRIPTS, OVAS, PROVISIONER_IDS)
@@ -70,7 +71,12 @@ PROVISIONER_TREES = (PROVISIONER, USERDATA, PROFILES, SYSTEM_TEMPLATES, NETWORK_
 # Trees a fresh cluster starts with; backup/restore covers everything under the root.
 BASE_PATHS = (SCHEMA, CONFIG, NODES, LOGS, FAULTS, TASKS, TASK_LOGS, LOCKS, VMS, VM_NAMES,
               VM_CONSOLES, VM_STATS, *CEPH_TREES, *NETWORK_TREES, *PROVISIONER_TREES, FENCING,
-              FENCE_INFO)
+              FENCE_INFO, SESSIONS)
+
+
+def session(key: str) -> str:
+    """One API session: `key` is the hex SHA-256 of its id (the cookie value is never stored)."""
+    return f"{SESSIONS}/{key}"
 
 
 def node(name: str) -> str:
