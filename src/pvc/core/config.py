@@ -212,7 +212,13 @@ class HypervisorSettings(_Section):
     # (other nodes get a clear error); set: published in the node document with the URI below.
     migration_address: str | None = None
     # libvirt URI other nodes' libvirtds dial for peer-to-peer migration; {address} is replaced.
-    migration_uri_template: str = "qemu+tcp://{address}/system"
+    # TLS by default (D14): every node's libvirtd needs listen_tls = 1 and libvirt's standard
+    # files from the cluster CA: /etc/pki/CA/cacert.pem (the CA), /etc/pki/libvirt/servercert.pem
+    # and private/serverkey.pem (this node, its migration address in the certificate), and
+    # clientcert.pem and private/clientkey.pem (what this node presents when it dials a peer).
+    # `?pkipath=DIR` in the URI points a client at another directory (the lab does). Plain
+    # "qemu+tcp://{address}/system" sends libvirt's control traffic unauthenticated: ask for it by name.
+    migration_uri_template: str = "qemu+tls://{address}/system"
 
 
 class StorageSettings(_Section):
