@@ -12,9 +12,9 @@ import httpx
 
 from _common import median, percentile, table
 from pvc.core import schema
-from pvc.core.zk import ZK
 from pvc.lab import labtls
 from pvc.lab.main import lab_down, lab_up
+from pvc.lab.pvcnodes import lab_zk
 
 NAME = "bmig"
 RUNS = 10
@@ -37,7 +37,7 @@ def main() -> None:
     plan = lab_up(NAME, 2)
     api = httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
                        headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=240)
-    zk = ZK([f"127.0.0.1:{plan.zk_port}"], "/pvc").start()
+    zk = lab_zk(plan)
     totals, downtimes = [], []
     try:
         uuid = str(uuidlib.uuid4())

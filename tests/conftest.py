@@ -59,7 +59,10 @@ def write_config(path: Path, zk_hosts: list[str], root: str, node: str = "hv1",
     """A pvc.conf for tests; keyword sections are merged over the defaults."""
     config: dict[str, Any] = {
         "cluster": {"name": "test", "coordinator_nodes": list(coordinators)},
-        "zookeeper": {"hosts": zk_hosts, "root": root, "session_timeout": 4},
+        # ZooKeeper ACLs explicitly off: the `zk` fixture and many tests open sessions without
+        # credentials on the same root. tests/security/test_zk_acl.py and test_secrets.py run
+        # daemons and sessions with credentials (the default).
+        "zookeeper": {"hosts": zk_hosts, "root": root, "session_timeout": 4, "acl": False},
         "node": {"name": node},
         "timer": {"keepalive_interval": 1},
         "logging": {"level": "info", "stdout": True},

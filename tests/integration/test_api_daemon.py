@@ -26,7 +26,7 @@ def run_daemon(config: Path) -> subprocess.CompletedProcess[str]:
 def test_bad_config_exits_1_with_the_message(tmp_path: Path) -> None:
     config = tmp_path / "pvc.conf"
     config.write_text(yaml.safe_dump({"cluster": {"name": "x", "coordinator_nodes": ["hv1"]},
-                                      "zookeeper": {"hosts": ["127.0.0.1:2181"]},
+                                      "zookeeper": {"hosts": ["127.0.0.1:2181"], "acl": False},
                                       "api": {"listen": {"port": "seventy"}}}))
     result = run_daemon(config)
     assert result.returncode == 1
@@ -43,7 +43,7 @@ def test_a_short_token_in_the_token_file_is_a_config_error(tmp_path: Path) -> No
     token_file.write_text("too-short-token\n")
     config = tmp_path / "pvc.conf"
     config.write_text(yaml.safe_dump({"cluster": {"name": "x", "coordinator_nodes": ["hv1"]},
-                                      "zookeeper": {"hosts": ["127.0.0.1:2181"]},
+                                      "zookeeper": {"hosts": ["127.0.0.1:2181"], "acl": False},
                                       "api": {"token_file": str(token_file)}}))
     result = run_daemon(config)
     assert result.returncode == 1

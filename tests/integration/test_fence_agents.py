@@ -31,7 +31,7 @@ INFO = {"agent": "ipmi", "node": "hv2", "hostname": "hv2-lom", "username": "admi
         "interface": "lanplus", "power_on_after": True}
 CONFIG = """
 cluster: {name: c1, coordinator_nodes: [hv1, hv2, hv3]}
-zookeeper: {hosts: ["hv1:2181"]}
+zookeeper: {hosts: ["hv1:2181"], acl: false}
 node: {name: hv2}
 """
 

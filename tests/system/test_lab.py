@@ -100,9 +100,9 @@ def test_cli_and_selftest_through_relay(lab: LabPlan) -> None:
 
 
 def test_zookeeper_published_on_loopback(lab: LabPlan) -> None:
-    from pvc.core.zk import ZK
+    from pvc.lab.pvcnodes import lab_zk
 
-    zk = ZK([f"127.0.0.1:{lab.zk_port}"], "/pvc").start()
+    zk = lab_zk(lab)            # the lab's ZooKeeper has digest ACLs on: credentials needed
     try:
         assert sorted(zk.children("/nodes")) == [n.name for n in lab.nodes]
     finally:

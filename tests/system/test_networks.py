@@ -27,7 +27,7 @@ from pvc.core import schema
 from pvc.core.zk import ZK
 from pvc.lab import proc
 from pvc.lab.plan import WORLD_ADDRESS, LabPlan
-from pvc.lab.pvcnodes import FLOATING_ADDRESS
+from pvc.lab.pvcnodes import FLOATING_ADDRESS, lab_zk
 from tests.system.helpers import (
     booted_ip,
     call,
@@ -54,7 +54,7 @@ USERDATA = "#!/bin/sh\necho PVC-USERDATA-RAN $(hostname)\n"
 
 
 def zk_client(lab: LabPlan) -> ZK:
-    return ZK([f"127.0.0.1:{lab.zk_port}"], "/pvc").start()
+    return lab_zk(lab)          # authenticated: the lab's ZooKeeper has digest ACLs on
 
 
 def cli(lab: LabPlan, *args: str) -> subprocess.CompletedProcess[str]:

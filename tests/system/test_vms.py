@@ -46,9 +46,9 @@ def vm_info(api: httpx.Client) -> dict[str, Any]:
 
 def status_doc(lab: LabPlan, uuid: str) -> dict[str, Any]:
     from pvc.core import schema
-    from pvc.core.zk import ZK
+    from pvc.lab.pvcnodes import lab_zk
 
-    zk = ZK([f"127.0.0.1:{lab.zk_port}"], "/pvc").start()
+    zk = lab_zk(lab)
     try:
         return dict(zk.get(schema.vm_status(uuid), None) or {})
     finally:

@@ -11,7 +11,7 @@ from pvc.core.errors import ConfigError
 
 GOOD = """
 cluster: {name: c1, coordinator_nodes: [hv1, hv2, hv3]}
-zookeeper: {hosts: ["hv1:2181"]}
+zookeeper: {hosts: ["hv1:2181"], auth: {username: pvc, password: zk-password-0123456789}}
 node: {name: hv2}
 """
 
@@ -80,3 +80,27 @@ def test_short_token_is_not_echoed() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(GOOD + "api: {token: [{token: hunter2-secret}]}\n")
     assert "hunter2" not in str(info.value)
+
+
+def test_zookeeper_acls_need_credentials_or_an_explicit_opt_out() -> None:
+    settings = parse_config(GOOD)
+    assert settings.zookeeper.acl and settings.zookeeper.auth is not None
+    assert settings.cluster.key_file == "/etc/pvc/cluster.key"
+    bare = 'zookeeper: {hosts: ["hv1:2181"]}\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD + bare, "/etc/pvc/pvc.conf")
+    assert "zookeeper.auth" in str(info.value) and "zookeeper.acl: false" in str(info.value)
+    assert parse_config(GOOD + 'zookeeper: {hosts: ["hv1:2181"], acl: false}\n').zookeeper.auth is None
+    with pytest.raises(ConfigError, match="remove one of the two"):
+        parse_config(GOOD.replace("auth:", "acl: false, auth:"))
+
+
+@pytest.mark.parametrize(("auth", "key"), [
+    ("{username: pvc, password: short}", "zookeeper.auth.password"),
+    ("{username: 'a:b', password: zk-password-0123456789}", "zookeeper.auth.username"),
+    ("{password: zk-password-0123456789}", "zookeeper.auth.username"),
+])
+def test_zookeeper_bad_credentials_name_the_key_not_the_value(auth: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD + f'zookeeper: {{hosts: ["hv1:2181"], auth: {auth}}}\n')
+    assert key in str(info.value) and "short" not in str(info.value).split(key)[1]

@@ -369,7 +369,7 @@ class HungStorage(FakeStorage):
 def test_a_hung_ceph_never_delays_the_keepalive(keyring: str) -> None:
     settings = parse_config("""
 cluster: {name: c1, coordinator_nodes: [hv1]}
-zookeeper: {hosts: ["127.0.0.1:1"]}
+zookeeper: {hosts: ["127.0.0.1:1"], acl: false}
 node: {name: hv1}
 hypervisor: {libvirt_uri: "test:///default"}
 subsystem: {enable_api: false, enable_networking: false}

@@ -321,7 +321,7 @@ class FakeHost:
 def _settings(tmp_path: Path, mode: str = "direct") -> Settings:
     return Settings.model_validate({
         "cluster": {"name": "t", "coordinator_nodes": ["hv1", "hv2", "hv3"]},
-        "zookeeper": {"hosts": ["127.0.0.1:2181"]},
+        "zookeeper": {"hosts": ["127.0.0.1:2181"], "acl": False},
         "node": {"name": "hv3"},
         "storage": {"osd_service": mode, "osd_data_directory": str(tmp_path / "osd"),
                     "osd_pid_directory": str(tmp_path / "pids"), "benchmark_size": "64M",

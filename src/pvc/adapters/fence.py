@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pvc.core.errors import ConfigError
+from pvc.core.secrets import FENCE_SECRETS, is_sealed
 
 if TYPE_CHECKING:
     from pvc.core.config import Settings
@@ -56,7 +57,8 @@ class FenceAgent(Protocol):
 
 def fence_info(settings: Settings) -> dict[str, Any]:
     """What this node publishes (`/fenceinfo/<node>`) so that whichever node is primary when it dies
-    can fence it: the agent and its parameters, with `{node}` in the IPMI hostname filled in."""
+    can fence it: the agent and its parameters, with `{node}` in the IPMI hostname filled in. The
+    password is plaintext here: the publisher seals it (`pvc.core.secrets.seal_fence_info`)."""
     fencing, node = settings.fencing, settings.node_name
     info: dict[str, Any] = {"agent": fencing.agent, "node": node}
     if fencing.agent == "ipmi":
@@ -165,6 +167,11 @@ def _tail(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
+def failed(message: str) -> FenceJob:
+    """A job that failed before any agent ran (bad fence info, a secret that does not open)."""
+    return _Done(FenceOutcome(False, message))
+
+
 def _missing(node: str, info: dict[str, Any], keys: tuple[str, ...]) -> FenceJob | None:
     absent = [key for key in keys if not info.get(key)]
     if not absent:
@@ -195,6 +202,9 @@ class IpmiAgent:
         self.status_interval = status_interval
 
     def start(self, node: str, info: dict[str, Any]) -> FenceJob:
+        if any(is_sealed(info.get(key)) for key in FENCE_SECRETS):
+            return failed(f"fence info of {node}: its password is still sealed (the HA monitor opens "
+                          "it with the cluster key before the agent runs)")
         return _missing(node, info, ("hostname", "username", "password")) or \
             _Steps(lambda job: self._fence(job, info), name=f"fence-ipmi-{node}")
 
@@ -263,6 +273,8 @@ class DispatchAgent:
             "none": NoAgent(), "ipmi": IpmiAgent(), "lab": LabAgent()}
 
     def start(self, node: str, info: dict[str, Any]) -> FenceJob:
+        if info.get("error"):           # the node could not publish its fence info (registration)
+            return failed(f"fence info of {node}: {info['error']}")
         name = info.get("agent") or "none"
         agent = self.agents.get(name)
         if agent is None:

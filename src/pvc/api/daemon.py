@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from pvc.api import tls, warmup
 from pvc.api.app import create_app
 from pvc.api.auth import configured_tokens
-from pvc.core import schema
+from pvc.core import schema, secrets
 from pvc.core.config import Settings, load_config
 from pvc.core.errors import ClusterUnavailable, ConfigError
 from pvc.core.logs import file_handler
@@ -74,7 +74,7 @@ def uvicorn_config(settings: Settings, app: object) -> uvicorn.Config:
 
 def main() -> int:
     try:
-        settings = load_config()
+        settings = secrets.for_daemon(load_config())   # masks secrets in logs; checks the cluster key
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         sys.exit(1)

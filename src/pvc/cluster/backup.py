@@ -2,6 +2,12 @@
 
 Ephemeral znodes (session markers, locks, task owners) belong to live sessions and are left out;
 restoring them would fake sessions that do not exist.
+
+No secret is backed up (DESIGN D14): each node's fence info (`/fenceinfo/<node>`, its sealed BMC
+password) is left out, and a restore never writes it (a backup made before secrets were sealed
+may hold the password in plaintext): the cluster keeps its current fence info and every node
+republishes its own, sealed, whenever its pvcnoded starts. The ACL marker is left out too: it
+describes this ZooKeeper's znodes, not the cluster's data.
 """
 
 from __future__ import annotations
@@ -14,13 +20,17 @@ from pvc.core.errors import InvalidInput
 from pvc.core.zk import ZK
 
 
+def _not_backed_up(path: str) -> bool:
+    """Paths a backup leaves out and a restore never writes."""
+    return path.startswith((schema.FENCE_INFO + "/", schema.LOCKS + "/")) or path == schema.ACL_MARKER
+
+
 def backup(zk: ZK) -> dict[str, str]:
     tree = zk.walk("/")
     return {
         path: raw.decode(errors="replace")
         for path, (raw, ephemeral) in sorted(tree.items())
-        if not ephemeral and path != "/" and not path.startswith("/zookeeper")
-        and not path.startswith(schema.LOCKS + "/")
+        if not ephemeral and path != "/" and not path.startswith("/zookeeper") and not _not_backed_up(path)
     }
 
 
@@ -47,7 +57,7 @@ def restore(zk: ZK, data: Any) -> str:
         raise InvalidInput(
             f"cluster_data: backup schema version {theirs} does not match the cluster's ({ours})"
         )
-    paths = sorted(data, key=lambda p: (p.count("/"), p))
+    paths = sorted((p for p in data if not _not_backed_up(p)), key=lambda p: (p.count("/"), p))
     for start in range(0, len(paths), 200):
         for path in paths[start:start + 200]:
             zk.put_raw(path, data[path].encode())

@@ -30,6 +30,10 @@ class ClusterSettings(_Section):
     name: str
     coordinator_nodes: list[str] = Field(min_length=1)
     all_nodes: list[str] = Field(default_factory=list)
+    # The cluster key (pvc.core.secrets): a Fernet key sealing the secrets PVC keeps in ZooKeeper
+    # (fence credentials). The same root-only (0600) file on every node; only node
+    # configurations hold it. Needed by nodes with a secret to seal or a sealed fence to run.
+    key_file: str = "/etc/pvc/cluster.key"
 
     @field_validator("coordinator_nodes", "all_nodes")
     @classmethod
@@ -40,10 +44,15 @@ class ClusterSettings(_Section):
         return nodes
 
 
+ZK_PASSWORD_MIN_LENGTH = 16
+
+
 class ZooKeeperAuth(_Section):
+    """Digest credentials, the same on every node: each znode PVC creates gets an ACL that only
+    they open, and pvcnoded/pvcapid protect older world-open znodes at start (pvc.core.schema)."""
     scheme: Literal["digest"] = "digest"
-    username: str
-    password: str
+    username: str = Field(min_length=1, pattern=r"^[^:\s]+$")   # digest ids are user:hash
+    password: str = Field(min_length=ZK_PASSWORD_MIN_LENGTH)
 
 
 class ZooKeeperSettings(_Section):
@@ -51,6 +60,21 @@ class ZooKeeperSettings(_Section):
     root: str = "/pvc"
     session_timeout: float = Field(default=6.0, gt=0.5, le=60)
     auth: ZooKeeperAuth | None = None
+    # Digest ACLs on every znode (DESIGN D14). On unless turned off here by name; off, anyone who
+    # reaches ZooKeeper's port can read and rewrite the whole cluster.
+    acl: bool = True
+
+    @model_validator(mode="after")
+    def _acl(self) -> ZooKeeperSettings:
+        if self.acl and self.auth is None:
+            raise ValueError("ZooKeeper ACLs are on by default and need credentials: set zookeeper.auth "
+                             "{username, password} (the same on every node; password at least "
+                             f"{ZK_PASSWORD_MIN_LENGTH} characters), or zookeeper.acl: false to run "
+                             "without ACLs")
+        if not self.acl and self.auth is not None:
+            raise ValueError("zookeeper.acl is false but zookeeper.auth is set: credentials turn "
+                             "ACLs on; remove one of the two")
+        return self
 
     @field_validator("root")
     @classmethod

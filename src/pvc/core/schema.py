@@ -11,8 +11,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import NoAuthError, NodeExistsError, NoNodeError
 
+from pvc.core.errors import ConfigError
 from pvc.core.zk import ZK
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,8 @@ SCHEMA_VERSION = 7
 SCHEMA = "/schema"
 SCHEMA_VERSION_PATH = "/schema/version"
 SCHEMA_LOCK = "/locks/schema"
+# Written once every znode of the tree carries the digest ACL of these credentials (protect()).
+ACL_MARKER = "/schema/acl"
 
 CONFIG = "/config"
 CLUSTER = "/config/cluster"              # {name, maintenance, migration_target_selector, ...}
@@ -326,7 +329,19 @@ def current_version(zk: ZK) -> int:
 
 
 def migrate(zk: ZK, target: int = SCHEMA_VERSION) -> int:
-    """Bring the tree up to `target` once, under a lock, whoever calls first; return the version."""
+    """Bring the tree up to `target` once, under a lock, whoever calls first, then protect it
+    (digest ACLs, when this session has credentials); return the version."""
+    try:
+        version = _migrate(zk, target)
+        protect(zk)
+    except NoAuthError:
+        raise ConfigError(f"ZooKeeper refused access to the cluster root {zk.root}: it is protected by "
+                          "digest ACLs and zookeeper.auth is missing or not the cluster's "
+                          "credentials") from None
+    return version
+
+
+def _migrate(zk: ZK, target: int) -> int:
     if current_version(zk) >= target:
         return current_version(zk)
     zk.ensure(LOCKS)
@@ -344,3 +359,75 @@ def migrate(zk: ZK, target: int = SCHEMA_VERSION) -> int:
     if version > target:
         raise RuntimeError(f"ZooKeeper schema {version} is newer than this PVC ({target}); upgrade PVC")
     return version
+
+
+# -- ZooKeeper ACLs (DESIGN D14) -----------------------------------------------------------------------
+
+
+def _world_open(acls: list[Any]) -> bool:
+    return any(acl.id.scheme == "world" for acl in acls)
+
+
+def protect(zk: ZK, force: bool = False) -> int:
+    """Give every znode of the tree that anyone may open (created before ACLs were turned on) the
+    session's digest ACL, the cluster root itself included, so an unauthenticated client can
+    neither read, list nor change anything. Idempotent; a no-op for a session without
+    credentials. The walk runs once per credentials (ACL_MARKER): every znode created after it
+    inherits the ACL from its creator's session, and a client without the credentials cannot
+    create one. `force` walks again anyway. Returns how many znodes it changed."""
+    acl = list(zk.client.default_acl or ())
+    if not acl:
+        return 0
+    ident = {"scheme": acl[0].id.scheme, "id": acl[0].id.id}
+    if not force and zk.get(ACL_MARKER, None) == ident:
+        return 0
+    zk.ensure(LOCKS)
+    with zk.lock(SCHEMA_LOCK, "acl"):
+        marked = zk.get(ACL_MARKER, None) == ident
+        if marked and not force:
+            return 0
+        changed = _protect_tree(zk, acl)
+        if not marked:
+            zk.put(ACL_MARKER, ident)
+    if changed:
+        log.info("ZooKeeper ACLs: %d world-open znode(s) under %s protected", changed, zk.root)
+    return changed
+
+
+def _protect_tree(zk: ZK, acl: list[Any]) -> int:
+    """Walk the tree level by level (requests pipelined), setting `acl` where the world is let in."""
+    client = zk.client
+    changed, level = 0, ["/"]
+    while level:
+        if zk.root == "/":
+            level = [p for p in level if p != "/zookeeper" and not p.startswith("/zookeeper/")]
+
+        def once(paths: list[str] = level) -> tuple[int, list[str]]:
+            acls = [(p, client.get_acls_async(p)) for p in paths]
+            opened = []
+            for path, result in acls:
+                try:
+                    current, _stat = result.get(timeout=30)
+                except NoNodeError:
+                    continue
+                if _world_open(current):
+                    opened.append((path, client.set_acls_async(path, acl)))
+            done = 0
+            for _path, result in opened:
+                try:
+                    result.get(timeout=30)
+                    done += 1
+                except NoNodeError:
+                    pass
+            kids = [(p, client.get_children_async(p)) for p in paths]
+            below = []
+            for path, result in kids:
+                try:
+                    below += [f"{path.rstrip('/')}/{child}" for child in result.get(timeout=30)]
+                except NoNodeError:
+                    pass
+            return done, below
+
+        done, level = zk.retry(once)
+        changed += done
+    return changed

@@ -31,6 +31,38 @@ def api_token(plan: LabPlan) -> str:
     return str(token)
 
 
+ZK_ROOT = "/pvc"
+
+
+def zk_auth(plan: LabPlan) -> dict[str, str]:
+    """The lab's ZooKeeper digest credentials, made once per lab (ACLs on, as on a real cluster)."""
+    auth = plan.extra.get("zk_auth")
+    if not isinstance(auth, dict):
+        auth = {"username": "pvc", "password": secrets.token_urlsafe(24)}
+        plan.extra["zk_auth"] = auth
+        plan.save()
+    return {"username": str(auth["username"]), "password": str(auth["password"])}
+
+
+def cluster_key_file(plan: LabPlan) -> Path:
+    """The lab's cluster key (pvc.core.secrets): one root-only file every node's config names."""
+    from pvc.core import secrets as cluster_secrets
+
+    path = plan.state_dir / "cluster.key"
+    if not path.exists():
+        cluster_secrets.write_key_file(path)
+    return path
+
+
+def lab_zk(plan: LabPlan) -> Any:
+    """A started, authenticated `pvc.core.zk.ZK` session on the lab's cluster root, through the
+    loopback relay: what every lab tool and test uses to read or write the lab's ZooKeeper."""
+    from pvc.core.zk import ZK
+
+    auth = zk_auth(plan)
+    return ZK([f"127.0.0.1:{plan.zk_port}"], ZK_ROOT, auth=(auth["username"], auth["password"])).start()
+
+
 def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
     token = api_token(plan)
     return {
@@ -38,11 +70,13 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
             "name": plan.name,
             "coordinator_nodes": [n.name for n in plan.coordinators],
             "all_nodes": [n.name for n in plan.nodes],
+            "key_file": str(cluster_key_file(plan)),
         },
         "zookeeper": {
             "hosts": [f"{n.address}:{ZK_CLIENT_PORT}" for n in plan.coordinators],
-            "root": "/pvc",
+            "root": ZK_ROOT,
             "session_timeout": 6,
+            "auth": zk_auth(plan),
         },
         "node": {"name": node.name},
         "timer": {"keepalive_interval": 5},

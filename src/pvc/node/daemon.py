@@ -21,7 +21,7 @@ from typing import Any
 from pvc import __version__
 from pvc.adapters.ceph import storage_from_settings
 from pvc.adapters.hypervisor import LibvirtHypervisor
-from pvc.core import schema
+from pvc.core import schema, secrets
 from pvc.core.config import Settings, load_config
 from pvc.core.errors import ClusterUnavailable, ConfigError
 from pvc.core.logs import configure_logging
@@ -190,7 +190,7 @@ class NodeDaemon:
 
 def main() -> None:
     try:
-        settings = load_config()
+        settings = secrets.for_daemon(load_config())   # masks secrets in logs; checks the cluster key
     except ConfigError as exc:
         print(f"pvcnoded: {exc}", file=sys.stderr)
         sys.exit(1)

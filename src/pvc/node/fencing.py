@@ -32,10 +32,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pvc.adapters.fence import FenceAgent, FenceJob, FenceOutcome
+from pvc.adapters.fence import FenceAgent, FenceJob, FenceOutcome, failed
 from pvc.cluster.placement import Demand, find_target, vm_demand
 from pvc.cluster.vms.transitions import needs_recovery
 from pvc.core.records import NodeRecord, VMRecord
+from pvc.core.secrets import SecretError, open_fence_info
 from pvc.core.vocabulary import NODE_OUT_OF_SERVICE
 
 log = logging.getLogger("pvcnoded.fencing")
@@ -57,6 +58,8 @@ class FencePolicy:
     successful_fence: str = "migrate"
     failed_fence: str = "none"
     default_selector: str = "mem"
+    # The cluster key that opens the sealed secrets of a node's fence info (pvc.core.secrets).
+    key_file: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> FencePolicy:
@@ -65,7 +68,8 @@ class FencePolicy:
                    fence_intervals=fencing.fence_intervals, agent_timeout=fencing.agent_timeout,
                    successful_fence=fencing.actions.successful_fence,
                    failed_fence=fencing.actions.failed_fence,
-                   default_selector=settings.migration.target_selector)
+                   default_selector=settings.migration.target_selector,
+                   key_file=settings.cluster.key_file)
 
     @property
     def hung_after(self) -> float:
@@ -267,7 +271,7 @@ class HAMonitor:
             resumed = " (resumed after a primary change)" if record["attempts"] > 1 else ""
             self._event(record, "fencing", f"fence agent '{agent}' started by {self.me}{resumed}")
             self._save(name, record)
-            self._job = _Job(name, self.agent.start(name, info), self.clock() + self.policy.agent_timeout)
+            self._job = _Job(name, self._start_agent(name, info), self.clock() + self.policy.agent_timeout)
         outcome = self._job.job.poll()
         if outcome is None:
             if self.clock() < self._job.deadline:
@@ -283,6 +287,15 @@ class HAMonitor:
             self.store.update_node(name, lambda d: {**d, "daemon_state": "fenced"})
         record["phase"] = "blocklisting"
         self._save(name, record)
+
+    def _start_agent(self, name: str, info: dict[str, Any]) -> FenceJob:
+        """The agent gets the fence info with its secrets opened: only now, at fence time, and only
+        in memory (the IPMI agent hands the password to ipmitool in its environment)."""
+        try:
+            opened = open_fence_info(info, self.policy.key_file)
+        except SecretError as exc:
+            return failed(f"cannot open the fence secrets of {name}: {exc}")
+        return self.agent.start(name, opened)
 
     def _blocklist(self, name: str, record: dict[str, Any]) -> None:
         addresses = self.store.node_addresses(name)

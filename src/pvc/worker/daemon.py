@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 from pvc import __version__
-from pvc.core import schema
+from pvc.core import schema, secrets
 from pvc.core.config import load_config
 from pvc.core.errors import ClusterUnavailable, ConfigError
 from pvc.core.logs import configure_logging
@@ -23,7 +23,7 @@ log = logging.getLogger("pvcworkerd")
 
 def main() -> None:
     try:
-        settings = load_config()
+        settings = secrets.for_daemon(load_config())   # masks secrets in logs; checks the cluster key
     except ConfigError as exc:
         print(f"pvcworkerd: {exc}", file=sys.stderr)
         sys.exit(1)

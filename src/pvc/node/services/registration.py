@@ -17,6 +17,7 @@ from pvc.core import schema
 from pvc.core.config import Settings
 from pvc.core.errors import ConfigError
 from pvc.core.records import NodeRecord
+from pvc.core.secrets import seal_fence_info
 from pvc.core.zk import ZK
 from pvc.node import sysinfo
 from pvc.node.fencing import OUT_OF_SERVICE
@@ -62,12 +63,14 @@ class Registration:
 
     def _publish_fence_info(self) -> None:
         """How the primary fences this node (agent, BMC); outside the node document, which the
-        API serves, because it holds the BMC password."""
+        API serves, and with the BMC password sealed with the cluster key (pvc.core.secrets): the
+        primary opens it only to fence. Republished at every start, so neither backups nor
+        restores carry it."""
         from pvc.adapters.fence import fence_info
 
         try:
-            info = fence_info(self.settings)
-        except ConfigError as exc:
+            info = seal_fence_info(fence_info(self.settings), self.settings.cluster.key_file)
+        except ConfigError as exc:      # the password file or the cluster key (named in exc)
             log.error("fencing: %s; this node cannot be fenced by its agent", exc)
             info = {"agent": "none", "node": self.name, "error": str(exc)}
         self.zk.update(schema.node_fence_info(self.name), lambda _old: info, create=True)
