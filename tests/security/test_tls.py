@@ -47,9 +47,10 @@ def _start_tls_api(daemons: list[Daemon], config_factory, ssl_dir: Path) -> tupl
     return daemon, f"127.0.0.1:{port}"
 
 
-def _pvc(client_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _pvc(client_dir: Path, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in GLOBAL_ENV}
-    env.update({"PVC_CLIENT_DIR": str(client_dir), "PVC_CONFIG_FILE": str(client_dir / "none.conf")})
+    env.update({"PVC_CLIENT_DIR": str(client_dir),
+                "PVC_CONFIG_FILE": str(config or client_dir / "none.conf")})
     return subprocess.run([sys.executable, "-m", "pvc.cli", *args], env=env, capture_output=True,
                           text=True, timeout=60)
 
@@ -101,6 +102,9 @@ def test_the_cli_verifies_the_api_against_the_ca_file(daemons, config_factory, t
     assert f"https://{host}:{port}" in added.stdout
     ok = _pvc(client, "-c", "tls", "node", "list", "-f", "json")
     assert ok.returncode == 0, ok.stderr
+    # the implicit `local` connection (the node's own pvc.conf) verifies against the node's CA
+    local = _pvc(tmp_path / "local-client", "node", "list", "-f", "json", config=_daemon.config)
+    assert local.returncode == 0, local.stderr
 
     # Without the CA (system store): refused, naming the host and where it looked
     _pvc(client, "connection", "add", "nocA", "-a", host, "-p", port, "-k", API_TOKEN, "--ssl")
