@@ -127,6 +127,11 @@ def ensure(settings: Settings, names: Iterable[str] | None = None) -> TLSFiles |
         generated = True
         log.warning("TLS: no API certificate was installed: made %s (key %s) for %s, signed by %s",
                     cert_path, key_path, ", ".join(pki.alt_names(pair.certificate)), ca_cert_path)
+        if len(settings.cluster.coordinator_nodes) > 1:
+            log.warning("TLS: this cluster has %d coordinators; each one without the cluster's "
+                        "certificate makes its own, so clients will see another identity after a "
+                        "primary change: install one CA-signed certificate on every coordinator",
+                        len(settings.cluster.coordinator_nodes))
     elif not (cert_path.exists() and key_path.exists()):
         missing = key_path if cert_path.exists() else cert_path
         raise TLSSetupError(f"the API's TLS file {missing} is missing (the other one exists); "
