@@ -5,7 +5,9 @@
 # Storage template: disks with a filesystem (ext4 here) and a mountpoint, one of them "/". Where
 # RBD volumes can be mapped (kernel rbd, rbd-nbd, rbd-fuse+loop), each is mapped, formatted and
 # mounted at /tmp/target/<mountpoint>; elsewhere the tree is built in /tmp/target and each
-# filesystem is made as an image with `mkfs.ext4 -d` and imported into its volume.
+# filesystem is made as an image with `mkfs.ext4 -d` and imported into its volume. The script runs
+# in the provisioner sandbox: the worker creates, maps and imports its volumes on its behalf, and
+# carries out its mounts (of its own mapped volumes, under /tmp/target).
 #
 # Script arguments: rootfs = lab-guest (default: the lab's tiny-guest root tree: busybox and an
 # /init the lab's initramfs switches to) or busybox (busybox with its applet links only);
@@ -101,11 +103,9 @@ class VMBuilderScript(VMBuilder):
             self._import_images()
 
     def _import_images(self):
-        from pvc.adapters.ceph import storage_from_settings
-        from pvcapid.Daemon import config
+        from pvc.worker.provisioner.scriptapi import import_volume
 
         os.makedirs(IMAGES, exist_ok=True)
-        storage = storage_from_settings(config)
         # deepest mountpoints first: each filesystem gets its own subtree only
         for volume in sorted(self.filesystems, key=lambda v: -v["mountpoint"].count("/")):
             if volume["filesystem"] not in ("ext2", "ext3", "ext4"):
@@ -122,7 +122,7 @@ class VMBuilderScript(VMBuilder):
             _run(f"mkfs.{volume['filesystem']}", "-q", "-F", *volume["filesystem_args"].split(), "-d", tree,
                  image, f"{volume['disk_size_gb']}G")
             name = f"{self.vm_name}_{volume['disk_id']}"
-            storage.convert_into_volume(volume["pool"], name, image, "raw")
+            import_volume(volume["pool"], name, image)     # the worker copies it in (raw)
             os.unlink(image)
             self.log_info(f"imported the {volume['mountpoint']} filesystem into {name}")
 

@@ -3,35 +3,23 @@
 # "default_ova" before uploading an OVA).
 #
 # The OVA's disks were stored at upload as volumes ova_<name>_<disk_id> holding the VMDK bytes;
-# each is converted to raw into a new volume <vm>_<disk_id> of the disk's size (qemu-img,
-# reading and writing RBD directly). Storage template disks (if the profile has one) are created
-# empty after them. Script arguments: kernel, initrd, cmdline as in 2-clone.py.
+# each is converted to raw into a new volume <vm>_<disk_id> of the disk's size. As upstream's OVA
+# example does, both volumes are mapped (the OVA's read-only) and qemu-img converts from one
+# device to the other, inside the provisioner sandbox: the script never holds a Ceph key, and
+# an image can only ever refer to files of the sandbox. Storage template disks (if the profile
+# has one) are created empty after them. Script arguments: kernel, initrd, cmdline as in
+# 2-clone.py.
 
-import os
 import subprocess
 
 from pvcapid.vmbuilder import ProvisioningError, VMBuilder
-
-
-def _escape(value):
-    # qemu's rbd: filename separates options with ':'; escape them (and '\\') in values
-    return str(value).replace("\\", "\\\\").replace(":", "\\:")
-
-
-def _rbd(pool, name, cfg):
-    """qemu's rbd: filename for pool/name with the node's Ceph user, config and keyring (a file
-    path, so no secret appears on the command line; left out if missing, as Ceph finds its own)."""
-    parts = ["rbd", f"{_escape(pool)}/{_escape(name)}", f"id={_escape(cfg.client_user)}",
-             f"conf={_escape(cfg.ceph_config_file)}"]
-    if cfg.ceph_keyring_file and os.path.exists(cfg.ceph_keyring_file):
-        parts.append(f"keyring={_escape(cfg.ceph_keyring_file)}")
-    return ":".join(parts)
 
 
 class VMBuilderScript(VMBuilder):
     def setup(self):
         if not self.vm_data.get("ova_details"):
             raise ProvisioningError("This script is for OVA profiles only.")
+        self.mapped = []
 
     def create(self):
         from pvc.worker.provisioner.helpers import domain_xml
@@ -40,6 +28,20 @@ class VMBuilderScript(VMBuilder):
         ova = self.vm_data["ova_details"].get("name")
         return domain_xml(self, kernel=args.get("kernel"), initrd=args.get("initrd"),
                           cmdline=args.get("cmdline"), description=f"PVC provisioner, OVA '{ova}'")
+
+    def _map(self, pvc_ceph, zkhandler, pool, name):
+        ok, device = pvc_ceph.map_volume(zkhandler, pool, name)
+        if not ok:
+            raise ProvisioningError(f"Failed to map volume {pool}/{name}: {device}")
+        self.mapped.append((pool, name))
+        return device
+
+    def _unmap(self, pvc_ceph, zkhandler):
+        while self.mapped:
+            pool, name = self.mapped.pop()
+            ok, message = pvc_ceph.unmap_volume(zkhandler, pool, name)
+            if not ok:
+                self.log_warn(message)
 
     def prepare(self):
         import daemon_lib.ceph as pvc_ceph
@@ -56,10 +58,12 @@ class VMBuilderScript(VMBuilder):
                     raise ProvisioningError(f"Failed to create volume {name}: {message}")
                 if not volume.get("volume_name"):
                     continue
+                source = self._map(pvc_ceph, zkhandler, volume["pool"], volume["volume_name"])
+                target = self._map(pvc_ceph, zkhandler, volume["pool"], name)
                 cmd = ["qemu-img", "convert", "-f", volume.get("volume_format") or "vmdk", "-O", "raw", "-n",
-                       _rbd(volume["pool"], volume["volume_name"], config.storage),
-                       _rbd(volume["pool"], name, config.storage)]
+                       source, target]
                 done = subprocess.run(cmd, capture_output=True, text=True)
+                self._unmap(pvc_ceph, zkhandler)
                 if done.returncode != 0:
                     raise ProvisioningError(f"Converting {volume['volume_name']} to {name} failed: "
                                             f"{done.stderr.strip()}")
@@ -69,4 +73,10 @@ class VMBuilderScript(VMBuilder):
         pass
 
     def cleanup(self):
-        pass
+        import daemon_lib.ceph as pvc_ceph
+        from pvcapid.Daemon import config
+        from pvcapid.vmbuilder import open_zk
+
+        if getattr(self, "mapped", None):
+            with open_zk(config) as zkhandler:
+                self._unmap(pvc_ceph, zkhandler)

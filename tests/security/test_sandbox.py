@@ -1,0 +1,419 @@
+"""Attacks from a provisioning script on the node that runs it (issue #13): each runs through the
+real sandbox (real namespaces, pivot_root, capabilities, seccomp, the worker's broker) and must
+fail, with nothing changed on the host.
+
+The hostile script runs as a profile's script through the real `provisioner.create` job (real
+ZooKeeper, FakeStorage for Ceph), so the job's log shows what the script saw; a second test maps
+a real block device (a loop device standing in for an RBD map) to check the broker's mounts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pvc.adapters.ceph.fake import FakeStorage
+from pvc.cluster import tasks
+from pvc.core.config import load_config
+from pvc.core.zk import ZK
+from pvc.worker.provisioner import broker as broker_mod
+from pvc.worker.provisioner import runner
+from pvc.worker.provisioner.broker import Broker, Refused, plan_mount
+from pvc.worker.provisioner.sandbox import Sandbox, StageError
+from tests.conftest import API_TOKEN
+from tests.integration.test_provisioner_jobs import cluster, profile, run
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root (namespaces)")
+
+MARK = "98765"      # in the command lines of the processes the script leaves behind
+
+HOSTILE = r'''
+import ctypes, errno, json, os, socket, stat, subprocess, time
+from pvcapid.vmbuilder import VMBuilder, open_zk
+
+libc = ctypes.CDLL(None, use_errno=True)
+NR = {"finit_module": 313, "init_module": 175, "ptrace": 101, "kexec_load": 246, "reboot": 169,
+      "bpf": 321, "keyctl": 250, "open_by_handle_at": 304, "setns": 308, "unshare": 272}
+
+
+class VMBuilderScript(VMBuilder):
+    def result(self, name, escaped, detail=""):
+        self.log_info(f"RESULT {name} {'ESCAPED' if escaped else 'BLOCKED'} {detail}".rstrip())
+
+    def attempt(self, name, fn):
+        try:
+            detail = fn()
+        except Exception as exc:
+            self.result(name, False, f"{type(exc).__name__}: {exc}")
+            return
+        if isinstance(detail, tuple):
+            self.result(name, *detail)
+        else:
+            self.result(name, True, str(detail)[:400])
+
+    def setup(self):
+        a = self.vm_data["script_arguments"]
+        self.attempt("read-shadow", lambda: open("/etc/shadow").read())
+        self.attempt("read-config", lambda: self.must_have(open(a["config"]).read()))
+        self.attempt("read-keyring", lambda: self.must_have(open(a["keyring"]).read()))
+        self.attempt("read-token-file", lambda: self.must_have(open(a["token"]).read()))
+        self.attempt("read-etc-pvc", lambda: os.listdir("/etc/pvc"))
+        self.attempt("read-ceph-dir", lambda: os.listdir("/etc/ceph"))
+        self.attempt("read-root-home", lambda: self.must_have(os.listdir("/root")))
+        self.attempt("settings", lambda: __import__("pvcapid.Daemon").Daemon.config.api)
+        self.attempt("environment", lambda: self.must_have([k for k in os.environ if "TOKEN" in k
+                                                             or "PVC_CONFIG" in k or "PASSWORD" in k]))
+        self.attempt("libvirt-socket", lambda: os.listdir("/run/libvirt"))
+        self.attempt("chroot-escape", lambda: self.chroot_escape(a["host_file"]))
+        self.attempt("write-host-file", lambda: open(a["host_file"], "w").write("escaped"))
+        self.attempt("core-pattern", lambda: open("/proc/sys/kernel/core_pattern", "w").write("|/bin/sh"))
+        self.attempt("sysrq", lambda: open("/proc/sysrq-trigger", "w").write("h"))
+        self.attempt("sys-write", lambda: open("/sys/kernel/uevent_helper", "w").write("/tmp/x"))
+        self.attempt("fresh-proc-core-pattern", self.fresh_proc)
+        self.attempt("fresh-sysfs", self.fresh_sysfs)
+        self.attempt("unmount-proc-sys", lambda: self.run_ok("umount", "/proc/sys"))
+        self.attempt("remount-usr-rw", lambda: self.run_ok("mount", "-o", "remount,rw", "/usr"))
+        self.attempt("mknod-block", lambda: os.mknod("/tmp/sda", stat.S_IFBLK | 0o600, os.makedev(8, 0)))
+        self.attempt("mknod-mem", lambda: os.mknod("/tmp/mem", stat.S_IFCHR | 0o600, os.makedev(1, 1)))
+        self.attempt("mount-host-root", self.mount_host_root)
+        self.attempt("host-block-devices", self.host_block_devices)
+        self.attempt("finit_module", lambda: self.syscall("finit_module", os.open("/dev/null", os.O_RDONLY),
+                                                           b"", 0))
+        self.attempt("init_module", lambda: self.syscall("init_module", b"\0" * 64, 64, b""))
+        self.attempt("kexec_load", lambda: self.syscall("kexec_load", 0, 0, 0, 0))
+        self.attempt("reboot", lambda: self.syscall("reboot", 0xfee1dead, 672274793, 0xCDEF0123, 0))
+        self.attempt("bpf", lambda: self.syscall("bpf", 0, 0, 0))
+        self.attempt("keyctl", lambda: self.syscall("keyctl", 0, 0, 0, 0))
+        self.attempt("user-namespace", lambda: self.syscall("unshare", 0x10000000))
+        self.attempt("setns", lambda: self.syscall("setns", os.open("/proc/self/ns/mnt", os.O_RDONLY), 0))
+        self.attempt("ptrace-host", lambda: self.syscall("ptrace", 16, int(a["host_pid"]), 0, 0))
+        self.attempt("ptrace-own-child", self.ptrace_child)
+        self.attempt("host-processes", self.host_processes)
+        self.attempt("zookeeper", lambda: socket.create_connection(("127.0.0.1", int(a["zk_port"])), 3))
+        self.attempt("zookeeper-session", self.zookeeper_session)
+        self.attempt("foreign-volume", self.foreign_volume)
+        self.attempt("capabilities", self.capabilities)
+
+    # -- attacks -----------------------------------------------------------------------------
+    def must_have(self, value):
+        return (bool(value), repr(value)[:200])
+
+    def run_ok(self, *cmd):
+        done = subprocess.run(list(cmd), capture_output=True, text=True)
+        return (done.returncode == 0, (done.stderr or done.stdout).strip())
+
+    def syscall(self, name, *args):
+        libc.syscall.restype = ctypes.c_long
+        rc = libc.syscall(NR[name], *args)
+        err = ctypes.get_errno()
+        return (rc >= 0, f"rc={rc} {errno.errorcode.get(err, err)}")
+
+    def chroot_escape(self, host_file):
+        real_root = os.open("/", os.O_RDONLY)
+        os.makedirs("/tmp/jail", exist_ok=True)
+        os.chroot("/tmp/jail")
+        os.fchdir(real_root)
+        for _ in range(64):
+            os.chdir("..")
+        os.chroot(".")
+        seen = sorted(os.listdir("/"))
+        try:
+            with open(host_file, "w") as f:
+                f.write("escaped")
+            wrote = True
+        except OSError as exc:
+            wrote = f"no: {exc}"
+        escaped = wrote is True or os.path.exists("/etc/shadow")
+        return (escaped, f"root={seen} wrote={wrote}")
+
+    def fresh_proc(self):
+        os.makedirs("/tmp/p", exist_ok=True)
+        done = subprocess.run(["mount", "-t", "proc", "proc", "/tmp/p"], capture_output=True, text=True)
+        if done.returncode != 0:
+            return (False, done.stderr.strip())
+        try:
+            with open("/tmp/p/sys/kernel/core_pattern", "w") as f:
+                f.write("|/bin/sh")
+            return (True, "wrote core_pattern")
+        except OSError as exc:
+            return (False, f"mounted, but {exc}")
+
+    def fresh_sysfs(self):
+        os.makedirs("/tmp/s", exist_ok=True)
+        done = subprocess.run(["mount", "-t", "sysfs", "sysfs", "/tmp/s"], capture_output=True, text=True)
+        if done.returncode != 0:
+            return (False, done.stderr.strip())
+        try:
+            with open("/tmp/s/kernel/uevent_helper", "w") as f:
+                f.write("/tmp/x")
+            return (True, "wrote uevent_helper")
+        except OSError as exc:
+            return (False, f"mounted, but {exc}")
+
+    def mount_host_root(self):
+        os.makedirs("/tmp/host", exist_ok=True)
+        tries = []
+        for cmd in (["mount", "--bind", "/proc/1/root/..", "/tmp/host"],
+                    ["mount", "-t", "ext4", "/dev/vda", "/tmp/host"],
+                    ["mount", "-t", "devtmpfs", "devtmpfs", "/tmp/host"]):
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            tries.append(f"{cmd[1:3]}: {done.returncode} {done.stderr.strip()}")
+            subprocess.run(["umount", "/tmp/host"], capture_output=True)
+        subprocess.run(["mount", "--bind", "/", "/tmp/host"], capture_output=True)
+        escaped = os.path.exists("/tmp/host/etc/shadow") or os.path.exists("/tmp/host/etc/pvc")
+        return (escaped, "; ".join(tries))
+
+    def host_block_devices(self):
+        found = []
+        os.makedirs("/tmp/devs", exist_ok=True)
+        subprocess.run(["mount", "-t", "devtmpfs", "devtmpfs", "/tmp/devs"], capture_output=True)
+        for where in ("/dev", "/tmp/devs"):
+            for name in os.listdir(where):
+                try:
+                    if stat.S_ISBLK(os.stat(f"{where}/{name}").st_mode):
+                        found.append(f"{where}/{name}")
+                except OSError:
+                    pass
+        return (bool(found), repr(found))
+
+    def ptrace_child(self):
+        child = subprocess.Popen(["sleep", "30"])
+        try:
+            return self.syscall("ptrace", 16, child.pid, 0, 0)
+        finally:
+            child.kill()
+            child.wait()
+
+    def host_processes(self):
+        pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+        return (len(pids) > 20 or int(self.vm_data["script_arguments"]["host_pid"]) in pids, repr(pids))
+
+    def zookeeper_session(self):
+        with open_zk() as zk:
+            return zk.exists("/")
+
+    def foreign_volume(self):
+        import daemon_lib.ceph as pvc_ceph
+        with open_zk() as zk:
+            ok, message = pvc_ceph.add_volume(zk, "vms", "othervm_sda", "1G")
+            mine, mine_message = pvc_ceph.add_volume(zk, "vms", f"{self.vm_name}_sda", "1G")
+        self.log_info(f"own volume: {mine} {mine_message}")
+        return (ok or not mine, message)
+
+    def capabilities(self):
+        with open("/proc/self/status") as f:
+            caps = {line.split(":")[0]: int(line.split()[1], 16) for line in f if line.startswith("Cap")}
+        sys_admin = 1 << 21
+        return (bool(caps["CapEff"] & sys_admin or caps["CapBnd"] & sys_admin), repr(caps))
+
+    # -- outliving the time limit ------------------------------------------------------------
+    def create(self):
+        return f"""<domain type='kvm'><name>{self.vm_name}</name><uuid>{self.vm_uuid}</uuid>
+<memory unit='MiB'>256</memory><vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os>
+<devices><disk type='network' device='disk'><source protocol='rbd' name='vms/{self.vm_name}_sda'/>
+<target dev='sda' bus='scsi'/></disk></devices></domain>"""
+
+    def install(self):
+        subprocess.Popen(["sleep", "MARK"], start_new_session=True)
+        subprocess.Popen(["sh", "-c", "(setsid sleep MARK.5 &) ; exit 0"])
+        self.log_info("install: daemons started, now hanging")
+        time.sleep(3600)
+
+    def cleanup(self):
+        self.log_info("hostile cleanup ran")
+'''.replace("MARK", MARK)
+
+ATTACKS = ("read-shadow", "read-config", "read-keyring", "read-token-file", "read-etc-pvc", "read-ceph-dir",
+           "read-root-home", "settings", "environment", "libvirt-socket", "chroot-escape", "write-host-file",
+           "core-pattern", "sysrq", "sys-write", "fresh-proc-core-pattern", "fresh-sysfs", "unmount-proc-sys",
+           "remount-usr-rw", "mknod-block", "mknod-mem", "mount-host-root", "host-block-devices",
+           "finit_module", "init_module", "kexec_load", "reboot", "bpf", "keyctl", "user-namespace", "setns",
+           "ptrace-host", "ptrace-own-child", "host-processes", "zookeeper", "zookeeper-session",
+           "foreign-volume", "capabilities")
+
+
+def leftovers() -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"sleep {MARK}" in cmdline:
+            found.append(f"{pid}: {cmdline}")
+    return found
+
+
+@pytest.fixture
+def secrets(config_factory: Any) -> Any:
+    """Settings whose configuration file, keyring and token file live where a sandbox bind could
+    show them (under /usr/local, which the sandbox sees read-only): they must be masked."""
+    tag = f"pvc-sandbox-test-{os.getpid()}"
+    keyring = Path(f"/usr/local/share/{tag}.keyring")
+    token = Path(f"/usr/local/share/{tag}.token")
+    config = Path(f"/usr/local/etc/{tag}.conf")
+    made = []
+    try:
+        for path, text in ((keyring, "[client.admin]\n\tkey = AQSECRETKEYRINGCONTENT==\n"),
+                           (token, "TOKENFILESECRETCONTENT\n")):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            made.append(path)
+        source = Path(config_factory(storage={"ceph_keyring_file": str(keyring)},
+                                     api={"token_file": str(token),
+                                          "listen": {"address": "127.0.0.1", "port": 1},
+                                          "authentication": {"enabled": True, "secret_key": "SECRETKEYVALUE"},
+                                          "token": [{"description": "t", "token": API_TOKEN}],
+                                          "ssl": {"enabled": False}}))
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(source.read_text())
+        made.append(config)
+        yield load_config(str(config)), {"config": str(config), "keyring": str(keyring), "token": str(token)}
+    finally:
+        for path in made:
+            path.unlink(missing_ok=True)
+
+
+def test_hostile_script_escapes_nothing(zk: ZK, secrets: Any, zk_server: Any,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, paths = secrets
+    fake = FakeStorage()
+    monkeypatch.setattr(runner, "storage_for", lambda _settings: fake)
+    monkeypatch.setattr(runner, "STAGE_TIMEOUT", 8.0)
+    cluster(zk, fake)
+    host_file = Path(f"/etc/pvc-sandbox-escape-{os.getpid()}")
+    arguments = [f"{k}={v}" for k, v in paths.items()] + [
+        f"host_file={host_file}", f"host_pid={os.getpid()}", f"zk_port={zk_server.address.rsplit(':', 1)[1]}"]
+    profile(zk, HOSTILE, storage=True, arguments=arguments)
+    try:
+        record = run(zk, settings)
+    finally:
+        left = leftovers()
+        escaped_file = host_file.exists()
+        host_file.unlink(missing_ok=True)
+    log = "\n".join(tasks.task_log(zk, record.id))
+    results = {line.split("RESULT ", 1)[1].split()[0]: line for line in log.splitlines() if "RESULT " in line}
+    assert set(ATTACKS) <= set(results), f"missing: {set(ATTACKS) - set(results)}\n{log}"
+    escaped = [line for line in results.values() if " ESCAPED" in line]
+    assert not escaped, "\n".join(escaped)
+    # nothing changed on the host, and no secret reached the job's log
+    assert not escaped_file
+    assert not left, left
+    for secret in ("AQSECRETKEYRINGCONTENT", "TOKENFILESECRETCONTENT", API_TOKEN, "SECRETKEYVALUE"):
+        assert secret not in log
+    assert Path("/proc/sys/kernel/core_pattern").read_text().strip() != "|/bin/sh"
+    # the job says what happened: its own volume was allowed, a foreign one refused; the hung
+    # install() hit its time limit and took the processes it had left behind with it
+    assert "own volume: True" in log
+    assert "refused: creation of volume vms/othervm_sda refused" in log
+    assert record.state == "FAILURE"
+    assert "install() did not finish within 8 s" in record.status, record.status
+    assert "processes it left running were killed" in log, log
+    assert "hostile cleanup ran" in log
+    assert "sandbox: refused: unmounting /proc/sys" in log
+    assert "sandbox: refused: creating character device 1:1" in log
+
+
+def test_mount_decisions() -> None:
+    c = broker_mod.confine
+    assert plan_mount("/dev/rbd0", "ext4", 0, None).flags & c.MS_NODEV
+    assert plan_mount("proc", "proc", 0, None).pseudo == "proc"
+    assert plan_mount("x", "devtmpfs", 0, None).pseudo == "dev"
+    assert plan_mount(None, None, c.MS_REMOUNT | c.MS_RDONLY, None).flags & c.MS_BIND
+    for fstype in ("binfmt_misc", "debugfs", "securityfs", "bpf", "cgroup2", "overlay", "fuse", "configfs"):
+        with pytest.raises(Refused, match=fstype):
+            plan_mount("x", fstype, 0, None)
+    with pytest.raises(Refused, match="panic"):
+        plan_mount("/dev/rbd0", "ext4", 0, "errors=panic")
+    with pytest.raises(Refused, match="moving"):
+        plan_mount("/a", None, c.MS_MOVE, None)
+
+
+MAPPED = r'''
+import os, subprocess
+import daemon_lib.ceph as pvc_ceph
+from pvcapid.vmbuilder import VMBuilder, open_zk
+
+def sh(*cmd):
+    done = subprocess.run(list(cmd), capture_output=True, text=True)
+    return f"{done.returncode} {(done.stderr or done.stdout).strip()}"
+
+class VMBuilderScript(VMBuilder):
+    def setup(self):
+        with open_zk() as zk:
+            ok, device = pvc_ceph.map_volume(zk, "vms", f"{self.vm_name}_sda")
+            link = os.path.realpath(f"/dev/rbd/vms/{self.vm_name}_sda")
+            self.log_info(f"map: {ok} {device} link={link}")
+            self.log_info("other: " + repr(pvc_ceph.map_volume(zk, "vms", "othervm_sda")))
+        self.log_info("mkfs: " + sh("mkfs.ext4", "-q", "-F", device))
+        os.makedirs("/tmp/target/boot", exist_ok=True)
+        self.log_info("mount: " + sh("mount", device, "/tmp/target"))
+        with open("/tmp/target/hello", "w") as f:
+            f.write("installed")
+        os.makedirs("/tmp/target/proc", exist_ok=True)
+        self.log_info("bind-proc: " + sh("mount", "-t", "proc", "proc", "/tmp/target/proc"))
+        core = "echo x > /tmp/target/proc/sys/kernel/core_pattern"
+        self.log_info("target-core-pattern: " + sh("sh", "-c", core))
+        self.log_info("chroot-ls: " + sh("chroot", "/tmp/target", "/hello") )
+        self.log_info("umount-proc: " + sh("umount", "/tmp/target/proc"))
+        self.log_info("umount: " + sh("umount", "/tmp/target"))
+        with open_zk() as zk:
+            self.log_info("unmap: " + repr(pvc_ceph.unmap_volume(zk, "vms", f"{self.vm_name}_sda")))
+        self.log_info(f"after-unmap: {os.path.exists(device)}")
+'''
+
+
+def test_mapped_volume_is_usable_and_only_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mapped volume (here a loop device) appears in the sandbox's /dev, can be formatted,
+    mounted (through the worker), written and unmounted; another VM's volume cannot be mapped."""
+    image = tmp_path / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(64 << 20)
+    try:
+        device = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"no loop devices here: {exc}")
+    maps: list[str] = []
+    monkeypatch.setattr("pvc.adapters.rbdmap.map_volume",
+                        lambda pool, name, ceph=None: maps.append(name) or device)
+    monkeypatch.setattr("pvc.adapters.rbdmap.unmap_volume", lambda pool, name: True)
+    vm_data = {"volumes": [{"pool": "vms", "disk_id": "sda", "disk_size_gb": 1}], "script_arguments": {}}
+    lines: list[str] = []
+    try:
+        broker = Broker("web3", vm_data, lines.append)
+        with Sandbox(script=MAPPED, script_name="mapped", vm_name="web3", vm_profile="p", vm_data=vm_data,
+                     vm_uuid="", log=lines.append, broker=broker) as box:
+            box.start()
+            box.run("setup", 60)
+    except StageError as exc:
+        pytest.fail(f"{exc.message}\n{exc.detail}\n" + "\n".join(lines))
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
+    text = "\n".join(lines)
+    assert f"map: True {device} link={device}" in text, text
+    assert maps == ["web3_sda"]
+    assert "other: (False, 'ERROR: mapping of volume vms/othervm_sda refused" in text
+    assert "mkfs: 0" in text and "mount: 0" in text and "bind-proc: 0" in text, text
+    assert "target-core-pattern: 2" in text or "target-core-pattern: 1" in text, text
+    assert "umount-proc: 0" in text and "umount: 0" in text, text
+    assert "after-unmap: False" in text
+    # what the script wrote went to the device
+    check = subprocess.run(["debugfs", "-R", "cat /hello", str(image)], capture_output=True, text=True)
+    assert check.stdout.strip() == "installed", check.stderr
+
+
+def test_no_settings_are_handed_over() -> None:
+    """Nothing of the settings reaches the sandbox: the Sandbox takes no settings at all."""
+    import inspect
+
+    assert "settings" not in inspect.signature(Sandbox).parameters
+    source = inspect.getsource(runner.Job._new_sandbox)
+    assert "model_dump" not in source and "settings=" not in source
+
