@@ -97,6 +97,28 @@ def test_a_primary_with_the_wrong_key_or_none_fences_nothing_and_says_why(
     assert zk.get_raw(schema.node_fence_info("hv2")) == before
 
 
+def test_a_bmc_that_echoes_the_password_does_not_put_it_in_the_fence_record(
+        zk: ZK, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fence outcome (stored in /fencing/<node>, shown by the API) carries ipmitool's stderr:
+    the password the primary opened is masked in it."""
+    key = key_file(tmp_path)
+    sealed = secrets.load_key(key).seal(PASSWORD)
+    zk.put(schema.node_fence_info("hv2"), {"agent": "ipmi", "node": "hv2", "hostname": "hv2-lom",
+                                           "username": "admin", "password": sealed})
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "ipmitool"
+    fake.write_text(f"#!{sys.executable}\nimport os, sys\n"
+                    "print('Error: login as admin/' + os.environ['IPMI_PASSWORD'] + ' refused',\n"
+                    "      file=sys.stderr)\n"
+                    "sys.exit(1)\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    outcome = fence_with(zk, "hv2", key)
+    assert not outcome.success and "login as admin/*** refused" in outcome.message
+    assert PASSWORD not in outcome.message
+
+
 def test_a_node_with_a_secret_but_no_key_refuses_to_start(
         zk: ZK, daemons, config_factory, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "cluster.key"

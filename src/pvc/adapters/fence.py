@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pvc.core.errors import ConfigError
-from pvc.core.secrets import FENCE_SECRETS, is_sealed
+from pvc.core.secrets import FENCE_SECRETS, is_sealed, mask
 
 if TYPE_CHECKING:
     from pvc.core.config import Settings
@@ -162,8 +162,9 @@ class _Steps:
 
 
 def _tail(text: str, limit: int = 400) -> str:
-    """The end of a command's output, where its error is, short enough for an event message."""
-    text = text.strip()
+    """The end of a command's output, where its error is, short enough for an event message (which
+    the API shows), with any secret this process knows masked."""
+    text = mask(text.strip())
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
