@@ -74,6 +74,7 @@ class Desired:
     reservations: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     leases: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     remotes: set[str] = field(default_factory=set)   # other nodes' cluster addresses
+    peer_addresses: set[str] = field(default_factory=set)   # every address other nodes hold
 
 
 class NetworkReconciler:
@@ -234,7 +235,7 @@ class NetworkReconciler:
             for vni, macs in keyed.items():
                 items = [found.get(schema.network_reservation(vni, m)) for m in macs]
                 desired.reservations[int(vni)] = [i for i in items if isinstance(i, dict)]
-        desired.remotes = self._remotes()
+        desired.remotes, desired.peer_addresses = self._peers()
         return desired
 
     def leases(self, vni: int) -> list[dict[str, Any]]:
@@ -242,11 +243,42 @@ class NetworkReconciler:
         found = self.zk.get_many([schema.network_lease(vni, m) for m in macs]) if macs else {}
         return [d for d in found.values() if isinstance(d, dict)]
 
-    def _remotes(self) -> set[str]:
+    def _peers(self) -> tuple[set[str], set[str]]:
+        """Other nodes' cluster addresses (VXLAN flood lists) and every address they published
+        (`addresses` in their node documents: what guests may not reach)."""
         names = self.zk.children(schema.NODES)
-        docs = self.zk.get_many([schema.node(n) for n in names if n != self.node])
-        return {str(d["cluster_address"]) for d in docs.values()
-                if isinstance(d, dict) and d.get("cluster_address")} - {self.local_address() or ""}
+        docs = [d for d in self.zk.get_many([schema.node(n) for n in names if n != self.node]).values()
+                if isinstance(d, dict)]
+        remotes = {str(d["cluster_address"]) for d in docs if d.get("cluster_address")}
+        addresses: set[str] = set()
+        for doc in docs:
+            for item in str(doc.get("addresses") or "").split(","):
+                with contextlib.suppress(ValueError):
+                    addresses.add(str(ipaddress.ip_address(item.strip())))
+        return remotes - {self.local_address() or ""}, addresses
+
+    def own_addresses(self, links: dict[str, Link] | None = None) -> list[str]:
+        """Every global address of this node outside the guests' bridges (cluster, storage,
+        upstream, floating...): published in the node document so every node keeps guests
+        away from all of them."""
+        links = links if links is not None else self.host.links()
+        found = set()
+        for name, link in links.items():
+            if name == METADATA_DEVICE or not self._host_link(link, links):
+                continue
+            for cidr in link.addresses:
+                ip = ipaddress.ip_interface(cidr).ip
+                if not (ip.is_link_local or ip.is_loopback):
+                    found.add(str(ip))
+        return sorted(found)
+
+    @staticmethod
+    def _host_link(link: Link, links: dict[str, Link]) -> bool:
+        """A link of the node itself: not PVC's, not a tap, not a port of a guest bridge."""
+        if (link.alias or "").startswith("pvc:") or link.kind == "tun":
+            return False
+        master = links.get(link.master or "")
+        return master is None or not (master.alias or "").startswith("pvc:")
 
     def local_address(self, links: dict[str, Link] | None = None) -> str | None:
         """This node's VTEP address: configured, or the cluster device's first IPv4 address."""
@@ -401,12 +433,12 @@ class NetworkReconciler:
     # -- every node: firewall --------------------------------------------------------------------
 
     def guest_denied(self, desired: Desired, links: dict[str, Link]) -> list[str]:
-        """What guests may never reach (DESIGN D14): every node's cluster address, this node's
-        own addresses with their networks (cluster, storage, ...; only the addresses on a
-        separate upstream device, whose network is the guests' way out), the floating address,
-        and networking.guest_denied_networks. Each node derives its own networks; the nodes of a
-        cluster share them, so together they cover every node."""
-        denied = [f"{a}/{32 if ':' not in a else 128}" for a in sorted(desired.remotes)]
+        """What guests may never reach (DESIGN D14): every node's cluster address and every
+        address the other nodes published, this node's own addresses with their networks
+        (cluster, storage, ...; only the addresses on a separate upstream device, whose network
+        is the guests' way out), the floating address, and networking.guest_denied_networks."""
+        peers = sorted(desired.remotes | desired.peer_addresses)
+        denied = [f"{a}/{32 if ':' not in a else 128}" for a in peers]
         local = self.local_address(links)
         if local:
             denied.append(f"{local}/{32 if ':' not in local else 128}")
@@ -415,11 +447,8 @@ class NetworkReconciler:
             denied.append(f"{ip}/{ip.max_prefixlen}")
         separate_upstream = self.upstream_device != self.net.cluster_device
         for name, link in sorted(links.items()):
-            if name == METADATA_DEVICE or (link.alias or "").startswith("pvc:") or link.kind == "tun":
+            if name == METADATA_DEVICE or not self._host_link(link, links):
                 continue
-            if link.master and links.get(link.master) is not None and \
-                    (links[link.master].alias or "").startswith("pvc:"):
-                continue               # a port of a guest bridge
             for cidr in sorted(link.addresses):
                 iface = ipaddress.ip_interface(cidr)
                 if iface.ip.is_link_local or iface.ip.is_loopback:

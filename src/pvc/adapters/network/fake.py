@@ -251,8 +251,9 @@ _NFT_TABLE_LINE = re.compile(r"^(delete )?table (\w+) ([A-Za-z0-9_.-]+)( \{)?\s*
 
 @dataclass(eq=False)
 class FakeNftables(Nftables):
-    """nft in memory: `ruleset` is the last applied text, `applied` every one; tables follow the
-    top-level `table`/`delete table` lines, so the atomic replacement idiom behaves as in nft.
+    """nft in memory: `ruleset` is the last applied text of every present table (one after the
+    other, in the order they were first made), `applied` every text; tables follow the top-level
+    `table`/`delete table` lines, so the atomic replacement idiom behaves as in nft.
     `fail_on(marker)` makes check() and apply() reject any text containing the marker."""
 
     ruleset: str | None = None
@@ -262,6 +263,7 @@ class FakeNftables(Nftables):
 
     def __post_init__(self) -> None:
         self._tables: set[tuple[str, str]] = set()
+        self._texts: dict[tuple[str, str], str] = {}
 
     def fail_on(self, marker: str) -> None:
         self.markers.add(marker)
@@ -283,6 +285,7 @@ class FakeNftables(Nftables):
 
     def apply(self, ruleset: str) -> None:
         tables = set(self._tables)
+        made = None
         for delete, family, name in self._validate(ruleset, "nft apply"):
             if delete:
                 if (family, name) not in tables:
@@ -291,8 +294,12 @@ class FakeNftables(Nftables):
                 tables.discard((family, name))
             else:
                 tables.add((family, name))
+                made = (family, name)
         self._tables = tables
-        self.ruleset = ruleset
+        if made is not None:
+            self._texts[made] = ruleset
+        self._texts = {k: v for k, v in self._texts.items() if k in tables}
+        self.ruleset = "".join(self._texts.values()) or ruleset
         self.applied.append(ruleset)
 
     def check(self, ruleset: str) -> None:
@@ -304,6 +311,8 @@ class FakeNftables(Nftables):
 
     def delete_table(self, family: str, name: str) -> None:
         self._tables.discard((family, name))
+        self._texts.pop((family, name), None)
+        self.ruleset = "".join(self._texts.values()) or None
 
 
 @dataclass

@@ -27,11 +27,14 @@ def network_reconciler(settings: Settings, zk: ZK) -> NetworkReconciler:
 
 
 def network_keys(networks: NetworkReconciler | None) -> dict[str, str]:
-    """This node's VTEP address, which the other nodes put in their VXLAN flood lists."""
+    """This node's VTEP address, which the other nodes put in their VXLAN flood lists, and all
+    its own addresses (comma-separated), which every node keeps guests away from."""
     if networks is None:
         return {}
     try:
-        return {"cluster_address": networks.local_address() or ""}
+        links = networks.host.links()
+        return {"cluster_address": networks.local_address(links) or "",
+                "addresses": ",".join(networks.own_addresses(links))}
     except Exception as exc:
         log.warning("cannot tell this node's cluster address: %s", exc)
-        return {"cluster_address": ""}
+        return {"cluster_address": "", "addresses": ""}
