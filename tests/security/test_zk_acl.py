@@ -195,6 +195,36 @@ def test_pvcapid_with_credentials_protects_an_open_tree_at_start(
     assert PASSWORD not in api.output()
 
 
+def test_a_node_daemon_with_credentials_leaves_nothing_open(
+        daemons, config_factory, zk_server: ZooKeeperServer, zk_root: str, secured: ZK) -> None:
+    """pvcnoded on a fresh root with ACLs on: everything it makes (its document, session marker,
+    the primary election's lock znodes, logs) is closed to strangers."""
+    config = config_factory("hv1", zookeeper={"acl": True, "auth": {"username": USER, "password": PASSWORD}},
+                            timer={"keepalive_interval": 1})
+    node = start_daemon(daemons, "pvc.node.daemon", config)
+
+    def primary() -> bool:
+        if not node.running:
+            raise AssertionError(f"pvcnoded exited:\n{node.output()}")
+        doc = secured.get(schema.node("hv1"), None) or {}
+        return doc.get("daemon_state") == "run" and secured.get(schema.PRIMARY_NODE, None) == "hv1"
+
+    wait_for(primary, 60, message="hv1 to run as primary")
+    tree = snapshot(secured)
+    assert schema.node_alive("hv1") in tree and any(p.startswith(schema.PRIMARY_ELECTION + "/") for p in tree)
+    for path in tree:
+        acls, _stat = secured.client.get_acls(path)
+        assert [a.id.scheme for a in acls] == ["digest"], path
+    client = stranger(zk_server, zk_root)
+    try:
+        assert_all_refused(client, sorted(tree))
+    finally:
+        client.stop()
+        client.close()
+    node.stop()
+    assert PASSWORD not in node.output()
+
+
 # -- on the lab (run by the coordinator: pytest tests/security/test_zk_acl.py -k lab) -------------------
 
 
