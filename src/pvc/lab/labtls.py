@@ -136,6 +136,22 @@ def libvirt_client(plan: LabPlan) -> Path:
     return directory
 
 
+def qemu_tls(plan: LabPlan, node: NodePlan) -> Path:
+    """QEMU's x509 directory for TLS-encrypted migration streams (VIR_MIGRATE_TLS): the node's
+    server certificate (the destination's QEMU listens) and the lab's client certificate (the
+    source's QEMU dials), in QEMU's file names; returns the directory."""
+    server, client = libvirt_server(plan, node), libvirt_client(plan)
+    directory = _private_dir(libvirt_pki_dir(node) / "qemu")
+    for source, target in ((server / "cacert.pem", "ca-cert.pem"),
+                           (server / "servercert.pem", "server-cert.pem"),
+                           (client / "clientcert.pem", "client-cert.pem")):
+        (directory / target).write_bytes(source.read_bytes())
+    for source, target in ((server / "serverkey.pem", "server-key.pem"),
+                           (client / "clientkey.pem", "client-key.pem")):
+        pki.write_private(directory / target, source.read_bytes())
+    return directory
+
+
 def migration_uri_template(plan: LabPlan) -> str:
     """qemu+tls to the peer, presenting the lab's client certificate."""
     return f"qemu+tls://{{address}}/system?pkipath={libvirt_client(plan)}"

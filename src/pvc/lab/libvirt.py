@@ -95,8 +95,12 @@ def libvirtd_conf(plan: LabPlan, node: NodePlan) -> str:
     ])
 
 
-def qemu_conf(node: NodePlan) -> str:
+def qemu_conf(node: NodePlan, tls_dir: Path | None = None) -> str:
+    """`tls_dir`: QEMU's x509 files, so a migration asked for with VIR_MIGRATE_TLS encrypts the
+    guest's memory stream too (qemu+tls protects only libvirt's own connection)."""
+    tls = [f'migrate_tls_x509_cert_dir = "{tls_dir}"', "migrate_tls_x509_verify = 1"] if tls_dir else []
     return "\n".join([
+        *tls,
         'user = "root"',
         'group = "root"',
         "dynamic_ownership = 0",
@@ -125,7 +129,7 @@ def prepare(plan: LabPlan, node: NodePlan) -> None:
     shutil.copytree("/etc/libvirt", etc, symlinks=True)
     shutil.rmtree(etc / "qemu" / "networks" / "autostart", ignore_errors=True)
     (etc / "libvirtd.conf").write_text(libvirtd_conf(plan, node))
-    (etc / "qemu.conf").write_text(qemu_conf(node))
+    (etc / "qemu.conf").write_text(qemu_conf(node, labtls.qemu_tls(plan, node)))
     for path in PRIVATE_DIRS.values():    # the mount points must exist on the host
         Path(path).mkdir(parents=True, exist_ok=True)
     plan.log_dir.mkdir(parents=True, exist_ok=True)
