@@ -360,7 +360,13 @@ class VMBuilderScript(VMBuilder):
         self.log_info("bind-proc: " + sh("mount", "-t", "proc", "proc", "/tmp/target/proc"))
         core = "echo x > /tmp/target/proc/sys/kernel/core_pattern"
         self.log_info("target-core-pattern: " + sh("sh", "-c", core))
-        self.log_info("chroot-ls: " + sh("chroot", "/tmp/target", "/hello") )
+        # debootstrap-style: a device node made in the target (a nodev mount) is usable in a chroot
+        for d in ("bin", "dev"):
+            os.makedirs(f"/tmp/target/{d}", exist_ok=True)
+        self.log_info("cp: " + sh("cp", "/bin/busybox", "/tmp/target/bin/busybox"))
+        self.log_info("mknod-null: " + sh("mknod", "-m", "666", "/tmp/target/dev/null", "c", "1", "3"))
+        chrooted = "echo hi > /dev/null && echo devnull-ok"
+        self.log_info("chroot: " + sh("chroot", "/tmp/target", "/bin/busybox", "sh", "-c", chrooted))
         self.log_info("umount-proc: " + sh("umount", "/tmp/target/proc"))
         self.log_info("umount: " + sh("umount", "/tmp/target"))
         with open_zk() as zk:
@@ -402,6 +408,7 @@ def test_mapped_volume_is_usable_and_only_it(tmp_path: Path, monkeypatch: pytest
     assert "other: (False, 'ERROR: mapping of volume vms/othervm_sda refused" in text
     assert "mkfs: 0" in text and "mount: 0" in text and "bind-proc: 0" in text, text
     assert "target-core-pattern: 2" in text or "target-core-pattern: 1" in text, text
+    assert "mknod-null: 0" in text and "chroot: 0 devnull-ok" in text, text
     assert "umount-proc: 0" in text and "umount: 0" in text, text
     assert "after-unmap: False" in text
     # what the script wrote went to the device
@@ -417,3 +424,42 @@ def test_no_settings_are_handed_over() -> None:
     source = inspect.getsource(runner.Job._new_sandbox)
     assert "model_dump" not in source and "settings=" not in source
 
+
+
+def test_install_example_runs_in_the_sandbox(zk: ZK, config_factory: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/3-install.py (upstream's calling conventions: open_zk(config), daemon_lib.ceph)
+    provisions through the sandbox: its volume is created by the worker, mapping is unavailable
+    here so it builds an ext4 image and the worker imports it."""
+    from pvc.adapters import rbdmap
+    from pvc.core import schema
+
+    fake = FakeStorage()
+    imported: dict[str, bytes | int] = {}
+
+    def write_volume(pool: str, name: str, source: Any, chunk: int = 4 << 20) -> int:
+        head, total = b"", 0
+        while block := source.read(chunk):
+            head = head or block[:4096]
+            total += len(block)
+        imported.update(name=name.encode(), head=head, total=total)
+        return total
+
+    def no_map(pool: str, name: str, ceph: Any = None) -> str:
+        raise rbdmap.RbdMapError("no rbd, nbd or fuse mapping on this test machine")
+
+    monkeypatch.setattr(fake, "write_volume", write_volume)
+    monkeypatch.setattr(rbdmap, "map_volume", no_map)
+    monkeypatch.setattr(runner, "storage_for", lambda _settings: fake)
+    cluster(zk, fake)
+    profile(zk, (Path(runner.__file__).parent / "examples" / "3-install.py").read_text(), storage=True,
+            arguments=[])    # rootfs=lab-guest, as the lab test uses
+    zk.put(schema.storage_template("disks"), {"id": 3, "name": "disks", "ova": None, "disks": [
+        {"id": 9, "disk_id": "sda", "pool": "vms", "source_volume": None, "disk_size_gb": 1,
+         "filesystem": "ext4", "filesystem_args": [], "mountpoint": "/"}]})
+    record = run(zk, load_config(str(config_factory())), start_vm=False)
+    log = "\n".join(tasks.task_log(zk, record.id))
+    assert record.state == "SUCCESS", (record.status, log)
+    assert 'Created RBD volume "web2_sda"' in log and "building filesystem images instead" in log
+    assert imported["name"] == b"web2_sda" and imported["total"] == 1 << 30
+    assert imported["head"] and imported["head"][1080:1082] == b"\x53\xef"     # an ext4 superblock

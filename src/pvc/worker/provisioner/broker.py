@@ -54,6 +54,8 @@ BLOCK_FILESYSTEMS = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "msdos", "f
                      "f2fs", "jfs", "reiserfs", "iso9660", "udf")
 PSEUDO_BINDS = {"proc": "proc", "sysfs": "sys", "devpts": "dev/pts", "devtmpfs": "dev"}
 CHAR_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)}
+SANDBOX_NODES = {(1, 3): "dev/null", (1, 5): "dev/zero", (1, 7): "dev/full", (1, 8): "dev/random",
+                 (1, 9): "dev/urandom", (5, 0): "dev/tty", (5, 2): "dev/pts/ptmx"}
 PROPAGATION = confine.MS_SHARED | confine.MS_PRIVATE | confine.MS_SLAVE | confine.MS_UNBINDABLE
 
 
@@ -365,12 +367,23 @@ class MountSupervisor:
         dir_path = None if dirfd == AT_FDCWD else f"/proc/{pid}/fd/{dirfd}"
         extra = os.open(dir_path, os.O_RDONLY | os.O_DIRECTORY) if dir_path else None
 
-        def act(_h: _Helper) -> int:
+        def act(h: _Helper) -> list[int]:
             os.mknod(path, mode, dev, dir_fd=extra)
-            return 0
+            # On a nodev mount (the VM's own file systems are mounted so) the node could not be
+            # opened: the sandbox's own node of the same device is bound over it, so an install
+            # into the target (debootstrap's /dev/null) works and the disk keeps a real node.
+            node = os.open(path, O_PATH | os.O_NOFOLLOW, dir_fd=extra)
+            if not os.fstatvfs(node).f_flag & os.ST_NODEV or pair not in SANDBOX_NODES:
+                return []
+            source = os.open(SANDBOX_NODES[pair], O_PATH, dir_fd=h.sandbox_root)
+            before = h.mount_ids()
+            os.fchdir(h.host_proc)
+            confine.mount(h.fd_path(source), h.fd_path(node), None, confine.MS_BIND)
+            return sorted(set(h.mount_ids()) - set(before))
 
         try:
-            return int(run_in_sandbox(pid, act, caller_root=True))
+            self.created.update(run_in_sandbox(pid, act, caller_root=True))
+            return 0
         finally:
             if extra is not None:
                 os.close(extra)
