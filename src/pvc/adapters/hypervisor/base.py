@@ -148,12 +148,14 @@ class Hypervisor(abc.ABC):
     @abc.abstractmethod
     def migrate(self, uuid: str, dest_uri: str, dest_migration_uri: str | None = None,
                 max_downtime_ms: int = 300, live: bool = True, timeout: float = 120.0,
-                progress: Callable[[dict[str, int]], None] | None = None) -> MigrationResult:
+                progress: Callable[[dict[str, int]], None] | None = None,
+                encrypted: bool = False) -> MigrationResult:
         """Move the running domain to the hypervisor at `dest_uri` (one attempt; callers retry).
 
         `dest_migration_uri` is where QEMU's stream goes (e.g. tcp://10.0.0.2); None lets the
-        destination choose. `max_downtime_ms` bounds the final pause. On failure or after
-        `timeout` (the job is aborted) the domain keeps running here.
+        destination choose. `max_downtime_ms` bounds the final pause. `encrypted` sends QEMU's
+        stream (the guest's memory) over TLS; without it only libvirt's control connection is. On
+        failure or after `timeout` (the job is aborted) the domain keeps running here.
         """
 
     @abc.abstractmethod

@@ -229,7 +229,8 @@ class FakeHypervisor(Hypervisor):
 
     def migrate(self, uuid: str, dest_uri: str, dest_migration_uri: str | None = None,
                 max_downtime_ms: int = 300, live: bool = True, timeout: float = 120.0,
-                progress: Callable[[dict[str, int]], None] | None = None) -> MigrationResult:
+                progress: Callable[[dict[str, int]], None] | None = None,
+                encrypted: bool = False) -> MigrationResult:
         uuid = normalize_uuid(uuid)
         what = f"migrate {uuid} to {dest_uri}"
         with self.network.lock:

@@ -28,11 +28,13 @@ class LibvirtMigration(LibvirtStats):
 
     def migrate(self, uuid: str, dest_uri: str, dest_migration_uri: str | None = None,
                 max_downtime_ms: int = 300, live: bool = True, timeout: float = 120.0,
-                progress: Callable[[dict[str, int]], None] | None = None) -> MigrationResult:
+                progress: Callable[[dict[str, int]], None] | None = None,
+                encrypted: bool = False) -> MigrationResult:
         """Peer-to-peer migration: our libvirtd dials `dest_uri` itself and drives both sides.
 
         Flags: PEER2PEER (only the two libvirtds talk; we just watch), LIVE unless `live=False`
-        (then the guest pauses for the whole copy), UNSAFE only when disks_need_unsafe(). No
+        (then the guest pauses for the whole copy), UNSAFE only when disks_need_unsafe(), TLS
+        when `encrypted`. No
         PERSIST_DEST/UNDEFINE_SOURCE: domains are transient on both ends. The max downtime is set
         on the domain first (QEMU's downtime-limit); the downtime reported is what libvirt measured,
         read from the destination's completed-job statistics, so this process must be able to
@@ -57,6 +59,9 @@ class LibvirtMigration(LibvirtStats):
             flags |= lv.VIR_MIGRATE_LIVE
         if disks_need_unsafe(xml):
             flags |= lv.VIR_MIGRATE_UNSAFE
+        if encrypted:
+            # QEMU's stream over TLS; libvirt fails the migration rather than send it in clear.
+            flags |= lv.VIR_MIGRATE_TLS
         params = {lv.VIR_MIGRATE_PARAM_URI: dest_migration_uri} if dest_migration_uri else {}
         with self._remote(dest_uri, what) as dest:
             try:
