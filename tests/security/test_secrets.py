@@ -135,6 +135,21 @@ def test_a_node_with_a_secret_but_no_key_refuses_to_start(
     assert f"chmod 600 {loose}" in node.output()
 
 
+def test_a_coordinator_that_could_not_open_a_sealed_fence_secret_refuses_to_start(
+        zk: ZK, daemons, config_factory, tmp_path: Path) -> None:
+    key = key_file(tmp_path)
+    sealed = secrets.load_key(key).seal(PASSWORD)
+    zk.put(schema.node_fence_info("hv2"), {"agent": "ipmi", "node": "hv2", "hostname": "hv2-lom",
+                                           "username": "admin", "password": sealed})
+    missing = tmp_path / "elsewhere.key"
+    config = config_factory("hv1", cluster={"key_file": str(missing)})
+    node = start_daemon(daemons, "pvc.node.daemon", config)
+    assert node.proc is not None and node.proc.wait(30) == 1
+    assert ("coordinator hv1 may have to fence hv2, whose fence secrets are sealed, but: "
+            f"cluster key {missing}") in node.output()
+    assert not zk.exists(schema.node("hv1"))
+
+
 def test_backup_holds_no_fence_secret_and_restore_writes_none(api: Api, zk: ZK, tmp_path: Path) -> None:
     key = secrets.load_key(key_file(tmp_path))
     sealed = {"agent": "ipmi", "node": "hv1", "hostname": "hv1-lom", "username": "admin",

@@ -17,7 +17,7 @@ from pvc.core import schema
 from pvc.core.config import Settings
 from pvc.core.errors import ConfigError
 from pvc.core.records import NodeRecord
-from pvc.core.secrets import seal_fence_info
+from pvc.core.secrets import FENCE_SECRETS, SecretError, is_sealed, load_key, seal_fence_info
 from pvc.core.zk import ZK
 from pvc.node import sysinfo
 from pvc.node.fencing import OUT_OF_SERVICE
@@ -36,6 +36,7 @@ class Registration:
 
     def register(self) -> None:
         """Create or refresh this node's document and its session marker."""
+        self._check_fence_key()
         static = sysinfo.static_data()
         coordinator = self.settings.is_coordinator
         mode = "coordinator" if coordinator else "hypervisor"
@@ -60,6 +61,24 @@ class Registration:
         self.session = self.zk.session_id
         self.mark_alive()
         log.info("registered node %s", self.name)
+
+    def _check_fence_key(self) -> None:
+        """A coordinator may have to fence any node: when a node's published fence info holds a
+        sealed secret, a coordinator that could not open it refuses to start now (SecretError,
+        naming the key file), rather than fail that node's fence when it dies."""
+        if not (self.settings.is_coordinator and self.settings.fencing.enabled):
+            return
+        names = self.zk.children(schema.FENCE_INFO)
+        infos = self.zk.get_many([schema.node_fence_info(n) for n in names])
+        sealed = sorted(path.rsplit("/", 1)[1] for path, info in infos.items()
+                        if isinstance(info, dict) and any(is_sealed(info.get(k)) for k in FENCE_SECRETS))
+        if not sealed:
+            return
+        try:
+            load_key(self.settings.cluster.key_file)
+        except SecretError as exc:
+            raise SecretError(f"coordinator {self.name} may have to fence {', '.join(sealed)}, whose fence "
+                              f"secrets are sealed, but: {exc}") from None
 
     def _publish_fence_info(self) -> None:
         """How the primary fences this node (agent, BMC); outside the node document, which the
