@@ -148,6 +148,11 @@ def test_a_coordinator_that_could_not_open_a_sealed_fence_secret_refuses_to_star
     assert ("coordinator hv1 may have to fence hv2, whose fence secrets are sealed, but: "
             f"cluster key {missing}") in node.output()
     assert not zk.exists(schema.node("hv1"))
+    other = key_file(tmp_path, "other.key")                  # a key, but not the cluster's
+    node = start_daemon(daemons, "pvc.node.daemon", config_factory("hv1", cluster={"key_file": str(other)}))
+    assert node.proc is not None and node.proc.wait(30) == 1
+    assert f"does not open with the cluster key {other}" in node.output()
+    assert not zk.exists(schema.node("hv1"))
 
 
 def test_backup_holds_no_fence_secret_and_restore_writes_none(api: Api, zk: ZK, tmp_path: Path) -> None:

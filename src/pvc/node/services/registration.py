@@ -70,12 +70,16 @@ class Registration:
             return
         names = self.zk.children(schema.FENCE_INFO)
         infos = self.zk.get_many([schema.node_fence_info(n) for n in names])
-        sealed = sorted(path.rsplit("/", 1)[1] for path, info in infos.items()
-                        if isinstance(info, dict) and any(is_sealed(info.get(k)) for k in FENCE_SECRETS))
+        sealed = {path.rsplit("/", 1)[1]: [info[k] for k in FENCE_SECRETS if is_sealed(info.get(k))]
+                  for path, info in infos.items() if isinstance(info, dict)}
+        sealed = {name: values for name, values in sorted(sealed.items()) if values}
         if not sealed:
             return
         try:
-            load_key(self.settings.cluster.key_file)
+            key = load_key(self.settings.cluster.key_file)
+            for values in sealed.values():       # the right key: every sealed secret opens
+                for value in values:
+                    key.open(value)
         except SecretError as exc:
             raise SecretError(f"coordinator {self.name} may have to fence {', '.join(sealed)}, whose fence "
                               f"secrets are sealed, but: {exc}") from None
