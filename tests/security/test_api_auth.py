@@ -160,14 +160,26 @@ def test_logout_revokes_the_session_at_once(api: Api, zk: ZK) -> None:
     assert sessions(zk) == {}
 
 
-@pytest.mark.parametrize("field", ["expires", "last_used"])
+def test_a_new_login_replaces_the_clients_old_session(api: Api, zk: ZK) -> None:
+    base = api.base + "/api/v1"
+    old = login(base, API_TOKEN)
+    response = httpx.post(base + "/login", data={"token": API_TOKEN}, headers={"Cookie": f"session={old}"})
+    assert response.status_code == 200
+    new = response.cookies["session"]
+    assert new != old
+    assert with_cookie(base, old) == 401 and with_cookie(base, new) == 200
+    assert list(sessions(zk)) == [hashlib.sha256(new.encode()).hexdigest()]
+
+
+@pytest.mark.parametrize("field", ["expires", "last_used", "created"])
 def test_expired_and_idle_sessions_end(api: Api, zk: ZK, field: str) -> None:
-    """Time passing is simulated by moving the session's own timestamps into the past."""
+    """Time passing is simulated by moving the session's own timestamps into the past (a session
+    made longer ago than the configured lifetime ends even if its record says otherwise)."""
     base = api.base + "/api/v1"
     cookie = login(base, API_TOKEN)
     key = hashlib.sha256(cookie.encode()).hexdigest()
     record = zk.get(schema.session(key))
-    past = time.time() - (1 if field == "expires" else 3601)
+    past = time.time() - {"expires": 1, "last_used": 3601, "created": 43201}[field]
     zk.put(schema.session(key), {**record, field: past})
     assert with_cookie(base, cookie) == 401
     assert key not in sessions(zk)

@@ -72,12 +72,15 @@ class SessionStore:
         if not isinstance(record, dict):
             return False
         try:
+            created = float(record["created"])
             expires = float(record["expires"])
             last_used = float(record["last_used"])
             idle = float(record.get("idle_timeout", self.idle_timeout))
         except (KeyError, TypeError, ValueError):
             return False
-        return now < expires and now - last_used < min(idle, self.idle_timeout)
+        # A configuration that shortens the lifetime or idle timeout applies to existing sessions.
+        return (now < min(expires, created + self.lifetime)
+                and now - last_used < min(idle, self.idle_timeout))
 
     def check(self, session_id: str, tokens: Sequence[str]) -> bool:
         """True when the session exists, is alive and its token is still configured."""

@@ -91,6 +91,8 @@ async def login(request: Request) -> Response:
         auth.limiter.failed(client)
         raise Unauthorized("Authentication failed: the token is not valid.")
     session_id = await run_in_threadpool(auth.open_session, token)
+    # A new login replaces the session this client had (no session id outlives a re-login).
+    await run_in_threadpool(auth.close_session, request.cookies.get(SESSION_COOKIE))
     response = message("Authentication successful")
     response.set_cookie(SESSION_COOKIE, session_id, max_age=auth.session_lifetime, path="/",
                         httponly=True, samesite="strict", secure=auth.secure_cookie)
