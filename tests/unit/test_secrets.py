@@ -57,3 +57,13 @@ def test_no_task_kind_takes_a_secret_argument(kind: str) -> None:
     """Task arguments are stored in ZooKeeper and shown by GET /tasks: no field may be a secret."""
     fields = TASK_KINDS[kind].model_fields
     assert not [name for name in fields if secrets.is_secret_key(name)], kind
+
+
+def test_keygen(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "etc" / "cluster.key"
+    assert secrets.main(["keygen", str(path)]) == 0
+    assert path.stat().st_mode & 0o777 == 0o600 and secrets.load_key(path)
+    first = path.read_bytes()
+    assert secrets.main(["keygen", str(path)]) == 1                # never replaces a key
+    assert "refusing to replace it" in capsys.readouterr().err and path.read_bytes() == first
+    assert secrets.main(["keygen"]) == 2

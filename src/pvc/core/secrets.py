@@ -101,9 +101,10 @@ def load_key(path: str | Path) -> ClusterKey:
         info = os.stat(path)
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise SecretError(f"cluster key {path} (cluster.key_file): missing; copy the cluster's key "
-                          "file to every node (root-only, mode 0600): this node has secrets to seal "
-                          "or open") from None
+        raise SecretError(f"cluster key {path} (cluster.key_file): missing; this node has secrets to "
+                          "seal or open. Copy the cluster's key file to every node (root-only, mode "
+                          "0600); a new cluster makes one with `python3 -m pvc.core.secrets keygen "
+                          f"{path}`") from None
     except OSError as exc:
         raise SecretError(f"cluster key {path} (cluster.key_file): cannot read it: "
                           f"{exc.strerror}") from None
@@ -249,3 +250,25 @@ def for_daemon(settings: Settings) -> Settings:
     if settings.fencing.agent == "ipmi" or os.path.lexists(key_file):
         load_key(key_file)
     return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python3 -m pvc.core.secrets keygen PATH`: make a cluster's key once (0600, never over an
+    existing one), then copy that file to every node."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "keygen":
+        print("usage: python3 -m pvc.core.secrets keygen PATH", file=sys.stderr)
+        return 2
+    try:
+        write_key_file(args[1])
+    except (SecretError, OSError) as exc:
+        print(f"keygen: {exc}", file=sys.stderr)
+        return 1
+    print(f"cluster key written to {args[1]} (mode 0600): copy it to every node, as cluster.key_file")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
