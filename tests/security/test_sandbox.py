@@ -463,3 +463,50 @@ def test_install_example_runs_in_the_sandbox(zk: ZK, config_factory: Any,
     assert 'Created RBD volume "web2_sda"' in log and "building filesystem images instead" in log
     assert imported["name"] == b"web2_sda" and imported["total"] == 1 << 30
     assert imported["head"] and imported["head"][1080:1082] == b"\x53\xef"     # an ext4 superblock
+
+
+def test_mount_options_naming_other_devices_are_refused() -> None:
+    for data in ("journal_dev=2048", "journal_path=/dev/sda1", "errors=panic", "logdev=/dev/sdb"):
+        with pytest.raises(Refused, match="option"):
+            plan_mount("/dev/rbd0", "ext4", 0, data)
+    assert plan_mount("/dev/rbd0", "ext4", 0, "noatime,errors=remount-ro").kind == "block"
+
+
+NETWORK = r'''
+import os, socket
+from pvcapid.vmbuilder import VMBuilder
+
+class VMBuilderScript(VMBuilder):
+    def setup(self):
+        try:
+            socket.create_connection(("127.0.0.1", int(self.vm_data["port"])), 3).close()
+            reached = "reached"
+        except OSError as exc:
+            reached = f"unreachable ({exc.strerror})"
+        interfaces = sorted(name for _index, name in socket.if_nameindex())
+        self.log_info(f"port {reached}; interfaces={interfaces}; resolv={os.path.exists('/etc/resolv.conf')}")
+'''
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_network_only_when_the_profile_allows_it(allowed: bool) -> None:
+    """By default the script's network namespace has only lo: a service listening on the host's
+    loopback is out of reach. The script argument sandbox_network=yes shares the node's network."""
+    import socket
+
+    arguments = {"sandbox_network": "yes"} if allowed else {}
+    assert runner.network_allowed({"script_arguments": arguments}) is allowed
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        lines: list[str] = []
+        vm_data = {"port": listener.getsockname()[1], "script_arguments": arguments}
+        with Sandbox(script=NETWORK, script_name="net", vm_name="web4", vm_profile="p", vm_data=vm_data,
+                     vm_uuid="", log=lines.append, network=runner.network_allowed(vm_data)) as box:
+            box.start()
+            box.run("setup", 30)
+    text = "\n".join(lines)
+    if allowed:
+        assert "port reached" in text and "resolv=True" in text, text
+    else:
+        assert "port unreachable (Connection refused); interfaces=['lo']; resolv=False" in text, text

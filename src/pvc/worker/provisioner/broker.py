@@ -57,6 +57,13 @@ CHAR_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)}
 SANDBOX_NODES = {(1, 3): "dev/null", (1, 5): "dev/zero", (1, 7): "dev/full", (1, 8): "dev/random",
                  (1, 9): "dev/urandom", (5, 0): "dev/tty", (5, 2): "dev/pts/ptmx"}
 PROPAGATION = confine.MS_SHARED | confine.MS_PRIVATE | confine.MS_SLAVE | confine.MS_UNBINDABLE
+# mount flags a new file system may carry (the rest are the kernel's or mean something else)
+# (rdonly, nosuid, nodev, noexec, synchronous, mandlock, dirsync, nosymfollow, noatime, nodiratime,
+# silent, relatime, strictatime, lazytime)
+NEW_MOUNT_FLAGS = 0x3208DDF
+# options that name another device (by number or path) or stop the host on an error
+REFUSED_OPTIONS = ("journal_dev", "journal_path", "logdev", "rtdev", "device", "errors=panic",
+                   "errors=continue,panic")
 
 
 class Refused(Exception):
@@ -180,11 +187,14 @@ def plan_mount(source: str | None, fstype: str | None, flags: int, data: str | N
     if kind in PSEUDO_BINDS:
         return MountPlan("pseudo", c.MS_BIND | c.MS_REC, PSEUDO_BINDS[kind])
     if kind in ("tmpfs", "ramfs"):
-        return MountPlan("tmpfs", flags | c.MS_NOSUID)
+        return MountPlan("tmpfs", (flags & NEW_MOUNT_FLAGS) | c.MS_NOSUID)
     if kind in BLOCK_FILESYSTEMS:
-        if data and "panic" in data:
-            raise Refused(f"mount option {data!r} (a file system error must not stop the host)")
-        return MountPlan("block", flags | c.MS_NODEV | c.MS_NOSUID)
+        for option in (data or "").split(","):
+            key = option.split("=", 1)[0].strip()
+            if key in REFUSED_OPTIONS or option.strip() in REFUSED_OPTIONS or "panic" in option:
+                raise Refused(f"mount option {option!r} (it names another device, or stops the host on "
+                              f"an error)")
+        return MountPlan("block", (flags & NEW_MOUNT_FLAGS) | c.MS_NODEV | c.MS_NOSUID)
     raise Refused(f"mounting a {kind or 'typeless'} file system (source {source or 'none'})")
 
 

@@ -127,11 +127,7 @@ def unshare_and_fork(network: bool) -> None:
         if os.getppid() == 1:      # the outside process is already gone
             os._exit(1)
         return
-    for fd in range(3, 1024):       # the pipes belong to PID 1 now
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    os.closerange(3, 1 << 20)       # the pipes and the socket belong to PID 1 now
 
     def forward(signum: int, _frame: Any) -> None:
         try:

@@ -141,7 +141,15 @@ class Sandbox:
                 children = [int(p) for p in f.read().split()]
             return children[0] if children else None
         except OSError:
-            return None
+            pass
+        for entry in os.listdir("/proc"):         # kernels without /proc/<pid>/task/<tid>/children
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if entry.isdigit() and int(f.read().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                        return int(entry)
+            except (OSError, ValueError, IndexError):
+                continue
+        return None
 
     def run(self, stage: str, timeout: float, cancelled: Callable[[], bool] = lambda: False) -> Any:
         """Run one stage; its result (create(): the XML), or StageError."""
