@@ -327,7 +327,8 @@ def test_osd_outage_keeps_io_going(lab: LabPlan, api: httpx.Client) -> None:
 def test_pvc_added_osd(lab: LabPlan, api: httpx.Client) -> None:
     """An OSD added by PVC (file-backed in the lab) joins, shows in the list, and is removed."""
     before = {o["id"] for o in call(api, "GET", "/storage/ceph/osd")}
-    device = f"file:{lab.node('hv3').dir / 'osd-extra.img'}:1G"
+    # a relative path lands in the node's storage.osd_data_directory (nothing outside it is taken)
+    device = "file:osd-extra.img:1G"
     result = wait_task(
         api,
         call(api, "POST", "/storage/ceph/osd", params={"node": "hv3", "device": device, "weight": 0.001}),

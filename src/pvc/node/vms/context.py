@@ -31,6 +31,7 @@ class ReconcilerSettings:
     console_backups: int = 2
     migration_attempts: int = 3
     migration_timeout: float = 120.0
+    migration_tls: bool = True            # hypervisor.migration_tls: the stream over TLS too
     flush_wait_s: float = 120.0           # per VM, as upstream (600 x 0.2 s)
     start_lock_timeout: float = 10.0
     # This node's domain XML policy (D14): a definition written straight into ZooKeeper,
@@ -45,6 +46,7 @@ class ReconcilerSettings:
                    console_lines=settings.logging.console_log_lines,
                    console_max_bytes=settings.logging.console_log_max_bytes,
                    console_backups=settings.logging.console_log_backups,
+                   migration_tls=settings.hypervisor.migration_tls,
                    domain_policy=DomainPolicy.from_settings(settings))
 
 

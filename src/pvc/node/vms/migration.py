@@ -68,7 +68,8 @@ class Migrator:
             try:
                 result = ctx.hv.migrate(uuid, uri, f"tcp://{address}" if address else None,
                                         max_downtime_ms=max(1, record.migration_max_downtime), live=True,
-                                        timeout=ctx.settings.migration_timeout)
+                                        timeout=ctx.settings.migration_timeout,
+                                        encrypted=ctx.settings.migration_tls)
             except DomainNotFound:
                 return True, ""                        # gone meanwhile; look again
             except HypervisorError as exc:
