@@ -155,27 +155,30 @@ def test_a_coordinator_that_could_not_open_a_sealed_fence_secret_refuses_to_star
     assert not zk.exists(schema.node("hv1"))
 
 
-def test_backup_holds_no_fence_secret_and_restore_writes_none(api: Api, zk: ZK, tmp_path: Path) -> None:
+def test_backup_holds_no_fence_secret_or_session_and_restore_writes_none(
+        api: Api, zk: ZK, tmp_path: Path) -> None:
     key = secrets.load_key(key_file(tmp_path))
     sealed = {"agent": "ipmi", "node": "hv1", "hostname": "hv1-lom", "username": "admin",
               "password": key.seal(PASSWORD)}
     zk.put(schema.node_fence_info("hv1"), sealed)
     # Written before secrets were sealed: plaintext.
     zk.put(schema.node_fence_info("hv2"), {**sealed, "node": "hv2", "password": PASSWORD})
+    zk.put(schema.session("a" * 64), {"token_hmac": "x", "expires": 1})     # an API login session
     response = api.get("/backup")
     assert response.status_code == 200
     assert PASSWORD not in response.text and secrets.SEALED not in response.text
     data = json.loads(response.json())
-    assert not [p for p in data if p.startswith(schema.FENCE_INFO + "/")]
+    assert not [p for p in data if p.startswith((schema.FENCE_INFO + "/", schema.SESSIONS + "/"))]
     assert schema.ACL_MARKER not in data
 
     # A backup from before (or a forged one) carrying fence info: restored data, never the secret.
     data[schema.node_fence_info("hv1")] = json.dumps({**sealed, "password": "attacker-chosen"})
     data[schema.node_fence_info("hv3")] = json.dumps({**sealed, "node": "hv3", "password": PASSWORD})
+    data[schema.session("b" * 64)] = json.dumps({"token_hmac": "x", "expires": 2 ** 40})  # a revoked one
     fence_before = {n: zk.get_raw(schema.node_fence_info(n)) for n in ("hv1", "hv2")}
     response = api.post("/restore", data={"yes-i-really-mean-it": "yes", "cluster_data": json.dumps(data)})
     assert response.status_code == 200, response.text
-    assert not zk.exists(schema.node_fence_info("hv3"))
+    assert not zk.exists(schema.node_fence_info("hv3")) and not zk.exists(schema.session("b" * 64))
     assert {n: zk.get_raw(schema.node_fence_info(n)) for n in ("hv1", "hv2")} == fence_before
 
 

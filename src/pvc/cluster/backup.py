@@ -6,8 +6,9 @@ restoring them would fake sessions that do not exist.
 No secret is backed up (DESIGN D14): each node's fence info (`/fenceinfo/<node>`, its sealed BMC
 password) is left out, and a restore never writes it (a backup made before secrets were sealed
 may hold the password in plaintext): the cluster keeps its current fence info and every node
-republishes its own, sealed, whenever its pvcnoded starts. The ACL marker is left out too: it
-describes this ZooKeeper's znodes, not the cluster's data.
+republishes its own, sealed, whenever its pvcnoded starts. API login sessions (`/sessions`) are
+left out and never restored either: a restore must not bring back a session that logged out. The
+ACL marker is left out too: it describes this ZooKeeper's znodes, not the cluster's data.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pvc.core.zk import ZK
 
 def _not_backed_up(path: str) -> bool:
     """Paths a backup leaves out and a restore never writes."""
-    return path.startswith((schema.FENCE_INFO + "/", schema.LOCKS + "/")) or path == schema.ACL_MARKER
+    return path.startswith((schema.FENCE_INFO + "/", schema.SESSIONS + "/", schema.LOCKS + "/")) \
+        or path == schema.ACL_MARKER
 
 
 def backup(zk: ZK) -> dict[str, str]:
