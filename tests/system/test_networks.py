@@ -167,8 +167,10 @@ def test_managed_network_end_to_end(lab: LabPlan, api: httpx.Client) -> None:
             {f"vmbr{VNI}", f"vxlan{VNI}"} & set(links(lab, node.name))), 30)
         wait(f"nft chains gone on {node.name}", lambda node=node: f"vxlan{VNI}" not in proc.run(
             ["nft", "list", "ruleset"], netns=node.netns).stdout, 30)
-    assert not [p for p in proc.run(["ip", "netns", "pids", lab.node(primary(api)).netns]).stdout.split()
-                if f"vmbr{VNI}" in _cmdline(p)]
+    # the primary stops the network's dnsmasq in the same pass, just after the devices and rules
+    wait("the network's dnsmasq stopped", lambda: not [
+        p for p in proc.run(["ip", "netns", "pids", lab.node(primary(api)).netns]).stdout.split()
+        if f"vmbr{VNI}" in _cmdline(p)], 30)
 
 
 def _cmdline(pid: str) -> str:
