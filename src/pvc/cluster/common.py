@@ -35,8 +35,9 @@ class LimitMatcher:
     escapes) each followed by at most one of ?, * or +; no groups, alternation or counted repeats.
 
     User input never reaches the backtracking `re` engine (D14: one crafted limit froze pvcapid): a
-    match takes at most len(text) steps over at most len(pattern) + 2 states. A '*' or '?' with nothing
-    before it (where a regex would be an error) is a glob wildcard: '*web1', '^?eb1$'.
+    match takes len(text) steps of a few integer operations on one bit per atom (a bit-parallel
+    NFA). A '*' or '?' with nothing before it (where a regex would be an error) is a glob wildcard:
+    '*web1', '^?eb1$'.
     """
 
     def __init__(self, limit: str) -> None:
@@ -57,19 +58,15 @@ class LimitMatcher:
                for atom, repeat, optional in parsed):
             self.literal = "".join(next(iter(atom[0])) for atom, _, _ in parsed)
         self.start_anchored, self.end_anchored = start_anchored, end_anchored
-        # The NFA: state i is "about to match atom i"; the last state accepts.
+        # The NFA, bit-parallel (Shift-And): bit i set = "about to match atom i"; bit len(atoms) accepts.
         wrap = (_ANY, True, True)
         atoms = ([] if start_anchored else [wrap]) + parsed + ([] if end_anchored else [wrap])
         self.atoms = [atom for atom, _, _ in atoms]
-        self.repeats = [repeat for _, repeat, _ in atoms]
-        count = len(atoms)
-        self.accept = 1 << count
-        # closure[i]: the states reachable from state i without input (skipping optional atoms).
-        self.closure = [0] * (count + 1)
-        self.closure[count] = self.accept
-        for index in range(count - 1, -1, -1):
-            self.closure[index] = (1 << index) | (self.closure[index + 1] if atoms[index][2] else 0)
-        self.steps: dict[tuple[int, str], int] = {}
+        self.repeating = sum(1 << i for i, (_, repeat, _) in enumerate(atoms) if repeat)
+        self.optional = sum(1 << i for i, (_, _, optional) in enumerate(atoms) if optional)
+        self.accept = 1 << len(atoms)
+        self.start = self._closure(1)
+        self.masks: dict[str, int] = {}     # character -> the atoms it matches
 
     def _refuse(self, why: str) -> InvalidInput:
         return InvalidInput(f"limit: '{self.text}' is not a valid regular expression here: {why} (a limit "
@@ -173,24 +170,20 @@ class LimitMatcher:
             else:
                 chars.add(char)
 
-    def _step(self, states: int, char: str) -> int:
-        """The states after reading char (memoised: the pattern's DFA, built as texts need it)."""
-        key = (states, char)
-        found = self.steps.get(key)
-        if found is not None:
-            return found
-        following = 0
-        bits = states
-        while bits:
-            low = bits & -bits
-            bits ^= low
-            index = low.bit_length() - 1
-            if index < len(self.atoms) and _atom_matches(self.atoms[index], char):
-                following |= self.closure[index] if self.repeats[index] else self.closure[index + 1]
-        if len(self.steps) >= 65_536:
-            self.steps.clear()
-        self.steps[key] = following
-        return following
+    def _closure(self, states: int) -> int:
+        """states plus those reached by skipping optional atoms. Within a run of optional atoms,
+        adding the active ones to the run carries from the lowest active bit to one past the run:
+        (optional + active) ^ optional sets exactly the bits that skipping reaches."""
+        return states | ((self.optional + (states & self.optional)) ^ self.optional)
+
+    def _mask(self, char: str) -> int:
+        mask = self.masks.get(char)
+        if mask is None:
+            mask = sum(1 << i for i, atom in enumerate(self.atoms) if _atom_matches(atom, char))
+            if len(self.masks) >= 4096:
+                self.masks.clear()
+            self.masks[char] = mask
+        return mask
 
     def fullmatch(self, text: str) -> bool:
         """Whether text matches the limit (the whole text, as upstream's re.fullmatch)."""
@@ -198,9 +191,12 @@ class LimitMatcher:
             if self.start_anchored:
                 return text == self.literal if self.end_anchored else text.startswith(self.literal)
             return text.endswith(self.literal) if self.end_anchored else self.literal in text
-        states = self.closure[0]
+        states, repeating, optional = self.start, self.repeating, self.optional
         for char in text:
-            states = self._step(states, char)
+            matched = states & self._mask(char)
+            # a repeating atom stays where it is, any other moves on; then skip optional atoms
+            states = (matched & repeating) | ((matched & ~repeating) << 1)
+            states |= (optional + (states & optional)) ^ optional
             if not states:
                 return False
         return bool(states & self.accept)
