@@ -121,3 +121,13 @@ def test_agrees_with_re_on_the_shared_syntax() -> None:
             assert matcher.fullmatch(text) is (reference.fullmatch(text) is not None), (limit, text)
             compared += 1
     assert compared > 5_000
+
+
+def test_exponential_dfa_limit_over_many_long_names() -> None:
+    """A limit whose DFA has 2^51 states (the 51st character from the end is an 'a') over 2,000
+    random 255-character names: each name is one linear pass, whatever the pattern."""
+    chooser = random.Random(7)
+    names = ["".join(chooser.choice("ab") for _ in range(255)) for _ in range(2_000)]
+    matcher = limit_matcher("[ab]*a" + "[ab]" * 50 + "$")
+    assert matcher is not None
+    assert [n for n in names if matcher.fullmatch(n)] == [n for n in names if n[-51] == "a"]
