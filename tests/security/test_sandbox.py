@@ -510,3 +510,92 @@ def test_network_only_when_the_profile_allows_it(allowed: bool) -> None:
         assert "port reached" in text and "resolv=True" in text, text
     else:
         assert "port unreachable (Connection refused); interfaces=['lo']; resolv=False" in text, text
+
+
+DEBOOTSTRAP = r'''
+import os
+from pvcapid.vmbuilder import VMBuilder, ProvisioningError, open_zk, chroot
+from pvcapid.Daemon import config
+import daemon_lib.common as pvc_common
+import daemon_lib.ceph as pvc_ceph
+
+TARGET = "/tmp/target"
+
+
+class VMBuilderScript(VMBuilder):
+    # upstream's 3-debootstrap.py, cut to its system calls: map, mkfs, mount, debootstrap, bind
+    # mounts, chroot'ed apt-get and useradd, blkid, unmount, unmap
+    def prepare(self):
+        volume = self.vm_data["volumes"][0]
+        dst = f"{volume['pool']}/{self.vm_name}_{volume['disk_id']}"
+        with open_zk(config) as zkhandler:
+            ok, message = pvc_ceph.map_volume(zkhandler, volume["pool"], dst.split("/")[1])
+        if not ok:
+            raise ProvisioningError(message)
+        for cmd in (f"mkfs.ext4 -q /dev/rbd/{dst}", f"mount /dev/rbd/{dst} {TARGET}"):
+            rc, _out, err = pvc_common.run_os_command(cmd)
+            if rc:
+                raise ProvisioningError(f"{cmd}: {err}")
+
+    def install(self):
+        mirror = self.vm_data["script_arguments"]["deb_mirror"]
+        rc = os.system(f"debootstrap --variant=minbase bookworm {TARGET} {mirror} > /tmp/db.log 2>&1")
+        self.log_info(f"debootstrap: {rc}")
+        for sub in ("dev", "sys", "proc"):
+            os.system(f"mount --bind /{sub} {TARGET}/{sub}")
+        with chroot(TARGET):
+            self.log_info("null: " + str(os.system("echo hi > /dev/null")))
+            self.log_info("apt: " + str(os.system("apt-get -qq update >/dev/null 2>&1 && "
+                                                  "apt-get -qq -y install less >/dev/null 2>&1")))
+            self.log_info("useradd: " + str(os.system("useradd -m tester")))
+
+    def cleanup(self):
+        for sub in ("dev", "sys", "proc", ""):
+            rc, _out, err = pvc_common.run_os_command(f"umount {TARGET}/{sub}")
+            self.log_info(f"umount /{sub}: {rc} {err.strip()}")
+        with open_zk(config) as zkhandler:
+            self.log_info(str(pvc_ceph.unmap_volume(zkhandler, "vms", f"{self.vm_name}_sda")))
+'''
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+
+
+def _mirror_reachable() -> bool:
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{DEBIAN_MIRROR}/dists/bookworm/Release", timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_upstream_debootstrap_flow_with_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upstream's debootstrap example's steps, with the network opt-in, through the sandbox:
+    debootstrap from a mirror, bind mounts, a chroot'ed package install, unmount, unmap."""
+    import shutil
+
+    if shutil.which("debootstrap") is None or not _mirror_reachable():
+        pytest.skip("needs debootstrap and a reachable Debian mirror")
+    image = tmp_path / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(3 << 30)
+    device = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    monkeypatch.setattr("pvc.adapters.rbdmap.map_volume", lambda pool, name, ceph=None: device)
+    monkeypatch.setattr("pvc.adapters.rbdmap.unmap_volume", lambda pool, name: True)
+    vm_data = {"volumes": [{"pool": "vms", "disk_id": "sda", "disk_size_gb": 3}],
+               "script_arguments": {"sandbox_network": "yes", "deb_mirror": DEBIAN_MIRROR}}
+    lines: list[str] = []
+    try:
+        with Sandbox(script=DEBOOTSTRAP, script_name="deb", vm_name="deb1", vm_profile="p", vm_data=vm_data,
+                     vm_uuid="", log=lines.append, broker=Broker("deb1", vm_data, lines.append),
+                     network=runner.network_allowed(vm_data)) as box:
+            box.start()
+            for stage in ("prepare", "install", "cleanup"):
+                box.run(stage, 1200)
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
+    text = "\n".join(lines)
+    for expected in ("debootstrap: 0", "null: 0", "apt: 0", "useradd: 0", "umount /proc: 0", "umount /: 0",
+                     "(True, 'Unmapped RBD volume"):
+        assert expected in text, text
