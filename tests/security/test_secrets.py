@@ -204,15 +204,27 @@ try:
     raise RuntimeError("opened {PASSWORD}")
 except RuntimeError:
     log.exception("fence failed")
+
+class Shape(logging.Filter):        # filters further on still get the arguments as a tuple
+    def filter(self, record):
+        print("ARGS", type(record.args).__name__, record.args, flush=True)
+        return True
+
+access = logging.getLogger("uvicorn.access")
+access.addFilter(Shape())
+access.warning('%s - "%s %s HTTP/%s" %d', "127.0.0.1", "GET", "/api/v1/?k=" + settings.api.token[0].token,
+               "1.1", 200)
 """
     from tests.conftest import API_TOKEN
 
     done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PVC_CONFIG_FILE": str(config)},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    assert "ARGS tuple ('127.0.0.1', 'GET', '/api/v1/?k=***', '1.1', 200)" in done.stdout
     for output in (done.stdout + done.stderr, log_file.read_text()):
         assert "zk *** ipmi *** token ***" in output
         assert "RuntimeError: opened ***" in output and "auth ***" in output
+        assert '"GET /api/v1/?k=*** HTTP/1.1" 200' in output
         for secret in (PASSWORD, ZK_PASSWORD, API_TOKEN, key.read_text().strip()):
             assert secret not in output
 

@@ -211,6 +211,20 @@ def settings_secrets(settings: Settings) -> list[str]:
     return [v for v in values if v]
 
 
+def _mask_arg(value: Any) -> Any:
+    """A log argument with known secrets masked; numbers and clean values keep their type."""
+    if isinstance(value, str):
+        return mask(value)
+    if value is None or isinstance(value, int | float):
+        return value
+    try:
+        text = str(value)
+    except Exception:
+        return value
+    masked = mask(text)
+    return value if masked == text else masked
+
+
 def install_log_masking(values: Iterable[str] = ()) -> None:
     """Mask known secrets in every log record this process creates, before any handler (stream,
     file, the node's ZooKeeper log) sees it: message, arguments and traceback alike."""
@@ -226,11 +240,14 @@ def install_log_masking(values: Iterable[str] = ()) -> None:
         record = previous(*args, **kwargs)
         if _pattern is None:
             return record
-        try:
-            message = record.getMessage()
-        except Exception:           # a bad format string: leave it to logging's own error path
-            return record
-        record.msg, record.args = mask(message), None
+        # Message and arguments masked apart, keeping the arguments' shape: filters further on
+        # read them (the API's access-log filter rewrites the request path in args[2]).
+        if isinstance(record.msg, str):
+            record.msg = mask(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_mask_arg(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _mask_arg(v) for k, v in record.args.items()}
         if record.exc_info and not record.exc_text:
             record.exc_text = mask(formatter.formatException(record.exc_info))
         if record.stack_info:
