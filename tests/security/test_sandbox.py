@@ -599,3 +599,57 @@ def test_upstream_debootstrap_flow_with_network(tmp_path: Path, monkeypatch: pyt
     for expected in ("debootstrap: 0", "null: 0", "apt: 0", "useradd: 0", "umount /proc: 0", "umount /: 0",
                      "(True, 'Unmapped RBD volume"):
         assert expected in text, text
+
+
+def test_ova_example_converts_between_brokered_devices(zk: ZK, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/4-ova.py in the sandbox: the worker creates the VM's volume and maps it and the
+    OVA's disk (read-only); qemu-img converts from one device to the other inside the sandbox."""
+    from pvc.core import schema
+
+    fake = FakeStorage()
+    cluster(zk, fake)
+    zk.put(schema.volume("vms", "ova_tiny_sda"), {"name": "ova_tiny_sda", "stats": {}})
+    source_image, target_image = tmp_path / "ova.img", tmp_path / "vm.img"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(tmp_path / "guest.raw"), "8M"], check=True)
+    with open(tmp_path / "guest.raw", "r+b") as f:
+        f.write(b"GUEST-DISK-CONTENT")
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", str(tmp_path / "guest.raw"),
+                    str(source_image)], check=True)
+    with open(source_image, "r+b") as f:
+        f.truncate(max(os.path.getsize(source_image), 1 << 20))
+    with open(target_image, "wb") as f:
+        f.truncate(1 << 30)
+    devices = {}
+    try:
+        for key, image in (("ova_tiny_sda", source_image), ("web5_sda", target_image)):
+            devices[key] = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True,
+                                          text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        for dev in devices.values():
+            subprocess.run(["losetup", "-d", dev], check=False)
+        pytest.skip(f"no loop devices here: {exc}")
+    monkeypatch.setattr("pvc.adapters.rbdmap.map_volume", lambda pool, name, ceph=None: devices[name])
+    monkeypatch.setattr("pvc.adapters.rbdmap.unmap_volume", lambda pool, name: True)
+    vm_data = {"volumes": [{"pool": "vms", "disk_id": "sda", "disk_size_gb": 1, "volume_name": "ova_tiny_sda",
+                            "volume_format": "vmdk"}],
+               "ova_details": {"name": "tiny"}, "script_arguments": {}}
+    lines: list[str] = []
+    try:
+        broker = Broker("web5", vm_data, lines.append, zk=zk, storage=lambda: fake)
+        with Sandbox(script=(Path(runner.__file__).parent / "examples" / "4-ova.py").read_text(),
+                     script_name="ova", vm_name="web5", vm_profile="p", vm_data=vm_data, vm_uuid="",
+                     log=lines.append, broker=broker) as box:
+            box.start()
+            for stage in ("setup", "prepare", "cleanup"):
+                box.run(stage, 120)
+    except StageError as exc:
+        pytest.fail(f"{exc.message}\n{exc.detail}\n" + "\n".join(lines))
+    finally:
+        for dev in devices.values():
+            subprocess.run(["losetup", "-d", dev], check=False)
+    text = "\n".join(lines)
+    assert "Converted ova_tiny_sda to raw web5_sda" in text, text
+    assert "(read-only)" in text
+    with open(target_image, "rb") as f:
+        assert f.read(18) == b"GUEST-DISK-CONTENT"

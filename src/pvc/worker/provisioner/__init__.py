@@ -4,7 +4,11 @@
 - macs: MAC address templates and random MACs.
 - vmdata: the `vm_data` dict scripts receive, from the documents pvc.cluster.provisioner.load_profile
   reads.
-- sandbox: a child process in its own mount namespace that runs the script's stages.
+- sandbox: a child process that runs the script's stages in a sandbox that is a boundary (#13):
+  confine (namespaces, pivot_root into a curated read-only root, capabilities, no_new_privs),
+  seccompfilter (the seccomp filter), broker (the worker's side: this VM's volume requests and
+  the script's mounts, checked and carried out for it), scriptapi (the script's side: the
+  upstream-compatible helpers routed through the broker; scripts get no settings).
 - runner: the `provisioner.create` task kind (stages, undo on failure or cancel).
 - examples/: shipped example scripts.
 

@@ -40,7 +40,11 @@ S_IFMT = 0o170000
 
 def build() -> Any:
     """The filter (not loaded); its NOTIFY rules need a listener: see load()."""
-    import seccomp
+    try:
+        import seccomp
+    except ImportError:
+        raise ImportError("the provisioner sandbox needs libseccomp's Python module: "
+                          "apt-get install python3-seccomp") from None
 
     eperm = seccomp.ERRNO(errno.EPERM)
     flt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
