@@ -166,3 +166,52 @@ def test_a_guest_on_a_bridged_network_cannot_reach_the_node(lab: LabPlan, lab_ap
         proc.run(["ip", "netns", "del", ns], check=False)
         proc.run(["ip", "-n", node.netns, "link", "del", "brg0"], check=False)
         call(api, "DELETE", f"/network/{BRIDGED_VNI}")
+
+
+def test_the_port_guard_follows_a_migrating_guest(lab: LabPlan, lab_api: httpx.Client) -> None:
+    """A guest live-migrates onto the primary: the new node guards its tap (its MAC and lease
+    only) as soon as the tap appears, the old node forgets it, and the guest keeps its gateway
+    and its metadata (now through a local tap instead of the VXLAN)."""
+    api = lab_api
+    zk = lab_zk(lab)
+    name, mac, uuid = "isol-mig", "52:54:00:11:00:03", str(uuidlib.uuid4())
+    first = primary(api)
+    source = next(n.name for n in lab.nodes if n.name != first)
+    try:
+        call(api, "POST", "/network", params={
+            "vni": VNI, "description": "isolation", "nettype": "managed", "domain": DOMAIN,
+            "ip4_network": f"{SUBNET}.0/24", "ip4_gateway": GATEWAY, "dhcp4": True,
+            "dhcp4_start": f"{SUBNET}.100", "dhcp4_end": f"{SUBNET}.199"})
+        zk.put(schema.userdata("isol-ud"), {"name": "isol-ud", "userdata": f"#!/bin/sh\necho {SECRET}\n"})
+        zk.put(schema.profile("isol-prof"), {"name": "isol-prof", "userdata": "isol-ud"})
+        call(api, "POST", "/vm", data={"xml": nic_xml(lab, name, uuid, mac, VNI), "node": source})
+        call(api, "POST", f"/vm/{name}/meta", params={"profile": "isol-prof"})
+        call(api, "POST", f"/vm/{name}/state", params={"state": "start"})
+        ip = wait("the guest booted with a lease", lambda: booted_ip(api, name), 120)
+
+        def guard(node: str) -> str:
+            return proc.run(["nft", "list", "table", "bridge", "pvc_guard"],
+                            netns=lab.node(node).netns).stdout
+
+        wait(f"{source} guards the guest's lease", lambda: f"{mac} . {ip}" in guard(source), 30)
+        assert mac not in guard(first)
+        assert SECRET in probe(lab, api, ip, "userdata")                    # through the VXLAN
+        assert probe(lab, api, ip, "pingstart", GATEWAY) == "ok"
+        call(api, "POST", f"/vm/{name}/node", params={"action": "migrate", "node": first, "wait": "true",
+                                                      "force_live": "true"})
+        wait(f"{first} guards the guest's lease", lambda: f"{mac} . {ip}" in guard(first), 30)
+        wait(f"{source} forgets the guest", lambda: mac not in guard(source), 30)
+        replies = probe(lab, api, ip, "pingstop").count("seq=")
+        assert replies > 0
+        assert probe(lab, api, ip, "ping", GATEWAY) == "ok"
+        assert SECRET in probe(lab, api, ip, "userdata")                    # through its local tap
+        assert probe(lab, api, ip, "tcp", f"{lab.node(first).address} {ZK_CLIENT_PORT}") == "closed"
+    finally:
+        if vm_exists(api, name):
+            call(api, "POST", f"/vm/{name}/state", params={"state": "stop"})
+            wait(f"{name} stopped", lambda: call(api, "GET", f"/vm/{name}")[0]["state"] == "stop", 60)
+            call(api, "DELETE", f"/vm/{name}")
+        zk.delete(schema.profile("isol-prof"))
+        zk.delete(schema.userdata("isol-ud"))
+        zk.stop()
+        api.delete(f"/network/{VNI}")
