@@ -125,7 +125,7 @@ class ApiToken(_Section):
 
 class ApiAuthentication(_Section):
     enabled: bool = True
-    secret_key: str = ""          # upstream's session signing key; accepted, unused (sessions are server-side)
+    secret_key: str = ""          # upstream's cookie-signing key: accepted, unused (server-side sessions)
     source: Literal["token"] = "token"
     # Listening beyond loopback without authentication must be asked for by name.
     allow_insecure_listen: bool = False
