@@ -302,9 +302,11 @@ def _address_set(name: str, version: int, cidrs: Sequence[str]) -> tuple[str, li
     return name, lines
 
 
-def _deny_chain(prefix: str) -> list[str]:
-    """Count every drop, log a few per second (an administrator sees them in the kernel log)."""
-    return [f'limit rate {DENY_LOG_RATE} log prefix "{prefix}: " level info', "counter drop"]
+def _deny_chain(prefix: str, quiet: Sequence[str] = ()) -> list[str]:
+    """Count every drop, log a few per second (an administrator sees them in the kernel log);
+    what matches a `quiet` expression (guests' everyday broadcast noise) is only counted."""
+    return [*(f"{q} counter drop" for q in quiet),
+            f'limit rate {DENY_LOG_RATE} log prefix "{prefix}: " level info', "counter drop"]
 
 
 def guest_denied_networks(denied: Sequence[str]) -> list[str]:
@@ -404,7 +406,8 @@ def render_nft(nets: Sequence[NetSpec], acls: Mapping[int, Mapping[str, Sequence
     return _table("pvc", [("forward", forward), ("guest-forward", guest_forward),
                           ("guest-forward-drop", _deny_chain("pvc guest-forward")), *acl_chains,
                           ("input", input_), ("guest-input", guest_input),
-                          ("guest-input-drop", _deny_chain("pvc guest-input")), ("postrouting", postrouting)],
+                          ("guest-input-drop", _deny_chain("pvc guest-input", ["meta pkttype != host"])),
+                          ("postrouting", postrouting)],
                   sets=sets)
 
 
@@ -497,6 +500,8 @@ def render_guard(ports: Sequence[GuestPort]) -> str:
             rules.append("ip6 saddr :: meta l4proto ipv6-icmp accept")
             for mac in macs:
                 rules += [f"ether saddr {mac} ip6 saddr & ::ffff:ffff:ffff:ffff == {_eui64(mac)} accept"]
+        else:
+            rules.append("ether type ip6 counter drop")   # no IPv6 here: its chatter is no attack
         rules.append("jump spoofed")
         chains.append((chain, rules))
     prerouting = ["type filter hook prerouting priority -300; policy accept;"]

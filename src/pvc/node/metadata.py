@@ -44,6 +44,7 @@ REQUEST_TIMEOUT = 10.0         # seconds for a whole request (slow clients are c
 MAX_HEADER_BYTES = 8192
 INDEX_MAX_AGE = 30.0           # the index is rebuilt at least this often
 INDEX_MIN_INTERVAL = 2.0       # and, on a miss, at most this often
+WARN_INTERVAL = 60.0           # a refused source is logged at most this often
 
 
 class Refused(Exception):
@@ -182,6 +183,8 @@ class MetadataService:
         self._per_source: dict[str, int] = {}
         self._refreshing: asyncio.Future[None] | None = None
         self._last_refresh = 0.0
+        self._warned: dict[str, float] = {}
+        self._refresher: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> bool:
@@ -208,14 +211,17 @@ class MetadataService:
                     ready.set()
                     loop.close()
                     return
-                refresher = loop.create_task(self._refresh_loop())
+                self._refresher = loop.create_task(self._refresh_loop())
                 ready.set()
                 try:
                     loop.run_forever()
                 finally:
-                    refresher.cancel()
                     self._server.close()
+                    pending = asyncio.all_tasks(loop)     # the refresher and open connections
+                    for task in pending:
+                        task.cancel()
                     with contextlib.suppress(Exception):
+                        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                         loop.run_until_complete(self._server.wait_closed())
                     loop.close()
 
@@ -258,6 +264,8 @@ class MetadataService:
     async def _refresh_loop(self) -> None:
         while True:
             await self._refresh()
+            now = time.monotonic()
+            self._warned = {k: t for k, t in self._warned.items() if now - t < WARN_INTERVAL}
             await asyncio.sleep(INDEX_MAX_AGE)
 
     async def _bindings(self, source: str) -> list[Binding]:
@@ -342,7 +350,9 @@ class MetadataService:
             try:
                 record = await self._identify(source)
             except Refused as exc:
-                log.warning("metadata: %s", exc)
+                if time.monotonic() - self._warned.get(source, 0.0) >= WARN_INTERVAL:
+                    self._warned[source] = time.monotonic()     # one line a minute per source
+                    log.warning("metadata: %s", exc)
                 refused = exc
             except Exception as exc:
                 log.exception("metadata lookup for %s failed", source)
