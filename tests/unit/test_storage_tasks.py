@@ -393,13 +393,18 @@ def _assert_nothing_left(ceph: FakeCeph, direct: FakeDirect, ctx: FakeContext, o
     assert not ctx.zk.exists(schema.osd(osd_id))
 
 
+def _osd_file(ctx: FakeContext, name: str) -> str:
+    """Where a relative file: device lands: in storage.osd_data_directory (nothing outside it)."""
+    return str(Path(ctx.settings.storage.osd_data_directory) / name)
+
+
 def test_add_reverts_everything_when_the_daemon_fails(ctx: FakeContext, ceph: FakeCeph,
                                                       direct: FakeDirect) -> None:
     direct.fail.add("start")
     with pytest.raises(TaskFailed, match="OSD 3 exited at once"):
-        KINDS["osd.add"](ctx, node="hv3", device="file:/srv/a.img:1G", weight=1.0)
+        KINDS["osd.add"](ctx, node="hv3", device="file:a.img:1G", weight=1.0)
     _assert_nothing_left(ceph, direct, ctx)
-    assert direct.actions[-2:] == ["remove_data 3", "discard /srv/a.img"]
+    assert direct.actions[-2:] == ["remove_data 3", f"discard {_osd_file(ctx, 'a.img')}"]
     assert "reverted: purge OSD 3" in ctx.lines
 
 
@@ -407,7 +412,7 @@ def test_add_reverts_when_the_osd_never_comes_up(ctx: FakeContext, ceph: FakeCep
                                                   direct: FakeDirect) -> None:
     direct.boots = False
     with pytest.raises(TaskFailed, match=r"did not come up and in within 0s \(osd.3 down/out\)"):
-        KINDS["osd.add"](ctx, node="hv3", device="file:/srv/a.img:1G", weight=1.0, timeout=0)
+        KINDS["osd.add"](ctx, node="hv3", device="file:a.img:1G", weight=1.0, timeout=0)
     _assert_nothing_left(ceph, direct, ctx)
     assert "stop 3" in direct.actions
     assert "reverted: delete OSD 3 from PVC" in ctx.lines
@@ -416,7 +421,7 @@ def test_add_reverts_when_the_osd_never_comes_up(ctx: FakeContext, ceph: FakeCep
 def test_add_reverts_when_mkfs_fails(ctx: FakeContext, ceph: FakeCeph, direct: FakeDirect) -> None:
     direct.fail.add("mkfs")
     with pytest.raises(TaskFailed, match="bluestore says no"):
-        KINDS["osd.add"](ctx, node="hv3", device="file:/srv/a.img:1G", weight=1.0)
+        KINDS["osd.add"](ctx, node="hv3", device="file:a.img:1G", weight=1.0)
     _assert_nothing_left(ceph, direct, ctx)
 
 
@@ -424,25 +429,25 @@ def test_add_refuses_a_used_file_without_touching_the_cluster(ctx: FakeContext, 
                                                               direct: FakeDirect) -> None:
     direct.fail.add("prepare")
     with pytest.raises(TaskFailed, match="already holds a bluestore OSD"):
-        KINDS["osd.add"](ctx, node="hv3", device="/srv/a.img", weight=1.0)
+        KINDS["osd.add"](ctx, node="hv3", device="a.img", weight=1.0)
     assert not [c for c in ceph.commands if c[0] == "osd new"]
 
 
 def test_cancel_during_add_reverts(ctx: FakeContext, ceph: FakeCeph, direct: FakeDirect) -> None:
     ctx.cancel_at("Adding OSD 3 to PVC")
     with pytest.raises(TaskCancelled):
-        KINDS["osd.add"](ctx, node="hv3", device="file:/srv/a.img:1G", weight=1.0)
+        KINDS["osd.add"](ctx, node="hv3", device="file:a.img:1G", weight=1.0)
     _assert_nothing_left(ceph, direct, ctx)
     assert any(line.startswith("cancelled; reverting") for line in ctx.lines)
 
 
 def test_add_direct_refusals(ctx: FakeContext, direct: FakeDirect) -> None:
     with pytest.raises(TaskFailed, match="ran on node hv3"):
-        KINDS["osd.add"](ctx, node="hv1", device="file:/srv/a.img:1G", weight=1.0)
+        KINDS["osd.add"](ctx, node="hv1", device="file:a.img:1G", weight=1.0)
     with pytest.raises(TaskFailed, match="splitting a device"):
-        KINDS["osd.add"](ctx, node="hv3", device="file:/srv/a.img:1G", weight=1.0, osd_count=2)
+        KINDS["osd.add"](ctx, node="hv3", device="file:a.img:1G", weight=1.0, osd_count=2)
     with pytest.raises(TaskFailed, match="external OSD DB volume needs LVM"):
-        KINDS["osd.add"](ctx, node="hv3", device="file:/srv/a.img:1G", weight=1.0, ext_db_ratio=0.05)
+        KINDS["osd.add"](ctx, node="hv3", device="file:a.img:1G", weight=1.0, ext_db_ratio=0.05)
     with pytest.raises(TaskFailed, match="both an ext_db_size and ext_db_ratio"):
         KINDS["osd.add"](ctx, node="hv3", device="/dev/sdb", weight=1.0, ext_db_ratio=0.05,
                          ext_db_size=1 << 30)
@@ -454,7 +459,7 @@ def test_add_direct_refusals(ctx: FakeContext, direct: FakeDirect) -> None:
 # -------------------------------------------------------------------- osd.remove (direct)
 
 def _added(ctx: FakeContext) -> int:
-    result = KINDS["osd.add"](ctx, node="hv3", device="file:/srv/a.img:1G", weight=0.25)
+    result = KINDS["osd.add"](ctx, node="hv3", device="file:a.img:1G", weight=0.25)
     ctx.progress_log.clear()
     ctx.lines.clear()
     return int(result["osds"][0])
@@ -538,12 +543,12 @@ def test_remove_unknown_osd(ctx: FakeContext, ceph: FakeCeph, direct: FakeDirect
 
 def test_replace_direct_keeps_the_weight(ctx: FakeContext, ceph: FakeCeph, direct: FakeDirect) -> None:
     osd_id = _added(ctx)
-    result = KINDS["osd.replace"](ctx, osd_id=osd_id, new_device="file:/srv/b.img:2G", old_device=None,
+    result = KINDS["osd.replace"](ctx, osd_id=osd_id, new_device="file:b.img:2G", old_device=None,
                                   weight=None, ext_db_ratio=None, ext_db_size=None)
     (new_id,) = result["osds"]
     assert ceph.table[new_id]["weight"] == 0.25 and ceph.table[new_id]["up"] == 1
-    assert ctx.zk.get(schema.osd(new_id))["device"] == "/srv/b.img"
-    assert list(direct.blocks) == ["/srv/b.img"]
+    assert ctx.zk.get(schema.osd(new_id))["device"] == _osd_file(ctx, "b.img")
+    assert list(direct.blocks) == [_osd_file(ctx, "b.img")]
     assert ctx.progress_log[-1][0] == ctx.progress_log[-1][1]
 
 
@@ -554,7 +559,8 @@ def test_refresh_direct_restarts_and_reimports(ctx: FakeContext, ceph: FakeCeph,
     result = KINDS["osd.refresh"](ctx, osd_id=osd_id, device="")
     assert result["osds"] == [3] and direct.running(3) and ceph.table[3]["up"] == 1
     doc = ctx.zk.get(schema.osd(3))
-    assert doc["device"] == "/srv/a.img" and doc["fsid"] == ceph.table[3]["uuid"] and doc["node"] == "hv3"
+    assert doc["device"] == _osd_file(ctx, "a.img")
+    assert doc["fsid"] == ceph.table[3]["uuid"] and doc["node"] == "hv3"
     with pytest.raises(TaskFailed, match="Could not find OSD 9 in the cluster"):
         KINDS["osd.refresh"](ctx, osd_id=9, device="")
     with pytest.raises(TaskFailed, match="OSD 0 has no data directory on node hv3"):
