@@ -243,6 +243,10 @@ class HypervisorSettings(_Section):
     # `?pkipath=DIR` in the URI points a client at another directory (the lab does). Plain
     # "qemu+tcp://{address}/system" sends libvirt's control traffic unauthenticated: ask for it by name.
     migration_uri_template: str = "qemu+tls://{address}/system"
+    # Encrypt QEMU's migration stream too (the guest's memory; VIR_MIGRATE_TLS): each node's
+    # qemu.conf needs migrate_tls_x509_cert_dir (default /etc/pki/qemu) with ca-cert.pem,
+    # server-cert.pem, server-key.pem, client-cert.pem and client-key.pem from the cluster CA.
+    migration_tls: bool = True
 
 
 class StorageSettings(_Section):
