@@ -646,10 +646,13 @@ def test_ova_example_converts_between_brokered_devices(zk: ZK, tmp_path: Path,
     except StageError as exc:
         pytest.fail(f"{exc.message}\n{exc.detail}\n" + "\n".join(lines))
     finally:
+        ro_after = [Path(f"/sys/block/{os.path.basename(devices['ova_tiny_sda'])}/ro").read_text().strip()]
         for dev in devices.values():
             subprocess.run(["losetup", "-d", dev], check=False)
     text = "\n".join(lines)
     assert "Converted ova_tiny_sda to raw web5_sda" in text, text
     assert "(read-only)" in text
+    # the read-only flag was for this job only: a reused device (loop, nbd) is writable again
+    assert ro_after == ["0"], ro_after
     with open(target_image, "rb") as f:
         assert f.read(18) == b"GUEST-DISK-CONTENT"

@@ -432,6 +432,13 @@ def remove_device(pid1: int, device: str, pool: str, name: str) -> None:
     run_in_sandbox(pid1, act)
 
 
+def set_read_only(device: str, read_only: bool) -> None:
+    """BLKROSET: the flag outlives the map on reusable devices (loop, nbd), so it is always
+    cleared again before a device is unmapped."""
+    with open(device, "rb") as dev:
+        fcntl.ioctl(dev, BLKROSET, struct.pack("i", 1 if read_only else 0))
+
+
 class Broker:
     """This VM's volume requests, checked and carried out (module docstring)."""
 
@@ -441,6 +448,7 @@ class Broker:
         self.zk, self._storage, self.ceph = zk, storage, ceph
         self.devices = Devices()
         self.mapped: dict[tuple[str, str], str] = {}
+        self.read_only: set[str] = set()
         self.pid1: int | None = None
 
     # -- what is this VM's -------------------------------------------------------------------
@@ -536,8 +544,8 @@ class Broker:
         except rbdmap.RbdMapError as exc:
             raise Refused(exc.message, errno.ENODEV) from None
         if read_only:
-            with open(device, "rb") as dev:
-                fcntl.ioctl(dev, BLKROSET, struct.pack("i", 1))
+            set_read_only(device, True)
+            self.read_only.add(device)
         with self.devices.lock:
             self.devices.allowed[os.stat(device).st_rdev] = read_only
         self.mapped[(pool, name)] = device
@@ -545,11 +553,34 @@ class Broker:
         self.log(f"mapped {pool}/{name} at {device}{' (read-only)' if read_only else ''} for the script")
         return device
 
+    def _writable_again(self, device: str) -> None:
+        if device in self.read_only:
+            self.read_only.discard(device)
+            with _suppress():
+                set_read_only(device, False)
+
+    def release(self) -> None:
+        """Unmap what the script mapped and left mapped (its source volumes included)."""
+        from pvc.adapters import rbdmap
+
+        for (pool, name), device in sorted(self.mapped.items()):
+            self._writable_again(device)
+            try:
+                if rbdmap.unmap_volume(pool, name):
+                    self.log(f"unmapped {pool}/{name} (the script left it mapped)")
+            except rbdmap.RbdMapError as exc:
+                self.log(f"could not unmap {pool}/{name}: {exc.message}")
+        self.mapped.clear()
+        with self.devices.lock:
+            self.devices.allowed.clear()
+
     def unmap_volume(self, pool: str, name: str) -> str:
         from pvc.adapters import rbdmap
 
         self._check_readable(pool, name, "unmapping")
         device = self.mapped.pop((pool, name), None)
+        if device:
+            self._writable_again(device)
         if device and self.pid1 is not None:
             try:
                 remove_device(self.pid1, device, pool, name)

@@ -10,6 +10,8 @@
   virtio-scsi for sdX, one virtio NIC per network (bridge from vm_data), a pty serial console
   (PVC's console log reads it), VNC if the template asks. With `kernel` the VM boots that kernel
   directly (like the lab's tiny guest), else from its first disk.
+- import_volume(pool, name, path) has the worker copy a raw image the script built into one of
+  the VM's volumes (scripts hold no Ceph key; see pvc.worker.provisioner.scriptapi).
 - lab_guest_root(root) writes the root filesystem of the lab's tiny guest (busybox and the /init
   its initramfs switches to) under `root` (examples/3-install.py; needs the lab's busybox-static).
 """
@@ -21,8 +23,9 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from pvc.worker.provisioner.macs import mac_for
+from pvc.worker.provisioner.scriptapi import import_volume
 
-__all__ = ["domain_xml", "lab_guest_root", "mac_for", "volume_name"]
+__all__ = ["domain_xml", "import_volume", "lab_guest_root", "mac_for", "volume_name"]
 
 
 def volume_name(builder: Any, volume: dict[str, Any]) -> str:

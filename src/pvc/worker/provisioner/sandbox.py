@@ -180,6 +180,7 @@ class Sandbox:
         if self.server is not None:
             self.server.close()
             self.server = None
+        self.broker.release()
         for thread in self._threads:
             thread.join(timeout=2)
         if self.root:

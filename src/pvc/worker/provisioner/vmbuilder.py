@@ -12,6 +12,13 @@ takes only self. The job sets these attributes before any method runs:
 
 Helpers: log_info/log_warn/log_err(msg) write to the job's log; fail(msg) logs and raises
 ProvisioningError (or the exception class given).
+
+The script gets nothing else: it runs in pvc.worker.provisioner.sandbox, as root in its own
+namespaces but with few capabilities, no settings and no credentials. It creates, clones,
+resizes, maps and unmaps the VM's own volumes (`<vm>_<disk_id>`) with the daemon_lib.ceph
+helpers, which the worker carries out; it mounts file systems of its mapped volumes (and binds
+/dev, /proc, /sys) under /tmp/target with the ordinary mount command, which the worker also
+carries out. Network is there only with the script argument sandbox_network=yes.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ class VMBuilderScript(VMBuilder):
             self._import_images()
 
     def _import_images(self):
-        from pvc.worker.provisioner.scriptapi import import_volume
+        from pvc.worker.provisioner.helpers import import_volume
 
         os.makedirs(IMAGES, exist_ok=True)
         # deepest mountpoints first: each filesystem gets its own subtree only
