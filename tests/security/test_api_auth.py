@@ -126,6 +126,35 @@ def test_without_tokens_pvcapid_generates_a_root_only_token_file(daemons, config
     assert token_file.read_text().strip() == token
 
 
+def test_every_coordinator_gets_the_one_generated_token(daemons, config_factory, zk: ZK,
+                                                         tmp_path: Path) -> None:
+    """The generated token is the cluster's: sealed in ZooKeeper with the cluster key, written
+    into each coordinator's token file, so it still works after the primary moves; it is never
+    in ZooKeeper in clear, nor in a backup."""
+    from pvc.cluster.backup import backup
+    from pvc.core.secrets import write_key_file
+
+    key_file = tmp_path / "cluster.key"
+    write_key_file(key_file)
+    files = [tmp_path / "hv1" / "etc" / "api-token", tmp_path / "hv2" / "etc" / "api-token"]
+    tokens = []
+    for node, token_file in zip(("hv1", "hv2"), files, strict=True):
+        config = config_factory(node, cluster={"name": "test", "coordinator_nodes": ["hv1", "hv2", "hv3"],
+                                               "key_file": str(key_file)},
+                                api={"listen": {"address": "127.0.0.1", "port": free_port()},
+                                     "token": [], "token_file": str(token_file), "ssl": {"enabled": False}})
+        daemon, base = start_api(daemons, config)
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        tokens.append(token_file.read_text().strip())
+        assert httpx.get(base + "/status", headers={"X-Api-Key": tokens[0]}).status_code == 200
+        assert tokens[0] not in daemon.output()
+        daemon.stop()
+    assert tokens[0] == tokens[1] and len(tokens[0]) >= 43
+    stored = json.dumps(zk.get(schema.API_TOKEN))
+    assert tokens[0] not in stored and "fernet" in stored
+    assert schema.API_TOKEN not in backup(zk) and tokens[0] not in json.dumps(backup(zk))
+
+
 # -- sessions ------------------------------------------------------------------------------------
 
 def test_the_cookie_is_a_random_id_and_zookeeper_holds_no_usable_secret(api: Api, zk: ZK) -> None:

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from pvc.api import tls, warmup
 from pvc.api.app import create_app
 from pvc.api.auth import configured_tokens
+from pvc.cluster import apitoken
 from pvc.core import schema, secrets
 from pvc.core.config import Settings, load_config
 from pvc.core.errors import ClusterUnavailable, ConfigError
@@ -84,12 +85,6 @@ def main() -> int:
         sys.exit(1)
     _setup_logging(settings)
     try:
-        if settings.api.authentication.enabled:
-            configured_tokens(settings.api)    # read api.token_file now (made when missing)
-    except ConfigError as exc:
-        print(f"pvcapid: {exc}", file=sys.stderr)
-        sys.exit(1)
-    try:
         tls.ensure(settings)     # check the API certificate, or make one for a lone node
     except (tls.TLSSetupError, OSError) as exc:
         log.error("pvcapid: %s", exc)
@@ -103,6 +98,15 @@ def main() -> int:
     app: FastAPI | None = None
     try:
         schema.migrate(zk)
+        if settings.api.authentication.enabled and not settings.api.token:
+            try:
+                # the cluster's one generated token (sealed in ZooKeeper) into api.token_file
+                log.info("api token: %s", apitoken.ensure_token_file(zk, settings))
+                configured_tokens(settings.api)
+            except ConfigError as exc:
+                log.error("pvcapid: %s", exc)
+                print(f"pvcapid: {exc}", file=sys.stderr)
+                return 1
         zk.cache(schema.NODES)                 # node documents
         zk.cache(schema.VM_STATS, depth=2)     # stats shards, apart from /vms so they do not churn it
         zk.cache(schema.VMS, depth=2,          # each VM and its status; the list is rendered once

@@ -8,7 +8,9 @@ password) is left out, and a restore never writes it (a backup made before secre
 may hold the password in plaintext): the cluster keeps its current fence info and every node
 republishes its own, sealed, whenever its pvcnoded starts. API login sessions (`/sessions`) are
 left out and never restored either: a restore must not bring back a session that logged out. The
-ACL marker is left out too: it describes this ZooKeeper's znodes, not the cluster's data.
+generated API token (`/config/api_token`, sealed) is left out as well: coordinators keep it in
+their token files and seal it again. The ACL marker is left out too: it describes this
+ZooKeeper's znodes, not the cluster's data.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pvc.core.zk import ZK
 def _not_backed_up(path: str) -> bool:
     """Paths a backup leaves out and a restore never writes."""
     return path.startswith((schema.FENCE_INFO + "/", schema.SESSIONS + "/", schema.LOCKS + "/")) \
-        or path == schema.ACL_MARKER
+        or path in (schema.ACL_MARKER, schema.API_TOKEN)
 
 
 def backup(zk: ZK) -> dict[str, str]:

@@ -30,6 +30,7 @@ CONFIG = "/config"
 CLUSTER = "/config/cluster"              # {name, maintenance, migration_target_selector, ...}
 PRIMARY_NODE = "/config/primary_node"    # name of the current primary (written by it), or "none"
 PRIMARY_REQUEST = "/config/primary_request"  # hand-over request {node, exclude, time}
+API_TOKEN = "/config/api_token"          # the generated API token, sealed with the cluster key
 PRIMARY_ELECTION = "/locks/primary"      # kazoo Lock: its holder is the primary coordinator
 
 NODES = "/nodes"
