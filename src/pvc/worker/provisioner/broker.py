@@ -29,6 +29,7 @@ import select
 import socket
 import stat
 import struct
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -101,6 +102,13 @@ class _Helper:
         raise Refused("cannot tell which mount that is", errno.EINVAL)
 
 
+class _NoImports:
+    """A meta path finder that refuses every import (see run_in_sandbox)."""
+
+    def find_spec(self, name: str, *_args: Any) -> None:
+        raise ImportError(f"no imports inside the sandbox helper ({name})")
+
+
 def run_in_sandbox(pid: int, action: Callable[[_Helper], Any], caller_root: bool = False,
                    extra_fds: dict[str, int] | None = None) -> Any:
     """Run action in a forked helper inside pid's mount namespace (and, with caller_root, chrooted
@@ -121,6 +129,9 @@ def run_in_sandbox(pid: int, action: Callable[[_Helper], Any], caller_root: bool
     child = os.fork()
     if child == 0:   # pragma: no cover - runs in the forked helper
         answer: dict[str, Any]
+        # From here on every path is the sandbox's: no module may be imported (the script could
+        # have planted one where a lazy import would look, e.g. in its chroot).
+        sys.meta_path.insert(0, _NoImports())
         try:
             os.close(read_end)
             if confine._LIBC.setns(fds["ns"], confine.CLONE_NEWNS) != 0:
@@ -315,6 +326,12 @@ class MountSupervisor:
 
         def act(h: _Helper) -> list[int]:
             tgt = os.open(target, O_PATH)
+            if plan.kind not in ("remount", "propagation"):
+                # new mounts only under the sandbox's /tmp (/tmp/target...): nothing the sandbox
+                # runs from (/usr, PVC's code, /dev, /proc) can be covered
+                tmp = h.mount_id_of(os.open("tmp", O_PATH, dir_fd=h.sandbox_root))
+                if h.mount_id_of(tgt) not in created | {tmp}:
+                    raise Refused(f"{what}: the script may mount file systems only under /tmp")
             before = h.mount_ids()
             os.fchdir(h.host_proc)
             if plan.kind == "remount":
