@@ -22,6 +22,7 @@ import pytest
 
 from pvc.core import schema
 from pvc.lab import proc
+from pvc.lab.labtls import LIBVIRT_TLS_PORT
 from pvc.lab.plan import (
     API_PORT,
     CEPH_MON_V1,
@@ -44,7 +45,7 @@ ATTACKER, VICTIM = "isol-att", "isol-vic"
 MAC_A, MAC_V = "52:54:00:11:00:01", "52:54:00:11:00:02"
 VICTIM_IP = f"{SUBNET}.60"
 SECRET = "PVC-VICTIM-SECRET-USERDATA"
-SERVICE_PORTS = (ZK_CLIENT_PORT, CEPH_MON_V1, CEPH_MON_V2, LIBVIRT_TCP_PORT, API_PORT)
+SERVICE_PORTS = (ZK_CLIENT_PORT, CEPH_MON_V1, CEPH_MON_V2, LIBVIRT_TCP_PORT, LIBVIRT_TLS_PORT, API_PORT)
 WORLD_PORT = 8080
 
 
@@ -102,6 +103,7 @@ def test_guests_reach_only_their_own_services_and_the_upstream(lab: LabPlan, lab
         for node in lab.coordinators:
             assert connects(lab, first, node.address, ZK_CLIENT_PORT), f"ZooKeeper on {node.name}"
         assert connects(lab, first, lab.node(first).address, API_PORT), "the API on the primary"
+        assert connects(lab, first, lab.node("hv3").address, LIBVIRT_TLS_PORT), "libvirtd on hv3"
         # ... and a guest reaches none of them, on any node address, nor the floating address
         targets = [(n.address, p) for n in lab.nodes for p in SERVICE_PORTS]
         targets += [(n.upstream_address, p) for n in lab.nodes for p in (ZK_CLIENT_PORT, API_PORT)]
