@@ -8,6 +8,7 @@ over TLS when api.ssl is enabled. SIGTERM/SIGINT finish open requests and exit 0
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -16,7 +17,7 @@ from fastapi import FastAPI
 
 from pvc.api import tls, warmup
 from pvc.api.app import create_app
-from pvc.api.auth import configured_tokens
+from pvc.api.auth import configured_tokens, read_token_file
 from pvc.cluster import apitoken
 from pvc.core import schema, secrets
 from pvc.core.config import Settings, load_config
@@ -84,6 +85,13 @@ def main() -> int:
         print(refusal, file=sys.stderr)
         sys.exit(1)
     _setup_logging(settings)
+    if settings.api.authentication.enabled and not settings.api.token \
+            and os.path.exists(settings.api.token_file):
+        try:
+            read_token_file(settings.api.token_file, generate=False)   # a bad file stops us early
+        except ConfigError as exc:
+            print(f"pvcapid: {exc}", file=sys.stderr)
+            sys.exit(1)
     try:
         tls.ensure(settings)     # check the API certificate, or make one for a lone node
     except (tls.TLSSetupError, OSError) as exc:
