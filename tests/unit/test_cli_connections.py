@@ -223,3 +223,21 @@ def test_local_uses_the_token_file_when_the_config_has_no_token(tmp_path: Path) 
     configured = write_conf(tmp_path / "third.conf", token_file=str(token_file),
                             token=[{"token": "c" * 32}])
     assert store.read_config_file(str(configured)).api_key == "c" * 32
+
+
+def test_the_api_key_can_come_from_a_file_or_stdin_not_the_command_line(tmp_path: Path) -> None:
+    env = {"PVC_CLIENT_DIR": str(tmp_path), "PVC_CONFIG_FILE": str(tmp_path / "none.conf")}
+    key_file = tmp_path / "api-token"
+    key_file.write_text("# the cluster's token\nk0123456789abcdef0123456789abcdef\n")
+    assert run(env, "connection", "add", "c1", "--api-key-file", str(key_file)).exit_code == 0
+    result = CliRunner().invoke(cli, ["connection", "add", "c2", "--api-key-file", "-"],
+                                obj={"env": env, "no_audit": True}, env=CLEAN_ENV, input="from-stdin-key\n")
+    assert result.exit_code == 0, result.output
+    listed = json.loads(run(env, "connection", "list", "-k", "-f", "json").stdout)
+    shown = {c["name"]: c["api_key"] for c in listed}
+    assert shown == {"c1": "k0123456789abcdef0123456789abcdef", "c2": "from-stdin-key"}
+    both = run(env, "connection", "add", "c3", "-k", "x", "--api-key-file", str(key_file))
+    assert both.exit_code != 0 and "not both" in both.output
+    key_file.write_text("# nothing\n")
+    empty = run(env, "connection", "add", "c3", "--api-key-file", str(key_file))
+    assert empty.exit_code != 0 and "holds no API key" in empty.output

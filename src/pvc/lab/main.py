@@ -244,16 +244,18 @@ def _conn_name(plan: LabPlan) -> str:
     return "lab" if plan.name == DEFAULT_NAME else f"lab-{plan.name}"
 
 
-def _pvc(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pvc.cli", *args], capture_output=True, text=True)
+def _pvc(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pvc.cli", *args], capture_output=True, text=True,
+                          input=input)
 
 
 def _add_connection(plan: LabPlan) -> None:
     name = _conn_name(plan)
     _pvc("connection", "remove", name)
+    # the token through standard input: never on a command line (other users see those)
     result = _pvc("connection", "add", name, "-d", f"pvc-lab {plan.name}", "-a", "127.0.0.1",
-                  "-p", str(plan.api_port), "-k", str(plan.extra["api_token"]),
-                  "--ca-file", str(labtls.ca_file(plan)))
+                  "-p", str(plan.api_port), "--api-key-file", "-",
+                  "--ca-file", str(labtls.ca_file(plan)), input=str(plan.extra["api_token"]) + "\n")
     if result.returncode != 0:
         raise LabError(f"pvc connection add failed: {result.stderr or result.stdout}")
 

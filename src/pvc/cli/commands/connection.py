@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TextIO
 
 import click
 from rich.console import RenderableType
@@ -88,6 +88,9 @@ def group() -> None:
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=store.DEFAULT_PORT, show_default=True,
               help="Port of the cluster API.")
 @click.option("-k", "--api-key", default=None, help="API key (X-Api-Key) of the cluster.")
+@click.option("--api-key-file", default=None, metavar="PATH", type=click.File("r"),
+              help="Read the API key from this file ('-': standard input), so it is never on a "
+                   "command line (e.g. the cluster's /etc/pvc/api-token).")
 @click.option("-s/-S", "--ssl/--no-ssl", "ssl", default=None,
               help="Use HTTPS (verified unless PVC_CLIENT_VERIFY_SSL=false)  [default: --no-ssl, "
                    "--ssl with --ca-file]")
@@ -95,10 +98,18 @@ def group() -> None:
               help="CA certificate the API's certificate must be signed by (the cluster's "
                    "/etc/pvc/ssl/ca.crt); implies --ssl. Default: the system's CA store.")
 def add(name: str, description: str | None, address: str, port: int, api_key: str | None,
-        ssl: bool | None, ca_file: str | None) -> None:
+        api_key_file: TextIO | None, ssl: bool | None, ca_file: str | None) -> None:
     """Add the connection NAME to the client database (replacing one of the same name)."""
     if ssl is False and ca_file:
         raise store.ConnectionStoreError("--ca-file is for HTTPS connections; it cannot go with --no-ssl")
+    if api_key_file is not None:
+        if api_key is not None:
+            raise store.ConnectionStoreError("give the API key with -k/--api-key or --api-key-file, not both")
+        lines = [line.strip() for line in api_key_file.read().splitlines()
+                 if line.strip() and not line.startswith("#")]
+        if not lines:
+            raise store.ConnectionStoreError(f"--api-key-file {api_key_file.name}: holds no API key")
+        api_key = lines[0]
     state = get_state()
     data = state.load_store()
     conn = store.add_connection(data, name, description, address, port, api_key, bool(ssl), ca_file)
