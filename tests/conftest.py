@@ -274,3 +274,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests on the lab run last and together (security, then system), so the one lab is up
     only while they run and nothing else competes with it for the machine's two cores."""
     items.sort(key=lambda item: "lab" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _host_config_untouched() -> Iterator[None]:
+    """No test may write the host's own /etc/pvc (secure defaults generate keys, tokens and
+    certificates there when a test config forgets to point them elsewhere)."""
+    before = sorted(str(p) for p in Path("/etc/pvc").rglob("*")) if Path("/etc/pvc").exists() else None
+    yield
+    after = sorted(str(p) for p in Path("/etc/pvc").rglob("*")) if Path("/etc/pvc").exists() else None
+    assert after == before, f"the tests wrote into the host's /etc/pvc: {after}"
