@@ -165,3 +165,30 @@ def test_idle_connections_are_capped_per_source_and_cut_off(zk: ZK, cluster: dic
         for sock in idle:
             sock.close()
         service.stop()
+
+
+def test_a_stale_index_never_answers_for_another_vm(zk: ZK, cluster: dict[str, Any]) -> None:
+    """The victim is deleted and a new VM made with its MAC (and the same lease): the index
+    still names the victim, but the answer is confirmed against ZooKeeper, so the new VM gets
+    its own (empty) data, never the victim's."""
+    host = Host()
+    host.neigh["127.0.0.1"], host.fdb[MAC_V] = MAC_V, "vnet0"
+    service = serve(zk, host)
+    try:
+        assert get(service, "/latest/user-data").text == SECRET             # index built
+        zk.delete(schema.vm(cluster["victim"].uuid))
+        newcomer = vm(zk, "newcomer", MAC_V)
+        seen = []
+        deadline = time.monotonic() + 20      # the index is rebuilt at most every few seconds
+        while time.monotonic() < deadline:
+            seen.append(get(service, "/latest/user-data"))
+            if get(service, "/latest/meta-data/instance-id").text == newcomer.uuid:
+                break
+            time.sleep(0.2)
+        assert get(service, "/latest/meta-data/instance-id").text == newcomer.uuid
+        assert all(r.status_code == 404 and "secret" not in r.text for r in seen)
+        # the lease moves to another address: the old address answers nothing
+        zk.put(schema.network_lease(VNI, MAC_V), {"mac_address": MAC_V, "ip4_address": "10.1.0.77"})
+        assert get(service, "/latest/meta-data/name").status_code == 404
+    finally:
+        service.stop()

@@ -14,7 +14,8 @@ a guest that takes another's address is dropped before it gets here, and refused
 
 The server is asyncio in a thread of its own: per-connection timeouts, a cap on connections in
 all and per source address, and lookups in an index (address -> lease MACs, MAC -> VM) rebuilt
-off the request path, periodically and when an address is not found (at most every few seconds).
+off the request path, periodically and when an address is not found (at most every few seconds);
+each answer is confirmed by a few direct reads (the lease, the VM's current document).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ MAX_CONNECTIONS = 128          # at once, all guests together
 MAX_PER_SOURCE = 8             # at once, from one address
 REQUEST_TIMEOUT = 10.0         # seconds for a whole request (slow clients are cut off)
 MAX_HEADER_BYTES = 8192
-INDEX_MAX_AGE = 30.0           # the index is rebuilt at least this often
+INDEX_MAX_AGE = 300.0          # the index is rebuilt at least this often (answers are confirmed)
 INDEX_MIN_INTERVAL = 2.0       # and, on a miss, at most this often
 WARN_INTERVAL = 60.0           # a refused source is logged at most this often
 
@@ -122,10 +123,8 @@ class MetadataIndex:
                         found.append(binding)
         by_mac: dict[str, VMRecord] = {}
         for entry in vms_mod.load_entries(self.zk):
-            nics = vms_mod.record_summary(entry.record).get("networks") or []
-            for nic in nics:
-                if isinstance(nic, dict) and nic.get("mac"):
-                    by_mac[str(nic["mac"]).lower()] = entry.record
+            for mac in _nic_macs(entry.record):
+                by_mac[mac] = entry.record
         with self._lock:
             self.by_address, self.by_mac, self.built = by_address, by_mac, time.monotonic()
 
@@ -136,6 +135,31 @@ class MetadataIndex:
     def vm(self, mac: str) -> VMRecord | None:
         with self._lock:
             return self.by_mac.get(mac.lower())
+
+
+def _nic_macs(record: VMRecord) -> set[str]:
+    nics = vms_mod.record_summary(record).get("networks") or []
+    return {str(nic["mac"]).lower() for nic in nics if isinstance(nic, dict) and nic.get("mac")}
+
+
+def confirm(zk: ZK, source: str, binding: Binding, hint: VMRecord | None) -> VMRecord | None:
+    """The index is a hint; the answer is checked against ZooKeeper in O(1) reads: the lease (or
+    reservation) still gives `source` to the MAC, and the VM still has a NIC of that MAC (its
+    current document, so a VM deleted and another made with its MAC never get mixed up)."""
+    held = False
+    for path in (schema.network_lease(binding.vni, binding.mac),
+                 schema.network_reservation(binding.vni, binding.mac)):
+        doc = zk.get(path, None)
+        if isinstance(doc, dict) and str(doc.get("ip4_address")) == source:
+            held = True
+            break
+    if not held or hint is None:
+        return None
+    doc = zk.get(schema.vm(hint.uuid), None)
+    if not isinstance(doc, dict):
+        return None
+    record = VMRecord.model_validate(doc)
+    return record if binding.mac in _nic_macs(record) else None
 
 
 def check_sender(host: NetworkHost, source: str, bindings: list[Binding]) -> list[Binding]:
@@ -286,11 +310,17 @@ class MetadataService:
                     None, check_sender, host, source, bindings)
             except NetworkError as exc:
                 raise Refused(503, f"cannot check the sender {source}: {exc}") from None
-        records = {b.mac: self.index.vm(b.mac) for b in bindings}
+        loop = asyncio.get_running_loop()
+
+        async def confirmed() -> dict[str, VMRecord | None]:
+            return {b.mac: await loop.run_in_executor(None, confirm, self.zk, source, b, self.index.vm(b.mac))
+                    for b in bindings}
+
+        records = await confirmed()
         stale = time.monotonic() - self._last_refresh >= INDEX_MIN_INTERVAL
         if any(r is None for r in records.values()) and stale:
-            await self._refresh()         # a VM newer than the index
-            records = {b.mac: self.index.vm(b.mac) for b in bindings}
+            await self._refresh()         # a VM (or lease) newer than the index
+            records = await confirmed()
         found = {r.uuid: r for r in records.values() if r is not None}
         if len(found) > 1:
             raise Refused(409, f"{source} is held by more than one VM ({', '.join(sorted(found))}): refused")
