@@ -10,12 +10,15 @@ and done by the worker on its behalf, so the script never holds a credential or 
   the sandbox cannot create block devices itself.
 - mount(), umount2() and mknod() of character devices by any process of the sandbox reach the
   MountSupervisor through seccomp user notification. It performs, in the sandbox's mount
-  namespace and as seen from the calling process's root and working directory: bind mounts
+  namespace and as seen from the calling process's root and working directory, new mounts only
+  under the sandbox's /tmp (nothing the sandbox runs from can be covered): bind mounts
   (always recursive, so read-only submounts come along), proc/sysfs/devpts/devtmpfs requests as
   binds of the sandbox's own /proc, /sys, /dev/pts and /dev, tmpfs, and file systems on the VM's
   own mapped block devices (nodev, nosuid; read-only for source volumes); remounts only with
   nodev and nosuid; unmounts only of mounts it made; character devices only from a short list
   (null, zero, full, random, urandom, tty, console, ptmx). Everything else is EPERM, logged.
+  Each is carried out by a forked helper that enters the sandbox's mount namespace and refuses
+  to import anything there (a script could plant modules where a lazy import would look).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -573,7 +577,7 @@ class Broker:
     def _writable_again(self, device: str) -> None:
         if device in self.read_only:
             self.read_only.discard(device)
-            with _suppress():
+            with suppress(OSError):
                 set_read_only(device, False)
 
     def release(self) -> None:
@@ -603,7 +607,7 @@ class Broker:
                 remove_device(self.pid1, device, pool, name)
             except Refused:
                 pass
-            with self.devices.lock, _suppress():
+            with self.devices.lock, suppress(OSError):
                 self.devices.allowed.pop(os.stat(device).st_rdev, None)
         try:
             done = rbdmap.unmap_volume(pool, name)
@@ -612,14 +616,6 @@ class Broker:
         if done:
             return f'Unmapped RBD volume "{name}" in pool "{pool}".'
         return f'RBD volume "{name}" in pool "{pool}" was not mapped.'
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, *_rest: Any) -> bool:
-        return kind is not None and issubclass(kind, OSError)
 
 
 # ======================================================================= the socket
