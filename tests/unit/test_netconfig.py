@@ -65,11 +65,13 @@ CASES: dict[str, Callable[[], str]] = {
     "ruleset.empty.nft": lambda: _ruleset(True, []),
     "ruleset.isolated.nft": lambda: nc.render_nft(
         NETS, ACLS, primary=True, upstream_device="ens4", metadata_address="169.254.169.254",
-        denied=["10.0.0.0/24", "10.0.0.7/32", "fd00:1::/64", "192.168.50.0/24"], api_access=("10.9.0.254", 7370)),
+        denied=["10.0.0.0/24", "10.0.0.7/32", "fd00:1::/64", "192.168.50.0/24"],
+        api_access=("10.9.0.254", 7370)),
     "guard.nft": lambda: nc.render_guard([
         nc.GuestPort("vnet0", 100, True, "fe:54:00:10:00:01", (("52:54:00:10:00:01", "10.100.0.100"),)),
         nc.GuestPort("vnet1", 100, True, "fe:54:00:10:00:02"),
-        nc.GuestPort("vnet7", 200, True, "fe:54:00:20:00:01", (("52:54:00:20:00:01", "10.200.1.5"),), ip6=True),
+        nc.GuestPort("vnet7", 200, True, "fe:54:00:20:00:01", (("52:54:00:20:00:01", "10.200.1.5"),),
+                     ip6=True),
         nc.GuestPort("vnet2", 42, False, "fe:54:00:10:00:03")]),
     "guard.empty.nft": lambda: nc.render_guard([]),
     "acl_check.nft": lambda: nc.acl_check_ruleset(V4, "out", ["tcp dport 25 reject",
@@ -312,3 +314,35 @@ def test_gateway_in_network_helpers_agree_with_ipaddress() -> None:
         cidr = spec.gateway4_cidr
         assert cidr is not None
         assert ipaddress.ip_interface(cidr).network == ipaddress.ip_network(spec.ip4_network or "")
+
+
+# --------------------------------------------------------------------------------------------
+# guest isolation and anti-spoofing
+
+def test_tap_macs_name_their_guest() -> None:
+    assert nc.tap_mac_suffix("FE:54:00:10:00:01") == "00:54:00:10:00:01"
+    assert nc.mac_matches_tap("52:54:00:10:00:01", "fe:54:00:10:00:01")
+    assert nc.mac_matches_tap("fe:54:00:10:00:01", "fa:54:00:10:00:01")     # libvirt's 0xfe case
+    assert not nc.mac_matches_tap("52:54:00:10:00:02", "fe:54:00:10:00:01")
+    assert not nc.mac_matches_tap("not-a-mac", "fe:54:00:10:00:01")
+    with pytest.raises(ValueError, match="'x' is not a MAC address"):
+        nc.tap_mac_suffix("x")
+
+
+def test_guard_refuses_a_binding_of_another_tap_and_a_bad_name() -> None:
+    with pytest.raises(ValueError, match="tap vnet0: MAC 52:54:00:10:00:02 does not belong to it"):
+        nc.render_guard([nc.GuestPort("vnet0", 100, True, "fe:54:00:10:00:01",
+                                      (("52:54:00:10:00:02", "10.100.0.5"),))])
+    with pytest.raises(ValueError, match="tap 'vnet0; drop' is not an interface name"):
+        nc.render_guard([nc.GuestPort("vnet0; drop", 100, True, "fe:54:00:10:00:01")])
+
+
+def test_isolation_denies_merged_networks_and_refuses_a_bad_one() -> None:
+    text = nc.render_nft([V4], {}, primary=True, upstream_device="eth0", metadata_address="169.254.169.254",
+                         denied=["10.0.0.0/24", "10.0.0.7/32", "10.0.1.0/24", "fd00::1/128"])
+    assert "elements = { 10.0.0.0/23 }" in text and "elements = { fd00::1/128 }" in text
+    forward = text.split("chain guest-forward {", 1)[1].split("chain guest-forward-drop", 1)[0]
+    assert forward.index("@guest_denied4") < forward.index('oifname "eth0" return')   # denied first
+    with pytest.raises(ValueError, match=r"guest denied network '10\.0\.0\.0/33' is not a network"):
+        nc.render_nft([V4], {}, primary=True, upstream_device="eth0", metadata_address="169.254.169.254",
+                      denied=["10.0.0.0/33"])
