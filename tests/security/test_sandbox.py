@@ -99,6 +99,7 @@ class VMBuilderScript(VMBuilder):
         self.attempt("zookeeper-session", self.zookeeper_session)
         self.attempt("foreign-volume", self.foreign_volume)
         self.attempt("capabilities", self.capabilities)
+        self.attempt("inherited-channels", self.inherited_channels)
 
     # -- attacks -----------------------------------------------------------------------------
     def must_have(self, value):
@@ -206,6 +207,11 @@ class VMBuilderScript(VMBuilder):
         self.log_info(f"own volume: {mine} {mine_message}")
         return (ok or not mine, message)
 
+    def inherited_channels(self):
+        done = subprocess.run(["sh", "-c", "ls /proc/$$/fd"], capture_output=True, text=True, close_fds=False)
+        fds = sorted(int(fd) for fd in done.stdout.split())
+        return (fds != [0, 1, 2], repr(fds))
+
     def capabilities(self):
         with open("/proc/self/status") as f:
             caps = {line.split(":")[0]: int(line.split()[1], 16) for line in f if line.startswith("Cap")}
@@ -236,7 +242,7 @@ ATTACKS = ("read-shadow", "read-config", "read-keyring", "read-token-file", "rea
            "host-block-devices",
            "finit_module", "init_module", "kexec_load", "reboot", "bpf", "keyctl", "user-namespace", "setns",
            "ptrace-host", "ptrace-own-child", "host-processes", "zookeeper", "zookeeper-session",
-           "foreign-volume", "capabilities")
+           "foreign-volume", "capabilities", "inherited-channels")
 
 
 def leftovers() -> list[str]:

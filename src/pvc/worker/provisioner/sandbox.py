@@ -346,15 +346,25 @@ def child_main() -> int:
     global _in_stage
     from pvc.worker.provisioner import scriptapi, vmbuilder
 
-    events = os.fdopen(int(os.environ.pop(EVENT_FD_ENV)), "w", buffering=1)
-    broker = socket.socket(fileno=int(os.environ.pop(BROKER_FD_ENV)))
+    # The job's channels are this process's alone: not inherited by what the script runs (its
+    # commands get /dev/null as stdin), so nothing else can read commands or forge events.
+    event_fd, broker_fd = int(os.environ.pop(EVENT_FD_ENV)), int(os.environ.pop(BROKER_FD_ENV))
+    command_fd = os.dup(0)
+    for fd in (event_fd, broker_fd, command_fd):
+        os.set_inheritable(fd, False)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    commands = os.fdopen(command_fd, "r")
+    events = os.fdopen(event_fd, "w", buffering=1)
+    broker = socket.socket(fileno=broker_fd)
 
     def emit(**event: Any) -> None:
         events.write(json.dumps(event, default=str) + "\n")
         events.flush()
 
     vmbuilder.set_log_sink(lambda level, message: emit(type="log", level=level, message=message))
-    spec = json.loads(sys.stdin.readline() or "{}")
+    spec = json.loads(commands.readline() or "{}")
     name = str(spec.get("script_name") or "script")
     try:
         if spec.get("isolate"):
@@ -373,7 +383,7 @@ def child_main() -> int:
              traceback="".join(traceback.format_exception(exc)))
         return 1
     emit(type="ready", vm_id=builder.vm_id)
-    for line in sys.stdin:
+    for line in commands:
         command = json.loads(line)
         if command.get("op") != "run":
             break
