@@ -301,7 +301,8 @@ def test_hostile_script_escapes_nothing(zk: ZK, secrets: Any, zk_server: Any,
         f"host_file={host_file}", f"host_pid={os.getpid()}", f"zk_port={zk_server.address.rsplit(':', 1)[1]}"]
     profile(zk, HOSTILE, storage=True, arguments=arguments)
     try:
-        record = run(zk, settings)
+        # a run's arguments cannot give the script the network (only the profile's can)
+        record = run(zk, settings, script_run_args=["sandbox_network=yes"])
     finally:
         left = leftovers()
         escaped_file = host_file.exists()
@@ -319,6 +320,7 @@ def test_hostile_script_escapes_nothing(zk: ZK, secrets: Any, zk_server: Any,
     assert Path("/proc/sys/kernel/core_pattern").read_text().strip() != "|/bin/sh"
     # the job says what happened: its own volume was allowed, a foreign one refused; the hung
     # install() hit its time limit and took the processes it had left behind with it
+    assert "the run's argument sandbox_network is ignored" in log
     assert "own volume: True" in log
     assert "refused: creation of volume vms/othervm_sda refused" in log
     assert record.state == "FAILURE"
@@ -500,18 +502,18 @@ class VMBuilderScript(VMBuilder):
 @pytest.mark.parametrize("allowed", [False, True])
 def test_network_only_when_the_profile_allows_it(allowed: bool) -> None:
     """By default the script's network namespace has only lo: a service listening on the host's
-    loopback is out of reach. The script argument sandbox_network=yes shares the node's network."""
+    loopback is out of reach. The profile argument sandbox_network=yes shares the node's network."""
     import socket
 
     arguments = {"sandbox_network": "yes"} if allowed else {}
-    assert runner.network_allowed({"script_arguments": arguments}) is allowed
+    assert runner.network_allowed(arguments) is allowed
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(4)
         lines: list[str] = []
         vm_data = {"port": listener.getsockname()[1], "script_arguments": arguments}
         with Sandbox(script=NETWORK, script_name="net", vm_name="web4", vm_profile="p", vm_data=vm_data,
-                     vm_uuid="", log=lines.append, network=runner.network_allowed(vm_data)) as box:
+                     vm_uuid="", log=lines.append, network=runner.network_allowed(arguments)) as box:
             box.start()
             box.run("setup", 30)
     text = "\n".join(lines)
@@ -598,7 +600,7 @@ def test_upstream_debootstrap_flow_with_network(tmp_path: Path, monkeypatch: pyt
     try:
         with Sandbox(script=DEBOOTSTRAP, script_name="deb", vm_name="deb1", vm_profile="p", vm_data=vm_data,
                      vm_uuid="", log=lines.append, broker=Broker("deb1", vm_data, lines.append),
-                     network=runner.network_allowed(vm_data)) as box:
+                     network=runner.network_allowed(vm_data["script_arguments"])) as box:
             box.start()
             for stage in ("prepare", "install", "cleanup"):
                 box.run(stage, 1200)

@@ -4,8 +4,9 @@ Task arguments (pvc.core.taskkinds.ProvisionArgs; upstream's Celery kwargs, so u
 status views work): vm_name, vm_profile, define_vm (true), start_vm (true; implies define_vm),
 script_run_args (["key=value", ...], override the profile's arguments). Each script stage may
 take STAGE_TIMEOUT seconds. The script runs in pvc.worker.provisioner.sandbox: no settings,
-no credentials, no network unless its arguments say `sandbox_network=yes` (then it shares the
-node's network, e.g. for debootstrap from a mirror); its volume work goes through the broker.
+no credentials, no network unless the profile's arguments say `sandbox_network=yes` (then it
+shares the node's network, e.g. for debootstrap from a mirror; a run's arguments cannot turn it
+on); its volume work goes through the broker.
 
 Stages, as upstream's (progress i/PROVISION_STAGES with this text):
     0  Starting provisioning of VM "<vm>" with profile "<profile>"
@@ -91,10 +92,11 @@ def secret_paths(settings: Any) -> list[str]:
     return sorted(found)
 
 
-def network_allowed(vm_data: dict[str, Any]) -> bool:
-    """The script argument sandbox_network=yes gives the script the node's network (e.g.
-    debootstrap from a mirror); by default its network namespace has only loopback."""
-    value = str((vm_data.get("script_arguments") or {}).get(NETWORK_ARGUMENT, "")).strip().lower()
+def network_allowed(arguments: dict[str, Any]) -> bool:
+    """The profile's argument sandbox_network=yes gives the script the node's network (e.g.
+    debootstrap from a mirror); by default its network namespace has only loopback. Only the
+    profile's own arguments count: a run's arguments cannot turn the network on."""
+    value = str((arguments or {}).get(NETWORK_ARGUMENT, "")).strip().lower()
     return value in ("yes", "true", "1", "on", "allow", "host")
 
 
@@ -330,7 +332,17 @@ class Job:
         return Sandbox(script=self.docs.script, script_name=self.docs.script_name, vm_name=self.vm_name,
                        vm_profile=self.vm_profile, vm_data=self.vm_data, vm_uuid=self.vm_uuid,
                        log=self.log, broker=broker, secrets=secret_paths(self.ctx.settings),
-                       network=network_allowed(self.vm_data))
+                       network=self.network_allowed())
+
+    def network_allowed(self) -> bool:
+        assert self.docs is not None
+        allowed = network_allowed(prov.arguments_dict(self.docs.arguments, "profile arguments"))
+        if NETWORK_ARGUMENT in prov.arguments_dict(self.run_args, "arg"):
+            self.log(f"the run's argument {NETWORK_ARGUMENT} is ignored: only the profile's arguments "
+                     f"decide whether the script gets the network")
+        if allowed:
+            self.log(f'the script gets the node\'s network (profile argument {NETWORK_ARGUMENT}=yes)')
+        return allowed
 
     def prepare_script(self) -> None:
         self.sandbox = self._new_sandbox()

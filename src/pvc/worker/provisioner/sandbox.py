@@ -4,7 +4,7 @@ The job starts one child per run (`python -m pvc.worker.provisioner.sandbox`), s
 instance keeps its attributes from one stage to the next. The child (pvc.worker.provisioner.confine):
 
 - unshares mount, PID, IPC, UTS and cgroup namespaces, and a network namespace holding only `lo`
-  unless the job allows network (the script argument `sandbox_network=yes`), then forks: the
+  unless the job allows network (the profile argument `sandbox_network=yes`), then forks: the
   script runs as PID 1 of its own PID namespace, so it sees no host process and everything it
   starts dies with it (a stage's time limit or a cancel also kills whatever the stage left
   running);

@@ -18,7 +18,8 @@ namespaces but with few capabilities, no settings and no credentials. It creates
 resizes, maps and unmaps the VM's own volumes (`<vm>_<disk_id>`) with the daemon_lib.ceph
 helpers, which the worker carries out; it mounts file systems of its mapped volumes (and binds
 /dev, /proc, /sys) under /tmp/target with the ordinary mount command, which the worker also
-carries out. Network is there only with the script argument sandbox_network=yes.
+carries out. Network is there only with the profile argument sandbox_network=yes (it shares
+the node's network namespace).
 """
 
 from __future__ import annotations
