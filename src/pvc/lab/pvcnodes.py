@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from pvc.lab import labtls, proc
-from pvc.lab.plan import API_PORT, UPSTREAM_SUBNET, ZK_CLIENT_PORT, LabPlan, NodePlan
+from pvc.lab.plan import API_PORT, CACHE_DIR, UPSTREAM_SUBNET, ZK_CLIENT_PORT, LabPlan, NodePlan
 
 # the primary's address on the upstream segment (eth1): the cluster DNS view answers there
 FLOATING_ADDRESS = f"{UPSTREAM_SUBNET}.254"
@@ -83,7 +83,7 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
         "logging": {"level": "info", "stdout": True},
         "api": {
             "listen": {"address": node.address, "port": API_PORT},
-            "authentication": {"enabled": True, "secret_key": secrets.token_hex(16)},
+            "authentication": {"enabled": True},
             "token": [{"description": "lab", "token": token}],
             # HTTPS with the lab CA's certificate for every node, the floating address and the
             # root namespace's relay (127.0.0.1), as the installer makes on a real cluster
@@ -91,7 +91,10 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
         },
         # migrations over TLS, presenting the lab's client certificate (pvc.lab.labtls)
         "hypervisor": {"libvirt_uri": node.libvirt_uri, "migration_address": node.address,
-                       "migration_uri_template": labtls.migration_uri_template(plan)},
+                       "migration_uri_template": labtls.migration_uri_template(plan),
+                       # the lab guest boots its kernel and initramfs from the lab's cache: the
+                       # one host directory the domain XML policy lets lab VMs name
+                       "domain_policy": {"kernel_directories": [str(CACHE_DIR / "guest")]}},
         "storage": {
             "ceph_config_file": str(plan.ceph_conf),
             "ceph_keyring_file": str(plan.ceph_dir / "ceph.client.admin.keyring"),
