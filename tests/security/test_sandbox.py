@@ -35,9 +35,9 @@ HOSTILE = r'''
 import ctypes, errno, json, os, socket, stat, subprocess, time
 from pvcapid.vmbuilder import VMBuilder, open_zk
 
+import seccomp
+
 libc = ctypes.CDLL(None, use_errno=True)
-NR = {"finit_module": 313, "init_module": 175, "ptrace": 101, "kexec_load": 246, "reboot": 169,
-      "bpf": 321, "keyctl": 250, "open_by_handle_at": 304, "setns": 308, "unshare": 272}
 
 
 class VMBuilderScript(VMBuilder):
@@ -112,7 +112,7 @@ class VMBuilderScript(VMBuilder):
 
     def syscall(self, name, *args):
         libc.syscall.restype = ctypes.c_long
-        rc = libc.syscall(NR[name], *args)
+        rc = libc.syscall(seccomp.resolve_syscall(seccomp.Arch.NATIVE, name), *args)
         err = ctypes.get_errno()
         return (rc >= 0, f"rc={rc} {errno.errorcode.get(err, err)}")
 
