@@ -183,6 +183,26 @@ class ApiSettings(_Section):
 class WorkerSettings(_Section):
     concurrency: int = Field(default=3, ge=1, le=64)
     task_retention_days: int = Field(default=7, ge=1)
+    # Resource limits of each provisioner script sandbox (its own cgroup, issue #13): processes
+    # (root ignores RLIMIT_NPROC), memory without swap (scratch tmpfs pages count too), CPU
+    # weight (100 = a normal service), and the size of each scratch tmpfs (/tmp, /run, /var...).
+    sandbox_pids_max: int = Field(default=512, ge=16, le=1_000_000)
+    sandbox_memory_max: str = "4G"
+    sandbox_cpu_weight: int = Field(default=20, ge=1, le=10000)
+    sandbox_tmp_size: str = "2G"
+
+    @field_validator("sandbox_memory_max", "sandbox_tmp_size")
+    @classmethod
+    def _sandbox_size(cls, value: str) -> str:
+        from pvc.core.units import parse_size
+
+        try:
+            size = parse_size(value, "size")
+        except Exception as exc:
+            raise ValueError(str(exc).removeprefix("size: ")) from None
+        if size < 16 * 1024 * 1024:
+            raise ValueError(f"'{value}' is below the minimum of 16M")
+        return value
 
 
 class SubsystemSettings(_Section):

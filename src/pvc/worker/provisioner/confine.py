@@ -229,13 +229,18 @@ def code_paths() -> list[str]:
     return found
 
 
-def _tmpfs(target: str, mode: str, flags: int = MS_NOSUID | MS_NODEV) -> None:
+def _tmpfs(target: str, mode: str, flags: int = MS_NOSUID | MS_NODEV, size: int = 0) -> None:
+    """A fresh tmpfs; `size` bytes at most when given (otherwise the kernel's half of RAM)."""
     os.makedirs(target, exist_ok=True)
-    mount("tmpfs", target, "tmpfs", flags, f"mode={mode}")
+    mount("tmpfs", target, "tmpfs", flags, f"mode={mode}" + (f",size={size}" if size > 0 else ""))
 
 
-def build_root(root: str, secrets: Iterable[str], network: bool) -> list[str]:
-    """Populate the new root at `root` (an empty directory); returns the bound host trees."""
+def build_root(root: str, secrets: Iterable[str], network: bool, tmp_size: int = 0) -> list[str]:
+    """Populate the new root at `root` (an empty directory); returns the bound host trees.
+
+    Every writable scratch file system (/tmp, /run, /var, /root, /dev/shm) is a tmpfs of at most
+    `tmp_size` bytes (worker.sandbox_tmp_size): filling one stops with ENOSPC. Their pages are
+    also charged to the sandbox's memory cgroup, whose limit bounds them together."""
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
     bound: list[str] = []
@@ -271,22 +276,22 @@ def build_root(root: str, secrets: Iterable[str], network: bool) -> list[str]:
             mask(root + "/etc/" + name)
     mount(None, root + "/etc", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     # fresh, writable scratch space
-    _tmpfs(root + "/tmp", "1777")
+    _tmpfs(root + "/tmp", "1777", size=tmp_size)
     os.makedirs(root + "/tmp/target", exist_ok=True)
-    _tmpfs(root + "/run", "0755")
+    _tmpfs(root + "/run", "0755", size=tmp_size)
     os.makedirs(root + "/run/lock", mode=0o1777, exist_ok=True)
-    _tmpfs(root + "/var", "0755")
+    _tmpfs(root + "/var", "0755", size=tmp_size)
     for sub in ("tmp", "cache", "lib", "log", "spool"):
         os.makedirs(root + "/var/" + sub, exist_ok=True)
     os.chmod(root + "/var/tmp", 0o1777)
-    _tmpfs(root + "/root", "0700")
+    _tmpfs(root + "/root", "0700", size=tmp_size)
     for empty in ("mnt", "media", "opt", "srv", "home"):
         os.makedirs(root + "/" + empty, exist_ok=True)
     # PVC's own code (virtual environment, checkout), read-only
     for path in code_paths():
         bind_read_only(path, root + path)
         bound.append(path)
-    build_dev(root + "/dev")
+    build_dev(root + "/dev", tmp_size)
     # /proc of this PID namespace (we are its PID 1), with the host-wide knobs read-only
     os.makedirs(root + "/proc", exist_ok=True)
     mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -321,9 +326,9 @@ def mask_secret(root: str, path: str, bound: list[str]) -> None:
                 mask(target)
 
 
-def build_dev(dev: str) -> None:
+def build_dev(dev: str, shm_size: int = 0) -> None:
     """A /dev with only the harmless character devices, a private devpts and /dev/shm."""
-    _tmpfs(dev, "0755", MS_NOSUID)
+    _tmpfs(dev, "0755", MS_NOSUID, size=1024 * 1024)   # device nodes and links only
     for name, (major, minor) in DEV_NODES.items():
         os.mknod(f"{dev}/{name}", 0o666 | stat.S_IFCHR, os.makedev(major, minor))
         os.chmod(f"{dev}/{name}", 0o666)
@@ -331,7 +336,7 @@ def build_dev(dev: str) -> None:
     mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC,
           "newinstance,ptmxmode=0666,mode=0620,gid=5")
     os.symlink("pts/ptmx", dev + "/ptmx")
-    _tmpfs(dev + "/shm", "1777")
+    _tmpfs(dev + "/shm", "1777", size=shm_size)
     os.makedirs(dev + "/rbd")
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):

@@ -55,6 +55,7 @@ from pvc.core.taskkinds import PROVISION_STAGES, PROVISIONER_CREATE
 from pvc.worker.kinds.storage import Stages
 from pvc.worker.provisioner import macs, vmdata
 from pvc.worker.provisioner.broker import Broker
+from pvc.worker.provisioner.limits import Limits
 from pvc.worker.provisioner.sandbox import Sandbox, StageError
 from pvc.worker.provisioner.vmbuilder import vm_id_of
 from pvc.worker.registry import TaskCancelled, TaskContext, TaskFailed, task_kind
@@ -332,7 +333,7 @@ class Job:
         return Sandbox(script=self.docs.script, script_name=self.docs.script_name, vm_name=self.vm_name,
                        vm_profile=self.vm_profile, vm_data=self.vm_data, vm_uuid=self.vm_uuid,
                        log=self.log, broker=broker, secrets=secret_paths(self.ctx.settings),
-                       network=self.network_allowed())
+                       network=self.network_allowed(), limits=Limits.from_settings(self.ctx.settings.worker))
 
     def network_allowed(self) -> bool:
         assert self.docs is not None

@@ -52,7 +52,9 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pvc.worker.provisioner import limits as limits_mod
 from pvc.worker.provisioner.broker import Broker, BrokerServer
+from pvc.worker.provisioner.limits import Limits, SandboxCgroup
 from pvc.worker.provisioner.vmbuilder import ProvisioningError
 
 GRACE = 10.0            # after a time limit or a cancel, how long the stage may take to give up
@@ -80,10 +82,13 @@ class Sandbox:
     def __init__(self, *, script: str, script_name: str, vm_name: str, vm_profile: str,
                  vm_data: dict[str, Any], vm_uuid: str, log: Callable[[str], None],
                  broker: Broker | None = None, secrets: Iterable[str] = (), network: bool = False,
-                 isolate: bool = True, python: str = sys.executable) -> None:
+                 isolate: bool = True, python: str = sys.executable, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
         self.spec = {"script": script, "script_name": script_name, "vm_name": vm_name,
                      "vm_profile": vm_profile, "vm_data": vm_data, "vm_uuid": vm_uuid,
-                     "secrets": sorted(set(secrets)), "network": bool(network), "isolate": isolate}
+                     "secrets": sorted(set(secrets)), "network": bool(network), "isolate": isolate,
+                     "tmp_size": self.limits.tmp_size, "cgroup_procs": []}
+        self.cgroup: SandboxCgroup | None = None
         self.log, self.python, self.isolate = log, python, isolate
         self.broker = broker or Broker(vm_name, vm_data, log)
         self.server: BrokerServer | None = None
@@ -99,6 +104,13 @@ class Sandbox:
         if self.isolate:
             self.root = tempfile.mkdtemp(prefix="pvc-sandbox-")
         self.spec["root"] = self.root
+        # The cgroup exists, limits set, before the child does: the child joins it first thing.
+        self.cgroup = limits_mod.create_or_warn(str(self.spec["vm_name"]), self.limits, self.log)
+        if self.cgroup is not None:
+            self.spec["cgroup_procs"] = self.cgroup.procs_files()
+            self.log(f"script sandbox limits: {self.limits.describe()}, "
+                     f"{limits_mod.format_bytes(self.limits.tmp_size)} per scratch file system "
+                     f"({self.cgroup.describe()})")
         read_fd, write_fd = os.pipe()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {k: os.environ[k] for k in ENVIRONMENT if k in os.environ}
@@ -123,7 +135,10 @@ class Sandbox:
         assert self.proc.stdout is not None
         self._spawn(self._read_output, self.proc.stdout)
         self._send(self.spec)
-        event = self._wait(timeout, lambda: False, "loading the script")
+        try:
+            event = self._wait(timeout, lambda: False, "loading the script")
+        except StageError as exc:
+            raise self._with_news(exc) from None
         if event.get("type") != "ready":
             raise StageError("load", str(event.get("message", "the script could not be loaded")),
                              str(event.get("traceback", "")))
@@ -156,11 +171,15 @@ class Sandbox:
         if self.proc is None or self.proc.poll() is not None:
             raise StageError("crashed", f"the script process is not running (before {stage}())")
         self._send({"op": "run", "stage": stage, "timeout": timeout})
-        event = self._wait(timeout + GRACE, cancelled, f"{stage}()")
+        try:
+            event = self._wait(timeout + GRACE, cancelled, f"{stage}()")
+        except StageError as exc:
+            raise self._with_news(exc) from None
         if event.get("type") == "done":
+            self._news()
             return event.get("result")
-        raise StageError(str(event.get("kind", "failed")), str(event.get("message", "")),
-                         str(event.get("traceback", "")))
+        raise self._with_news(StageError(str(event.get("kind", "failed")), str(event.get("message", "")),
+                                         str(event.get("traceback", ""))))
 
     def close(self) -> None:
         """Stop the child and everything it started; remove the sandbox directory."""
@@ -177,6 +196,11 @@ class Sandbox:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+        if self.cgroup is not None:
+            self._news()
+            for left in self.cgroup.remove():
+                self.log(f"WARNING: the script sandbox's cgroup could not be removed: {left}")
+            self.cgroup = None
         if self.server is not None:
             self.server.close()
             self.server = None
@@ -197,6 +221,21 @@ class Sandbox:
         self.close()
 
     # -- internals ---------------------------------------------------------------------------
+    def _news(self) -> list[str]:
+        """Log what the sandbox ran into since the last look (OOM kills, refused forks)."""
+        notes = self.cgroup.news() if self.cgroup is not None else []
+        for note in notes:
+            self.log(f"WARNING: {note}")
+        return notes
+
+    def _with_news(self, exc: StageError) -> StageError:
+        """`exc`, saying what the sandbox ran into (an OOM kill explains a crashed stage)."""
+        notes = self._news()
+        if notes:
+            exc.message = f"{exc.message} ({'; '.join(notes)})"
+            exc.args = (exc.message,)
+        return exc
+
     def _spawn(self, fn: Callable[[Any], None], arg: Any) -> None:
         thread = threading.Thread(target=fn, args=(arg,), daemon=True, name="sandbox-io")
         thread.start()
@@ -287,7 +326,8 @@ def enter_sandbox(spec: dict[str, Any], broker: socket.socket) -> None:
 
     network = bool(spec.get("network"))
     confine.unshare_and_fork(network)
-    confine.build_root(str(spec["root"]), [str(s) for s in spec.get("secrets") or []], network)
+    confine.build_root(str(spec["root"]), [str(s) for s in spec.get("secrets") or []], network,
+                       int(spec.get("tmp_size") or 0))
     confine.pivot(str(spec["root"]))
     try:
         socket.sethostname(str(spec.get("vm_name") or "sandbox")[:63])
@@ -367,6 +407,9 @@ def child_main() -> int:
     spec = json.loads(commands.readline() or "{}")
     name = str(spec.get("script_name") or "script")
     try:
+        # First of all, into the sandbox's cgroup (before its cgroup namespace is made, so that
+        # namespace is rooted there): everything the script ever starts is born inside it.
+        limits_mod.join([str(p) for p in spec.get("cgroup_procs") or []])
         if spec.get("isolate"):
             enter_sandbox(spec, broker)
         signal.signal(signal.SIGTERM, _on_signal)
