@@ -127,9 +127,11 @@ def _not_ready(netns: str) -> list[str]:
         flags = link.get("flags", [])
         if "UP" not in flags:
             continue
-        if "NO-CARRIER" in flags:
-            problems.append(f"{netns}/{name}: no carrier")
         info = link.get("linkinfo", {})
+        # A bridge has carrier only while a port of it is up: an empty one (a VLAN's bridge in
+        # the switch after its network was removed, a node's fenced away) has nothing to wait for.
+        if "NO-CARRIER" in flags and info.get("info_kind") != "bridge":
+            problems.append(f"{netns}/{name}: no carrier")
         if info.get("info_slave_kind") == "bridge":
             state = info.get("info_slave_data", {}).get("state")
             if state != "forwarding":
