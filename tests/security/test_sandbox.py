@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ from pvc.cluster import tasks
 from pvc.core.config import load_config
 from pvc.core.zk import ZK
 from pvc.worker.provisioner import broker as broker_mod
+from pvc.worker.provisioner import limits as limits_mod
 from pvc.worker.provisioner import runner
 from pvc.worker.provisioner.broker import Broker, Refused, plan_mount
+from pvc.worker.provisioner.limits import Limits, SandboxCgroup
 from pvc.worker.provisioner.sandbox import Sandbox, StageError
 from tests.conftest import API_TOKEN
 from tests.integration.test_provisioner_jobs import cluster, profile, run
@@ -694,3 +697,251 @@ def test_the_broker_helper_imports_nothing() -> None:
 
     with pytest.raises(Refused, match="no imports inside the sandbox helper"):
         broker_mod.run_in_sandbox(os.getpid(), act)
+
+
+# ============================================================================ resource limits
+# Each sandbox runs in its own cgroup (pvc.worker.provisioner.limits): a fork bomb, a memory hog
+# or a full scratch file system stops at the sandbox's limits, not at the node's.
+
+SMALL = Limits(pids_max=48, memory_max=192 << 20, tmp_size=24 << 20, cpu_weight=20)
+
+
+def _cgroup_or_skip(box: Sandbox) -> SandboxCgroup:
+    if box.cgroup is None:
+        pytest.skip("no usable cgroup (v2 with pids and memory, or v1 hierarchies) on this machine")
+    return box.cgroup
+
+
+FORK_BOMB = r'''
+import subprocess, time
+from pvcapid.vmbuilder import VMBuilder
+
+
+class VMBuilderScript(VMBuilder):
+    def setup(self):
+        subprocess.Popen(["bash", "-c", "bomb() { bomb | bomb & }; bomb"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+        time.sleep(3600)
+'''
+
+
+def test_fork_bomb_is_contained_by_the_pids_limit() -> None:
+    """A fork bomb in a stage: the sandbox's processes never exceed pids.max (read from the
+    cgroup while it runs), forks beyond it fail (EAGAIN, counted and reported in the job's log),
+    the stage ends at its time limit, the host still forks, and the cgroup is gone afterwards."""
+    lines: list[str] = []
+    peak = 0
+    with Sandbox(script=FORK_BOMB, script_name="bomb", vm_name="bomb1", vm_profile="p", vm_data={},
+                 vm_uuid="", log=lines.append, limits=SMALL) as box:
+        box.start()
+        group = _cgroup_or_skip(box)
+        dirs = list(group.dirs.values())
+        done: list[BaseException] = []
+
+        def stage() -> None:
+            try:
+                box.run("setup", 6)
+            except BaseException as exc:
+                done.append(exc)
+
+        runner_thread = threading.Thread(target=stage)
+        runner_thread.start()
+        while runner_thread.is_alive():
+            peak = max(peak, group.pids_current())
+            # the host is not starved while the bomb runs
+            assert subprocess.run(["true"]).returncode == 0
+            runner_thread.join(0.05)
+        refused = group.forks_refused()
+        kernel_peak = group.pids_peak()
+    assert len(done) == 1 and isinstance(done[0], StageError), done
+    error = done[0]
+    assert isinstance(error, StageError)
+    assert error.kind == "timeout", error.message
+    assert 0 < peak <= SMALL.pids_max, peak
+    assert kernel_peak is None or kernel_peak <= SMALL.pids_max, kernel_peak
+    assert refused > 0
+    text = "\n".join(lines)
+    assert "reached its process limit (48)" in text and "(EAGAIN)" in text, text
+    assert "reached its process limit" in error.message
+    assert subprocess.run(["true"]).returncode == 0
+    assert not [d for d in dirs if os.path.exists(d)], "the sandbox's cgroup was not removed"
+
+
+MEMORY_HOG = r'''
+import subprocess
+from pvcapid.vmbuilder import VMBuilder
+
+HOG = "x = []\nwhile True:\n    x.append(b'x' * (8 << 20))\n"
+
+
+class VMBuilderScript(VMBuilder):
+    def setup(self):
+        self.log_info(f"hog in a command: exit {subprocess.run(['python3', '-c', HOG]).returncode}")
+
+    def create(self):
+        return f"""<domain type='kvm'><name>{self.vm_name}</name><uuid>{self.vm_uuid}</uuid>
+<memory unit='MiB'>256</memory><vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os>
+<devices><disk type='network' device='disk'><source protocol='rbd' name='vms/{self.vm_name}_sda'/>
+<target dev='sda' bus='scsi'/></disk></devices></domain>"""
+
+    def install(self):
+        hoard = []
+        while True:
+            hoard.append(b"x" * (8 << 20))
+'''
+
+
+def test_memory_hog_is_killed_inside_the_sandbox(zk: ZK, config_factory: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A memory hog meets the sandbox's memory.max, not the node's: the kernel's OOM killer ends
+    it inside the sandbox's cgroup, the job's log and status say so, and the worker (this test
+    process) carries on. First a command the stage runs (the stage goes on), then the script's
+    own process (the job fails, cleanup() runs in a fresh sandbox)."""
+    fake = FakeStorage()
+    monkeypatch.setattr(runner, "storage_for", lambda _settings: fake)
+    monkeypatch.setattr(runner, "STAGE_TIMEOUT", 60.0)
+    cluster(zk, fake)
+    profile(zk, MEMORY_HOG, storage=True)
+    settings = load_config(str(config_factory(worker={"sandbox_memory_max": "192M"})))
+    created: list[Sandbox] = []
+    real_new = runner.Job._new_sandbox
+
+    def spy(self: Any) -> Sandbox:
+        box = real_new(self)
+        created.append(box)
+        return box
+
+    monkeypatch.setattr(runner.Job, "_new_sandbox", spy)
+    record = run(zk, settings, start_vm=False)
+    log = "\n".join(tasks.task_log(zk, record.id))
+    if "runs without a process, memory and CPU limit" in log:
+        pytest.skip("no usable cgroup on this machine")
+    assert "script sandbox limits: at most 512 processes, 192M of memory (no swap)" in log, log
+    assert "hog in a command: exit -9" in log, log
+    assert "reached its memory limit (192M): the kernel's OOM killer ended" in log, log
+    assert record.state == "FAILURE"
+    assert "install()" in record.status and "killed by SIGKILL" in record.status, record.status
+    assert "reached its memory limit (192M)" in record.status, record.status
+    assert subprocess.run(["true"]).returncode == 0
+    assert created and all(box.cgroup is None for box in created)     # each cgroup was removed
+
+
+TMP_FILL = r'''
+import errno, os
+from pvcapid.vmbuilder import VMBuilder
+
+
+class VMBuilderScript(VMBuilder):
+    def setup(self):
+        for path in ("/tmp/fill", "/tmp/target/fill", "/var/tmp/fill", "/dev/shm/fill", "/run/fill",
+                     "/root/fill"):
+            written, chunk = 0, b"x" * (1 << 20)
+            try:
+                with open(path, "wb") as f:
+                    while written < (1 << 30):
+                        f.write(chunk)
+                        f.flush()
+                        written += len(chunk)
+                outcome = "no error"
+            except OSError as exc:
+                outcome = errno.errorcode.get(exc.errno, str(exc.errno))
+            os.unlink(path)
+            self.log_info(f"FILL {path} {outcome} after {written >> 20} MiB")
+'''
+
+
+def test_filling_scratch_space_stops_at_the_cap() -> None:
+    """Every writable scratch file system of the sandbox is a tmpfs of worker.sandbox_tmp_size:
+    writing on ends with ENOSPC at the cap (24 MiB here), not at half the node's memory."""
+    lines: list[str] = []
+    with Sandbox(script=TMP_FILL, script_name="fill", vm_name="fill1", vm_profile="p", vm_data={},
+                 vm_uuid="", log=lines.append, limits=SMALL) as box:
+        box.start()
+        box.run("setup", 60)
+    fills = [line for line in lines if line.startswith("FILL ")]
+    assert len(fills) == 6, lines
+    for line in fills:
+        _fill, _path, outcome, _after, mib, _unit = line.split()
+        assert outcome == "ENOSPC", line
+        assert int(mib) <= 24, line
+
+
+LIMIT_TAMPER = r'''
+import os, subprocess
+from pvcapid.vmbuilder import VMBuilder
+
+
+class VMBuilderScript(VMBuilder):
+    def setup(self):
+        a = self.vm_data
+        self.log_info("CGROUP " + open("/proc/self/cgroup").read().replace("\n", ";"))
+        self.log_info(f"SYSFS {sorted(os.listdir('/sys/fs/cgroup'))}")
+        for path in a["files"]:
+            try:
+                with open(path, "w") as f:
+                    f.write("max")
+                self.log_info(f"TAMPER {path} ESCAPED")
+            except OSError as exc:
+                self.log_info(f"TAMPER {path} BLOCKED {exc.strerror}")
+        for fstype in ("cgroup2", "cgroup"):
+            os.makedirs(f"/tmp/{fstype}", exist_ok=True)
+            done = subprocess.run(["mount", "-t", fstype, "-o", "pids" if fstype == "cgroup" else "none",
+                                   fstype, f"/tmp/{fstype}"], capture_output=True, text=True)
+            self.log_info(f"MOUNT {fstype} {'ESCAPED' if done.returncode == 0 else 'BLOCKED'}")
+'''
+
+
+def test_sandbox_cannot_change_its_own_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The script cannot raise its limits: its cgroup namespace is rooted at its own cgroup,
+    /sys/fs/cgroup is masked and read-only, and mounting a cgroup file system is refused; the
+    limit files are unchanged afterwards."""
+    vm_data: dict[str, Any] = {"files": []}
+    real_create = limits_mod.create_or_warn
+
+    def create(label: str, limits: Limits, job_log: Any) -> SandboxCgroup | None:
+        group = real_create(label, limits, job_log)
+        if group is not None:     # the host paths of its limit files (before the script starts)
+            memory = "memory.max" if group.version == 2 else "memory.limit_in_bytes"
+            vm_data["files"] += [os.path.join(group.path("pids"), "pids.max"),
+                                 os.path.join(group.path("memory"), memory),
+                                 os.path.join(group.path("pids"), "cgroup.procs")]
+        return group
+
+    monkeypatch.setattr(limits_mod, "create_or_warn", create)
+    vm_data["files"] += ["/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/memory.max",
+                         "/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/cgroup.procs"]
+    lines: list[str] = []
+    with Sandbox(script=LIMIT_TAMPER, script_name="tamper", vm_name="tamper1", vm_profile="p",
+                 vm_data=vm_data, vm_uuid="", log=lines.append, limits=SMALL) as box:
+        box.start()
+        group = _cgroup_or_skip(box)
+        box.run("setup", 30)
+        assert Path(group.path("pids"), "pids.max").read_text().strip() == str(SMALL.pids_max)
+    text = "\n".join(lines)
+    assert "ESCAPED" not in text, text
+    assert text.count("TAMPER ") == len(vm_data["files"]) == 7 and text.count("MOUNT ") == 2, text
+    cgroup_lines = [line for line in lines if line.startswith("CGROUP ")]
+    assert cgroup_lines
+    for entry in cgroup_lines[-1].split(" ", 1)[1].split(";"):
+        if entry:
+            assert entry.rsplit(":", 1)[1] == "/", entry     # no path leads outside its cgroup
+    assert "SYSFS []" in text, text
+
+
+def test_without_cgroups_provisioning_goes_on_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no cgroup can be made (no controllers, read-only), the sandbox still runs: a clear
+    warning goes to the job's log (and once to the daemon's), the scratch space stays capped."""
+    def unavailable(label: str, limits: Limits) -> SandboxCgroup:
+        raise limits_mod.Unavailable("cgroup v2 at /sys/fs/cgroup does not offer the pids controller")
+
+    monkeypatch.setattr(limits_mod, "create", unavailable)
+    lines: list[str] = []
+    with Sandbox(script=TMP_FILL, script_name="fill", vm_name="fill2", vm_profile="p", vm_data={},
+                 vm_uuid="", log=lines.append, limits=SMALL) as box:
+        box.start()
+        assert box.cgroup is None
+        box.run("setup", 60)
+    text = "\n".join(lines)
+    assert ("WARNING: the script sandbox runs without a process, memory and CPU limit: cgroup v2 at "
+            "/sys/fs/cgroup does not offer the pids controller") in text, text
+    assert text.count("ENOSPC") == 6, text

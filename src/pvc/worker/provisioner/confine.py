@@ -145,7 +145,8 @@ def unshare_and_fork(network: bool) -> None:
             continue
         except ChildProcessError:
             os._exit(1)
-    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(128 - code if code < 0 else code & 0xFF)      # killed by a signal: 128 + its number
 
 
 def loopback_up() -> None:

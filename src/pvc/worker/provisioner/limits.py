@@ -165,6 +165,13 @@ class SandboxCgroup:
         except (OSError, ValueError):
             return 0
 
+    def pids_peak(self) -> int | None:
+        """The most processes the sandbox ever had at once (kernels with pids.peak), else None."""
+        try:
+            return int(_read(os.path.join(self.path("pids"), "pids.peak")))
+        except (OSError, ValueError):
+            return None
+
     def forks_refused(self) -> int:
         return _counter_in(os.path.join(self.path("pids"), "pids.events"), "max")
 

@@ -305,7 +305,10 @@ class Sandbox:
                 continue
             if kind == "eof":
                 code = self.proc.wait()
-                raise StageError("crashed", f"the script process ended during {what} (exit code {code})")
+                how = f"exit code {code}"
+                if code > 128 and code - 128 in signal.valid_signals():
+                    how = f"killed by {signal.Signals(code - 128).name}"
+                raise StageError("crashed", f"the script process ended during {what} ({how})")
             return event
 
 
