@@ -945,3 +945,33 @@ def test_without_cgroups_provisioning_goes_on_with_a_warning(monkeypatch: pytest
     assert ("WARNING: the script sandbox runs without a process, memory and CPU limit: cgroup v2 at "
             "/sys/fs/cgroup does not offer the pids controller") in text, text
     assert text.count("ENOSPC") == 6, text
+
+
+def test_cgroup_v2_layout_under_a_delegated_worker_cgroup(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layout on a real node (cgroup v2, pvcworkerd's unit with Delegate=yes), on a stand-in
+    tree since this machine's cgroup v2 has no controllers: the worker moves itself into
+    <unit>/worker (v2 allows controllers below a cgroup only when it holds no process), enables
+    pids, memory and cpu below, and each sandbox gets <unit>/pvc-sandbox/<name> with its limits."""
+    unit = tmp_path / "system.slice" / "pvcworkerd.service"
+    for directory in (unit, unit / "worker", unit / "pvc-sandbox"):
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+        (directory / "cgroup.subtree_control").write_text("")
+        (directory / "cgroup.procs").write_text("")
+    (unit / "cgroup.procs").write_text("4242\n")
+    monkeypatch.setattr(limits_mod, "_mounts", lambda: [(str(tmp_path), "cgroup2", {"rw"})])
+    monkeypatch.setattr(limits_mod, "_own_cgroups", lambda: {"": "/system.slice/pvcworkerd.service"})
+    group = limits_mod.create("web1", SMALL)
+    sandbox = Path(group.dirs[""])
+    assert group.version == 2 and sandbox.parent == unit / "pvc-sandbox"
+    assert (unit / "worker" / "cgroup.procs").read_text() == "4242"
+    assert (unit / "cgroup.subtree_control").read_text() == "+pids +memory +cpu"
+    assert (unit / "pvc-sandbox" / "cgroup.subtree_control").read_text() == "+pids +memory +cpu"
+    assert (sandbox / "pids.max").read_text() == "48"
+    assert (sandbox / "memory.max").read_text() == str(192 << 20)
+    assert group.procs_files() == [str(sandbox / "cgroup.procs")]
+    # without the controllers (not delegated): a clear reason, and the sandbox runs unlimited
+    (unit / "cgroup.controllers").write_text("cpu\n")
+    with pytest.raises(limits_mod.Unavailable, match="does not offer the pids and memory controllers"):
+        limits_mod._create_v2(str(tmp_path), "/system.slice/pvcworkerd.service", "web2", SMALL)
