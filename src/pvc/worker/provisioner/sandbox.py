@@ -3,6 +3,9 @@
 The job starts one child per run (`python -m pvc.worker.provisioner.sandbox`), so the script's
 instance keeps its attributes from one stage to the next. The child (pvc.worker.provisioner.confine):
 
+- joins its own cgroup first (pvc.worker.provisioner.limits: pids.max, memory.max without swap,
+  a low cpu.weight; the worker made it and removes it, killing what is left), so all the script
+  starts is born inside; every scratch tmpfs is capped at worker.sandbox_tmp_size;
 - unshares mount, PID, IPC, UTS and cgroup namespaces, and a network namespace holding only `lo`
   unless the job allows network (the profile argument `sandbox_network=yes`), then forks: the
   script runs as PID 1 of its own PID namespace, so it sees no host process and everything it
