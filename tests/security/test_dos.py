@@ -186,7 +186,10 @@ def test_serial_console_flood_stays_within_the_caps(tmp_path: Path, zk: ZK) -> N
     assert isinstance(stored, str) and 0 < len(stored.encode()) <= console.MAX_BUFFER
     lines = stored.splitlines()
     assert 0 < len(lines) <= MAX_LINES
-    assert any(line == "short" for line in lines)
-    assert any("more characters cut by pvcnoded" in line for line in lines)
-    assert any("\x1b]52;c;" in line for line in lines)
     assert published[-1] == stored
+    # which of the guest's lines the last tail holds depends on where the last rotation cut the
+    # stream; over the run every kind of line was published, each within the caps
+    seen = [line for text in published for line in text.splitlines()]
+    assert any(line == "short" for line in seen)
+    assert any("more characters cut by pvcnoded" in line for line in seen)
+    assert any("\x1b]52;c;" in line for line in seen)
