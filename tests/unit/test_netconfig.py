@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pvc.core import chrony
 from pvc.core import netconfig as nc
 from pvc.core.netconfig import NetSpec
 
@@ -40,6 +41,9 @@ V4V6 = NetSpec.from_doc(doc(200, ip4="10.200.0.0/16", gw4="10.200.0.1", dhcp4=Tr
                             end="10.200.1.254", ip6="fd00:200::/64", gw6="fd00:200::1", dhcp6=True,
                             domain="net200.test"))
 NODHCP = NetSpec.from_doc(doc(300, ip4="10.30.0.0/23", gw4="10.30.0.1", domain="net300.test"))
+PXE = NetSpec.from_doc({**doc(400, ip4="10.40.0.0/24", gw4="10.40.0.1", dhcp4=True, start="10.40.0.100",
+                                end="10.40.0.199", ip6="fd00:400::/64", gw6="fd00:400::1", dhcp6=True),
+                        "tftp_root": "/srv/tftp/net400", "dhcp_boot": "pxelinux.0"})
 BRIDGED = NetSpec.from_doc(doc(42, "bridged", mtu=9000))
 NETS = [V4V6, BRIDGED, V4]            # order must not matter
 ACLS: dict[int, dict[str, list[dict[str, Any]]]] = {
@@ -82,6 +86,10 @@ CASES: dict[str, Callable[[], str]] = {
                                                         upstream_dns=[], dns_port=5353)),
     "dnsmasq.no-dhcp.argv": lambda: _argv(nc.dnsmasq_argv(NODHCP, mtu=1500, hosts_dir=HOSTS, hook=HOOK,
                                                            upstream_dns=["9.9.9.9"])),
+    "dnsmasq.tftp.argv": lambda: _argv(nc.dnsmasq_argv(PXE, mtu=1500, hosts_dir=HOSTS, hook=HOOK,
+                                                        upstream_dns=[], tftp_root="/srv/tftp/net400")),
+    "ruleset.tftp.nft": lambda: _ruleset(True, [PXE, V4]),
+    "chrony.v4v6.conf": lambda: chrony.chrony_config(PXE, state_dir="/run/pvc/network/chrony-400") or "",
     "dnsview.argv": lambda: _argv(nc.dns_view_argv([*NETS, NODHCP], listen=["10.0.0.254", "fd00::254"],
                                                    port=53, upstream_dns=["9.9.9.9"])),
     "frr.conf": lambda: nc.frr_config(hostname="hv1", router_id="10.210.0.1", asn=65210,

@@ -33,6 +33,11 @@ _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _DOMAIN_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
                         r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+# TFTP: roots only below these trees (no /etc, /root, /run, PVC's own state...), and path text
+# without anything dnsmasq's option parser or a shell would read differently (commas, blanks)
+TFTP_ROOT_TREES = ("/srv", "/var/lib/tftpboot")
+TFTP_PATH_MAX = 200
+_TFTP_PATH_RE = re.compile(r"^[A-Za-z0-9._+@/-]+$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,6 +110,61 @@ def _opt_address(value: Any, version: int, what: str) -> str | None:
     return str(ip)
 
 
+def check_tftp_root(path: str) -> str:
+    """A TFTP root as text: absolute, normalised (no `.`/`..` parts, no `//`, no trailing `/`),
+    below one of TFTP_ROOT_TREES (not the tree itself), only [A-Za-z0-9._+@/-]. The node checks
+    again, with symlinks resolved, before dnsmasq gets it (see tftp_root_on_host)."""
+    text = path.strip()
+    if len(text) > TFTP_PATH_MAX:
+        raise ValueError(f"'{text[:60]}...' is longer than {TFTP_PATH_MAX} characters")
+    if not text.startswith("/"):
+        raise ValueError(f"'{text}' is not an absolute path")
+    if not _TFTP_PATH_RE.match(text):
+        raise ValueError(f"'{text}' may only contain letters, digits and . _ + @ / -")
+    parts = text.split("/")[1:]
+    if text.endswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"'{text}' is not a normalised path (no '.', '..', '//' or trailing '/')")
+    if not any(text.startswith(tree + "/") for tree in TFTP_ROOT_TREES):
+        raise ValueError(f"'{text}' is not below {' or '.join(TFTP_ROOT_TREES)} (TFTP roots are confined "
+                         f"there, away from the nodes' configuration and secrets)")
+    return text
+
+
+def check_boot_file(name: str) -> str:
+    """A boot file name for DHCP (option 67), relative to the TFTP root: no leading `/`, no
+    `.`/`..` parts, only [A-Za-z0-9._+@/-] (dnsmasq splits --dhcp-boot at commas)."""
+    text = name.strip()
+    if not text or len(text) > 128:
+        raise ValueError(f"'{text[:60]}' is not a boot file name (1..128 characters)")
+    if not _TFTP_PATH_RE.match(text):
+        raise ValueError(f"'{text}' may only contain letters, digits and . _ + @ / -")
+    if text.startswith("/") or any(p in ("", ".", "..") for p in text.split("/")):
+        raise ValueError(f"'{text}' must be relative to the TFTP root (no leading '/', '.', '..' or '//')")
+    return text
+
+
+def tftp_root_on_host(path: str, realpath: str) -> str:
+    """The root dnsmasq may serve, given what it resolves to on this node (os.path.realpath):
+    a symlink must not lead out of TFTP_ROOT_TREES. ValueError naming both otherwise."""
+    check_tftp_root(path)
+    try:
+        check_tftp_root(realpath)
+    except ValueError:
+        trees = " or ".join(TFTP_ROOT_TREES)
+        raise ValueError(f"'{path}' resolves to '{realpath}', outside {trees}") from None
+    return realpath
+
+
+def _opt_check(check: Any, value: Any, what: str) -> str | None:
+    text = _opt_str(value)
+    if text is None:
+        return None
+    try:
+        return str(check(text))
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
+
+
 def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes", "on")
@@ -129,6 +189,8 @@ class NetSpec:
     ip6_network: str | None
     ip6_gateway: str | None
     dhcp6: bool
+    tftp_root: str | None = None    # served read-only by the network's dnsmasq (PXE)
+    dhcp_boot: str | None = None    # the boot file DHCPv4 names, relative to tftp_root
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> NetSpec:
@@ -172,6 +234,8 @@ class NetSpec:
             dhcp4_start=_opt_address(ip4.get("dhcp_start"), 4, f"{where} dhcp_start"),
             dhcp4_end=_opt_address(ip4.get("dhcp_end"), 4, f"{where} dhcp_end"),
             ip6_network=ip6_network, ip6_gateway=ip6_gateway, dhcp6=_flag(ip6.get("dhcp_flag")),
+            tftp_root=_opt_check(check_tftp_root, doc.get("tftp_root"), f"{where} tftp_root"),
+            dhcp_boot=_opt_check(check_boot_file, doc.get("dhcp_boot"), f"{where} dhcp_boot"),
         )
 
     @property
@@ -329,8 +393,10 @@ def render_nft(nets: Sequence[NetSpec], acls: Mapping[int, Mapping[str, Sequence
     forwarded traffic from a guest bridge to `denied` (the nodes' own addresses and networks,
     BMC networks, ...) is dropped, and so is anything a guest bridge sends anywhere but its own
     bridge, another managed network's bridge or (managed only) `upstream_device`. Traffic from a
-    guest bridge to the node itself is dropped except DHCP, DNS and ICMP to the gateway and the
-    metadata service (primary only), and the API on `api_access` (address, port) when given.
+    guest bridge to the node itself is dropped except DHCP, DNS, NTP and ICMP to the gateway (and
+    TFTP to it where the network has a TFTP root: its data flows are replies to dnsmasq's own
+    packets) and the metadata service (primary only), and the API on `api_access` (address, port)
+    when given.
     Replies to connections the other side opened pass. Every drop is counted and logged (rate
     limited) under the prefix `pvc guest-forward` or `pvc guest-input`.
 
@@ -386,10 +452,15 @@ def render_nft(nets: Sequence[NetSpec], acls: Mapping[int, Mapping[str, Sequence
         if net.ip4_gateway:
             gw = f"ip daddr {net.ip4_gateway}"
             guest_input += [f"{br} {gw} udp dport 53 accept", f"{br} {gw} tcp dport 53 accept",
-                            f"{br} {gw} meta l4proto icmp accept"]
+                            f"{br} {gw} udp dport 123 accept", f"{br} {gw} meta l4proto icmp accept"]
+            if net.tftp_root:       # the data flows back from dnsmasq's port: replies (conntrack)
+                guest_input.append(f"{br} {gw} udp dport 69 accept")
         if net.ip6_gateway:
             gw6 = f"ip6 daddr {net.ip6_gateway}"
-            guest_input += [f"{br} {gw6} udp dport 53 accept", f"{br} {gw6} tcp dport 53 accept"]
+            guest_input += [f"{br} {gw6} udp dport 53 accept", f"{br} {gw6} tcp dport 53 accept",
+                            f"{br} {gw6} udp dport 123 accept"]
+            if net.tftp_root:
+                guest_input.append(f"{br} {gw6} udp dport 69 accept")
         if net.ip6_network:
             guest_input += [f"{br} meta l4proto ipv6-icmp accept", f"{br} udp dport 547 accept"]
         ip_meta = "ip" if meta.version == 4 else "ip6"
@@ -547,11 +618,14 @@ def _domain(net: NetSpec) -> str | None:
 
 
 def dnsmasq_argv(net: NetSpec, *, mtu: int, hosts_dir: str, hook: Sequence[str], upstream_dns: Sequence[str],
-                 dns_port: int = 53) -> list[str]:
+                 dns_port: int = 53, tftp_root: str | None = None) -> list[str]:
     """dnsmasq in the foreground serving DNS (and DHCP when enabled) on one managed network's
     bridge. Nothing from the host leaks in (--conf-file=/dev/null, --no-hosts, --no-resolv),
     several instances coexist (--bind-interfaces, no pid file), leases live in ZooKeeper via the
-    hook (--leasefile-ro), reservations are one file per MAC in hosts_dir (SIGHUP re-reads)."""
+    hook (--leasefile-ro), reservations are one file per MAC in hosts_dir (SIGHUP re-reads).
+    DHCP names the gateway as NTP server (option 42, DHCPv6 option 31, as upstream). TFTP (and
+    the network's DHCP boot file) only when the node passes `tftp_root`: the network's root as
+    checked on this node (tftp_root_on_host), so a symlink cannot widen it."""
     if not net.managed:
         raise ValueError(f"network {net.vni} is bridged: PVC serves no DHCP or DNS on it")
     if len(hook) != 1:
@@ -585,7 +659,10 @@ def dnsmasq_argv(net: NetSpec, *, mtu: int, hosts_dir: str, hook: Sequence[str],
             net4 = ipaddress.ip_network(net.ip4_network or "")
             argv.append(f"--dhcp-range={net4.network_address},static,{net.ip4_netmask},1h")
         argv += [f"--dhcp-option=option:router,{net.ip4_gateway}",
-                 f"--dhcp-option=option:dns-server,{net.ip4_gateway}"]
+                 f"--dhcp-option=option:dns-server,{net.ip4_gateway}",
+                 f"--dhcp-option=option:ntp-server,{net.ip4_gateway}"]     # option 42, as upstream
+        if tftp_root and net.dhcp_boot:
+            argv.append(f"--dhcp-boot={check_boot_file(net.dhcp_boot)}")   # next-server: this dnsmasq
         if domain:
             argv.append(f"--dhcp-option=option:domain-name,{domain}")
         if mtu < 1500:
@@ -601,11 +678,17 @@ def dnsmasq_argv(net: NetSpec, *, mtu: int, hosts_dir: str, hook: Sequence[str],
         else:
             argv.append(f"--dhcp-range=::,constructor:{br},ra-only")
         if dhcp6:
-            argv.append(f"--dhcp-option=option6:dns-server,[{net.ip6_gateway}]")
+            argv += [f"--dhcp-option=option6:dns-server,[{net.ip6_gateway}]",
+                     f"--dhcp-option=option6:sntp-server,[{net.ip6_gateway}]"]     # option 31
             if domain:
                 argv.append(f"--dhcp-option=option6:domain-search,{domain}")
         if mtu < 1500:
             argv.append(f"--ra-param={br},mtu:{mtu},60")
+    if tftp_root:
+        # read-only (dnsmasq has no TFTP write), on this bridge only; a root missing on this node
+        # costs the TFTP service, not DNS and DHCP. dnsmasq serves as `nobody` (no --user):
+        # world-readable files only.
+        argv += [f"--enable-tftp={br}", f"--tftp-root={check_tftp_root(tftp_root)}", "--tftp-no-fail"]
     argv.append("--log-facility=-")
     if dhcp4 or dhcp6:
         argv.append("--log-dhcp")

@@ -1,0 +1,130 @@
+"""NTP and TFTP on managed networks (issue #14 item 5): DHCP names the gateway as NTP server,
+chrony's configuration, the TFTP root's confinement and the guest-input rules they open."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pvc.core import chrony
+from pvc.core import netconfig as nc
+from pvc.core.netconfig import NetSpec
+
+
+def doc(vni: int = 400, **extra: Any) -> dict[str, Any]:
+    return {"vni": vni, "description": f"net{vni}", "type": "managed", "mtu": None, "domain": None,
+            "name_servers": [],
+            "ip4": {"network": "10.40.0.0/24", "gateway": "10.40.0.1", "dhcp_flag": True,
+                    "dhcp_start": "10.40.0.100", "dhcp_end": "10.40.0.199"},
+            "ip6": {"network": None, "gateway": None, "dhcp_flag": False}, **extra}
+
+
+def argv(net: NetSpec, tftp_root: str | None = None) -> list[str]:
+    return nc.dnsmasq_argv(net, mtu=1500, hosts_dir="/run/h", hook=["/h"], upstream_dns=[],
+                           tftp_root=tftp_root)
+
+
+def test_dhcp_names_the_gateway_as_ntp_server_as_upstream_does() -> None:
+    plain = argv(NetSpec.from_doc(doc()))
+    assert "--dhcp-option=option:ntp-server,10.40.0.1" in plain           # option 42
+    six = NetSpec.from_doc(doc(ip6={"network": "fd00:40::/64", "gateway": "fd00:40::1", "dhcp_flag": True}))
+    assert "--dhcp-option=option6:sntp-server,[fd00:40::1]" in argv(six)  # DHCPv6 option 31
+    no_dhcp = NetSpec.from_doc(doc(ip4={"network": "10.40.0.0/24", "gateway": "10.40.0.1"}))
+    assert not any("ntp-server" in o for o in argv(no_dhcp))
+
+
+def test_tftp_only_when_the_node_passes_its_checked_root() -> None:
+    net = NetSpec.from_doc(doc(tftp_root="/srv/tftp", dhcp_boot="boot/pxelinux.0"))
+    assert net.tftp_root == "/srv/tftp" and net.dhcp_boot == "boot/pxelinux.0"
+    off = argv(net)                      # the root is missing or refused on this node
+    assert not any(o.startswith(("--enable-tftp", "--tftp", "--dhcp-boot")) for o in off)
+    on = argv(net, "/srv/tftp")
+    assert {"--enable-tftp=vmbr400", "--tftp-root=/srv/tftp", "--tftp-no-fail",
+            "--dhcp-boot=boot/pxelinux.0"} <= set(on)
+    assert not any(o.startswith("--user") for o in on)   # runs as nobody: world-readable files only
+    with pytest.raises(ValueError, match="not below"):
+        argv(net, "/etc")
+    plain = argv(NetSpec.from_doc(doc()))
+    assert not any("tftp" in o or o.startswith("--dhcp-boot") for o in plain)
+
+
+@pytest.mark.parametrize(("path", "words"), [
+    ("srv/tftp", "absolute"),
+    ("/srv", "not below"),
+    ("/srv/", "normalised"),
+    ("/etc/pvc", "not below"),
+    ("/var/lib/pvc/tftp", "not below"),
+    ("/srv/../etc", "normalised"),
+    ("/srv/./tftp", "normalised"),
+    ("/srv//tftp", "normalised"),
+    ("/srv/tftp/", "normalised"),
+    ("/srv/tftp,vmbr1", "may only contain"),
+    ("/srv/tf tp", "may only contain"),
+    ("/srv/tftp\n--conf-file=/x", "may only contain"),
+    ("/srvx/tftp", "not below"),
+    ("/srv/" + "a" * 200, "longer than"),
+])
+def test_tftp_root_is_confined(path: str, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        nc.check_tftp_root(path)
+    with pytest.raises(ValueError, match="tftp_root"):
+        NetSpec.from_doc(doc(tftp_root=path))
+
+
+def test_tftp_root_accepted_and_resolved() -> None:
+    assert nc.check_tftp_root(" /srv/tftp/net-1_a+b@c.d ") == "/srv/tftp/net-1_a+b@c.d"
+    assert nc.check_tftp_root("/var/lib/tftpboot/x") == "/var/lib/tftpboot/x"
+    assert nc.tftp_root_on_host("/srv/tftp", "/srv/data/tftp") == "/srv/data/tftp"
+    with pytest.raises(ValueError, match="resolves to '/etc'"):
+        nc.tftp_root_on_host("/srv/tftp", "/etc")
+    assert NetSpec.from_doc(doc(tftp_root="", dhcp_boot="None")).tftp_root is None
+
+
+@pytest.mark.parametrize("name", ["/pxelinux.0", "../x", "a/../b", "a,b", "", "a b", "x" * 129, "a//b"])
+def test_boot_file_is_relative_to_the_root(name: str) -> None:
+    with pytest.raises(ValueError):
+        nc.check_boot_file(name)
+
+
+def test_guest_input_opens_ntp_and_tftp_to_the_gateway_only() -> None:
+    pxe = NetSpec.from_doc(doc(tftp_root="/srv/tftp",
+                               ip6={"network": "fd00:40::/64", "gateway": "fd00:40::1", "dhcp_flag": True}))
+    plain = NetSpec.from_doc(doc(401, ip4={"network": "10.41.0.0/24", "gateway": "10.41.0.1"}))
+    text = nc.render_nft([pxe, plain], {}, primary=True, upstream_device="ens4",
+                         metadata_address="169.254.169.254")
+    guest_input = text.split("chain guest-input {")[1].split("}")[0]
+    for rule in ('iifname "vmbr400" ip daddr 10.40.0.1 udp dport 123 accept',
+                 'iifname "vmbr400" ip6 daddr fd00:40::1 udp dport 123 accept',
+                 'iifname "vmbr400" ip daddr 10.40.0.1 udp dport 69 accept',
+                 'iifname "vmbr400" ip6 daddr fd00:40::1 udp dport 69 accept',
+                 'iifname "vmbr401" ip daddr 10.41.0.1 udp dport 123 accept'):
+        assert rule in guest_input, rule
+    assert 'iifname "vmbr401" ip daddr 10.41.0.1 udp dport 69' not in guest_input   # no root: no TFTP
+    for line in guest_input.splitlines():           # every NTP/TFTP opening names the gateway
+        if "dport 123" in line or "dport 69" in line:
+            assert "daddr 10.4" in line or "daddr fd00:40::1" in line, line
+    secondary = nc.render_nft([pxe], {}, primary=False, upstream_device="ens4",
+                              metadata_address="169.254.169.254")
+    assert "dport 123" not in secondary and "dport 69" not in secondary
+
+
+def test_chrony_config() -> None:
+    net = NetSpec.from_doc(doc())
+    text = chrony.chrony_config(net, state_dir="/run/pvc/network/chrony-400")
+    assert text is not None
+    lines = text.splitlines()
+    assert {"bindaddress 10.40.0.1", "allow 10.40.0.0/24", "cmdport 0", "port 123",
+            f"local stratum {chrony.NTP_LOCAL_STRATUM}",
+            "pidfile /run/pvc/network/chrony-400/chronyd.pid"} <= set(lines)
+    assert not any(w in text for w in ("driftfile", "rtcsync", "makestep", "server ", "pool "))
+    no_gw = NetSpec.from_doc(doc(ip4={}))
+    assert chrony.chrony_config(no_gw, state_dir="/run/x") is None
+    with pytest.raises(ValueError, match="bridged"):
+        chrony.chrony_config(NetSpec.from_doc({**doc(42), "type": "bridged", "ip4": {}}), state_dir="/run/x")
+    for bad in ("run/x", "/run/x y", "/run/x\nserver evil", '/run/"x'):
+        with pytest.raises(ValueError, match="state directory"):
+            chrony.chrony_config(net, state_dir=bad)
+    assert chrony.chronyd_argv("/run/c.conf") == ["chronyd", "-d", "-x", "-f", "/run/c.conf"]
+    with pytest.raises(ValueError, match="not absolute"):
+        chrony.chronyd_argv("c.conf")
