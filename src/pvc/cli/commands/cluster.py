@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 from rich.console import RenderableType
@@ -229,7 +230,14 @@ def format_tasks(data: Any) -> RenderableType:
     return format_task_list_pretty(data) if isinstance(data, list) else format_task_pretty(data)
 
 
-TASK_FORMATS = {"pretty": format_tasks, **json_formatters()}
+def format_tasks_raw(data: Any) -> str:
+    """Upstream's `raw`: the task IDs of a list, or the state of one task."""
+    if isinstance(data, list):
+        return "\n".join(str(row.get("id")) for row in data)
+    return str(data.get("state", "")) if isinstance(data, dict) else str(data)
+
+
+TASK_FORMATS = {"pretty": format_tasks, "raw": format_tasks_raw, **json_formatters()}
 
 
 # -- faults ------------------------------------------------------------------------------------------
@@ -449,16 +457,21 @@ def fault() -> None:
 
 
 @fault.command(name="list", short_help="List cluster faults.")
+@click.argument("limit", required=False, default=None)
 @click.option("--sort-key", type=click.Choice(FAULT_SORT_KEYS), default="last_reported", show_default=True,
               help="Sort faults by this key.")
 @format_option(FAULT_FORMATS, default="short")
-def fault_list(sort_key: str, formatter: Any) -> None:
-    """List the cluster's faults.
+def fault_list(limit: str | None, sort_key: str, formatter: Any) -> None:
+    """List the cluster's faults, or only the fault with ID LIMIT (as upstream).
 
     \b
     Formats: short (default), long (all timestamps), json, json-pretty.
     """
     state = get_state()
+    if limit is not None:
+        faults = state.api().get_json(f"/faults/{quote(limit, safe='')}")
+        state.emit(faults if isinstance(faults, list) else [faults], formatter)
+        return
     state.emit(state.api().get_list("/faults", params={"sort_key": sort_key}), formatter)
 
 

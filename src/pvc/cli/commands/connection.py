@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
@@ -33,7 +34,18 @@ def format_list_raw(items: Sequence[dict[str, Any]]) -> str:
     return "\n".join(c["name"] for c in items)
 
 
-LIST_FORMATS = {"pretty": format_list_pretty, "raw": format_list_raw, **json_formatters()}
+def format_list_prometheus(items: Sequence[dict[str, Any]]) -> str:
+    """Prometheus file_sd targets, one per connection, as upstream's `-f json-prometheus` writes
+    them (scrape each cluster's API; the labels name the cluster)."""
+    return json.dumps([{
+        "targets": [f"{c['address']}:{c['port']}"],
+        "labels": {"job": "pvc", "pvc_cluster_name": f"{c['name']}: {c['description']}",
+                   "pvc_cluster_id": c["name"]},
+    } for c in items], indent=2)
+
+
+LIST_FORMATS = {"pretty": format_list_pretty, "raw": format_list_raw, **json_formatters(),
+                "json-prometheus": format_list_prometheus}
 
 
 def format_detail_pretty(items: Sequence[dict[str, Any]]) -> RenderableType:
@@ -135,7 +147,8 @@ def list_(show_keys: bool, formatter: Any) -> None:
     """List the connections of the client database (and the implicit "local" one).
 
     \b
-    Formats: pretty (table), raw (names), json, json-pretty.
+    Formats: pretty (table), raw (names), json, json-pretty, json-prometheus (Prometheus file
+    service discovery targets: each cluster's API address, job "pvc").
     """
     state = get_state()
     conns = store.all_connections(state.load_store(), state.env)

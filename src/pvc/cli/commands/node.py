@@ -156,6 +156,20 @@ def group() -> None:
     """Manage the state of the nodes of a PVC cluster."""
 
 
+def local_node() -> str:
+    """This host's short name: the NODE that node commands default to, as upstream's client."""
+    return socket.gethostname().split(".")[0]
+
+
+def node_argument(function: Any) -> Any:
+    """An optional NODE argument defaulting to this host (upstream's DEFAULT_NODE_HOSTNAME)."""
+    return click.argument("node", required=False, default=None, callback=_default_node)(function)
+
+
+def _default_node(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
+    return value or local_node()
+
+
 def _node(name: str) -> dict[str, Any]:
     return get_state().api().get_one(f"/node/{name}", what="Node")
 
@@ -174,8 +188,8 @@ def _set_state(node: str, action: str, wait: bool) -> None:
 
 def _state_command(action: str, short_help: str, help_text: str, wait_help: str) -> None:
     """`pvc node <action> NODE [--wait]` for one of the NODE_TRANSITIONS."""
-    @group.command(name=action, short_help=short_help, help=help_text)
-    @click.argument("node")
+    @group.command(name=action, short_help=short_help, help=help_text + " NODE defaults to this host.")
+    @node_argument
     @wait_option(False, wait_help)
     def command(node: str, wait: bool) -> None:
         _set_state(node, action, wait)
@@ -196,11 +210,10 @@ _state_command("ready", "Return a node to service.",
 
 
 @group.command(name="is-primary", short_help="Exit 0 if a node is the primary coordinator.")
-@click.argument("node", required=False, default=None)
-def is_primary(node: str | None) -> None:
+@node_argument
+def is_primary(node: str) -> None:
     """Exit 0 if NODE (default: this host) is the primary coordinator, 1 otherwise."""
     state = get_state()
-    node = node or socket.gethostname().split(".")[0]
     response = state.api().call("GET", "/status/primary_node", ok=(200, 204))
     body = decode(response)
     current = body.get("primary_node") if isinstance(body, dict) else None
@@ -212,20 +225,20 @@ def is_primary(node: str | None) -> None:
 
 
 @group.command(name="log", short_help="Show a node's daemon log.")
-@click.argument("node")
+@node_argument
 @click.option("-l", "--lines", type=click.IntRange(min=0), default=100, show_default=True,
               help="Number of lines to show.")
 @click.option("-f", "--follow", is_flag=True, default=False, help="Keep printing new lines (Ctrl-C stops).")
 def log(node: str, lines: int, follow: bool) -> None:
-    """Show the last lines of the node daemon's log of NODE."""
+    """Show the last lines of the node daemon's log of NODE (default: this host)."""
     show_log(get_state(), f"/node/{node}/log", lines, follow)
 
 
 @group.command(name="info", short_help="Show details of a node.")
-@click.argument("node")
+@node_argument
 @format_option(INFO_FORMATS)
 def info(node: str, formatter: Any) -> None:
-    """Show the details of NODE.
+    """Show the details of NODE (default: this host).
 
     \b
     Formats: pretty, long (adds system details and all health plugins), json, json-pretty.

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import click
+from rich.text import Text
 
 from pvc.cli.errors import CLIError
 from pvc.cli.output import Formatter
@@ -41,15 +43,53 @@ def show_document(text: str) -> None:
     get_state().out(text, nl=not text.endswith("\n"))
 
 
+def edit_document(current: str, extension: str) -> str | None:
+    """The document as edited in $EDITOR, after its diff was shown and confirmed (upstream's
+    `modify -e`); None when nothing changed or the editor was left without saving."""
+    state = get_state()
+    current = current.strip()
+    edited = click.edit(text=current, require_save=True, extension=extension)
+    new = edited.strip() if edited is not None else None
+    diff = list(difflib.unified_diff(current.split("\n"), new.split("\n"), fromfile="current",
+                                     tofile="modified", lineterm="", n=3)) if new is not None else []
+    if not diff:
+        state.info("Aborting with no modifications.")
+        return None
+    shown = Text()
+    for line in diff:
+        style = "green" if line.startswith("+") else "red" if line.startswith("-") else \
+            "blue" if line.startswith("@") else ""
+        shown.append(line + "\n", style=style)
+    state.info("Pending modifications:\n")
+    state.info(shown)
+    if not state.unsafe:
+        try:
+            ok = click.confirm("Write modifications to cluster", prompt_suffix="? ", default=False, err=True)
+        except click.Abort:
+            ok = False
+        if not ok:
+            raise CLIError("Aborted.")
+    return new
+
+
 def list_command(group: click.Group, path: str, formats: dict[str, Formatter], short_help: str,
-                 what: str) -> None:
-    """`<group> list [LIMIT]`: `what` (e.g. "the system templates") at `path`, rendered by `formats`."""
-    @group.command(name="list", short_help=short_help,
-                   help=f"List {what}; optionally only those whose name matches the regex LIMIT.")
-    @click.argument("limit", required=False, default=None)
-    @format_option(formats)
-    def list_(limit: str | None, formatter: Formatter) -> None:
+                 what: str, long_format: str | None = None) -> None:
+    """`<group> list [LIMIT]`: `what` (e.g. "the system templates") at `path`, rendered by `formats`.
+
+    With `long_format`, upstream's `-l/--long` picks that format instead of `pretty`.
+    """
+    def list_(limit: str | None, formatter: Formatter, long_output: bool = False) -> None:
+        if long_output and long_format is not None and formatter is formats["pretty"]:
+            formatter = formats[long_format]
         get_state().emit(list_items(path, {"limit": limit}), formatter)
+
+    command: Any = format_option(formats)(list_)
+    if long_format is not None:
+        command = click.option("-l", "--long", "long_output", is_flag=True, default=False,
+                               help="Show all lines of the documents ('pretty' format only).")(command)
+    command = click.argument("limit", required=False, default=None)(command)
+    group.command(name="list", short_help=short_help,
+                  help=f"List {what}; optionally only those whose name matches the regex LIMIT.")(command)
 
 
 def remove_command(group: click.Group, path: str, short_help: str, question: str, help_text: str) -> None:

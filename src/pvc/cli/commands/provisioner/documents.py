@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from pvc.cli.commands.provisioner.common import (
+    edit_document,
     list_command,
     quoted,
     read_document,
@@ -18,8 +19,11 @@ from pvc.cli.commands.provisioner.common import (
     show_document,
 )
 from pvc.cli.commands.provisioner.formats import SCRIPT_FORMATS, USERDATA_FORMATS
+from pvc.cli.errors import CLIError
 from pvc.cli.output import Formatter
 from pvc.cli.state import get_state
+
+EXTENSIONS = {"userdata": ".yaml", "script": ".py"}  # the editor's syntax highlighting, as upstream
 
 
 def document_group(kind: str, short: str, long: str, formats: dict[str, Formatter], group_help: str,
@@ -39,12 +43,26 @@ def document_group(kind: str, short: str, long: str, formats: dict[str, Formatte
     def add(name: str, filename: str) -> None:
         say("POST", path, {"name": name}, data={"data": read_document(filename)})
 
-    @group.command(name="modify", short_help=f"Modify existing {short} from file.",
-                   help=f"Replace the {long} NAME with the contents of FILE.")
+    @group.command(name="modify", short_help=f"Modify existing {short}.",
+                   help=f"Replace the {long} NAME with the contents of FILE, or edit it in $EDITOR "
+                        f"(-e/--editor: the changes are shown and confirmed first).")
     @click.argument("name")
-    @click.argument("filename", metavar="FILE", type=click.Path(dir_okay=False))
-    def modify(name: str, filename: str) -> None:
-        say("PUT", f"{path}/{quoted(name)}", data={"data": read_document(filename)})
+    @click.argument("filename", metavar="[FILE]", type=click.Path(dir_okay=False), required=False,
+                    default=None)
+    @click.option("-e", "--editor", is_flag=True, default=False,
+                  help=f"Edit the current {short} in $EDITOR.")
+    def modify(name: str, filename: str | None, editor: bool) -> None:
+        if filename is None and not editor:
+            raise CLIError('Either a file or the "--editor" option must be specified.')
+        if editor:
+            item = get_state().api().get_one(f"{path}/{quoted(name)}", what=kind.capitalize())
+            text = edit_document(str(item.get(kind) or ""), EXTENSIONS[kind])
+            if text is None:
+                return
+        else:
+            assert filename is not None
+            text = read_document(filename)
+        say("PUT", f"{path}/{quoted(name)}", data={"data": text})
 
     remove_command(group, path, f"Remove {short}.", f"Remove {long} {{name}}",
                    f"Remove the {long} NAME ({remove_note}).")
@@ -57,7 +75,8 @@ def document_group(kind: str, short: str, long: str, formats: dict[str, Formatte
         show_document(str(item.get(kind, "")))
 
     list_command(group, path, formats, f"List all {short}s.",
-                 f"the {long}s (their first lines; 'long' shows all)")
+                 f"the {long}s (their first lines; -l/--long or the 'long' format shows all)",
+                 long_format="long")
     return group
 
 

@@ -15,7 +15,7 @@ from pvc.cli.client import decode
 from pvc.cli.errors import CLIError
 from pvc.cli.output import json_formatters, table
 from pvc.cli.state import get_state
-from pvc.cli.waiters import accepted_task, finish_task, wait_for_task
+from pvc.cli.waiters import run_task
 
 BASE = "/provisioner"
 STATE_WORDS = {"RUNNING": "active", "PENDING": "pending", "SUCCESS": "success", "FAILURE": "failure",
@@ -48,28 +48,26 @@ def _script_arg(_ctx: click.Context, _param: click.Parameter, values: tuple[str,
 @click.command(name="create", short_help="Create a new VM with a provisioner profile.")
 @click.argument("name")
 @click.argument("profile")
-@click.option("--wait/--no-wait", "wait", default=False, show_default=True,
-              help="Wait for the job to finish, showing its progress.")
-@click.option("--define/--no-define", "define_vm", default=True, show_default=True,
+@click.option("--wait/--no-wait", "wait", default=True, show_default=True,
+              help="Wait for the job to finish, showing its progress (as upstream, the default).")
+@click.option("-d/-D", "--define/--no-define", "define_vm", default=True, show_default=True,
               help="Define the VM on the cluster (--no-define implies --no-start).")
-@click.option("--start/--no-start", "start_vm", default=True, show_default=True,
+@click.option("-s/-S", "--start/--no-start", "start_vm", default=True, show_default=True,
               help="Start the VM once it is provisioned.")
 @click.option("-a", "--script-arg", "script_args", multiple=True, metavar="KEY=VALUE", callback=_script_arg,
               help="An extra argument for the script (overrides the profile's); repeat for several.")
 def create(name: str, profile: str, wait: bool, define_vm: bool, start_vm: bool,
            script_args: tuple[str, ...]) -> None:
-    """Create the VM NAME with the provisioner profile PROFILE (a job on the primary's worker)."""
+    """Create the VM NAME with the provisioner profile PROFILE (a job on the primary's worker).
+
+    As upstream, the command follows the job to its end; --no-wait prints its task ID instead.
+    """
     state = get_state()
     start_vm = start_vm and define_vm
     params: dict[str, Any] = {"name": name, "profile": profile, "define_vm": str(define_vm).lower(),
                               "start_vm": str(start_vm).lower(), "arg": list(script_args)}
     body = decode(state.api().call("POST", f"{BASE}/create", params=params, ok=(202,)))
-    task_id, _name, _run_on = accepted_task(body)
-    state.out(f"Task ID: {task_id}")
-    if not wait:
-        return
-    state.out("")
-    finish_task(state, wait_for_task(state, task_id))
+    run_task(state, body, wait)
 
 
 @click.command(name="status", short_help="Show provisioning jobs.")

@@ -29,6 +29,9 @@ def _profile_options(adding: bool) -> Any:
                          help="An additional argument to the script's install() in 'arg=data' form; "
                               "repeatable" + ("" if adding else " (replaces all previous ones)") + "."),
         ]
+        if not adding:
+            options.insert(5, click.option("-d", "--delete-script-args", "delete_script_args", is_flag=True,
+                                           default=False, help="Delete the existing script arguments."))
         if adding:
             options.insert(0, click.option("-p", "--profile-type", "profile_type", default="provisioner",
                                            show_default=True, type=click.Choice(PROFILE_TYPES),
@@ -66,12 +69,17 @@ def profile_add(name: str, profile_type: str, system_template: str, network_temp
 @_profile_options(adding=False)
 def profile_modify(name: str, system_template: str | None, network_template: str | None,
                    storage_template: str | None, userdata: str | None, script: str | None,
-                   script_args: tuple[str, ...]) -> None:
-    """Modify the provisioner profile NAME; only the given options change ("" removes an optional one)."""
+                   delete_script_args: bool, script_args: tuple[str, ...]) -> None:
+    """Modify the provisioner profile NAME; only the given options change ("" removes an optional one).
+
+    -a/--script-arg replaces all script arguments; -d/--delete-script-args removes them (with -a,
+    only the new ones remain).
+    """
+    # The API replaces the arguments with the given ones; one empty value removes them all.
+    args = list(script_args) or ([""] if delete_script_args else None)
     say("PUT", f"/provisioner/profile/{quoted(name)}",
          {"system_template": system_template, "network_template": network_template,
-          "storage_template": storage_template, "userdata": userdata, "script": script,
-          "arg": list(script_args) or None})
+          "storage_template": storage_template, "userdata": userdata, "script": script, "arg": args})
 
 
 remove_command(profile, "/provisioner/profile", "Remove profile.", "Remove profile {name}",

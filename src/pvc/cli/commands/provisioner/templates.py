@@ -66,7 +66,8 @@ def _system_options(required: bool) -> Any:
                          else None, help="Autostart the VM with its node's return to ready state."),
             click.option("--migration-method", "migration_method", type=click.Choice(MIGRATION_METHODS),
                          default=None, help="The preferred migration method of the VM between nodes."),
-            click.option("--migration-max-downtime", "migration_max_downtime", type=int, default=None,
+            click.option("--max-downtime", "--migration-max-downtime", "migration_max_downtime", type=int,
+                         default=None,
                          help="The maximum time in milliseconds that a VM can be down during a live "
                               "migration [default: 300]."),
         ]

@@ -174,16 +174,19 @@ def live_option(function: F) -> F:
                         help="Hot-(un)plug the device if the VM runs (not with --restart).")(function)
 
 
-def selector_option(help_text: str) -> Callable[[F], F]:
+def selector_option(help_text: str, default: str | None = None) -> Callable[[F], F]:
     """`-s/--node-selector`: how to choose a target node ("none": the cluster's default)."""
     return click.option("-s", "--node-selector", "--selector", "node_selector",
-                        type=click.Choice(SELECTOR_CHOICES), default=None, help=help_text)
+                        type=click.Choice(SELECTOR_CHOICES), default=default,
+                        show_default=default is not None, help=help_text)
 
 
-def method_option(function: F) -> F:
+def method_option(default: str | None = None) -> Callable[[F], F]:
+    """`-m/--method`; `vm define` sends "none" when unset, as upstream (the cluster default applies)."""
     return click.option("-m", "--method", "--migration-method", "migration_method",
-                        type=click.Choice(MIGRATION_METHODS), default=None,
-                        help='Preferred migration method; "none" uses the cluster default.')(function)
+                        type=click.Choice(MIGRATION_METHODS), default=default,
+                        show_default=default is not None,
+                        help='Preferred migration method; "none" uses the cluster default.')
 
 
 def downtime_option(function: F) -> F:

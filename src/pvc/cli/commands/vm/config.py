@@ -32,12 +32,18 @@ from pvc.core import domainxml
 @click.argument("cfgfile", type=click.File("r"), required=False, default=None)
 @click.option("-e", "--editor", is_flag=True, default=False, help="Edit the current XML in $EDITOR.")
 @restart_option
+@click.option("-d", "--confirm-diff", "confirm_diff", is_flag=True, default=False,
+              help="Confirm the changes without asking.")
+@click.option("-c", "--confirm-restart", "confirm_restart", is_flag=True, default=False,
+              help="Confirm the restart without asking.")
 @click.option("-y", "--yes", "confirmed", is_flag=True, default=False,
-              help="Confirm the changes (and the restart) without asking.")
-def modify(domain: str, cfgfile: IO[str] | None, editor: bool, restart: bool | None, confirmed: bool) -> None:
+              help="Confirm the changes and the restart without asking.")
+def modify(domain: str, cfgfile: IO[str] | None, editor: bool, restart: bool | None, confirm_diff: bool,
+           confirm_restart: bool, confirmed: bool) -> None:
     """Replace the libvirt XML of the VM DOMAIN with CFGFILE ("-" reads stdin) or edit it.
 
-    The difference is shown on stderr and confirmed before anything is written.
+    The difference is shown on stderr and confirmed before anything is written (-d/--confirm-diff
+    or -y skips that question); a restart is confirmed too (-c/--confirm-restart or -y skips it).
     """
     state = get_state()
     if cfgfile is None and not editor:
@@ -66,14 +72,14 @@ def modify(domain: str, cfgfile: IO[str] | None, editor: bool, restart: bool | N
         shown.append(line + "\n", style=style)
     state.info("Pending modifications:\n")
     state.info(shown)
-    if not (confirmed or state.unsafe):
+    if not (confirmed or confirm_diff or state.unsafe):
         try:
             ok = click.confirm("Write modifications to cluster", prompt_suffix="? ", default=False, err=True)
         except click.Abort:
             ok = False
         if not ok:
             raise CLIError("Aborted.")
-    apply_xml(domain, vm, etag, new_xml, decide_restart(state, vm, restart, confirmed))
+    apply_xml(domain, vm, etag, new_xml, decide_restart(state, vm, restart, confirmed or confirm_restart))
 
 
 # -- vcpu / memory -----------------------------------------------------------------------------------

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from lxml import etree
 
 from pvc.cli.client import decode, error_message
 from pvc.cli.commands.vm.common import (
     apply_xml,
     bridge_of,
+    check_xml,
     decide_restart,
     edit_xml,
     fetch_vm,
@@ -136,14 +138,61 @@ def volume_get(domain: str, formatter: Any) -> None:
 
 
 _RBD_VOLUME_RE = re.compile(r"^[^/\s]+/[^/\s]+$")
+_BUS_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "usb": "sd", "ide": "hd"}
+_SAFE_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
 
-@volume_group.command(name="add", short_help="Add an RBD volume to a VM.")
+def add_file_disk(xml: str, path: str, target: str | None, bus: str) -> str:
+    """The XML with a raw file-backed disk added, as upstream's `vm volume add -t file`.
+
+    The next free target of the bus is taken when none is given; a scsi disk gets a virtio-scsi
+    controller if the VM has none. Whether the cluster accepts a host file is the API's domain
+    XML policy to decide (refused by default, allowed through `host_disks`).
+    """
+    if not path.startswith("/") or any(c in path for c in "\0\n\r"):
+        raise CLIError(f"The file volume '{path}' is not an absolute path.")
+    if bus not in _BUS_PREFIX:
+        raise CLIError(f"The bus '{bus}' is not supported for file volumes ({', '.join(_BUS_PREFIX)}).")
+    domain = check_xml(xml)
+    targets = {d.target for d in domain.disks}
+    if any(d.source.file == path for d in domain.disks if d.source is not None):
+        raise CLIError(f"The file {path} is already attached to {domain.name}.")
+    if target is None:
+        prefix = _BUS_PREFIX[bus]
+        target = next((prefix + c for c in "abcdefghijklmnopqrstuvwxyz" if prefix + c not in targets), None)
+        if target is None:
+            raise CLIError(f"No free {prefix}* disk target left on {domain.name}.")
+    elif target in targets:
+        raise CLIError(f"The disk target {target} is already used by {domain.name}.")
+    root = etree.fromstring(xml.strip().encode("utf-8"), _SAFE_PARSER)
+    devices = root.find("devices")
+    if devices is None:
+        devices = etree.SubElement(root, "devices")
+    disk = etree.Element("disk", type="file", device="disk")
+    etree.SubElement(disk, "driver", name="qemu", type="raw")
+    etree.SubElement(disk, "source", file=path)
+    etree.SubElement(disk, "target", dev=target, bus=bus)
+    disks = devices.findall("disk")
+    if disks:
+        disks[-1].addnext(disk)
+    else:
+        devices.insert(0, disk)
+    if bus == "scsi" and not any(c.type == "scsi" for c in domain.controllers):
+        disk.addnext(etree.Element("controller", type="scsi", index="0", model="virtio-scsi"))
+    new_xml = etree.tostring(root, encoding="unicode")
+    check_xml(new_xml)
+    return new_xml
+
+
+@volume_group.command(name="add", short_help="Add a volume to a VM.")
 @click.argument("domain")
 @click.argument("volume")
 @click.option("-d", "--disk-id", "disk_id", default=None, help="Target (sdX/vdX/hdX) [default: next free].")
 @click.option("-b", "--bus", type=click.Choice(DISK_BUSES), default="scsi", show_default=True,
               help="Bus of the disk (scsi adds a virtio-scsi controller if the VM has none).")
+@click.option("-t", "--type", "disk_type", type=click.Choice(("rbd", "file")), default="rbd",
+              show_default=True,
+              help="The type of volume: an RBD volume (pool/volume) or a file on the nodes (absolute path).")
 @click.option("--monitor", "monitors", multiple=True, metavar="HOST[:PORT]",
               help="Ceph monitor of the disk source; repeatable.")
 @click.option("--secret-uuid", default=None, help="UUID of the libvirt secret holding the Ceph key.")
@@ -151,15 +200,26 @@ _RBD_VOLUME_RE = re.compile(r"^[^/\s]+/[^/\s]+$")
 @live_option
 @restart_option
 @yes_option
-def volume_add(domain: str, volume: str, disk_id: str | None, bus: str, monitors: tuple[str, ...],
-               secret_uuid: str | None, ceph_user: str, live: bool, restart: bool | None,
-               confirmed: bool) -> None:
-    """Attach the Ceph RBD volume VOLUME ("pool/volume") to the VM DOMAIN.
+def volume_add(domain: str, volume: str, disk_id: str | None, bus: str, disk_type: str,
+               monitors: tuple[str, ...], secret_uuid: str | None, ceph_user: str, live: bool,
+               restart: bool | None, confirmed: bool) -> None:
+    """Attach the volume VOLUME to the VM DOMAIN: a Ceph RBD volume ("pool/volume", the default)
+    or, with --type file, a file by its absolute path on the nodes.
 
-    The volume must exist in the cluster. The node running the VM fills in the Ceph monitors and
+    An RBD volume must exist in the cluster. The node running the VM fills in the Ceph monitors and
     its libvirt secret when it starts or hot-plugs the disk; --monitor and --secret-uuid are only
-    needed to point a disk at another Ceph cluster.
+    needed to point a disk at another Ceph cluster. File volumes are refused by the cluster's
+    domain XML policy unless its administrator allowed the path (hypervisor.domain_policy).
     """
+    if disk_type == "file":
+        if monitors or secret_uuid or ceph_user:
+            raise CLIError("--monitor, --secret-uuid and --ceph-user are for RBD volumes, not --type file.")
+        def attach(_old_xml: str, new_xml: str) -> tuple[str, str]:
+            return "POST", edit_xml(domainxml.device_xml, new_xml, source=volume)
+
+        _change_devices(domain, lambda xml: add_file_disk(xml, volume, disk_id, bus), attach, live, restart,
+                        confirmed)
+        return
     if not _RBD_VOLUME_RE.match(volume):
         raise CLIError(f"The volume '{volume}' is not in the form pool/volume.")
     pool, name = volume.split("/", 1)

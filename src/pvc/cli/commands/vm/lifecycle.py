@@ -24,19 +24,22 @@ from pvc.core.vocabulary import SettableVMState
               help="Home node of the VM; chosen by the selector if unset.")
 @click.option("-l", "--limit", "--node-limit", "node_limit", default=None, metavar="NODES",
               help="Comma-separated nodes the VM may run on; saved with the VM.")
-@selector_option('How to choose a target node; "none" uses the cluster default.')
+@selector_option('How to choose a target node; "none" uses the cluster default.', default="none")
 @click.option("-a/-A", "--autostart/--no-autostart", "--node-autostart/--no-node-autostart",
               "node_autostart", default=False,
               help="Start the VM on the next ready of its home node; unset by the daemon once used.")
-@method_option
+@method_option(default="none")
 @downtime_option
 @click.option("-g", "--tag", "--user-tag", "user_tags", multiple=True, help="User tag; repeatable.")
 @click.option("-G", "--protected-tag", "protected_tags", multiple=True,
               help="Protected user tag; repeatable.")
-def define(vmconfig: IO[str], node: str | None, node_limit: str | None, node_selector: str | None,
-           node_autostart: bool, migration_method: str | None, migration_max_downtime: int | None,
+def define(vmconfig: IO[str], node: str | None, node_limit: str | None, node_selector: str,
+           node_autostart: bool, migration_method: str, migration_max_downtime: int | None,
            user_tags: tuple[str, ...], protected_tags: tuple[str, ...]) -> None:
     """Define a new virtual machine from the libvirt XML file VMCONFIG ("-" reads stdin).
+
+    As upstream, the selector and the migration method are sent as "none" (the cluster's
+    defaults) unless given.
 
     \b
     Node selectors: mem (most free memory), memprov (least provisioned memory),
@@ -123,7 +126,7 @@ shutdown = _state_command("shutdown", "Gracefully shut down a VM.",
                           "Shut down the VM DOMAIN with ACPI; it is stopped if it does not finish in time.",
                           wait=True, confirm="Shut down virtual machine {domain}")
 stop = _state_command("stop", "Forcibly stop a VM.", "Halt (destroy) the VM DOMAIN at once.",
-                      confirm="Forcibly stop virtual machine {domain}")
+                      force="Also stop a snapshot mirror.", confirm="Forcibly stop virtual machine {domain}")
 disable = _state_command("disable", "Shut down a VM and mark it disabled.",
                          "Shut down the VM DOMAIN and mark it disabled (not counted as degraded, unlike "
                          "stopped VMs).", force="Stop the VM instead of waiting for a shutdown.",

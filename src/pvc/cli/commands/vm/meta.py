@@ -19,7 +19,7 @@ from pvc.cli.state import format_option, get_state
 @selector_option("How to choose a target node.")
 @click.option("-a/-A", "--autostart/--no-autostart", "--node-autostart/--no-node-autostart",
               "node_autostart", default=None, help="Start the VM on the next ready of its home node.")
-@method_option
+@method_option()
 @downtime_option
 @click.option("-p", "--profile", "profile", default=None, help="Provisioner profile of the VM.")
 def meta(domain: str, node_limit: str | None, node_selector: str | None, node_autostart: bool | None,
