@@ -26,6 +26,7 @@ from pvc.api.params import MAX_PART_SIZE, inputs_model, openapi_inputs, required
 from pvc.api.routers import cluster, faults, nodes, provisioner_jobs, provisioner_ova, root, tasks, vms
 from pvc.api.routers import networks as network_routes
 from pvc.api.routers import provisioner as provisioner_routes
+from pvc.api.routers import sriov as sriov_routes
 from pvc.api.routers import storage as storage_routes
 from pvc.core.config import Settings
 from pvc.core.zk import ZK
@@ -70,6 +71,7 @@ def create_app(settings: Settings, zk: ZK, storage: Storage | None = None) -> Fa
     app.include_router(vms.router, prefix=PREFIX)
     app.include_router(storage_routes.router, prefix=PREFIX)
     app.include_router(network_routes.router, prefix=PREFIX)
+    app.include_router(sriov_routes.router, prefix=PREFIX)
     app.include_router(provisioner_routes.router, prefix=PREFIX)
     app.include_router(provisioner_jobs.router, prefix=PREFIX)
     app.include_router(provisioner_ova.router, prefix=PREFIX)

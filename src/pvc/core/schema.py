@@ -103,6 +103,27 @@ def node_fence_info(name: str) -> str:
     return f"{FENCE_INFO}/{name}"
 
 
+def node_sriov_pfs(name: str) -> str:
+    """Parent of the node's SR-IOV PF documents (upstream's `/nodes/<n>/sriov/pf`)."""
+    return f"{NODES}/{name}/sriov/pf"
+
+
+def node_sriov_pf(name: str, phy: str) -> str:
+    """SR-IOV PF document {phy, mtu, vfcount, totalvfs, vfs}, written by the node itself."""
+    return f"{NODES}/{name}/sriov/pf/{phy}"
+
+
+def node_sriov_vfs(name: str) -> str:
+    """Parent of the node's SR-IOV VF documents (upstream's `/nodes/<n>/sriov/vf`)."""
+    return f"{NODES}/{name}/sriov/vf"
+
+
+def node_sriov_vf(name: str, vf: str) -> str:
+    """SR-IOV VF document: observed {phy, pf, index, mtu, mac, phy_mac, pci} by the node; desired
+    `config` (PUT /sriov/vf) and the claim `used`/`used_by`/`mode` by the API, all CAS writes."""
+    return f"{NODES}/{name}/sriov/vf/{vf}"
+
+
 def node_log(name: str) -> str:
     return f"{LOGS}/{name}"
 
