@@ -305,6 +305,21 @@ class BgpSettings(_Section):
         return peers
 
 
+class SriovDevice(_Section):
+    """One SR-IOV PF the node sets up at start (upstream's `sriov_device` entry)."""
+    phy: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,15}$")
+    mtu: int | None = Field(default=None, ge=68, le=65535)
+    vfcount: int = Field(default=0, ge=0, le=4096)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _device(cls, data: object) -> object:
+        # upstream's code reads `phy`; its sample configuration says `device`: both are accepted.
+        if isinstance(data, dict) and "device" in data and "phy" not in data:
+            return {("phy" if k == "device" else k): v for k, v in data.items()}
+        return data
+
+
 class NetworkingSettings(_Section):
     """Where this node's client networks attach (DESIGN D8; facts in pvc-facts §5)."""
     # The underlay for managed (VXLAN) networks, and this node's VTEP address on it (default: the
@@ -340,6 +355,10 @@ class NetworkingSettings(_Section):
     guest_denied_networks: list[str] = Field(default_factory=list)
     guest_api_access: bool = False
     guest_port_guard: bool = True
+    # SR-IOV (upstream's guest_networking.sriov_enable / sriov_device): the PFs whose VF count
+    # and MTU the node sets at start, and whose VFs it publishes for VMs (macvtap or hostdev).
+    sriov_enable: bool = False
+    sriov_device: list[SriovDevice] = Field(default_factory=list)
 
     @field_validator("cluster_address")
     @classmethod
