@@ -128,3 +128,73 @@ def test_chrony_config() -> None:
     assert chrony.chronyd_argv("/run/c.conf") == ["chronyd", "-d", "-x", "-f", "/run/c.conf"]
     with pytest.raises(ValueError, match="not absolute"):
         chrony.chronyd_argv("c.conf")
+
+
+# -- the network document (pvc.cluster.networks) ---------------------------------------------------------
+
+def values(**changes: Any) -> dict[str, Any]:
+    return {"vni": 10001, "description": "testing", "nettype": "managed", "ip4_network": "10.100.100.0/24",
+            "ip4_gateway": "10.100.100.1", "dhcp4": True, "dhcp4_start": "10.100.100.100",
+            "dhcp4_end": "10.100.100.199", **changes}
+
+
+def test_document_carries_tftp_only_when_set() -> None:
+    from pvc.cluster import networks as nets
+
+    plain = nets.network_doc(values(tftp_root="", dhcp_boot=None))
+    assert "tftp_root" not in plain and "dhcp_boot" not in plain          # upstream's shape unchanged
+    assert "tftp_root" not in nets.network_view(plain)
+    pxe = nets.network_doc(values(tftp_root="/srv/tftp", dhcp_boot="pxelinux.0"))
+    assert (pxe["tftp_root"], pxe["dhcp_boot"]) == ("/srv/tftp", "pxelinux.0")
+    view = nets.network_view(pxe)
+    assert (view["tftp_root"], view["dhcp_boot"]) == ("/srv/tftp", "pxelinux.0")
+    spec = NetSpec.from_doc(pxe)                                           # what every node parses
+    assert (spec.tftp_root, spec.dhcp_boot) == ("/srv/tftp", "pxelinux.0")
+    # modify: "" clears the root and with it the boot file; other changes keep both
+    kept = nets.network_doc(nets.merge_changes(pxe, {"domain": "x.test"}))
+    assert kept["tftp_root"] == "/srv/tftp" and kept["dhcp_boot"] == "pxelinux.0"
+    cleared = nets.network_doc(nets.merge_changes(pxe, {"tftp_root": ""}))
+    assert "tftp_root" not in cleared and "dhcp_boot" not in cleared
+    assert nets.network_doc(nets.merge_changes(pxe, {"dhcp_boot": ""})).get("dhcp_boot") is None
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"tftp_root": "/etc"}, "tftp_root: '/etc' is not below"),
+    ({"tftp_root": "/srv/../root"}, "tftp_root: '/srv/../root' is not a normalised path"),
+    ({"tftp_root": "srv"}, "tftp_root: 'srv' is not an absolute path"),
+    ({"dhcp_boot": "pxelinux.0"}, "dhcp_boot: the boot file is served from the network's TFTP root"),
+    ({"tftp_root": "/srv/t", "dhcp_boot": "../x"}, "dhcp_boot: '../x' must be relative"),
+    ({"tftp_root": "/srv/t", "dhcp_boot": "p", "dhcp4": False, "dhcp4_start": None, "dhcp4_end": None},
+     "dhcp_boot: the boot file is named by DHCPv4"),
+    ({"tftp_root": "/srv/t", "ip4_network": None, "ip4_gateway": None, "dhcp4": False, "dhcp4_start": None,
+      "dhcp4_end": None}, "tftp_root: TFTP is served on the network's gateway"),
+    ({"nettype": "bridged", "vni": 101, "ip4_network": None, "ip4_gateway": None, "dhcp4": False,
+      "dhcp4_start": None, "dhcp4_end": None, "tftp_root": "/srv/t"}, "tftp_root: bridged networks"),
+])
+def test_document_refuses_bad_tftp(changes: dict[str, Any], words: str) -> None:
+    from pvc.cluster import networks as nets
+    from pvc.core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as info:
+        nets.network_doc(values(**changes))
+    assert words in info.value.message, info.value.message
+
+
+def test_the_api_host_checks_the_root_exists_and_stays_confined(tmp_path: Any, monkeypatch) -> None:
+    from pvc.cluster.networks import networks as netdocs
+    from pvc.core.errors import InvalidInput
+
+    monkeypatch.setattr(nc, "TFTP_ROOT_TREES", (str(tmp_path / "srv"),))
+    root = tmp_path / "srv" / "pxe"
+    doc = netdocs.network_doc(values(tftp_root=str(root)))
+    with pytest.raises(InvalidInput, match="is not a directory on this node"):
+        netdocs.check_tftp_on_host(doc)
+    netdocs.check_tftp_on_host(doc, before=doc)          # unchanged: not checked again
+    root.parent.mkdir()
+    (tmp_path / "etc").mkdir()
+    root.symlink_to(tmp_path / "etc")
+    with pytest.raises(InvalidInput, match="resolves to"):
+        netdocs.check_tftp_on_host(doc)
+    root.unlink()
+    root.mkdir()
+    netdocs.check_tftp_on_host(doc)

@@ -4,6 +4,7 @@ listing, adding, modifying and removing networks (with their ACLs, reservations 
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from pvc.cluster.networks.validation import (
     Net4,
     Net6,
     check_description,
+    check_dhcp_boot,
     check_domain,
     check_flag,
     check_host,
@@ -30,19 +32,20 @@ from pvc.cluster.networks.validation import (
     check_mtu,
     check_name_servers,
     check_nettype,
+    check_tftp_root,
     default_domain,
     parse_vni,
 )
-from pvc.core import schema
+from pvc.core import netconfig, schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
 from pvc.core.zk import ZK, TxOp, op_check, op_create, op_delete, op_set
 
 # Fields a bridged network cannot carry: PVC only bridges the VLAN, the guests bring their own IP.
 MANAGED_ONLY = ("domain", "name_servers", "ip4_network", "ip4_gateway", "dhcp4", "dhcp4_start", "dhcp4_end",
-                "ip6_network", "ip6_gateway")
+                "ip6_network", "ip6_gateway", "tftp_root", "dhcp_boot")
 # The inputs of a network, named as in the API.
 FIELDS = ("vni", "nettype", "description", "mtu", "domain", "name_servers", "ip4_network", "ip4_gateway",
-          "dhcp4", "dhcp4_start", "dhcp4_end", "ip6_network", "ip6_gateway")
+          "dhcp4", "dhcp4_start", "dhcp4_end", "ip6_network", "ip6_gateway", "tftp_root", "dhcp_boot")
 
 
 # -- the network document (pure) -----------------------------------------------------------------------
@@ -80,7 +83,45 @@ def network_doc(values: Mapping[str, Any]) -> dict[str, Any]:
         ip6.update(network=str(net6), gateway=gw6, dhcp_flag=True)
     elif gateway6 is not None:
         raise InvalidInput("ip6_gateway: needs an IPv6 network (give ip6_network)")
-    return _doc(vni, "managed", description, mtu, domain, name_servers, ip4, ip6)
+    doc = _doc(vni, "managed", description, mtu, domain, name_servers, ip4, ip6)
+    doc.update(_tftp(values, ip4, ip6))
+    return doc
+
+
+def _tftp(values: Mapping[str, Any], ip4: Mapping[str, Any], ip6: Mapping[str, Any]) -> dict[str, Any]:
+    """`tftp_root` and `dhcp_boot`, only when set (so documents without TFTP keep upstream's
+    shape): a root needs a gateway to serve on, a boot file needs the root and DHCPv4."""
+    root, boot = check_tftp_root(values.get("tftp_root")), check_dhcp_boot(values.get("dhcp_boot"))
+    out: dict[str, Any] = {}
+    if root is not None:
+        if not (ip4.get("gateway") or ip6.get("gateway")):
+            raise InvalidInput("tftp_root: TFTP is served on the network's gateway; give it an IPv4 or IPv6 "
+                               "network first")
+        out["tftp_root"] = root
+    if boot is not None:
+        if root is None:
+            raise InvalidInput("dhcp_boot: the boot file is served from the network's TFTP root (give "
+                               "tftp_root)")
+        if not ip4.get("dhcp_flag"):
+            raise InvalidInput("dhcp_boot: the boot file is named by DHCPv4 (enable dhcp4)")
+        out["dhcp_boot"] = boot
+    return out
+
+
+def check_tftp_on_host(doc: Mapping[str, Any], before: Mapping[str, Any] | None = None) -> None:
+    """A new or changed TFTP root must be a directory here (the API runs on the primary, whose
+    dnsmasq serves it) that does not resolve out of the confined trees; every node checks
+    again before its dnsmasq serves it."""
+    root = doc.get("tftp_root")
+    if not root or (before is not None and before.get("tftp_root") == root):
+        return
+    if not os.path.isdir(root):
+        raise InvalidInput(f"tftp_root: {root} is not a directory on this node; create it (on every node, "
+                           f"since the primary serves it) first")
+    try:
+        netconfig.tftp_root_on_host(root, os.path.realpath(root))
+    except ValueError as exc:
+        raise InvalidInput(f"tftp_root: {exc}") from None
 
 
 def _ip4_config(values: Mapping[str, Any], dhcp4: bool) -> dict[str, Any]:
@@ -142,7 +183,8 @@ def doc_values(doc: Mapping[str, Any]) -> dict[str, Any]:
             "ip4_network": ip4.get("network"), "ip4_gateway": ip4.get("gateway"),
             "dhcp4": bool(ip4.get("dhcp_flag")), "dhcp4_start": ip4.get("dhcp_start"),
             "dhcp4_end": ip4.get("dhcp_end"), "ip6_network": ip6.get("network"),
-            "ip6_gateway": ip6.get("gateway")}
+            "ip6_gateway": ip6.get("gateway"), "tftp_root": doc.get("tftp_root"),
+            "dhcp_boot": doc.get("dhcp_boot")}
 
 
 def merge_changes(doc: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,6 +209,8 @@ def merge_changes(doc: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[st
         values["dhcp4"] = given.get("dhcp4", False)
     if "ip6_network" in given:
         values["ip6_gateway"] = given.get("ip6_gateway")
+    if "tftp_root" in given and optional_text(given["tftp_root"]) is None:
+        values["dhcp_boot"] = given.get("dhcp_boot")       # no root: no boot file from it
     return values
 
 
@@ -218,6 +262,7 @@ def network_view(doc: Mapping[str, Any]) -> dict[str, Any]:
                 "dhcp_end": ip4.get("dhcp_end")},
         "ip6": {"network": ip6.get("network"), "gateway": ip6.get("gateway"),
                 "dhcp_flag": bool(ip6.get("dhcp_flag"))},
+        **{k: doc[k] for k in ("tftp_root", "dhcp_boot") if doc.get(k)},    # PVC's own, only when set
     }
 
 
@@ -277,13 +322,16 @@ def _aux_ops(zk: ZK, vni: int) -> list[TxOp]:
 def add_network(zk: ZK, vni: Any, description: Any, nettype: Any, mtu: Any = None, domain: Any = None,
                 name_servers: Any = None, ip4_network: Any = None, ip4_gateway: Any = None,
                 ip6_network: Any = None, ip6_gateway: Any = None, dhcp4: Any = False,
-                dhcp4_start: Any = None, dhcp4_end: Any = None) -> str:
+                dhcp4_start: Any = None, dhcp4_end: Any = None, tftp_root: Any = None,
+                dhcp_boot: Any = None) -> str:
     """Add a network (with its empty ACLs, reservations and leases) in one transaction."""
     values = {"vni": vni, "description": description, "nettype": nettype, "mtu": mtu, "domain": domain,
               "name_servers": name_servers, "ip4_network": ip4_network, "ip4_gateway": ip4_gateway,
               "ip6_network": ip6_network, "ip6_gateway": ip6_gateway, "dhcp4": dhcp4,
-              "dhcp4_start": dhcp4_start, "dhcp4_end": dhcp4_end}
+              "dhcp4_start": dhcp4_start, "dhcp4_end": dhcp4_end, "tftp_root": tftp_root,
+              "dhcp_boot": dhcp_boot}
     doc = network_doc(values)
+    check_tftp_on_host(doc)
 
     def plan() -> tuple[list[TxOp], str]:
         version = _parent(zk)
@@ -311,6 +359,7 @@ def modify_network(zk: ZK, net: str | int, **changes: Any) -> str:
         key, current = found
         vni = int(current["vni"])
         doc = network_doc(merge_changes(current, changes))
+        check_tftp_on_host(doc, current)
         check_cluster(doc, [d for k, d in docs.items() if k != key])
         reservations_version = version_of(zk, schema.network_reservations(vni))
         _check_reservations(zk, vni, doc)

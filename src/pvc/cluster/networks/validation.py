@@ -217,3 +217,27 @@ def check_flag(value: Any, field: str) -> bool:
 def check_name_servers(values: Any) -> list[str]:
     """Repeated keys and/or comma-separated values (the swagger's "CSV list"), each an IP address."""
     return list(dict.fromkeys(check_ip(part, "name_servers") for part in csv_items(values)))
+
+
+def check_tftp_root(value: Any, field: str = "tftp_root") -> str | None:
+    """An optional TFTP root for the network's dnsmasq (PXE): absolute, normalised, below
+    /srv or /var/lib/tftpboot (never the nodes' configuration or secrets); see
+    netconfig.check_tftp_root."""
+    text = optional_text(value)
+    if text is None:
+        return None
+    try:
+        return netconfig.check_tftp_root(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{field}: {exc}") from None
+
+
+def check_dhcp_boot(value: Any, field: str = "dhcp_boot") -> str | None:
+    """An optional DHCP boot file name (option 67), relative to the TFTP root."""
+    text = optional_text(value)
+    if text is None:
+        return None
+    try:
+        return netconfig.check_boot_file(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{field}: {exc}") from None
