@@ -1,6 +1,8 @@
 """NTP and TFTP on managed networks (issue #14 item 5): DHCP names the gateway as NTP server,
 chrony's configuration, the TFTP root's confinement and the guest-input rules they open."""
 
+# ruff: noqa: F811 - the fixtures imported from test_cli_flows are (by pytest's design) re-bound as arguments
+
 from __future__ import annotations
 
 from typing import Any
@@ -10,6 +12,8 @@ import pytest
 from pvc.core import chrony
 from pvc.core import netconfig as nc
 from pvc.core.netconfig import NetSpec
+from tests.unit.test_cli_flows import FakeApi, api, env, no_sleep  # noqa: F401
+from tests.unit.test_cli_flows import pvc as cli_run
 
 
 def doc(vni: int = 400, **extra: Any) -> dict[str, Any]:
@@ -198,3 +202,24 @@ def test_the_api_host_checks_the_root_exists_and_stays_confined(tmp_path: Any, m
     root.unlink()
     root.mkdir()
     netdocs.check_tftp_on_host(doc)
+
+
+def test_cli_sends_and_shows_tftp(api: FakeApi, env: dict[str, str]) -> None:
+    api.on("POST", "/network", {"message": "Network 'pxe' added successfully!"})
+    api.on("PUT", "/network/10001", {"message": "Network '10001' modified successfully!"})
+    result = cli_run(api, env, "-q", "network", "add", "10001", "-d", "pxe", "-p", "managed", "-i",
+                     "10.1.0.0/24", "-g", "10.1.0.1", "--tftp-root", "/srv/tftp", "--dhcp-boot", "pxelinux.0")
+    assert result.exit_code == 0, result.output
+    sent = api.sent("POST", "/network")[0].url.params
+    assert (sent["tftp_root"], sent["dhcp_boot"]) == ("/srv/tftp", "pxelinux.0")
+    assert cli_run(api, env, "-q", "network", "modify", "10001", "--tftp-root", "").exit_code == 0
+    assert dict(api.sent("PUT", "/network/10001")[0].url.params) == {"tftp_root": ""}
+    from pvc.cli.commands import network as netcli
+    from pvc.cli.output import render
+
+    item = {"vni": 10001, "type": "managed", "mtu": "", "description": "pxe", "domain": "pxe.local",
+            "name_servers": [], "ip4": {"network": "None"}, "ip6": {"network": "None"},
+            "tftp_root": "/srv/tftp", "dhcp_boot": "pxelinux.0"}
+    text = render(netcli.format_info(item))
+    assert "TFTP root" in text and "/srv/tftp" in text and "pxelinux.0" in text
+    assert "TFTP" not in render(netcli.format_info({**item, "tftp_root": None}))

@@ -66,6 +66,9 @@ def format_info(net: dict[str, Any], long: bool = False) -> RenderableType:
                       ("DHCPv4 enabled", _flag(ip4.get("dhcp_flag")))]
             if _flag(ip4.get("dhcp_flag")).plain == "True":
                 items.append(("DHCPv4 range", f"{ip4.get('dhcp_start')} - {ip4.get('dhcp_end')}"))
+        if _set(net.get("tftp_root")):
+            items += [("", ""), ("TFTP root", net.get("tftp_root")),
+                      ("DHCP boot file", net.get("dhcp_boot") if _set(net.get("dhcp_boot")) else NA)]
     blocks: list[RenderableType] = [key_values(items)]
     if long and net.get("type") == "managed":
         leases, acls = net.get("leases") or [], net.get("acls") or []
@@ -177,6 +180,9 @@ def group() -> None:
 
 IPNET_HELP = "CIDR-format IPv4 network address for the subnet (e.g. 10.100.0.0/24)."
 IPNET6_HELP = "CIDR-format IPv6 network address for the subnet; a /64 ending \"::/64\"."
+TFTP_HELP = ("Directory the gateway serves read-only over TFTP (PXE), below /srv or /var/lib/tftpboot, on "
+             "every node; world-readable files only.")
+BOOT_HELP = "Boot file DHCPv4 names (option 67), relative to the TFTP root."
 
 
 @group.command(name="add", short_help="Add a new virtual network.")
@@ -200,10 +206,12 @@ IPNET6_HELP = "CIDR-format IPv6 network address for the subnet; a /64 ending \":
 @click.option("--dhcp/--no-dhcp", "dhcp4", default=False, help="Enable/disable IPv4 DHCP on the subnet.")
 @click.option("--dhcp-start", "dhcp4_start", default=None, help="IPv4 DHCP range start address.")
 @click.option("--dhcp-end", "dhcp4_end", default=None, help="IPv4 DHCP range end address.")
+@click.option("--tftp-root", "tftp_root", default=None, help=TFTP_HELP)
+@click.option("--dhcp-boot", "dhcp_boot", default=None, help=BOOT_HELP)
 def add(vni: str, description: str, nettype: str, mtu: str | None, domain: str | None,
         name_servers: tuple[str, ...], ip4_network: str | None, ip6_network: str | None,
         ip4_gateway: str | None, ip6_gateway: str | None, dhcp4: bool, dhcp4_start: str | None,
-        dhcp4_end: str | None) -> None:
+        dhcp4_end: str | None, tftp_root: str | None, dhcp_boot: str | None) -> None:
     """Add a new virtual network with VXLAN identifier (managed) or VLAN ID (bridged) VNI.
 
     \b
@@ -214,13 +222,15 @@ def add(vni: str, description: str, nettype: str, mtu: str | None, domain: str |
 
     The MTU may not exceed the underlying device's (bridge_mtu for bridged networks, cluster_mtu
     minus 50 for managed ones); each node clamps it. IPv6 (--ipnet6, a /64) gets DHCPv6 and router
-    advertisements.
+    advertisements. The gateway answers NTP and DHCP names it as time server; --tftp-root (with
+    --dhcp-boot) serves PXE files from the gateway.
     """
     _say("POST", "/network", {"vni": vni, "description": description, "nettype": nettype, "mtu": mtu,
                               "domain": domain, "name_servers": _servers(name_servers),
                               "ip4_network": ip4_network, "ip4_gateway": ip4_gateway,
                               "ip6_network": ip6_network, "ip6_gateway": ip6_gateway, "dhcp4": dhcp4,
-                              "dhcp4_start": dhcp4_start, "dhcp4_end": dhcp4_end})
+                              "dhcp4_start": dhcp4_start, "dhcp4_end": dhcp4_end, "tftp_root": tftp_root,
+                              "dhcp_boot": dhcp_boot})
 
 
 @group.command(name="modify", short_help="Modify an existing virtual network.")
@@ -238,10 +248,12 @@ def add(vni: str, description: str, nettype: str, mtu: str | None, domain: str |
 @click.option("--dhcp/--no-dhcp", "dhcp4", default=None, help="Enable/disable IPv4 DHCP on the subnet.")
 @click.option("--dhcp-start", "dhcp4_start", default=None, help="IPv4 DHCP range start address.")
 @click.option("--dhcp-end", "dhcp4_end", default=None, help="IPv4 DHCP range end address.")
+@click.option("--tftp-root", "tftp_root", default=None, help=TFTP_HELP[:-1] + "; \"\" stops TFTP.")
+@click.option("--dhcp-boot", "dhcp_boot", default=None, help=BOOT_HELP[:-1] + "; \"\" removes it.")
 def modify(vni: str, description: str | None, mtu: str | None, domain: str | None,
            name_servers: tuple[str, ...], ip4_network: str | None, ip6_network: str | None,
            ip4_gateway: str | None, ip6_gateway: str | None, dhcp4: bool | None, dhcp4_start: str | None,
-           dhcp4_end: str | None) -> None:
+           dhcp4_end: str | None, tftp_root: str | None, dhcp_boot: str | None) -> None:
     """Modify the virtual network VNI; only the given options change.
 
     Example: pvc network modify 1001 --gateway 10.1.1.1 --dhcp
@@ -250,7 +262,7 @@ def modify(vni: str, description: str | None, mtu: str | None, domain: str | Non
                                     "name_servers": _servers(name_servers), "ip4_network": ip4_network,
                                     "ip4_gateway": ip4_gateway, "ip6_network": ip6_network,
                                     "ip6_gateway": ip6_gateway, "dhcp4": dhcp4, "dhcp4_start": dhcp4_start,
-                                    "dhcp4_end": dhcp4_end})
+                                    "dhcp4_end": dhcp4_end, "tftp_root": tftp_root, "dhcp_boot": dhcp_boot})
 
 
 @group.command(name="remove", short_help="Remove a virtual network.")
