@@ -10,6 +10,9 @@ import pytest
 from pvc.adapters.sriov import PciAddress, SriovError, SysfsSriov, VFConfig
 from pvc.adapters.sriov.fake import RecordingNetlink, add_vfs, build_sysfs
 from pvc.adapters.sriov.sysfs import vf_spec
+from pvc.cluster import sriov as rules
+from pvc.core import domainxml
+from pvc.core.errors import Conflict, InvalidInput
 
 
 @pytest.fixture
@@ -127,3 +130,197 @@ def test_pci_address() -> None:
     assert str(pci) == "0000:3b:02.1"
     with pytest.raises(SriovError, match="not a PCI address"):
         PciAddress.parse("3b:02.1")
+
+
+# -- pvc.cluster.sriov: pure rules ---------------------------------------------------------------------
+
+
+UUID = "8e5c3a4e-6b4e-4f39-9e66-0cf0f7b7a001"
+
+
+def _vf(name: str, pf: str, fn: int, used_by: str = "") -> dict[str, object]:
+    return {"phy": name, "pf": pf, "index": fn, "mtu": 1500, "mac": f"52:54:00:3b:02:{fn:02x}",
+            "pci": {"domain": "0000", "bus": "3b", "slot": "02", "function": str(fn)},
+            "used": bool(used_by), "used_by": used_by, "config": dict(rules.CONFIG_DEFAULTS)}
+
+
+def _xml(nics: str) -> domainxml.Domain:
+    return domainxml.parse(f"""<domain type='kvm'><name>vm1</name><uuid>{UUID}</uuid>
+      <memory unit='MiB'>512</memory><vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os>
+      <devices>{nics}</devices></domain>""")
+
+
+MACVTAP = ("<interface type='direct'><mac address='52:54:00:aa:00:01'/>"
+           "<source dev='ens1f0v1' mode='passthrough'/><model type='virtio'/></interface>")
+HOSTDEV = ("<interface type='hostdev' managed='yes'><mac address='52:54:00:aa:00:02'/><source>"
+           "<address type='pci' domain='0x0000' bus='0x3b' slot='0x02' function='0x0'/></source>"
+           "<sriov_device>ens1f0v0</sriov_device><model type='virtio'/></interface>")
+
+
+def test_views_have_upstreams_shapes() -> None:
+    pf = rules.pf_view({"phy": "ens1f0", "mtu": 9000, "vfs": ["ens1f0v10", "ens1f0v2"]})
+    assert pf == {"phy": "ens1f0", "mtu": "9000", "vfs": ["ens1f0v2", "ens1f0v10"]}
+    vf = rules.vf_view(_vf("ens1f0v1", "ens1f0", 1, UUID))
+    assert vf["config"] == {"vlan_id": "0", "vlan_qos": "0", "tx_rate_min": "0", "tx_rate_max": "0",
+                            "link_state": "auto", "spoof_check": True, "trust": False, "query_rss": False}
+    assert vf["usage"] == {"used": True, "domain": UUID} and vf["mtu"] == 1500
+    assert vf["pci"] == {"domain": "0000", "bus": "3b", "slot": "02", "function": "1"}
+
+
+def test_vf_settings_are_validated_and_named() -> None:
+    given = {"vlan_id": "100", "trust": "true", "link_state": "enable", "vlan_qos": None}
+    assert rules.parse_config(given) == {"vlan_id": 100, "trust": True, "link_state": "enable"}
+    for bad, named in (({"vlan_id": 4096}, "vlan_id: 4096 is outside 0..4095"),
+                       ({"vlan_qos": "x"}, "vlan_qos: 'x' is not an integer"),
+                       ({"link_state": "up"}, "link_state: 'up' is not one of auto, enable, disable"),
+                       ({"trust": "maybe"}, "'maybe' is not a boolean"),
+                       ({"tx_rate_min": -1}, "tx_rate_min: -1 is outside")):
+        with pytest.raises(InvalidInput, match=named):
+            rules.parse_config(bad)
+    with pytest.raises(InvalidInput, match="vlan_qos: a QoS priority"):
+        rules.check_config({**rules.CONFIG_DEFAULTS, "vlan_qos": 3})
+    with pytest.raises(InvalidInput, match="tx_rate_min: 500 is above tx_rate_max 100"):
+        rules.check_config({**rules.CONFIG_DEFAULTS, "tx_rate_min": 500, "tx_rate_max": 100})
+
+
+def test_vf_nics_finds_macvtap_and_hostdev() -> None:
+    vfs = {"ens1f0v0": _vf("ens1f0v0", "ens1f0", 0), "ens1f0v1": _vf("ens1f0v1", "ens1f0", 1)}
+    nics = rules.vf_nics(_xml(MACVTAP + HOSTDEV + "<interface type='bridge'><source bridge='vmbr1'/>"
+                              "</interface>"), vfs)
+    assert [(n.vf, n.mode, n.mac) for n in nics] == [("ens1f0v1", "macvtap", "52:54:00:aa:00:01"),
+                                                     ("ens1f0v0", "hostdev", "52:54:00:aa:00:02")]
+    # a hostdev NIC without <sriov_device> is found by its PCI address
+    bare = HOSTDEV.replace("<sriov_device>ens1f0v0</sriov_device>", "")
+    assert [n.vf for n in rules.vf_nics(_xml(bare), vfs)] == ["ens1f0v0"]
+
+
+def test_migration_plan_prefers_the_same_vf_then_any_free_vf_of_the_pf() -> None:
+    domain = _xml(MACVTAP)
+    source = {"ens1f0v1": _vf("ens1f0v1", "ens1f0", 1, UUID)}
+    same = {"ens1f0v0": _vf("ens1f0v0", "ens1f0", 0), "ens1f0v1": _vf("ens1f0v1", "ens1f0", 1)}
+    assert rules.plan_move(domain, source, same, "hv2", UUID) == {"ens1f0v1": "ens1f0v1"}
+    other = {"ens1f0v0": _vf("ens1f0v0", "ens1f0", 0),
+             "ens1f0v1": _vf("ens1f0v1", "ens1f0", 1, "someone-else"),
+             "ens2v0": _vf("ens2v0", "ens2", 5)}
+    moves = rules.plan_move(domain, source, other, "hv2", UUID)
+    assert moves == {"ens1f0v1": "ens1f0v0"}
+    moved = rules.rewrite(domain, moves, other)
+    assert [n.source for n in moved.interfaces] == ["ens1f0v0"]
+    full = {"ens1f0v0": _vf("ens1f0v0", "ens1f0", 0, "x"), "ens2v0": _vf("ens2v0", "ens2", 5)}
+    with pytest.raises(Conflict, match='Node "hv2" has no free SR-IOV VF on PF "ens1f0"'):
+        rules.plan_move(domain, source, full, "hv2", UUID)
+
+
+def test_hostdev_rewrite_moves_the_pci_address_and_the_name() -> None:
+    domain = _xml(HOSTDEV)
+    target = {"ens1f0v3": {**_vf("ens1f0v3", "ens1f0", 3)}}
+    moved = rules.rewrite(domain, {"ens1f0v0": "ens1f0v3"}, target)
+    nic = moved.interfaces[0]
+    assert (nic.sriov_device, nic.source) == ("ens1f0v3", "0000:3b:02.3")
+    assert 'function="0x3"' in domainxml.render(moved) and rules.has_hostdev(moved)
+
+
+# -- the node's SR-IOV service over a synthetic tree -----------------------------------------------------
+
+class MiniZK:
+    """Just the ZK methods the service uses, over a dict (paths -> JSON values)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, object] = {}
+        self.watches: dict[str, object] = {}
+
+    def get(self, path: str, default: object = None) -> object:
+        return self.data.get(path, default)
+
+    def put(self, path: str, value: object) -> None:
+        self.data[path] = value
+
+    def update(self, path: str, fn: object, create: bool = False) -> object:
+        assert create or path in self.data
+        self.data[path] = fn(self.data.get(path))  # type: ignore[operator]
+        return self.data[path]
+
+    def exists(self, path: str) -> bool:
+        return path in self.data or any(p.startswith(path + "/") for p in self.data)
+
+    def children(self, path: str) -> list[str]:
+        return sorted({p[len(path) + 1:].split("/")[0] for p in self.data if p.startswith(path + "/")})
+
+    def delete(self, path: str) -> None:
+        for p in [p for p in self.data if p == path or p.startswith(path + "/")]:
+            del self.data[p]
+
+    def get_many(self, paths: list[str]) -> dict[str, object]:
+        return {p: self.data[p] for p in paths if p in self.data}
+
+    def watch_data(self, path: str, fn: object) -> None:
+        self.watches[path] = fn
+
+
+def _service(tree: Path, netlink: RecordingNetlink,
+             devices: list[dict[str, object]]) -> tuple[object, MiniZK]:
+    import threading
+
+    from pvc.core.config import NetworkingSettings
+    from pvc.node.services.sriov import SriovService
+
+    class S:
+        node_name = "hv1"
+        networking = NetworkingSettings(sriov_enable=True, sriov_device=devices)
+
+    zk = MiniZK()
+    return SriovService(S(), zk, SysfsSriov(tree, netlink), threading.Event()), zk  # type: ignore[arg-type]
+
+
+def test_node_service_sets_up_publishes_and_applies(tree: Path) -> None:
+    from pvc.core import schema
+
+    netlink = RecordingNetlink()
+    service, zk = _service(tree, netlink, [{"phy": "ens1f1", "mtu": 9000, "vfcount": 2}])
+    service.setup()                                          # type: ignore[attr-defined]
+    assert (tree / "class/net/ens1f1/device/sriov_numvfs").read_text() == "2"
+    assert (tree / "class/net/ens1f1/mtu").read_text() == "9000"
+    add_vfs(tree, "ens1f1", 2)                               # the kernel's part of that write
+    service.run_pass()                                       # type: ignore[attr-defined]
+    assert zk.get(schema.node_sriov_pf("hv1", "ens1f1")) == {
+        "phy": "ens1f1", "mtu": 9000, "vfcount": 2, "totalvfs": 4, "vfs": ["ens1f1v0", "ens1f1v1"]}
+    vf = zk.get(schema.node_sriov_vf("hv1", "ens1f1v1"))
+    assert isinstance(vf, dict)
+    assert (vf["pf"], vf["index"], vf["used"], vf["pci_address"]) == ("ens1f1", 1, False, "0000:5e:02.1")
+    assert vf["phy_mac"] == vf["mac"] == "52:54:00:5e:02:01"
+    assert [c[1]["vf"] for c in netlink.calls] == [0, 1]      # defaults applied once at start
+    service.run_pass()                                       # type: ignore[attr-defined]
+    assert len(netlink.calls) == 2                            # unchanged: nothing applied again
+    # the API writes desired settings and a claim; the node keeps them and applies the settings
+    zk.update(schema.node_sriov_vf("hv1", "ens1f1v1"),
+              lambda d: {**d, "config": {**d["config"], "vlan_id": 42, "trust": True},
+                         "used": True, "used_by": UUID})
+    service.run_pass()                                       # type: ignore[attr-defined]
+    assert netlink.calls[-1] == ("ens1f1", {**vf_spec(1, VFConfig(vlan_id=42, trust=True))})
+    kept = zk.get(schema.node_sriov_vf("hv1", "ens1f1v1"))
+    assert isinstance(kept, dict) and kept["used_by"] == UUID and kept["config"]["vlan_id"] == 42
+    # VFs that disappear are unpublished
+    (tree / "class/net/ens1f1/device/virtfn1").unlink()
+    service.run_pass()                                       # type: ignore[attr-defined]
+    assert zk.get(schema.node_sriov_vf("hv1", "ens1f1v1")) is None
+
+
+def test_node_service_lets_its_vms_use_its_own_vfs_only(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pvc.core.domainxml import DomainPolicy
+    from pvc.node.vms.context import ReconcilerSettings
+
+    service, _zk = _service(tree, RecordingNetlink(), [{"phy": "ens1f0", "vfcount": 2}])
+
+    class Vms:
+        class ctx:
+            settings = ReconcilerSettings()
+
+    service.vms = Vms                                          # type: ignore[attr-defined]
+    monkeypatch.setattr(DomainPolicy, "from_settings", classmethod(lambda cls, _s: DomainPolicy()))
+    service.run_pass()                                         # type: ignore[attr-defined]
+    policy = Vms.ctx.settings.domain_policy
+    assert policy.direct_devices == ("ens1f0v0", "ens1f0v1")
+    assert policy.hostdev_pci == ("0000:3b:02.0", "0000:3b:02.1")
+    domainxml.check_domain(domainxml.render(_xml(MACVTAP.replace("ens1f0v1", "ens1f0v0"))), policy)
+    with pytest.raises(domainxml.DomainPolicyViolation, match="ens1f1v0"):
+        domainxml.check_domain(domainxml.render(_xml(MACVTAP.replace("ens1f0v1", "ens1f1v0"))), policy)

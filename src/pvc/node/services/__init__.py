@@ -8,4 +8,5 @@
 * `ha`: self-fence, hardware watchdog, heartbeat and the HA monitor (coordinators);
 * `storage`: direct-mode OSDs, the libvirt ceph secret, client addresses, Ceph stats (primary);
 * `networking`: the network reconciler over the host adapters.
+* `sriov`: SR-IOV PFs and VFs: set up, published, VF settings applied (networking.sriov_enable).
 """
