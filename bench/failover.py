@@ -2,10 +2,11 @@
 """Failover time on the lab: from `pvc-lab node kill` to every VM of that node running elsewhere
 (target <= 15 s), 5 runs, with the phase timeline from the node's fencing record.
 
-Needs a running lab (`pvc-lab up`, default name pvclab). Each run boots guests with their root on
-RBD on a node that is not the primary, kills that node hard, polls every node's libvirtd (every
-0.1 s) until each VM runs elsewhere, then brings the node back (rejoin, start, ready) and removes
-the guests. Phases, each measured from the kill:
+Needs a running lab (`./scripts/lab` or `pvc-lab up`, default name pvclab; its demo may be there).
+Each run boots guests (named after a fresh tag) with their root on RBD on a node that is not the
+primary, kills that node hard, polls every node's libvirtd (every 0.1 s) until each VM runs
+elsewhere, then brings the node back (rejoin, start, ready) and removes the guests and their
+volumes, however the run ends. Phases, each measured from the kill:
   dead       the primary declared the node dead (session expiry + margin)
   fenced     the fence agent reported the node off
   blocklist  the node's Ceph client blocklisted (and its OSDs marked down)
@@ -24,6 +25,7 @@ import time
 import httpx
 
 from _common import lab_client, table  # puts the repository on sys.path for `tests`
+from _lab_docs import BASE_POOL, Cleanup, bench_tag, delete, remove_vm
 
 # isort: split
 from tests.system import ha
@@ -34,12 +36,22 @@ from pvc.lab.plan import LabPlan
 TARGET = 15.0
 
 
-def one_run(lab: LabPlan, api: httpx.Client, run: int, count: int) -> dict[str, float]:
+def remove_guest(api: httpx.Client, name: str) -> None:
+    """The guest and its root volume (a clone made before the VM: a failed define leaves it alone)."""
+    remove_vm(api, name)
+    delete(api, f"/storage/ceph/volume/{BASE_POOL}/{name}_vda")
+
+
+def one_run(lab: LabPlan, api: httpx.Client, tag: str, run: int, count: int) -> dict[str, float]:
     primary = ha.other_than(api, lab, "none")
     victim = [n.name for n in lab.nodes if n.name != primary][run % (len(lab.nodes) - 1)]
-    names = [f"fo{run}x{i}" for i in range(count)]
-    uuids = {name: ha.rbd_guest(lab, api, name, victim) for name in names}
-    try:
+    names = [f"{tag}r{run}n{i}" for i in range(count)]
+    with Cleanup() as cleanup:
+        uuids = {}
+        for name in names:
+            cleanup.add(f"remove guest {name}", lambda name=name: remove_guest(api, name))
+            uuids[name] = ha.rbd_guest(lab, api, name, victim)
+        cleanup.add(f"restore {victim}", lambda: ha.restore(lab, api, victim))  # before the guests go
         t0 = time.time()
         labmain.node_kill(lab, lab.node(victim))
         done: dict[str, float] = {}
@@ -66,10 +78,6 @@ def one_run(lab: LabPlan, api: httpx.Client, run: int, count: int) -> dict[str, 
         print(f"run {run + 1}: {victim} killed; " + ", ".join(f"{k} {v:.2f}s" for k, v in result.items()),
               flush=True)
         return result
-    finally:
-        ha.restore(lab, api, victim)
-        for name in names:
-            ha.remove_guest(api, name)
 
 
 def main() -> None:
@@ -81,7 +89,8 @@ def main() -> None:
     args = parser.parse_args()
     lab, api = lab_client(args.lab)
     with api:
-        runs = [one_run(lab, api, i, args.vms) for i in range(args.runs)]
+        tag = bench_tag("fo")
+        runs = [one_run(lab, api, tag, i, args.vms) for i in range(args.runs)]
     rows = []
     for phase in ("dead", "fenced", "blocklist", "recovered"):
         values = [r[phase] for r in runs]

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Gateway outage a guest sees while the primary coordinator is handed over (target < 1 s).
 
-Needs a running lab (`pvc-lab up`, default name pvclab). A managed network with DHCP is made, a
-tiny guest boots on it on a node that is not the primary, and then, for each run, the guest pings
-its gateway every 50 ms while the primary role moves to another coordinator. The outage is the
-longest run of missing echo replies (missing sequence numbers x 50 ms). The network and the guest
-are removed afterwards.
+Needs a running lab (`./scripts/lab` or `pvc-lab up`, default name pvclab; its demo may be there).
+A managed network with DHCP is made, a tiny guest boots on it on a node that is not the primary,
+and then, for each run, the guest pings its gateway every 50 ms while the primary role moves to
+another coordinator. The outage is the longest run of missing echo replies (missing sequence
+numbers x 50 ms). The network (a VNI and subnet nothing else uses) and the guest are named after a
+fresh tag and removed afterwards however the run ends.
 
 Usage: bench/net_failover.py [--lab pvclab] [--runs 5]
 """
@@ -13,12 +14,14 @@ Usage: bench/net_failover.py [--lab pvclab] [--runs 5]
 from __future__ import annotations
 
 import argparse
+import secrets
 import statistics
 import sys
 import time
 import uuid as uuidlib
 
 from _common import lab_client, table  # puts the repository on sys.path for `tests`
+from _lab_docs import Cleanup, bench_tag, delete, pick_network, remove_vm
 
 # isort: split
 from tests.system.helpers import (
@@ -29,13 +32,9 @@ from tests.system.helpers import (
     ping_gaps,
     primary,
     probe,
-    vm_exists,
     wait,
 )
 
-VNI = 3000
-SUBNET = "10.210.30"
-NAME = "nfbench"
 TARGET = 1.0
 
 
@@ -49,26 +48,32 @@ def main() -> int:
     gaps: list[float] = []
     handovers: list[float] = []
     uuid = str(uuidlib.uuid4())
-    try:
+    name = bench_tag("nf")
+    mac = "52:54:00:" + ":".join(secrets.token_hex(1) for _ in range(3))
+    with api, Cleanup() as cleanup:
+        vni, network = pick_network(call(api, "GET", "/network") or [])
+        subnet = str(network.network_address).rsplit(".", 1)[0]
         call(api, "POST", "/network", params={
-            "vni": VNI, "description": "netfailover", "nettype": "managed", "domain": "nf.test",
-            "ip4_network": f"{SUBNET}.0/24", "ip4_gateway": f"{SUBNET}.1", "dhcp4": True,
-            "dhcp4_start": f"{SUBNET}.100", "dhcp4_end": f"{SUBNET}.199"})
+            "vni": vni, "description": f"{name}net", "nettype": "managed", "domain": f"{name}.bench",
+            "ip4_network": str(network), "ip4_gateway": f"{subnet}.1", "dhcp4": True,
+            "dhcp4_start": f"{subnet}.100", "dhcp4_end": f"{subnet}.199"})
+        cleanup.add(f"DELETE /network/{vni}", lambda: delete(api, f"/network/{vni}"))
         first = primary(api)
         node = next(n.name for n in plan.nodes if n.name != first)
-        xml = nic_xml(plan, NAME, uuid, "52:54:00:30:00:01", VNI)
+        xml = nic_xml(plan, name, uuid, mac, vni)
+        cleanup.add(f"remove VM {name}", lambda: remove_vm(api, name))
         call(api, "POST", "/vm", data={"xml": xml, "node": node})
-        call(api, "POST", f"/vm/{NAME}/state", params={"state": "start"})
-        ip = wait("the guest booted with a lease", lambda: booted_ip(api, NAME), 180)
+        call(api, "POST", f"/vm/{name}/state", params={"state": "start"})
+        ip = wait("the guest booted with a lease", lambda: booted_ip(api, name), 180)
         for run in range(args.runs):
             current = primary(api)
             target = next(n.name for n in plan.coordinators if n.name != current)
-            assert probe(plan, api, ip, "pingstart", f"{SUBNET}.1") == "ok"
+            assert probe(plan, api, ip, "pingstart", f"{subnet}.1") == "ok"
             time.sleep(1.0)
             started = time.monotonic()
             call(api, "POST", f"/node/{target}/coordinator-state", params={"state": "primary"})
             wait(f"{target} holding the gateway",
-                 lambda target=target: has_address(plan, target, f"vmbr{VNI}", f"{SUBNET}.1"), 60)
+                 lambda target=target: has_address(plan, target, f"vmbr{vni}", f"{subnet}.1"), 60)
             handovers.append(time.monotonic() - started)
             wait(f"{target} primary", lambda target=target: primary(api) == target, 60)
             time.sleep(1.5)
@@ -76,14 +81,6 @@ def main() -> int:
             gaps.append(gap)
             print(f"run {run + 1}: {current} -> {target}: gateway gap {gap * 1000:.0f} ms "
                   f"({replies} replies), hand-over request to gateway up {handovers[-1]:.2f} s")
-    finally:
-        if vm_exists(api, NAME):
-            call(api, "POST", f"/vm/{NAME}/state", params={"state": "stop"})
-            wait("stopped", lambda: call(api, "GET", f"/vm/{NAME}")[0]["state"] == "stop", 60)
-            call(api, "DELETE", f"/vm/{NAME}")
-        if api.get(f"/network/{VNI}").status_code == 200:
-            call(api, "DELETE", f"/network/{VNI}")
-        api.close()
     if not gaps:
         return 1
     table(f"gateway outage seen by a guest during a primary hand-over ({len(gaps)} runs)", [

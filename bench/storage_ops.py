@@ -7,16 +7,23 @@
 Targets: the ceph-zookeeper recipe measured ~100 ms per rbd create+remove pair through the Python
 bindings on bluestore, so one API operation should stay under 150 ms at p50; a stats pass must fit
 well inside one keepalive interval (5 s): target 1 s at 100 volumes.
+
+Runs on the running lab (`./scripts/lab` or `pvc-lab up`, default name pvclab; its demo may be
+there) with volumes named after a fresh tag, all removed afterwards however the run ends; `--own`
+brings up a private 3-node lab `bsto` instead (removed afterwards unless `--keep`).
+
+Usage: bench/storage_ops.py [--lab pvclab | --own [--keep]]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 import httpx
 
-from _common import median, percentile, table
+from _common import lab_client, median, percentile, table
+from _lab_docs import Cleanup, bench_tag, delete
 from pvc.adapters.ceph import CephStorage
 from pvc.core.config import load_config
 from pvc.core.zk import ZK
@@ -60,19 +67,38 @@ def stats_passes(plan: object, runs: int = 10) -> list[float]:
 
 
 def main() -> None:
-    keep = "--keep" in sys.argv
-    lab_down(NAME)
-    plan = lab_up(NAME, 3)
-    api = httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
-                       headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=120)
-    try:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lab", default="pvclab", help="the running lab to use")
+    parser.add_argument("--own", action="store_true", help=f"bring up a private lab '{NAME}' instead")
+    parser.add_argument("--keep", action="store_true", help="with --own: leave the private lab up")
+    args = parser.parse_args()
+    cleanup = Cleanup()
+    if args.own:
+        lab_down(NAME)
+        plan = lab_up(NAME, 3)
+        api = httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
+                           headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=120)
+        if not args.keep:
+            cleanup.add(f"remove lab {NAME}", lambda: lab_down(NAME))
+    else:
+        plan, api = lab_client(args.lab)
+    cleanup.add("close the API client", api.close)
+    tag = bench_tag("sto")
+    with cleanup:
         creates, removes = [], []
         for i in range(PAIRS):
+            volume = f"{tag}{i}"
+            cleanup.add(f"remove volume {volume}", lambda volume=volume: delete(
+                api, f"/storage/ceph/volume/{POOL}/{volume}"))
             creates.append(timed(api.post, "/storage/ceph/volume",
-                                 params={"pool": POOL, "volume": f"bench{i}", "size": "64M"}))
-            removes.append(timed(api.delete, f"/storage/ceph/volume/{POOL}/bench{i}"))
+                                 params={"pool": POOL, "volume": volume, "size": "64M"}))
+            removes.append(timed(api.delete, f"/storage/ceph/volume/{POOL}/{volume}"))
         for i in range(PAIRS):
-            api.post("/storage/ceph/volume", params={"pool": POOL, "volume": f"keep{i}", "size": "16M"})
+            volume = f"{tag}keep{i}"
+            cleanup.add(f"remove volume {volume}", lambda volume=volume: delete(
+                api, f"/storage/ceph/volume/{POOL}/{volume}"))
+            api.post("/storage/ceph/volume", params={"pool": POOL, "volume": volume, "size": "16M"})
         passes = stats_passes(plan)
         table(f"storage operations through the API ({PAIRS} create+remove pairs, 64M volumes, bluestore)", [
             ("volume create p50 (ms)", f"{median(creates) * 1000:.0f}", "<= 150", median(creates) <= 0.150),
@@ -84,10 +110,6 @@ def main() -> None:
             (f"stats pass max at {PAIRS} volumes (ms)", f"{max(passes) * 1000:.0f}", "< 5000",
              max(passes) < 5.0),
         ])
-    finally:
-        api.close()
-        if not keep:
-            lab_down(NAME)
 
 
 if __name__ == "__main__":

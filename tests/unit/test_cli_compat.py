@@ -289,3 +289,103 @@ def lab_docs() -> Any:
     finally:
         sys.path.remove(str(BENCH))
     return _lab_docs
+
+
+DEMO_NETWORK = {"vni": 100, "description": "demo", "ip4_network": "10.210.100.0/24", "ip6_network": None}
+
+
+def test_bench_names_are_fresh_and_keep_the_vm_number_last(lab_docs: Any) -> None:
+    tags = {lab_docs.bench_tag("bp") for _ in range(50)}
+    assert len(tags) == 50
+    tag = tags.pop()
+    assert tag.startswith("bp") and tag.endswith("x") and len(tag) == 9
+    assert lab_docs.vm_names(tag, 3) == [f"{tag}0", f"{tag}1", f"{tag}2"]
+    docs = lab_docs.ProvisionDocs(tag)
+    names = {docs.system, docs.userdata, docs.script, docs.profile}
+    # nothing the README lab's demo (or the system tests) already made
+    assert not names & {"demo", "clone", "tiny", "provnet", "provud", "labclone", "lab"}
+    assert all(name.startswith(tag) for name in names)
+
+
+def test_bench_network_avoids_used_vnis_and_subnets(lab_docs: Any) -> None:
+    import ipaddress
+
+    vni, subnet = lab_docs.pick_network([DEMO_NETWORK])
+    assert vni == 3100 and str(subnet) == "10.212.0.0/24"
+    taken = [DEMO_NETWORK, {"vni": 3100, "ip4_network": "10.212.0.0/23"},
+             {"vni": 3101, "ip4_network": "10.212.2.128/25"}, {"vni": "bad", "ip4_network": "not a net"}]
+    vni, subnet = lab_docs.pick_network(taken)
+    assert vni == 3102 and str(subnet) == "10.212.3.0/24"
+    with pytest.raises(SystemExit, match="no free bench VNI"):
+        lab_docs.pick_network([{"vni": 7}], vnis=[7], pool=ipaddress.ip_network("10.9.0.0/24"))
+
+
+def test_bench_cleanup_undoes_newest_first_and_survives_failures(lab_docs: Any) -> None:
+    done: list[str] = []
+    reports: list[str] = []
+
+    def fail() -> None:
+        raise RuntimeError("refused")
+
+    with pytest.raises(ValueError, match="the bench's own error"), \
+            lab_docs.Cleanup(reports.append) as cleanup:
+        cleanup.add("network", lambda: done.append("network"))
+        cleanup.add("profile", fail)
+        cleanup.add("vm", lambda: done.append("vm"))
+        raise ValueError("the bench's own error")
+    assert done == ["vm", "network"]  # the failed step did not stop the older one
+    assert cleanup.failed == ["profile"] and "profile failed: RuntimeError: refused" in reports[0]
+    assert cleanup.steps == []
+
+
+class _Plan:
+    extra = {"guest_files": {"kernel": "/var/lib/pvc-lab/k", "initrd": "/var/lib/pvc-lab/i"}}
+
+
+def test_bench_provisioning_documents_are_made_and_undone(lab_docs: Any, api: FakeApi) -> None:
+    """set_up against a scripted API: everything is made under the tag, and each undo is
+    registered as soon as its thing exists, so a refusal half-way leaves nothing behind."""
+    made: set[str] = set()
+
+    def create(request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix("/api/v1")
+        name = request.url.params.get("name") or request.url.params.get("vni")
+        if path == "/provisioner/script":  # as the demo's lab answers a second 'clone'
+            return httpx.Response(400, json={"message": f"The script '{name}' already exists."})
+        made.add(f"{path}/{name}")
+        return httpx.Response(200, json={"message": "added"})
+
+    def remove(request: httpx.Request) -> httpx.Response:
+        made.discard(request.url.path.removeprefix("/api/v1"))
+        return httpx.Response(200, json={"message": "removed"})
+
+    def exists(request: httpx.Request) -> httpx.Response:
+        found = request.url.path.removeprefix("/api/v1") in made
+        return httpx.Response(200 if found else 404, json=[{}] if found else {"message": "not found"})
+
+    api.on("GET", "/network", [DEMO_NETWORK])
+    for path in ("/network", "/provisioner/template/system", "/provisioner/template/network",
+                 "/provisioner/template/storage", "/provisioner/userdata", "/provisioner/script",
+                 "/provisioner/profile"):
+        api.on("POST", path, create)
+    docs = lab_docs.ProvisionDocs("bpabcdefx")
+    docs.vni = 3100
+    for path in docs.paths():
+        api.on("GET", path, exists)
+        api.on("DELETE", path, remove)
+    for path in ("/provisioner/template/network/bpabcdefxt/net",
+                 "/provisioner/template/storage/bpabcdefxt/disk"):
+        api.on("POST", path, {"message": "added"})
+    client = httpx.Client(transport=httpx.MockTransport(api), base_url="http://lab/api/v1")
+    with pytest.raises(AssertionError, match="already exists"), lab_docs.Cleanup() as cleanup:
+        docs.set_up(_Plan(), client, cleanup)
+    assert made == set()  # network, templates and userdata made before the refusal are gone
+    deleted = [r.url.path.removeprefix("/api/v1") for r in api.requests if r.method == "DELETE"]
+    assert deleted == ["/provisioner/userdata/bpabcdefxud", "/provisioner/template/storage/bpabcdefxt",
+                       "/provisioner/template/network/bpabcdefxt", "/provisioner/template/system/bpabcdefxt",
+                       "/network/3100"]
+    network = api.sent("POST", "/network")[0].url.params
+    assert network["vni"] == "3100" and network["ip4_network"] == "10.212.0.0/24"
+    assert network["description"] == "bpabcdefxnet"
+    script = api.sent("POST", "/provisioner/script")[0]
+    assert "data" not in script.url.params and b"data=" in script.content  # a form field, not the URL
