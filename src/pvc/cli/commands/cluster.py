@@ -28,6 +28,7 @@ from pvc.cli.output import (
     key_values,
     table,
 )
+from pvc.cli.restore_report import render_import
 from pvc.cli.state import confirm_option, format_option, get_state, wait_option
 from pvc.cli.waiters import finish_task, run_task, wait_for_task
 from pvc.core.units import format_bytes
@@ -374,7 +375,8 @@ def maintenance_off() -> None:
 def backup(filename: Path | None) -> None:
     """Create a JSON backup of the whole cluster state database."""
     state = get_state()
-    data = decode_backup(state.api().get_json("/backup"))
+    # The manifest (schema version, cluster, time, checksum) lets `restore` verify the file.
+    data = decode_backup(state.api().get_json("/backup", params={"manifest": "true"}))
     text = json.dumps(data)
     if filename is None:
         state.out(text)
@@ -389,15 +391,69 @@ def backup(filename: Path | None) -> None:
 @group.command(name="restore", short_help="Restore a JSON backup to the cluster.")
 @click.option("-f", "--file", "--filename", "filename", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="Read the backup from this file.")
-@confirm_option("Restore backup and overwrite all cluster data")
-def restore(filename: Path) -> None:
+@click.option("--merge", is_flag=True, default=False,
+              help="Only write the backup's data, keeping what it lacks (default: replace, so the cluster "
+                   "equals the backup).")
+@click.option("--force", is_flag=True, default=False,
+              help="Restore even while node daemons run (refused otherwise).")
+@click.option("--allow-other-cluster", is_flag=True, default=False,
+              help="Restore a backup whose manifest names another cluster (refused otherwise).")
+@click.option("--from-upstream", is_flag=True, default=False,
+              help="FILE is upstream PVC 1.0.x's backup (`pvc cluster backup -f`, schema 15): import its "
+                   "VMs, networks, storage documents and faults into this initialized cluster.")
+@click.option("--dry-run", is_flag=True, default=False,
+              help="With --from-upstream: show what maps, what does not and what is dropped, and why; write "
+                   "nothing.")
+@click.option("--partial", is_flag=True, default=False,
+              help="With --from-upstream: import what maps even if some items do not (default: nothing is "
+                   "written unless everything maps).")
+@click.option("-y", "--yes", "confirmed", is_flag=True, default=False,
+              help="Pre-confirm this operation (no prompt).")
+def restore(filename: Path, merge: bool, force: bool, allow_other_cluster: bool, from_upstream: bool,
+            dry_run: bool, partial: bool, confirmed: bool) -> None:
     """Restore a JSON backup (from "pvc cluster backup") over the cluster state database.
 
-    Do not restore onto a running cluster: stop the node daemons first.
+    By default the cluster equals the backup afterwards: data the backup lacks is removed (secrets,
+    sessions, locks and live-session znodes are kept). The backup's manifest (checksum, schema
+    version, cluster name) is checked first; a backup without one (older, or written by upstream's
+    client) is restored unverified. Refused while node daemons run unless --force: stop pvcnoded on
+    every node first.
+
+    With --from-upstream, FILE is an upstream PVC 1.0.x backup: what maps is imported, what is
+    dropped is listed with the reason (--dry-run to see it first).
     """
     state = get_state()
+    if (dry_run or partial) and not from_upstream:
+        raise CLIError("--dry-run and --partial apply to --from-upstream imports only.")
+    if merge and from_upstream:
+        raise CLIError("--merge applies to restoring this PVC's own backups, not to --from-upstream.")
     data = read_backup_file(filename)
-    state.out(state.api().message("POST", "/restore", params={"yes-i-really-mean-it": "yes"},
+    if not dry_run and not confirmed and not state.unsafe:
+        question = ("Import the upstream backup into this cluster" if from_upstream
+                    else "Restore backup and overwrite all cluster data")
+        try:
+            answer = click.confirm(question, prompt_suffix="? ", default=False, err=True)
+        except click.Abort:
+            answer = False
+        if not answer:
+            raise CLIError("Aborted.")
+    params: dict[str, Any] = {"yes-i-really-mean-it": "yes", "force": force}
+    if from_upstream:
+        params.update(from_upstream=True, dry_run=dry_run, partial=partial)
+        response = state.api().call("POST", "/restore", params=params,
+                                    data={"cluster_data": json.dumps(data)}, ok=(200, 409))
+        report = decode(response)
+        if not isinstance(report, dict):
+            raise CLIError("Unexpected answer from the API for an upstream import.")
+        if response.status_code == 409:
+            raise CLIError(render_import(report))
+        state.out(Text(render_import(report)))
+        return
+    if "manifest" not in data:
+        state.info(f'Note: "{filename}" has no manifest (an older backup, or one written by upstream\'s '
+                  f"client): its content cannot be verified before it is restored.")
+    params.update(mode="merge" if merge else "replace", allow_other_cluster=allow_other_cluster)
+    state.out(state.api().message("POST", "/restore", params=params,
                                   data={"cluster_data": json.dumps(data)}))
 
 
