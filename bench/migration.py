@@ -3,8 +3,9 @@
 Target (issue: VMs): downtime <= 100 ms (the VM's migration_max_downtime is set to 100 ms).
 
 Runs on the running lab (`./scripts/lab` or `pvc-lab up`, default name pvclab; its demo may be
-there) with a guest named after a fresh tag, removed afterwards however the run ends; `--own`
-brings up a private 2-node lab `bmig` instead and removes it afterwards.
+there) when it is up or named with --lab, with a guest named after a fresh tag, removed afterwards
+however the run ends; otherwise, or with `--own`, it brings up a private 2-node lab `bmig` and
+removes it afterwards.
 
 Usage: bench/migration.py [--lab pvclab | --own]
 """
@@ -22,9 +23,11 @@ from _lab_docs import Cleanup, bench_tag, remove_vm
 from pvc.core import schema
 from pvc.lab import labtls
 from pvc.lab.main import lab_down, lab_up
+from pvc.lab.plan import LabPlan
 from pvc.lab.pvcnodes import lab_zk
 
 NAME = "bmig"
+DEFAULT_LAB = "pvclab"  # what ./scripts/lab brings up
 RUNS = 10
 
 
@@ -42,16 +45,18 @@ def guest_xml(files: dict, uuid: str, vm: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lab", default="pvclab", help="the running lab to use")
+    parser.add_argument("--lab", default=None, help="the running lab to use [default: pvclab if it is up]")
     parser.add_argument("--own", action="store_true", help=f"bring up a private lab '{NAME}' instead")
     args = parser.parse_args()
+    if args.lab is None and not args.own:  # `make bench` without a lab: a private one, as before
+        args.own = LabPlan.load(DEFAULT_LAB) is None
     if args.own:
         lab_down(NAME)
         plan = lab_up(NAME, 2)
         api = httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
                            headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=240)
     else:
-        plan, api = lab_client(args.lab)
+        plan, api = lab_client(args.lab or DEFAULT_LAB)
     nodes = [n.name for n in plan.nodes][:2]
     vm = bench_tag("mig")
     zk = lab_zk(plan)

@@ -9,8 +9,9 @@ bindings on bluestore, so one API operation should stay under 150 ms at p50; a s
 well inside one keepalive interval (5 s): target 1 s at 100 volumes.
 
 Runs on the running lab (`./scripts/lab` or `pvc-lab up`, default name pvclab; its demo may be
-there) with volumes named after a fresh tag, all removed afterwards however the run ends; `--own`
-brings up a private 3-node lab `bsto` instead (removed afterwards unless `--keep`).
+there) when it is up or named with --lab, with volumes named after a fresh tag, all removed
+afterwards however the run ends; otherwise, or with `--own`, it brings up a private 3-node lab
+`bsto` (removed afterwards unless `--keep`).
 
 Usage: bench/storage_ops.py [--lab pvclab | --own [--keep]]
 """
@@ -29,9 +30,11 @@ from pvc.core.config import load_config
 from pvc.core.zk import ZK
 from pvc.lab import labtls, proc
 from pvc.lab.main import lab_down, lab_up
+from pvc.lab.plan import LabPlan
 from pvc.node.storage import StorageMonitor
 
 NAME = "bsto"
+DEFAULT_LAB = "pvclab"  # what ./scripts/lab brings up
 PAIRS = 100
 POOL = "vms"
 
@@ -69,11 +72,13 @@ def stats_passes(plan: object, runs: int = 10) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lab", default="pvclab", help="the running lab to use")
+    parser.add_argument("--lab", default=None, help="the running lab to use [default: pvclab if it is up]")
     parser.add_argument("--own", action="store_true", help=f"bring up a private lab '{NAME}' instead")
     parser.add_argument("--keep", action="store_true", help="with --own: leave the private lab up")
     args = parser.parse_args()
     cleanup = Cleanup()
+    if args.lab is None and not args.own:  # `make bench` without a lab: a private one, as before
+        args.own = LabPlan.load(DEFAULT_LAB) is None
     if args.own:
         lab_down(NAME)
         plan = lab_up(NAME, 3)
@@ -82,7 +87,7 @@ def main() -> None:
         if not args.keep:
             cleanup.add(f"remove lab {NAME}", lambda: lab_down(NAME))
     else:
-        plan, api = lab_client(args.lab)
+        plan, api = lab_client(args.lab or DEFAULT_LAB)
     cleanup.add("close the API client", api.close)
     tag = bench_tag("sto")
     with cleanup:
