@@ -358,3 +358,114 @@ def rewrite(domain: domainxml.Domain, moves: Mapping[str, str],
             nic = dataclasses.replace(nic, sriov_device=vf, source=pci_text(target[vf].get("pci") or {}))
         nics.append(nic)
     return dataclasses.replace(domain, interfaces=tuple(nics))
+
+
+def vf_names(zk: ZK, node: str, domain: domainxml.Domain) -> list[str]:
+    """The VFs of `node` the domain's NICs use."""
+    return [nic.vf for nic in vf_nics(domain, vf_docs(zk, node))]
+
+
+def hostdev_vfs(zk: ZK, node: str, domain: domainxml.Domain) -> list[str]:
+    """The VFs of `node` the domain passes through as PCI functions."""
+    return [nic.vf for nic in vf_nics(domain, vf_docs(zk, node)) if nic.mode == "hostdev"]
+
+
+def nodes_for(zk: ZK, domain: domainxml.Domain, nodes: list[Any]) -> list[Any]:
+    """Placement of a new VM with SR-IOV NICs: the nodes that have all its VFs free (all nodes when
+    it has none, or when none has them: the claim then names what is missing)."""
+    if not any(nic.type in ("direct", "hostdev") for nic in domain.interfaces):
+        return nodes
+    docs = {n.name: vf_docs(zk, n.name) for n in nodes}
+    wanted = max((len(vf_nics(domain, d)) for d in docs.values()), default=0)
+    if not wanted:
+        return nodes
+    fits = [n for n in nodes
+            if len(found := vf_nics(domain, docs[n.name])) == wanted
+            and all(docs[n.name][nic.vf].get("used_by") in ("", None, domain.uuid) for nic in found)]
+    return fits or nodes
+
+
+@dataclass
+class VfMove:
+    """The SR-IOV part of a node change: the target's VFs claimed, the XML to rewrite, the
+    source's VFs to free once the VM document names the new node."""
+
+    uuid: str = ""
+    source: str = ""
+    target: str = ""
+    moves: dict[str, str] = dataclasses.field(default_factory=dict)
+    target_docs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    claimed: list[str] = dataclasses.field(default_factory=list)
+
+    def apply(self, record: Any, planned: Any) -> Any:
+        """The record with its NICs on the target's VFs (inside the CAS transition)."""
+        from pvc.cluster.vms import transitions as tr
+
+        if not self.moves:
+            return record
+        if planned.node != self.target:
+            raise Conflict(f'VM "{record.name}": the migration target changed while its SR-IOV VFs were '
+                           f"being moved to node {self.target}; try again.")
+        if all(k == v for k, v in self.moves.items()):
+            return record
+        domain = rewrite(domainxml.parse(record.xml), self.moves, self.target_docs)
+        return tr.replace_definition(record, domain, domainxml.render(domain))
+
+    def undo(self, zk: ZK) -> None:
+        if self.claimed:
+            release(zk, self.target, self.uuid, only=self.claimed)
+
+    def done(self, zk: ZK) -> None:
+        if self.moves:
+            release(zk, self.source, self.uuid, only=list(self.moves))
+
+
+def plan_node_change(zk: ZK, record: Any, action: str, nodes: list[Any], node: str | None, force: bool,
+                     force_live: bool, default: str) -> VfMove:
+    """Before a migrate/move/unmigrate: refuse what SR-IOV does not allow, claim the target's VFs.
+
+    A running VM with a PCI passthrough (hostdev) interface cannot migrate live: refused unless
+    its migration method is shutdown (upstream sets that when the VF is assigned), and always
+    with force_live. A macvtap VF moves to the target's free VF on the same PF (the same name when
+    free); a running VM whose VF would change name moves only shut down, as the live XML keeps it.
+    """
+    from pvc.cluster.vms import transitions as tr
+
+    if not record.node:
+        return VfMove()
+    try:
+        planned = tr.plan_node_change(record, action, nodes, node, force, force_live, default)
+    except Exception:
+        return VfMove()          # the change itself is refused: the caller reports why
+    if planned.node == record.node:
+        return VfMove()
+    domain = domainxml.parse(record.xml)
+    running = record.state == "start"
+    shutdown_move = record.migration_method == "shutdown" and not force_live
+    if running and has_hostdev(domain) and not shutdown_move:
+        devices = ", ".join(n.sriov_device or str(n.source) for n in domain.interfaces if n.type == "hostdev")
+        raise Conflict(f'VM "{record.name}" passes host PCI device(s) through ({devices}): it cannot be '
+                       f"migrated live. Set its migration method to shutdown to move it shut down"
+                       f"{' (and do not force a live migration)' if force_live else ''}.")
+    source_docs = vf_docs(zk, record.node)
+    nics = vf_nics(domain, source_docs)
+    if not nics:
+        return VfMove()
+    target_docs = vf_docs(zk, planned.node)
+    moves = plan_move(domain, source_docs, target_docs, planned.node, record.uuid)
+    renamed = {k: v for k, v in moves.items() if k != v}
+    if running and renamed and not shutdown_move:
+        raise Conflict(f'VM "{record.name}" uses SR-IOV VF(s) {", ".join(renamed)} on node "{record.node}"; '
+                       f'node "{planned.node}" has no free VF of the same name (free on the same PF: '
+                       f'{", ".join(renamed.values())}), and a live migration keeps the device name. Set '
+                       f"its migration method to shutdown to move it shut down.")
+    move = VfMove(record.uuid, record.node, planned.node, moves, target_docs)
+    try:
+        for nic in nics:
+            if _claim_one(zk, planned.node, dataclasses.replace(nic, vf=moves[nic.vf]), record.uuid,
+                          record.name):
+                move.claimed.append(moves[nic.vf])
+    except Exception:
+        move.undo(zk)
+        raise
+    return move

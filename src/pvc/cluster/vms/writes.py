@@ -19,6 +19,7 @@ from typing import Any
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 
 from pvc.cluster import placement
+from pvc.cluster import sriov as sriov_mod
 from pvc.cluster import tasks as tasks_mod
 from pvc.cluster.clusterinfo import get_cluster
 from pvc.cluster.common import wait_until
@@ -96,7 +97,7 @@ def define(zk: ZK, xml: str | bytes, node: str | None = None, limit: str | Seque
     domain: the XML already parsed (and held to the domain XML policy) by the caller (it is
     parsed once per operation); policy: the domain XML policy (D14) the XML must pass.
     """
-    domain = domain or parse_xml(xml, policy=policy)
+    domain = domain or parse_xml(xml, policy=sriov_mod.managed_policy(zk, policy))
     check_vm_name(domain.name, "xml: <name>")
     node_limit = parse_limit(limit)
     chosen_selector = placement.check_selector(selector) or "none"
@@ -117,7 +118,11 @@ def define(zk: ZK, xml: str | bytes, node: str | None = None, limit: str | Seque
         check_fits(target, domain)
     else:
         default = get_cluster(zk).migration_target_selector
-        target = choose_node(load_nodes(zk), domain, selector, default, node_limit)
+        target = choose_node(sriov_mod.nodes_for(zk, domain, load_nodes(zk)), domain, selector, default,
+                             node_limit)
+    claimed = sriov_mod.claim(zk, target.name, domain.uuid, domain)   # refused: a VF another VM uses
+    if sriov_mod.hostdev_vfs(zk, target.name, domain):
+        method = "shutdown"        # as upstream: a passed-through VF cannot migrate live
     text = xml if isinstance(xml, str) else xml.decode()
     record = VMRecord(
         uuid=domain.uuid, name=domain.name, xml=text, **derived(domain, text),
@@ -126,7 +131,11 @@ def define(zk: ZK, xml: str | bytes, node: str | None = None, limit: str | Seque
         profile=profile or "", description=domain.description or "", tags=tags,
         rbd_volumes=domain.rbd_volumes,
     )
-    _create(zk, record)
+    try:
+        _create(zk, record)
+    except Exception:
+        sriov_mod.release(zk, target.name, domain.uuid, only=claimed)
+        raise
     return record
 
 
@@ -161,7 +170,7 @@ def modify(zk: ZK, vm: str, xml: str | bytes, restart: bool = False,
            policy: domainxml.DomainPolicy = domainxml.DEFAULT_POLICY) -> str:
     """Replace a VM's XML; a new name in it renames the VM (index swapped atomically)."""
     record = get_vm(zk, vm)
-    domain = parse_xml(xml, policy=policy)
+    domain = parse_xml(xml, policy=sriov_mod.managed_policy(zk, policy))
     check_vm_name(domain.name, "xml: <name>")
     if domain.uuid != record.uuid:
         raise InvalidInput(f"xml: the UUID {domain.uuid} differs from VM {record.name}'s ({record.uuid}); "
@@ -177,12 +186,22 @@ def modify(zk: ZK, vm: str, xml: str | bytes, restart: bool = False,
     def change(current: VMRecord) -> VMRecord:
         return tr.replace_definition(current, domain, text)
 
-    if domain.name != record.name:
-        if zk.exists(schema.vm_name(domain.name)):
-            raise Conflict(f'A VM named "{domain.name}" already exists in the cluster.')
-        updated = _swap_name(zk, record.uuid, change, expected_version)
-    else:
-        updated = apply(zk, record.uuid, change, expected_version)
+    claimed = sriov_mod.claim(zk, record.node, record.uuid, domain) if record.node else []
+    try:
+        if domain.name != record.name:
+            if zk.exists(schema.vm_name(domain.name)):
+                raise Conflict(f'A VM named "{domain.name}" already exists in the cluster.')
+            updated = _swap_name(zk, record.uuid, change, expected_version)
+        else:
+            updated = apply(zk, record.uuid, change, expected_version)
+    except Exception:
+        if record.node:
+            sriov_mod.release(zk, record.node, record.uuid, only=claimed)
+        raise
+    if record.node:     # VFs the new definition no longer uses are free again
+        sriov_mod.release(zk, record.node, record.uuid, keep=sriov_mod.vf_names(zk, record.node, domain))
+        if sriov_mod.hostdev_vfs(zk, record.node, domain) and updated.migration_method != "shutdown":
+            updated = apply(zk, record.uuid, lambda r: tr.set_fields(r, {"migration_method": "shutdown"}))
     message = f'Successfully modified configuration of VM "{record.name}".'
     if restart:
         updated = apply(zk, record.uuid, tr.restart_if_running)
@@ -318,6 +337,7 @@ def _delete(zk: ZK, uuid: str) -> None:
         results = zk.retry(once)
         if not any(isinstance(r, Exception) for r in results):
             zk.delete(schema.vm_console(uuid))
+            sriov_mod.release_everywhere(zk, uuid)      # its SR-IOV VFs are free again
             return
         if any(isinstance(r, BadVersionError | NotEmptyError | NoNodeError) for r in results):
             continue  # changed or a status/console znode appeared meanwhile: read again
@@ -371,13 +391,21 @@ def change_node(zk: ZK, vm: str, action: str, node: str | None = None, force: bo
     nodes = load_nodes(zk)
     default = get_cluster(zk).migration_target_selector
     changes: list[tr.NodeChange] = []
+    # SR-IOV VFs: refused or moved to the target's free VFs before the node changes (sriov_mod).
+    vf_move = sriov_mod.plan_node_change(zk, get_vm(zk, uuid), action, nodes, node, force, force_live,
+                                         default)
 
     def change(current: VMRecord) -> VMRecord:
         planned = tr.plan_node_change(current, action, nodes, node, force, force_live, default)
         changes.append(planned)
-        return tr.request_node_change(current, planned)
+        return tr.request_node_change(vf_move.apply(current, planned), planned)
 
-    record = apply(zk, uuid, change, expected_version)
+    try:
+        record = apply(zk, uuid, change, expected_version)
+    except Exception:
+        vf_move.undo(zk)
+        raise
+    vf_move.done(zk)
     return NodeChangeResult(record, changes[-1])
 
 
