@@ -267,7 +267,7 @@ def test_prepare_block_creates_a_sparse_file_and_refuses_a_used_one(tmp_path: Pa
     st = device.path.stat()
     assert st.st_size == 1 << 30 and st.st_blocks * 512 < 1 << 20       # sparse
     for again in (f"file:{device.path}", f"file:{device.path}:2G", str(device.path)):
-        with pytest.raises(OsdError, match="already exists.*never overwrites"):  # never reused
+        with pytest.raises(OsdError, match=r"already exists.*never overwrites"):  # never reused
             service.prepare_block(service.resolve(again))
     with pytest.raises(OsdError, match="give a size"):
         service.prepare_block(service.resolve(str(tmp_path / "osd" / "missing.img")))
