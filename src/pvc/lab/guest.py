@@ -9,6 +9,9 @@ the lab read from the console log:
     PVC-GUEST-HEARTBEAT name=<hostname> n=<counter> ...   every 2 s; the counter proves no reboot
     PVC-GUEST-POWEROFF                                    ACPI power button (libvirt shutdown())
 
+busybox has no NTP client: a tiny static one (NTP_CLIENT_C, /bin/ntpquery) is compiled with the
+host's gcc when there is one; without it the `ntp` probe answers "fail noclient".
+
 Kernel parameters: `vmname=` (hostname), `vmip=a.b.c.d/nn` (static fallback when DHCP gets no
 lease), `vmdhcp=0` (skip DHCP), `vmroot=/dev/vda` (switch_root into the ext4 disk image).
 """
@@ -83,7 +86,7 @@ IP=
 if [ -n "$IFACE" ]; then
   ip link set "$IFACE" up
   if [ "$DHCP" != 0 ]; then
-    udhcpc -i "$IFACE" -n -t 3 -T 1 -x "hostname:$NAME" -s /etc/udhcpc.script >/dev/null 2>&1
+    udhcpc -i "$IFACE" -n -t 3 -T 1 -x "hostname:$NAME" -O ntpsrv -s /etc/udhcpc.script >/dev/null 2>&1
   fi
   IP=$(ip -4 -o addr show dev "$IFACE" | awk '{print $4}' | head -1)
   if [ -z "$IP" ] && [ -n "$VMIP" ]; then ip addr add "$VMIP" dev "$IFACE" && IP=$VMIP; fi
@@ -125,6 +128,7 @@ echo "$(cut -d' ' -f1 /proc/uptime) $1 ${ip:-} ${serverid:-}" >> /tmp/udhcpc.eve
 case "$1" in
   deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
   bound|renew)
+    echo "${ntpsrv:-}" > /tmp/udhcpc.ntpsrv
     ip -4 addr flush dev "$interface"
     ip addr add "$ip/${mask:-24}" dev "$interface"
     [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
@@ -157,6 +161,15 @@ sleep 0.5; cat /tmp/ping.log\n""",
     "tcp": _CGI_HEAD + """set -- $ARG
 ERR=$(timeout 5 nc -w 2 "$1" "$2" -e /bin/true </dev/null 2>&1 >/dev/null) && echo open && exit
 case "$ERR" in *refused*) echo refused ;; *) echo closed ;; esac\n""",
+    # one SNTP query to "<server>": "ok stratum=<n> time=<unix seconds>" or "fail <why>"
+    "ntp": _CGI_HEAD + """[ -x /bin/ntpquery ] || { echo "fail noclient"; exit; }
+timeout 10 /bin/ntpquery $ARG\n""",
+    "dhcpntp": _CGI_HEAD + """cat /tmp/udhcpc.ntpsrv 2>/dev/null\n""",      # DHCP option 42 as received
+    # "<server> <file>": fetch the file over TFTP, answer its sha256 (or fail)
+    "tftp": _CGI_HEAD + """set -- $ARG
+rm -f /tmp/tftp.out
+timeout 10 tftp -g -l /tmp/tftp.out -r "$2" "$1" >/dev/null 2>&1 \\
+  && sha256sum /tmp/tftp.out | cut -d' ' -f1 || echo fail\n""",
     "userdata": _CGI_HEAD + """timeout 5 wget -q -O - http://169.254.169.254/latest/user-data 2>/dev/null \\
   || echo fail\n""",
     # "<victim ip> <gateway>": ask the metadata service for user-data from another guest's address
@@ -166,6 +179,51 @@ ip route replace 169.254.169.254 via "$2" src "$1" 2>/dev/null
 timeout 5 wget -q -O - http://169.254.169.254/latest/user-data 2>/dev/null || echo fail
 ip route del 169.254.169.254 2>/dev/null; ip addr del "$1/32" dev eth0 2>/dev/null\n""",
 }
+
+# RFC 4330 client: one mode-3 packet, up to three tries, a reply counts only if it is mode 4 from
+# the server asked (connected socket) and echoes our transmit timestamp.
+NTP_CLIENT_C = r"""
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+#define EPOCH 2208988800u
+int main(int argc, char **argv) {
+  struct sockaddr_storage ss; socklen_t len; int fam;
+  struct sockaddr_in *a4 = (struct sockaddr_in *)&ss; struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+  memset(&ss, 0, sizeof ss);
+  if (argc != 2) { puts("fail usage"); return 2; }
+  if (inet_pton(AF_INET, argv[1], &a4->sin_addr) == 1) {
+    fam = AF_INET; a4->sin_family = AF_INET; a4->sin_port = htons(123); len = sizeof *a4;
+  } else if (inet_pton(AF_INET6, argv[1], &a6->sin6_addr) == 1) {
+    fam = AF_INET6; a6->sin6_family = AF_INET6; a6->sin6_port = htons(123); len = sizeof *a6;
+  } else { puts("fail address"); return 2; }
+  int s = socket(fam, SOCK_DGRAM, 0);
+  struct timeval tv = {2, 0};
+  if (s < 0 || setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)
+      || connect(s, (struct sockaddr *)&ss, len)) {
+    puts("fail socket"); return 1;
+  }
+  for (int i = 0; i < 3; i++) {
+    unsigned char q[48], r[128]; uint32_t w[2];
+    memset(q, 0, sizeof q); q[0] = 0x23;                     /* LI 0, version 4, mode 3 */
+    w[0] = htonl((uint32_t)time(NULL) + EPOCH); w[1] = htonl((uint32_t)getpid() * 2654435761u + (uint32_t)i);
+    memcpy(q + 40, w, 8);
+    if (send(s, q, sizeof q, 0) != (ssize_t)sizeof q) continue;
+    ssize_t n = recv(s, r, sizeof r, 0);
+    if (n < 48 || (r[0] & 7) != 4 || memcmp(r + 24, q + 40, 8) != 0) continue;
+    uint32_t secs; memcpy(&secs, r + 40, 4);
+    printf("ok stratum=%d time=%lu\n", r[1], (unsigned long)(ntohl(secs) - EPOCH));
+    return 0;
+  }
+  puts("fail noreply"); return 1;
+}
+"""
 
 POWER_BUTTON = """#!/bin/sh
 echo "PVC-GUEST-POWEROFF" > /dev/ttyS0
@@ -186,7 +244,7 @@ def _recipe_key() -> str:
     st = BUSYBOX.stat()
     digest = hashlib.sha256()
     for part in (INIT, UDHCPC_SCRIPT, POWER_BUTTON, *CGI.values(), " ".join(MODULES), str(DISK_SIZE_MIB),
-                 f"{st.st_size}:{int(st.st_mtime)}", "v1"):
+                 f"{st.st_size}:{int(st.st_mtime)}", NTP_CLIENT_C, f"gcc={bool(shutil.which('gcc'))}", "v1"):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:12]
 
@@ -256,13 +314,26 @@ def _extract_kernel(deb: Path, into: Path) -> None:
         raise LabError(f"{deb.name}: no vmlinuz or missing modules {sorted(missing)}")
 
 
-def write_tree(root: Path, modules_from: Path | None) -> None:
+def build_ntp_client(into: Path) -> Path | None:
+    """/bin/ntpquery for the guest, statically linked by the host's gcc; None without gcc."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        return None
+    source, binary = into / "ntpquery.c", into / "ntpquery"
+    source.write_text(NTP_CLIENT_C)
+    run([gcc, "-static", "-Os", "-s", "-o", str(binary), str(source)])
+    return binary
+
+
+def write_tree(root: Path, modules_from: Path | None, ntp_client: Path | None = None) -> None:
     """The guest filesystem: busybox, /init, config; modules only in the initramfs variant."""
     for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "run", "mnt", "newroot", "root", "var",
               "etc/acpi/PWRF", "etc/cgi", "lib/modules"):
         (root / d).mkdir(parents=True, exist_ok=True)
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
     (root / "bin" / "sh").symlink_to("busybox")
+    if ntp_client is not None:
+        shutil.copy2(ntp_client, root / "bin" / "ntpquery")
 
     def put(rel: str, text: str, mode: int = 0o644) -> None:
         path = root / rel
@@ -327,8 +398,9 @@ def _build(kernel_pkg: str, guest_dir: Path, key: str) -> Path:
         out.mkdir()
         shutil.copy2(kdir / "vmlinuz", out / "vmlinuz")
         initrd_tree, disk_tree = work / "initrd", work / "disk"
-        write_tree(initrd_tree, kdir / "lib" / "modules")
-        write_tree(disk_tree, None)
+        ntp_client = build_ntp_client(work)
+        write_tree(initrd_tree, kdir / "lib" / "modules", ntp_client)
+        write_tree(disk_tree, None, ntp_client)
         _cpio_newc(initrd_tree, out / "initrd.gz")
         run(["mkfs.ext4", "-q", "-F", "-L", "pvcroot", "-d", str(disk_tree), str(out / "disk.raw"),
              f"{DISK_SIZE_MIB}M"])
