@@ -236,6 +236,8 @@ LAB_NAME = "pst"
 def _lab_skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "the lab needs root (network namespaces, mounts)"
+    if os.environ.get("PVC_TEST_SKIP_LAB"):
+        return "PVC_TEST_SKIP_LAB is set (a quick run without the lab)"
     return None
 
 
