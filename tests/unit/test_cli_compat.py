@@ -187,6 +187,51 @@ def test_vm_volume_add_file_refusals_send_nothing(api: FakeApi, env: dict[str, s
     assert not api.sent("PUT", "/vm/web1")
 
 
+VF = {"phy": "ens1f0v3", "pf": "ens1f0", "usage": {"used": False, "domain": None},
+      "pci": {"domain": "0000", "bus": "3b", "slot": "02", "function": "3"}}
+
+
+def test_vm_network_add_sriov_macvtap_and_hostdev(api: FakeApi, env: dict[str, str]) -> None:
+    serve_vm(api, vm_item("stop"))
+    api.on("GET", "/sriov/vf/hv1/ens1f0v3", [VF])
+    result = run(api, env, "vm", "network", "add", "web1", "ens1f0v3", "--sriov", "-a", "52:54:00:aa:bb:cc")
+    assert result.exit_code == 0, result.output
+    root = etree.fromstring(form(api.sent("PUT", "/vm/web1")[0])["xml"][0].encode())
+    (nic,) = root.findall("devices/interface[@type='direct']")
+    assert nic.find("source").attrib == {"dev": "ens1f0v3", "mode": "passthrough"}
+    assert nic.find("mac").get("address") == "52:54:00:aa:bb:cc" and nic.find("model").get("type") == "virtio"
+    assert len(root.findall("devices/interface")) == 2  # the bridged NIC is kept
+    result = run(api, env, "vm", "network", "add", "web1", "ens1f0v3", "-s", "-d", "hostdev")
+    assert result.exit_code == 0, result.output
+    root = etree.fromstring(form(api.sent("PUT", "/vm/web1")[1])["xml"][0].encode())
+    (nic,) = root.findall("devices/interface[@type='hostdev']")
+    assert nic.get("managed") == "yes" and nic.findtext("sriov_device") == "ens1f0v3"
+    assert nic.find("source/address").attrib == {"type": "pci", "domain": "0x0000", "bus": "0x3b",
+                                                 "slot": "0x02", "function": "0x3"}
+    assert nic.find("mac").get("address").startswith("52:54:00:")
+    assert not api.sent("GET", "/network/ens1f0v3")  # a VF is not a PVC network
+
+
+def test_vm_network_sriov_refusals_and_remove(api: FakeApi, env: dict[str, str]) -> None:
+    with_vf = XML.replace("</devices>", "<interface type='direct'><mac address='52:54:00:aa:bb:cc'/>"
+                                        "<source dev='ens1f0v3' mode='passthrough'/><model type='virtio'/>"
+                                        "</interface></devices>")
+    serve_vm(api, vm_item("stop", xml=with_vf))
+    api.on("GET", "/sriov/vf/hv1/ens1f0v3", [VF])
+    twice = run(api, env, "vm", "network", "add", "web1", "ens1f0v3", "--sriov")
+    assert twice.exit_code == 1 and 'SR-IOV device "ens1f0v3" is already configured' in twice.stderr
+    missing = run(api, env, "vm", "network", "add", "web1", "ens9f9v9", "--sriov")
+    assert missing.exit_code == 1 and 'SR-IOV VF "ens9f9v9" does not exist on VM node "hv1"' in missing.stderr
+    assert not api.sent("PUT", "/vm/web1")
+    result = run(api, env, "vm", "network", "remove", "web1", "ens1f0v3", "--sriov")
+    assert result.exit_code == 0, result.output
+    root = etree.fromstring(form(api.sent("PUT", "/vm/web1")[0])["xml"][0].encode())
+    assert root.findall("devices/interface[@type='direct']") == []
+    assert len(root.findall("devices/interface[@type='bridge']")) == 1
+    gone = run(api, env, "vm", "network", "remove", "web1", "ens1f0v9", "-s")
+    assert gone.exit_code == 1 and 'no SR-IOV interface on SR-IOV device "ens1f0v9"' in gone.stderr
+
+
 @pytest.mark.parametrize("spelling", ["--max-downtime", "--migration-max-downtime"])
 def test_template_system_max_downtime(api: FakeApi, env: dict[str, str], spelling: str) -> None:
     api.on("POST", "/provisioner/template/system", {"message": "added"})

@@ -7,8 +7,10 @@ device is also attached or detached live unless --no-live or --restart is given.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import click
 from lxml import etree
@@ -64,21 +66,122 @@ def network_get(domain: str, formatter: Any) -> None:
     get_state().emit(network_data(fetch_vm(domain)), formatter)
 
 
+def _sriov_vf(vm: dict[str, Any], vf: str) -> dict[str, Any]:
+    """The SR-IOV VF `vf` of the node the VM is on (GET /sriov/vf/<node>/<vf>, as upstream)."""
+    node = str(vm.get("node") or "")
+    try:
+        return get_state().api().get_one(f"/sriov/vf/{quote(node, safe='')}/{quote(vf, safe='')}",
+                                         what="SR-IOV VF")
+    except ApiError as exc:
+        raise CLIError(f'SR-IOV VF "{vf}" does not exist on VM node "{node}": {exc.message}') from None
+
+
+def sriov_interface(vf: str, mode: str, mac: str, model: str, info: dict[str, Any]) -> str:
+    """Upstream's XML for a NIC on an SR-IOV VF: `direct` (macvtap, passthrough) or `hostdev`
+    (the VF's PCI address, its name kept in <sriov_device>)."""
+    if mode == "macvtap":
+        nic = etree.Element("interface", type="direct")
+        etree.SubElement(nic, "mac", address=mac)
+        etree.SubElement(nic, "source", dev=vf, mode="passthrough")
+        etree.SubElement(nic, "model", type=model)
+    else:
+        pci = info.get("pci") if isinstance(info.get("pci"), dict) else {}
+        fields = {key: str(pci.get(key, "")) for key in ("domain", "bus", "slot", "function")}
+        if not all(re.fullmatch(r"(0x)?[0-9a-fA-F]{1,4}", value) for value in fields.values()):
+            raise CLIError(f'SR-IOV VF "{vf}" has no valid PCI address for hostdev mode: {pci!r}')
+        nic = etree.Element("interface", type="hostdev", managed="yes")
+        etree.SubElement(nic, "mac", address=mac)
+        source = etree.SubElement(nic, "source")
+        etree.SubElement(source, "address", type="pci", **{
+            key: value if value.startswith("0x") else f"0x{value}" for key, value in fields.items()})
+        etree.SubElement(nic, "sriov_device").text = vf
+    return etree.tostring(nic, encoding="unicode")
+
+
+def _sriov_target(nic: etree._Element) -> str | None:
+    """The VF an SR-IOV NIC uses (hostdev: <sriov_device>, macvtap: the source dev), else None."""
+    if nic.get("type") == "hostdev":
+        return (nic.findtext("sriov_device") or "").strip() or None
+    if nic.get("type") == "direct":
+        source = nic.find("source")
+        return source.get("dev") if source is not None else None
+    return None
+
+
+def add_sriov_interface(xml: str, device: str, vf: str) -> str:
+    """The XML with the SR-IOV NIC `device` after the last interface (a VF is refused twice)."""
+    root = etree.fromstring(xml.strip().encode("utf-8"), _SAFE_PARSER)
+    devices = root.find("devices")
+    if devices is None:
+        devices = etree.SubElement(root, "devices")
+    nics = devices.findall("interface")
+    if any(_sriov_target(nic) == vf for nic in nics):
+        raise CLIError(f'SR-IOV device "{vf}" is already configured for VM "{root.findtext("name")}".')
+    element = etree.fromstring(device.encode("utf-8"), _SAFE_PARSER)
+    if nics:
+        nics[-1].addnext(element)
+    else:
+        devices.append(element)
+    new_xml = etree.tostring(root, encoding="unicode")
+    check_xml(new_xml)
+    return new_xml
+
+
+def remove_sriov_interface(xml: str, vf: str | None, mac: str | None) -> tuple[str, str]:
+    """(new XML, the removed NIC's XML): the SR-IOV NIC on `vf`, or with MAC `mac`."""
+    root = etree.fromstring(xml.strip().encode("utf-8"), _SAFE_PARSER)
+    found = []
+    for nic in root.iterfind("devices/interface"):
+        mac_el = nic.find("mac")
+        if _sriov_target(nic) is None:
+            continue
+        if (mac is not None and mac_el is not None and mac_el.get("address", "").lower() == mac.lower()) or \
+                (mac is None and _sriov_target(nic) == vf):
+            found.append(nic)
+    if not found:
+        what = f'with MAC "{mac}"' if mac is not None else f'on SR-IOV device "{vf}"'
+        raise CLIError(f"The VM has no SR-IOV interface {what}.")
+    removed = etree.tostring(found[-1], encoding="unicode")
+    for nic in found:
+        nic.getparent().remove(nic)
+    new_xml = etree.tostring(root, encoding="unicode")
+    check_xml(new_xml)
+    return new_xml, removed
+
+
+def _random_mac() -> str:
+    """A locally administered MAC in KVM's 52:54:00 range, as upstream picks one for a VF NIC."""
+    return "52:54:00:" + ":".join(f"{secrets.randbelow(223) + 16:02x}" for _ in range(3))
+
+
 @network_group.command(name="add", short_help="Add a network interface to a VM.")
 @click.argument("domain")
 @click.argument("net")
 @click.option("-a", "--macaddr", default=None, help="MAC address [default: derived from the VM UUID].")
 @click.option("-m", "--model", default="virtio", show_default=True, help="libvirt NIC model.")
+@click.option("-s", "--sriov", is_flag=True, default=False,
+              help="NET is an SR-IOV VF of the VM's node, not a VNI.")
+@click.option("-d", "--sriov-mode", type=click.Choice(("hostdev", "macvtap")), default="macvtap",
+              show_default=True, help="How an SR-IOV VF is given to the VM.")
 @live_option
 @restart_option
 @yes_option
-def network_add(domain: str, net: str, macaddr: str | None, model: str, live: bool, restart: bool | None,
-                confirmed: bool) -> None:
+def network_add(domain: str, net: str, macaddr: str | None, model: str, sriov: bool, sriov_mode: str,
+                live: bool, restart: bool | None, confirmed: bool) -> None:
     """Add an interface on network NET to the VM DOMAIN.
 
-    NET is a PVC network VNI (bridge vmbr<VNI>) or a bridge name. A running VM gets the new
+    NET is a PVC network VNI (bridge vmbr<VNI>) or a bridge name; with --sriov, an SR-IOV VF of
+    the node the VM is on, given as a macvtap (default) or hostdev device. A hostdev VM cannot
+    live-migrate, and its VF must exist on the node it moves to. A running VM gets the new
     interface at once (hot-plug) unless --no-live or --restart is given.
     """
+    if sriov:
+        vm = fetch_vm(domain)
+        info = _sriov_vf(vm, net)
+        device = sriov_interface(net, sriov_mode, macaddr or _random_mac(), model, info)
+        _change_devices(domain, lambda xml: add_sriov_interface(xml, device, net),
+                        lambda _old, _new: ("POST", device), live, restart, confirmed)
+        return
     if net.isdigit():  # a PVC network must exist, or the VM would get a bridge no node creates
         response = get_state().api().request("GET", f"/network/{net}")
         if response.status_code == 404 and "message" in (decode(response) or {}):
@@ -99,17 +202,30 @@ def network_add(domain: str, net: str, macaddr: str | None, model: str, live: bo
 @click.argument("domain")
 @click.argument("net", required=False, default=None)
 @click.option("-m", "--mac-address", "macaddr", default=None, help="MAC address of the interface to remove.")
+@click.option("-s", "--sriov", is_flag=True, default=False,
+              help="NET is an SR-IOV VF (hostdev or macvtap interface), not a VNI.")
 @live_option
 @restart_option
 @yes_option
-def network_remove(domain: str, net: str | None, macaddr: str | None, live: bool, restart: bool | None,
-                   confirmed: bool) -> None:
+def network_remove(domain: str, net: str | None, macaddr: str | None, sriov: bool, live: bool,
+                   restart: bool | None, confirmed: bool) -> None:
     """Remove the interface on network NET (or with --mac-address) from the VM DOMAIN.
 
-    Several interfaces on NET are ambiguous: give the MAC address.
+    Several interfaces on NET are ambiguous: give the MAC address. With --sriov, NET is the VF
+    of an SR-IOV interface.
     """
     if net is None and macaddr is None:
         raise CLIError("Give the network NET or the --mac-address of the interface to remove.")
+    if sriov:
+        removed: dict[str, str] = {}
+
+        def change_sriov(xml: str) -> str:
+            new_xml, removed["device"] = remove_sriov_interface(xml, net, macaddr)
+            return new_xml
+
+        _change_devices(domain, change_sriov, lambda _old, _new: ("DELETE", removed["device"]), live,
+                        restart, confirmed)
+        return
     def change(xml: str) -> str:
         return edit_xml(domainxml.remove_interface, xml, mac=macaddr,
                         bridge=bridge_of(net) if net is not None else None)
