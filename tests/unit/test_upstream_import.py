@@ -222,12 +222,15 @@ def test_bad_snapshot_name_unmapped(example: dict[str, Any]) -> None:
 def test_fault_mapping(example: dict[str, Any]) -> None:
     fid = "NODE_PLUGIN_DISK_HV3"
     fault = _docs(_mapped(ui.plan(example), "fault", fid))[schema.fault(fid)]
-    assert fault == {"id": "NODE_PLUGIN_DISK_HV3", "first_reported": "2025-01-12 22:41:07.000000",
-                     "last_reported": "2025-01-13 09:59:55.000000", "acknowledged_at": "", "status": "new",
+    assert fault == {"id": "NODE_PLUGIN_DISK_HV3", "first_reported": "2025-01-12 22:41:07",
+                     "last_reported": "2025-01-13 09:59:55", "acknowledged_at": "", "status": "new",
                      "health_delta": 5,
                      "message": "hv3 disk: /dev/sdb attribute Reallocated_Sector_Ct value 12"}
     example["/faults/NODE_PLUGIN_DISK_HV3/status"] = "weird"
     assert ui.plan(example).unmapped[0].reason == "status: 'weird' is not new or ack"
+    example["/faults/NODE_PLUGIN_DISK_HV3/status"] = "ack"
+    example["/faults/NODE_PLUGIN_DISK_HV3/ack_time"] = "yesterday"
+    assert ui.plan(example).unmapped[0].reason == "time: 'yesterday' is not YYYY-MM-DD HH:MM:SS"
 
 
 def test_every_drop_reason(example: dict[str, Any]) -> None:

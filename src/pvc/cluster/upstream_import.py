@@ -525,10 +525,10 @@ def _storage(tree: _Tree, result: Plan) -> None:
 # -- faults ----------------------------------------------------------------------------------------
 
 def _fault_time(value: str) -> str:
-    """Upstream's "YYYY-MM-DD HH:MM:SS" (local time of its health daemon) in our format."""
+    """Upstream's "YYYY-MM-DD HH:MM:SS" (local time of its health daemon), ours too; kept as is."""
     text = value.strip()
-    if re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", text):
-        return text + ".000000"
+    if text and not re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?", text):
+        raise InvalidInput(f"time: '{text[:40]}' is not YYYY-MM-DD HH:MM:SS")
     return text
 
 
@@ -536,7 +536,7 @@ def _faults(tree: _Tree, result: Plan) -> None:
     for fid in tree.children("/faults"):
         base = f"/faults/{fid}"
         try:
-            if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,200}", fid):
+            if not re.fullmatch(r"[A-Za-z0-9_.:@+-]{1,200}", fid):
                 raise InvalidInput(f"id: '{fid}' is not a fault id")
             status = tree.get(f"{base}/status").strip() or "new"
             if status not in ("new", "ack"):
@@ -553,4 +553,4 @@ def _faults(tree: _Tree, result: Plan) -> None:
             result.unmapped.append(Unmapped("fault", fid, fid, exc.message))
             continue
         result.mapped.append(Mapped("fault", fid, fid, ((schema.fault(fid), record.doc()),), (schema.FAULTS,),
-                                    ("times are upstream's local time (it stores no time zone)",)))
+                                    ("times kept as upstream wrote them (its health daemon's local time)",)))
