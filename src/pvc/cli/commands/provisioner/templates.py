@@ -177,7 +177,7 @@ def disk() -> None:
 
 @disk.command(name="add", short_help="Add disk to storage template.")
 @click.argument("name")
-@click.argument("disk_id")
+@click.argument("disk_id", metavar="DISK")
 @click.option("-p", "--pool", "pool", required=True, help="The storage pool for the disk.")
 @click.option("-i", "--source-volume", "source_volume", default=None,
               help="The source volume to clone (no size, filesystem or mountpoint).")
@@ -189,7 +189,7 @@ def disk() -> None:
               help="The target mountpoint of the disk in the VM's root filesystem (needs a filesystem).")
 def disk_add(name: str, disk_id: str, pool: str, source_volume: str | None, size: int | None,
              filesystem: str | None, fsargs: tuple[str, ...], mountpoint: str | None) -> None:
-    """Add the disk DISK_ID (sdX or vdX) to storage template NAME.
+    """Add the disk DISK (sdX or vdX) to storage template NAME.
 
     Example: pvc provisioner template storage disk add --pool vms --size 8 --filesystem ext4 --mountpoint /
     mytemplate sda
@@ -201,8 +201,8 @@ def disk_add(name: str, disk_id: str, pool: str, source_volume: str | None, size
 
 @disk.command(name="remove", short_help="Remove disk from storage template.")
 @click.argument("name")
-@click.argument("disk_id")
+@click.argument("disk_id", metavar="DISK")
 @confirm_option("Remove disk {disk_id} from storage template {name}")
 def disk_remove(name: str, disk_id: str) -> None:
-    """Remove the disk DISK_ID from storage template NAME."""
+    """Remove the disk DISK from storage template NAME."""
     say("DELETE", f"/provisioner/template/storage/{quoted(name)}/disk/{quoted(disk_id)}")
