@@ -72,8 +72,18 @@ def test_tftp_only_when_the_node_passes_its_checked_root() -> None:
 def test_tftp_root_is_confined(path: str, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         nc.check_tftp_root(path)
-    with pytest.raises(ValueError, match="tftp_root"):
-        NetSpec.from_doc(doc(tftp_root=path))
+    from pvc.node import ntp_tftp
+
+    # a hand-made document parses (the network stays up); the node's TFTP step refuses the root
+    root, why = ntp_tftp.tftp_root(NetSpec.from_doc(doc(tftp_root=path)))
+    assert root is None and "TFTP refused" in why
+
+
+def test_a_bad_boot_file_costs_tftp_only() -> None:
+    from pvc.node import ntp_tftp
+
+    root, why = ntp_tftp.tftp_root(NetSpec.from_doc(doc(tftp_root="/srv/x", dhcp_boot="../x")))
+    assert root is None and "must be relative" in why
 
 
 def test_tftp_root_accepted_and_resolved() -> None:
@@ -118,7 +128,7 @@ def test_chrony_config() -> None:
     text = chrony.chrony_config(net, state_dir="/run/pvc/network/chrony-400")
     assert text is not None
     lines = text.splitlines()
-    assert {"bindaddress 10.40.0.1", "allow 10.40.0.0/24", "cmdport 0", "port 123",
+    assert {"bindaddress 10.40.0.1", "allow 10.40.0.0/24", "cmdport 0", "bindcmdaddress /", "port 123",
             f"local stratum {chrony.NTP_LOCAL_STRATUM}",
             "pidfile /run/pvc/network/chrony-400/chronyd.pid"} <= set(lines)
     assert not any(w in text for w in ("driftfile", "rtcsync", "makestep", "server ", "pool "))

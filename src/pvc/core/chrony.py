@@ -33,7 +33,8 @@ def chrony_config(net: NetSpec, *, state_dir: str) -> str | None:
                       f"allow {ipaddress.ip_network(network)}"]
     if len(lines) == 1:
         return None
-    lines += ["port 123", "cmdport 0", f"local stratum {NTP_LOCAL_STRATUM}",
+    # no command sockets: neither UDP (cmdport 0) nor the Unix one, which all instances would share
+    lines += ["port 123", "cmdport 0", "bindcmdaddress /", f"local stratum {NTP_LOCAL_STRATUM}",
               f"pidfile {state_dir}/chronyd.pid"]
     return "\n".join(lines) + "\n"
 

@@ -155,16 +155,6 @@ def tftp_root_on_host(path: str, realpath: str) -> str:
     return realpath
 
 
-def _opt_check(check: Any, value: Any, what: str) -> str | None:
-    text = _opt_str(value)
-    if text is None:
-        return None
-    try:
-        return str(check(text))
-    except ValueError as e:
-        raise ValueError(f"{what}: {e}") from None
-
-
 def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes", "on")
@@ -234,8 +224,8 @@ class NetSpec:
             dhcp4_start=_opt_address(ip4.get("dhcp_start"), 4, f"{where} dhcp_start"),
             dhcp4_end=_opt_address(ip4.get("dhcp_end"), 4, f"{where} dhcp_end"),
             ip6_network=ip6_network, ip6_gateway=ip6_gateway, dhcp6=_flag(ip6.get("dhcp_flag")),
-            tftp_root=_opt_check(check_tftp_root, doc.get("tftp_root"), f"{where} tftp_root"),
-            dhcp_boot=_opt_check(check_boot_file, doc.get("dhcp_boot"), f"{where} dhcp_boot"),
+            # checked where they are used (the node's TFTP step), so a bad one costs TFTP only
+            tftp_root=_opt_str(doc.get("tftp_root")), dhcp_boot=_opt_str(doc.get("dhcp_boot")),
         )
 
     @property

@@ -77,6 +77,12 @@ def tftp_root(net: netconfig.NetSpec) -> tuple[str | None, str]:
     network has no TFTP root."""
     if not net.tftp_root:
         return None, ""
+    try:         # stored documents are checked by the API; a hand-made one is checked here
+        netconfig.check_tftp_root(net.tftp_root)
+        if net.dhcp_boot:
+            netconfig.check_boot_file(net.dhcp_boot)
+    except ValueError as exc:
+        return None, f"network {net.vni}: TFTP refused: {exc}"
     if not os.path.isdir(net.tftp_root):
         return None, f"network {net.vni}: TFTP root {net.tftp_root} is not a directory on this node"
     try:
