@@ -231,6 +231,15 @@ def managed_policy(zk: ZK, policy: domainxml.DomainPolicy) -> domainxml.DomainPo
     return policy.with_managed(direct_devices=names, hostdev_pci=pcis) if names or pcis else policy
 
 
+def claimed_policy(zk: ZK, node: str, uuid: str, policy: domainxml.DomainPolicy) -> domainxml.DomainPolicy:
+    """`policy` plus only the VFs of `node` that `uuid` holds (a live-attached NIC)."""
+    held = {n: d for n, d in (vf_docs(zk, node) if node else {}).items() if d.get("used_by") == uuid}
+    if not held:
+        return policy
+    return policy.with_managed(direct_devices=list(held),
+                               hostdev_pci=[pci_text(d["pci"]) for d in held.values() if d.get("pci")])
+
+
 def _user_name(zk: ZK, uuid: str) -> str:
     data = zk.get(schema.vm(uuid), None)
     return str(data.get("name", uuid)) if isinstance(data, dict) else uuid

@@ -18,6 +18,7 @@ import click
 from rich.console import Group, RenderableType
 from rich.text import Text
 
+from pvc.cli.commands.sriov import group as sriov_group
 from pvc.cli.output import json_formatters, key_values, table
 from pvc.cli.state import confirm_option, format_option, get_state
 from pvc.core.vocabulary import NETWORK_TYPES
@@ -395,3 +396,6 @@ def acl_list(net: str, limit: str | None, inbound: bool | None, formatter: Any) 
     """
     direction = None if inbound is None else ("in" if inbound else "out")
     get_state().emit(_list(f"/network/{_p(net)}/acl", {"limit": limit, "direction": direction}), formatter)
+
+
+group.add_command(sriov_group)    # pvc network sriov pf|vf ... (pvc.cli.commands.sriov)

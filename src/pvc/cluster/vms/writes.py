@@ -482,8 +482,10 @@ def device_task(zk: ZK, vm: str, xml: str, attach: bool,
                 policy: domainxml.DomainPolicy = domainxml.DEFAULT_POLICY) -> TaskRecord:
     """Queue `vm.device_attach`/`vm.device_detach` on the VM's node (live only; not persisted).
     An attached device is held to the domain XML policy; a detached one only needs to parse."""
-    check_device_xml(xml, policy if attach else None)
+    check_device_xml(xml, sriov_mod.managed_policy(zk, policy) if attach else None)
     record = get_vm(zk, vm)
+    if attach:      # an SR-IOV VF only if the VM's definition holds it (claimed at modify)
+        check_device_xml(xml, sriov_mod.claimed_policy(zk, record.node, record.uuid, policy))
     if record.state != "start":
         raise Conflict(f'VM "{record.name}" is not in started state; live-{"add" if attach else "remove"} '
                        f"unnecessary.")
