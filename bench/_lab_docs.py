@@ -92,6 +92,15 @@ class Cleanup:
         self.run()
 
 
+def networks(api: httpx.Client) -> list[dict[str, Any]]:
+    """The cluster's networks (PVC answers an empty list with 404)."""
+    response = api.get("/network")
+    if response.status_code == 404:
+        return []
+    response.raise_for_status()
+    return [n for n in response.json() if isinstance(n, dict)]
+
+
 def delete(api: httpx.Client, path: str, **params: Any) -> None:
     """DELETE that must leave the thing gone: 404 (already gone) is fine, any other refusal is not."""
     from tests.system.helpers import call
@@ -143,7 +152,7 @@ class ProvisionDocs:
         from tests.system.helpers import call
 
         files = plan.extra["guest_files"]
-        self.vni, subnet = pick_network(call(api, "GET", "/network") or [])
+        self.vni, subnet = pick_network(networks(api))
         hosts = list(subnet.hosts())
         steps: list[tuple[str, dict[str, Any], str]] = [
             ("/network", {"vni": self.vni, "description": f"{self.tag}net", "nettype": "managed",

@@ -21,7 +21,7 @@ import time
 import uuid as uuidlib
 
 from _common import lab_client, table  # puts the repository on sys.path for `tests`
-from _lab_docs import Cleanup, bench_tag, delete, pick_network, remove_vm
+from _lab_docs import Cleanup, bench_tag, delete, networks, pick_network, remove_vm
 
 # isort: split
 from tests.system.helpers import (
@@ -51,7 +51,7 @@ def main() -> int:
     name = bench_tag("nf")
     mac = "52:54:00:" + ":".join(secrets.token_hex(1) for _ in range(3))
     with api, Cleanup() as cleanup:
-        vni, network = pick_network(call(api, "GET", "/network") or [])
+        vni, network = pick_network(networks(api))
         subnet = str(network.network_address).rsplit(".", 1)[0]
         call(api, "POST", "/network", params={
             "vni": vni, "description": f"{name}net", "nettype": "managed", "domain": f"{name}.bench",
