@@ -157,7 +157,8 @@ def _random_mac() -> str:
 @network_group.command(name="add", short_help="Add a network interface to a VM.")
 @click.argument("domain")
 @click.argument("net")
-@click.option("-a", "--macaddr", default=None, help="MAC address [default: derived from the VM UUID].")
+@click.option("-a", "--macaddr", default=None,
+              help="MAC address [default: derived from the VM UUID; random for an SR-IOV VF].")
 @click.option("-m", "--model", default="virtio", show_default=True, help="libvirt NIC model.")
 @click.option("-s", "--sriov", is_flag=True, default=False,
               help="NET is an SR-IOV VF of the VM's node, not a VNI.")
