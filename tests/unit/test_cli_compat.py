@@ -246,6 +246,18 @@ def test_template_system_max_downtime(api: FakeApi, env: dict[str, str], spellin
     assert modified.url.params["migration_max_downtime"] == "700"
 
 
+def test_template_system_add_sends_upstream_defaults(api: FakeApi, env: dict[str, str]) -> None:
+    api.on("POST", "/provisioner/template/system", {"message": "added"})
+    api.on("PUT", "/provisioner/template/system/small", {"message": "modified"})
+    added = run(api, env, "provisioner", "template", "system", "add", "small", "-u", "1", "-m", "512")
+    assert added.exit_code == 0, added.output
+    params = api.sent("POST", "/provisioner/template/system")[0].url.params
+    assert params["node_selector"] == "none" and params["migration_max_downtime"] == "300"
+    assert run(api, env, "provisioner", "template", "system", "modify", "small", "-u", "2").exit_code == 0
+    params = api.sent("PUT", "/provisioner/template/system/small")[0].url.params
+    assert "node_selector" not in params and "migration_max_downtime" not in params  # only what is given
+
+
 @pytest.mark.parametrize(("kind", "extension"), [("userdata", ".yaml"), ("script", ".py")])
 def test_document_modify_in_editor(api: FakeApi, env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
                                    kind: str, extension: str) -> None:

@@ -61,13 +61,14 @@ def _system_options(required: bool) -> Any:
             click.option("--node-limit", "node_limit", default=None,
                          help="Limit VM operation to this CSV list of node(s)."),
             click.option("--node-selector", "node_selector", type=click.Choice(SELECTOR_CHOICES),
-                         default=None, help="Method to determine the optimal target node during migrations."),
+                         default="none" if required else None, show_default=required,
+                         help="Method to determine the optimal target node during migrations."),
             click.option("--node-autostart/--no-node-autostart", "node_autostart", default=False if required
                          else None, help="Autostart the VM with its node's return to ready state."),
             click.option("--migration-method", "migration_method", type=click.Choice(MIGRATION_METHODS),
                          default=None, help="The preferred migration method of the VM between nodes."),
             click.option("--max-downtime", "--migration-max-downtime", "migration_max_downtime", type=int,
-                         default=None,
+                         default=300 if required else None,
                          help="The maximum time in milliseconds that a VM can be down during a live "
                               "migration [default: 300]."),
         ]
