@@ -6,6 +6,8 @@ the node applies them (pvc.node.services.sriov). Lists answer 404 when empty, as
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -79,7 +81,8 @@ class VFConfigInputs(Inputs):
     vlan_qos: int | None = Field(None, description="The vLAN QOS priority (0 is disabled)")
     tx_rate_min: int | None = Field(None, description="The minimum TX rate (0 is disabled)")
     tx_rate_max: int | None = Field(None, description="The maximum TX rate (0 is disabled)")
-    link_state: str | None = Field(None, description="The administrative link state: auto, enable, disable")
+    link_state: Literal["auto", "enable", "disable"] | None = Field(None, description="The administrative "
+                                                                                     "link state")
     spoof_check: Bool | None = Field(None, description="Enable or disable spoof checking")
     trust: Bool | None = Field(None, description="Enable or disable VF user trust")
     query_rss: Bool | None = Field(None, description="Enable or disable query RSS support")
