@@ -292,6 +292,7 @@ def test_node_service_sets_up_publishes_and_applies(tree: Path) -> None:
     service.run_pass()                                       # type: ignore[attr-defined]
     assert len(netlink.calls) == 2                            # unchanged: nothing applied again
     # the API writes desired settings and a claim; the node keeps them and applies the settings
+    zk.put(schema.vm(UUID), {"uuid": UUID, "name": "vm1"})
     zk.update(schema.node_sriov_vf("hv1", "ens1f1v1"),
               lambda d: {**d, "config": {**d["config"], "vlan_id": 42, "trust": True},
                          "used": True, "used_by": UUID})
@@ -324,3 +325,22 @@ def test_node_service_lets_its_vms_use_its_own_vfs_only(tree: Path, monkeypatch:
     domainxml.check_domain(domainxml.render(_xml(MACVTAP.replace("ens1f0v1", "ens1f0v0"))), policy)
     with pytest.raises(domainxml.DomainPolicyViolation, match="ens1f1v0"):
         domainxml.check_domain(domainxml.render(_xml(MACVTAP.replace("ens1f0v1", "ens1f1v0"))), policy)
+
+
+def test_node_service_frees_claims_of_vms_that_never_appeared(tree: Path) -> None:
+    from pvc.core import schema
+
+    service, zk = _service(tree, RecordingNetlink(), [{"phy": "ens1f0", "vfcount": 2}])
+    service.run_pass()                                       # type: ignore[attr-defined]
+    vfs = SysfsSriov(tree, RecordingNetlink()).vfs("ens1f0")
+    other = "0b0e7a1c-0000-4000-8000-000000000002"
+    for vf, user in (("ens1f0v0", UUID), ("ens1f0v1", other)):
+        zk.update(schema.node_sriov_vf("hv1", vf),
+                  lambda d, user=user: {**d, "used": True, "used_by": user, "claimed_at": 1000.0})
+    zk.put(schema.vm(other), {"uuid": other, "name": "exists"})
+    assert service.free_orphans(vfs, now=1010.0) == []           # type: ignore[attr-defined]
+    assert service.free_orphans(vfs, now=2000.0) == ["ens1f0v0"]  # type: ignore[attr-defined]
+    freed = zk.get(schema.node_sriov_vf("hv1", "ens1f0v0"))
+    assert isinstance(freed, dict) and (freed["used"], freed["used_by"]) == (False, "")
+    kept = zk.get(schema.node_sriov_vf("hv1", "ens1f0v1"))
+    assert isinstance(kept, dict) and kept["used_by"] == other

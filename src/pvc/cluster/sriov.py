@@ -11,6 +11,7 @@ netdev) and `<interface type='hostdev'>` (the VF's PCI function, named in `<srio
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -286,6 +287,8 @@ def _claim_one(zk: ZK, node: str, nic: VfNic, uuid: str, vm_name: str) -> bool:
                "mac": nic.mac or doc.get("mac", "")}
         if new == doc:
             return False
+        if user != uuid:
+            new["claimed_at"] = time.time()   # the node frees claims of VMs that never appeared
         try:
             zk.set_doc(path, new, version=found.version)
             return user != uuid

@@ -14,15 +14,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from typing import Any
 
 from pvc.adapters.sriov import PhysicalFunction, SriovError, SriovHost, SysfsSriov, VFConfig, VirtualFunction
-from pvc.cluster.sriov import CONFIG_DEFAULTS, pci_text
+from pvc.cluster.sriov import CONFIG_DEFAULTS, pci_text, release
 from pvc.core import domainxml, schema
 from pvc.core.config import Settings
 from pvc.core.zk import ZK
 
 log = logging.getLogger("pvcnoded")
+ORPHAN_GRACE = 120.0     # seconds a claim may wait for its VM document
 
 
 class SriovService:
@@ -89,6 +91,27 @@ class SriovService:
         self.publish(pfs, vfs)
         self.apply(vfs)
         self.allow(vfs)
+        self.free_orphans(vfs)
+
+    def free_orphans(self, vfs: list[VirtualFunction], now: float | None = None) -> list[str]:
+        """Free VFs claimed for a VM that does not exist (a define or an undefine interrupted
+        between its two writes); a claim younger than ORPHAN_GRACE may belong to a define under way."""
+        now = time.time() if now is None else now
+        paths = {vf.phy: schema.node_sriov_vf(self.node, vf.phy) for vf in vfs}
+        docs = self.zk.get_many(list(paths.values()))
+        users = {d.get("used_by") for d in docs.values() if isinstance(d, dict) and d.get("used_by")}
+        vms = self.zk.get_many([schema.vm(u) for u in users]) if users else {}
+        freed = []
+        for name, path in paths.items():
+            doc = docs.get(path)
+            if not isinstance(doc, dict) or not doc.get("used_by") or vms.get(schema.vm(doc["used_by"])):
+                continue
+            if now - float(doc.get("claimed_at") or 0) < ORPHAN_GRACE:
+                continue
+            release(self.zk, self.node, doc["used_by"], only=[name])
+            log.warning("SR-IOV VF %s: freed (claimed by VM %s, which does not exist)", name, doc["used_by"])
+            freed.append(name)
+        return freed
 
     def discover(self) -> tuple[list[PhysicalFunction], list[VirtualFunction]]:
         pfs: list[PhysicalFunction] = []
