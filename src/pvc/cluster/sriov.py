@@ -252,6 +252,7 @@ def claim(zk: ZK, node: str, uuid: str, domain: domainxml.Domain) -> list[str]:
     claimed before the refusal is released again."""
     vfs = vf_docs(zk, node)
     nics = vf_nics(domain, vfs)
+    _check_present(zk, node, domain, nics)
     seen: dict[str, VfNic] = {}
     for nic in nics:
         if nic.vf in seen:
@@ -270,6 +271,20 @@ def claim(zk: ZK, node: str, uuid: str, domain: domainxml.Domain) -> list[str]:
         release(zk, node, uuid, only=claimed)
         raise
     return claimed
+
+
+def _check_present(zk: ZK, node: str, domain: domainxml.Domain, found: list[VfNic]) -> None:
+    """A NIC on a VF PVC manages elsewhere but not on `node` would not start there: refused."""
+    wanted = [n for n in domain.interfaces if n.type in ("direct", "hostdev")]
+    if len(wanted) == len(found):
+        return
+    names, _pcis = managed_devices(zk)
+    have = {nic.vf for nic in found}
+    for nic in wanted:
+        name = nic.source if nic.type == "direct" else nic.sriov_device
+        if name and name in names and name not in have:
+            raise InvalidInput(f'SR-IOV VF "{name}" does not exist on node "{node}" (interface {nic.mac} '
+                               f'of VM "{domain.name}").')
 
 
 def _claim_one(zk: ZK, node: str, nic: VfNic, uuid: str, vm_name: str) -> bool:
