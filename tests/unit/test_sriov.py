@@ -4,6 +4,7 @@ and the pure rules of pvc.cluster.sriov (views, config validation, VM NICs on VF
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -344,3 +345,24 @@ def test_node_service_frees_claims_of_vms_that_never_appeared(tree: Path) -> Non
     assert isinstance(freed, dict) and (freed["used"], freed["used_by"]) == (False, "")
     kept = zk.get(schema.node_sriov_vf("hv1", "ens1f0v1"))
     assert isinstance(kept, dict) and kept["used_by"] == other
+
+
+# -- the sender side of a migration: a hostdev VF never goes live --------------------------------------
+
+from tests.unit.test_vm_reconciler import cluster, running_on, settle  # noqa: E402,F401
+
+
+def _with_hostdev(store: Any, uuid: str) -> None:
+    doc = store.vms[uuid]
+    store.set(uuid, xml=doc["xml"].replace("</devices>", HOSTDEV + "</devices>"))
+
+
+def test_a_hostdev_vm_is_never_migrated_live(cluster: Any) -> None:  # noqa: F811
+    store, hvs, recs = cluster
+    uuid = running_on(store, recs, migration_method="live")
+    _with_hostdev(store, uuid)
+    store.set(uuid, state="migrate-live", node="hv2", last_node="hv1")
+    settle(*recs.values())
+    assert not any(op == "migrate" for op, _ in hvs["hv1"].calls)
+    assert hvs["hv1"].is_running(uuid) and store.vms[uuid]["node"] == "hv1"
+    assert "ens1f0v0" in store.statuses[uuid]["last_migration_error"]["error"]

@@ -2,7 +2,8 @@
 
 Live first (up to `migration_attempts` tries) unless the VM's method says shutdown; when live
 fails, a shutdown move (power off here, record start: the target starts it) unless live is
-forced, in which case the migration is aborted and the VM stays here. While a live migration
+forced, in which case the migration is aborted and the VM stays here. A VM that passes a host PCI
+function through (an SR-IOV hostdev NIC) is never tried live. While a live migration
 runs, the VM's status carries `migrating_to`/`migrating_from`, so the target does not start the
 VM meanwhile (`decision.observe`: incoming).
 """
@@ -14,6 +15,7 @@ import time
 
 from pvc.adapters.hypervisor import DomainNotFound, HypervisorError
 from pvc.cluster.vms.transitions import abort_migration
+from pvc.core import domainxml
 from pvc.core.records import VMRecord
 from pvc.core.vocabulary import VM_MIGRATE_STATES
 from pvc.node.vms.actions import DomainActions
@@ -38,9 +40,14 @@ class Migrator:
         if not alive or peer is None or peer.daemon_state != "run":
             self._abort(record, f"target node {target} is not running")
             return
+        passthrough = _passthrough(record)      # a host PCI function (SR-IOV hostdev) cannot go live
+        if passthrough and force_live:
+            self._abort(record, f"it passes host PCI device {passthrough} through, which cannot be "
+                                "migrated live")
+            return
         ctx.patch(uuid, migrating_to=target, migrating_from=ctx.name, migration_started=time.time())
         try:
-            if record.migration_method != "shutdown":
+            if record.migration_method != "shutdown" and not passthrough:
                 finished, error = self._send_live(record, peer)
                 if finished:
                     return
@@ -112,3 +119,12 @@ class Migrator:
         log.error("VM %s (%s): migration aborted: %s", record.name, record.uuid, why)
         ctx.store.update_vm(record.uuid, abort_migration(ctx.name))
         ctx.patch(record.uuid, last_migration_error={"time": time.time(), "to": record.node, "error": why})
+
+
+def _passthrough(record: VMRecord) -> str:
+    """The first hostdev interface's device (its VF name or PCI address), "" when none."""
+    try:
+        nics = domainxml.parse(record.xml).interfaces
+    except Exception:
+        return ""
+    return next((n.sriov_device or n.source or "hostdev" for n in nics if n.type == "hostdev"), "")
