@@ -286,3 +286,34 @@ def test_macvtap_vm_moves_to_a_free_vf_of_the_same_pf(client: TestClient, zk: ZK
     assert vf_doc(zk, "hv2", "ens1f0v0")["used_by"] == uuid
     assert vf_doc(zk, "hv1", "ens1f0v1")["used"] is False
     assert vf_doc(zk, "hv2", "ens1f0v1")["used_by"] == taker
+
+
+# -- the CLI against a running pvcapid -----------------------------------------------------------------------
+
+from tests.integration.test_cli_api import Pvc, pvc  # noqa: E402,F401
+
+
+def test_cli_sriov_commands(api: Any, pvc: Pvc, zk: ZK, tmp_path: Path) -> None:  # noqa: F811
+    register_nodes(zk, api, node_record("hv1", memory=Memory(total=8192, free=6000, used=2192), cpu_count=8))
+    Node(zk, tmp_path / "hv1", "hv1", {"ens1f0": {"bus": "3b", "numvfs": 2}})
+    assert pvc.json("network", "sriov", "pf", "list", "hv1") == [
+        {"phy": "ens1f0", "mtu": "1500", "vfs": ["ens1f0v0", "ens1f0v1"]}]
+    listing = pvc.ok("network", "sriov", "vf", "list", "hv1")
+    assert "ens1f0v0" in listing and "ens1f0v1" in listing
+    assert "Successfully modified" in pvc.ok("network", "sriov", "vf", "set", "hv1", "ens1f0v1",
+                                             "--vlan-id", "7", "--no-spoof-check", "--link-state", "disable")
+    info = pvc.json("network", "sriov", "vf", "info", "hv1", "ens1f0v1")
+    assert (info["config"]["vlan_id"], info["config"]["spoof_check"], info["config"]["link_state"]) == \
+        ("7", False, "disable")
+    bad = pvc("network", "sriov", "vf", "set", "hv1", "ens1f0v1", "--vlan-id", "5000")
+    assert bad.returncode != 0 and "vlan_id" in bad.stderr + bad.stdout
+    # a VM gets a VF with `vm network add --sriov`; the API records the claim, a second VM is refused
+    uuid = str(uuidlib.uuid4())
+    ok(api.post("/vm", params={"node": "hv1"}, data={"xml": vm_xml("cli1", "", uuid)}))
+    pvc.ok("vm", "network", "add", "cli1", "ens1f0v0", "--sriov", "--sriov-mode", "hostdev", "-y")
+    assert vf_doc(zk, "hv1", "ens1f0v0")["used_by"] == uuid
+    ok(api.post("/vm", params={"node": "hv1"}, data={"xml": vm_xml("cli2", "")}))
+    second = pvc("vm", "network", "add", "cli2", "ens1f0v0", "--sriov", "-y")
+    assert second.returncode != 0 and "ens1f0v0" in second.stderr + second.stdout
+    pvc.ok("vm", "network", "remove", "cli1", "ens1f0v0", "--sriov", "-y")
+    assert vf_doc(zk, "hv1", "ens1f0v0")["used"] is False
