@@ -29,7 +29,8 @@ def test_underlay_mtu_isolate_rejoin_delete() -> None:
     with lab(2) as plan:
         hv1, hv2 = plan.nodes
         print(f"\nswitch + 2 nodes up and forwarding in {time.monotonic() - t0:.2f}s")
-        assert netns.list_lab_netns(plan.name) == sorted([plan.switch_netns, hv1.netns, hv2.netns])
+        assert netns.list_lab_netns(plan.name) == sorted([plan.switch_netns, plan.world_netns, hv1.netns,
+                                                          hv2.netns])
         # 1522 bytes of ICMP payload + 28 bytes of headers = the 1550 underlay MTU, unfragmented.
         assert ping(hv1.netns, hv2.address, 1522)
         assert ping(hv2.netns, hv1.address, 1522)

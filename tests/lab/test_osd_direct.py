@@ -79,7 +79,7 @@ def test_lab_nodes_run_pvc_osds_directly(lab: LabPlan) -> None:
 
 def test_add_a_file_backed_osd(lab: LabPlan) -> None:
     ctx = FakeContext(_settings(lab), NODE)
-    block = lab.node(NODE).dir / "osd-extra.img"
+    block = ceph.pvc_osd_root(lab.node(NODE)) / "osd-extra.img"   # inside osd_data_directory
     t0 = time.monotonic()
     result = _run(lab, ctx, "osd.add", node=NODE, device=f"file:{block}:1G", weight=0.001)
     print(f"\nosd.add: {time.monotonic() - t0:.1f}s; {result['status']}")
@@ -143,7 +143,7 @@ def test_remove_the_osd(lab: LabPlan) -> None:
     assert 3 not in _osd_states(lab)
     assert not ctx.zk.exists(schema.osd(3))
     assert not (ceph.pvc_osd_root(lab.node(NODE)) / "ceph-3").exists()
-    assert not (lab.node(NODE).dir / "osd-extra.img").exists()
+    assert not (ceph.pvc_osd_root(lab.node(NODE)) / "osd-extra.img").exists()
     assert "hv3-ceph-osd.3" not in ceph.daemon_pids(lab) and ceph.pvc_added_osds(lab) == []
     assert "osd.3" not in {e["entity"] for e in ceph.ceph(lab, "auth", "ls")["auth_dump"]}
     ceph.wait_healthy(lab, timeout=120)
@@ -152,7 +152,7 @@ def test_remove_the_osd(lab: LabPlan) -> None:
 def test_a_failed_add_leaves_nothing_behind(lab: LabPlan) -> None:
     ctx = FakeContext(_settings(lab), NODE)
     before = set(_osd_states(lab))
-    tiny = lab.node(NODE).dir / "tiny.img"
+    tiny = ceph.pvc_osd_root(lab.node(NODE)) / "tiny.img"
     with pytest.raises(TaskFailed, match="ceph-osd --mkfs for OSD 3 failed"):
         _run(lab, ctx, "osd.add", node=NODE, device=f"file:{tiny}:16M", weight=0.001)
     assert set(_osd_states(lab)) == before

@@ -1,6 +1,8 @@
 """The OVA deploy-time conversion against a real Ceph: a streamOptimized VMDK written as-is into an
-exact-size volume (what the upload does) converts RBD to RBD with the `rbd:` specs of the shipped
-OVA script (examples/4-ova.py) back into the original disk.
+exact-size volume (what the upload does) converts RBD to RBD back into the original disk. The
+shipped OVA script (examples/4-ova.py) converts between the two volumes mapped by the worker inside
+its sandbox (tests/system/test_provisioner.py runs it); here qemu-img reads and writes them through
+`rbd:` specs, which is the same conversion without the sandbox.
 
 One throwaway 3-node Ceph lab (pvc.lab.ceph.bootstrap in network namespaces); qemu-img runs inside
 a node's namespace, as the provisioner script does on the primary.
@@ -8,7 +10,6 @@ a node's namespace, as the provisioner script does on the primary.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import subprocess
@@ -22,7 +23,6 @@ import pytest
 from pvc.adapters.ceph import CephStorage
 from pvc.lab import ceph, proc
 from pvc.lab.plan import LabPlan
-from pvc.worker.provisioner import vmdata
 from tests.ovahelp import to_vmdk
 
 from .labnet import lab_network, temp_plan
@@ -35,15 +35,13 @@ pytestmark = [
 
 POOL = "tstova"
 MiB = 1 << 20
-OVA_SCRIPT = Path(vmdata.__file__).parent / "examples" / "4-ova.py"
 
 
-def ova_script() -> Any:
-    spec = importlib.util.spec_from_file_location("ova_example", OVA_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def rbd_spec(pool: str, name: str, cfg: Any) -> str:
+    """qemu's rbd: filename with the Ceph user, config and keyring as file paths (no secret on the
+    command line)."""
+    return ":".join(["rbd", f"{pool}/{name}", f"id={cfg.client_user}", f"conf={cfg.ceph_config_file}",
+                     f"keyring={cfg.ceph_keyring_file}"])
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +62,7 @@ def test_vmdk_volume_converts_rbd_to_rbd(lab: LabPlan, tmp_path: Path) -> None:
     size = vmdk.stat().st_size
     cfg = SimpleNamespace(client_user="admin", ceph_config_file=str(lab.ceph_conf),
                           ceph_keyring_file=str(ceph.admin_keyring(lab)))
-    rbd = ova_script()._rbd
+    rbd = rbd_spec
 
     def convert() -> subprocess.CompletedProcess[str]:
         storage.create_pool(POOL, 8, 3, 2)

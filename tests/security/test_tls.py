@@ -8,6 +8,7 @@ and the CLI without it (or with another CA) refuses with a message naming the ho
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 import stat
 import subprocess
@@ -41,7 +42,13 @@ def _start_tls_api(daemons: list[Daemon], config_factory, ssl_dir: Path) -> tupl
     def up() -> bool:
         if not daemon.running:
             raise AssertionError(f"pvcapid exited:\n{daemon.output()}")
-        return (ssl_dir / "api.crt").exists() and "listening on" in daemon.output()
+        if not ((ssl_dir / "api.crt").exists() and "listening on" in daemon.output()):
+            return False
+        try:        # the line is logged just before uvicorn binds: wait for the port itself
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
     wait_for(up, 30, message="pvcapid to listen with TLS")
     return daemon, f"127.0.0.1:{port}"

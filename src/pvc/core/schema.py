@@ -386,10 +386,6 @@ def _migrate(zk: ZK, target: int) -> int:
 # -- ZooKeeper ACLs (DESIGN D14) -----------------------------------------------------------------------
 
 
-def _world_open(acls: list[Any]) -> bool:
-    return any(acl.id.scheme == "world" for acl in acls)
-
-
 def protect(zk: ZK, force: bool = False) -> int:
     """Give every znode of the tree that anyone may open (created before ACLs were turned on) the
     session's digest ACL, the cluster root itself included, so an unauthenticated client can
@@ -397,7 +393,7 @@ def protect(zk: ZK, force: bool = False) -> int:
     credentials. The walk runs once per credentials (ACL_MARKER): every znode created after it
     inherits the ACL from its creator's session, and a client without the credentials cannot
     create one. `force` walks again anyway. Returns how many znodes it changed."""
-    acl = list(zk.client.default_acl or ())
+    acl = zk.default_acl
     if not acl:
         return 0
     ident = {"scheme": acl[0].id.scheme, "id": acl[0].id.id}
@@ -408,48 +404,9 @@ def protect(zk: ZK, force: bool = False) -> int:
         marked = zk.get(ACL_MARKER, None) == ident
         if marked and not force:
             return 0
-        changed = _protect_tree(zk, acl)
+        changed = zk.protect_tree(acl)
         if not marked:
             zk.put(ACL_MARKER, ident)
     if changed:
         log.info("ZooKeeper ACLs: %d world-open znode(s) under %s protected", changed, zk.root)
-    return changed
-
-
-def _protect_tree(zk: ZK, acl: list[Any]) -> int:
-    """Walk the tree level by level (requests pipelined), setting `acl` where the world is let in."""
-    client = zk.client
-    changed, level = 0, ["/"]
-    while level:
-        if zk.root == "/":
-            level = [p for p in level if p != "/zookeeper" and not p.startswith("/zookeeper/")]
-
-        def once(paths: list[str] = level) -> tuple[int, list[str]]:
-            acls = [(p, client.get_acls_async(p)) for p in paths]
-            opened = []
-            for path, result in acls:
-                try:
-                    current, _stat = result.get(timeout=30)
-                except NoNodeError:
-                    continue
-                if _world_open(current):
-                    opened.append((path, client.set_acls_async(path, acl)))
-            done = 0
-            for _path, result in opened:
-                try:
-                    result.get(timeout=30)
-                    done += 1
-                except NoNodeError:
-                    pass
-            kids = [(p, client.get_children_async(p)) for p in paths]
-            below = []
-            for path, result in kids:
-                try:
-                    below += [f"{path.rstrip('/')}/{child}" for child in result.get(timeout=30)]
-                except NoNodeError:
-                    pass
-            return done, below
-
-        done, level = zk.retry(once)
-        changed += done
     return changed

@@ -159,6 +159,52 @@ class ZK:
             bare.stop()
             bare.close()
 
+    # -- ACLs (DESIGN D14; pvc.core.schema.protect decides when) -----------------------------
+
+    @property
+    def default_acl(self) -> list[Any]:
+        """The ACL this session gives what it creates (the digest ACL; empty without credentials)."""
+        return list(self.client.default_acl or ())
+
+    def protect_tree(self, acl: list[Any]) -> int:
+        """Set `acl` on every znode of the tree (the root included) that the world may open; walk
+        level by level with the requests of a level pipelined. How many znodes it changed."""
+        client = self.client
+        changed, level = 0, ["/"]
+        while level:
+            if self.root == "/":
+                level = [p for p in level if p != "/zookeeper" and not p.startswith("/zookeeper/")]
+
+            def once(paths: list[str] = level) -> tuple[int, list[str]]:
+                acls = [(p, client.get_acls_async(p)) for p in paths]
+                opened = []
+                for path, result in acls:
+                    try:
+                        current, _stat = result.get(timeout=30)
+                    except NoNodeError:
+                        continue
+                    if any(entry.id.scheme == "world" for entry in current):
+                        opened.append(client.set_acls_async(path, acl))
+                done = 0
+                for result in opened:
+                    try:
+                        result.get(timeout=30)
+                        done += 1
+                    except NoNodeError:
+                        pass
+                kids = [(p, client.get_children_async(p)) for p in paths]
+                below = []
+                for path, result in kids:
+                    try:
+                        below += [f"{path.rstrip('/')}/{child}" for child in result.get(timeout=30)]
+                    except NoNodeError:
+                        pass
+                return done, below
+
+            done, level = self.retry(once)
+            changed += done
+        return changed
+
     def stop(self) -> None:
         for mirror in self._caches.values():
             mirror.close()
