@@ -137,10 +137,10 @@ def test_a_restarted_daemon_adopts_what_runs(zk: ZK, make) -> None:
     node.set_primary(True)
     again = NetworkReconciler(zk, node.host, node.nft, node.services, node.settings, "hv1", node.run_dir)
     again.set_primary(True)
-    assert len(node.services.history) == 2                         # dnsmasq and the DNS view, once each
+    assert len(node.services.history) == 3                         # dnsmasq, chronyd, the DNS view: once each
     node.services.crash("dnsmasq-100")                             # and a crashed one comes back
     again.reconcile()
-    assert again.services.pid("dnsmasq-100") and len(node.services.history) == 3
+    assert again.services.pid("dnsmasq-100") and len(node.services.history) == 4
 
 
 def test_a_failing_network_does_not_stop_the_others(zk: ZK, make) -> None:

@@ -16,8 +16,10 @@ every node
 the primary only
     gateway addresses on the managed bridges, all with one shared virtual MAC so guests keep their
     ARP entry across a primary change (plus a gratuitous ARP), one dnsmasq per managed network
-    (DHCP, DNS, reservations from /netreservations, leases to /netleases through the hook), NAT
-    and the guest-facing input filter, the cluster DNS view and the metadata address.
+    (DHCP, DNS, reservations from /netreservations, leases to /netleases through the hook, the
+    network's TFTP root if it has one), one chronyd per managed network answering NTP on its
+    gateways (pvc.node.ntp_tftp), NAT and the guest-facing input filter, the cluster DNS view
+    and the metadata address.
 
 Only devices carrying PVC's ifalias (`pvc:<vni>`) are ever removed. A node that stops being
 primary drops every primary-only piece in the same pass, gateways first; a node that becomes
@@ -46,6 +48,7 @@ from pvc.cluster import faults as faults_mod
 from pvc.core import netconfig, schema
 from pvc.core.config import Settings
 from pvc.core.zk import ZK
+from pvc.node import ntp_tftp
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,7 @@ class NetworkReconciler:
         self.passes = 0
         self.last_pass = 0.0
         self.metadata: Any = None        # pvc.node.metadata.MetadataService, set by the daemon
+        self.ntp = ntp_tftp.NtpServers(services, self.run_dir)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -572,7 +576,7 @@ class NetworkReconciler:
         if self.metadata is not None:
             self.metadata.stop()
         for key in self.services.names():
-            if key.startswith("dnsmasq-") or key == DNS_VIEW:
+            if key.startswith("dnsmasq-") or key == DNS_VIEW or ntp_tftp.is_chrony_key(key):
                 self._step(f"svc-{key}", f"stopping {key}", lambda key=key: self.services.stop(key))
                 self._argv.pop(key, None)
         meta = f"{self.net.metadata_address}/32"
@@ -617,6 +621,11 @@ class NetworkReconciler:
         for vni, net in sorted(managed.items()):
             self._step(f"dnsmasq-{vni}", f"network {vni} dnsmasq",
                        lambda vni=vni, net=net: self._dnsmasq(vni, net, desired, links))
+            self._step(ntp_tftp.chrony_key(vni), f"network {vni} NTP (chronyd)",
+                       lambda net=net: self.ntp.ensure(net))
+        for key in self.ntp.running_keys():
+            if int(key.removeprefix(ntp_tftp.PREFIX)) not in managed:
+                self._step(f"svc-{key}", f"stopping {key}", lambda key=key: self.ntp.stop(key))
         for key in self.services.names():
             if key.startswith("dnsmasq-") and key.removeprefix("dnsmasq-").isdigit() \
                     and int(key.removeprefix("dnsmasq-")) not in managed:
@@ -638,8 +647,11 @@ class NetworkReconciler:
         hosts.mkdir(parents=True, exist_ok=True)
         removed = self._sync_reservations(hosts, desired.reservations.get(vni, []))
         mtu = net.effective_mtu(self.max_mtu(net, links))
+        tftp_root, why = ntp_tftp.tftp_root(net)
+        self._problem(f"tftp-{vni}", why)         # DNS and DHCP go on without TFTP
         argv = netconfig.dnsmasq_argv(net, mtu=mtu, hosts_dir=str(hosts), hook=[str(self.hook_path())],
-                                      upstream_dns=self.net.upstream_dns, dns_port=self.net.dns_port)
+                                      upstream_dns=self.net.upstream_dns, dns_port=self.net.dns_port,
+                                      tftp_root=tftp_root)
         running = self.services.pid(key)
         if running and key not in self._argv and self.services.argv(key) == argv:
             self._argv[key] = argv            # started by a previous pvcnoded: adopt it

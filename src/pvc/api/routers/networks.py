@@ -57,6 +57,9 @@ HELP = {
     "ip6_network": "The IPv6 network in CIDR form, a /64; DHCPv6 and router advertisements are always on for "
                    "it; IPv6 is disabled if unset" + MANAGED,
     "ip6_gateway": "The IPv6 gateway address [default: the network's ::1]" + MANAGED,
+    "tftp_root": "A directory the network's gateway serves read-only over TFTP (PXE): absolute, below /srv "
+                 "or /var/lib/tftpboot, existing on the nodes; world-readable files only" + MANAGED,
+    "dhcp_boot": "The boot file DHCPv4 names (option 67), relative to tftp_root" + MANAGED,
 }
 LIMIT_HELP = "A regex on the {what}; fuzzy unless anchored with ^ or $"
 ORDER_HELP = ("The position of the rule in its chain (0 is the first; later rules move down) [default: the "
@@ -95,6 +98,8 @@ class Network(Doc):
     name_servers: list[str]
     ip4: NetworkIp4
     ip6: NetworkIp6
+    tftp_root: str | None = Field(None, description="PVC only, present when set: the TFTP root")
+    dhcp_boot: str | None = Field(None, description="PVC only, present when set: the DHCP boot file")
 
 
 class Lease(Doc):
@@ -131,6 +136,8 @@ class NetworkElementAddInputs(Inputs):
     dhcp4_end: str | None = Field(None, description=HELP["dhcp4_end"])
     ip6_network: str | None = Field(None, description=HELP["ip6_network"])
     ip6_gateway: str | None = Field(None, description=HELP["ip6_gateway"])
+    tftp_root: str | None = Field(None, description=HELP["tftp_root"])
+    dhcp_boot: str | None = Field(None, description=HELP["dhcp_boot"])
 
 
 class NetworkAddInputs(NetworkElementAddInputs):
@@ -153,6 +160,8 @@ class NetworkModifyInputs(Inputs):
     dhcp4_end: str | None = Field(None, description=HELP["dhcp4_end"])
     ip6_network: str | None = Field(None, description=HELP["ip6_network"] + CLEAR)
     ip6_gateway: str | None = Field(None, description=HELP["ip6_gateway"])
+    tftp_root: str | None = Field(None, description=HELP["tftp_root"] + CLEAR + " (with dhcp_boot)")
+    dhcp_boot: str | None = Field(None, description=HELP["dhcp_boot"] + CLEAR)
 
 
 class LeaseListInputs(Inputs):
@@ -200,7 +209,8 @@ def _add(zk: ZK, vni: Any, params: NetworkElementAddInputs) -> str:
                             name_servers=params.name_servers, ip4_network=params.ip4_network,
                             ip4_gateway=params.ip4_gateway, ip6_network=params.ip6_network,
                             ip6_gateway=params.ip6_gateway, dhcp4=params.dhcp4,
-                            dhcp4_start=params.dhcp4_start, dhcp4_end=params.dhcp4_end)
+                            dhcp4_start=params.dhcp4_start, dhcp4_end=params.dhcp4_end,
+                            tftp_root=params.tftp_root, dhcp_boot=params.dhcp_boot)
 
 
 # -- networks ----------------------------------------------------------------------------------------
