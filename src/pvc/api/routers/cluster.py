@@ -122,19 +122,19 @@ def backup(params: BackupInputs = inputs(BackupInputs), zk: ZK = Depends(get_zk)
 
 
 @router.post("/restore", summary="Restore a backup over the cluster (replacing its data), or import an "
-                                 "upstream PVC 1.0 backup", responses=responses(RestoreReport, 200, 409))
+                                 "upstream PVC 1.0 backup", responses=responses(RestoreReport))
 def restore(params: RestoreInputs = inputs(RestoreInputs), zk: ZK = Depends(get_zk),
             settings: Settings = Depends(get_settings), nft: Nftables = Depends(get_nft)) -> JSONResponse:
     """A backup's manifest (when it has one) is checked before anything is written: its checksum,
-    schema version and cluster name. Refused (409) while node daemons run unless `force`. With
-    `from_upstream` the answer is the import report; 409 with the report when items do not map
-    and `partial` is not given (nothing written)."""
+    schema version and cluster name. Refused (400, as every refusal) while node daemons run unless
+    `force`. With `from_upstream` the answer is the import report; 400 with the report when items
+    do not map and `partial` is not given (nothing written)."""
     if params.from_upstream:
         report = upstream_writes.import_upstream(
             zk, params.cluster_data, dry_run=params.dry_run, partial=params.partial, force=params.force,
             policy=domainxml.DomainPolicy.from_settings(settings), checker=nft.check)
         refused = not report["dry_run"] and not report["complete"] and not params.partial
-        return ok(report, 409 if refused else 200)
+        return ok(report, 400 if refused else 200)
     return message(backup_mod.restore(zk, params.cluster_data, mode=params.mode, force=params.force,
                                       cluster=settings.cluster.name,
                                       allow_other_cluster=params.allow_other_cluster))

@@ -441,11 +441,12 @@ def restore(filename: Path, merge: bool, force: bool, allow_other_cluster: bool,
     if from_upstream:
         params.update(from_upstream=True, dry_run=dry_run, partial=partial)
         response = state.api().call("POST", "/restore", params=params,
-                                    data={"cluster_data": json.dumps(data)}, ok=(200, 409))
+                                    data={"cluster_data": json.dumps(data)}, ok=(200, 400))
         report = decode(response)
-        if not isinstance(report, dict):
-            raise CLIError("Unexpected answer from the API for an upstream import.")
-        if response.status_code == 409:
+        if not isinstance(report, dict) or (response.status_code == 400 and "mapped" not in report):
+            raise CLIError(str((report or {}).get("message") if isinstance(report, dict) else report)
+                           or "Unexpected answer from the API for an upstream import.")
+        if response.status_code == 400:
             raise CLIError(render_import(report))
         state.out(Text(render_import(report)))
         return
