@@ -297,10 +297,10 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 def test_cli_create_sends_upstream_parameters(api: FakeApi, env: dict[str, str]) -> None:
     api.on("POST", "/provisioner/create", httpx.Response(202, json={
         "task_id": "af1d0682", "task_name": "provisioner.create", "run_on": "hv1 (primary)"}))
-    result = pvc(api, env, "-q", "provisioner", "create", "test4", "std-large", "--no-define",
+    result = pvc(api, env, "-q", "provisioner", "create", "test4", "std-large", "--no-define", "--no-wait",
                  "--script-arg", "vm_fqdn=testhost.example.tld", "--script-arg", "my_foo=True")
     assert result.exit_code == 0, result.output
-    assert result.stdout == "Task ID: af1d0682\n"
+    assert result.stdout == "Task ID: af1d0682 assigned to node hv1 (primary)\n"     # as upstream
     params = api.sent("POST", "/provisioner/create")[0].url.params
     assert params["name"] == "test4" and params["profile"] == "std-large"
     assert params["define_vm"] == "false" and params["start_vm"] == "false"
