@@ -114,7 +114,7 @@ def pf_list(params: NodeInputs = inputs(NodeInputs), zk: ZK = Depends(get_zk)) -
 
 
 @router.get("/pf/{node}", summary="Return a list of SR-IOV PFs on node {node}",
-            responses=responses(list[SriovPF], 200, 404))
+            responses=responses(list[SriovPF], 200, 400, 404))
 def pf_list_node(node: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
     return _pfs(node, zk)
 
@@ -126,14 +126,14 @@ def vf_list(params: VFListInputs = inputs(VFListInputs), zk: ZK = Depends(get_zk
 
 
 @router.get("/vf/{node}", summary="Return a list of SR-IOV VFs on node {node}, optionally limited to "
-                                  "those in the specified PF", responses=responses(list[SriovVF], 200, 404))
+                                  "those in the specified PF", responses=responses(list[SriovVF], 200, 400, 404))
 def vf_list_node(node: str, params: PFOnlyInputs = inputs(PFOnlyInputs),
                  zk: ZK = Depends(get_zk)) -> JSONResponse:
     return _vfs(node, params.pf, zk)
 
 
 @router.get("/vf/{node}/{vf}", summary="Return information about {vf} on {node}",
-            responses=responses(SriovVF, 200, 404))
+            responses=responses(SriovVF, 200, 400, 404))
 def vf_info(node: str, vf: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
     return ok(sriov_mod.get_vf(zk, node, vf))
 
