@@ -126,7 +126,8 @@ def vf_list(params: VFListInputs = inputs(VFListInputs), zk: ZK = Depends(get_zk
 
 
 @router.get("/vf/{node}", summary="Return a list of SR-IOV VFs on node {node}, optionally limited to "
-                                  "those in the specified PF", responses=responses(list[SriovVF], 200, 400, 404))
+                                  "those in the specified PF",
+            responses=responses(list[SriovVF], 200, 400, 404))
 def vf_list_node(node: str, params: PFOnlyInputs = inputs(PFOnlyInputs),
                  zk: ZK = Depends(get_zk)) -> JSONResponse:
     return _vfs(node, params.pf, zk)
