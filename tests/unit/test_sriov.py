@@ -229,6 +229,7 @@ class MiniZK:
     def __init__(self) -> None:
         self.data: dict[str, object] = {}
         self.watches: dict[str, object] = {}
+        self.versions: dict[str, int] = {}
 
     def get(self, path: str, default: object = None) -> object:
         return self.data.get(path, default)
@@ -256,6 +257,18 @@ class MiniZK:
 
     def watch_data(self, path: str, fn: object) -> None:
         self.watches[path] = fn
+
+    def get_doc(self, path: str) -> object:
+        from pvc.core.zk import Document
+        return Document(path, self.data[path], self.versions.get(path, 0)) if path in self.data else None
+
+    def set_doc(self, path: str, value: object, version: int = -1) -> int:
+        from kazoo.exceptions import BadVersionError
+        if version not in (-1, self.versions.get(path, 0)):
+            raise BadVersionError()
+        self.data[path] = value
+        self.versions[path] = self.versions.get(path, 0) + 1
+        return self.versions[path]
 
 
 def _service(tree: Path, netlink: RecordingNetlink,
@@ -293,7 +306,7 @@ def test_node_service_sets_up_publishes_and_applies(tree: Path) -> None:
     service.run_pass()                                       # type: ignore[attr-defined]
     assert len(netlink.calls) == 2                            # unchanged: nothing applied again
     # the API writes desired settings and a claim; the node keeps them and applies the settings
-    zk.put(schema.vm(UUID), {"uuid": UUID, "name": "vm1"})
+    zk.put(schema.vm(UUID), {"uuid": UUID, "name": "vm1", "node": "hv1"})
     zk.update(schema.node_sriov_vf("hv1", "ens1f1v1"),
               lambda d: {**d, "config": {**d["config"], "vlan_id": 42, "trust": True},
                          "used": True, "used_by": UUID})
@@ -338,7 +351,7 @@ def test_node_service_frees_claims_of_vms_that_never_appeared(tree: Path) -> Non
     for vf, user in (("ens1f0v0", UUID), ("ens1f0v1", other)):
         zk.update(schema.node_sriov_vf("hv1", vf),
                   lambda d, user=user: {**d, "used": True, "used_by": user, "claimed_at": 1000.0})
-    zk.put(schema.vm(other), {"uuid": other, "name": "exists"})
+    zk.put(schema.vm(other), {"uuid": other, "name": "exists", "node": "hv1"})
     assert service.free_orphans(vfs, now=1010.0) == []           # type: ignore[attr-defined]
     assert service.free_orphans(vfs, now=2000.0) == ["ens1f0v0"]  # type: ignore[attr-defined]
     freed = zk.get(schema.node_sriov_vf("hv1", "ens1f0v0"))
@@ -366,3 +379,48 @@ def test_a_hostdev_vm_is_never_migrated_live(cluster: Any) -> None:  # noqa: F81
     assert not any(op == "migrate" for op, _ in hvs["hv1"].calls)
     assert hvs["hv1"].is_running(uuid) and store.vms[uuid]["node"] == "hv1"
     assert "ens1f0v0" in store.statuses[uuid]["last_migration_error"]["error"]
+
+
+def test_node_service_claims_follow_vms_moved_without_the_api(tree: Path) -> None:
+    """A flush or HA recovery moves a VM by its document alone: the node it now runs on claims its
+    VFs, the node it left frees them (after the grace period)."""
+    from dataclasses import dataclass
+
+    from pvc.core import schema
+
+    @dataclass
+    class Domain:
+        running: bool = True
+
+    class Hv:
+        def __init__(self) -> None:
+            self.domains: dict[str, Domain] = {}
+
+        def list_domains(self) -> dict[str, Domain]:
+            return self.domains
+
+    class Vms:
+        hv = Hv()
+
+    service, zk = _service(tree, RecordingNetlink(), [{"phy": "ens1f0", "vfcount": 2}])
+    service.vms = Vms                                         # type: ignore[attr-defined]
+    service.run_pass()                                        # type: ignore[attr-defined]
+    xml = domainxml.render(_xml(MACVTAP))                     # on ens1f0v1
+    zk.put(schema.vm(UUID), {"uuid": UUID, "name": "vm1", "node": "hv1", "xml": xml})
+    Vms.hv.domains[UUID] = Domain()
+    assert service.follow_vms() == ["ens1f0v1"]               # type: ignore[attr-defined]
+    assert zk.get(schema.node_sriov_vf("hv1", "ens1f0v1"))["used_by"] == UUID  # type: ignore[index]
+    # another VM running here on a VF someone holds: reported, nothing taken
+    other = "0b0e7a1c-0000-4000-8000-000000000003"
+    zk.put(schema.vm(other), {"uuid": other, "name": "vm2", "node": "hv1",
+                              "xml": domainxml.render(_xml(MACVTAP)).replace(UUID, other)})
+    Vms.hv.domains[other] = Domain()
+    assert service.follow_vms() == []                         # type: ignore[attr-defined]
+    assert zk.get(schema.node_sriov_vf("hv1", "ens1f0v1"))["used_by"] == UUID  # type: ignore[index]
+    # the VM moved away (its document names hv2) and stopped here: freed once the grace is over
+    del Vms.hv.domains[UUID]
+    zk.put(schema.vm(UUID), {"uuid": UUID, "name": "vm1", "node": "hv2", "xml": xml})
+    vfs = SysfsSriov(tree, RecordingNetlink()).vfs("ens1f0")
+    claimed_at = zk.get(schema.node_sriov_vf("hv1", "ens1f0v1"))["claimed_at"]  # type: ignore[index]
+    assert service.free_orphans(vfs, now=claimed_at + 1) == []              # type: ignore[attr-defined]
+    assert service.free_orphans(vfs, now=claimed_at + 1000) == ["ens1f0v1"]  # type: ignore[attr-defined]

@@ -18,9 +18,10 @@ import time
 from typing import Any
 
 from pvc.adapters.sriov import PhysicalFunction, SriovError, SriovHost, SysfsSriov, VFConfig, VirtualFunction
-from pvc.cluster.sriov import CONFIG_DEFAULTS, pci_text, release
+from pvc.cluster.sriov import CONFIG_DEFAULTS, claim, pci_text, release
 from pvc.core import domainxml, schema
 from pvc.core.config import Settings
+from pvc.core.errors import PVCError
 from pvc.core.zk import ZK
 
 log = logging.getLogger("pvcnoded")
@@ -91,27 +92,66 @@ class SriovService:
         self.publish(pfs, vfs)
         self.apply(vfs)
         self.allow(vfs)
+        self.follow_vms()
         self.free_orphans(vfs)
 
     def free_orphans(self, vfs: list[VirtualFunction], now: float | None = None) -> list[str]:
         """Free VFs claimed for a VM that does not exist (a define or an undefine interrupted
-        between its two writes); a claim younger than ORPHAN_GRACE may belong to a define under way."""
+        between its two writes) or that is assigned to another node and does not run here (moved
+        by a flush or HA recovery); a claim younger than ORPHAN_GRACE may belong to a define or a
+        migration under way."""
         now = time.time() if now is None else now
         paths = {vf.phy: schema.node_sriov_vf(self.node, vf.phy) for vf in vfs}
         docs = self.zk.get_many(list(paths.values()))
         users = {d.get("used_by") for d in docs.values() if isinstance(d, dict) and d.get("used_by")}
         vms = self.zk.get_many([schema.vm(u) for u in users]) if users else {}
+        running = self._running_here()
         freed = []
         for name, path in paths.items():
             doc = docs.get(path)
-            if not isinstance(doc, dict) or not doc.get("used_by") or vms.get(schema.vm(doc["used_by"])):
+            if not isinstance(doc, dict) or not doc.get("used_by"):
+                continue
+            user = doc["used_by"]
+            vm = vms.get(schema.vm(user))
+            if isinstance(vm, dict) and (vm.get("node") == self.node or user in running):
                 continue
             if now - float(doc.get("claimed_at") or 0) < ORPHAN_GRACE:
                 continue
-            release(self.zk, self.node, doc["used_by"], only=[name])
-            log.warning("SR-IOV VF %s: freed (claimed by VM %s, which does not exist)", name, doc["used_by"])
+            release(self.zk, self.node, user, only=[name])
+            log.warning("SR-IOV VF %s: freed (VM %s %s)", name, user,
+                        "does not exist" if vm is None else f"is assigned to node {vm.get('node')}")
             freed.append(name)
         return freed
+
+    def _running_here(self) -> set[str]:
+        hv = getattr(self.vms, "hv", None)
+        if hv is None:
+            return set()
+        try:
+            return {u for u, d in hv.list_domains().items() if d.running}
+        except Exception as exc:
+            log.warning("SR-IOV: cannot list this node's domains: %s", exc)
+            return set()
+
+    def follow_vms(self) -> list[str]:
+        """Claim the VFs of VMs running here that do not hold them yet (moved here by a flush or
+        HA recovery, which do not go through the API); a VF another VM holds is reported."""
+        running = sorted(self._running_here())
+        records = self.zk.get_many([schema.vm(u) for u in running]) if running else {}
+        claimed = []
+        for uuid in running:
+            record = records.get(schema.vm(uuid))
+            if not isinstance(record, dict) or record.get("node") != self.node:
+                continue            # leaving (a migration under way): the API moved its claims
+            try:
+                domain = domainxml.parse(str(record.get("xml", "")))
+                claimed += claim(self.zk, self.node, uuid, domain)
+            except PVCError as exc:
+                log.error("SR-IOV: VM %s runs here on a VF it cannot hold: %s", record.get("name", uuid),
+                          exc.message)
+            except Exception as exc:
+                log.warning("SR-IOV: VM %s: %s", uuid, exc)
+        return claimed
 
     def discover(self) -> tuple[list[PhysicalFunction], list[VirtualFunction]]:
         pfs: list[PhysicalFunction] = []
