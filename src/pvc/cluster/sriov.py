@@ -44,14 +44,24 @@ def _known_node(zk: ZK, node: str) -> None:
 
 
 def _docs(zk: ZK, parent: str) -> dict[str, dict[str, Any]]:
-    names = zk.children(parent) if zk.exists(parent) else []
-    found = zk.get_many([f"{parent}/{n}" for n in names])
+    names = zk.children(parent)
+    found = zk.get_many([f"{parent}/{n}" for n in names]) if names else {}
     return {n: d for n in names if isinstance(d := found.get(f"{parent}/{n}"), dict)}
 
 
 def vf_docs(zk: ZK, node: str) -> dict[str, dict[str, Any]]:
     """The node's VF documents by VF name."""
     return _docs(zk, schema.node_sriov_vfs(node))
+
+
+def all_vf_docs(zk: ZK, nodes: Iterable[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every node's VF documents, {node: {vf: doc}}, in two pipelined rounds."""
+    names = list(nodes) if nodes is not None else node_names(zk)
+    kids = zk.children_many([schema.node_sriov_vfs(n) for n in names]) if names else {}
+    paths = {n: [schema.node_sriov_vf(n, vf) for vf in kids.get(schema.node_sriov_vfs(n), [])] for n in names}
+    found = zk.get_many([p for ps in paths.values() for p in ps]) if any(paths.values()) else {}
+    return {n: {p.rsplit("/", 1)[1]: d for p in paths[n] if isinstance(d := found.get(p), dict)}
+            for n in names}
 
 
 def _vf_sort_key(name: str) -> tuple[str, int, str]:
@@ -218,8 +228,8 @@ def managed_devices(zk: ZK, nodes: Iterable[str] | None = None) -> tuple[list[st
     """Every VF PVC manages (all nodes, or those given): their netdev names (macvtap) and PCI
     addresses (hostdev), for `DomainPolicy.with_managed`."""
     names, pcis = [], []
-    for node in nodes if nodes is not None else node_names(zk):
-        for name, doc in vf_docs(zk, node).items():
+    for docs in all_vf_docs(zk, nodes).values():
+        for name, doc in docs.items():
             names.append(name)
             if doc.get("pci"):
                 pcis.append(pci_text(doc["pci"]))
@@ -339,8 +349,9 @@ def release(zk: ZK, node: str, uuid: str, keep: Iterable[str] = (),
 def release_everywhere(zk: ZK, uuid: str) -> list[str]:
     """Free every VF any node records as used by `uuid` (a VM removed)."""
     freed = []
-    for node in node_names(zk):
-        freed += [f"{node}/{vf}" for vf in release(zk, node, uuid)]
+    for node, docs in all_vf_docs(zk).items():
+        if any(d.get("used_by") == uuid for d in docs.values()):
+            freed += [f"{node}/{vf}" for vf in release(zk, node, uuid)]
     return freed
 
 
@@ -402,7 +413,7 @@ def nodes_for(zk: ZK, domain: domainxml.Domain, nodes: list[Any]) -> list[Any]:
     it has none, or when none has them: the claim then names what is missing)."""
     if not any(nic.type in ("direct", "hostdev") for nic in domain.interfaces):
         return nodes
-    docs = {n.name: vf_docs(zk, n.name) for n in nodes}
+    docs = all_vf_docs(zk, [n.name for n in nodes])
     wanted = max((len(vf_nics(domain, d)) for d in docs.values()), default=0)
     if not wanted:
         return nodes
