@@ -2,9 +2,9 @@
 
 The guest's DHCP lease names the gateway as NTP server (option 42), an SNTP query to the gateway
 is answered by the primary's chronyd (which never touches the clock: -x, in the node's
-namespace), and a file fetched over TFTP from the network's root matches the one on disk. After
-a primary change chronyd runs on the new primary only and both still answer. Removing the
-network stops chronyd.
+namespace), over IPv4 and IPv6, and a file fetched over TFTP from the network's root matches the
+one on disk. After a primary change chronyd runs on the new primary only and both still answer;
+clearing the root stops TFTP and closes its port. Removing the network stops chronyd.
 
 Guests are probed through their busybox httpd CGIs (pvc.lab.guest.CGI: `dhcpntp`, `ntp`, `tftp`).
 """
@@ -40,6 +40,7 @@ pytestmark = pytest.mark.system
 VNI = 1100
 SUBNET = "10.211.10"
 GATEWAY = f"{SUBNET}.1"
+NET6, GATEWAY6 = "fd00:211:10::/64", "fd00:211:10::1"
 GUEST, MAC = "ntpg1", "52:54:00:11:00:01"
 
 
@@ -57,9 +58,9 @@ def chronyd_pids(lab: LabPlan, node: str) -> list[str]:
     return found
 
 
-def ntp_answer(lab: LabPlan, api: httpx.Client, ip: str) -> tuple[int, int] | None:
+def ntp_answer(lab: LabPlan, api: httpx.Client, ip: str, server: str = GATEWAY) -> tuple[int, int] | None:
     """(stratum, server time) from one SNTP query of the guest to its gateway, or None."""
-    found = re.fullmatch(r"ok stratum=(\d+) time=(\d+)", probe(lab, api, ip, "ntp", GATEWAY))
+    found = re.fullmatch(r"ok stratum=(\d+) time=(\d+)", probe(lab, api, ip, "ntp", server))
     return (int(found[1]), int(found[2])) if found else None
 
 
@@ -78,7 +79,7 @@ def test_ntp_and_tftp_from_a_guest(lab: LabPlan, api: httpx.Client) -> None:
         call(api, "POST", "/network", params={
             "vni": VNI, "description": "systest-ntp", "nettype": "managed", "domain": "ntp.test",
             "ip4_network": f"{SUBNET}.0/24", "ip4_gateway": GATEWAY, "dhcp4": True,
-            "dhcp4_start": f"{SUBNET}.100", "dhcp4_end": f"{SUBNET}.199",
+            "dhcp4_start": f"{SUBNET}.100", "dhcp4_end": f"{SUBNET}.199", "ip6_network": NET6,
             "tftp_root": str(root), "dhcp_boot": "boot.bin"})
         added = True
         item = call(api, "GET", f"/network/{VNI}")[0]
@@ -103,6 +104,9 @@ def test_ntp_and_tftp_from_a_guest(lab: LabPlan, api: httpx.Client) -> None:
         stratum, served = answer
         assert stratum == 10                                          # the host's clock, local stratum
         assert abs(served - time.time()) < 300
+        # over IPv6 too (the guest's SLAAC address; chronyd binds both gateways)
+        answer6 = wait("an NTP answer on the IPv6 gateway", lambda: ntp_answer(lab, api, ip, GATEWAY6), 30)
+        assert answer6[0] == 10
         digest = hashlib.sha256(payload).hexdigest()
         assert probe(lab, api, ip, "tftp", f"{GATEWAY} boot.bin", timeout=30) == digest
         assert probe(lab, api, ip, "tftp", f"{GATEWAY} missing.bin", timeout=30) == "fail"
@@ -116,6 +120,14 @@ def test_ntp_and_tftp_from_a_guest(lab: LabPlan, api: httpx.Client) -> None:
         wait("chronyd gone from the old primary", lambda: not chronyd_pids(lab, first), 30)
         wait("NTP answers from the new primary", lambda: ntp_answer(lab, api, ip), 30)
         assert probe(lab, api, ip, "tftp", f"{GATEWAY} boot.bin", timeout=30) == digest
+
+        # clearing the root stops TFTP (dnsmasq restarted without it, port 69 closed again)
+        call(api, "PUT", f"/network/{VNI}", params={"tftp_root": ""})
+        wait("TFTP stopped", lambda: probe(lab, api, ip, "tftp", f"{GATEWAY} boot.bin", timeout=30) == "fail",
+             60)
+        ruleset = proc.run(["nft", "list", "table", "inet", "pvc"], netns=lab.node(target).netns).stdout
+        assert "dport 69" not in ruleset and f'"vmbr{VNI}" ip daddr {GATEWAY} udp dport 123 accept' in ruleset
+        assert ntp_answer(lab, api, ip) is not None
     finally:
         if vm_exists(api, GUEST):
             call(api, "POST", f"/vm/{GUEST}/state", params={"state": "stop"})
