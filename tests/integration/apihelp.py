@@ -105,10 +105,17 @@ def ok(response: httpx.Response, status: int = 200) -> Any:
     return response.json()
 
 
+def message_text(message: Any) -> str:
+    """A message as text: argument errors (`{"<argument>": "<what>"}`) as '<argument>: <what>; ...'."""
+    if isinstance(message, dict):
+        return "; ".join(f"{name}: {what}" for name, what in message.items())
+    return str(message)
+
+
 def refused(response: httpx.Response, status: int, *words: str) -> str:
-    """The refusal's message, which must name every one of `words`."""
+    """The refusal's message (as text), which must name every one of `words`."""
     assert response.status_code == status, response.text
-    text = response.json()["message"]
+    text = message_text(response.json()["message"])
     for word in words:
         assert word in text, text
     return text

@@ -8,7 +8,7 @@ from pvc.cluster import faults
 from pvc.core import schema
 from pvc.core.zk import ZK
 from tests.conftest import Api
-from tests.integration.apihelp import standard_cluster
+from tests.integration.apihelp import message_text, standard_cluster
 
 CONFIRM = "yes-i-really-mean-it"
 
@@ -50,10 +50,10 @@ def test_maintenance_bad_input_changes_nothing(api: Api, zk: ZK) -> None:
     before = zk.get(schema.CLUSTER)
     missing = api.post("/status")
     assert missing.status_code == 400
-    assert missing.json()["message"].startswith("state: required")
+    assert message_text(missing.json()["message"]).startswith("state: required")
     wrong = api.post("/status", params={"state": "maybe"})
     assert wrong.status_code == 400
-    assert wrong.json() == {"message": "state: 'maybe' is not a boolean (use true or false)"}
+    assert wrong.json() == {"message": {"state": "'maybe' is not a boolean (use true or false)"}}
     assert zk.get(schema.CLUSTER) == before
 
 
@@ -70,7 +70,7 @@ def test_primary_node(api: Api, zk: ZK) -> None:
 def test_initialize(api: Api, zk: ZK) -> None:
     missing = api.post("/initialize")
     assert missing.status_code == 400
-    assert missing.json()["message"].startswith("yes-i-really-mean-it: required")
+    assert message_text(missing.json()["message"]).startswith("yes-i-really-mean-it: required")
     assert not zk.exists(schema.CLUSTER)
     response = api.post("/initialize", params={CONFIRM: "yes"})
     assert response.status_code == 200
@@ -78,10 +78,10 @@ def test_initialize(api: Api, zk: ZK) -> None:
     assert zk.get(schema.CLUSTER)["name"] == "test"
     again = api.post("/initialize", params={CONFIRM: "yes"})
     assert again.status_code == 400
-    assert "already initialized" in again.json()["message"]
+    assert "already initialized" in message_text(again.json()["message"])
     bad = api.post("/initialize", params={CONFIRM: "yes", "overwrite": "perhaps"})
     assert bad.status_code == 400
-    assert bad.json()["message"].startswith("overwrite: ")
+    assert message_text(bad.json()["message"]).startswith("overwrite: ")
 
 
 def test_initialize_overwrite_wipes(api: Api, zk: ZK) -> None:
@@ -151,5 +151,5 @@ def test_restore_bad_input_changes_nothing(api: Api, zk: ZK) -> None:
     for form, expected in cases:
         response = api.post("/restore", data=form)
         assert response.status_code == 400, (form, response.text)
-        assert response.json()["message"].startswith(expected), response.json()
+        assert message_text(response.json()["message"]).startswith(expected), response.json()
     assert json.loads(api.get("/backup").json()) == before

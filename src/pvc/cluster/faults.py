@@ -1,11 +1,22 @@
-"""Cluster faults: raised by daemons, listed, acknowledged and deleted by administrators."""
+"""Cluster faults: raised by daemons, listed, acknowledged and deleted by administrators.
+
+As upstream PVC 1.0 (pvc-facts §11.2): a fault's id is its name, one per condition
+(`DEAD_NODE_<node>`, `VM_FAILED_<vm>`, `CEPH_WARN_<check>`, ...), so a recurring condition
+updates one entry; times are local `YYYY-MM-DD HH:MM:SS`; while the cluster is in maintenance no
+new fault is raised, but existing ones are still updated. Our addition: `clear_fault` deletes a
+fault whose condition has ended (upstream keeps it until an administrator deletes it).
+
+The interface for code that detects conditions is `raise_fault(zk, name, delta, message)` and
+`clear_fault(zk, name)`; everything else here serves the API.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import re
+from datetime import datetime
 from typing import Any
 
-from pvc.cluster.common import timestamp
+from pvc.cluster.clusterinfo import get_cluster
 from pvc.core import schema
 from pvc.core.errors import InvalidInput, NotFound
 from pvc.core.records import FaultRecord
@@ -21,15 +32,34 @@ SORT_KEYS = {
 }
 
 
-def fault_id(key: str) -> str:
-    """A stable id per fault condition, so a recurring fault updates one entry."""
-    return hashlib.md5(key.encode()).hexdigest()
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:@+-]")
 
 
-def raise_fault(zk: ZK, key: str, health_delta: int, message: str) -> FaultRecord:
-    """Create the fault, or refresh last_reported/message of the existing one."""
-    fid = fault_id(key)
-    now = timestamp()
+def fault_id(name: str) -> str:
+    """The id of the fault named `name`: the name itself (upstream's ids), with any character that
+    cannot stand in a URL path or a ZooKeeper node name replaced by `_`."""
+    fid = _UNSAFE.sub("_", name or "")
+    if not fid.strip("."):
+        raise ValueError(f"{name!r} is not a fault name")
+    return fid
+
+
+def fault_time() -> str:
+    """Now as upstream writes fault times: local time, to the second."""
+    return datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def raise_fault(zk: ZK, name: str, health_delta: int, message: str) -> FaultRecord | None:
+    """Create the fault `name`, or refresh last_reported, delta and message of the existing one.
+
+    In maintenance mode an existing fault is refreshed but no new one is created (None is
+    returned), as upstream.
+    """
+    fid = fault_id(name)
+    path = schema.fault(fid)
+    if not zk.exists(path) and get_cluster(zk).maintenance:
+        return None
+    now = fault_time()
 
     def change(doc: dict[str, Any] | None) -> dict[str, Any]:
         if doc is None:
@@ -37,12 +67,12 @@ def raise_fault(zk: ZK, key: str, health_delta: int, message: str) -> FaultRecor
                                health_delta=health_delta, message=message).doc()
         return {**doc, "last_reported": now, "health_delta": health_delta, "message": message}
 
-    return FaultRecord.model_validate(zk.update(schema.fault(fid), change, create=True))
+    return FaultRecord.model_validate(zk.update(path, change, create=True))
 
 
-def clear_fault(zk: ZK, key: str) -> None:
-    """The condition behind `key` is over: remove its fault (absent is fine)."""
-    zk.delete(schema.fault(fault_id(key)))
+def clear_fault(zk: ZK, name: str) -> None:
+    """The condition behind fault `name` is over: remove the fault (absent is fine)."""
+    zk.delete(schema.fault(fault_id(name)))
 
 
 def load_faults(zk: ZK) -> list[FaultRecord]:
@@ -64,7 +94,7 @@ def list_faults(zk: ZK, sort_key: str | None = None) -> list[dict[str, Any]]:
         raise InvalidInput(f"sort_key: '{key}' is not one of {', '.join(SORT_KEYS)}")
     views = [fault_view(f) for f in load_faults(zk)]
     reverse = key in ("last_reported", "first_reported", "health_delta", "acknowledged_at")
-    return sorted(views, key=lambda v: (v[SORT_KEYS[key]], v["id"]), reverse=reverse)
+    return sorted(views, key=lambda v: (v[SORT_KEYS[key]], v["first_reported"], v["id"]), reverse=reverse)
 
 
 def get_fault(zk: ZK, fid: str) -> FaultRecord:
@@ -80,7 +110,7 @@ def _valid_id(fid: str) -> bool:
 
 def ack_fault(zk: ZK, fid: str) -> str:
     get_fault(zk, fid)
-    now = timestamp()
+    now = fault_time()
     zk.update(schema.fault(fid), lambda d: {**d, "status": "ack", "acknowledged_at": d.get(
         "acknowledged_at") or now})
     return f"Successfully acknowledged fault(s) {fid}."

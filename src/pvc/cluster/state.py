@@ -34,44 +34,82 @@ def set_maintenance(zk: ZK, state: bool) -> str:
         "Successfully set cluster in normal mode"
 
 
+# The state combinations upstream counts in `/status` (its common.py); others count in "total" only.
+NODE_STATE_COMBINATIONS: tuple[str, ...] = (
+    *(f"{daemon},{domain}" for daemon in ("run", "init", "stop") for domain in ("ready", "flush", "flushed",
+                                                                                 "unflush")),
+    "dead,ready", "dead,flush", "dead,fence-flush", "dead,flushed", "dead,unflush",
+    "fenced,ready", "fenced,flush", "fenced,flushed", "fenced,unflush",
+)
+VM_STATE_COMBINATIONS: tuple[str, ...] = (
+    "start", "restart", "shutdown", "stop", "disable", "fail", "migrate", "unmigrate", "provision",
+)
+OSD_STATE_COMBINATIONS: tuple[str, ...] = ("up,in", "up,out", "down,in", "down,out")
+
+
+def _count(states: list[str], known: tuple[str, ...]) -> dict[str, int]:
+    """{"total": all, <state>: count} for the known states present, in upstream's order."""
+    counts: dict[str, int] = {"total": len(states)}
+    for state in known:
+        found = states.count(state)
+        if found:
+            counts[state] = found
+    return counts
+
+
 def _node_health(node: NodeRecord) -> dict[str, Any]:
+    """As upstream: the health value and `'<plugin>': <message>` for each plugin with a delta."""
     return {
         "health": node.health if node.health is not None else "None",
         "messages": [
-            f"{d.get('name')}: {d.get('message')}" for d in node.health_details if d.get("health_delta")
+            f"'{d.get('name')}': {d.get('message')}" for d in node.health_details if d.get("health_delta")
         ],
     }
 
 
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def storage_summary(zk: ZK) -> dict[str, Any]:
-    """OSD states, object counts and raw capacity from the primary's Ceph figures in ZooKeeper."""
+    """OSD states, object counts and raw capacity from the OSDs' statistics in ZooKeeper.
+
+    As upstream, the disk figures are KiB summed over the OSDs' `kb`, `kb_used` and `kb_avail`,
+    and the utilization is the mean of the OSDs' own utilization (percent).
+    """
     ids = zk.children(schema.CEPH_OSDS)
     docs = zk.get_many([schema.osd(i) for i in ids])
-    osds: dict[str, int] = {"total": len(ids)}
+    states: list[str] = []
     detail = []
+    kb = kb_used = kb_avail = 0
+    utilizations: list[float] = []
     for osd_id in sorted(ids, key=lambda i: int(i) if i.isdigit() else 0):
         doc = docs.get(schema.osd(osd_id))
         stats = doc.get("stats", {}) if isinstance(doc, dict) else {}
+        stats = stats if isinstance(stats, dict) else {}
         up = "up" if stats.get("up") in (1, True, "1") else "down"
         inside = "in" if stats.get("in") in (1, True, "1") else "out"
-        osds[f"{up},{inside}"] = osds.get(f"{up},{inside}", 0) + 1
+        states.append(f"{up},{inside}")
         detail.append({"id": osd_id, "node": doc.get("node", "") if isinstance(doc, dict) else "",
                        "up": up, "in": inside})
+        kb += int(_number(stats.get("kb")))
+        kb_used += int(_number(stats.get("kb_used")))
+        kb_avail += int(_number(stats.get("kb_avail")))
+        if "utilization" in stats:
+            utilizations.append(_number(stats.get("utilization")))
     pools = zk.children(schema.CEPH_POOLS)
     volumes = sum(len(zk.children(schema.pool_volumes(p))) for p in pools)
     snapshots = 0
     for pool in zk.children(schema.CEPH_SNAPSHOTS):
         for volume in zk.children(f"{schema.CEPH_SNAPSHOTS}/{pool}"):
             snapshots += len(zk.children(schema.volume_snapshots(pool, volume)))
-    status = zk.get(schema.CEPH_STATUS, None)
-    util = status.get("util", {}) if isinstance(status, dict) else {}
-    totals = util.get("stats", {}) if isinstance(util, dict) else {}
-    total = int(totals.get("total_bytes", 0) or 0)
-    used = int(totals.get("total_used_raw_bytes", totals.get("total_used_bytes", 0)) or 0)
-    disk = {"total": total, "used": used, "free": int(totals.get("total_avail_bytes", 0) or 0),
-            "utilization": round(100 * used / total, 2) if total else 0}
-    return {"osds": osds, "pools": len(pools), "volumes": volumes, "snapshots": snapshots, "disk": disk,
-            "detail": detail}
+    utilization = round(sum(utilizations) / len(utilizations), 2) if utilizations else 0
+    disk = {"total": kb, "used": kb_used, "free": kb_avail, "utilization": utilization}
+    return {"osds": _count(states, OSD_STATE_COMBINATIONS), "pools": len(pools), "volumes": volumes,
+            "snapshots": snapshots, "disk": disk, "detail": detail}
 
 
 def cluster_status(zk: ZK) -> dict[str, Any]:
@@ -79,21 +117,19 @@ def cluster_status(zk: ZK) -> dict[str, Any]:
     cluster = get_cluster(zk)
     nodes = load_nodes(zk)
     primary = primary_node(zk)
-    faults = [f for f in faults_mod.load_faults(zk) if f.status == "new"]
+    every_fault = faults_mod.load_faults(zk)
+    # As upstream: unacknowledged faults, the largest delta first, then the latest report.
+    faults = sorted((f for f in every_fault if f.status != "ack"),
+                    key=lambda f: (f.health_delta, f.last_reported), reverse=True)
     health = max(0, 100 - sum(f.health_delta for f in faults))
-    node_states: dict[str, int] = {"total": len(nodes)}
-    for node in nodes:
-        combo = f"{node.daemon_state},{node.domain_state}"
-        node_states[combo] = node_states.get(combo, 0) + 1
-    running = [n for n in nodes if n.daemon_state == "run"]
+    node_states = _count([f"{n.daemon_state},{n.domain_state}" for n in nodes], NODE_STATE_COMBINATIONS)
     vm_entries = sorted(vms_mod.load_entries(zk), key=lambda e: e.record.name)
-    vm_states: dict[str, int] = {"total": len(vm_entries)}
-    for entry in vm_entries:
-        vm_states[entry.record.state] = vm_states.get(entry.record.state, 0) + 1
-    mem_total = sum(n.memory.total for n in running)
-    mem_used = sum(n.memory.used for n in running)
-    cpu_total = sum(n.cpu_count for n in running)
-    load = round(sum(n.load for n in running), 2)
+    vm_states = _count([e.record.state for e in vm_entries], VM_STATE_COMBINATIONS)
+    # As upstream, resources are summed over every node, whatever its state.
+    mem_total = sum(n.memory.total for n in nodes)
+    mem_used = sum(n.memory.used for n in nodes)
+    cpu_total = sum(n.cpu_count for n in nodes)
+    load = round(sum(n.load for n in nodes), 2)
     primary_record = next((n for n in nodes if n.name == primary), None)
     storage = storage_summary(zk)
     return {
@@ -120,15 +156,15 @@ def cluster_status(zk: ZK) -> dict[str, Any]:
             "memory": {
                 "total": mem_total,
                 "used": mem_used,
-                "free": sum(n.memory.free for n in running),
-                "allocated": sum(n.memory.allocated for n in running),
-                "provisioned": sum(n.memory.provisioned for n in running),
+                "free": sum(n.memory.free for n in nodes),
+                "allocated": sum(n.memory.allocated for n in nodes),
+                "provisioned": sum(n.memory.provisioned for n in nodes),
                 "utilization": round(100 * mem_used / mem_total, 2) if mem_total else 0,
             },
             "cpu": {
                 "total": cpu_total,
                 "load": load,
-                "allocated": sum(n.vcpu.allocated for n in running),
+                "allocated": sum(n.vcpu.allocated for n in nodes),
                 "utilization": round(100 * load / cpu_total, 2) if cpu_total else 0,
             },
             "disk": storage["disk"],
@@ -150,6 +186,7 @@ def cluster_status(zk: ZK) -> dict[str, Any]:
                 for e in vm_entries
             ],
             "osd": storage["detail"],
-            "faults": [faults_mod.fault_view(f) for f in faults],
+            "faults": [faults_mod.fault_view(f) for f in
+                       sorted(every_fault, key=lambda f: (f.last_reported, f.id), reverse=True)],
         },
     }

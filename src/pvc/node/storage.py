@@ -448,17 +448,24 @@ class CephFacts:
 HEALTH_DELTAS = {"HEALTH_WARN": 10, "HEALTH_ERR": 50}
 
 
-def health_fault(health: dict[str, Any]) -> tuple[str, int, str] | None:
-    """(key, health delta, message) of the fault for a `ceph health` answer; None when OK."""
+def health_faults(health: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """(name, health delta, message) of each fault for a `ceph health` answer, as upstream names
+    them: one per health check, `CEPH_WARN_<CHECK>` (10) or `CEPH_ERR_<CHECK>` (50); none when OK."""
     status = str(health.get("status") or "")
     if status not in HEALTH_DELTAS:
-        return None
+        return []
     checks = health.get("checks") or {}
-    details = "; ".join(
-        f"{name}: {((check or {}).get('summary') or {}).get('message', '')}".rstrip(": ")
-        for name, check in sorted(checks.items()))
-    return (f"ceph_{status.lower()}", HEALTH_DELTAS[status],
-            f"Ceph cluster health is {status}" + (f" ({details})" if details else ""))
+    if not checks:
+        level = status.removeprefix("HEALTH_")
+        return [(f"CEPH_{level}_HEALTH", HEALTH_DELTAS[status], f"Ceph cluster health is {status}")]
+    found = []
+    for name, check in sorted(checks.items()):
+        severity = str((check or {}).get("severity") or status)
+        severity = severity if severity in HEALTH_DELTAS else status
+        summary = ((check or {}).get("summary") or {}).get("message", "")
+        found.append((f"CEPH_{severity.removeprefix('HEALTH_')}_{name}", HEALTH_DELTAS[severity],
+                      f"{severity} {name}" + (f": {summary}" if summary else "")))
+    return found
 
 
 class StorageMonitor:
@@ -545,8 +552,7 @@ class StorageMonitor:
     def report_health(self, health: dict[str, Any]) -> None:
         """A cluster fault while Ceph is not HEALTH_OK (one per status; refreshed each pass and
         kept until an administrator acknowledges it, like every PVC fault)."""
-        fault = health_fault(health)
-        if fault is not None:
+        for fault in health_faults(health):
             faults_mod.raise_fault(self.zk, *fault)
 
     def _settled(self, key: str, condition: bool) -> bool:

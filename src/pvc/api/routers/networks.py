@@ -76,30 +76,52 @@ def get_nft() -> Nftables:
 # -- response shapes ---------------------------------------------------------------------------------
 
 class NetworkIp4(Doc):
-    network: str | None = Field(description="The IPv4 network in CIDR form, null if none")
-    gateway: str | None = Field(description="The IPv4 gateway address, null if none")
-    dhcp_flag: bool = Field(description="Whether DHCPv4 is enabled")
-    dhcp_start: str | None = Field(description="The first address of the DHCPv4 range")
-    dhcp_end: str | None = Field(description="The last address of the DHCPv4 range")
+    network: str = Field(description="The IPv4 network in CIDR form; 'None' if none")
+    gateway: str = Field(description="The IPv4 gateway address; 'None' if none")
+    dhcp_flag: Literal["True", "False"] = Field(description="Whether DHCPv4 is enabled")
+    dhcp_start: str = Field(description="The first address of the DHCPv4 range; 'None' if none")
+    dhcp_end: str = Field(description="The last address of the DHCPv4 range; 'None' if none")
 
 
 class NetworkIp6(Doc):
-    network: str | None = Field(description="The IPv6 network in CIDR form, null if none")
-    gateway: str | None = Field(description="The IPv6 gateway address, null if none")
-    dhcp_flag: bool = Field(description="Whether DHCPv6 is enabled (always, with an IPv6 network)")
+    network: str = Field(description="The IPv6 network in CIDR form; 'None' if none")
+    gateway: str = Field(description="The IPv6 gateway address; 'None' if none")
+    dhcp_flag: Literal["True", "False"] = Field(description="Whether DHCPv6 is enabled (always, with an IPv6 "
+                                                            "network)")
 
 
 class Network(Doc):
     vni: int
     description: str
     type: NetType
-    mtu: int | None = Field(description="The MTU if set; null: the underlying device's MTU")
+    mtu: str = Field(description="The MTU if set (digits); empty: the underlying device's MTU")
     domain: str = Field(description="The DNS domain (managed networks); empty if none")
     name_servers: list[str]
     ip4: NetworkIp4
     ip6: NetworkIp6
     tftp_root: str | None = Field(None, description="PVC only, present when set: the TFTP root")
     dhcp_boot: str | None = Field(None, description="PVC only, present when set: the DHCP boot file")
+
+
+def _text(value: Any) -> str:
+    return "None" if value in (None, "") else str(value)
+
+
+def wire_network(item: dict[str, Any]) -> dict[str, Any]:
+    """A network item in upstream's wire types: upstream's client formats these fields with a width
+    (None crashes it) and tests `dhcp_flag == "True"` and `network != "None"`, as upstream sends
+    them: the MTU is text ("" when unset), unset addresses are "None", the flags "True"/"False"."""
+    ip4, ip6 = item.get("ip4") or {}, item.get("ip6") or {}
+    mtu = item.get("mtu")
+    return {
+        **item,
+        "mtu": "" if mtu in (None, "") else str(mtu),
+        "domain": item.get("domain") or "",
+        "ip4": {**ip4, **{k: _text(ip4.get(k)) for k in ("network", "gateway", "dhcp_start", "dhcp_end")},
+                "dhcp_flag": str(bool(ip4.get("dhcp_flag")))},
+        "ip6": {**ip6, **{k: _text(ip6.get(k)) for k in ("network", "gateway")},
+                "dhcp_flag": str(bool(ip6.get("dhcp_flag")))},
+    }
 
 
 class Lease(Doc):
@@ -217,7 +239,7 @@ def _add(zk: ZK, vni: Any, params: NetworkElementAddInputs) -> str:
 
 @router.get("", summary="Return a list of networks", responses=responses(list[Network], 200, *NOT_FOUND))
 def network_list(params: LimitInputs = inputs(LimitInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return _listing(nets.list_networks(zk, params.limit), "Network")
+    return _listing([wire_network(n) for n in nets.list_networks(zk, params.limit)], "Network")
 
 
 @router.post("", summary="Create a new network", responses=responses(Message, 200))
@@ -230,7 +252,7 @@ def network_add(params: NetworkAddInputs = inputs(NetworkAddInputs), zk: ZK = De
                               "array)",
             responses=responses(list[Network], 200, *NOT_FOUND))
 def network_get(vni: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return ok([nets.network_item(zk, vni)])
+    return ok([wire_network(nets.network_item(zk, vni))])
 
 
 @router.post("/{vni}", summary="Create the new network {vni}", responses=responses(Message, 200))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -15,7 +17,7 @@ from pvc.api.params import Bool, Inputs, inputs
 from pvc.cluster import nodes as nodes_mod
 from pvc.core import vocabulary
 from pvc.core.errors import NotFound
-from pvc.core.records import CoordinatorState, DaemonState, DomainState
+from pvc.core.records import CoordinatorState
 from pvc.core.zk import ZK
 
 router = APIRouter(prefix="/node", tags=["node"], dependencies=[Depends(require_auth)])
@@ -24,13 +26,21 @@ NODE_404 = (404,)
 FLUSH_WAIT = 3600.0   # as the cluster layer: a flush of a busy node can take long
 
 
+def _states(states: tuple[str, ...]) -> str:
+    return ", ".join(states)
+
+
 class NodeListInputs(Inputs):
+    """As upstream, a state filter takes any text: one that no node is in finds nothing (404)."""
+
     limit: str | None = Field(None, description="A regex on the node name; fuzzy unless anchored with ^ or $")
-    daemon_state: DaemonState | None = Field(None, description="Only nodes in this daemon state")
-    coordinator_state: CoordinatorState | None = Field(None, description="Only nodes in this coordinator "
-                                                                         "state")
-    domain_state: DomainState | None = Field(None, description="Only nodes in this domain state "
-                                                               "(the state filters are OR-combined)")
+    daemon_state: str | None = Field(None, description="Only nodes in this daemon state ("
+                                                       f"{_states(vocabulary.DAEMON_STATES)})")
+    coordinator_state: str | None = Field(None, description="Only nodes in this coordinator state ("
+                                                            f"{_states(get_args(CoordinatorState))})")
+    domain_state: str | None = Field(None, description="Only nodes in this domain state ("
+                                                       f"{_states(vocabulary.DOMAIN_STATES)}; the state "
+                                                       "filters are OR-combined)")
 
 
 class CoordinatorInputs(Inputs):

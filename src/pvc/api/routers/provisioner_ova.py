@@ -20,11 +20,10 @@ from starlette.datastructures import UploadFile
 from pvc.adapters.ceph import Storage
 from pvc.api.auth import require_auth
 from pvc.api.common import get_storage, get_zk, responses
-from pvc.api.errors import message
+from pvc.api.errors import ArgumentError, message
 from pvc.api.models import Message
 from pvc.api.params import Inputs, inputs
 from pvc.cluster import ova as ova_mod
-from pvc.core.errors import InvalidInput
 from pvc.core.zk import ZK
 
 router = APIRouter(prefix="/provisioner", tags=["provisioner"], dependencies=[Depends(require_auth)])
@@ -50,7 +49,8 @@ class OvaUploadInputs(OvaElementUploadInputs):
 
 def _upload(zk: ZK, storage: Storage, name: str, pool: str, upload: Any) -> JSONResponse:
     if not isinstance(upload, UploadFile):
-        raise InvalidInput("file: an OVA file is required, sent as a multipart/form-data part named 'file'")
+        raise ArgumentError({"file": "an OVA file is required, sent as a multipart/form-data part named "
+                                     "'file'"})
     return message(ova_mod.upload_ova(zk, storage, name, pool, upload.file))
 
 

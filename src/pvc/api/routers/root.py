@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from pvc.api.auth import API_KEY_HEADER, SESSION_COOKIE, Authenticator, TooManyAttempts, Unauthorized
 from pvc.api.common import DESCRIPTIONS, PREFIX, responses
-from pvc.api.errors import message
+from pvc.api.errors import ArgumentError, message
 from pvc.api.limits import LOGIN_MAX_BODY
 from pvc.api.models import Message
 from pvc.core.errors import InvalidInput
@@ -63,7 +63,7 @@ async def _form_token(request: Request) -> str | None:
     async with request.form(max_files=0, max_fields=16, max_part_size=LOGIN_MAX_BODY) as form:
         value = form.get("token")
     if value is not None and not isinstance(value, str):
-        raise InvalidInput("token: must be text, not a file")
+        raise ArgumentError({"token": "must be text, not a file"})
     return value
 
 
@@ -86,7 +86,8 @@ async def login(request: Request) -> Response:
     if token is None:
         token = await _form_token(request)
     if token is None:
-        raise InvalidInput("token: required (give it in the X-Api-Key header or as the form field token)")
+        raise ArgumentError({"token": "required (give it in the X-Api-Key header or as the form field "
+                                      "token)"})
     if not auth.token_valid(token):
         auth.limiter.failed(client)
         raise Unauthorized("Authentication failed: the token is not valid.")

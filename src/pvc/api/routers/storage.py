@@ -25,7 +25,7 @@ from starlette.datastructures import UploadFile
 from pvc.adapters.ceph import Storage
 from pvc.api.auth import require_auth
 from pvc.api.common import get_storage, get_zk, ok, responses, task_accepted
-from pvc.api.errors import message
+from pvc.api.errors import ArgumentError, message
 from pvc.api.models import (
     OSD,
     CephReport,
@@ -75,6 +75,36 @@ def _listing(items: list[dict[str, Any]], thing: str) -> JSONResponse:
     if not items:
         raise NotFound(f"{thing} not found.")
     return ok(items)
+
+
+# Every pool statistic upstream's client formats (it int()s and float()s them), with its value
+# before the first statistics pass (a pool just added has none yet).
+POOL_STAT_DEFAULTS: dict[str, int | float] = {
+    "id": 0, "stored_bytes": 0, "free_bytes": 0, "used_bytes": 0, "used_percent": 0.0, "num_objects": 0,
+    "num_object_clones": 0, "num_object_copies": 0, "num_objects_missing_on_primary": 0,
+    "num_objects_unfound": 0, "num_objects_degraded": 0, "read_ops": 0, "read_bytes": 0, "write_ops": 0,
+    "write_bytes": 0,
+}
+
+
+# The volume statistics upstream's client formats (with a width) or joins, until `rbd info` is read.
+VOLUME_STAT_DEFAULTS: dict[str, Any] = {"size": "", "objects": 0, "order": 0, "format": 0, "features": []}
+
+
+def wire_volume(item: dict[str, Any]) -> dict[str, Any]:
+    """A volume item whose formatted statistics are never null or missing."""
+    stats = item.get("stats") if isinstance(item.get("stats"), dict) else {}
+    filled = {key: default if stats.get(key) is None else stats[key]
+              for key, default in VOLUME_STAT_DEFAULTS.items()}
+    return {**item, "stats": {**stats, **filled}}
+
+
+def wire_pool(item: dict[str, Any]) -> dict[str, Any]:
+    """A pool item whose statistics are all numbers: zeros until the first statistics pass."""
+    stats = item.get("stats") if isinstance(item.get("stats"), dict) else {}
+    filled = {key: default if stats.get(key) is None else stats[key]
+              for key, default in POOL_STAT_DEFAULTS.items()}
+    return {**item, "stats": {**stats, **filled}}
 
 
 @contextmanager
@@ -347,7 +377,7 @@ def osd_set_state(osdid: str, params: OsdStateInputs = inputs(OsdStateInputs), z
 
 @router.get("/ceph/pool", summary="Return a list of pools", responses=responses(list[Pool], 200, *NOT_FOUND))
 def pool_list(params: LimitInputs = inputs(LimitInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return _listing(st.list_pools(zk, params.limit), "Pool")
+    return _listing([wire_pool(p) for p in st.list_pools(zk, params.limit)], "Pool")
 
 
 @router.post("/ceph/pool", summary="Create a replicated RBD pool", responses=responses(Message, 200))
@@ -359,7 +389,7 @@ def pool_add(params: PoolAddInputs = inputs(PoolAddInputs), zk: ZK = Depends(get
 @router.get("/ceph/pool/{pool}", summary="Return information about pool {pool} (a one-element array)",
             responses=responses(list[Pool], 200, *NOT_FOUND))
 def pool_get(pool: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return ok([st.pool_item(zk, pool)])
+    return ok([wire_pool(st.pool_item(zk, pool))])
 
 
 @router.post("/ceph/pool/{pool}", summary="Create the replicated RBD pool {pool}",
@@ -390,7 +420,8 @@ def pool_remove(pool: str, params: ConfirmInputs = inputs(ConfirmInputs), zk: ZK
             responses=responses(list[Volume], 200, *NOT_FOUND))
 def volume_list(params: VolumeListInputs = inputs(VolumeListInputs),
                 zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return _listing(st.list_volumes(zk, params.pool or None, params.limit), "Volume")
+    return _listing([wire_volume(v) for v in st.list_volumes(zk, params.pool or None, params.limit)],
+                    "Volume")
 
 
 @router.post("/ceph/volume", summary="Create an RBD volume", responses=responses(Message, 200))
@@ -404,7 +435,7 @@ def volume_add(params: VolumeAddInputs = inputs(VolumeAddInputs), zk: ZK = Depen
                                                     "{pool} (a one-element array)",
             responses=responses(list[Volume], 200, *NOT_FOUND))
 def volume_get(pool: str, volume: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
-    return ok([st.volume_item(zk, pool, volume)])
+    return ok([wire_volume(st.volume_item(zk, pool, volume))])
 
 
 @router.post("/ceph/volume/{pool}/{volume}", summary="Create RBD volume {volume} in pool {pool}",
@@ -474,7 +505,8 @@ async def volume_upload(pool: str, volume: str, params: UploadInputs = inputs(Up
                         zk: ZK = Depends(get_zk), storage: Storage = Depends(get_storage)) -> JSONResponse:
     upload = params.file
     if not isinstance(upload, UploadFile):
-        raise InvalidInput("file: an image file is required, sent as a multipart/form-data part named 'file'")
+        raise ArgumentError({"file": "an image file is required, sent as a multipart/form-data part named "
+                                     "'file'"})
     text = await run_in_threadpool(_upload, zk, storage, pool, volume, params.image_format, upload)
     return message(text)
 

@@ -54,6 +54,8 @@ ListState = vocabulary.ListVMState
 LIMIT_HELP = ("The node(s) the VM may be assigned to: repeated keys or one comma-separated list; should "
               "include `node`")
 SELECTOR_HELP = "The selector used to choose target nodes for the VM; none = the cluster default"
+METHOD_HELP = ("The preferred migration method: live (live only), shutdown (shut down and move) or none "
+               "(the default: live, falling back to shutdown)")
 
 
 class VMListInputs(Inputs):
@@ -70,9 +72,9 @@ class DefineInputs(Inputs):
     node: str | None = Field(None, description="The node the VM is assigned to; chosen by the selector "
                                                "when empty")
     limit: list[str] | None = Field(None, description=LIMIT_HELP)
-    selector: Selector | None = Field(None, description=SELECTOR_HELP)
+    selector: Selector = Field("none", description=SELECTOR_HELP)
     autostart: Bool = Field(False, description="Start the VM when its node returns to ready state")
-    migration_method: Method = Field("live", description="The preferred migration method")
+    migration_method: Method = Field("none", description=METHOD_HELP)
     migration_max_downtime: int = Field(300, ge=1, le=3_600_000,
                                         description="The most a live migration may pause the VM (ms)")
     user_tags: list[str] = Field(default_factory=list, description="User tags of the VM (repeat the key)")
@@ -94,7 +96,7 @@ class MetaInputs(Inputs):
     selector: Selector | None = Field(None, description=SELECTOR_HELP)
     autostart: Bool | None = Field(None, description="Start the VM when its node returns to ready state")
     profile: str | None = Field(None, description="The provisioner profile of the VM")
-    migration_method: Method | None = Field(None, description="The preferred migration method")
+    migration_method: Method | None = Field(None, description=METHOD_HELP)
     migration_max_downtime: int | None = Field(None, ge=1, le=3_600_000,
                                                description="The most a live migration may pause the VM (ms)")
 
@@ -184,6 +186,21 @@ def vm_define(params: DefineInputs = inputs(DefineInputs), zk: ZK = Depends(get_
 def vm_get(vm: str, zk: ZK = Depends(get_zk)) -> Response:
     entry = vms_mod.get_entry(zk, vm)
     return _json(b"[" + vms_mod.item_json(zk, entry) + b"]", etag(entry.version))
+
+
+# Upstream's static routes under /vm: registered before /vm/{vm} so that they are never taken for
+# a VM definition (as upstream, a VM may still be named so; only these POSTs are theirs). This
+# version does not run VM backups or mirrors yet: 404, as the other backup and snapshot routes.
+@router.post("/autobackup", summary="Run the VM autobackup (not provided by this version: 404)",
+             responses=responses(Message, 404, ok_description="Not provided by this version"))
+def vm_autobackup() -> JSONResponse:
+    raise NotFound("VM autobackup is not provided by this version of PVC; nothing was done.")
+
+
+@router.post("/automirror", summary="Run the VM automirror (not provided by this version: 404)",
+             responses=responses(Message, 404, ok_description="Not provided by this version"))
+def vm_automirror() -> JSONResponse:
+    raise NotFound("VM automirror is not provided by this version of PVC; nothing was done.")
 
 
 @router.post("/{vm}", summary="Define a new VM (identical to POST /vm; {vm} is ignored, the XML's name "

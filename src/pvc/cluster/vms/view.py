@@ -80,6 +80,15 @@ NET_COUNTERS = ("rd_bytes", "rd_packets", "rd_errors", "rd_drops",
 DISK_COUNTERS = ("rd_req", "rd_bytes", "wr_req", "wr_bytes")
 
 
+# Fields upstream's client formats with a width (`{x: <8}`), which fails on null: sent as text.
+NET_TEXT = ("type", "mac", "source", "model")
+DISK_TEXT = ("type", "name", "dev", "bus")
+
+
+def _texts(item: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {**item, **{k: "" for k in keys if item.get(k) is None}}
+
+
 def _find_stats(items: Any, *keys: tuple[str, Any]) -> dict[str, Any]:
     if not isinstance(items, list):
         return {}
@@ -105,13 +114,18 @@ def vm_view(record: VMRecord, status: VMStatus | None = None,
     return {**static_view(record, status, summary), **stats_view(summary, stats)}
 
 
+def _unless_none(value: str | None) -> str | None:
+    return None if value in (None, "", "none") else value
+
+
 def static_view(record: VMRecord, status: VMStatus | None, summary: dict[str, Any]) -> dict[str, Any]:
     """The part of the item that changes only with the VM document or its status."""
     status = status or VMStatus()
-    vnc = summary.get("vnc") or {"listen": "None", "port": "None"}
+    # As upstream: VNC only as the node read it from the running VM's live XML ("listen:port").
+    vnc: dict[str, str | None] = {"listen": None, "port": None}
     if status.vnc and ":" in status.vnc:
         listen, _, port = status.vnc.rpartition(":")
-        vnc = {"listen": listen, "port": port}
+        vnc = {"listen": listen or None, "port": port or None}
     return {
         "name": record.name,
         "uuid": record.uuid,
@@ -121,9 +135,10 @@ def static_view(record: VMRecord, status: VMStatus | None, summary: dict[str, An
         "migrated": f"from {record.last_node}" if record.last_node else "no",
         "failed_reason": status.failed_reason,
         "node_limit": list(record.node_limit) or None,
-        "node_selector": record.node_selector or "none",
+        # As upstream: null when unset or "none" (the cluster's default applies).
+        "node_selector": _unless_none(record.node_selector),
         "node_autostart": record.node_autostart,
-        "migration_method": record.migration_method,
+        "migration_method": _unless_none(record.migration_method),
         "migration_max_downtime": record.migration_max_downtime,
         "tags": [t.doc() for t in record.tags],
         "snapshots": [],
@@ -139,7 +154,7 @@ def static_view(record: VMRecord, status: VMStatus | None, summary: dict[str, An
         "vnc": vnc,
         "emulator": summary.get("emulator"),
         "features": summary.get("features", []),
-        "controllers": summary.get("controllers", []),
+        "controllers": [_texts(c, ("type",)) for c in summary.get("controllers", [])],
         "xml": record.xml.replace('"', "'"),
         "running": status.running,
         "last_migration": status.last_migration,
@@ -151,11 +166,11 @@ def stats_view(summary: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]
     networks = []
     for net in summary.get("networks", []):
         found = _find_stats(stats.get("net_stats"), ("mac", net.get("mac")), ("bridge", net.get("source")))
-        networks.append({**net, **{k: int(found.get(k, 0) or 0) for k in NET_COUNTERS}})
+        networks.append({**_texts(net, NET_TEXT), **{k: int(found.get(k, 0) or 0) for k in NET_COUNTERS}})
     disks = []
     for disk in summary.get("disks", []):
         found = _find_stats(stats.get("disk_stats"), ("name", disk.get("name")), ("dev", disk.get("dev")))
-        disks.append({**disk, **{k: int(found.get(k, 0) or 0) for k in DISK_COUNTERS}})
+        disks.append({**_texts(disk, DISK_TEXT), **{k: int(found.get(k, 0) or 0) for k in DISK_COUNTERS}})
     return {
         "memory_stats": stats.get("mem_stats") or {},
         "vcpu_stats": stats.get("cpu_stats") or {},
@@ -171,7 +186,7 @@ def meta_view(record: VMRecord) -> dict[str, Any]:
         "node_limit": list(record.node_limit) or None,
         "node_selector": record.node_selector or "none",
         "node_autostart": record.node_autostart,
-        "migration_method": record.migration_method or "live",
+        "migration_method": record.migration_method or "none",
         "migration_max_downtime": record.migration_max_downtime,
         "profile": record.profile,
     }
@@ -204,8 +219,8 @@ def stats_prefixes(summary: dict[str, Any]) -> tuple[list[bytes], list[bytes]]:
     def open_object(item: dict[str, Any]) -> bytes:
         return dump(item)[:-1]
 
-    return ([open_object(n) for n in summary.get("networks", [])],
-            [open_object(d) for d in summary.get("disks", [])])
+    return ([open_object(_texts(n, NET_TEXT)) for n in summary.get("networks", [])],
+            [open_object(_texts(d, DISK_TEXT)) for d in summary.get("disks", [])])
 
 
 def encode_stats(summary: dict[str, Any], prefixes: tuple[list[bytes], list[bytes]],

@@ -79,6 +79,7 @@ def domain_xml(builder: Any, kernel: str | None = None, initrd: str | None = Non
   <description>{escape(desc)}</description>
   <memory unit='MiB'>{int(system['vram_mb'])}</memory>
   <vcpu>{int(system['vcpu_count'])}</vcpu>
+  <cpu><topology sockets='1' cores='{int(system['vcpu_count'])}' threads='1'/></cpu>
   <os>
     <type arch='{escape(arch)}' machine='pc'>hvm</type>
 {boot}  </os>

@@ -376,7 +376,7 @@ class Job:
         record = vms.define(
             self.zk, xml, limit=list(system.get("node_limit") or []),
             selector=system.get("node_selector") or None, autostart=bool(system.get("node_autostart")),
-            migration_method=system.get("migration_method") or "live",
+            migration_method=system.get("migration_method") or "none",
             migration_max_downtime=int(system.get("migration_max_downtime") or prov.DOWNTIME_DEFAULT),
             profile=self.vm_profile, initial_state="provision", domain=domain)
         self.defined = record.uuid

@@ -17,15 +17,19 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from pvc.api.auth import require_auth
-from pvc.api.common import ok, responses
+from pvc.api.common import responses
+from pvc.api.errors import HTTP_MESSAGES
+from pvc.api.models import Message
 from pvc.api.routers.provisioner import documents, profiles, templates
+from pvc.core.errors import NotFound
 
 router = APIRouter(prefix="/provisioner", tags=["provisioner"], dependencies=[Depends(require_auth)])
 
 
-@router.get("", summary="Provisioner root (a placeholder: null)", responses=responses({"type": "null"}, 200))
+@router.get("", summary="Provisioner root: nothing here (404, as upstream)",
+            responses=responses(Message, 404))
 def provisioner_root() -> JSONResponse:
-    return ok(None)
+    raise NotFound(HTTP_MESSAGES[404])
 
 
 for _part in (templates, documents, profiles):
