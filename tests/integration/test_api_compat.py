@@ -196,6 +196,9 @@ def test_vm_defaults_and_vnc_as_upstream(client: TestClient, zk: ZK) -> None:
     assert vm_item(client, "v1")["vnc"] == {"listen": "10.0.0.2", "port": "5900"}
     listed = next(v for v in ok(client.get(f"{BASE}/vm")) if v["name"] == "v1")
     assert listed["vnc"] == {"listen": "10.0.0.2", "port": "5900"}
+    # a stale address of a VM that no longer runs is not shown
+    zk.put(schema.vm_status(item["uuid"]), VMStatus(node="hv2", running=False, vnc="10.0.0.2:5900").doc())
+    assert vm_item(client, "v1")["vnc"] == {"listen": None, "port": None}
     ok(client.post(f"{BASE}/vm", data={"xml": vm_xml("v2")},
                    params={"migration_method": "live", "selector": "vcpus"}))
     chosen = vm_item(client, "v2")

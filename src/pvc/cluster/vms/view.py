@@ -123,7 +123,7 @@ def static_view(record: VMRecord, status: VMStatus | None, summary: dict[str, An
     status = status or VMStatus()
     # As upstream: VNC only as the node read it from the running VM's live XML ("listen:port").
     vnc: dict[str, str | None] = {"listen": None, "port": None}
-    if status.vnc and ":" in status.vnc:
+    if status.running and status.vnc and ":" in status.vnc:
         listen, _, port = status.vnc.rpartition(":")
         vnc = {"listen": listen or None, "port": port or None}
     return {
