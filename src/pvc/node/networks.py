@@ -340,7 +340,7 @@ class NetworkReconciler:
         if message and message != before:
             log.error("%s", message)
             try:       # a cluster fault too, so `pvc cluster status` shows it (one per condition)
-                faults_mod.raise_fault(self.zk, f"network/{self.node}/{key}", 10,
+                faults_mod.raise_fault(self.zk, f"NETWORK_{key.upper()}_{self.node}", 10,
                                        f"Node {self.node}: {message}")
             except Exception as exc:
                 log.warning("could not record a network fault: %s", exc)
