@@ -135,6 +135,8 @@ def test_openapi_document_describes_routes(api: Api) -> None:
         "/api/v1/tasks/{task_id}/log": {"get"}, "/api/v1/tasks/selftest": {"post"},
         "/api/v1/vm": {"get", "post"}, "/api/v1/vm/{vm}": {"get", "post", "put", "delete"},
         "/api/v1/vm/autobackup": {"post"}, "/api/v1/vm/automirror": {"post"},
+        "/api/v1/sriov/pf": {"get"}, "/api/v1/sriov/pf/{node}": {"get"}, "/api/v1/sriov/vf": {"get"},
+        "/api/v1/sriov/vf/{node}": {"get"}, "/api/v1/sriov/vf/{node}/{vf}": {"get", "put"},
         "/api/v1/vm/{vm}/meta": {"get", "post"}, "/api/v1/vm/{vm}/tags": {"get", "post"},
         "/api/v1/vm/{vm}/state": {"get", "post"}, "/api/v1/vm/{vm}/node": {"get", "post"},
         "/api/v1/vm/{vm}/locks": {"post"}, "/api/v1/vm/{vm}/rename": {"post"},
@@ -207,7 +209,9 @@ def test_openapi_document_describes_routes(api: Api) -> None:
     assert "parameters" not in login or all(p["name"] != "token" for p in login["parameters"])
     assert post["security"] == [{"ApiKey": []}, {"Session": []}]
     restore = paths["/api/v1/restore"]["post"]
-    assert {p["name"] for p in restore["parameters"]} == {"yes-i-really-mean-it", "cluster_data"}
+    assert {p["name"] for p in restore["parameters"]} == {
+        "yes-i-really-mean-it", "cluster_data", "mode", "force", "allow_other_cluster", "from_upstream",
+        "dry_run", "partial"}
     assert paths["/api/v1/backup"]["get"]["responses"]["200"]["content"]["application/json"]["schema"][
         "type"] == "string"
     selftest = paths["/api/v1/tasks/selftest"]["post"]["responses"]["202"]

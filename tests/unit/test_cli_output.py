@@ -10,6 +10,7 @@ from pvc.cli.client import encode_params, error_message
 from pvc.cli.commands import cluster, node
 from pvc.cli.output import health_style, human_mib, render
 from pvc.cli.waiters import node_wait_needed, node_wait_step, task_result_line
+from pvc.core.units import format_bytes
 
 NODE = {
     "name": "hv1", "daemon_state": "run", "coordinator_state": "primary", "domain_state": "ready",
@@ -111,7 +112,7 @@ STATUS = {
     "resources": {"memory": {"total": 32768, "used": 8192, "free": 24576, "allocated": 0, "provisioned": 0,
                              "utilization": 25.0},
                   "cpu": {"total": 16, "load": 1.5, "allocated": 0, "utilization": 9.38},
-                  "disk": {"total": 0, "used": 0, "free": 0, "utilization": 0}},
+                  "disk": {"total": 10 << 20, "used": 1 << 20, "free": 9 << 20, "utilization": 10.0}},
 }
 
 
@@ -123,6 +124,8 @@ def test_cluster_status_pretty_and_short() -> None:
     assert "Primary node:" in pretty and "10.0.0.250" in pretty
     assert "2 total, 1 dead,flushed, 1 run,ready" in pretty
     assert "8G used of 32G (25.0%)" in pretty
+    # disk figures are KiB on the wire, as upstream
+    assert f"{format_bytes(1 << 30)} used of {format_bytes(10 << 30)} (10.0%)" in pretty
     short = render(cluster.format_status_short(STATUS))
     assert "40%" in short and "Primary node" not in short
 
@@ -191,3 +194,13 @@ def test_error_messages_from_any_server_shape() -> None:
 def test_encode_params() -> None:
     assert encode_params({"a": True, "b": None, "c": 3, "d": ["x", False]}) == {
         "a": "true", "c": "3", "d": ["x", "false"]}
+
+
+def test_argument_errors_read_as_text() -> None:
+    """Argument errors come as upstream's {"message": {"<argument>": "<text>"}}: the CLI prints
+    them as 'argument: text', never as a Python dict."""
+    from pvc.cli.client import message_text
+
+    assert message_text({"message": {"xml": "required"}}) == "xml: required"
+    assert message_text({"message": {"a": "x", "b": "y"}}) == "a: x; b: y"
+    assert message_text({"message": "plain"}) == "plain"

@@ -275,5 +275,8 @@ def decode(response: httpx.Response) -> Any:
 def message_text(body: Any) -> str:
     """The `message` of a decoded answer body, or the body itself as text (nothing for no body)."""
     if isinstance(body, dict) and "message" in body:
-        return str(body["message"])
+        message = body["message"]
+        if isinstance(message, dict):      # argument errors, as upstream: {"<argument>": "<text>"}
+            return "; ".join(f"{name}: {text}" for name, text in message.items())
+        return str(message)
     return "" if body is None else str(body)

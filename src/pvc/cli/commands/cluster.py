@@ -164,15 +164,16 @@ def format_status_pretty(status: dict[str, Any]) -> RenderableType:
                        f"({memory.get('utilization', 0)}%), "
                        f"{human_mib(memory.get('allocated', 0))} allocated, "
                        f"{human_mib(memory.get('provisioned', 0))} provisioned"),
-            ("Disk", f"{_bytes(disk.get('used', 0))} used of {_bytes(disk.get('total', 0))} "
+            # KiB on the wire, as upstream (the sum of the OSDs' kb figures)
+            ("Disk", f"{_kib(disk.get('used', 0))} used of {_kib(disk.get('total', 0))} "
                      f"({disk.get('utilization', 0)}%)"),
         ]
     return key_values(items)
 
 
-def _bytes(value: Any) -> str:
+def _kib(value: Any) -> str:
     try:
-        return format_bytes(int(value))
+        return format_bytes(int(value) * 1024)
     except (TypeError, ValueError):
         return str(value)
 
