@@ -6,6 +6,7 @@ is one module that plugs into `commands/__init__.py`.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import sys
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import click
 import httpx
 from rich.console import Console, RenderableType
+from rich.text import Text
 
 from pvc.cli import connections as store
 from pvc.cli.client import ApiClient
@@ -181,3 +183,31 @@ def wait_option(default: bool, help_text: str = "Wait for the operation to finis
         -> Callable[[F], F]:
     return click.option("-w/-W", "--wait/--no-wait", "wait", default=default,
                         show_default="--wait" if default else "--no-wait", help=help_text)
+
+
+def review_diff(current: str, new: str, ask: bool) -> bool:
+    """Show the unified diff of an edit (upstream's colours) and, when `ask`, confirm it.
+
+    False when nothing changed (the caller aborts with nothing written); CLIError("Aborted.") when
+    the administrator says no."""
+    state = get_state()
+    diff = list(difflib.unified_diff(current.split("\n"), new.split("\n"), fromfile="current",
+                                     tofile="modified", lineterm="", n=3))
+    if not diff:
+        state.info("Aborting with no modifications.")
+        return False
+    shown = Text()
+    for line in diff:
+        style = "green" if line.startswith("+") else "red" if line.startswith("-") else \
+            "blue" if line.startswith("@") else ""
+        shown.append(line + "\n", style=style)
+    state.info("Pending modifications:\n")
+    state.info(shown)
+    if ask:
+        try:
+            ok = click.confirm("Write modifications to cluster", prompt_suffix="? ", default=False, err=True)
+        except click.Abort:
+            ok = False
+        if not ok:
+            raise CLIError("Aborted.")
+    return True

@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import click
-from rich.text import Text
 
 from pvc.cli.errors import CLIError
 from pvc.cli.output import Formatter
-from pvc.cli.state import confirm_option, format_option, get_state
+from pvc.cli.state import confirm_option, format_option, get_state, review_diff
 
 
 def quoted(value: str | int) -> str:
@@ -50,25 +48,11 @@ def edit_document(current: str, extension: str) -> str | None:
     current = current.strip()
     edited = click.edit(text=current, require_save=True, extension=extension)
     new = edited.strip() if edited is not None else None
-    diff = list(difflib.unified_diff(current.split("\n"), new.split("\n"), fromfile="current",
-                                     tofile="modified", lineterm="", n=3)) if new is not None else []
-    if not diff:
+    if new is None:
         state.info("Aborting with no modifications.")
         return None
-    shown = Text()
-    for line in diff:
-        style = "green" if line.startswith("+") else "red" if line.startswith("-") else \
-            "blue" if line.startswith("@") else ""
-        shown.append(line + "\n", style=style)
-    state.info("Pending modifications:\n")
-    state.info(shown)
-    if not state.unsafe:
-        try:
-            ok = click.confirm("Write modifications to cluster", prompt_suffix="? ", default=False, err=True)
-        except click.Abort:
-            ok = False
-        if not ok:
-            raise CLIError("Aborted.")
+    if not review_diff(current, new, ask=not state.unsafe):
+        return None
     return new
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import IO, Any
 
 import click
-from rich.text import Text
 
 from pvc.cli.commands.vm.common import (
     apply_xml,
@@ -23,7 +21,7 @@ from pvc.cli.commands.vm.common import (
 )
 from pvc.cli.commands.vm.formats import MEMORY_FORMATS, VCPU_FORMATS, memory_data, vcpu_data
 from pvc.cli.errors import CLIError
-from pvc.cli.state import format_option, get_state
+from pvc.cli.state import format_option, get_state, review_diff
 from pvc.core import domainxml
 
 
@@ -60,25 +58,8 @@ def modify(domain: str, cfgfile: IO[str] | None, editor: bool, restart: bool | N
         assert cfgfile is not None
         new_xml = cfgfile.read().strip()
     check_xml(new_xml)
-    diff = list(difflib.unified_diff(current.split("\n"), pretty_xml(new_xml).split("\n"),
-                                     fromfile="current", tofile="modified", lineterm="", n=3))
-    if not diff:
-        state.info("Aborting with no modifications.")
+    if not review_diff(current, pretty_xml(new_xml), ask=not (confirmed or confirm_diff or state.unsafe)):
         return
-    shown = Text()
-    for line in diff:
-        style = "green" if line.startswith("+") else "red" if line.startswith("-") else \
-            "blue" if line.startswith("@") else ""
-        shown.append(line + "\n", style=style)
-    state.info("Pending modifications:\n")
-    state.info(shown)
-    if not (confirmed or confirm_diff or state.unsafe):
-        try:
-            ok = click.confirm("Write modifications to cluster", prompt_suffix="? ", default=False, err=True)
-        except click.Abort:
-            ok = False
-        if not ok:
-            raise CLIError("Aborted.")
     apply_xml(domain, vm, etag, new_xml, decide_restart(state, vm, restart, confirmed or confirm_restart))
 
 
