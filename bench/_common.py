@@ -70,3 +70,24 @@ def lab_client(name: str) -> tuple[LabPlan, httpx.Client]:
         raise SystemExit(f"no lab named {name}: run `pvc-lab up` first")
     return plan, httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
                               headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=240)
+
+
+DEFAULT_LAB = "pvclab"  # what ./scripts/lab brings up
+
+
+def bench_lab(lab: str | None, own: bool, name: str, nodes: int, timeout: float
+              ) -> tuple[LabPlan, httpx.Client, bool]:
+    """(plan, API client, whether the bench brought the lab up itself): the running lab `lab`
+    (default: the README's, when it is up), else a private lab `name` brought up fresh (as
+    `make bench` without a lab always did)."""
+    if lab is None and not own:
+        own = LabPlan.load(DEFAULT_LAB) is None
+    if not own:
+        plan, api = lab_client(lab or DEFAULT_LAB)
+        return plan, api, False
+    from pvc.lab.main import lab_down, lab_up
+
+    lab_down(name)
+    plan = lab_up(name, nodes)
+    return plan, httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
+                              headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=timeout), True

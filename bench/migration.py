@@ -16,18 +16,13 @@ import argparse
 import time
 import uuid as uuidlib
 
-import httpx
-
-from _common import lab_client, median, percentile, table
+from _common import bench_lab, median, percentile, table
 from _lab_docs import Cleanup, bench_tag, remove_vm
 from pvc.core import schema
-from pvc.lab import labtls
-from pvc.lab.main import lab_down, lab_up
-from pvc.lab.plan import LabPlan
+from pvc.lab.main import lab_down
 from pvc.lab.pvcnodes import lab_zk
 
 NAME = "bmig"
-DEFAULT_LAB = "pvclab"  # what ./scripts/lab brings up
 RUNS = 10
 
 
@@ -48,21 +43,13 @@ def main() -> None:
     parser.add_argument("--lab", default=None, help="the running lab to use [default: pvclab if it is up]")
     parser.add_argument("--own", action="store_true", help=f"bring up a private lab '{NAME}' instead")
     args = parser.parse_args()
-    if args.lab is None and not args.own:  # `make bench` without a lab: a private one, as before
-        args.own = LabPlan.load(DEFAULT_LAB) is None
-    if args.own:
-        lab_down(NAME)
-        plan = lab_up(NAME, 2)
-        api = httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
-                           headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=240)
-    else:
-        plan, api = lab_client(args.lab or DEFAULT_LAB)
+    plan, api, owned = bench_lab(args.lab, args.own, NAME, 2, timeout=240)
     nodes = [n.name for n in plan.nodes][:2]
     vm = bench_tag("mig")
     zk = lab_zk(plan)
     totals, downtimes = [], []
     cleanup = Cleanup()
-    if args.own:
+    if owned:
         cleanup.add(f"remove lab {NAME}", lambda: lab_down(NAME))
     cleanup.add("close the API client", api.close)
     cleanup.add("close ZooKeeper", zk.stop)

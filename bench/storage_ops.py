@@ -21,20 +21,16 @@ from __future__ import annotations
 import argparse
 import time
 
-import httpx
-
-from _common import lab_client, median, percentile, table
+from _common import bench_lab, median, percentile, table
 from _lab_docs import Cleanup, bench_tag, delete
 from pvc.adapters.ceph import CephStorage
 from pvc.core.config import load_config
 from pvc.core.zk import ZK
-from pvc.lab import labtls, proc
-from pvc.lab.main import lab_down, lab_up
-from pvc.lab.plan import LabPlan
+from pvc.lab import proc
+from pvc.lab.main import lab_down
 from pvc.node.storage import StorageMonitor
 
 NAME = "bsto"
-DEFAULT_LAB = "pvclab"  # what ./scripts/lab brings up
 PAIRS = 100
 POOL = "vms"
 
@@ -77,17 +73,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="with --own: leave the private lab up")
     args = parser.parse_args()
     cleanup = Cleanup()
-    if args.lab is None and not args.own:  # `make bench` without a lab: a private one, as before
-        args.own = LabPlan.load(DEFAULT_LAB) is None
-    if args.own:
-        lab_down(NAME)
-        plan = lab_up(NAME, 3)
-        api = httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
-                           headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=120)
-        if not args.keep:
-            cleanup.add(f"remove lab {NAME}", lambda: lab_down(NAME))
-    else:
-        plan, api = lab_client(args.lab or DEFAULT_LAB)
+    plan, api, owned = bench_lab(args.lab, args.own, NAME, 3, timeout=120)
+    if owned and not args.keep:
+        cleanup.add(f"remove lab {NAME}", lambda: lab_down(NAME))
     cleanup.add("close the API client", api.close)
     tag = bench_tag("sto")
     with cleanup:
