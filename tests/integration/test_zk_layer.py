@@ -36,9 +36,10 @@ def test_v5_moves_stats_out_of_status(zk_server: ZooKeeperServer, zk_root: str) 
         assert schema.migrate(client, 4) == 4
         client.put(schema.vm_status("u1"), {"node": "hv1", "running": True, "stats": {"cpus": 1}})
         client.put(schema.vm_status("u2"), {"node": "hv1", "running": False})
-        assert schema.migrate(client) == schema.SCHEMA_VERSION == 7
+        assert schema.migrate(client) == schema.SCHEMA_VERSION == 8
         assert client.exists(schema.VM_STATS)
         assert client.exists(schema.FENCING) and client.exists(schema.FENCE_INFO)     # v7
+        assert client.exists(schema.VM_SNAPSHOTS) and client.exists(schema.BACKUPS)    # v8
         assert client.get(schema.vm_status("u1")) == {"node": "hv1", "running": True}
         assert client.get(schema.vm_status("u2")) == {"node": "hv1", "running": False}
     finally:

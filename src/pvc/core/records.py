@@ -7,7 +7,7 @@ rolling upgrade; the schema module migrates stored data forward.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -148,6 +148,89 @@ class VMRecord(Record):
     # so a list of 10,000 VMs parses no XML; valid only while summary_of is the XML's digest.
     summary: dict[str, Any] = Field(default_factory=dict)
     summary_of: str = ""
+
+
+class SnapshotVolume(Record):
+    """One RBD snapshot of a VM snapshot: `pool/volume@snap` and the volume's size then."""
+
+    pool: str
+    volume: str
+    snap: str
+    size: int = 0
+
+    @property
+    def ref(self) -> str:
+        return f"{self.pool}/{self.volume}@{self.snap}"
+
+
+class VMSnapshotRecord(Record):
+    """A VM snapshot (`/vmsnapshots/<uuid>/<name>`): the XML and metadata of the VM and one RBD
+    snapshot per disk, captured at one instant (DESIGN D15).
+
+    `meta` holds what upstream does not capture: node_limit, node_selector, node_autostart,
+    migration_method, migration_max_downtime, profile, description and tags (as VMRecord spells
+    them). `consistency` says how the disks were made to agree: "fs-frozen" (guest agent),
+    "paused" (the domain suspended around the snapshots), "crash" (a stopped VM, or the
+    others failed; the reason is in the task log). `origin` says who made it; `parent` names the
+    snapshot an incremental received or imported snapshot was applied on.
+    """
+
+    name: str
+    created: float = Field(default_factory=time.time)
+    xml: str = ""
+    meta: dict[str, Any] = Field(default_factory=dict)
+    volumes: list[SnapshotVolume] = Field(default_factory=list)
+    consistency: Literal["fs-frozen", "paused", "crash"] = "crash"
+    origin: Literal["manual", "autobackup", "automirror", "mirror", "received", "imported",
+                    "backup"] = "manual"
+    state: Literal["creating", "ready", "removing"] = "ready"
+    parent: str | None = None
+    xml_version: int = -1            # the VM document's version the XML and meta were read at
+
+    @property
+    def rbd_snapshots(self) -> list[str]:
+        return [v.ref for v in self.volumes]
+
+
+class BackupFile(Record):
+    path: str                        # relative to the snapshot's directory, e.g. images/vms.web1_sda.rbdimg
+    size: int
+    sha256: str = ""
+
+
+class BackupRecord(Record):
+    """One export of a VM snapshot (`/backups/<uuid>/<snapshot>`), the catalogue of DESIGN D15.
+
+    Decisions (full or incremental, retention) read only entries with `result` true; a failed
+    export is kept for the report and never counts as a full or toward retention.
+    """
+
+    vm: str                          # the VM's name at the time
+    snapshot: str
+    type: Literal["full", "incremental"] = "full"
+    parent: str | None = None        # the snapshot an incremental was diffed against
+    origin: Literal["autobackup", "export", "backup"] = "export"
+    result: bool = False
+    message: str = ""
+    started: float = Field(default_factory=time.time)
+    finished: float | None = None
+    bytes: int = 0
+    files: list[BackupFile] = Field(default_factory=list)
+    target: str = ""                 # the export root directory (backup_root_path + suffix)
+    node: str = ""                   # the node that wrote it
+    snapshot_retained: bool = True   # the RBD snapshots are still in Ceph (a future parent)
+
+
+class ScheduleRecord(Record):
+    """A built-in schedule (`/schedules/<name>`): the last run the primary started and its result,
+    so a new primary neither repeats nor skips a run."""
+
+    name: str
+    last_run: float | None = None    # the scheduled instant of the last run started
+    last_kind: str = ""              # "normal" or "forced_full"
+    last_task: str = ""
+    last_result: str = ""
+    next_run: float | None = None
 
 
 class VMStatus(Record):

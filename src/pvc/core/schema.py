@@ -18,7 +18,7 @@ from pvc.core.zk import ZK
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 SCHEMA = "/schema"
 SCHEMA_VERSION_PATH = "/schema/version"
@@ -68,6 +68,10 @@ PROVISIONER_IDS = "/provisioner/ids"      # sequence znodes: the integer ids ups
 FENCING = "/fencing"                      # per node: the last fencing chain and its events
 FENCE_INFO = "/fenceinfo"                 # per node: how to fence it (agent, BMC), secrets inside
 SESSIONS = "/sessions"                    # API login sessions, by SHA-256 of the session id
+VM_SNAPSHOTS = "/vmsnapshots"             # per VM uuid: one VMSnapshotRecord per snapshot name
+BACKUPS = "/backups"                      # per VM uuid: one BackupRecord per exported snapshot
+SCHEDULES = "/schedules"                  # built-in schedules (autobackup, automirror): last/next run
+TRANSFERS = "/transfers"                  # one-time send destinations (sealed key), by id
 NETWORK_TREES = (NETWORKS, NET_ACLS, NET_RESERVATIONS, NET_LEASES)
 PROVISIONER_TREES = (PROVISIONER, USERDATA, PROFILES, SYSTEM_TEMPLATES, NETWORK_TEMPLATES,
                      STORAGE_TEMPLATES, SCRIPTS, OVAS, PROVISIONER_IDS)
@@ -75,7 +79,7 @@ PROVISIONER_TREES = (PROVISIONER, USERDATA, PROFILES, SYSTEM_TEMPLATES, NETWORK_
 # Trees a fresh cluster starts with; backup/restore covers everything under the root.
 BASE_PATHS = (SCHEMA, CONFIG, NODES, LOGS, FAULTS, TASKS, TASK_LOGS, LOCKS, VMS, VM_NAMES,
               VM_CONSOLES, VM_STATS, *CEPH_TREES, *NETWORK_TREES, *PROVISIONER_TREES, FENCING,
-              FENCE_INFO, SESSIONS)
+              FENCE_INFO, SESSIONS, VM_SNAPSHOTS, BACKUPS, SCHEDULES, TRANSFERS)
 
 
 def session(key: str) -> str:
@@ -148,6 +152,37 @@ def task_log(task_id: str) -> str:
 def vm(uuid: str) -> str:
     """VM document (VMRecord): definition, desired state, placement and metadata."""
     return f"{VMS}/{uuid}"
+
+
+def vm_snapshots(uuid: str) -> str:
+    """The VM's snapshots (children: snapshot names), outside /vms so snapshot churn does not
+    wake the VM list cache."""
+    return f"{VM_SNAPSHOTS}/{uuid}"
+
+
+def vm_snapshot(uuid: str, name: str) -> str:
+    """VMSnapshotRecord: XML, metadata and RBD snapshots captured at one instant."""
+    return f"{VM_SNAPSHOTS}/{uuid}/{name}"
+
+
+def vm_backups(uuid: str) -> str:
+    """The VM's backup catalogue (children: snapshot names)."""
+    return f"{BACKUPS}/{uuid}"
+
+
+def vm_backup(uuid: str, name: str) -> str:
+    """BackupRecord: one export of snapshot `name` (type, parent, result, files and checksums)."""
+    return f"{BACKUPS}/{uuid}/{name}"
+
+
+def schedule(name: str) -> str:
+    """ScheduleRecord of a built-in schedule (autobackup, automirror)."""
+    return f"{SCHEDULES}/{name}"
+
+
+def transfer(transfer_id: str) -> str:
+    """A send destination for one task: URI, options and the API key sealed with the cluster key."""
+    return f"{TRANSFERS}/{transfer_id}"
 
 
 def vm_status(uuid: str) -> str:
@@ -342,7 +377,13 @@ def _v7(zk: ZK) -> None:
         zk.ensure(path)
 
 
-MIGRATIONS: dict[int, Migration] = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5, 5: _v6, 6: _v7}
+def _v8(zk: ZK) -> None:
+    """v8: VM snapshots, the backup catalogue, schedules and send destinations."""
+    for path in (VM_SNAPSHOTS, BACKUPS, SCHEDULES, TRANSFERS):
+        zk.ensure(path)
+
+
+MIGRATIONS: dict[int, Migration] = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5, 5: _v6, 6: _v7, 7: _v8}
 
 
 def current_version(zk: ZK) -> int:

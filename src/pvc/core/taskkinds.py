@@ -95,6 +95,72 @@ class ProvisionArgs(TaskArgs):
     script_run_args: list[str] = []
 
 
+class SnapshotArgs(VMTaskArgs):
+    snapshot_name: str
+
+
+class SnapshotCreateArgs(SnapshotArgs):
+    origin: str = "manual"
+
+
+class SnapshotRemoveArgs(SnapshotArgs):
+    force: bool = False              # tolerate missing RBD snapshots, always drop the record
+
+
+class SnapshotRollbackArgs(SnapshotArgs):
+    force: bool = False              # detach disks that are not in the snapshot
+    with_meta: bool = False          # also restore the captured metadata
+
+
+class SnapshotRenameArgs(SnapshotArgs):
+    new_name: str
+
+
+class SnapshotExportArgs(SnapshotArgs):
+    export_path: str
+    incremental_parent: str | None = None
+    force: bool = False              # write even when the free-space estimate says no
+
+
+class SnapshotImportArgs(TaskArgs):
+    """Import `<import_path>/<vm_name>/<snapshot_name>`; the VM does not exist yet."""
+
+    vm_name: str
+    snapshot_name: str
+    import_path: str
+    retain_snapshot: bool = True
+    new_name: str | None = None      # import under another name (a new UUID, volumes renamed)
+    start: bool = True               # upstream always starts the imported VM
+    verify_only: bool = False        # check the tree's checksums, change nothing
+
+
+class SendArgs(SnapshotArgs):
+    """Send a snapshot to another cluster. The destination (URI, key, TLS check, pool) lives in a
+    sealed /transfers/<destination> document, never in the task's arguments."""
+
+    destination: str                 # id of the /transfers document
+    incremental_parent: str | None = None
+
+
+class MirrorArgs(VMTaskArgs):
+    destination: str                 # id of the /transfers document
+    remove_on_source: bool = False   # promote only: remove the local VM afterwards
+    dry_run: bool = False            # promote only: check everything, change nothing
+
+
+class AutobackupArgs(TaskArgs):
+    force_full: bool = False
+    email_recipients: list[str] = []
+    cleanup: bool = False            # remove orphan ab... snapshots (no catalogue entry)
+    scheduled: str = ""              # "normal"/"forced_full" when the built-in schedule ran it
+
+
+class AutomirrorArgs(TaskArgs):
+    email_recipients: list[str] = []
+    email_errors_only: bool = False
+    scheduled: str = ""
+
+
 # The provisioner's stages (progress total of a provisioner.create task).
 PROVISION_STAGES = 11
 
@@ -111,6 +177,17 @@ OSD_REFRESH = "osd.refresh"
 OSD_ADD_DB_VG = "osd.add_db_vg"
 STORAGE_BENCHMARK = "storage.benchmark"
 PROVISIONER_CREATE = "provisioner.create"
+VM_CREATE_SNAPSHOT = "vm.create_snapshot"
+VM_REMOVE_SNAPSHOT = "vm.remove_snapshot"
+VM_ROLLBACK_SNAPSHOT = "vm.rollback_snapshot"
+VM_RENAME_SNAPSHOT = "vm.rename_snapshot"
+VM_EXPORT_SNAPSHOT = "vm.export_snapshot"
+VM_IMPORT_SNAPSHOT = "vm.import_snapshot"
+VM_SEND_SNAPSHOT = "vm.send_snapshot"
+VM_CREATE_MIRROR = "vm.create_mirror"
+VM_PROMOTE_MIRROR = "vm.promote_mirror"
+CLUSTER_AUTOBACKUP = "cluster.autobackup"
+CLUSTER_AUTOMIRROR = "cluster.automirror"
 
 TASK_KINDS: dict[str, type[TaskArgs]] = {
     NODE_SELFTEST: NoArgs,
@@ -126,6 +203,17 @@ TASK_KINDS: dict[str, type[TaskArgs]] = {
     OSD_ADD_DB_VG: DbVgArgs,
     STORAGE_BENCHMARK: BenchmarkArgs,
     PROVISIONER_CREATE: ProvisionArgs,
+    VM_CREATE_SNAPSHOT: SnapshotCreateArgs,
+    VM_REMOVE_SNAPSHOT: SnapshotRemoveArgs,
+    VM_ROLLBACK_SNAPSHOT: SnapshotRollbackArgs,
+    VM_RENAME_SNAPSHOT: SnapshotRenameArgs,
+    VM_EXPORT_SNAPSHOT: SnapshotExportArgs,
+    VM_IMPORT_SNAPSHOT: SnapshotImportArgs,
+    VM_SEND_SNAPSHOT: SendArgs,
+    VM_CREATE_MIRROR: MirrorArgs,
+    VM_PROMOTE_MIRROR: MirrorArgs,
+    CLUSTER_AUTOBACKUP: AutobackupArgs,
+    CLUSTER_AUTOMIRROR: AutomirrorArgs,
 }
 
 
