@@ -285,6 +285,18 @@ class StorageSettings(_Section):
     # The storage benchmark's test volume size and seconds per test (upstream: 64G, 75 s).
     benchmark_size: str = "64G"
     benchmark_runtime: int = Field(default=75, ge=1, le=3600)
+    # Where VM snapshot exports and imports may read and write (absolute directories; a path is
+    # resolved with realpath and must lie under one of them; autobackup's root is added to these).
+    export_roots: list[str] = Field(default_factory=lambda: [
+        "/srv", "/mnt", "/media", "/var/backups", "/backup", "/backups", "/tmp"])
+
+    @field_validator("export_roots")
+    @classmethod
+    def _export_roots(cls, roots: list[str]) -> list[str]:
+        for root in roots:
+            if not root.startswith("/") or ".." in root.split("/"):
+                raise ValueError(f"'{root}' must be an absolute path without '..'")
+        return roots
 
 
 class BgpSettings(_Section):
@@ -470,6 +482,117 @@ class MigrationSettings(_Section):
     target_selector: Literal["mem", "memprov", "load", "vcpus", "vms"] = "mem"
 
 
+def _calendar(value: str | None) -> str | None:
+    """A systemd calendar expression of the subset pvc.core.calendar accepts."""
+    if value is not None:
+        from pvc.core.calendar import CalendarError, parse
+
+        try:
+            parse(value)
+        except CalendarError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+class AutobackupScheduleCounts(_Section):
+    """Upstream's backup_schedule: a full every `full_interval` runs, `full_retention` fulls kept."""
+    full_interval: int = Field(ge=1)
+    full_retention: int = Field(ge=1)
+
+
+class AutobackupMount(_Section):
+    """Commands run (no shell; split as a shell would, quotes allowed) around a run;
+    `{backup_root_path}` is replaced. Unmount always runs, even after a failure."""
+    enabled: bool = False
+    mount_cmds: list[str] = Field(default_factory=list)
+    unmount_cmds: list[str] = Field(default_factory=list)
+
+
+class AutobackupCalendar(_Section):
+    """Built-in schedule (ours): systemd calendar expressions evaluated by the primary, e.g.
+    normal "Tue..Sun *-*-* 0:0:00" and forced_full "Mon *-*-* 0:0:00" (pvc-ansible's timers)."""
+    normal: str | None = None
+    forced_full: str | None = None
+
+    @field_validator("normal", "forced_full")
+    @classmethod
+    def _expr(cls, value: str | None) -> str | None:
+        return _calendar(value)
+
+
+class AutobackupSettings(_Section):
+    """`autobackup:` (upstream's keys; the section's presence enables the feature)."""
+    backup_root_path: str
+    backup_root_suffix: str = ""
+    backup_tags: list[str] = Field(min_length=1)
+    backup_schedule: AutobackupScheduleCounts
+    auto_mount: AutobackupMount = AutobackupMount()
+    # ours
+    schedule: AutobackupCalendar | None = None
+    failed_retention_days: int = Field(default=30, ge=1)     # failed catalogue entries kept this long
+    stale_after: int | None = Field(default=None, ge=60)     # seconds; default 2x the schedule's gap
+    min_free_bytes: int = Field(default=1024 ** 3, ge=0)     # refuse a VM when less would be left
+
+    @field_validator("backup_root_path")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        if not value.startswith("/") or value.rstrip("/") == "":
+            raise ValueError(f"'{value}' must be an absolute directory other than /")
+        return value.rstrip("/")
+
+    @field_validator("backup_root_suffix")
+    @classmethod
+    def _suffix(cls, value: str) -> str:
+        if value and (not value.startswith("/") or ".." in value.split("/")):
+            raise ValueError(f"'{value}' must start with / (e.g. /mycluster) and contain no '..'")
+        return value.rstrip("/")
+
+    @property
+    def target(self) -> str:
+        """Where VM directories go: backup_root_path + backup_root_suffix."""
+        return self.backup_root_path + self.backup_root_suffix
+
+
+class MirrorDestination(_Section):
+    """A PVC cluster automirror sends to. `key` is its API key: a secret (never logged, never in a
+    task's arguments: the task reads it from this file)."""
+    address: str
+    port: int = Field(default=7370, gt=0, lt=65536)
+    prefix: str = "/api/v1"
+    key: str | None = None
+    ssl: bool = True
+    verify_ssl: bool = True
+    pool: str | None = None
+
+    @property
+    def uri(self) -> str:
+        scheme = "https" if self.ssl else "http"
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{scheme}://{host}:{self.port}{self.prefix}"
+
+
+class AutomirrorSettings(_Section):
+    """`automirror:` (upstream's keys; the section's presence enables the feature)."""
+    destinations: dict[str, MirrorDestination] = Field(min_length=1)
+    default_destination: str
+    mirror_tags: list[str] = Field(min_length=1)
+    keep_snapshots: int = Field(ge=1)
+    schedule: str | None = None                              # ours: e.g. "*-*-* 00/4:00:00"
+    stale_after: int | None = Field(default=None, ge=60)
+
+    @field_validator("schedule")
+    @classmethod
+    def _expr(cls, value: str | None) -> str | None:
+        return _calendar(value)
+
+    @model_validator(mode="after")
+    def _default(self) -> AutomirrorSettings:
+        if self.default_destination not in self.destinations:
+            raise ValueError(f"default_destination '{self.default_destination}' is not one of the "
+                             f"destinations ({', '.join(sorted(self.destinations))})")
+        return self
+
+
 class NodeSettings(_Section):
     name: str | None = None
 
@@ -496,6 +619,8 @@ class Settings(_Section):
     networking: NetworkingSettings = NetworkingSettings()
     migration: MigrationSettings = MigrationSettings()
     fencing: FencingSettings = FencingSettings()
+    autobackup: AutobackupSettings | None = None
+    automirror: AutomirrorSettings | None = None
     source: str = Field(default="", exclude=True, description="file this was loaded from")
 
     @property
