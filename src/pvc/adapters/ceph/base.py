@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import uuid as uuidlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -155,6 +156,33 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def remove_snapshot(self, pool: str, volume: str, name: str) -> None: ...
 
+    # -- block I/O (snapshot send and receive) ---------------------------------------------------
+    @abc.abstractmethod
+    def open_block(self, pool: str, volume: str, snapshot: str | None = None,
+                   write: bool = False) -> AbstractContextManager[BlockHandle]:
+        """The volume (at `snapshot`, read-only, when given) opened once for many block reads or
+        writes; StorageNotFound if the volume or snapshot does not exist."""
+
+    def ensure_volume(self, pool: str, name: str, size: int) -> bool:
+        """Create the volume with `size` bytes if it does not exist; True if it was created."""
+        if name in self.list_volumes(pool):
+            return False
+        try:
+            self.create_volume(pool, name, size)
+        except StorageExists:
+            return False
+        return True
+
+    def ensure_snapshot(self, pool: str, volume: str, name: str) -> bool:
+        """Create the snapshot if it does not exist; True if it was created."""
+        if name in self.list_snapshots(pool, volume):
+            return False
+        try:
+            self.create_snapshot(pool, volume, name)
+        except StorageExists:
+            return False
+        return True
+
     # -- clients -------------------------------------------------------------------------------
     @abc.abstractmethod
     def blocklist(self, address: str, seconds: int = 3600) -> None:
@@ -180,6 +208,34 @@ class Storage(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class BlockHandle(abc.ABC):
+    """One open volume (or snapshot) for block-level send and receive.
+
+    `extents(since)` lists the changed byte ranges from snapshot `since` (None: from nothing, i.e.
+    the allocated ranges) to what the handle shows, whole objects at a time, each with `exists`
+    False when the range now reads as zeroes (discarded). Writes may be asynchronous until flush().
+    """
+
+    size: int
+
+    @abc.abstractmethod
+    def extents(self, since: str | None = None) -> list[tuple[int, int, bool]]: ...
+
+    @abc.abstractmethod
+    def read(self, offset: int, length: int) -> bytes: ...
+
+    @abc.abstractmethod
+    def write(self, offset: int, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def discard(self, offset: int, length: int) -> None:
+        """Make the range read as zeroes, deallocating it where the backend can."""
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Wait for every write issued so far; raise the first failure."""
 
 
 def secret_uuid(fsid: str, configured: str | None = None) -> str:

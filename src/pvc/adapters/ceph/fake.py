@@ -11,7 +11,8 @@ import os
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -19,6 +20,7 @@ from pvc.adapters.ceph import fake_mon
 from pvc.adapters.ceph.base import (
     IMAGE_FORMATS,
     OSD_FLAGS,
+    BlockHandle,
     Locker,
     Storage,
     StorageError,
@@ -508,6 +510,21 @@ class FakeStorage(Storage):
             self._snapshot(pool, volume, name)
             del self._volume(pool, volume).snapshots[name]
 
+    # ---- block I/O (snapshot send and receive) -------------------------------------------------
+
+    @contextmanager
+    def open_block(self, pool: str, volume: str, snapshot: str | None = None,
+                   write: bool = False) -> Iterator[BlockHandle]:
+        ref = f"{pool}/{volume}" + (f"@{snapshot}" if snapshot else "")
+        with self._lock:
+            self._enter("open_block", ref)
+            vol = self._volume(pool, volume)
+            if write and snapshot:
+                raise StorageError(f"volume {ref}: a snapshot is read-only")
+            if snapshot:
+                snap = self._snapshot(pool, volume, snapshot)
+        yield _FakeBlock(self, vol, snap if snapshot else None, ref)
+
     # ---- mon commands ------------------------------------------------------------------------
 
     def mon_command(self, prefix: str, **args: Any) -> Any:
@@ -520,3 +537,62 @@ class FakeStorage(Storage):
         with self._lock:
             self._enter("mon_command_text", prefix)
             return fake_mon.mon_command_text(self, prefix)
+
+
+class _FakeBlock(BlockHandle):
+    """Block access to a FakeVolume (or one of its snapshots); an object "exists" when it holds a
+    non-zero byte, which is what thin provisioning looks like from outside."""
+
+    def __init__(self, owner: FakeStorage, vol: FakeVolume, snap: FakeSnapshot | None, ref: str) -> None:
+        self._owner, self._vol, self._snap, self._ref = owner, vol, snap, ref
+        self.size = snap.size if snap else vol.size
+
+    def _data(self) -> bytes | bytearray:
+        return self._snap.data if self._snap else self._vol.data
+
+    @staticmethod
+    def _slice(data: bytes | bytearray, offset: int, length: int) -> bytes:
+        chunk = bytes(data[offset:offset + length])
+        return chunk + bytes(length - len(chunk))
+
+    def extents(self, since: str | None = None) -> list[tuple[int, int, bool]]:
+        with self._owner._lock:
+            data = self._data()
+            if since and since not in self._vol.snapshots:
+                raise StorageNotFound(f"snapshot {self._ref}@{since}: not found")
+            before = self._vol.snapshots[since].data if since else b""
+            found = []
+            for offset in range(0, self.size, _OBJECT):
+                length = min(_OBJECT, self.size - offset)
+                now, old = self._slice(data, offset, length), self._slice(before, offset, length)
+                if now != old:
+                    found.append((offset, length, any(now)))
+            return found
+
+    def read(self, offset: int, length: int) -> bytes:
+        with self._owner._lock:
+            self._owner._enter("block_read", self._ref)
+            return self._slice(self._data(), offset, max(0, min(length, self.size - offset)))
+
+    def write(self, offset: int, data: bytes) -> None:
+        with self._owner._lock:
+            self._owner._enter("block_write", self._ref)
+            if offset + len(data) > self._vol.size:
+                raise StorageError(f"volume {self._ref}: a write at {offset} of {len(data)} bytes passes "
+                                   f"the end of the volume ({self._vol.size} bytes)")
+            buf = self._vol.data
+            if len(buf) < offset:
+                buf.extend(bytes(offset - len(buf)))
+            buf[offset:offset + len(data)] = data
+            self._vol.modified = self._owner.clock()
+
+    def discard(self, offset: int, length: int) -> None:
+        with self._owner._lock:
+            self._owner._enter("block_discard", self._ref)
+            buf = self._vol.data
+            end = min(len(buf), offset + length)
+            if end > offset:
+                buf[offset:end] = bytes(end - offset)
+
+    def flush(self) -> None:
+        pass
