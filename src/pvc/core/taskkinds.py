@@ -153,12 +153,14 @@ class AutobackupArgs(TaskArgs):
     email_recipients: list[str] = []
     cleanup: bool = False            # remove orphan ab... snapshots (no catalogue entry)
     scheduled: str = ""              # "normal"/"forced_full" when the built-in schedule ran it
+    now: float | None = None         # the run's clock (epoch), for tests over simulated days
 
 
 class AutomirrorArgs(TaskArgs):
     email_recipients: list[str] = []
     email_errors_only: bool = False
     scheduled: str = ""
+    now: float | None = None         # the run's clock (epoch), for tests over simulated days
 
 
 # The provisioner's stages (progress total of a provisioner.create task).
