@@ -202,6 +202,29 @@ class Hypervisor(abc.ABC):
         `disk` is a target device (vda) or an rbd source name (pool/volume).
         """
 
+    # -- snapshot consistency (VM snapshots: DESIGN D15); optional, Unsupported by default -------
+
+    def suspend(self, uuid: str) -> None:
+        """Pause the running domain's vCPUs (its disks see no new writes until resume)."""
+        raise Unsupported(f"suspend {uuid}: not supported by {type(self).__name__}")
+
+    def resume(self, uuid: str) -> None:
+        """Let a suspended domain run again."""
+        raise Unsupported(f"resume {uuid}: not supported by {type(self).__name__}")
+
+    def guest_agent_ready(self, uuid: str, timeout: int = 2) -> bool:
+        """Whether the domain has a QEMU guest agent channel and the agent answers now."""
+        return False
+
+    def fs_freeze(self, uuid: str, timeout: int = 5) -> int:
+        """Freeze the guest's filesystems through its agent (bounded by `timeout` seconds); how many.
+        Callers thaw in a `finally`."""
+        raise Unsupported(f"freeze filesystems of {uuid}: not supported by {type(self).__name__}")
+
+    def fs_thaw(self, uuid: str, timeout: int = 5) -> int:
+        """Thaw the guest's filesystems; how many."""
+        raise Unsupported(f"thaw filesystems of {uuid}: not supported by {type(self).__name__}")
+
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections; the object may be used again (it reconnects)."""
 

@@ -49,6 +49,8 @@ class FakeDomain:
     reason: str = "booted"
     shutdown_requested_at: float | None = None
     ignores_acpi: bool = False
+    guest_agent: bool = False          # a guest agent answers (fs_freeze works)
+    frozen: bool = False
 
 
 @dataclass
@@ -374,6 +376,47 @@ class FakeHypervisor(Hypervisor):
             if size < 1:
                 raise HypervisorError(f"resize disk {disk} of {uuid}: size {size} is not positive")
             self.disk_sizes[(uuid, target)] = size
+
+    def suspend(self, uuid: str) -> None:
+        uuid = normalize_uuid(uuid)
+        with self.network.lock:
+            self._enter("suspend", uuid)
+            dom = self._running(uuid, "suspend")
+            dom.state, dom.reason = "paused", "user"
+
+    def resume(self, uuid: str) -> None:
+        uuid = normalize_uuid(uuid)
+        with self.network.lock:
+            self._enter("resume", uuid)
+            dom = self._get(uuid)
+            if dom.state != "paused":
+                raise HypervisorError(f"resume {uuid}: domain is not paused")
+            dom.state, dom.reason = "running", "unpaused"
+
+    def guest_agent_ready(self, uuid: str, timeout: int = 2) -> bool:
+        uuid = normalize_uuid(uuid)
+        with self.network.lock:
+            self._enter("guest_agent_ready", uuid)
+            dom = self._domains.get(uuid)
+            return dom is not None and dom.state == "running" and dom.guest_agent
+
+    def fs_freeze(self, uuid: str, timeout: int = 5) -> int:
+        uuid = normalize_uuid(uuid)
+        with self.network.lock:
+            self._enter("fs_freeze", uuid)
+            dom = self._running(uuid, "freeze filesystems")
+            if not dom.guest_agent:
+                raise HypervisorError(f"freeze filesystems of {uuid}: QEMU guest agent is not connected")
+            dom.frozen = True
+            return 1
+
+    def fs_thaw(self, uuid: str, timeout: int = 5) -> int:
+        uuid = normalize_uuid(uuid)
+        with self.network.lock:
+            self._enter("fs_thaw", uuid)
+            dom = self._get(uuid)
+            was, dom.frozen = dom.frozen, False
+            return 1 if was else 0
 
     def host_resources(self) -> dict[str, Any]:
         with self.network.lock:

@@ -6,7 +6,9 @@ Built in layers: the shared connection (connection.py), the reads (stats.py), li
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -217,3 +219,62 @@ class LibvirtHypervisor(LibvirtMigration, Hypervisor):
             dom.blockResize(target, size, lv.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
 
         self._act(what, resize)
+
+    # ---- snapshot consistency ------------------------------------------------------------------
+
+    def suspend(self, uuid: str) -> None:
+        uuid = normalize_uuid(uuid)
+        self._act(f"suspend {uuid}", lambda conn: self._lookup(conn, uuid).suspend())
+
+    def resume(self, uuid: str) -> None:
+        uuid = normalize_uuid(uuid)
+        self._act(f"resume {uuid}", lambda conn: self._lookup(conn, uuid).resume())
+
+    def guest_agent_ready(self, uuid: str, timeout: int = 2) -> bool:
+        """The live XML names a connected org.qemu.guest_agent.0 channel and, where libvirt_qemu is
+        importable, the agent answers guest-ping within `timeout` seconds."""
+        uuid = normalize_uuid(uuid)
+        try:
+            xml = self.live_xml(uuid)
+        except HypervisorError:
+            return False
+        if not re.search(r"<target[^>]*name=['\"]org\.qemu\.guest_agent\.0['\"][^>]*"
+                         r"state=['\"]connected['\"]", xml):
+            return False
+        try:
+            import libvirt_qemu
+        except ImportError:
+            return True
+
+        def ping(conn: Any) -> bool:
+            libvirt_qemu.qemuAgentCommand(self._lookup(conn, uuid), '{"execute":"guest-ping"}', timeout, 0)
+            return True
+
+        try:
+            return self._read(f"guest agent ping of {uuid}", ping)
+        except HypervisorError:
+            return False
+
+    def _agent_timeout(self, dom: Any, timeout: int) -> None:
+        with contextlib.suppress(AttributeError, self._lv.libvirtError):
+            dom.agentSetResponseTimeout(max(1, int(timeout)), 0)     # libvirt >= 5.10
+
+    def fs_freeze(self, uuid: str, timeout: int = 5) -> int:
+        uuid = normalize_uuid(uuid)
+
+        def freeze(conn: Any) -> int:
+            dom = self._lookup(conn, uuid)
+            self._agent_timeout(dom, timeout)
+            return int(dom.fsFreeze(None, 0))
+
+        return self._act(f"freeze filesystems of {uuid}", freeze)
+
+    def fs_thaw(self, uuid: str, timeout: int = 5) -> int:
+        uuid = normalize_uuid(uuid)
+
+        def thaw(conn: Any) -> int:
+            dom = self._lookup(conn, uuid)
+            self._agent_timeout(dom, timeout)
+            return int(dom.fsThaw(None, 0))
+
+        return self._act(f"thaw filesystems of {uuid}", thaw)

@@ -1,0 +1,116 @@
+"""VM snapshots, the pure part: the name rule, the name prefixes, the date string and the item view.
+
+Upstream's name check meant `[a-z0-9._-]` but its character range `.`-`_` also let `/`, `@`, `:`
+and upper case through; a name with `@` or `/` then broke every later `pool/volume@snap` parse.
+Ours is explicit and names the rule when it refuses.
+
+`xml_diff_lines` keeps upstream's wire shape (a unified diff with one line of context, from the
+VM's current XML to the snapshot's), because upstream's receiver rebuilds a snapshot's XML by
+applying it to the `xml` of the VM item. Both sides are diffed as the item shows XML (double
+quotes swapped for single), so the hunks apply to exactly that text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pvc.core.errors import InvalidInput
+
+NAME_RULE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+NAME_RE = re.compile(NAME_RULE)
+
+AUTOBACKUP_PREFIX = "ab"
+AUTOMIRROR_PREFIX = "am"
+MIRROR_PREFIX = "mr"
+LEGACY_BACKUP_PREFIX = "backup_"
+# Names the system makes and relies on: a manual rename may neither take nor leave them.
+RESERVED_PREFIXES = (AUTOBACKUP_PREFIX, AUTOMIRROR_PREFIX, MIRROR_PREFIX)
+
+DIFF_CONTEXT = 1
+
+
+def name_problem(name: Any) -> str | None:
+    """Why `name` is not a valid VM snapshot name, or None when it is."""
+    if not isinstance(name, str) or not name:
+        return "a snapshot name is required"
+    for char, what in (("@", "'@'"), ("/", "'/'"), (":", "':'")):
+        if char in name:
+            return f"'{name}' may not contain {what} (names must match {NAME_RULE})"
+    if len(name) > 64:
+        return f"'{name[:40]}...' is too long ({len(name)} characters, at most 64)"
+    if not NAME_RE.match(name):
+        return (f"'{name}' is not a valid snapshot name: it must start with a letter or digit and "
+                f"contain only letters, digits, '.', '_' and '-' (names must match {NAME_RULE})")
+    return None
+
+
+def check_name(name: Any, field: str = "snapshot_name") -> str:
+    """The name, or InvalidInput naming the field and the rule."""
+    problem = name_problem(name)
+    if problem:
+        raise InvalidInput(f"{field}: {problem}")
+    return str(name)
+
+
+def reserved_prefix(name: str) -> str | None:
+    """The system prefix `name` starts with (ab, am, mr), if any."""
+    return next((p for p in RESERVED_PREFIXES if name.startswith(p)), None)
+
+
+def origin_of(name: str) -> str:
+    """Who makes snapshots named like this: autobackup, automirror, mirror, backup or manual."""
+    if name.startswith(AUTOBACKUP_PREFIX):
+        return "autobackup"
+    if name.startswith(AUTOMIRROR_PREFIX):
+        return "automirror"
+    if name.startswith(MIRROR_PREFIX):
+        return "mirror"
+    if name.startswith(LEGACY_BACKUP_PREFIX):
+        return "backup"
+    return "manual"
+
+
+def datestring(now: float | None = None) -> str:
+    """Upstream's default snapshot name: the local time as YYYYMMDDHHMMSS."""
+    return time.strftime("%Y%m%d%H%M%S", time.localtime(time.time() if now is None else now))
+
+
+def wire_xml(xml: str) -> str:
+    """The XML as the VM item shows it (upstream swaps double quotes for single ones)."""
+    return xml.replace('"', "'")
+
+
+def xml_diff_lines(current_xml: str, snapshot_xml: str) -> list[str]:
+    """Upstream's `xml_diff_lines`: unified diff, one line of context, current -> snapshot."""
+    return list(difflib.unified_diff(wire_xml(current_xml).split("\n"), wire_xml(snapshot_xml).split("\n"),
+                                     fromfile="current", tofile="snapshot", fromfiledate="",
+                                     tofiledate="", n=DIFF_CONTEXT, lineterm=""))
+
+
+def diff_counts(lines: Iterable[str]) -> tuple[int, int]:
+    """(added, removed) lines of a unified diff, headers excluded (`pvc vm info`'s XML Changes)."""
+    added = removed = 0
+    for line in lines:
+        if line.startswith(("+++", "---")):
+            continue
+        if line.startswith("+"):
+            added += 1
+        elif line.startswith("-"):
+            removed += 1
+    return added, removed
+
+
+def snapshot_item(name: str, created: float, rbd_snapshots: Sequence[str], diff: Sequence[str],
+                  now: float) -> dict[str, Any]:
+    """One entry of a VM item's `snapshots` (upstream's shape; `timestamp` is text, as upstream)."""
+    return {"name": name, "timestamp": str(int(created)), "age": max(0, int(now - created)),
+            "xml_diff_lines": list(diff), "rbd_snapshots": list(rbd_snapshots)}
+
+
+def newest_first(items: Iterable[Mapping[str, Any]], key: str = "created") -> list[Mapping[str, Any]]:
+    """Newest first, then by name (two snapshots of the same second keep a stable order)."""
+    return sorted(items, key=lambda i: (-float(i.get(key) or 0), str(i.get("name", ""))))
