@@ -120,6 +120,8 @@ class SnapshotExportArgs(SnapshotArgs):
     export_path: str
     incremental_parent: str | None = None
     force: bool = False              # write even when the free-space estimate says no
+    legacy: bool = False             # the deprecated backup's layout (<datestring>/pvcdisks, pvcbackup.json)
+    origin: str = "export"           # the catalogue entry's origin: export, backup or autobackup
 
 
 class SnapshotImportArgs(TaskArgs):
