@@ -15,6 +15,7 @@ from pvc.adapters.ceph import StorageUnavailable
 from pvc.adapters.ceph.fake import FakeStorage
 from pvc.core import schema
 from pvc.core.zk import ZK
+from pvc.node.services.clusterhealth import ClusterChecks
 from pvc.node.storage import SETTLE_PASSES, StorageMonitor
 
 
@@ -167,6 +168,8 @@ def test_cluster_status_counts_storage_and_ceph_faults(zk: ZK, ceph: FakeStorage
     ceph.set_osd_up(2, False)
     monitor.run_once()
     assert state.storage_summary(zk)["osds"] == {"total": 3, "up,in": 2, "down,in": 1}
+    # the primary's cluster checks raise them from the status the pass keeps in /ceph/status
+    ClusterChecks(zk, clock=lambda: 1234.5).run_once()
     (fault,) = faults.load_faults(zk)           # one per health check, named as upstream names them
     assert fault.id == "CEPH_WARN_OSD_DOWN" and fault.health_delta == 10
     assert fault.message.startswith("HEALTH_WARN OSD_DOWN: ")

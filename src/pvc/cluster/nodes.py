@@ -87,6 +87,17 @@ def load_fencing(zk: ZK, names: list[str] | None = None) -> dict[str, dict[str, 
     return {n: d for n in names if isinstance(d := docs.get(schema.node_fencing(n)), dict)}
 
 
+def node_health(node: NodeRecord) -> int | None:
+    """The node's health in percent, or None ("N/A") when it is not known now: the daemon is not
+    running (stopped, dead, fenced, starting or stopping), or its health checks never reported
+    (no health, or a health with no plugin behind it: the record's default)."""
+    if node.daemon_state != "run" or node.health is None:
+        return None
+    if not (node.health_plugins or node.health_details):
+        return None
+    return node.health
+
+
 def node_view(node: NodeRecord, fencing: dict[str, Any] | None = None) -> dict[str, Any]:
     """The node item of API v1 (PVC's JSON shape), plus PVC's own fencing history."""
     return {
@@ -99,7 +110,7 @@ def node_view(node: NodeRecord, fencing: dict[str, Any] | None = None) -> dict[s
         "kernel": node.kernel,
         "os": node.os,
         "arch": node.arch,
-        "health": node.health if node.health is not None else "N/A",
+        "health": health if (health := node_health(node)) is not None else "N/A",
         "health_plugins": node.health_plugins,
         "health_details": node.health_details,
         "load": node.load,

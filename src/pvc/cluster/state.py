@@ -58,9 +58,11 @@ def _count(states: list[str], known: tuple[str, ...]) -> dict[str, int]:
 
 
 def _node_health(node: NodeRecord) -> dict[str, Any]:
-    """As upstream: the health value and `'<plugin>': <message>` for each plugin with a delta."""
+    """As upstream: the health value (a number, or "None" when not known now: see
+    `nodes.node_health`) and `'<plugin>': <message>` for each plugin with a delta."""
+    health = nodes_fencing.node_health(node)
     return {
-        "health": node.health if node.health is not None else "None",
+        "health": health if health is not None else "None",
         "messages": [
             f"'{d.get('name')}': {d.get('message')}" for d in node.health_details if d.get("health_delta")
         ],
@@ -117,11 +119,12 @@ def cluster_status(zk: ZK) -> dict[str, Any]:
     cluster = get_cluster(zk)
     nodes = load_nodes(zk)
     primary = primary_node(zk)
-    every_fault = faults_mod.load_faults(zk)
-    # As upstream: unacknowledged faults, the largest delta first, then the latest report.
-    faults = sorted((f for f in every_fault if f.status != "ack"),
+    every_fault = faults_mod.load_faults(zk)          # the active ones
+    # As upstream: unacknowledged faults, the largest delta first, then the latest report
+    # (ours: only active ones; a resolved fault no longer counts).
+    faults = sorted((f for f in every_fault if faults_mod.counts(f)),
                     key=lambda f: (f.health_delta, f.last_reported), reverse=True)
-    health = max(0, 100 - sum(f.health_delta for f in faults))
+    health = faults_mod.cluster_health(faults)
     node_states = _count([f"{n.daemon_state},{n.domain_state}" for n in nodes], NODE_STATE_COMBINATIONS)
     vm_entries = sorted(vms_mod.load_entries(zk), key=lambda e: e.record.name)
     vm_states = _count([e.record.state for e in vm_entries], VM_STATE_COMBINATIONS)
@@ -177,7 +180,7 @@ def cluster_status(zk: ZK) -> dict[str, Any]:
         "detail": {
             "node": [
                 {"name": n.name, "daemon_state": n.daemon_state, "coordinator_state": n.coordinator_state,
-                 "domain_state": n.domain_state, "health": n.health if n.health is not None else "None"}
+                 "domain_state": n.domain_state, "health": _node_health(n)["health"]}
                 for n in nodes
             ],
             "vm": [

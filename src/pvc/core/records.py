@@ -91,6 +91,8 @@ class FaultRecord(Record):
     status: FaultStatus = "new"
     health_delta: int = 0
     message: str = ""
+    active: bool = True              # ours: false once the condition ended (it no longer counts)
+    resolved_at: str = ""            # ours: when it was resolved (fault time), "" while active
 
 
 class TaskRecord(Record):

@@ -240,7 +240,8 @@ class HAMonitor:
             return doc
 
         self.store.update_node(name, dead)
-        self.store.raise_fault(f"DEAD_NODE_{name}", 50, f"Node {name} is dead: {reason}")
+        # upstream's name and the message the primary's cluster checks keep (clusterhealth.dead_nodes)
+        self.store.raise_fault(f"DEAD_NODE_{name.upper()}", 50, f"Node {name} is dead: {reason}")
         record["phase"] = "fencing"
         self._save(name, record)
 
@@ -338,7 +339,7 @@ class HAMonitor:
             mine = {vm.uuid for vm in vms}
             left = vms + [all_vms[u] for u in sorted(claimed) if u in all_vms and u not in mine]
             for vm in left:
-                self.store.raise_fault(f"VM_NOT_RECOVERED_{vm.name}", 10,
+                self.store.raise_fault(f"VM_NOT_RECOVERED_{vm.name.upper()}", 10,
                                        f"VM {vm.name} ran on dead node {name} and was not recovered "
                                        f"(fence {record.get('fence') or 'not done'}, action {action})")
             self._event(record, "recover", f"action '{action}': {len(left)} VM(s) left on {name}")
@@ -367,7 +368,7 @@ class HAMonitor:
                 continue                      # changed meanwhile (an administrator acted)
             if target is None:
                 stranded += 1
-                self.store.raise_fault(f"VM_NOT_RECOVERED_{vm.name}", 10,
+                self.store.raise_fault(f"VM_NOT_RECOVERED_{vm.name.upper()}", 10,
                                        f"VM {vm.name} ran on dead node {name}; no node can take it "
                                        "(stopped with autostart set)")
                 self._event(record, "recover", f"{vm.name}: no target node; stopped, autostart set")
@@ -418,7 +419,7 @@ class HAMonitor:
             self._save(name, record)
             if readied:
                 self.store.update_node(name, lambda d: {**d, "daemon_state": "run"})
-            self.store.clear_fault(f"DEAD_NODE_{name}")
+            self.store.clear_fault(f"DEAD_NODE_{name.upper()}")   # resolved
 
 
 def _account(node: NodeRecord, demand: Demand) -> None:

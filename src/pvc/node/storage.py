@@ -31,7 +31,6 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
 from pvc.adapters.ceph import Locker, Storage, StorageError, StorageNotFound, keyring_key, secret_uuid
 from pvc.adapters.hypervisor import Hypervisor
-from pvc.cluster import faults as faults_mod
 from pvc.core import schema
 from pvc.core.vocabulary import DEVICE_CLASSES
 from pvc.core.zk import ZK
@@ -450,11 +449,16 @@ HEALTH_DELTAS = {"HEALTH_WARN": 10, "HEALTH_ERR": 50}
 
 def health_faults(health: dict[str, Any]) -> list[tuple[str, int, str]]:
     """(name, health delta, message) of each fault for a `ceph health` answer, as upstream names
-    them: one per health check, `CEPH_WARN_<CHECK>` (10) or `CEPH_ERR_<CHECK>` (50); none when OK."""
+    them: one per health check, `CEPH_WARN_<CHECK>` (10) or `CEPH_ERR_<CHECK>` (50); none when OK.
+    A check an administrator muted (`ceph health mute`) raises nothing.
+    The primary's cluster checks (pvc.node.services.clusterhealth) raise and resolve them."""
     status = str(health.get("status") or "")
     if status not in HEALTH_DELTAS:
         return []
-    checks = health.get("checks") or {}
+    checks = {k: v for k, v in (health.get("checks") or {}).items()
+              if not (isinstance(v, dict) and v.get("muted"))}
+    if not checks and health.get("checks"):
+        return []
     if not checks:
         level = status.removeprefix("HEALTH_")
         return [(f"CEPH_{level}_HEALTH", HEALTH_DELTAS[status], f"Ceph cluster health is {status}")]
@@ -546,14 +550,7 @@ class StorageMonitor:
             "node": self.node, "time": self.clock(), "status_text": facts.status_text,
             "status": facts.status, "health": facts.health, "util_text": facts.util_text,
             "util": facts.util})
-        self.report_health(facts.health)
         return 1
-
-    def report_health(self, health: dict[str, Any]) -> None:
-        """A cluster fault while Ceph is not HEALTH_OK (one per status; refreshed each pass and
-        kept until an administrator acknowledges it, like every PVC fault)."""
-        for fault in health_faults(health):
-            faults_mod.raise_fault(self.zk, *fault)
 
     def _settled(self, key: str, condition: bool) -> bool:
         """True once `condition` has held for `key` in SETTLE_PASSES passes in a row."""

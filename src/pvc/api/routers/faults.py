@@ -1,4 +1,5 @@
-"""Fault routes: list, acknowledge and delete cluster faults (pvc-facts §11.2)."""
+"""Fault routes: list, acknowledge and delete cluster faults (pvc-facts §11.2); `GET /faults?all=true`
+(ours) lists resolved faults too."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pvc.api.auth import require_auth
 from pvc.api.common import get_zk, ok, responses
 from pvc.api.errors import message
 from pvc.api.models import Fault, Message
-from pvc.api.params import Inputs, inputs
+from pvc.api.params import Bool, Inputs, inputs
 from pvc.cluster import faults as faults_mod
 from pvc.core.zk import ZK
 
@@ -23,13 +24,15 @@ SortKey = Literal["first_reported", "last_reported", "acknowledged_at", "status"
 
 class FaultListInputs(Inputs):
     sort_key: SortKey = Field("last_reported", description="The fault key to sort by (default last_reported)")
+    all: Bool = Field(False, description="Also list resolved faults (whose condition ended; kept for "
+                                         "faults.fault_retention_days); by default only active ones")
 
 
 @router.get("", summary="Return a list of cluster faults (an empty array when there are none)",
             responses=responses(list[Fault]))
 def fault_list(params: FaultListInputs = inputs(FaultListInputs), zk: ZK = Depends(get_zk)) -> JSONResponse:
     # Upstream answers an unfiltered, empty fault list with 200 [] (the healthy case), not 404.
-    return ok(faults_mod.list_faults(zk, params.sort_key))
+    return ok(faults_mod.list_faults(zk, params.sort_key, resolved=params.all))
 
 
 @router.put("", summary="Acknowledge all cluster faults", responses=responses())

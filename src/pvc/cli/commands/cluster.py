@@ -248,11 +248,13 @@ def _fault_row(fault: dict[str, Any], long: bool) -> list[Any]:
     delta = fault.get("health_delta", 0)
     status = str(fault.get("status", ""))
     status_style = "green" if status == "ack" else health_style(100 - int(delta or 0))
+    if fault.get("active") is False:            # ours: its condition ended (listed with --all)
+        status, status_style = f"{status},resolved", "green"
     row: list[Any] = [fault.get("id", ""), Text(status, style=status_style),
                       Text(f"-{delta}%", style=status_style)]
     if long:
         row += [fault.get("first_reported", ""), fault.get("last_reported", ""),
-                fault.get("acknowledged_at") or "N/A"]
+                fault.get("acknowledged_at") or "N/A", fault.get("resolved_at") or "N/A"]
     else:
         row.append(fault.get("last_reported", ""))
     row.append(fault.get("message", ""))
@@ -270,7 +272,7 @@ def format_faults_long(faults: Sequence[dict[str, Any]]) -> RenderableType:
     if not faults:
         return "No faults found."
     return table(["ID", "Status", ("Delta", "right"), "First Reported", "Last Reported", "Acknowledged",
-                  "Message"], (_fault_row(f, long=True) for f in faults))
+                  "Resolved", "Message"], (_fault_row(f, long=True) for f in faults))
 
 
 FAULT_FORMATS = {"short": format_faults_short, "long": format_faults_long, **json_formatters()}
@@ -518,9 +520,14 @@ def fault() -> None:
 @click.argument("limit", required=False, default=None)
 @click.option("--sort-key", type=click.Choice(FAULT_SORT_KEYS), default="last_reported", show_default=True,
               help="Sort faults by this key.")
+@click.option("--all", "all_faults", is_flag=True, default=False,
+              help="Also list resolved faults (their condition ended; kept for a while).")
 @format_option(FAULT_FORMATS, default="short")
-def fault_list(limit: str | None, sort_key: str, formatter: Any) -> None:
-    """List the cluster's faults, or only the fault with ID LIMIT (as upstream).
+def fault_list(limit: str | None, sort_key: str, all_faults: bool, formatter: Any) -> None:
+    """List the cluster's active faults, or only the fault with ID LIMIT (as upstream).
+
+    A fault whose condition ended is resolved: it no longer lowers cluster health and is listed
+    only with --all.
 
     \b
     Formats: short (default), long (all timestamps), json, json-pretty.
@@ -530,7 +537,8 @@ def fault_list(limit: str | None, sort_key: str, formatter: Any) -> None:
         faults = state.api().get_json(f"/faults/{quote(limit, safe='')}")
         state.emit(faults if isinstance(faults, list) else [faults], formatter)
         return
-    state.emit(state.api().get_list("/faults", params={"sort_key": sort_key}), formatter)
+    params = {"sort_key": sort_key, **({"all": "true"} if all_faults else {})}
+    state.emit(state.api().get_list("/faults", params=params), formatter)
 
 
 def _fault_commands(name: str, method: str, verb: str, what_then: str) -> None:

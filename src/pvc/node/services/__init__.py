@@ -7,6 +7,7 @@
 * `primary`: the election and what taking over and handing over mean here;
 * `ha`: self-fence, hardware watchdog, heartbeat and the HA monitor (coordinators);
 * `storage`: direct-mode OSDs, the libvirt ceph secret, client addresses, Ceph stats (primary);
+* `clusterhealth`: the primary's cluster checks (upstream's cluster faults, resolved when they end);
 * `networking`: the network reconciler over the host adapters.
 * `sriov`: SR-IOV PFs and VFs: set up, published, VF settings applied (networking.sriov_enable).
 """

@@ -85,7 +85,7 @@ class HAService:
     def _vm_fault(self, name: str, message: str | None) -> None:
         from pvc.cluster import faults
 
-        key = f"VM_FAILED_{name}"
+        key = faults.fault_name("VM_FAILED", name)      # upstream's VM_FAILED_<VM>
         try:
             if message is None:
                 faults.clear_fault(self.zk, key)
