@@ -15,6 +15,28 @@ from pvc.core.errors import Conflict, InvalidInput, NotFound
 from pvc.core.zk import ZK
 
 
+class SnapshotOwned(Conflict):
+    """The RBD snapshot belongs to a VM snapshot (its document names the owner)."""
+
+    status = 409
+
+
+def refuse_owned(zk: ZK, doc: Mapping[str, Any], pool: str, volume: str, name: str, doing: str) -> None:
+    """A snapshot owned by a VM snapshot (`owner: vm:<uuid>/<name>`) that still exists is refused,
+    so a VM snapshot never loses one of its disks behind its back. A stale owner is ignored."""
+    value = doc.get("owner")
+    if not isinstance(value, str) or not value.startswith("vm:") or "/" not in value:
+        return
+    uuid, _, snap = value[3:].partition("/")
+    if not zk.exists(schema.vm_snapshot(uuid, snap)):
+        return
+    vm = zk.get(schema.vm(uuid), None)
+    vm_name = vm.get("name", uuid) if isinstance(vm, dict) else uuid
+    raise SnapshotOwned(f'Cannot {doing} RBD snapshot "{name}" of volume "{volume}" in pool "{pool}": it '
+                        f'belongs to snapshot "{snap}" of VM "{vm_name}"; remove or rename that VM snapshot '
+                        f"instead (pvc vm snapshot remove/rename).")
+
+
 def get_snapshot(zk: ZK, pool: str, volume: str, snapshot: str) -> dict[str, Any]:
     get_volume(zk, pool, volume)
     doc = read_doc(zk, schema.snapshot(pool, volume, snapshot)) if safe_name(snapshot) else None
@@ -70,6 +92,7 @@ def add_snapshot(zk: ZK, storage: Storage, pool: str, volume: str, name: str) ->
 def rename_snapshot(zk: ZK, storage: Storage, pool: str, volume: str, name: str, new_name: str) -> str:
     check_name(new_name, "new_name")
     doc = get_snapshot(zk, pool, volume, name)
+    refuse_owned(zk, doc, pool, volume, name, "rename")
     if new_name == name:
         raise InvalidInput(f'new_name: snapshot "{name}" already has that name')
     if zk.exists(schema.snapshot(pool, volume, new_name)):
@@ -99,7 +122,7 @@ def rollback_snapshot(zk: ZK, storage: Storage, pool: str, volume: str, name: st
 
 
 def remove_snapshot(zk: ZK, storage: Storage, pool: str, volume: str, name: str) -> str:
-    get_snapshot(zk, pool, volume, name)
+    refuse_owned(zk, get_snapshot(zk, pool, volume, name), pool, volume, name, "remove")
     with ceph(f'remove RBD snapshot "{name}" of volume "{volume}" in pool "{pool}"'):
         try:
             storage.remove_snapshot(pool, volume, name)

@@ -8,6 +8,7 @@ of the /vms and /vmstats TreeCaches, so a stats change re-renders only the VMs i
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from pvc.cluster.vms.view import (
     dump,
     encode_stats,
     record_summary,
+    snapshots_view,
+    splice_snapshots,
     static_view,
     stats_prefixes,
     vm_filter,
@@ -26,7 +29,7 @@ from pvc.cluster.vms.view import (
 )
 from pvc.core import schema
 from pvc.core.errors import InvalidInput, NotFound
-from pvc.core.records import VMRecord, VMStatus
+from pvc.core.records import VMRecord, VMSnapshotRecord, VMStatus
 from pvc.core.vocabulary import VM_ACTIVE_STATES, VM_LIST_STATES
 from pvc.core.zk import ZK, decode
 from pvc.core.zkcache import TreeMirror
@@ -295,12 +298,55 @@ def list_vms(zk: ZK, limit: str | None = None, node: str | None = None, state: s
     return sorted((e for e in entries if keep(e.record)), key=lambda e: e.record.name)
 
 
-def item_json(zk: ZK, entry: VMEntry, index: StatsIndex | None = None) -> bytes:
-    """The encoded VM item, re-rendered only when the VM, its status or its stats shard changed.
+def item_json(zk: ZK, entry: VMEntry, index: StatsIndex | None = None, snapshots: bool = True) -> bytes:
+    """The encoded VM item with its snapshots (read now, two small reads; `snapshots=False` leaves
+    them out for a list, which adds them in bulk).
 
-    Cached entries (entry.key set) take their stats from index (or the stats cache); read ones
-    carry them in entry.stats.
+    The rest is re-rendered only when the VM, its status or its stats shard changed. Cached
+    entries (entry.key set) take their stats from index (or the stats cache); read ones carry them
+    in entry.stats.
     """
+    data = _item_json(zk, entry, index)
+    if not snapshots:
+        return data
+    found = load_snapshots(zk, [entry.record.uuid]).get(entry.record.uuid)
+    return splice_snapshots(data, _snapshots_json(entry.record, found, time.time())) if found else data
+
+
+def load_snapshots(zk: ZK, uuids: list[str] | None = None) -> dict[str, list[VMSnapshotRecord]]:
+    """The VMs' snapshot records, read in bulk (pvc.cluster.vmsnapshots owns them)."""
+    from pvc.cluster.vmsnapshots import load_many  # it reads VMs through this module
+    return load_many(zk, uuids)
+
+
+def _snapshots_json(record: VMRecord, snapshots: list[VMSnapshotRecord], now: float) -> bytes:
+    return dump(snapshots_view(record, snapshots, now))
+
+
+def _with_snapshots(data: bytes, entries: Sequence[VMEntry],
+                    found: dict[str, list[VMSnapshotRecord]]) -> bytes:
+    """The encoded list with each VM's snapshots spliced into its item, in one pass over the list
+    (items are in `entries` order; the uuid comes before the snapshots key in each)."""
+    now = time.time()
+    parts: list[bytes] = []
+    position = 0
+    for entry in entries:
+        snaps = found.get(entry.record.uuid)
+        if not snaps:
+            continue
+        at = data.find(b'"uuid":"%s"' % entry.record.uuid.encode(), position)
+        key = data.find(b'"snapshots":[]', at) if at >= 0 else -1
+        if key < 0:
+            continue
+        parts += [data[position:key], b'"snapshots":', _snapshots_json(entry.record, snaps, now)]
+        position = key + len(b'"snapshots":[]')
+    if not parts:
+        return data
+    parts.append(data[position:])
+    return b"".join(parts)
+
+
+def _item_json(zk: ZK, entry: VMEntry, index: StatsIndex | None = None) -> bytes:
     if entry.key is None:
         item = vm_view(entry.record, entry.status, stats=entry.stats)
         return dump(item)
@@ -329,7 +375,17 @@ def item_json(zk: ZK, entry: VMEntry, index: StatsIndex | None = None) -> bytes:
 
 
 def list_json(zk: ZK, entries: Sequence[VMEntry]) -> bytes:
-    """The encoded list; the whole unfiltered list is kept per generation of both caches."""
+    """The encoded list with the VMs' snapshots (read in bulk: one read when no VM has any)."""
+    data = _list_json(zk, entries)
+    if not entries:
+        return data
+    found = load_snapshots(zk, None if len(entries) > 50 else [e.record.uuid for e in entries])
+    return _with_snapshots(data, entries, found) if found else data
+
+
+def _list_json(zk: ZK, entries: Sequence[VMEntry]) -> bytes:
+    """The encoded list without snapshots; the whole unfiltered list is kept per generation of both
+    caches."""
     memo = _memo(zk)
     snapshot = memo.snapshot
     whole = snapshot is not None and entries is snapshot[1]
@@ -341,13 +397,13 @@ def list_json(zk: ZK, entries: Sequence[VMEntry]) -> bytes:
     if index is None and any(e.key is not None for e in entries):
         index = read_stats(zk, {e.status.node for e in entries if e.status is not None})
     if not (whole and cached_stats is not None):
-        return _join([item_json(zk, e, index) for e in entries])
+        return _join([_item_json(zk, e, index) for e in entries])
     tree = _tree(zk, schema.VM_STATS)
     with memo.render_lock:         # one renderer at a time; the others take what it made
         if memo.full_json is not None and memo.full_json[0] == generations:
             return memo.full_json[1]
         if tree is None:
-            return _join([item_json(zk, e, index) for e in entries])
+            return _join([_item_json(zk, e, index) for e in entries])
         with memo.stats_lock:      # the index and the VMs marked dirty for it, taken together
             stats_generation, index = _stats_index(memo, tree)
             dirty, memo.stats_dirty = memo.stats_dirty, set()
@@ -362,9 +418,9 @@ def _render_whole(zk: ZK, memo: _Memo, entries: Sequence[VMEntry], index: StatsI
         for uuid in dirty:                      # only the VMs whose stats changed
             place = places.get(uuid)
             if place is not None:
-                items[place] = item_json(zk, entries[place], index)
+                items[place] = _item_json(zk, entries[place], index)
     else:
-        items = [item_json(zk, e, index) for e in entries]
+        items = [_item_json(zk, e, index) for e in entries]
         memo.parts = (generations[0], items, {e.record.uuid: i for i, e in enumerate(entries)})
     data = _join(items)
     memo.full_json = (generations, data)

@@ -11,8 +11,9 @@ from typing import Any
 from pvc.cluster.common import limit_matcher
 from pvc.cluster.vms.rules import canonical_uuid
 from pvc.core import domainxml
+from pvc.core import vmsnapshots as snapshot_rules
 from pvc.core.errors import InvalidInput
-from pvc.core.records import VMRecord, VMStatus
+from pvc.core.records import VMRecord, VMSnapshotRecord, VMStatus
 
 # -- list filters (pure) ------------------------------------------------------------------------------
 
@@ -178,6 +179,42 @@ def stats_view(summary: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]
         "disks": disks,
     }
 
+
+
+# -- snapshots in the item (pure; the reads are in index.py) ----------------------------------------
+
+# (digest of the VM's XML, uuid, snapshot name, created) -> xml_diff_lines: the diff is computed once
+# per snapshot and version of the VM's XML, not on every list.
+_DIFFS: dict[tuple[str, str, str, float], list[str]] = {}
+_DIFF_LOCK = threading.Lock()
+MAX_DIFFS = 20_000
+EMPTY_SNAPSHOTS = b'"snapshots":[]'
+
+
+def snapshot_diff(record: VMRecord, snapshot: VMSnapshotRecord) -> list[str]:
+    digest = record.summary_of if record.summary_of and record.summary else xml_digest(record.xml)
+    key = (digest, record.uuid, snapshot.name, snapshot.created)
+    found = _DIFFS.get(key)
+    if found is None:
+        found = snapshot_rules.xml_diff_lines(record.xml, snapshot.xml)
+        with _DIFF_LOCK:
+            if len(_DIFFS) >= MAX_DIFFS:
+                _DIFFS.clear()
+            _DIFFS[key] = found
+    return found
+
+
+def snapshots_view(record: VMRecord, snapshots: list[VMSnapshotRecord], now: float) -> list[dict[str, Any]]:
+    """The item's `snapshots`: upstream's entries, newest first."""
+    ordered = sorted(snapshots, key=lambda s: (-s.created, s.name))
+    return [snapshot_rules.snapshot_item(s.name, s.created, s.rbd_snapshots, snapshot_diff(record, s), now)
+            for s in ordered]
+
+
+def splice_snapshots(item: bytes, snapshots: bytes) -> bytes:
+    """An encoded item with its empty `snapshots` replaced (the key comes once, before any text a
+    user controls that could contain it unescaped)."""
+    return item.replace(EMPTY_SNAPSHOTS, b'"snapshots":' + snapshots, 1)
 
 
 def meta_view(record: VMRecord) -> dict[str, Any]:

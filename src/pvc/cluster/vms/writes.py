@@ -279,6 +279,9 @@ def rename(zk: ZK, vm: str, new_name: str, volume_renames: dict[str, str] | None
         return tr.rename(current, new_domain, domainxml.render(new_domain))
 
     _swap_name(zk, record.uuid, change)
+    # its snapshots follow: the name in their XML, their volumes, the owner of their RBD snapshots
+    from pvc.cluster import vmsnapshots
+    vmsnapshots.follow_vm_rename(zk, record.uuid, new_name, renames)
     return f'Successfully renamed VM "{record.name}" to "{new_name}".'
 
 
@@ -338,6 +341,8 @@ def _delete(zk: ZK, uuid: str) -> None:
         if not any(isinstance(r, Exception) for r in results):
             zk.delete(schema.vm_console(uuid))
             sriov_mod.release_everywhere(zk, uuid)      # its SR-IOV VFs are free again
+            from pvc.cluster import vmsnapshots  # its snapshot records go with it
+            vmsnapshots.forget_vm(zk, uuid)
             return
         if any(isinstance(r, BadVersionError | NotEmptyError | NoNodeError) for r in results):
             continue  # changed or a status/console znode appeared meanwhile: read again
