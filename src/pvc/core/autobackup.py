@@ -44,6 +44,25 @@ def automirror_destinations(tag_names: Iterable[str], mirror_tags: Sequence[str]
     return out
 
 
+def split_recipients(values: Iterable[str] | str | None) -> list[str]:
+    """email_recipients as upstream's clients send it (repeated keys) or as one comma-separated
+    value; ValueError names an entry that is not a plain address (no spaces or line breaks)."""
+    if values is None:
+        return []
+    items = [values] if isinstance(values, str) else list(values)
+    out: list[str] = []
+    for item in items:
+        for part in str(item).split(","):
+            address = part.strip()
+            if not address:
+                continue
+            if "@" not in address or any(c.isspace() or c in "<>\"" for c in address):
+                raise ValueError(f"email recipient '{address}' is not a plain address like ops@example.com")
+            if address not in out:
+                out.append(address)
+    return out
+
+
 # -- full or incremental -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
