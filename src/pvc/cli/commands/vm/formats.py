@@ -170,8 +170,9 @@ def format_info(vm: dict[str, Any], long: bool = False) -> RenderableType:
                                 if isinstance(s, dict)) or "N/A"),
         ("Networks", ", ".join(_net_ids(vm)) or "N/A"),
     ]
+    snapshots = snapshot_table(vm)
     if not long:
-        return key_values(items)
+        return Group(key_values(items), "", snapshots) if snapshots is not None else key_values(items)
     disks = table(["ID", "Type", "Name", "Dev", "Bus", "Requests (r/w)", "Data (r/w)"],
                   ([i, d.get("type"), d.get("name"), d.get("dev"), d.get("bus"), _pair(d, "req", _metric),
                     _pair(d, "bytes", _bytes)] for i, d in enumerate(vm.get("disks") or [])),
@@ -185,7 +186,43 @@ def format_info(vm: dict[str, Any], long: bool = False) -> RenderableType:
                         ([i, c.get("type"), c.get("model") or "N/A"]
                          for i, c in enumerate(vm.get("controllers") or [])),
                         title="Controllers")
-    return Group(key_values(items), "", disks, "", nics, "", controllers)
+    parts: list[RenderableType] = [key_values(items), "", disks, "", nics, "", controllers]
+    if snapshots is not None:
+        parts[1:1] = ["", snapshots]
+    return Group(*parts)
+
+
+def format_age(seconds: Any) -> str:
+    """A snapshot's age as upstream's client shows it since 0.9.104: the two largest units."""
+    try:
+        left = max(0, int(seconds))
+    except (TypeError, ValueError):
+        return str(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts[:2])
+
+
+def diff_counts(lines: Sequence[str]) -> tuple[int, int]:
+    """(added, removed) lines of a unified diff, its ---/+++ headers left out."""
+    body = [line for line in lines if not line.startswith(("+++", "---"))]
+    return sum(line.startswith("+") for line in body), sum(line.startswith("-") for line in body)
+
+
+def snapshot_table(vm: dict[str, Any]) -> RenderableType | None:
+    """`pvc vm info`'s snapshots, newest first: Name, Age, XML Changes (+added/-removed lines)."""
+    snaps = [s for s in vm.get("snapshots") or [] if isinstance(s, dict)]
+    if not snaps:
+        return None
+    rows = []
+    for snap in snaps:
+        added, removed = diff_counts([str(line) for line in snap.get("xml_diff_lines") or []])
+        changes = Text.assemble((f"+{added}", "green"), "/", (f"-{removed}", "red"))
+        rows.append([snap.get("name", ""), format_age(snap.get("age", 0)), changes])
+    return table(["Name", "Age", "XML Changes"], rows, title="Snapshots")
 
 
 INFO_FORMATS = {"pretty": lambda v: format_info(v), "long": lambda v: format_info(v, long=True),
