@@ -1,0 +1,1 @@
+"""Upstream's `pvchealthd.objects` package: only MonitoringInstance is provided."""
