@@ -11,7 +11,7 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -219,6 +219,8 @@ class PathSettings(_Section):
     system_log_directory: str = "/var/log/pvc"
     console_log_directory: str = "/var/log/libvirt"
     ceph_directory: str = "/etc/ceph"
+    # Node health check plugins (upstream's interface): every file here runs each pass.
+    plugin_directory: str = "/usr/share/pvc/plugins"
 
 
 class DomainPolicyAllow(_Section):
@@ -478,6 +480,24 @@ class FencingSettings(_Section):
         return self
 
 
+class HealthSettings(_Section):
+    """Node health checks (pvc.node.health): each plugin runs in its own process every
+    timer.monitoring_interval seconds and is killed after its timeout (a deduction and a fault).
+    plugin_config adds keys to the plugins' `self.config` (documented by each shipped plugin,
+    e.g. nics_expected_speed {device: Mb/s}, fs_warn_percent, load_factor)."""
+    plugin_timeout: float = Field(default=10.0, gt=0, le=300)
+    plugin_timeouts: dict[str, float] = Field(default_factory=dict)   # per plugin name
+    plugin_config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("plugin_timeouts")
+    @classmethod
+    def _timeouts(cls, values: dict[str, float]) -> dict[str, float]:
+        for name, value in values.items():
+            if not 0 < value <= 300:
+                raise ValueError(f"plugin_timeouts.{name}: {value} is not in (0, 300] seconds")
+        return values
+
+
 class MigrationSettings(_Section):
     target_selector: Literal["mem", "memprov", "load", "vcpus", "vms"] = "mem"
 
@@ -619,6 +639,7 @@ class Settings(_Section):
     networking: NetworkingSettings = NetworkingSettings()
     migration: MigrationSettings = MigrationSettings()
     fencing: FencingSettings = FencingSettings()
+    health: HealthSettings = HealthSettings()
     autobackup: AutobackupSettings | None = None
     automirror: AutomirrorSettings | None = None
     source: str = Field(default="", exclude=True, description="file this was loaded from")
