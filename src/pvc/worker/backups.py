@@ -26,6 +26,7 @@ from pvc.adapters.ceph.rbdcli import RbdCli
 from pvc.cluster import backups as catalogue
 from pvc.cluster import storage as storage_mod
 from pvc.cluster import vms as vms_mod
+from pvc.cluster import vmsnapshots
 from pvc.cluster.vms import transitions as tr
 from pvc.core import backupformat as fmt
 from pvc.core import domainxml, schema
@@ -75,8 +76,10 @@ def _no_progress(current: int, total: int, status: str) -> None:
 # -- reading the cluster ------------------------------------------------------------------------------
 
 def read_snapshot(zk: ZK, uuid: str, name: str) -> VMSnapshotRecord | None:
-    data = zk.get(schema.vm_snapshot(uuid, name), None) if fmt._NAME_RE.match(name or "") else None
-    return VMSnapshotRecord.model_validate(data) if isinstance(data, dict) else None
+    try:
+        return vmsnapshots.get_snapshot(zk, uuid, name)
+    except PVCError:
+        return None
 
 
 def vm_detail(zk: ZK, record: VMRecord, xml: str) -> dict[str, Any]:
@@ -394,26 +397,6 @@ def _created(manifest: fmt.Manifest) -> float:
     return time.time()
 
 
-def _write_snapshot_record(zk: ZK, uuid: str, record: VMSnapshotRecord) -> None:
-    """H1's write_snapshot when present (record + owned volume snapshot documents); else the
-    same documents written here."""
-    try:
-        from pvc.cluster import vmsnapshots  # type: ignore[attr-defined]
-        writer = vmsnapshots.write_snapshot
-    except (ImportError, AttributeError):
-        writer = None
-    if writer is not None:
-        writer(zk, uuid, record, None)
-        return
-    zk.put(schema.vm_snapshot(uuid, record.name), record.doc())
-    for vol in record.volumes:
-        path = schema.snapshot(vol.pool, vol.volume, vol.snap)
-        doc = zk.get(path, None)
-        doc = doc if isinstance(doc, dict) else {"pool": vol.pool, "volume": vol.volume, "snapshot": vol.snap,
-                                                 "stats": {}}
-        zk.put(path, {**doc, "owner": f"vm:{uuid}/{record.name}"})
-
-
 def import_snapshot(zk: ZK, settings: Settings, this_node: str, vm_name: str, snapshot: str, root: str,
                     retain: bool, new_name: str | None, start: bool, verify_only: bool, log: Log,
                     progress: Progress | None = None) -> dict[str, Any]:
@@ -509,7 +492,8 @@ def _import(zk: ZK, storage: Storage, rbd: RbdCli, tree: Tree, chain: list[fmt.M
             xml = manifest.xml
             if plan.name != manifest.vm or plan.uuid != manifest.uuid:
                 with contextlib.suppress(PVCError, fmt.FormatError):
-                    xml = fmt.set_uuid(domainxml.rename(xml, plan.name), plan.uuid)
+                    renames = {a: b for a, b in plan.volumes.items() if a != b}
+                    xml = fmt.set_uuid(vmsnapshots.rename_xml(xml, plan.name, renames), plan.uuid)
             vols = [SnapshotVolume(pool=t.split("/", 1)[0], volume=t.split("/", 1)[1], snap=manifest.snapshot,
                                    size=sizes.get(t, 0))
                     for f in manifest.files if (t := plan.volumes.get(f.ref))]
@@ -517,7 +501,7 @@ def _import(zk: ZK, storage: Storage, rbd: RbdCli, tree: Tree, chain: list[fmt.M
             snap_record = VMSnapshotRecord(name=manifest.snapshot, created=_created(manifest), xml=xml,
                                            meta=meta or {}, volumes=vols, origin="imported",
                                            parent=manifest.parent)
-            _write_snapshot_record(zk, plan.uuid, snap_record)
+            vmsnapshots.write_snapshot(zk, plan.uuid, snap_record, None)
         log(f"retained {len(chain)} snapshot(s): {', '.join(m.snapshot for m in chain)}")
     return record
 
