@@ -24,6 +24,7 @@ from pvc.api.common import DESCRIPTIONS, PREFIX, STORAGE_503, get_storage, get_z
 from pvc.api.limits import LOGIN_MAX_BODY, BodyLimitMiddleware, BodyLimits, human
 from pvc.api.params import MAX_PART_SIZE, inputs_model, openapi_inputs, required_inputs
 from pvc.api.routers import cluster, faults, nodes, provisioner_jobs, provisioner_ova, root, tasks, vms
+from pvc.api.routers import metrics as metrics_routes
 from pvc.api.routers import networks as network_routes
 from pvc.api.routers import provisioner as provisioner_routes
 from pvc.api.routers import sriov as sriov_routes
@@ -79,6 +80,7 @@ def create_app(settings: Settings, zk: ZK, storage: Storage | None = None) -> Fa
     app.include_router(provisioner_ova.router, prefix=PREFIX)
     app.include_router(faults.router, prefix=PREFIX)
     app.include_router(tasks.router, prefix=PREFIX)
+    metrics_routes.install(app, PREFIX)
     _body_caps(app, settings)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

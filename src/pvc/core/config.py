@@ -63,6 +63,8 @@ class ZooKeeperSettings(_Section):
     # Digest ACLs on every znode (DESIGN D14). On unless turned off here by name; off, anyone who
     # reaches ZooKeeper's port can read and rewrite the whole cluster.
     acl: bool = True
+    # ZooKeeper's Prometheus metrics provider port, proxied at /api/v1/metrics/zookeeper.
+    metrics_port: int = Field(default=9141, gt=0, lt=65536)
 
     @model_validator(mode="after")
     def _acl(self) -> ZooKeeperSettings:
@@ -178,6 +180,9 @@ class ApiSettings(_Section):
     # Request body caps in bytes (413 above them); uploads of disk images and OVAs get their own.
     max_body_size: int = Field(default=1024 * 1024, ge=4096)
     max_upload_size: int = Field(default=1024 ** 4, ge=4096)
+    # /api/v1/metrics*: "token" asks for the API token like every route; "none" opens them to
+    # anyone who reaches the API, as upstream (only on a trusted monitoring network).
+    metrics_auth: Literal["none", "token"] = "token"
 
 
 class WorkerSettings(_Section):
