@@ -503,6 +503,12 @@ class HealthSettings(_Section):
         return values
 
 
+class FaultSettings(_Section):
+    """Cluster faults (pvc.cluster.faults): resolved faults are kept this long, then the primary
+    deletes them."""
+    fault_retention_days: float = Field(default=7, ge=0)
+
+
 class MigrationSettings(_Section):
     target_selector: Literal["mem", "memprov", "load", "vcpus", "vms"] = "mem"
 
@@ -644,6 +650,7 @@ class Settings(_Section):
     networking: NetworkingSettings = NetworkingSettings()
     migration: MigrationSettings = MigrationSettings()
     fencing: FencingSettings = FencingSettings()
+    faults: FaultSettings = FaultSettings()
     health: HealthSettings = HealthSettings()
     autobackup: AutobackupSettings | None = None
     automirror: AutomirrorSettings | None = None
