@@ -233,6 +233,7 @@ class ScheduleRecord(Record):
     last_task: str = ""
     last_result: str = ""
     next_run: float | None = None
+    plan: list[str] = Field(default_factory=list)   # "kind=expression" the next run was planned from
 
 
 class VMStatus(Record):
