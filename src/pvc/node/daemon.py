@@ -35,6 +35,7 @@ from pvc.node.services.networking import network_keys, network_reconciler
 from pvc.node.services.nodedoc import NodeDocument
 from pvc.node.services.primary import PrimaryRole
 from pvc.node.services.registration import Registration
+from pvc.node.services.schedules import ScheduleService
 from pvc.node.services.sriov import SriovService
 from pvc.node.services.storage import StorageService
 from pvc.node.storage import NodeCeph, StorageMonitor
@@ -138,6 +139,9 @@ class NodeDaemon:
                 log.exception("first network pass failed")
             self.networks.start(self.interval)
         self.sriov = SriovService.start_from(self.settings, self.zk, self.stopping, self.vms)
+        # autobackup/automirror schedules and backup faults: evaluated while this node is primary
+        self.schedules = ScheduleService.start_from(self.settings, self.zk, lambda: self.primary.is_primary,
+                                                    self.stopping) if self.coordinator else None
         if self.vms is not None:
             # Adopts whatever libvirtd still runs: a daemon restart never restarts or stops a VM.
             self.vms.start()
