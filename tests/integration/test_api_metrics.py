@@ -151,6 +151,9 @@ def test_metrics_with_token_carry_every_family(
     assert any(s.labels["route"] == "/metrics" and s.labels["status"] == "200" for s in durations)
     # the parts
     health_text = client.get("/metrics/health", headers=headers).text
+    # Prometheus sends the token as a bearer token
+    assert client.get("/metrics/health", headers={"Authorization": f"Bearer {API_TOKEN}"}).status_code == 200
+    assert client.get("/metrics/health", headers={"Authorization": "Bearer wrong-token"}).status_code == 401
     assert set(families(health_text)) == set(metrics.HEALTH_FAMILIES)
     resource_text = client.get("/metrics/resource", headers=headers).text
     assert "pvc_vm_vcpus" in families(resource_text) and "pvc_nodes" not in families(resource_text)

@@ -33,12 +33,18 @@ TEXT = {
 
 
 async def metrics_allowed(request: Request) -> None:
-    """404 while subsystem.enable_prometheus is false; the API token unless api.metrics_auth: none."""
+    """404 while subsystem.enable_prometheus is false; the API token (X-Api-Key, a session, or
+    `Authorization: Bearer <token>` as Prometheus sends it) unless api.metrics_auth: none."""
     settings = request.app.state.settings
     if not settings.subsystem.enable_prometheus:
         raise NotFound("Metrics are disabled (subsystem.enable_prometheus: false)")
-    if settings.api.metrics_auth != "none":
-        await require_auth(request)
+    if settings.api.metrics_auth == "none":
+        return
+    # Prometheus sends a token as `Authorization: Bearer` (its scrape configs cannot set X-Api-Key)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token and request.app.state.auth.token_valid(token.strip()):
+        return
+    await require_auth(request)
 
 
 class Metrics:
