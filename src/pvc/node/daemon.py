@@ -27,10 +27,12 @@ from pvc.core.errors import ClusterUnavailable, ConfigError
 from pvc.core.logs import configure_logging
 from pvc.core.zk import ZK
 from pvc.node.apiservice import ApiService
+from pvc.node.health.runner import HealthService
 from pvc.node.networks import NetworkReconciler
 from pvc.node.services.domainstate import DomainStateService
 from pvc.node.services.ha import HAService
 from pvc.node.services.keepalive import KeepaliveService
+from pvc.node.services.netstats import NetStatsService
 from pvc.node.services.networking import network_keys, network_reconciler
 from pvc.node.services.nodedoc import NodeDocument
 from pvc.node.services.primary import PrimaryRole
@@ -74,6 +76,9 @@ class NodeDaemon:
         self.ha = HAService(settings, self.zk, self.vms, self.hypervisor, self.ceph,
                             lambda: self.domain_state.daemon_state_seen, lambda: self.primary.is_primary,
                             self.stopping)
+        # node health checks (plugins) and NIC traffic, written into this node's document
+        self.health = HealthService(settings, self.zk, self.doc, self.stopping)
+        self.netstats = NetStatsService(settings, self.doc, self.interval, self.stopping)
         self.registration = Registration(settings, self.zk, self.doc, self.stopping,
                                          lambda: network_keys(self.networks))
         self.log_handler = ZooKeeperLogHandler(self.name, settings.logging.node_log_lines)
@@ -148,6 +153,8 @@ class NodeDaemon:
         if self.coordinator:
             self.primary.start()
         self.ha.start()
+        self.health.start()
+        self.netstats.start()
         keepalive = threading.Thread(target=self.keepalive.loop, name="keepalive", daemon=True)
         keepalive.start()
         self.stopping.wait()
@@ -176,6 +183,7 @@ class NodeDaemon:
             self.vms.stop()          # VMs keep running in libvirtd; the next daemon adopts them
         if self.networks is not None:
             self.networks.stop()     # bridges stay for the running VMs; primary pieces go on hand-over
+        self.health.stop()           # health None (N/A) while the daemon is stopped
         try:
             self.doc.write(lambda d: {**d, "daemon_state": "shutdown"})
         except Exception:
