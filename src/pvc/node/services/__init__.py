@@ -10,4 +10,5 @@
 * `clusterhealth`: the primary's cluster checks (upstream's cluster faults, resolved when they end);
 * `networking`: the network reconciler over the host adapters.
 * `sriov`: SR-IOV PFs and VFs: set up, published, VF settings applied (networking.sriov_enable).
+* `netstats`: per-interface NIC traffic, link speed and state in the node document.
 """
