@@ -29,6 +29,7 @@ from pvc.api.routers import networks as network_routes
 from pvc.api.routers import provisioner as provisioner_routes
 from pvc.api.routers import sriov as sriov_routes
 from pvc.api.routers import storage as storage_routes
+from pvc.api.routers import vm_auto as vm_auto_routes
 from pvc.api.routers import vm_snapshots as vm_snapshot_routes
 from pvc.core.config import Settings
 from pvc.core.zk import ZK
@@ -70,6 +71,8 @@ def create_app(settings: Settings, zk: ZK, storage: Storage | None = None) -> Fa
     app.include_router(cluster.public, prefix=PREFIX)
     app.include_router(cluster.router, prefix=PREFIX)
     app.include_router(nodes.router, prefix=PREFIX)
+    # before vms: POST /vm/autobackup and /vm/automirror are never taken for POST /vm/{vm}
+    app.include_router(vm_auto_routes.router, prefix=PREFIX)
     app.include_router(vms.router, prefix=PREFIX)
     app.include_router(vm_snapshot_routes.router, prefix=PREFIX)
     app.include_router(storage_routes.router, prefix=PREFIX)

@@ -188,19 +188,8 @@ def vm_get(vm: str, zk: ZK = Depends(get_zk)) -> Response:
     return _json(b"[" + vms_mod.item_json(zk, entry) + b"]", etag(entry.version))
 
 
-# Upstream's static routes under /vm: registered before /vm/{vm} so that they are never taken for
-# a VM definition (as upstream, a VM may still be named so; only these POSTs are theirs). This
-# version does not run VM backups or mirrors yet: 404, as the other backup and snapshot routes.
-@router.post("/autobackup", summary="Run the VM autobackup (not provided by this version: 404)",
-             responses=responses(Message, 404, ok_description="Not provided by this version"))
-def vm_autobackup() -> JSONResponse:
-    raise NotFound("VM autobackup is not provided by this version of PVC; nothing was done.")
-
-
-@router.post("/automirror", summary="Run the VM automirror (not provided by this version: 404)",
-             responses=responses(Message, 404, ok_description="Not provided by this version"))
-def vm_automirror() -> JSONResponse:
-    raise NotFound("VM automirror is not provided by this version of PVC; nothing was done.")
+# POST /vm/autobackup and /vm/automirror live in pvc.api.routers.vm_auto, included before this
+# router so that they are never taken for POST /vm/{vm} (a VM may still be named so).
 
 
 @router.post("/{vm}", summary="Define a new VM (identical to POST /vm; {vm} is ignored, the XML's name "
