@@ -88,9 +88,10 @@ def promtool() -> str:
     return path
 
 
-def run(*args: str, cwd: Path | None = None,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+        input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), cwd=cwd, env=env, input=input, capture_output=True, text=True,
+                          timeout=120)
 
 
 def metric_names(expr: str) -> set[str]:
@@ -541,9 +542,21 @@ def test_real_prometheus_scrapes_with_the_shipped_snippet_and_evaluates_the_rule
         del job["authorization"]
     (etc / "prometheus.yml").write_text(yaml.safe_dump(config))
     shutil.copy(PROMETHEUS / "pvc-alerts.yml", etc / "pvc-alerts.yml")
-    (etc / "targets-pvc_cluster.json").write_text(json.dumps([{
-        "targets": [f"127.0.0.1:{api_port}"],
-        "labels": {"pvc_cluster_id": "test", "pvc_cluster_name": "test: integration"}}]))
+    # the targets file as the documentation says to make it: from the client's connections
+    client = tmp_path / "client"
+    client.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PVC_")}
+    env.update({"PVC_CLIENT_DIR": str(client), "PVC_CONFIG_FILE": str(client / "none.conf")})
+    pvc = [sys.executable, "-m", "pvc.cli"]
+    added = run(*pvc, "connection", "add", "test", "-d", "integration", "-a", "127.0.0.1",
+                "-p", str(api_port), "--api-key-file", "-", "--ca-file", str(ssl_dir / "ca.crt"),
+                env=env, input=API_TOKEN + "\n")
+    assert added.returncode == 0, added.stderr
+    listed = run(*pvc, "connection", "list", "-f", "json-prometheus", env=env)
+    assert listed.returncode == 0, listed.stderr
+    targets = json.loads(listed.stdout)
+    assert [t["targets"] for t in targets] == [[f"127.0.0.1:{api_port}"]]
+    (etc / "targets-pvc_cluster.json").write_text(listed.stdout)
     if "authorization" in job:
         token = etc / job["authorization"]["credentials_file"]
         token.write_text(API_TOKEN + "\n")
