@@ -29,6 +29,7 @@ from pvc.core.zk import ZK
 from pvc.node.apiservice import ApiService
 from pvc.node.health.runner import HealthService
 from pvc.node.networks import NetworkReconciler
+from pvc.node.services.clusterhealth import ClusterHealthService
 from pvc.node.services.domainstate import DomainStateService
 from pvc.node.services.ha import HAService
 from pvc.node.services.keepalive import KeepaliveService
@@ -76,6 +77,9 @@ class NodeDaemon:
         self.ha = HAService(settings, self.zk, self.vms, self.hypervisor, self.ceph,
                             lambda: self.domain_state.daemon_state_seen, lambda: self.primary.is_primary,
                             self.stopping)
+        # the primary's cluster checks (upstream's cluster faults), every monitoring interval
+        self.cluster_health = ClusterHealthService(settings, self.zk, lambda: self.primary.is_primary,
+                                                   self.stopping)
         # node health checks (plugins) and NIC traffic, written into this node's document
         self.health = HealthService(settings, self.zk, self.doc, self.stopping)
         self.netstats = NetStatsService(settings, self.doc, self.interval, self.stopping)
@@ -152,6 +156,7 @@ class NodeDaemon:
             self.vms.start()
         if self.coordinator:
             self.primary.start()
+            self.cluster_health.start()
         self.ha.start()
         self.health.start()
         self.netstats.start()
