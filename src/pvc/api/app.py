@@ -30,6 +30,7 @@ from pvc.api.routers import provisioner as provisioner_routes
 from pvc.api.routers import sriov as sriov_routes
 from pvc.api.routers import storage as storage_routes
 from pvc.api.routers import vm_auto as vm_auto_routes
+from pvc.api.routers import vm_send as vm_send_routes
 from pvc.api.routers import vm_snapshots as vm_snapshot_routes
 from pvc.core.config import Settings
 from pvc.core.zk import ZK
@@ -38,7 +39,9 @@ API_VERSION = "1.0"
 SESSION_PATHS = (f"{PREFIX}/login", f"{PREFIX}/logout")
 # Routes whose bodies are disk images or OVAs (streamed to disk): capped by api.max_upload_size.
 UPLOAD_PATHS = (f"{PREFIX}/storage/ceph/volume/{{pool}}/{{volume}}/upload", f"{PREFIX}/provisioner/ova",
-                f"{PREFIX}/provisioner/ova/{{ova}}")
+                f"{PREFIX}/provisioner/ova/{{ova}}",
+                # snapshot receive: whole volumes and batches of extents, and a VM item with its snapshots
+                f"{PREFIX}/vm/{{vm}}/snapshot/receive/block", f"{PREFIX}/vm/{{vm}}/snapshot/receive/config")
 # A whole-cluster backup travels in one form field of at most MAX_PART_SIZE.
 RESTORE_PATH = f"{PREFIX}/restore"
 MESSAGE_REF = {"$ref": "#/components/schemas/Message"}
@@ -75,6 +78,7 @@ def create_app(settings: Settings, zk: ZK, storage: Storage | None = None) -> Fa
     app.include_router(vm_auto_routes.router, prefix=PREFIX)
     app.include_router(vms.router, prefix=PREFIX)
     app.include_router(vm_snapshot_routes.router, prefix=PREFIX)
+    app.include_router(vm_send_routes.router, prefix=PREFIX)
     app.include_router(storage_routes.router, prefix=PREFIX)
     app.include_router(network_routes.router, prefix=PREFIX)
     app.include_router(sriov_routes.router, prefix=PREFIX)

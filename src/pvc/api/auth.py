@@ -42,7 +42,8 @@ LIMITER_MAX_CLIENTS = 10000         # addresses remembered at once (the oldest a
 
 
 # Query-string parameters whose values never reach a log line, even when a client sends them.
-SECRET_NAMES = frozenset({"token", "api_key", "apikey", "x-api-key", "password", "secret"})
+SECRET_NAMES = frozenset({"token", "api_key", "apikey", "x-api-key", "password", "secret",
+                          "destination_api_key"})
 _QUERY_PAIR = re.compile(r"([?&])([^=&#\s]*)=([^&#\s]*)")
 
 

@@ -1,0 +1,566 @@
+"""Send and receive between two clusters (two ZooKeeper roots, two FakeStorages, real HTTP).
+
+- Our receiver (the API app under uvicorn) driven by a client speaking upstream 1.0.3's SENDER
+  protocol byte for byte: receive/config with the VM item, a raw full stream (POST), a multipart
+  incremental as `requests` encodes upstream's `files=` (PUT), then PATCH.
+- Our sender (pvc.worker.send) against our receiver: full, incremental, discards, the destination
+  pool, checksums, resume after an interruption, refusals.
+- Our sender against a fake upstream RECEIVER (a small HTTP server implementing the documented
+  receive protocol and nothing more): no extension is used, the data arrives intact.
+- The send/mirror routes: checked before queueing, the key sealed in /transfers and never in the
+  task or GET /tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import requests
+import uvicorn
+from fastapi.testclient import TestClient
+
+from pvc.adapters.ceph.fake import FakeStorage
+from pvc.api.app import create_app
+from pvc.cluster import receive, transfers
+from pvc.cluster import vms as vms_mod
+from pvc.cluster import vmsnapshots as snaps
+from pvc.cluster.storage.docs import volume_info, write_volume
+from pvc.core import blockstream as bs
+from pvc.core import schema, secrets
+from pvc.core import vmsnapshots as core_snaps
+from pvc.core.config import load_config
+from pvc.core.records import SnapshotVolume, VMSnapshotRecord
+from pvc.core.zk import ZK
+from pvc.lab.zkserver import ZooKeeperServer, free_port
+from pvc.worker import send
+from tests.conftest import API_TOKEN, wait_for
+from tests.integration.apihelp import standard_cluster
+
+MIB = 1 << 20
+SIZE = 64 * MIB
+HEADERS = {"X-Api-Key": API_TOKEN}
+
+
+def vm_xml(name: str, uuid: str, pool: str = "vms", disks: int = 1, vcpus: int = 1) -> str:
+    disk = "".join(f"<disk type='network' device='disk'><source protocol='rbd' name='{pool}/{name}_sd{c}'>"
+                   f"<host name='10.9.9.{i}' port='6789'/></source><auth username='admin'>"
+                   f"<secret type='ceph' uuid='00000000-1111-2222-3333-444444444444'/></auth>"
+                   f"<target dev='sd{c}' bus='scsi'/></disk>\n    " for i, c in enumerate("abc"[:disks], 1))
+    return f"""<domain type='kvm'>
+  <name>{name}</name>
+  <uuid>{uuid}</uuid>
+  <memory unit='MiB'>512</memory>
+  <vcpu>{vcpus}</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    {disk}<serial type='pty'/>
+  </devices>
+</domain>"""
+
+
+# -- two clusters ---------------------------------------------------------------------------------
+
+class Cluster:
+    """One cluster: a ZooKeeper root, a FakeStorage with pool `vms` (and `fast`), its settings."""
+
+    def __init__(self, zk: ZK, config: Path) -> None:
+        self.zk, self.storage = zk, FakeStorage()
+        self.settings = load_config(str(config))
+        for pool in ("vms", "fast"):
+            self.storage.create_pool(pool, 32, 3, 2)
+            zk.put(schema.pool(pool), {"name": pool, "pgs": 32, "tier": "default",
+                                      "stats": {"free_bytes": 1 << 40}})
+        standard_cluster(zk, None)
+
+    def define(self, name: str, disks: int = 1, size: int = SIZE) -> str:
+        uuid = str(uuidlib.uuid4())
+        for c in "abc"[:disks]:
+            self.storage.create_volume("vms", f"{name}_sd{c}", size)
+            write_volume(self.zk, "vms", f"{name}_sd{c}", volume_info(self.storage, "vms", f"{name}_sd{c}"))
+        vms_mod.define(self.zk, vm_xml(name, uuid, disks=disks), node="hv1")
+        return uuid
+
+    def write(self, name: str, offset: int, data: bytes, disk: str = "a") -> None:
+        with self.storage.open_block("vms", f"{name}_sd{disk}", write=True) as handle:
+            handle.write(offset, data)
+
+    def snapshot(self, uuid: str, snap: str, created: float | None = None) -> VMSnapshotRecord:
+        record = vms_mod.get_vm(self.zk, uuid)
+        volumes = []
+        for ref in record.rbd_volumes:
+            pool, volume = ref.split("/")
+            self.storage.create_snapshot(pool, volume, snap)
+            volumes.append(SnapshotVolume(pool=pool, volume=volume, snap=snap, size=SIZE))
+        made = snaps.new_record(record, snap, volumes, "crash", "manual", -1, created=created)
+        snaps.write_snapshot(self.zk, uuid, made, None)
+        return made
+
+
+def serve(app: Any) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 10, 0.02, "uvicorn to start")
+    try:
+        yield f"http://127.0.0.1:{port}/api/v1"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> str:
+    path = tmp_path / "cluster.key"
+    secrets.write_key_file(path)
+    return str(path)
+
+
+@pytest.fixture
+def source(zk: ZK, config_factory: Callable[..., Path], key_file: str) -> Cluster:
+    return Cluster(zk, config_factory(cluster={"name": "a", "coordinator_nodes": ["hv1", "hv2", "hv3"],
+                                               "key_file": key_file}))
+
+
+@pytest.fixture
+def dest_zk(zk_server: ZooKeeperServer) -> Iterator[ZK]:
+    client = ZK([zk_server.address], f"/test-b-{uuidlib.uuid4().hex[:8]}", session_timeout=6).start()
+    schema.migrate(client)
+    yield client
+    client.stop()
+
+
+@pytest.fixture
+def dest(dest_zk: ZK, tmp_path: Path, zk_server: ZooKeeperServer, key_file: str) -> Cluster:
+    from tests.conftest import write_config
+    (tmp_path / "b").mkdir()
+    config = write_config(tmp_path / "b" / "pvc.conf", [zk_server.address], dest_zk.root, node="hv1",
+                          cluster={"name": "b", "coordinator_nodes": ["hv1", "hv2", "hv3"],
+                                   "key_file": key_file})
+    return Cluster(dest_zk, config)
+
+
+@pytest.fixture
+def dest_url(dest: Cluster) -> Iterator[str]:
+    app = create_app(dest.settings, dest.zk, storage=dest.storage)
+    yield from serve(app)
+
+
+def destination(url: str, pool: str | None = None) -> transfers.Destination:
+    return transfers.Destination(uri=url, key=API_TOKEN, verify_ssl=False, pool=pool)
+
+
+def read(cluster: Cluster, pool: str, volume: str, snap: str | None = None) -> bytes:
+    with cluster.storage.open_block(pool, volume, snapshot=snap) as handle:
+        return handle.read(0, handle.size)
+
+
+def allocated(cluster: Cluster, pool: str, volume: str) -> int:
+    with cluster.storage.open_block(pool, volume) as handle:
+        return sum(n for _o, n, e in handle.extents() if e)
+
+
+def do_send(source: Cluster, uuid: str, snap: str, url: str, parent: str | None = None,
+            pool: str | None = None, **kw: Any) -> dict[str, Any]:
+    lines: list[str] = []
+    result = send.send_snapshot(source.zk, source.settings, uuid, snap, destination(url, pool), parent,
+                                lines.append, storage=source.storage, **kw)
+    assert API_TOKEN not in json.dumps(result) + "\n".join(lines)
+    return result
+
+
+# -- our sender -> our receiver -------------------------------------------------------------------------
+
+def test_full_then_incremental_sparse_with_discards(source: Cluster, dest: Cluster, dest_url: str) -> None:
+    uuid = source.define("web1")
+    source.write("web1", 0, b"boot" * 1024)
+    source.write("web1", 40 * MIB, os.urandom(3 * MIB))
+    first = source.snapshot(uuid, "s1", created=time.time() - 100)
+    result = do_send(source, uuid, "s1", dest_url)
+    volume = result["volumes"][0]
+    assert volume["mode"] == "full" and volume["verified"] is True
+    # sparse: two 4 MiB objects hold data; the 64 MiB volume costs about their size on the wire
+    assert result["bytes_sent"] < 2 * 8 * MIB
+    assert read(dest, "vms", "web1_sda") == read(source, "vms", "web1_sda", "s1")
+    assert allocated(dest, "vms", "web1_sda") <= 8 * MIB
+    mirror = vms_mod.get_vm(dest.zk, "web1")
+    assert mirror.state == "mirror" and mirror.node_limit == []
+    got = snaps.get_snapshot(dest.zk, mirror.uuid, "s1")
+    assert got.created == int(first.created) and got.origin == "received"   # upstream: whole seconds
+    assert "10.9.9.1" not in mirror.xml        # their monitors replaced by ours
+
+    # change 1 MiB, discard (zero) another region: the incremental carries about that much
+    source.write("web1", 8 * MIB, os.urandom(MIB))
+    source.write("web1", 40 * MIB, bytes(3 * MIB))
+    source.snapshot(uuid, "s2")
+    result = do_send(source, uuid, "s2", dest_url, parent="s1")
+    assert result["volumes"][0]["mode"] == "incremental"
+    assert result["bytes_sent"] < 2 * 4 * MIB + 64 * 1024
+    assert read(dest, "vms", "web1_sda") == read(source, "vms", "web1_sda", "s2")
+    assert [s.name for s in snaps.list_snapshots(dest.zk, mirror.uuid)] == ["s2", "s1"]
+    assert dest.storage.list_snapshots("vms", "web1_sda") == ["s1", "s2"]
+
+
+def test_refusals(source: Cluster, dest: Cluster, dest_url: str) -> None:
+    uuid = source.define("db1")
+    source.write("db1", 0, b"x" * 100)
+    source.snapshot(uuid, "s1", created=time.time() - 50)
+    source.snapshot(uuid, "s2", created=time.time() - 10)
+    with pytest.raises(send.SendFailed, match="not on the destination"):
+        do_send(source, uuid, "s2", dest_url, parent="s1")
+    do_send(source, uuid, "s2", dest_url)
+    with pytest.raises(send.SendFailed, match="already on the destination"):
+        do_send(source, uuid, "s2", dest_url)
+    with pytest.raises(send.SendFailed, match="older than"):
+        do_send(source, uuid, "s1", dest_url)
+    other = dest.define("app9")
+    assert other
+    uuid9 = source.define("app9")
+    source.snapshot(uuid9, "s1")
+    with pytest.raises(send.SendFailed, match="not a mirror"):
+        do_send(source, uuid9, "s1", dest_url)
+    with pytest.raises(send.SendFailed, match=r"not a PVC API|no answer"):
+        do_send(source, uuid9, "s1", "http://127.0.0.1:9/api/v1")
+
+
+def test_resume_after_interruption(source: Cluster, dest: Cluster, dest_url: str) -> None:
+    uuid = source.define("big1")
+    for i in range(12):
+        source.write("big1", i * 4 * MIB, os.urandom(MIB))
+    source.snapshot(uuid, "s1")
+
+    class Cut(Exception):
+        pass
+
+    def cut(ref: str, batch: int) -> None:
+        if batch == 1:
+            raise Cut("connection lost")
+
+    with pytest.raises(Cut):
+        do_send(source, uuid, "s1", dest_url, after_batch=cut)
+    assert not snaps.list_snapshots(dest.zk, vms_mod.get_vm(dest.zk, "big1").uuid)   # nothing claimed
+    result = do_send(source, uuid, "s1", dest_url)
+    volume = result["volumes"][0]
+    assert volume["resumed_from"] == 1 and volume["verified"] is True
+    assert volume["batches"] == 2          # 12 objects in batches of 8
+    assert read(dest, "vms", "big1_sda") == read(source, "vms", "big1_sda", "s1")
+
+
+def test_checksum_mismatch_is_detected(source: Cluster, dest: Cluster, dest_url: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    uuid = source.define("chk1")
+    source.write("chk1", 0, b"a" * MIB)
+    source.snapshot(uuid, "s1")
+    real = receive.BatchReceiver.part
+
+    def corrupt(self: receive.BatchReceiver, name: str, body: bytes) -> None:   # a bit flips on the way
+        real(self, name, body[:100] + bytes([body[100] ^ 1]) + body[101:])
+
+    monkeypatch.setattr(receive.BatchReceiver, "part", corrupt)
+    with pytest.raises(send.SendFailed, match="checksum mismatch"):
+        do_send(source, uuid, "s1", dest_url)
+    mirror = vms_mod.get_vm(dest.zk, "chk1")
+    assert snaps.list_snapshots(dest.zk, mirror.uuid) == []
+
+
+def test_destination_pool(source: Cluster, dest: Cluster, dest_url: str) -> None:
+    uuid = source.define("web2", disks=2)
+    source.write("web2", 0, b"q" * 4096, disk="b")
+    source.snapshot(uuid, "s1")
+    do_send(source, uuid, "s1", dest_url, pool="fast")
+    mirror = vms_mod.get_vm(dest.zk, "web2")
+    assert sorted(mirror.rbd_volumes) == ["fast/web2_sda", "fast/web2_sdb"]
+    assert "vms/" not in mirror.xml
+    got = snaps.get_snapshot(dest.zk, mirror.uuid, "s1")
+    assert got.rbd_snapshots == ["fast/web2_sda@s1", "fast/web2_sdb@s1"]
+    assert read(dest, "fast", "web2_sdb")[:4096] == b"q" * 4096
+
+
+def test_mirror_create_picks_newest_common(source: Cluster, dest: Cluster, dest_url: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    uuid = source.define("mir1")
+    source.write("mir1", 0, os.urandom(MIB))
+    taken: list[str] = []
+
+    def fake_create(zk: ZK, settings: Any, node: str, uuid_: str, name: str, origin: str, log: Any) -> Any:
+        taken.append(name)
+        return source.snapshot(uuid_, name)
+
+    monkeypatch.setattr("pvc.worker.snapshots.create_snapshot", fake_create)
+    first = send.create_mirror(source.zk, source.settings, "hv1", uuid, destination(dest_url),
+                               lambda _l: None,
+                               storage=source.storage)
+    assert first["parent"] is None and taken[0].startswith("mr")
+    source.write("mir1", 20 * MIB, os.urandom(MIB))
+    time.sleep(1.1)
+    second = send.create_mirror(source.zk, source.settings, "hv1", uuid, destination(dest_url),
+                                lambda _l: None, storage=source.storage)
+    assert second["parent"] == taken[0]
+    assert second["bytes_sent"] < 2 * 4 * MIB
+    assert read(dest, "vms", "mir1_sda") == read(source, "vms", "mir1_sda", taken[1])
+
+
+# -- upstream's sender, byte for byte, against our receiver ----------------------------------------------
+
+def upstream_detail(source: Cluster, uuid: str) -> dict[str, Any]:
+    """The VM item an upstream sender posts: GET /vm's item (its snapshots with xml_diff_lines)."""
+    record = vms_mod.get_vm(source.zk, uuid)
+    detail = json.loads(vms_mod.item_json(source.zk, vms_mod.get_entry(source.zk, uuid)))
+    detail["xml"] = core_snaps.wire_xml(record.xml)
+    detail["snapshots"] = [core_snaps.snapshot_item(s.name, s.created, s.rbd_snapshots,
+                                                    core_snaps.xml_diff_lines(record.xml, s.xml), time.time())
+                           for s in snaps.list_snapshots(source.zk, uuid)]
+    return detail
+
+
+def test_upstream_sender_protocol(source: Cluster, dest: Cluster, dest_url: str) -> None:
+    uuid = source.define("up1")
+    data = os.urandom(2 * MIB)
+    source.write("up1", 4 * MIB, data)
+    source.snapshot(uuid, "s1", created=time.time() - 30)
+    # the VM changed after the snapshot: the receiver must rebuild s1's XML from the diff
+    vms_mod.modify(source.zk, "up1", vm_xml("up1", uuid, vcpus=4))
+    session = requests.Session()
+    session.headers.update(HEADERS)
+    base = dest_url
+    assert "PVC API" in session.get(f"{base}/").json()["message"]
+    assert send.parse_version(session.get(f"{base}/status").json()["pvc_version"]) >= (0, 9, 101)
+    assert session.get(f"{base}/vm/up1").status_code == 404
+    r = session.post(f"{base}/vm/up1/snapshot/receive/config", headers={"Content-Type": "application/json"},
+                     params={"snapshot": "s1", "source_snapshot": None}, json=upstream_detail(source, uuid))
+    assert r.status_code == 200, r.text
+
+    def full_chunker() -> Iterator[bytes]:         # upstream: the whole virtual size, zeros included
+        with source.storage.open_block("vms", "up1_sda", snapshot="s1") as handle:
+            for offset in range(0, handle.size, 16 * MIB):
+                yield handle.read(offset, 16 * MIB)
+
+    r = session.post(f"{base}/vm/up1/snapshot/receive/block",
+                     headers={"Content-Type": "application/octet-stream"},
+                     params={"pool": "vms", "volume": "up1_sda", "snapshot": "s1", "size": SIZE},
+                     data=full_chunker())
+    assert r.status_code == 200, r.text
+    r = session.patch(f"{base}/vm/up1/snapshot/receive/block",
+                      params={"pool": "vms", "volume": "up1_sda", "snapshot": "s1"})
+    assert r.status_code == 200, r.text
+    assert read(dest, "vms", "up1_sda") == read(source, "vms", "up1_sda", "s1")
+    assert allocated(dest, "vms", "up1_sda") == 4 * MIB         # thin: the zero objects were not written
+    mirror = vms_mod.get_vm(dest.zk, "up1")
+    assert mirror.state == "mirror" and "<vcpu>1</vcpu>" in mirror.xml   # s1's XML, not the current one
+
+    # incremental: changed objects packed as upstream does (requests' files=, object_<i> parts)
+    source.write("up1", 12 * MIB, os.urandom(MIB))
+    source.snapshot(uuid, "s2")
+    with source.storage.open_block("vms", "up1_sda", snapshot="s2") as handle:
+        extents = [(o, n) for o, n, e in handle.extents("s1") if e]
+        parts = [struct.pack(">QQ", o, n) + handle.read(o, n) for o, n in extents]
+    files = {f"object_{i}": (f"object_{i}", part, "application/octet-stream") for i, part in enumerate(parts)}
+    r = session.post(f"{base}/vm/up1/snapshot/receive/config", headers={"Content-Type": "application/json"},
+                     params={"snapshot": "s2", "source_snapshot": "s1"}, json=upstream_detail(source, uuid))
+    assert r.status_code == 200, r.text
+    r = session.put(f"{base}/vm/up1/snapshot/receive/block", files=files, stream=True,
+                    params={"pool": "vms", "volume": "up1_sda", "snapshot": "s2", "source_snapshot": "s1"})
+    assert r.status_code == 200, r.text
+    r = session.patch(f"{base}/vm/up1/snapshot/receive/block",
+                      params={"pool": "vms", "volume": "up1_sda", "snapshot": "s2"})
+    assert r.status_code == 200, r.text
+    assert read(dest, "vms", "up1_sda") == read(source, "vms", "up1_sda", "s2")
+    listed = session.get(f"{base}/vm/up1").json()[0]
+    assert [s["name"] for s in listed["snapshots"]] == ["s2", "s1"]
+    assert "<vcpu>4</vcpu>" in vms_mod.get_vm(dest.zk, "up1").xml
+    # refusals as upstream: the same snapshot again, an older one, over a VM that is not a mirror
+    r = session.post(f"{base}/vm/up1/snapshot/receive/config", params={"snapshot": "s2"},
+                     json=upstream_detail(source, uuid))
+    assert r.status_code == 400 and "already present" in r.json()["message"]
+    vms_mod.set_state(dest.zk, "up1", "stop", force=True)
+    r = session.post(f"{base}/vm/up1/snapshot/receive/config", params={"snapshot": "s2"},
+                     json=upstream_detail(source, uuid))
+    assert r.status_code == 400 and "not a mirror" in r.json()["message"]
+
+
+def test_receive_routes_write_only_the_snapshots_volumes(dest: Cluster, dest_url: str) -> None:
+    dest.define("other")
+    r = httpx.put(f"{dest_url}/vm/other/snapshot/receive/block", headers=HEADERS,
+                  params={"pool": "vms", "volume": "other_sda", "snapshot": "x"},
+                  files={"object_0": ("object_0", b"\0" * 16 + b"", "application/octet-stream")})
+    assert r.status_code == 400 and "not a mirror" in r.json()["message"]
+    r = httpx.put(f"{dest_url}/vm/other/snapshot/receive/block",
+                  params={"pool": "vms", "volume": "other_sda", "snapshot": "x"})
+    assert r.status_code == 401
+
+
+# -- our sender against a fake upstream receiver --------------------------------------------------------
+
+class UpstreamReceiver(ThreadingHTTPServer):
+    """The documented receive protocol of PVC 1.0.3 and nothing more (no extension routes)."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.images: dict[str, bytearray] = {}
+        self.snapshots: dict[str, list[str]] = {}
+        self.vm: dict[str, Any] | None = None
+        self.requests: list[tuple[str, str, dict[str, str], int]] = []
+        self.part_names: list[str] = []
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: UpstreamReceiver
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _answer(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _route(self, method: str) -> None:
+        url = urlsplit(self.path)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        body = self._body() if method in ("POST", "PUT", "PATCH") else b""
+        self.server.requests.append((method, url.path, q, len(body)))
+        if self.headers.get("X-Api-Key") != "upstream-key":
+            return self._answer(401, {"message": "Authentication required"})
+        path = url.path.removeprefix("/api/v1")
+        if method == "GET" and path == "/":
+            return self._answer(200, {"message": "PVC API version 1.0"})
+        if method == "GET" and path == "/status":
+            return self._answer(200, {"pvc_version": "1.0.3"})
+        if method == "GET" and path.startswith("/vm/") and path.count("/") == 2:
+            return self._answer(200, [self.server.vm]) if self.server.vm else \
+                self._answer(404, {"message": "VM not found."})
+        if method == "GET" and path.startswith("/storage/ceph/volume/"):
+            ref = path.removeprefix("/storage/ceph/volume/")
+            if ref in self.server.images:
+                return self._answer(200, [{"name": ref, "stats": {"size": len(self.server.images[ref])}}])
+            return self._answer(404, {"message": "Volume not found."})
+        if path.endswith("/snapshot/receive/config") and method == "POST":
+            detail = json.loads(body)
+            self.server.vm = {"name": detail["name"], "state": "mirror", "snapshots": []}
+            return self._answer(200, {"message": "ok"})
+        if path.endswith("/snapshot/receive/block"):
+            ref = f"{q['pool']}/{q['volume']}"
+            if method == "POST":
+                image = self.server.images.setdefault(ref, bytearray(int(q["size"])))
+                image[0:len(body)] = body
+                return self._answer(200, {"message": "Successfully received RBD block device"})
+            if method == "PUT":
+                reader = bs.MultipartReader(bs.boundary_of(self.headers["Content-Type"]))
+                parts = dict(reader.feed(body))
+                reader.finish()
+                self.server.part_names += list(parts)
+                for i in range(len(parts)):
+                    raw = parts[f"object_{i}"]      # upstream reads object_0..n-1, nothing else
+                    offset = int.from_bytes(raw[:8], "big")
+                    length = int.from_bytes(raw[8:16], "big")
+                    self.server.images[ref][offset:offset + length] = raw[16:16 + length]
+                return self._answer(200, {"message": "ok"})
+            if method == "PATCH":
+                self.server.snapshots.setdefault(ref, []).append(q["snapshot"])
+                assert self.server.vm is not None
+                stamp = str(int(time.time()))
+                self.server.vm["snapshots"].append({"name": q["snapshot"], "timestamp": stamp})
+                return self._answer(200, {"message": "ok"})
+        return self._answer(404, {"message": "The requested URL was not found on the server."})
+
+    def do_GET(self) -> None:
+        self._route("GET")
+
+    def do_POST(self) -> None:
+        self._route("POST")
+
+    def do_PUT(self) -> None:
+        self._route("PUT")
+
+    def do_PATCH(self) -> None:
+        self._route("PATCH")
+
+
+@pytest.fixture
+def upstream() -> Iterator[UpstreamReceiver]:
+    server = UpstreamReceiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_our_sender_satisfies_an_upstream_receiver(source: Cluster, upstream: UpstreamReceiver) -> None:
+    uuid = source.define("web3")
+    source.write("web3", 0, os.urandom(MIB))
+    source.write("web3", 30 * MIB, os.urandom(MIB))
+    source.snapshot(uuid, "s1", created=time.time() - 20)
+    url = f"http://127.0.0.1:{upstream.server_address[1]}/api/v1"
+    dest = transfers.Destination(uri=url, key="upstream-key", verify_ssl=False)
+    result = send.send_snapshot(source.zk, source.settings, uuid, "s1", dest, None, lambda _l: None,
+                                storage=source.storage)
+    assert bytes(upstream.images["vms/web3_sda"]) == read(source, "vms", "web3_sda", "s1")
+    assert result["volumes"][0]["verified"] is None          # no extension there: nothing to compare
+    methods = [(m, p.rsplit("/", 2)[-1] if "receive" in p else p) for m, p, _q, _n in upstream.requests]
+    assert ("POST", "config") in methods and ("PATCH", "block") in methods
+    # zeroes and a discard: an upstream receiver gets zero data, never a discard part
+    source.write("web3", 30 * MIB, bytes(MIB))
+    source.write("web3", 50 * MIB, os.urandom(1000))
+    source.snapshot(uuid, "s2")
+    send.send_snapshot(source.zk, source.settings, uuid, "s2", dest, "s1", lambda _l: None,
+                       storage=source.storage)
+    assert bytes(upstream.images["vms/web3_sda"]) == read(source, "vms", "web3_sda", "s2")
+    assert upstream.part_names and all(n.startswith("object_") for n in upstream.part_names)
+    puts = [q for m, p, q, _n in upstream.requests if m == "PUT"]
+    assert all("batch" not in q and "size" not in q for q in puts)
+    assert not any(p.endswith("/receive/status") and m != "GET" for m, p, _q, _n in upstream.requests)
+
+
+# -- the routes ------------------------------------------------------------------------------------------
+
+def test_send_routes_keep_the_key_out_of_tasks(source: Cluster, dest_url: str) -> None:
+    uuid = source.define("r1")
+    source.snapshot(uuid, "s1")
+    app = create_app(source.settings, source.zk, storage=source.storage)
+    with TestClient(app, headers=HEADERS) as client:
+        form = {"snapshot_name": "s1", "destination_api_uri": dest_url, "destination_api_key": "k-SECRET-1",
+                "destination_api_verify_ssl": "false"}
+        r = client.post("/api/v1/vm/r1/snapshot/send", data=form)
+        assert r.status_code == 202, r.text
+        assert r.json()["task_name"] == "vm.send_snapshot"
+        task_id = r.json()["task_id"]
+        mirror_form = {k: v for k, v in form.items() if k != "snapshot_name"}
+        r = client.post("/api/v1/vm/r1/mirror/create", data=mirror_form)
+        assert r.status_code == 202 and r.json()["task_name"] == "vm.create_mirror"
+        r = client.post("/api/v1/vm/r1/mirror/promote", data={**form, "dry_run": "true"})
+        assert r.status_code == 202 and r.json()["task_name"] == "vm.promote_mirror"
+        everything = json.dumps(client.get("/api/v1/tasks").json())
+        everything += json.dumps(client.get(f"/api/v1/tasks/{task_id}").json())
+        assert "k-SECRET-1" not in everything
+        raw = "".join(data.decode(errors="replace") for data, _e in source.zk.walk("/").values())
+        assert "k-SECRET-1" not in raw
+        task = source.zk.get(schema.task(task_id))
+        stored = transfers.load(source.zk, source.settings, task["args"]["destination"])
+        assert stored.key == "k-SECRET-1" and "k-SECRET-1" not in repr(stored)
+        # refusals before queueing
+        r = client.post("/api/v1/vm/r1/snapshot/send", data={**form, "snapshot_name": "nope"})
+        assert r.status_code == 404
+        r = client.post("/api/v1/vm/r1/snapshot/send", data={**form, "destination_api_uri": "ftp://x"})
+        assert r.status_code == 400 and "destination_api_uri" in json.dumps(r.json())
+        assert client.post("/api/v1/vm/nope/mirror/create", data=form).status_code == 404
