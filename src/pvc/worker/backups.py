@@ -166,6 +166,9 @@ def export_snapshot(zk: ZK, settings: Settings, this_node: str, uuid: str, snaps
             raise ExportFailed(exc.message) from None
         entry = entry.model_copy(update={"target": real_root})
         if legacy:
+            if not snapshot.startswith(fmt.LEGACY_PREFIX):
+                raise ExportFailed(f'the legacy layout needs a "{fmt.LEGACY_PREFIX}<datestring>" snapshot, '
+                                   f'not "{snapshot}"')
             datestring = snapshot[len(fmt.LEGACY_PREFIX):]
             target = fmt.snapshot_dir(real_root, record.name, datestring)
         else:
@@ -188,6 +191,9 @@ def export_snapshot(zk: ZK, settings: Settings, this_node: str, uuid: str, snaps
             if not force:
                 raise ExportFailed(text + "; free space or force the export")
             log(text + "; exporting anyway (force)")
+        if parent and not os.path.isdir(fmt.snapshot_dir(real_root, record.name, parent)) and not legacy:
+            log(f'warning: the parent "{parent}" was not exported to {real_root}; an import from here needs '
+                f"its export in the same directory")
         os.makedirs(os.path.join(real_root, record.name), exist_ok=True)
         os.mkdir(target)
         created_dir = target
@@ -228,8 +234,9 @@ def export_snapshot(zk: ZK, settings: Settings, this_node: str, uuid: str, snaps
             catalogue.record_backup(zk, uuid, failed)
         except Exception as err:          # the export's own failure is what matters
             log(f"could not record the failed export in the catalogue: {_text(err)}")
-        if isinstance(exc, ExportFailed):
-            raise
+        if isinstance(exc, ExportFailed) or not isinstance(exc, PVCError | StorageError | OSError
+                                                            | fmt.FormatError):
+            raise                  # ours, or a cancel: the task reports it as it is
         raise ExportFailed(f"Export of snapshot {snapshot} failed: {message}") from exc
 
 
