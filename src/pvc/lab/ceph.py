@@ -40,7 +40,8 @@ MGR_MODULES_SRC = Path("/usr/share/ceph/mgr")
 # The always-on modules of pacific (+ iostat). Loading only these halves ceph-mgr's RSS
 # (307 -> ~160 MB); leaving any always-on one out gives HEALTH_ERR MGR_MODULE_ERROR.
 MGR_MODULES = ("mgr_module.py", "mgr_util.py", "balancer", "crash", "devicehealth", "orchestrator",
-               "pg_autoscaler", "progress", "rbd_support", "status", "telemetry", "volumes", "iostat")
+               "pg_autoscaler", "progress", "rbd_support", "status", "telemetry", "volumes", "iostat",
+               "prometheus")   # enabled below: /api/v1/metrics/ceph proxies it (issue 16)
 STATS_LAG = 2.0            # mgr stats period + mon digest period (1 s each, see ceph.conf)
 SUN_PATH_MAX = 107          # unix socket path limit (admin sockets)
 PVC_OSD_LAUNCH = "pvc-osd.json"   # pvc.adapters.osd.LAUNCH_FILE: how PVC runs an OSD it added
@@ -239,7 +240,7 @@ def _conf(plan: LabPlan, fsid: str, osd_list: list[Osd]) -> str:
         "mon data avail warn = 2",
         "mon data avail crit = 1",
         # not restful/nfs (pacific's defaults): fewer modules, less memory
-        "mgr initial modules = iostat",
+        "mgr initial modules = iostat prometheus",
         # the mgr's PG view (health, pg states) refreshes every 1 s instead of 5 s, so waits
         # for active+clean end when the cluster is clean, not up to 10 s later
         "mgr stats period = 1",
