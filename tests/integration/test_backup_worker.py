@@ -147,6 +147,7 @@ def test_export_chain_then_import_restores_the_data(zk: ZK, env: dict[str, Any])
     assert (tree / "s1/images/vms.web1_sda.rbdimg").is_file()
     assert (tree / "s3/images/vms.web1_sda.rbddiff").is_file()
     doc = json.loads((tree / "s3/snapshot.json").read_text())
+    assert doc["export_files"] == [["images/vms.web1_sda.rbddiff", 8 * MIB]]          # upstream: volume size
     assert doc["type"] == "incremental" and doc["incremental_parent"] == "s2"
     assert doc["pvc_chain"] == ["s1", "s2"]
     assert doc["vm_detail"]["name"] == "web1" and "<domain" in doc["vm_detail"]["xml"]
@@ -293,7 +294,7 @@ def test_legacy_layout_round_trip(zk: ZK, env: dict[str, Any]) -> None:
     directory = Path(env["root"]) / "web1/20240101000000"
     doc = json.loads((directory / fmt.LEGACY_JSON).read_text())
     assert doc["datestring"] == "20240101000000" and doc["result"] is True
-    assert doc["backup_files"] == [["pvcdisks/vms.web1_sda.rbdimg", doc["backup_size_bytes"]]]
+    assert doc["backup_files"] == [["pvcdisks/vms.web1_sda.rbdimg", 8 * MIB]]       # the volume's size
     vmsnapshots.drop_snapshot(zk, env["uuid"], "backup_20240101000000")
     vms_mod.undefine(zk, env["uuid"], 5)
     storage_mod.remove_volume(zk, env["storage"], "vms", "web1_sda")

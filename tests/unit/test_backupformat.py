@@ -19,7 +19,8 @@ def detail(name: str = "web1", disks: tuple[str, ...] = ("vms/web1_sda",), **ext
 
 def image(pool: str, volume: str, incremental: bool = False, size: int = 10,
           sha: str = "a" * 64) -> fmt.ImageFile:
-    return fmt.ImageFile(pool, volume, fmt.image_path(pool, volume, incremental), size, incremental, sha)
+    return fmt.ImageFile(pool, volume, fmt.image_path(pool, volume, incremental), size, incremental, sha,
+                         volume_size=size * 1000)
 
 
 def test_manifest_has_upstreams_keys_exactly_then_ours() -> None:
@@ -29,8 +30,11 @@ def test_manifest_has_upstreams_keys_exactly_then_ours() -> None:
                 "export_size_bytes"]
     assert [k for k in doc if not k.startswith("pvc_")] == upstream
     assert doc["type"] == "full" and doc["incremental_parent"] is None
-    assert doc["export_files"] == [["images/vms.web1_sda.rbdimg", 10], ["images/ssd.web1_sdb.rbdimg", 5]]
+    # upstream's figure per file is the volume's size (it creates the volume with it); the total is the files'
+    assert doc["export_files"] == [["images/vms.web1_sda.rbdimg", 10000],
+                                   ["images/ssd.web1_sdb.rbdimg", 5000]]
     assert doc["export_size_bytes"] == 15
+    assert [f["size"] for f in doc["pvc_files"]] == [10, 5]
     assert doc["pvc_format"] == fmt.FORMAT_VERSION
     parsed = fmt.parse_manifest(json.loads(json.dumps(doc)), "t")
     assert parsed.files == tuple(files) and parsed.has_checksums
@@ -61,6 +65,7 @@ def test_upstream_tree_names_from_vm_detail_disks() -> None:
     parsed = fmt.parse_manifest(doc, "t")
     assert [(f.pool, f.volume) for f in parsed.files] == [("vms.x", "web1.disk_sda"), ("vms", "web1_sdb")]
     assert not parsed.has_checksums and parsed.format_version is None
+    assert [(f.size, f.volume_size) for f in parsed.files] == [(-1, 3), (-1, 4)]   # file sizes unknown
 
 
 def test_upstream_file_without_a_matching_disk_splits_at_the_first_dot() -> None:
@@ -93,10 +98,11 @@ def test_bad_manifests_are_refused_with_the_reason(change: dict, match: str) -> 
 
 
 def test_legacy_manifest_reads_as_backup_snapshot() -> None:
-    files = [fmt.ImageFile("vms", "web1_sda", fmt.image_path("vms", "web1_sda", True, legacy=True), 9, True)]
+    files = [fmt.ImageFile("vms", "web1_sda", fmt.image_path("vms", "web1_sda", True, legacy=True), 9, True,
+                           volume_size=900)]
     doc = fmt.build_legacy_manifest(detail(), "20240102030405", "20240101000000", files, retained=False,
                                     result=True, message="", runtime=1.0)
-    assert doc["backup_files"] == [["pvcdisks/vms.web1_sda.rbddiff", 9]]
+    assert doc["backup_files"] == [["pvcdisks/vms.web1_sda.rbddiff", 900]]
     parsed = fmt.parse_manifest(doc, "t", legacy=True)
     assert parsed.snapshot == "backup_20240102030405" and parsed.parent == "backup_20240101000000"
     assert parsed.legacy
@@ -158,6 +164,9 @@ def test_verify_plan_and_checks() -> None:
     assert "differs" in (fmt.check_file(check, 10, "b" * 64) or "")
     unchecked = fmt.FileCheck("s0", "images/x.y.rbdimg", 10, "")
     assert fmt.check_file(unchecked, 10, None) is None
+    upstream = fmt.FileCheck("s0", "images/x.y.rbdimg", -1, "")
+    assert fmt.check_file(upstream, 12345, None) is None
+    assert "missing" in (fmt.check_file(upstream, None, None) or "")
 
 
 def test_rename_helpers() -> None:

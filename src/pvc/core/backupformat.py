@@ -7,6 +7,9 @@ Upstream PVC 1.0.3 writes `<root>/<vm>/<snapshot>/images/<pool>.<volume>.rbdimg`
     {type: full|incremental, snapshot_name, incremental_parent, vm_detail,
      export_files: [[relpath, size], ...], export_size_bytes}
 
+where each file's `size` is the *volume's* size in bytes (upstream creates the volume with it
+on import), not the file's, and export_size_bytes is the total of the files.
+
 We write exactly these keys, so an upstream cluster imports our trees, and add our own keys next
 to them (upstream reads only its own): `pvc_format` (this module's FORMAT_VERSION), `pvc_files`
 (pool, volume, kind, size and sha256 of each file: names never parsed from file names) and
@@ -57,9 +60,10 @@ class ImageFile:
     pool: str
     volume: str
     path: str                     # e.g. images/vms.web1_sda.rbdimg
-    size: int
+    size: int                     # the file's size in bytes; -1: not recorded (upstream trees)
     incremental: bool
     sha256: str = ""              # empty: not recorded (upstream trees)
+    volume_size: int = 0          # the RBD volume's size (upstream's export_files figure)
 
     @property
     def ref(self) -> str:
@@ -144,11 +148,10 @@ def build_manifest(vm_detail: Mapping[str, Any], snapshot: str, parent: str | No
         "snapshot_name": snapshot,
         "incremental_parent": parent,
         "vm_detail": dict(vm_detail),
-        "export_files": [[f.path, f.size] for f in files],
-        "export_size_bytes": sum(f.size for f in files),
+        "export_files": [[f.path, f.volume_size] for f in files],
+        "export_size_bytes": sum(max(f.size, 0) for f in files),
         "pvc_format": FORMAT_VERSION,
-        "pvc_files": [{"path": f.path, "pool": f.pool, "volume": f.volume, "size": f.size,
-                       "kind": DIFF_EXT if f.incremental else FULL_EXT, "sha256": f.sha256} for f in files],
+        "pvc_files": _our_files(files),
         "pvc_chain": list(chain),
     }
     if extra:
@@ -169,12 +172,16 @@ def build_legacy_manifest(vm_detail: Mapping[str, Any], datestring: str, parent:
         "result_message": message,
         "runtime_secs": round(runtime, 2),
         "vm_detail": dict(vm_detail),
-        "backup_files": [[f.path, f.size] for f in files],
-        "backup_size_bytes": sum(f.size for f in files),
+        "backup_files": [[f.path, f.volume_size] for f in files],
+        "backup_size_bytes": sum(max(f.size, 0) for f in files),
         "pvc_format": FORMAT_VERSION,
-        "pvc_files": [{"path": f.path, "pool": f.pool, "volume": f.volume, "size": f.size,
-                       "kind": DIFF_EXT if f.incremental else FULL_EXT, "sha256": f.sha256} for f in files],
+        "pvc_files": _our_files(files),
     }
+
+
+def _our_files(files: Sequence[ImageFile]) -> list[dict[str, Any]]:
+    return [{"path": f.path, "pool": f.pool, "volume": f.volume, "size": f.size, "volume_size": f.volume_size,
+             "kind": DIFF_EXT if f.incremental else FULL_EXT, "sha256": f.sha256} for f in files]
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -286,19 +293,20 @@ def parse_manifest(doc: Any, where: str, legacy: bool = False) -> Manifest:
         if not isinstance(item, list | tuple) or len(item) < 2 or not isinstance(item[0], str):
             raise FormatError(f"{where}: a file entry is not [path, size]: {item!r}")
         path = check_relpath(item[0], where)
-        size = _int(item[1], f"{where}: {path}")
+        volume_size = _int(item[1], f"{where}: {path}")
         mine = ours.get(path)
         if mine is not None:
             pool, volume = mine["pool"], mine["volume"]
             incremental = path.endswith("." + DIFF_EXT)
             sha = mine.get("sha256") or ""
+            size = _int(mine.get("size"), f"{where}: {path}: pvc_files size")
         else:
             pool, volume, incremental = name_from_file(path, refs, where)
-            sha = ""
+            sha, size = "", -1
         if incremental != (kind == "incremental"):
             raise FormatError(f"{where}: {path} is a {'diff' if incremental else 'full image'} in a "
                               f"{kind} export")
-        files.append(ImageFile(pool, volume, path, size, incremental, sha))
+        files.append(ImageFile(pool, volume, path, size, incremental, sha, volume_size))
     seen = [f.ref for f in files]
     if len(set(seen)) != len(seen):
         raise FormatError(f"{where}: a volume is listed twice")
@@ -308,7 +316,7 @@ def parse_manifest(doc: Any, where: str, legacy: bool = False) -> Manifest:
     version = doc.get("pvc_format")
     extra = doc.get("pvc_snapshot") if isinstance(doc.get("pvc_snapshot"), dict) else {}
     return Manifest(vm=detail["name"], snapshot=snapshot, type=kind, parent=parent, vm_detail=detail,
-                    files=tuple(files), size=_int(doc.get(size_key, sum(f.size for f in files)), where),
+                    files=tuple(files), size=_int(doc.get(size_key, 0), where),
                     legacy=legacy, format_version=version if isinstance(version, int) else None,
                     chain=tuple(chain), extra=dict(extra))
 
@@ -356,8 +364,8 @@ class FileCheck:
 
     snapshot: str
     path: str
-    size: int
-    sha256: str                  # empty: only the size can be checked
+    size: int                    # -1: not recorded (upstream), only presence can be checked
+    sha256: str                  # empty: not recorded, only the size (if any) is checked
 
 
 def verify_plan(chain: Sequence[Manifest]) -> list[FileCheck]:
@@ -369,7 +377,7 @@ def check_file(check: FileCheck, actual_size: int | None, actual_sha256: str | N
     where = f"{check.snapshot}/{check.path}"
     if actual_size is None:
         return f"{where}: missing"
-    if actual_size != check.size:
+    if check.size >= 0 and actual_size != check.size:
         return f"{where}: size {actual_size} bytes, recorded {check.size}"
     if check.sha256 and actual_sha256 is not None and actual_sha256 != check.sha256:
         return f"{where}: sha256 {actual_sha256} differs from the recorded {check.sha256}"

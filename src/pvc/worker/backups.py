@@ -219,7 +219,7 @@ def export_snapshot(zk: ZK, settings: Settings, this_node: str, uuid: str, snaps
             os.close(fd)
         progress(total, total, f"Exported snapshot {snapshot} of VM {record.name} to {target}")
         done = entry.model_copy(update={
-            "result": True, "finished": time.time(), "bytes": sum(f.size for f in image_files),
+            "result": True, "finished": time.time(), "bytes": sum(max(f.size, 0) for f in image_files),
             "files": [BackupFile(path=f.path, size=f.size, sha256=f.sha256) for f in image_files],
             "message": f"exported to {target}"})
         catalogue.record_backup(zk, uuid, done)
@@ -258,8 +258,8 @@ def _export_volumes(rbd: RbdCli, snap: VMSnapshotRecord, target: str, parent: st
             os.fsync(handle.fileno())
         seconds = time.monotonic() - started
         log(f"wrote {rel}: {size} bytes in {seconds:.1f}s, sha256 {digest.hexdigest()}")
-        out.append((fmt.ImageFile(vol.pool, vol.volume, rel, size, parent is not None, digest.hexdigest()),
-                    path))
+        out.append((fmt.ImageFile(vol.pool, vol.volume, rel, size, parent is not None, digest.hexdigest(),
+                                  vol.size), path))
     return out
 
 
@@ -311,7 +311,8 @@ def verify_chain(tree: Tree, chain: list[fmt.Manifest], log: Log, step: Callable
             size: int | None = os.stat(path).st_size
         except OSError:
             size = None
-        digest = file_sha256(path) if size == check.size and check.sha256 else None
+        digest = (file_sha256(path) if size is not None and check.sha256 and check.size in (-1, size)
+                  else None)
         problem = fmt.check_file(check, size, digest)
         if problem:
             problems.append(problem)
