@@ -109,6 +109,7 @@ class Mirror:
         lock = self.zk.lock(f"{DEST_LOCK}/{dest_name}", self.ctx.node)
         if not lock.acquire(timeout=60):
             return False, "FAILED: another send to this destination holds its lock", None
+        remote: Any = None
         try:
             dest = self.seams.destination(conf)
             remote = self.seams.remote(dest)
@@ -140,6 +141,8 @@ class Mirror:
         finally:
             with contextlib.suppress(Exception):
                 lock.release()
+            with contextlib.suppress(Exception):
+                remote.close()
 
     def prune_local(self, uuid: str, name: str, snap: str, local: list[str],
                     holds: dict[str, set[str] | None], sent: int) -> list[str]:
