@@ -17,10 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pvc.cluster import metrics
 from pvc.core import schema
-from pvc.core.records import VMRecord, VMStatus
+from pvc.core.records import BackupRecord, VMRecord, VMSnapshotRecord, VMStatus
 from pvc.core.zk import ZK
 from pvc.lab.zkserver import free_port
-from tests.conftest import API_TOKEN, Daemon, start_daemon, wait_for
+from tests.conftest import API_TOKEN, Daemon, raw_task, start_daemon, wait_for
 from tests.integration.apihelp import standard_cluster
 
 ODD_DESCRIPTION = 'say "hi" \\ back\nslash'
@@ -191,6 +191,26 @@ def test_faults_and_changes_show_up(cluster: ZK, daemons: list[Daemon], config_f
     assert active == {"DEAD_NODE_HV5": 1, "VM_FAILED_X": 0}
     faults = {s.labels.get("status"): s.value for s in samples(text, "pvc_cluster_faults")}
     assert faults == {"new": 1, "ack": 0}
+    # VM snapshots, the backup catalogue (newest successful backup) and running tasks
+    web1 = cluster.get(schema.vm_name("web1"))
+    for snap in ("s1", "s2"):
+        cluster.put(schema.vm_snapshot(web1, snap), VMSnapshotRecord(name=snap).doc())
+    cluster.put(
+        schema.vm_backup(web1, "s1"),
+        BackupRecord(vm="web1", snapshot="s1", result=True, started=100.0, finished=150.0, bytes=1000).doc(),
+    )
+    cluster.put(
+        schema.vm_backup(web1, "s2"),
+        BackupRecord(vm="web1", snapshot="s2", result=False, started=200.0, finished=250.0, bytes=5).doc(),
+    )
+    task = raw_task(cluster, "vm.create_snapshot", {"vm": "web1"})
+    cluster.update(schema.task(task.id), lambda d: {**d, "state": "RUNNING"})
+    text = scrape_until(client, "/metrics", lambda t: 'pvc_vm_snapshots{vm="web1"} 2' in t, headers)
+    assert {s.labels["vm"]: s.value for s in samples(text, "pvc_vm_backup_last_success_timestamp")} == {
+        "web1": 150
+    }
+    assert {s.labels["vm"]: s.value for s in samples(text, "pvc_vm_backup_last_size_bytes")} == {"web1": 1000}
+    assert {s.labels["kind"]: s.value for s in samples(text, "pvc_task_running")} == {"vm.create_snapshot": 1}
 
 
 def test_metrics_open_when_configured(cluster: ZK, daemons: list[Daemon], config_factory: Any) -> None:
