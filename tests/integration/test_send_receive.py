@@ -564,3 +564,97 @@ def test_send_routes_keep_the_key_out_of_tasks(source: Cluster, dest_url: str) -
         r = client.post("/api/v1/vm/r1/snapshot/send", data={**form, "destination_api_uri": "ftp://x"})
         assert r.status_code == 400 and "destination_api_uri" in json.dumps(r.json())
         assert client.post("/api/v1/vm/nope/mirror/create", data=form).status_code == 404
+
+
+# -- promote -----------------------------------------------------------------------------------------------
+
+def _fake_snapshots(monkeypatch: pytest.MonkeyPatch, source: Cluster) -> list[str]:
+    taken: list[str] = []
+
+    def fake_create(zk: ZK, settings: Any, node: str, uuid_: str, name: str, origin: str, log: Any) -> Any:
+        taken.append(name)
+        return source.snapshot(uuid_, name)
+
+    monkeypatch.setattr("pvc.worker.snapshots.create_snapshot", fake_create)
+    return taken
+
+
+def test_promote_dry_run_then_move(source: Cluster, dest: Cluster, dest_url: str,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_snapshots(monkeypatch, source)
+    uuid = source.define("pro1")
+    source.write("pro1", 0, os.urandom(MIB))
+    report = send.promote_mirror(source.zk, source.settings, "hv1", uuid, destination(dest_url), False,
+                                 lambda _l: None, is_dry_run=True, storage=source.storage)
+    assert report["ok"] and report["mode"] == "full" and report["dry_run"]
+    assert not dest.zk.exists(schema.vm_name("pro1"))        # nothing changed there
+    report = send.promote_mirror(source.zk, source.settings, "hv1", uuid, destination(dest_url, "nopool"),
+                                 False, lambda _l: None, is_dry_run=True, storage=source.storage)
+    assert not report["ok"] and "nopool" in report["problems"][0]
+    result = send.promote_mirror(source.zk, source.settings, "hv1", uuid, destination(dest_url), False,
+                                 lambda _l: None, storage=source.storage)
+    assert result["source"] == "mirror" and result["destination_state"] == "stop"
+    assert vms_mod.get_vm(source.zk, uuid).state == "mirror"          # the roles swapped
+    assert vms_mod.get_vm(dest.zk, "pro1").state == "stop"
+    assert read(dest, "vms", "pro1_sda")[:MIB] == read(source, "vms", "pro1_sda")[:MIB]
+
+
+def test_promote_backout_restarts_the_vm(source: Cluster, dest_url: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_snapshots(monkeypatch, source)
+    uuid = source.define("pro2")
+    vms_mod.set_state(source.zk, uuid, "start")
+    source.zk.put(schema.vm_status(uuid), {"node": "hv1", "running": True})
+    lines: list[str] = []
+    with pytest.raises(send.SendFailed, match="did not shut down"):
+        send.promote_mirror(source.zk, source.settings, "hv1", uuid, destination(dest_url), False,
+                            lines.append, storage=source.storage, shutdown_timeout=0.5)
+    assert vms_mod.get_vm(source.zk, uuid).state == "start"
+    assert any("starting VM" in line for line in lines)
+
+
+# -- the CLI ------------------------------------------------------------------------------------------------
+
+def test_cli_send_resolves_a_connection_name(source: Cluster, dest_url: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    uuid = source.define("cli1")
+    source.snapshot(uuid, "s1")
+    app = create_app(source.settings, source.zk, storage=source.storage)
+    served = serve(app)
+    source_url = next(served)
+    try:
+        client = tmp_path / "client"
+        client.mkdir()
+        env = {**os.environ, "PVC_CLIENT_DIR": str(client), "PVC_CONFIG_FILE": str(tmp_path / "none.conf")}
+        for name in ("PVC_CONNECTION", "PVC_UNSAFE"):
+            env.pop(name, None)
+
+        def pvc(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "pvc.cli", *args], env=env, capture_output=True,
+                                  text=True, timeout=60)
+
+        for name, url, key in (("srcA", source_url, API_TOKEN), ("dstB", dest_url, "dest-key-XYZ")):
+            port = urlsplit(url).port
+            assert port
+            done = subprocess.run([sys.executable, "-m", "pvc.cli", "connection", "add", "-a", "127.0.0.1",
+                                   "-p", str(port), "--api-key-file", "-", name], env=env, input=key,
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+        done = pvc("-c", "srcA", "vm", "snapshot", "send", "cli1", "s1", "dstB", "--no-wait")
+        assert done.returncode == 0, done.stderr
+        done = pvc("-c", "srcA", "vm", "mirror", "promote", "cli1", "dstB", "--dry-run", "-y", "--no-wait")
+        assert done.returncode == 0, done.stderr
+        done = pvc("-c", "srcA", "vm", "mirror", "create", "cli1", "nosuch", "--no-wait")
+        assert done.returncode != 0 and "no connection named" in done.stderr
+        tasks = [source.zk.get(schema.task(t)) for t in source.zk.children(schema.TASKS)]
+        kinds = sorted(t["kind"] for t in tasks if isinstance(t, dict) and "kind" in t)
+        assert kinds == ["vm.promote_mirror", "vm.send_snapshot"]
+        for task in tasks:
+            if isinstance(task, dict) and "args" in task:
+                assert "dest-key-XYZ" not in json.dumps(task)
+                stored = transfers.load(source.zk, source.settings, task["args"]["destination"])
+                assert stored.key == "dest-key-XYZ" and stored.uri == dest_url
+    finally:
+        next(served, None)

@@ -654,11 +654,11 @@ def promote_mirror(zk: ZK, settings: Settings, this_node: str, uuid: str, dest: 
     storage = send_kwargs.pop("storage", None) or storage_for(settings)
     try:
         report = dry_run(zk, uuid, dest, remote, storage)
-        if is_dry_run or not report["ok"]:
-            if not report["ok"]:
-                raise SendFailed(f'Cannot promote VM "{record.name}" to {dest.uri}: '
-                                 + "; ".join(report["problems"]))
+        if is_dry_run:
             return report
+        if not report["ok"]:
+            problems = "; ".join(report["problems"])
+            raise SendFailed(f'Cannot promote VM "{record.name}" to {dest.uri}: {problems}')
         previous = record.state
         was_running = previous in ("start", "restart", "migrate", "migrate-live")
         remote_started = False

@@ -54,6 +54,11 @@ def create_mirror(ctx: TaskContext, uuid: str, destination: str, domain: str = "
 @task_kind(VM_PROMOTE_MIRROR)
 def promote_mirror(ctx: TaskContext, uuid: str, destination: str, domain: str = "",
                    remove_on_source: bool = False, dry_run: bool = False, **_: Any) -> dict[str, Any]:
-    return _run(ctx, uuid, domain, destination, lambda dest: send.promote_mirror(
-        ctx.zk, ctx.settings, ctx.node, uuid, dest, remove_on_source, ctx.log, ctx.progress,
-        is_dry_run=dry_run, after_batch=_after_batch(ctx)))
+    def work(dest: transfers.Destination) -> dict[str, Any]:
+        result = send.promote_mirror(ctx.zk, ctx.settings, ctx.node, uuid, dest, remove_on_source, ctx.log,
+                                     ctx.progress, is_dry_run=dry_run, after_batch=_after_batch(ctx))
+        if dry_run and not result.get("ok"):
+            raise TaskFailed("Dry run: the promote would fail: " + "; ".join(result["problems"]), result)
+        return result
+
+    return _run(ctx, uuid, domain, destination, work)
