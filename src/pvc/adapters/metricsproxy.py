@@ -154,8 +154,8 @@ def zookeeper_metrics(members: list[str], metrics_port: int, timeout: float = TI
         if found.ok:
             return Fetched(re.sub(r':2181"', '"', found.text), True)
         notes.append(found.text)
-        if "ConnectError" in found.text:
-            continue
+        if "ConnectError" not in found.text:
+            break            # a member that is slow or answers an error: do not wait on the others too
     answers = {}
     for member in members:
         host, _, port = member.rpartition(":") if ":" in member else (member, "", "2181")
