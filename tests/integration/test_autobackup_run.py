@@ -60,7 +60,7 @@ class FakeSeams:
         return zk.children(schema.vm_snapshots(uuid))
 
     def export(self, zk: ZK, settings: Any, node: str, uuid: str, snap: str, root: str, parent: str | None,
-               origin: str, log: Any) -> BackupRecord:
+               origin: str, log: Any, progress: Any = None) -> BackupRecord:
         from pvc.cluster import backups
 
         vm = VMRecord.model_validate(zk.get(schema.vm(uuid)))
@@ -71,6 +71,8 @@ class FakeSeams:
         (directory / "images").mkdir(parents=True)
         image = directory / "images" / ("vms.disk0.rbddiff" if parent else "vms.disk0.rbdimg")
         mode = self.fail_export.get(vm.name)
+        if progress is not None:
+            progress(0, 1, f"Exporting snapshot {snap}")
         try:
             image.write_bytes(b"x" * self.size.get(vm.name, 4096))
             if mode == "crash":

@@ -199,6 +199,11 @@ class Run:
         self.clock = now
         self.seams = seams()
         self.history: dict[str, list[BackupRecord]] = {}
+        self.step = (0, 1)                   # the task's progress while one VM is backed up
+
+    def export_progress(self, _current: int, _total: int, text: str) -> None:
+        """The export's steps as the task's status (a cancel requested meanwhile stops it there)."""
+        self.ctx.progress(self.step[0], self.step[1], text)
 
     def now(self) -> float:
         return self.clock if self.clock is not None else time.time()
@@ -253,7 +258,8 @@ class Run:
                                    self.ctx.log)
         try:
             done = self.seams.export_snapshot(self.zk, self.settings, self.ctx.node, uuid, snap, self.target,
-                                              decision.parent, "autobackup", self.ctx.log)
+                                              decision.parent, "autobackup", self.ctx.log,
+                                              progress=self.export_progress)
         except BaseException as exc:
             # The export removed its partial files and recorded a failed entry; its snapshot is no
             # parent for anything, so it goes too (an orphan sweep catches it if this fails).
@@ -400,6 +406,7 @@ def _run(ctx: TaskContext, cfg: AutobackupSettings, force_full: bool, recipients
         total = len(chosen) + 1
         for index, (uuid, record) in enumerate(chosen):
             ctx.progress(index, total, f"Backing up VM {record.name}")
+            run.step = (index, total)
             try:
                 result = run.backup(uuid, record)
                 resolve(ctx.zk, FAILED_FAULT.format(vm=record.name))
