@@ -266,7 +266,7 @@ def vms() -> dict[str, Any]:
           h=4, text_mode="name", instant=True)
     b.add("stat", "vCPUs", "Virtual CPUs.", [(f"pvc_vm_vcpus{{{VM}}}", "")], w=3, h=4)
     b.add("stat", "Memory", "Memory given to the VM.", [(f"pvc_vm_memory{{{VM}}}", "")], w=3, h=4,
-          unit="decmbytes")
+          unit="mbytes")
     b.add("stat", "Autostart", "Started again when its node returns.", [(f"pvc_vm_autostart{{{VM}}}", "")],
           w=3, h=4, mappings=onoff("no", "yes", "text", "green"))
     b.add("stat", "Snapshots", "VM snapshots (pvc vm snapshot list).", [(f"pvc_vm_snapshots{{{VM}}}", "")],
@@ -288,17 +288,17 @@ def vms() -> dict[str, Any]:
     b.add("timeseries", "Memory", "The guest's memory statistics (balloon driver).",
           [(f"pvc_vm_memory_stats_{s}{{{VM}}} * 1024", s) for s in (
               "actual", "rss", "available", "usable", "unused", "disk_caches")], unit="bytes", min=0)
-    b.add("timeseries", "Swap and page faults", "Per second.",
+    b.add("timeseries", "Swap and page faults", "Swap in KiB per second, page faults per second.",
           [(f"rate(pvc_vm_memory_stats_{s}{{{VM}}}[{RATE}])", s) for s in (
               "swap_in", "swap_out", "major_fault", "minor_fault")], min=0)
 
     b.row("Network")
-    b.add("timeseries", "Traffic (+ read / - write)", "Bits per second on each NIC (by VNI).",
-          [(f"rate(pvc_vm_network_rd_bits{{{VM}}}[{RATE}])", "{{vni}} read"),
-           (f"-rate(pvc_vm_network_wr_bits{{{VM}}}[{RATE}])", "{{vni}} write")], unit="bps")
-    b.add("timeseries", "Packets (+ read / - write)", "Packets per second on each NIC.",
-          [(f"rate(pvc_vm_network_rd_packets{{{VM}}}[{RATE}])", "{{vni}} read"),
-           (f"-rate(pvc_vm_network_wr_packets{{{VM}}}[{RATE}])", "{{vni}} write")], unit="pps")
+    b.add("timeseries", "Traffic (+ received / - sent)", "Bits per second on each NIC (by VNI).",
+          [(f"rate(pvc_vm_network_rd_bits{{{VM}}}[{RATE}])", "{{vni}} received"),
+           (f"-rate(pvc_vm_network_wr_bits{{{VM}}}[{RATE}])", "{{vni}} sent")], unit="bps")
+    b.add("timeseries", "Packets (+ received / - sent)", "Packets per second on each NIC.",
+          [(f"rate(pvc_vm_network_rd_packets{{{VM}}}[{RATE}])", "{{vni}} received"),
+           (f"-rate(pvc_vm_network_wr_packets{{{VM}}}[{RATE}])", "{{vni}} sent")], unit="pps")
     b.add("timeseries", "Drops and errors", "Per second on each NIC.",
           [(f"rate(pvc_vm_network_{k}{{{VM}}}[{RATE}])", f"{{{{vni}}}} {k}") for k in (
               "rd_drops", "wr_drops", "rd_errors", "wr_errors")], w=24, min=0)
