@@ -323,3 +323,22 @@ def test_node_daemon_writes_health_and_none_when_stopped(zk: ZK, daemons, config
     wait_for(lambda: bool(nodes.get_node(zk, "hv4").interfaces), 15, message="NIC figures")
     assert daemon.stop() == 0
     assert nodes.get_node(zk, "hv4").health is None
+
+
+def test_stop_ends_a_running_pass_and_its_plugins(tmp_path: Path, zk: ZK, zk_server: Any, zk_root: str,
+                                                  plugins: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HANG_PIDFILE", str(tmp_path / "hang.pid"))
+    (plugins / "hang.py").write_text(HANG)
+    zk.put(schema.node("hv1"), NodeRecord(name="hv1", daemon_state="run").doc())
+    stopping = threading.Event()
+    settings = settings_for(tmp_path, zk_server.address, zk_root, plugins, plugin_timeouts={"hang": 120})
+    svc = HealthService(settings, zk, NodeDocument(zk, "hv1"), stopping)
+    svc.start()
+    wait_for(lambda: (tmp_path / "hang.pid").exists(), 15, message="the hanging plugin started")
+    pid = int((tmp_path / "hang.pid").read_text())
+    stopping.set()
+    svc.stop()
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 5,
+             message="the hung plugin's child killed")
+    assert nodes.get_node(zk, "hv1").health is None
+    assert fault(zk, "NODE_PLUGIN_HANG_HV1") is None          # a pass cut short records nothing

@@ -180,6 +180,8 @@ class HealthService:
         self.files = files
         if due:
             self._run(due, started, started_mono, report)
+        if self.stopping.is_set():
+            return report            # the daemon stops: a pass it cut short records nothing
         health = node_health([self.states[n] for n in sorted(self.states)])
         self._write_results(health)
         self._update_faults()
@@ -197,6 +199,8 @@ class HealthService:
         try:
             answers = self.host.run(request, deadline)
         except HostFailed as exc:
+            if self.stopping.is_set():
+                return
             log.warning("health: %s", exc)
             answers = [{"name": f.name, "error": str(exc)} for f in due]
         by_name = {f.name: f for f in due}
