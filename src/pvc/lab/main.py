@@ -418,7 +418,18 @@ name_option = click.option("--name", default=DEFAULT_NAME, show_default=True, he
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """A real PVC cluster on this machine, in network namespaces."""
+    """A real PVC cluster on this machine, in network namespaces.
+
+    \b
+    Two labs side by side (e.g. to send, mirror and promote VMs between two clusters):
+      pvc-lab up --name b          a second lab: own namespaces (b-*), ports, ZooKeeper and Ceph;
+                                   CLI connection "lab-b" (the default lab's "lab" is untouched)
+      pvc-lab link pvclab b        lab b's API on the default lab's underlay, for its nodes:
+                                   prints the URL they use (a relay in the labs' own namespaces)
+      pvc-lab link b pvclab        the other way (for promoting back)
+      pvc -c lab vm mirror create VM https://10.200.0.240:7370/api/v1 --key-file KEY --no-verify-ssl
+      pvc-lab down --name b        removes lab b (and links from it); unlink removes one link
+    """
 
 
 @cli.command()
@@ -508,6 +519,33 @@ def fence_cmd(name: str, node: str) -> None:
     except (KeyError, LabError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{node}: fenced")
+
+
+@cli.command("link")
+@click.argument("lab")
+@click.argument("peer")
+def link_cmd(lab: str, peer: str) -> None:
+    """Let the nodes of LAB reach the API of lab PEER (prints the URL they use)."""
+    from pvc.lab import link
+
+    try:
+        url = link.link(_plan(lab), _plan(peer))
+    except LabError as exc:
+        raise click.ClickException(str(exc)) from None
+    other = _plan(peer)
+    click.echo(f"lab {lab}'s nodes reach lab {peer}'s API at {url} (its key: that of the CLI connection "
+               f"{_conn_name(other)}; its CA: {labtls.ca_file(other)})")
+
+
+@cli.command("unlink")
+@click.argument("lab")
+@click.argument("peer")
+def unlink_cmd(lab: str, peer: str) -> None:
+    """Remove the link from LAB to lab PEER."""
+    from pvc.lab import link
+
+    done = link.unlink(_plan(lab), peer)
+    click.echo(f"lab {lab}: link to {peer} {'removed' if done else 'was not there'}")
 
 
 def main() -> None:

@@ -7,6 +7,10 @@ namespace it was created in, so bytes are then pumped between two sockets of dif
 Targets are tried in order and refused/unreachable ones are skipped, because a service such as the
 API runs only on whichever node is primary.
 
+With `--listen-netns` the relay listens inside a lab namespace instead (on an address of that
+namespace): `pvc-lab link A B` publishes lab B's API on lab A's underlay this way, so A's nodes
+reach B's API while neither lab's addresses nor the root namespace change.
+
     python -m pvc.lab.relay --listen 127.0.0.1:7370 --netns lab-hv1,lab-hv2 --target-port 7370 \
         --targets 10.200.0.1,10.200.0.2
 """
@@ -116,9 +120,12 @@ def serve_connection(client: socket.socket, peer: str, targets: Sequence[Target]
 
 
 def serve(listen: tuple[str, int], targets: Sequence[Target], connect_timeout: float = 2.0,
-          ready: threading.Event | None = None) -> None:
-    """Accept forever on `listen` (loopback only) and relay each connection in its own thread."""
-    if not ipaddress.ip_address(listen[0]).is_loopback:
+          ready: threading.Event | None = None, listen_netns: str | None = None) -> None:
+    """Accept forever on `listen` (loopback only, unless inside the lab namespace `listen_netns`)
+    and relay each connection in its own thread."""
+    if listen_netns:
+        proc.enter_netns(listen_netns)      # the listening socket is created in that namespace
+    elif not ipaddress.ip_address(listen[0]).is_loopback:
         raise ValueError(f"the relay listens on loopback only, not {listen[0]}")
     family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
     server = socket.socket(family, socket.SOCK_STREAM)
@@ -140,7 +147,8 @@ def _split(value: str | None) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pvc.lab.relay", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--listen", required=True, help="127.0.0.1:PORT")
+    parser.add_argument("--listen", required=True, help="127.0.0.1:PORT (ADDRESS:PORT with --listen-netns)")
+    parser.add_argument("--listen-netns", help="listen inside this lab namespace instead of the root one")
     parser.add_argument("--netns", required=True, help="namespaces, comma-separated, in order")
     parser.add_argument("--target-port", type=int, required=True)
     parser.add_argument("--targets", help="addresses, comma-separated (default 127.0.0.1)")
@@ -152,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host, _, port = args.listen.rpartition(":")
     targets = make_targets(_split(args.netns), _split(args.targets), args.target_port)
     try:
-        serve((host.strip("[]"), int(port)), targets, args.connect_timeout)
+        serve((host.strip("[]"), int(port)), targets, args.connect_timeout, listen_netns=args.listen_netns)
     except KeyboardInterrupt:
         return 0
     return 0
@@ -165,12 +173,14 @@ def relay_pidfile(plan: LabPlan, name: str) -> Path:
 
 
 def start_relay(plan: LabPlan, name: str, listen_port: int, target_port: int,
-                nodes: Sequence[NodePlan], timeout: float = 10) -> int:
+                nodes: Sequence[NodePlan], timeout: float = 10,
+                listen: tuple[str, str] | None = None) -> int:
     """Publish `target_port` of `nodes` (tried in order) on 127.0.0.1:`listen_port`; return the pid.
 
     Each node is reached at its own address from inside its own namespace, so a node that is cut
     off the underlay still answers for itself. An already running relay of this name is replaced.
     """
+    # listen = (namespace, address): listen there instead of on the root namespace's loopback
     if not nodes:
         raise ValueError("a relay needs at least one node")
     pidfile = relay_pidfile(plan, name)
@@ -179,15 +189,20 @@ def start_relay(plan: LabPlan, name: str, listen_port: int, target_port: int,
     env = {"PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p),
            "PYTHONUNBUFFERED": "1"}
     log_path = plan.log_dir / f"relay-{name}.log"
-    cmd = [sys.executable, "-m", "pvc.lab.relay", "--listen", f"127.0.0.1:{listen_port}",
+    host = listen[1] if listen else "127.0.0.1"
+    cmd = [sys.executable, "-m", "pvc.lab.relay", "--listen", f"{host}:{listen_port}",
            "--netns", ",".join(n.netns for n in nodes), "--target-port", str(target_port),
            "--targets", ",".join(n.address for n in nodes)]
+    if listen:
+        cmd += ["--listen-netns", listen[0]]
     pid = proc.spawn(cmd, log_path, pidfile, env=env)
 
     def accepting() -> bool:
         if not proc.alive(pid):
             tail = log_path.read_text(errors="replace")[-1500:] if log_path.exists() else ""
             raise proc.LabError(f"relay {name} exited:\n{tail}")
+        if listen:
+            return "listening on" in (log_path.read_text(errors="replace") if log_path.exists() else "")
         try:
             with socket.create_connection(("127.0.0.1", listen_port), timeout=0.5):
                 return True
