@@ -5,6 +5,9 @@ Ceph and ZooKeeper proxies answer at once with a comment when their target is de
 
 from __future__ import annotations
 
+import datetime
+import os
+import ssl
 import time
 import uuid as uuidlib
 from pathlib import Path
@@ -16,7 +19,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from pvc.cluster import metrics
-from pvc.core import schema
+from pvc.cluster.metrics.certificate import NAME as CERTIFICATE_EXPIRY
+from pvc.core import pki, schema
 from pvc.core.records import BackupRecord, VMRecord, VMSnapshotRecord, VMStatus
 from pvc.core.zk import ZK
 from pvc.lab.zkserver import free_port
@@ -121,8 +125,10 @@ def test_metrics_with_token_carry_every_family(
     answer = client.get("/metrics", headers=headers)
     assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
     found = families(text)
-    missing = {f for f in metrics.FAMILIES if f not in found and f.removesuffix("_total") not in found}
+    expected = metrics.FAMILIES - {CERTIFICATE_EXPIRY}  # api.ssl is off here: that family is absent
+    missing = {f for f in expected if f not in found and f.removesuffix("_total") not in found}
     assert not missing, f"families missing from /metrics: {sorted(missing)}"
+    assert CERTIFICATE_EXPIRY not in found
     # upstream's names for its mislabelled families: the sample names, with their own HELP/TYPE
     assert found["pvc_node_load_average"].type == "gauge"
     assert found["pvc_vm_autostart"].type == "gauge"
@@ -243,3 +249,54 @@ def test_dead_proxy_targets_answer_quickly_with_a_comment(
     assert answer.status_code == 200
     assert answer.text.startswith("# PVC: ZooKeeper: no metrics provider")
     assert "zk_server_state" in answer.text  # the live member's mntr
+
+
+def _not_after(pem: bytes) -> float:
+    return pki.load_certificate(pem).not_valid_after.replace(tzinfo=datetime.UTC).timestamp()
+
+
+def test_certificate_expiry_of_the_served_certificate(
+    cluster: ZK, daemons: list[Daemon], config_factory: Any, tmp_path: Path
+) -> None:
+    """api.ssl on and no certificate: pvcapid makes one; its notAfter is the gauge, in /metrics and
+    /metrics/resource; a renewed file shows at the next scrape (its mtime changed)."""
+    ssl_dir = tmp_path / "ssl"
+    tls = {
+        "enabled": True,
+        "certificate": str(ssl_dir / "api.crt"),
+        "private_key": str(ssl_dir / "api.key"),
+        "ca_certificate": str(ssl_dir / "ca.crt"),
+        "ca_key": str(ssl_dir / "ca.key"),
+    }
+    config = config_factory("hv1", api={"ssl": tls})
+    port = yaml.safe_load(config.read_text())["api"]["listen"]["port"]
+    daemon = start_daemon(daemons, "pvc.api.daemon", config)
+    base = f"https://127.0.0.1:{port}/api/v1"
+    context: dict[str, ssl.SSLContext] = {}
+
+    def up() -> bool:
+        if not daemon.running:
+            raise AssertionError(f"pvcapid exited:\n{daemon.output()}")
+        if not (ssl_dir / "ca.crt").exists():
+            return False
+        try:
+            context["ca"] = ssl.create_default_context(cafile=str(ssl_dir / "ca.crt"))
+            return httpx.get(base + "/", verify=context["ca"], timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, 30, message="pvcapid to answer over TLS")
+    client = httpx.Client(base_url=base, verify=context["ca"], timeout=30, headers={"X-Api-Key": API_TOKEN})
+    served = (ssl_dir / "api.crt").read_bytes()
+    for path in ("/metrics", "/metrics/resource"):
+        values = [s.value for s in samples(client.get(path).text, CERTIFICATE_EXPIRY)]
+        assert values == [_not_after(served)], path
+    assert CERTIFICATE_EXPIRY not in families(client.get("/metrics/health").text)
+    # renewed on disk (as an installer would, by rename): the next scrape reads the new file
+    ca = pki.KeyPair((ssl_dir / "ca.crt").read_bytes(), (ssl_dir / "ca.key").read_bytes())
+    renewed = pki.issue_server(ca, "pvcapid renewed", ["127.0.0.1"], days=30).certificate
+    (ssl_dir / "api.crt.new").write_bytes(renewed)
+    os.replace(ssl_dir / "api.crt.new", ssl_dir / "api.crt")
+    assert _not_after(renewed) != _not_after(served)
+    values = [s.value for s in samples(client.get("/metrics").text, CERTIFICATE_EXPIRY)]
+    assert values == [_not_after(renewed)]

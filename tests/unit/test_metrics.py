@@ -5,6 +5,7 @@ description, the N-1 and no-division-by-zero rules, and the proxies' pure parts.
 from __future__ import annotations
 
 import os
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from pvc.adapters import metricsproxy
 from pvc.cluster import metrics
 from pvc.cluster.metrics import ClusterData, VMData, render_health, render_resource
+from pvc.cluster.metrics import certificate as certificate_mod
 from pvc.cluster.metrics import health as health_mod
 from pvc.cluster.metrics import resource as resource_mod
 from pvc.cluster.metrics.cache import Refreshing
 from pvc.cluster.metrics.collect import cluster_health
+from pvc.core import pki
 
 GOLDEN = Path(__file__).parent / "golden" / "metrics" / "cluster.prom"
 ODD = 'said "hi" \\ then\nleft'
@@ -183,7 +186,8 @@ def test_every_family_present_once_with_its_type() -> None:
     types = [line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE ")]
     names = [n for n, _t in types]
     assert len(names) == len(set(names)), "a family appears twice"
-    assert set(names) == set(metrics.FAMILIES) - {"pvc_api_request_duration_seconds"}
+    assert set(names) == set(metrics.FAMILIES) - metrics.API_FAMILIES
+    assert {"pvc_api_request_duration_seconds", certificate_mod.NAME} == metrics.API_FAMILIES
     declared = dict(types)
     for family in (*health_mod.FAMILIES, *resource_mod.FAMILIES):
         assert declared[family.name] == family.type
@@ -359,3 +363,55 @@ def test_mntr_becomes_zk_gauges() -> None:
         "hv2": "follower",
     }
     assert found["zk_version"].samples[0].labels["value"].startswith("3.8.0")
+
+
+def _certificate(days: int) -> bytes:
+    return pki.issue_server(pki.make_ca("test CA"), "pvcapid test", ["127.0.0.1"], days=days).certificate
+
+
+def test_certificate_expiry_absent_when_ssl_is_off() -> None:
+    assert certificate_mod.CertificateExpiry(None).render() == b""
+
+
+def test_certificate_expiry_read_once_and_again_when_the_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "api.crt"
+    first = _certificate(30)
+    path.write_bytes(first)
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    parses: list[bytes] = []
+    real = certificate_mod.not_after
+
+    def counting(pem: bytes) -> int:
+        parses.append(pem)
+        return real(pem)
+
+    monkeypatch.setattr(certificate_mod, "not_after", counting)
+    expiry = certificate_mod.CertificateExpiry(path)
+    text = expiry.render().decode()
+    family = parsed(text)[certificate_mod.NAME]
+    assert family.type == "gauge" and len(family.samples) == 1
+    cert = pki.load_certificate(first)
+    assert family.samples[0].value == int(cert.not_valid_after.replace(tzinfo=UTC).timestamp())
+    assert family.samples[0].labels == {}
+    assert expiry.render().decode() == text and len(parses) == 1  # unchanged file: one stat, no parse
+    # a renewal (same size, new mtime): read again
+    renewed = _certificate(90)
+    path.write_bytes(renewed)
+    os.utime(path, ns=(2_000_000_000, 2_000_000_000))
+    later = parsed(expiry.render().decode())[certificate_mod.NAME].samples[0].value
+    assert len(parses) == 2 and later - family.samples[0].value == pytest.approx(60 * 86400, abs=120)
+
+
+def test_certificate_expiry_unreadable_file_keeps_the_scrape(tmp_path: Path) -> None:
+    path = tmp_path / "api.crt"
+    expiry = certificate_mod.CertificateExpiry(path)
+    for content, problem in ((None, "No such file"), (b"not a certificate", "not a PEM certificate")):
+        if content is not None:
+            path.write_bytes(content)
+        text = expiry.render().decode()
+        assert f"# PVC: cannot read the API certificate {path}: {problem}" in text
+        assert parsed(text)[certificate_mod.NAME].samples == []  # the header, no sample
+    path.write_bytes(_certificate(10))  # fixed: back at the next scrape
+    assert len(parsed(expiry.render().decode())[certificate_mod.NAME].samples) == 1

@@ -19,7 +19,7 @@ from fastapi.responses import Response
 
 from pvc.adapters import metricsproxy
 from pvc.api.auth import require_auth
-from pvc.cluster.metrics import CONTENT_TYPE, MetricsCache, RequestTimes
+from pvc.cluster.metrics import CONTENT_TYPE, CertificateExpiry, MetricsCache, RequestTimes
 from pvc.cluster.metrics.cache import INTERVAL, MAX_STALE, Refreshing
 from pvc.core.errors import NotFound
 
@@ -48,12 +48,15 @@ async def metrics_allowed(request: Request) -> None:
 
 
 class Metrics:
-    """Per application: the metrics cache, the proxies' cached answers and the request timer."""
+    """Per application: the metrics cache, the proxies' cached answers, the request timer and
+    the served certificate's expiry."""
 
     def __init__(self, app: FastAPI, interval: float = INTERVAL) -> None:
         self.app = app
         self.cache = MetricsCache(app.state.zk, interval=interval)
         self.times = RequestTimes()
+        ssl = app.state.settings.api.ssl
+        self.certificate = CertificateExpiry(ssl.certificate if ssl.enabled else None)
         self.ceph = Refreshing(self._ceph, interval, MAX_STALE)
         self.zookeeper = Refreshing(self._zookeeper, interval, MAX_STALE)
         self._storage_lock = threading.Lock()
@@ -109,6 +112,7 @@ def all_metrics(request: Request) -> Response:
                 build.health,
                 build.resource,
                 metrics.times.render(),
+                metrics.certificate.render(),
                 metrics.ceph.get(),
                 metrics.zookeeper.get(),
             )
@@ -122,11 +126,13 @@ def health_metrics(request: Request) -> Response:
 
 
 @router.get(
-    "/metrics/resource", summary="Resource metrics (cluster, nodes, VMs, OSDs, pools, API timings)", **DOCS
+    "/metrics/resource",
+    summary="Resource metrics (cluster, nodes, VMs, OSDs, pools, API timings, API certificate expiry)",
+    **DOCS,
 )
 def resource_metrics(request: Request) -> Response:
     metrics = _metrics(request)
-    return _text(metrics.cache.get().resource + metrics.times.render())
+    return _text(metrics.cache.get().resource + metrics.times.render() + metrics.certificate.render())
 
 
 @router.get("/metrics/ceph", summary="The active Ceph mgr's prometheus module, proxied", **DOCS)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pvc.cluster.metrics import health, resource
 from pvc.cluster.metrics.cache import MetricsCache
+from pvc.cluster.metrics.certificate import NAME as CERTIFICATE_EXPIRY
+from pvc.cluster.metrics.certificate import CertificateExpiry
 from pvc.cluster.metrics.collect import collect
 from pvc.cluster.metrics.data import ClusterData, VMData
 from pvc.cluster.metrics.expo import CONTENT_TYPE
@@ -21,13 +23,17 @@ from pvc.cluster.metrics.resource import render_resource
 
 HEALTH_FAMILIES: frozenset[str] = frozenset(f.name for f in health.FAMILIES)
 RESOURCE_FAMILIES: frozenset[str] = frozenset(f.name for f in resource.FAMILIES)
-FAMILIES: frozenset[str] = HEALTH_FAMILIES | RESOURCE_FAMILIES | {REQUEST_DURATION}
+# the API process's own families (served with the resource part), not rendered from the cluster data
+API_FAMILIES: frozenset[str] = frozenset({REQUEST_DURATION, CERTIFICATE_EXPIRY})
+FAMILIES: frozenset[str] = HEALTH_FAMILIES | RESOURCE_FAMILIES | API_FAMILIES
 
 __all__ = [
+    "API_FAMILIES",
     "CONTENT_TYPE",
     "FAMILIES",
     "HEALTH_FAMILIES",
     "RESOURCE_FAMILIES",
+    "CertificateExpiry",
     "ClusterData",
     "MetricsCache",
     "RequestTimes",
