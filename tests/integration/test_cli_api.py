@@ -73,6 +73,7 @@ def register(zk: ZK, name: str, **fields: Any) -> NodeRecord:
         "pvc_version": "1.0.3", "cpu_count": 4, "kernel": "6.1.0-test", "os": "linux", "arch": "x86_64",
         "load": 0.25, "memory": Memory(total=8192, used=2048, free=6144, allocated=1024, provisioned=2048),
         "vcpu": VCpu(total=4, allocated=2),
+        "health_plugins": ["load"],      # its health checks reported (else its health is N/A)
     }
     record = NodeRecord(name=name, **{**values, **fields})
     zk.put(schema.node(name), record.doc())
