@@ -160,9 +160,10 @@ async def vm_backup_create(request: Request, vm: str,
     if not params.retain_snapshot:
         await _run(request, zk, await run_in_threadpool(snaps.submit_remove, zk, record.uuid, name, True))
     kind = "incremental" if parent else "full"
-    kept = " (snapshot retained)" if params.retain_snapshot else ""
+    kept = ", snapshots retained" if params.retain_snapshot else ""
+    where = await run_in_threadpool(nodes_mod.primary_node, zk)
     return message(f"Successfully backed up VM '{record.name}' ({kind}@{datestring}{kept}) to "
-                   f"'{params.backup_path}' in {time.monotonic() - started:.2f}s.")
+                   f"'{where}:{params.backup_path}' in {time.monotonic() - started:.2f}s.")
 
 
 @router.delete("/{vm}/backup", deprecated=True,
@@ -171,6 +172,7 @@ async def vm_backup_create(request: Request, vm: str,
 async def vm_backup_remove(request: Request, vm: str,
                            params: LegacyRemoveInputs = inputs(LegacyRemoveInputs), zk: ZK = Depends(get_zk),
                            settings: Settings = Depends(get_settings)) -> JSONResponse:
+    started = time.monotonic()
     record = await run_in_threadpool(vms_mod.get_vm, zk, vm)
     name = pure.LEGACY_BACKUP_PREFIX + params.backup_datestring
     await run_in_threadpool(snaps.check_name, name)
@@ -183,8 +185,9 @@ async def vm_backup_remove(request: Request, vm: str,
     except NotFound as exc:
         raise InvalidInput(exc.message) from None
     await run_in_threadpool(backups_mod.drop_backup, zk, record.uuid, name)
-    return message(f"Successfully removed VM '{record.name}' backup {params.backup_datestring} from "
-                   f"'{params.backup_path}'.")
+    where = await run_in_threadpool(nodes_mod.primary_node, zk)
+    return message(f"Removed VM backup {params.backup_datestring} for '{record.name}' from "
+                   f"'{where}:{params.backup_path}' in {time.monotonic() - started:.2f}s.")
 
 
 @router.post("/{vm}/restore", deprecated=True,
@@ -197,5 +200,6 @@ async def vm_restore(request: Request, vm: str, params: LegacyRestoreInputs = in
     task = await run_in_threadpool(backups_mod.submit_import, zk, settings, vm, name, params.backup_path,
                                    params.retain_snapshot)
     await _run(request, zk, task)
+    where = await run_in_threadpool(nodes_mod.primary_node, zk)
     return message(f"Successfully restored VM backup {params.backup_datestring} for '{vm}' from "
-                   f"'{params.backup_path}' in {time.monotonic() - started:.2f}s.")
+                   f"'{where}:{params.backup_path}' in {time.monotonic() - started:.2f}s.")
