@@ -30,6 +30,7 @@ from pvc.api.routers import provisioner as provisioner_routes
 from pvc.api.routers import sriov as sriov_routes
 from pvc.api.routers import storage as storage_routes
 from pvc.api.routers import vm_auto as vm_auto_routes
+from pvc.api.routers import vm_backups as vm_backup_routes
 from pvc.api.routers import vm_send as vm_send_routes
 from pvc.api.routers import vm_snapshots as vm_snapshot_routes
 from pvc.core.config import Settings
@@ -79,6 +80,7 @@ def create_app(settings: Settings, zk: ZK, storage: Storage | None = None) -> Fa
     app.include_router(vms.router, prefix=PREFIX)
     app.include_router(vm_snapshot_routes.router, prefix=PREFIX)
     app.include_router(vm_send_routes.router, prefix=PREFIX)
+    app.include_router(vm_backup_routes.router, prefix=PREFIX)
     app.include_router(storage_routes.router, prefix=PREFIX)
     app.include_router(network_routes.router, prefix=PREFIX)
     app.include_router(sriov_routes.router, prefix=PREFIX)
