@@ -9,6 +9,7 @@ message, as upstream's synchronous routes did; old clients keep working.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from fastapi import APIRouter, Depends, Request
@@ -29,13 +30,14 @@ from pvc.cluster import vmsnapshots as snaps
 from pvc.core import schema
 from pvc.core import vmsnapshots as pure
 from pvc.core.config import Settings
-from pvc.core.errors import InvalidInput, NotFound
+from pvc.core.errors import InvalidInput, NotFound, PVCError
 from pvc.core.records import TaskRecord
 from pvc.core.zk import ZK
 
 router = APIRouter(prefix="/vm", tags=["vm"], dependencies=[Depends(require_auth)])
 
 LEGACY_TIMEOUT = 24 * 3600.0      # a legacy request waits this long for its tasks at most
+PENDING_TIMEOUT = 120.0           # ... and this long for a worker to take each of them
 NODE_HELP = "The node whose filesystem holds the path (default: the primary coordinator); not in upstream PVC"
 
 
@@ -119,10 +121,21 @@ def vm_backup_list(vm: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
 # -- the deprecated per-VM backup (aliases) ---------------------------------------------------------------
 
 async def _run(request: Request, zk: ZK, task: TaskRecord) -> TaskRecord:
-    """Wait for the task; InvalidInput (400) with its message if it failed or did not finish."""
+    """Wait for the task; InvalidInput (400) with its message if it failed or did not finish.
+
+    A task no worker takes within PENDING_TIMEOUT (workers down) is cancelled and refused, so a
+    request never hangs for a day on a task that will not run."""
+    def started() -> bool:
+        return tasks_mod.get_task(zk, task.id).state != "PENDING"
+
     def finished() -> bool:
         return tasks_mod.get_task(zk, task.id).finished_state
 
+    if not await wait_async(request, started, timeout=PENDING_TIMEOUT, interval=0.25):
+        with contextlib.suppress(PVCError):
+            await run_in_threadpool(tasks_mod.cancel, zk, task.id)
+        raise InvalidInput(f"No worker took task {task.id} ({task.kind}) within {PENDING_TIMEOUT:.0f}s; it "
+                           f"was cancelled and nothing was done.")
     done = await wait_async(request, finished, timeout=LEGACY_TIMEOUT, interval=0.5)
     current = await run_in_threadpool(tasks_mod.get_task, zk, task.id)
     if not done:
