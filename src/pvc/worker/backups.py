@@ -465,7 +465,16 @@ def import_snapshot(zk: ZK, settings: Settings, this_node: str, vm_name: str, sn
 def _import(zk: ZK, storage: Storage, rbd: RbdCli, tree: Tree, chain: list[fmt.Manifest], plan: ImportPlan,
             policy: domainxml.DomainPolicy, retain: bool, log: Log, step: Callable[[str], Any],
             revert: Reverter) -> VMRecord:
-    record = vms_mod.define(zk, plan.xml, initial_state="stop", policy=policy, **_meta(chain[-1], zk))
+    meta = _meta(chain[-1], zk)
+    node = chain[-1].vm_detail.get("node")
+    record = None
+    if isinstance(node, str) and node and zk.exists(schema.node(node)):
+        try:                                    # the node it ran on, if this cluster has it (as upstream)
+            record = vms_mod.define(zk, plan.xml, node=node, initial_state="stop", policy=policy, **meta)
+        except PVCError as exc:
+            log(f"node {node} cannot take the VM ({exc.message}); choosing another")
+    if record is None:
+        record = vms_mod.define(zk, plan.xml, initial_state="stop", policy=policy, **meta)
     revert.add(f'VM "{plan.name}" defined', partial(vms_mod.undefine, zk, plan.uuid, 10.0))
     vms_mod.apply(zk, plan.uuid, partial(tr.set_fields, fields={"state": "import"}))
     log(f'defined VM "{plan.name}" ({plan.uuid}) on node {record.node} in state import')
