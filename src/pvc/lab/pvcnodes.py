@@ -15,6 +15,8 @@ import yaml
 from pvc.lab import labtls, proc
 from pvc.lab.plan import API_PORT, CACHE_DIR, UPSTREAM_SUBNET, ZK_CLIENT_PORT, LabPlan, NodePlan
 
+PLUGIN_DIRECTORY = Path(__file__).resolve().parents[1] / "node" / "health" / "plugins"
+
 # the primary's address on the upstream segment (eth1): the cluster DNS view answers there
 FLOATING_ADDRESS = f"{UPSTREAM_SUBNET}.254"
 
@@ -125,7 +127,15 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
             "system_log_directory": str(node.dir / "log"),
             "console_log_directory": str(node.dir / "console"),
             "ceph_directory": str(plan.ceph_dir),
+            # the repo's shipped health plugins, as /usr/share/pvc/plugins on a real node
+            "plugin_directory": str(PLUGIN_DIRECTORY),
         },
+        # The lab's nodes share one development host: its load, package state and clock are
+        # not theirs to answer for, so those checks are told so; the rest run as on hardware.
+        "health": {"plugin_config": {
+            "load_factor": 50, "dpkg_ignore_upgradable": True, "clock_source": "none",
+            "fs_paths": ["/", str(node.dir), "/var/log"],
+        }},
     }
 
 
