@@ -6,7 +6,8 @@ over a minute. Measured on a real pvcnoded (private ZooKeeper, the shipped plugi
 plugin settings) with psutil: the daemon, its plugin host and every plugin process it reaped,
 over `--seconds` (60), with the plugins and then with an empty plugin directory (the difference
 is what the checks cost). The pass wall time is measured in-process (HealthService.run_pass with
-every plugin due), first pass (apt's package list included) and steady state.
+every plugin due): the first pass (apt asked) and steady state (apt's answer kept until the
+package state changes).
 """
 
 from __future__ import annotations
@@ -63,8 +64,16 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return total
 
 
-def daemon_cpu(work: Path, zk: ZooKeeperServer, plugins: Path, node: str, seconds: float) -> float:
-    """CPU percent of one core of a pvcnoded over `seconds`, after its first pass."""
+def host_seconds(proc: psutil.Process) -> float:
+    """The plugin host under the daemon, with the plugin processes it reaped."""
+    hosts = [p for p in proc.children() if "pvchealthd.host" in " ".join(p.cmdline())]
+    return sum(cpu_seconds(p) for p in hosts)
+
+
+def daemon_cpu(work: Path, zk: ZooKeeperServer, plugins: Path, node: str, seconds: float
+               ) -> tuple[float, float]:
+    """CPU percent of one core over `seconds` after the first pass: the whole pvcnoded (its
+    plugin host and plugins included), and the plugin host with its plugins alone."""
     root = f"/bench-health-{node}"
     path = config(work, zk, root, plugins, node)
     (work / node / "run").mkdir(parents=True, exist_ok=True)
@@ -73,12 +82,13 @@ def daemon_cpu(work: Path, zk: ZooKeeperServer, plugins: Path, node: str, second
         time.sleep(INTERVAL + 5)            # started, registered, first pass (and apt) done
         assert daemon.proc is not None
         proc = psutil.Process(daemon.proc.pid)
-        before, start = cpu_seconds(proc), time.monotonic()
+        before, host_before, start = cpu_seconds(proc), host_seconds(proc), time.monotonic()
         time.sleep(seconds)
         used, wall = cpu_seconds(proc) - before, time.monotonic() - start
+        host_used = host_seconds(proc) - host_before
     finally:
         daemon.stop()
-    return 100.0 * used / wall
+    return 100.0 * used / wall, 100.0 * host_used / wall
 
 
 def pass_walls(work: Path, zk: ZooKeeperServer, passes: int
@@ -114,14 +124,15 @@ def main() -> None:
         print(f"refused (do not apply on this host): {', '.join(f'{k} ({v})' for k, v in refused.items())}")
         empty = work / "no-plugins"
         empty.mkdir()
-        with_plugins = daemon_cpu(work, zk, PLUGIN_DIRECTORY, "hv1", args.seconds)
-        without = daemon_cpu(work, zk, empty, "hv2", args.seconds)
+        with_plugins, host = daemon_cpu(work, zk, PLUGIN_DIRECTORY, "hv1", args.seconds)
+        without, _ = daemon_cpu(work, zk, empty, "hv2", args.seconds)
     finally:
         zk.stop()
     steady, slowest = statistics.median(walls), max(walls)
-    share = max(0.0, with_plugins - without)
-    # dpkg runs every 300 s (outside a 60 s window): its wall time bounds its CPU, amortized here
-    apt = 100.0 * (dpkg.runtime if dpkg else 0.0) / 300
+    runner = max(0.0, with_plugins - without - host)      # the runner thread, by difference (noisy)
+    # apt runs when dpkg's or apt's state changes (at most daily otherwise): not in the window;
+    # its first-pass wall time bounds its CPU, amortized here as if it ran every hour
+    apt = 100.0 * (dpkg.runtime if dpkg else 0.0) / 3600
     target = f"< {PASS_TARGET:g} s"
     table("Node health checks", [
         ("full pass, first (apt list included)", f"{first:.2f} s", target, first < PASS_TARGET),
@@ -129,9 +140,11 @@ def main() -> None:
         ("full pass, slowest forced pass", f"{slowest:.2f} s", target, slowest < PASS_TARGET),
         (f"pvcnoded CPU with plugins ({args.seconds:g} s)", f"{with_plugins:.2f} %", "(reference)", True),
         (f"pvcnoded CPU without plugins ({args.seconds:g} s)", f"{without:.2f} %", "(reference)", True),
-        ("dpkg every 300 s, amortized (bound)", f"{apt:.2f} %", "(reference)", True),
-        ("health checks' share of a core", f"{share + apt:.2f} %", f"< {CPU_TARGET:g} %",
-         share + apt < CPU_TARGET),
+        ("apt hourly, amortized (bound)", f"{apt:.2f} %", "(reference)", True),
+        ("plugin host and plugins", f"{host:.2f} %", "(reference)", True),
+        ("runner thread (difference, noisy)", f"{runner:.2f} %", "(reference)", True),
+        ("health checks' share of a core", f"{host + runner + apt:.2f} %", f"< {CPU_TARGET:g} %",
+         host + runner + apt < CPU_TARGET),
     ])
 
 

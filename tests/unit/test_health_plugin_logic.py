@@ -5,6 +5,7 @@ tests/integration/test_health_plugins.py."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -268,3 +269,21 @@ def test_nic_rates_over_an_interval(tmp_path: Path) -> None:
     assert figures["bond0"]["link_speed"] == 0
     fake_nic(tmp_path, "eno1", 10, 10)                # counters reset: no negative rate
     assert netstats.rates(first, netstats.sample(tmp_path, names), 1.0)["eno1"]["rx_bps"] == 0
+
+
+def test_dpkg_asks_apt_again_only_when_package_state_changes(tmp_path: Path) -> None:
+    dpkg = plugin("dpkg")
+    status = tmp_path / "status"
+    status.write_text("")
+    dpkg.STATE_FILES = (str(status), str(tmp_path / "lists"))
+    calls: list[object] = []
+
+    def apt(command: object, **_: object) -> tuple[int, str, str]:
+        calls.append(command)
+        return 0, "Listing...\nlibc6/stable 2.36-9+deb12u9 amd64 [upgradable from: 2.36-9]\n", ""
+
+    dpkg.run_os_command = apt
+    assert dpkg.upgradable(str(tmp_path)) == ["libc6"]
+    assert dpkg.upgradable(str(tmp_path)) == ["libc6"] and len(calls) == 1
+    os.utime(status, ns=(1, 1))
+    assert dpkg.upgradable(str(tmp_path)) == ["libc6"] and len(calls) == 2

@@ -77,7 +77,7 @@ def plugin_config(settings: Settings) -> dict[str, Any]:
         "enable_hypervisor": settings.subsystem.enable_hypervisor,
         "enable_networking": settings.subsystem.enable_networking,
         "enable_storage": settings.subsystem.enable_storage,
-        "libvirt_uri": hv.libvirt_uri,
+        "libvirt_uri": hv.libvirt_uri, "dynamic_directory": settings.path.dynamic_directory,
         "ceph_config_file": st.ceph_config_file, "ceph_keyring_file": st.ceph_keyring_file,
         "ceph_client_user": "admin",
         "zookeeper_hosts": list(settings.zookeeper.hosts),
