@@ -208,6 +208,7 @@ class MultipartReader:
     _state: str = "preamble"           # preamble -> headers -> body -> (headers|done)
     _name: str = ""
     _done: bool = False
+    _from: int = 0                      # where the delimiter search resumes (no rescans)
 
     def __post_init__(self) -> None:
         self._first = b"--" + self.boundary.encode()
@@ -246,13 +247,15 @@ class MultipartReader:
                     raise StreamError("multipart part without a name in its Content-Disposition")
                 self._name, self._state = match.group(1), "body"
             if self._state == "body":
-                at = self._buf.find(self._delim)
+                at = self._buf.find(self._delim, self._from)
                 if at < 0:
                     if len(self._buf) > self.max_part + len(self._delim):
                         raise StreamError(f"part {self._name}: larger than {self.max_part} bytes")
+                    self._from = max(0, len(self._buf) - len(self._delim) + 1)
                     return out
                 out.append((self._name, bytes(self._buf[:at])))
                 del self._buf[:at + len(self._delim)]
+                self._from = 0
                 self._state = "after_delim"
             if self._state == "done":
                 return out

@@ -566,7 +566,7 @@ class _FakeBlock(BlockHandle):
                 length = min(_OBJECT, self.size - offset)
                 now, old = self._slice(data, offset, length), self._slice(before, offset, length)
                 if now != old:
-                    found.append((offset, length, any(now)))
+                    found.append((offset, length, now != bytes(length)))
             return found
 
     def read(self, offset: int, length: int) -> bytes:
