@@ -122,6 +122,10 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
         },
         # The lab's fence agent (pvc-lab fence) stands in for each node's BMC.
         "fencing": {"agent": "lab", "lab_name": plan.name, "margin": 2, "agent_timeout": 30},
+        # Autobackup onto a loop-mounted ext4 image in the state dir, mounted and unmounted by the
+        # worker's mount commands as a real cluster's NFS or disk target (no schedule: runs are
+        # started by tests or `pvc vm autobackup`); pvc-lab down unmounts it and detaches the loop.
+        "autobackup": autobackup_config(plan),
         "path": {
             "dynamic_directory": str(node.dir / "run"),
             "system_log_directory": str(node.dir / "log"),
@@ -139,7 +143,39 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
     }
 
 
+AUTOBACKUP_IMAGE_SIZE = "2G"      # sparse: only what backups write takes space
+
+
+def autobackup_target(plan: LabPlan) -> tuple[Path, Path]:
+    """The lab's autobackup target: (ext4 image file, mount point), both in the state dir."""
+    return plan.state_dir / "autobackup.img", plan.state_dir / "autobackup"
+
+
+def autobackup_config(plan: LabPlan) -> dict[str, Any]:
+    image, mount_point = autobackup_target(plan)
+    return {
+        "backup_root_path": str(mount_point),
+        "backup_root_suffix": f"/{plan.name}",
+        "backup_tags": ["autobackup"],
+        "backup_schedule": {"full_interval": 3, "full_retention": 2},
+        "auto_mount": {"enabled": True,
+                       "mount_cmds": [f"mount -o loop '{image}' {{backup_root_path}}"],
+                       "unmount_cmds": ["umount {backup_root_path}"]},
+        "min_free_bytes": 32 * 1024 * 1024,
+    }
+
+
+def make_autobackup_target(plan: LabPlan) -> None:
+    """Create the target's image and mount point once (kept across `pvc-lab up` of a running lab)."""
+    image, mount_point = autobackup_target(plan)
+    mount_point.mkdir(parents=True, exist_ok=True)
+    if not image.exists():
+        proc.run(["truncate", "-s", AUTOBACKUP_IMAGE_SIZE, str(image)])
+        proc.run(["mkfs.ext4", "-q", "-F", "-L", "pvcautobackup", str(image)])
+
+
 def write_configs(plan: LabPlan) -> None:
+    make_autobackup_target(plan)
     for node in plan.nodes:
         node.dir.mkdir(parents=True, exist_ok=True)
         node.pvc_conf.write_text(yaml.safe_dump(node_config(plan, node), sort_keys=False))
