@@ -311,8 +311,9 @@ def test_osd_outage_keeps_io_going(lab: LabPlan, api: httpx.Client) -> None:
         assert rbd_md5(lab, "vms/degraded1") == hashlib.md5(data.read_bytes()).hexdigest()
         data.unlink()
         assert "HEALTH_WARN" in status_text(api)
-        faults = call(api, "GET", "/faults")
-        assert any("HEALTH_WARN" in f["message"] for f in faults), faults
+        # raised by the primary's cluster checks, once per monitoring interval
+        wait("a Ceph fault", lambda: any("HEALTH_WARN" in f["message"]
+                                         for f in call(api, "GET", "/faults")), 60)
     finally:
         ceph.start_osd(lab, node)
         call(api, "POST", "/storage/ceph/option", params={"option": "noout", "action": "unset"})
