@@ -214,6 +214,17 @@ def test_full_then_incremental_sparse_with_discards(source: Cluster, dest: Clust
     assert [s.name for s in snaps.list_snapshots(dest.zk, mirror.uuid)] == ["s2", "s1"]
     assert dest.storage.list_snapshots("vms", "web1_sda") == ["s1", "s2"]
 
+    # tags follow the source (an automirror tag never does: it would mirror back)
+    vms_mod.modify_tag(source.zk, "web1", "add", "blue")
+    vms_mod.modify_tag(source.zk, "web1", "add", "automirror")
+    source.snapshot(uuid, "s3")
+    do_send(source, uuid, "s3", dest_url, parent="s2")
+    assert [t.name for t in vms_mod.get_vm(dest.zk, "web1").tags] == ["blue"]
+    vms_mod.modify_tag(source.zk, "web1", "remove", "blue")
+    source.snapshot(uuid, "s4")
+    do_send(source, uuid, "s4", dest_url, parent="s3")
+    assert vms_mod.get_vm(dest.zk, "web1").tags == []
+
 
 def test_refusals(source: Cluster, dest: Cluster, dest_url: str) -> None:
     uuid = source.define("db1")
@@ -658,3 +669,33 @@ def test_cli_send_resolves_a_connection_name(source: Cluster, dest_url: str, tmp
                 assert stored.key == "dest-key-XYZ" and stored.uri == dest_url
     finally:
         next(served, None)
+
+
+# -- the task kinds ------------------------------------------------------------------------------------------
+
+def test_task_kind_consumes_its_transfer(source: Cluster, dest: Cluster, dest_url: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from pvc.cluster import tasks as tasks_mod
+    from pvc.worker.kinds import send as send_kinds
+    from pvc.worker.registry import TaskContext, TaskFailed
+
+    monkeypatch.setattr(send, "storage_for", lambda _settings: source.storage)
+    uuid = source.define("kind1")
+    source.write("kind1", 0, b"k" * 4096)
+    source.snapshot(uuid, "s1")
+    secret_dest = transfers.Destination(uri=dest_url, key=API_TOKEN, verify_ssl=False)
+    for target, ok in ((secret_dest, True),
+                       (transfers.Destination(uri="http://127.0.0.1:9/api/v1", key="k-NEVER-SHOWN"), False)):
+        task = transfers.submit_send(source.zk, source.settings, "kind1", "s1", target, None)
+        claimed = tasks_mod.claim(source.zk, task, source.zk.get_doc(schema.task(task.id)).version, "hv1")
+        assert claimed is not None
+        ctx = TaskContext(source.zk, source.settings, "hv1", claimed)
+        if ok:
+            result = send_kinds.send_snapshot(ctx, **claimed.args)
+            assert result["volumes"][0]["verified"] is True
+        else:
+            with pytest.raises(TaskFailed) as failed:
+                send_kinds.send_snapshot(ctx, **claimed.args)
+            shown = str(failed.value) + json.dumps(tasks_mod.task_log(source.zk, task.id))
+            assert "k-NEVER-SHOWN" not in shown
+        assert not source.zk.exists(schema.transfer(claimed.args["destination"]))   # consumed either way

@@ -130,7 +130,7 @@ def _query(model: type[_Query], request: Request) -> Any:
 
 
 @router.post("/{vm}/snapshot/receive/config", summary="Receive the configuration of a snapshot of VM {vm}",
-             responses=responses(Message, 200, 404))
+             responses=responses(Message, 200, 400, 404))
 async def vm_receive_config(vm: str, request: Request, zk: ZK = Depends(get_zk),
                             storage: Storage = Depends(get_storage),
                             settings: Settings = Depends(get_settings)) -> JSONResponse:
@@ -145,7 +145,7 @@ async def vm_receive_config(vm: str, request: Request, zk: ZK = Depends(get_zk),
 
 
 @router.post("/{vm}/snapshot/receive/block", summary="Receive a whole volume of a snapshot of VM {vm}",
-             responses=responses(Message, 200, 404))
+             responses=responses(Message, 200, 400, 404))
 async def vm_receive_full(vm: str, request: Request, zk: ZK = Depends(get_zk),
                           storage: Storage = Depends(get_storage)) -> JSONResponse:
     query = _query(BlockQuery, request)
@@ -169,7 +169,7 @@ async def vm_receive_full(vm: str, request: Request, zk: ZK = Depends(get_zk),
 
 
 @router.put("/{vm}/snapshot/receive/block", summary="Receive a batch of extents of a snapshot of VM {vm}",
-            responses=responses(Message, 200, 404))
+            responses=responses(Message, 200, 400, 404))
 async def vm_receive_batch(vm: str, request: Request, zk: ZK = Depends(get_zk),
                            storage: Storage = Depends(get_storage)) -> JSONResponse:
     query = _query(BlockQuery, request)
@@ -200,7 +200,7 @@ async def vm_receive_batch(vm: str, request: Request, zk: ZK = Depends(get_zk),
 
 
 @router.patch("/{vm}/snapshot/receive/block", summary="Finish a volume of a received snapshot of VM {vm}",
-              responses=responses(Message, 200, 404))
+              responses=responses(Message, 200, 400, 404))
 def vm_receive_snapshot(vm: str, request: Request, zk: ZK = Depends(get_zk),
                         storage: Storage = Depends(get_storage)) -> JSONResponse:
     query = _query(BlockQuery, request)
