@@ -699,3 +699,16 @@ def test_task_kind_consumes_its_transfer(source: Cluster, dest: Cluster, dest_ur
             shown = str(failed.value) + json.dumps(tasks_mod.task_log(source.zk, task.id))
             assert "k-NEVER-SHOWN" not in shown
         assert not source.zk.exists(schema.transfer(claimed.args["destination"]))   # consumed either way
+
+
+def test_grown_volume_is_resized_on_the_mirror(source: Cluster, dest: Cluster, dest_url: str) -> None:
+    uuid = source.define("grow1")
+    source.write("grow1", 0, b"g" * 4096)
+    source.snapshot(uuid, "s1", created=time.time() - 10)
+    do_send(source, uuid, "s1", dest_url)
+    source.storage.resize_volume("vms", "grow1_sda", 2 * SIZE)
+    source.write("grow1", SIZE + 4096, b"h" * 4096)
+    source.snapshot(uuid, "s2")
+    do_send(source, uuid, "s2", dest_url, parent="s1")
+    assert dest.storage.volume_info("vms", "grow1_sda")["size"] == 2 * SIZE
+    assert read(dest, "vms", "grow1_sda") == read(source, "vms", "grow1_sda", "s2")
