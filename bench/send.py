@@ -6,10 +6,10 @@ loopback (default): two clusters on one machine, each a ZooKeeper root and an in
   pvc.worker.send: the protocol, codec, HTTP and API costs of a send, without Ceph's. A 1 GiB
   volume holding ALLOCATED MiB of random data (in 4 MiB objects spread over the volume) is sent
   in full, then 64 MiB of it changed and sent as an incremental.
-labs: the same on real Ceph between two labs (the running lab, default pvclab, and a private
-  1-node lab 'bsend' linked to it): `mirror create` of a VM with a sparse volume, through the
-  API, figures from the task's result (includes the relay between the labs). Run it under the
-  lab lock.
+labs: the same on real Ceph between two labs (the running lab, default pvclab, else a private
+  1-node lab 'bsenda', and a private 1-node lab 'bsend' linked to it): `mirror create` of a VM
+  with a sparse 4 GiB volume, through the API, figures from the task's result (includes the
+  relay between the labs). Run it under the lab lock.
 
 Usage: bench/send.py [--allocated MIB] | bench/send.py --labs [--lab pvclab] [--allocated MIB]
 """
@@ -139,8 +139,10 @@ def labs(lab: str, allocated_mib: int) -> None:
     from pvc.lab.plan import LabPlan
 
     plan = LabPlan.load(lab)
-    if plan is None:
-        raise SystemExit(f"no lab named {lab}: run `pvc-lab up` first")
+    own = plan is None                 # no running lab: a private 1-node one, removed afterwards
+    if own:
+        lab_down("bsenda")
+        plan = lab_up("bsenda", 1, demo=False)
     lab_down("bsend")
     other = lab_up("bsend", 1, demo=False)
     api = httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
@@ -190,6 +192,8 @@ def labs(lab: str, allocated_mib: int) -> None:
         api.delete(f"/storage/ceph/volume/vms/{disk}")
         link.unlink(plan, "bsend")
         lab_down("bsend")
+        if own:
+            lab_down("bsenda")
 
 
 def main() -> None:
