@@ -712,3 +712,13 @@ def test_grown_volume_is_resized_on_the_mirror(source: Cluster, dest: Cluster, d
     do_send(source, uuid, "s2", dest_url, parent="s1")
     assert dest.storage.volume_info("vms", "grow1_sda")["size"] == 2 * SIZE
     assert read(dest, "vms", "grow1_sda") == read(source, "vms", "grow1_sda", "s2")
+
+
+def test_prune_stale_transfers(source: Cluster) -> None:
+    old = time.time() - 40 * 86400
+    source.zk.put(schema.transfer("abc1"), {"uri": "http://x/api/v1", "key": "sealed", "created": old})
+    source.zk.put(schema.transfer("rxdef2"), {"snapshot": "s", "vm": "u", "created": old})
+    now = time.time()
+    source.zk.put(schema.transfer("abc3"), {"uri": "http://x/api/v1", "key": "sealed", "created": now})
+    assert transfers.prune(source.zk) == 2
+    assert source.zk.children(schema.TRANSFERS) == ["abc3"]

@@ -25,6 +25,7 @@ from pvc.core.records import TaskRecord, VMRecord
 from pvc.core.zk import ZK
 
 STALE_AFTER = 7 * 86400.0       # a transfer no task consumed (cancelled before it ran) is pruned
+RECEIVE_STALE_AFTER = 30 * 86400.0   # a receive nobody resumed (its pending document) is pruned
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ def store(zk: ZK, settings: Settings, dest: Destination, vm_uuid: str = "") -> s
     if not dest.key:
         raise InvalidInput("destination_api_key: required (the destination cluster's API key)")
     key = cluster_secrets.load_key(settings.cluster.key_file)
+    try:
+        prune(zk)                  # what cancelled-before-start tasks and abandoned receives left
+    except Exception:              # never a reason to refuse a send
+        pass
     transfer_id = pysecrets.token_hex(12)
     zk.create_doc(schema.transfer(transfer_id), {
         "uri": check_uri(dest.uri), "key": key.seal(dest.key), "verify_ssl": bool(dest.verify_ssl),
@@ -99,12 +104,18 @@ def drop(zk: ZK, transfer_id: str) -> None:
 
 
 def prune(zk: ZK, older_than: float = STALE_AFTER, now: float | None = None) -> int:
-    """Delete transfers no task consumed within `older_than` seconds; how many."""
+    """Delete transfers no task consumed within `older_than` seconds, and pending receives
+    (pvc.cluster.receive) nobody resumed within RECEIVE_STALE_AFTER; how many."""
     now = time.time() if now is None else now
     removed = 0
-    for child in zk.children(schema.TRANSFERS):
-        doc: Any = zk.get(schema.transfer(child), None)
-        if isinstance(doc, dict) and "uri" in doc and now - float(doc.get("created", now)) > older_than:
+    children = [c for c in zk.children(schema.TRANSFERS) if not c.startswith("lk")]   # send locks
+    docs = zk.get_many([schema.transfer(c) for c in children]) if children else {}
+    for child in children:
+        doc: Any = docs.get(schema.transfer(child))
+        if not isinstance(doc, dict):
+            continue
+        limit = older_than if "uri" in doc else RECEIVE_STALE_AFTER if "snapshot" in doc else None
+        if limit is not None and now - float(doc.get("created", now)) > limit:
             zk.delete(schema.transfer(child))
             removed += 1
     return removed
