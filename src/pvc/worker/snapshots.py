@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
 from pvc.adapters.ceph import Storage, StorageError, StorageNotFound, storage_from_settings
+from pvc.adapters.ceph.base import SnapshotTaker
 from pvc.adapters.hypervisor import Hypervisor, HypervisorError, LibvirtHypervisor
 from pvc.cluster import vmsnapshots as snaps
 from pvc.cluster.storage.docs import volume_info, write_volume
@@ -79,17 +79,15 @@ def _guest_hypervisor(zk: ZK, settings: Settings, this_node: str, uuid: str, log
     return hypervisor_for(str(uri))
 
 
-def _snap_all(storage: Storage, volumes: Sequence[tuple[str, str]], name: str, revert: Reverter,
-              pool: ThreadPoolExecutor) -> None:
+def _snap_all(take: SnapshotTaker, name: str, revert: Reverter, storage: Storage) -> None:
     """One RBD snapshot per volume, all at once; each made one gets its undo (also on failure)."""
-    futures = [(p, v, pool.submit(storage.create_snapshot, p, v, name)) for p, v in volumes]
     errors = []
-    for p, v, future in futures:
-        try:
-            future.result()
-            revert.add(f"RBD snapshot {p}/{v}@{name}", partial(_remove_rbd, storage, p, v, name))
-        except StorageError as exc:
-            errors.append(f"{p}/{v}@{name}: {exc.message}")
+    for (pool, volume), error in take(name).items():
+        if error is None:
+            revert.add(f"RBD snapshot {pool}/{volume}@{name}",
+                       partial(_remove_rbd, storage, pool, volume, name))
+        else:
+            errors.append(f"{pool}/{volume}@{name}: {error.message}")
     if errors:
         raise SnapshotFailed(f"Could not create RBD snapshot(s) {'; '.join(errors)}")
 
@@ -103,42 +101,59 @@ def _remove_rbd(storage: Storage, pool: str, volume: str, name: str) -> None:
 
 def take_disks(storage: Storage, hv: Hypervisor | None, uuid: str, volumes: Sequence[tuple[str, str]],
                name: str, revert: Reverter, log: Log) -> tuple[str, float | None]:
-    """Snapshot every volume at one instant; (consistency, pause in ms when paused)."""
-    with ThreadPoolExecutor(max_workers=max(1, len(volumes)), thread_name_prefix="rbdsnap") as pool:
-        if hv is not None:
-            frozen = False
-            if hv.guest_agent_ready(uuid):
-                try:
-                    count = hv.fs_freeze(uuid, AGENT_TIMEOUT)
-                    frozen = True
-                    log(f"froze {count} guest filesystem(s) through the QEMU guest agent")
-                except HypervisorError as exc:
-                    log(f"guest agent freeze failed ({exc}); pausing the VM instead")
-            if frozen:
-                try:
-                    _snap_all(storage, volumes, name, revert, pool)
-                finally:
-                    try:
-                        hv.fs_thaw(uuid, AGENT_TIMEOUT)
-                        log("thawed the guest filesystems")
-                    except HypervisorError as exc:
-                        log(f"WARNING: could not thaw the guest filesystems: {exc}")
-                return "fs-frozen", None
+    """Snapshot every volume at one instant; (consistency, pause in ms when paused).
+
+    The volumes are readied (opened) before the guest is frozen or paused and released after it
+    runs again, so the pause covers only the snapshot creations, made in parallel.
+    """
+    try:
+        with storage.prepared_snapshots(volumes) as take:
+            return _take(storage, take, hv, uuid, len(volumes), name, revert, log)
+    except StorageError as exc:
+        raise SnapshotFailed(f"Could not snapshot the volumes ({name}): {exc.message}") from None
+
+
+def _take(storage: Storage, take: SnapshotTaker, hv: Hypervisor | None, uuid: str, count: int, name: str,
+          revert: Reverter, log: Log) -> tuple[str, float | None]:
+    if hv is not None:
+        frozen = False
+        if hv.guest_agent_ready(uuid):
             try:
-                started = time.perf_counter()
-                hv.suspend(uuid)
+                frozen_count = hv.fs_freeze(uuid, AGENT_TIMEOUT)
+                frozen = True
+                log(f"froze {frozen_count} guest filesystem(s) through the QEMU guest agent")
             except HypervisorError as exc:
-                log(f"could not pause the VM ({exc}); its disks are snapshotted crash-consistent each")
-            else:
+                log(f"guest agent freeze failed ({exc}); pausing the VM instead")
+        if frozen:
+            try:
+                _snap_all(take, name, revert, storage)
+            finally:
                 try:
-                    _snap_all(storage, volumes, name, revert, pool)
-                finally:
-                    _resume(hv, uuid, log)
-                    pause_ms = (time.perf_counter() - started) * 1000
-                log(f"VM paused for {pause_ms:.1f} ms around {len(volumes)} RBD snapshot(s)")
-                return "paused", pause_ms
-        _snap_all(storage, volumes, name, revert, pool)
-        return "crash", None
+                    hv.fs_thaw(uuid, AGENT_TIMEOUT)
+                    log("thawed the guest filesystems")
+                except HypervisorError as exc:
+                    log(f"WARNING: could not thaw the guest filesystems: {exc}")
+            return "fs-frozen", None
+        try:
+            started = time.perf_counter()
+            hv.suspend(uuid)
+        except HypervisorError as exc:
+            log(f"could not pause the VM ({exc}); its disks are snapshotted crash-consistent each")
+        else:
+            suspended = time.perf_counter()
+            try:
+                _snap_all(take, name, revert, storage)
+            finally:
+                snapped = time.perf_counter()
+                _resume(hv, uuid, log)
+                resumed = time.perf_counter()
+            pause_ms = (resumed - started) * 1000
+            steps = (f"suspend {(suspended - started) * 1000:.1f} ms, snapshots "
+                     f"{(snapped - suspended) * 1000:.1f} ms, resume {(resumed - snapped) * 1000:.1f} ms")
+            log(f"VM paused for {pause_ms:.1f} ms around {count} RBD snapshot(s) ({steps})")
+            return "paused", pause_ms
+    _snap_all(take, name, revert, storage)
+    return "crash", None
 
 
 def _resume(hv: Hypervisor, uuid: str, log: Log) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import abc
 import uuid as uuidlib
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -156,6 +158,19 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def remove_snapshot(self, pool: str, volume: str, name: str) -> None: ...
 
+    @contextmanager
+    def prepared_snapshots(self, volumes: Sequence[tuple[str, str]]) -> Iterator[SnapshotTaker]:
+        """Volumes (pool, volume) readied for snapshots taken together: `take(name)` snapshots all of
+        them at once and answers {(pool, volume): None, or the StorageError}. Readying (opening the
+        images, where the backend can) happens before, releasing after, so the instant a VM snapshot
+        pauses its guest for is only the snapshot creations. This default readies nothing."""
+        with ThreadPoolExecutor(max_workers=max(1, len(volumes)), thread_name_prefix="rbdsnap") as pool:
+            def take(name: str) -> dict[tuple[str, str], StorageError | None]:
+                futures = {ref: pool.submit(self.create_snapshot, ref[0], ref[1], name) for ref in volumes}
+                return {ref: failure_of(future) for ref, future in futures.items()}
+
+            yield take
+
     # -- block I/O (snapshot send and receive) ---------------------------------------------------
     @abc.abstractmethod
     def open_block(self, pool: str, volume: str, snapshot: str | None = None,
@@ -236,6 +251,18 @@ class BlockHandle(abc.ABC):
     @abc.abstractmethod
     def flush(self) -> None:
         """Wait for every write issued so far; raise the first failure."""
+
+
+SnapshotTaker = Callable[[str], dict[tuple[str, str], StorageError | None]]
+
+
+def failure_of(future: Any) -> StorageError | None:
+    """The StorageError a snapshot creation ended with, or None (other errors are raised)."""
+    try:
+        future.result()
+    except StorageError as exc:
+        return exc
+    return None
 
 
 def secret_uuid(fsid: str, configured: str | None = None) -> str:

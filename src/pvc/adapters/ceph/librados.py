@@ -7,12 +7,14 @@ line) only where the bindings lack an operation.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import datetime
 import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
@@ -22,10 +24,12 @@ from pvc.adapters.ceph.base import (
     OSD_FLAGS,
     BlockHandle,
     Locker,
+    SnapshotTaker,
     Storage,
     StorageError,
     StorageExists,
     StorageNotFound,
+    failure_of,
 )
 from pvc.adapters.ceph.connection import CephConnection
 
@@ -399,6 +403,25 @@ class CephStorage(CephConnection, Storage):
                 image.unprotect_snap(name)
             image.remove_snap(name)
 
+    @contextmanager
+    def prepared_snapshots(self, volumes: Sequence[tuple[str, str]]) -> Iterator[SnapshotTaker]:
+        """The images opened beforehand and closed afterwards (opening and closing three images
+        costs about as much as snapshotting them), each snapshot made on its own thread."""
+        with contextlib.ExitStack() as stack:
+            images = {(p, v): stack.enter_context(self._image(p, v)) for p, v in volumes}
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, len(volumes)),
+                                                          thread_name_prefix="rbdsnap"))
+
+            def snap(ref: tuple[str, str], name: str) -> None:
+                with self._call(f"snapshot {ref[0]}/{ref[1]}@{name}"):
+                    images[ref].create_snap(name)
+
+            def take(name: str) -> dict[tuple[str, str], StorageError | None]:
+                futures = {ref: pool.submit(snap, ref, name) for ref in images}
+                return {ref: failure_of(future) for ref, future in futures.items()}
+
+            yield take
+
 
 class _RbdBlock(BlockHandle):
     """An open librbd image: reads are synchronous, writes asynchronous with a bounded window
@@ -410,7 +433,7 @@ class _RbdBlock(BlockHandle):
         self._owner, self._image, self._what = owner, image, what
         self.size = int(image.size())
         self._pending: list[Any] = []
-        self._failure: str | None = None
+        self.failure_of: str | None = None
 
     def extents(self, since: str | None = None) -> list[tuple[int, int, bool]]:
         found: list[tuple[int, int, bool]] = []
@@ -425,14 +448,14 @@ class _RbdBlock(BlockHandle):
 
     def _done(self, completion: Any) -> None:
         code = completion.get_return_value()
-        if code < 0 and self._failure is None:
-            self._failure = f"{self._what}: write failed ({os.strerror(-code)})"
+        if code < 0 and self.failure_of is None:
+            self.failure_of = f"{self._what}: write failed ({os.strerror(-code)})"
 
     def _window(self, limit: int) -> None:
         while len(self._pending) > limit:
             self._pending.pop(0).wait_for_complete_and_cb()
-        if self._failure:
-            raise StorageError(self._failure)
+        if self.failure_of:
+            raise StorageError(self.failure_of)
 
     def write(self, offset: int, data: bytes) -> None:
         if offset + len(data) > self.size:
