@@ -74,9 +74,6 @@ ZK_FAMILIES = frozenset({
     "zk_avg_readlatency", "zk_avg_updatelatency", "zk_avg_fsynctime",
 })
 OTHER_FAMILIES = frozenset({"up"})  # Prometheus' own per-target series
-# pvc_* families the shipped files use that the metrics package is to add (named in H8's report):
-# accepted as an expected failure while absent, checked like the others once they exist.
-PENDING_PVC_FAMILIES = frozenset({"pvc_api_certificate_expiry_timestamp_seconds"})
 
 PROMQL_WORDS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
                           "or", "unless", "offset", "inf", "nan"})
@@ -121,14 +118,10 @@ def check_families(names: set[str], where: str) -> None:
     unknown = sorted(n for n in names if not (
         (n.startswith("pvc_") and (families is None or n in families))
         or n in CEPH_FAMILIES or n in ZK_FAMILIES or n in OTHER_FAMILIES))
-    pending = sorted(set(unknown) & PENDING_PVC_FAMILIES)
-    unknown = [n for n in unknown if n not in PENDING_PVC_FAMILIES]
     assert not unknown, f"{where} query metrics nobody emits: {unknown}"
     if families is None:
         pytest.skip("pvc.cluster.metrics.FAMILIES does not exist yet (the /metrics renderers): "
                     "ceph_*/zk_* names checked, pvc_* names not")
-    if pending:
-        pytest.xfail(f"{where}: {pending} not emitted by pvc.cluster.metrics yet (every other name exists)")
 
 
 # -- Prometheus: alert rules and scrape configuration -------------------------------------------------
