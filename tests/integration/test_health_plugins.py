@@ -342,3 +342,15 @@ def test_stop_ends_a_running_pass_and_its_plugins(tmp_path: Path, zk: ZK, zk_ser
              message="the hung plugin's child killed")
     assert nodes.get_node(zk, "hv1").health is None
     assert fault(zk, "NODE_PLUGIN_HANG_HV1") is None          # a pass cut short records nothing
+
+
+def test_first_pass_clears_faults_of_plugins_fixed_or_removed_while_down(service: HealthService, zk: ZK,
+                                                                         plugins: Path) -> None:
+    from pvc.cluster import faults as cluster_faults
+
+    for fid in ("NODE_PLUGIN_GONE_HV1", "NODE_PLUGIN_FINE_HV1", "NODE_PLUGIN_GONE_HV11"):
+        cluster_faults.raise_fault(zk, fid, 5, "left over")
+    (plugins / "fine.py").write_text(FINE)
+    service.run_pass()
+    assert cleared(zk, "NODE_PLUGIN_GONE_HV1") and cleared(zk, "NODE_PLUGIN_FINE_HV1")
+    assert not cleared(zk, "NODE_PLUGIN_GONE_HV11")                 # another node's

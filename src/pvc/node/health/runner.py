@@ -23,6 +23,7 @@ from typing import Any
 from kazoo.exceptions import KazooException
 
 from pvc.cluster import faults
+from pvc.core import schema
 from pvc.core.config import Settings
 from pvc.core.errors import ClusterUnavailable, ConfigError
 from pvc.core.zk import ZK
@@ -254,6 +255,8 @@ class HealthService:
         self.doc.write(lambda d: {**d, "health": health, "health_plugins": names, "health_details": details})
 
     def _update_faults(self) -> None:
+        if self.passes == 0:
+            self._clear_leftovers()
         for name, state in sorted(self.states.items()):
             fault = fault_name(name, self.name)
             try:
@@ -264,6 +267,23 @@ class HealthService:
                     self._clear_fault(name)
             except (ClusterUnavailable, KazooException, ValueError) as exc:
                 log.warning("health: fault %s: %s", fault, exc)
+
+    def _clear_leftovers(self) -> None:
+        """At start: this node's plugin faults of plugins that are gone or no longer fault
+        (the daemon was down while they were fixed or removed)."""
+        prefix, suffix = "NODE_PLUGIN_", f"_{self.name.upper()}"
+        current = {fault_name(n, self.name) for n, s in self.states.items() if s.health_delta > 0}
+        try:
+            ids = self.zk.children(schema.FAULTS)
+        except (ClusterUnavailable, KazooException) as exc:
+            log.warning("health: cannot list faults: %s", exc)
+            return
+        for fid in ids:
+            if fid.startswith(prefix) and fid.endswith(suffix) and fid not in current:
+                try:
+                    faults.clear_fault(self.zk, fid)
+                except (ClusterUnavailable, KazooException, ValueError) as exc:
+                    log.warning("health: fault %s: %s", fid, exc)
 
     def _clear_fault(self, name: str) -> None:
         try:
