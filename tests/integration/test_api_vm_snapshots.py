@@ -26,6 +26,7 @@ from pvc.core.records import TaskRecord, VMStatus
 from pvc.core.zk import ZK
 from pvc.worker import snapshots as worker_snapshots
 from pvc.worker.runner import Worker
+from tests.conftest import wait_for
 from tests.integration.apihelp import ok, refused, storage_client
 
 BASE = "/api/v1"
@@ -305,3 +306,25 @@ def test_force_remove_tolerates_missing_rbd_snapshots(client: TestClient, zk: ZK
     one_task(zk, settings)
     assert vm_item(client, "lost")["snapshots"] == []
     assert fake.list_snapshots("vms", disks[0]) == []
+
+
+def test_the_list_serves_snapshots_from_a_watch_cache(client: TestClient, zk: ZK, fake: FakeStorage,
+                                                      settings: Settings) -> None:
+    define(client, fake, "cached", 1)
+    accepted(client.post(f"{BASE}/vm/cached/snapshot", params={"snapshot_name": "s1"}), "vm.create_snapshot")
+    one_task(zk, settings)
+    zk.cache(schema.VMS, depth=2)              # as pvcapid does; the snapshot cache follows on first use
+
+    def listed() -> list[str]:
+        items = {v["name"]: v for v in ok(client.get(f"{BASE}/vm"))}
+        return [s["name"] for s in items["cached"]["snapshots"]]
+
+    wait_for(lambda: listed() == ["s1"] and zk.live_cache(schema.VM_SNAPSHOTS) is not None, 10,
+             message="the snapshot cache")
+    accepted(client.post(f"{BASE}/vm/cached/snapshot", params={"snapshot_name": "s2"}), "vm.create_snapshot")
+    one_task(zk, settings)
+    wait_for(lambda: listed() == ["s2", "s1"], 10, message="the new snapshot listed")
+    accepted(client.delete(f"{BASE}/vm/cached/snapshot", params={"snapshot_name": "s1"}),
+             "vm.remove_snapshot")
+    one_task(zk, settings)
+    wait_for(lambda: listed() == ["s2"], 10, message="the removed snapshot gone from the list")

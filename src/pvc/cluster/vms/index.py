@@ -34,7 +34,7 @@ from pvc.core.vocabulary import VM_ACTIVE_STATES, VM_LIST_STATES
 from pvc.core.zk import ZK, decode
 from pvc.core.zkcache import TreeMirror
 
-Doc = TypeVar("Doc", VMRecord, VMStatus)
+Doc = TypeVar("Doc", VMRecord, VMStatus, VMSnapshotRecord)
 # A list right after pvcapid starts waits this long for the cache's bulk snapshot (under a second
 # at 10,000 VMs) rather than read every VM directly.
 SNAPSHOT_WAIT = 5.0
@@ -319,6 +319,47 @@ def load_snapshots(zk: ZK, uuids: list[str] | None = None) -> dict[str, list[VMS
     return load_many(zk, uuids)
 
 
+# Parsed snapshot records of the /vmsnapshots mirror, by path: (mzxid, record).
+_SNAPSHOT_MEMO: weakref.WeakKeyDictionary[ZK, dict[str, tuple[int, VMSnapshotRecord | None]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def listed_snapshots(zk: ZK, uuids: list[str] | None = None) -> dict[str, list[VMSnapshotRecord]]:
+    """The snapshots for a list: from a watch cache of /vmsnapshots where the process keeps the VM
+    list's caches (the API), started on first use, so a list transfers no snapshot XML; read in
+    bulk otherwise (and until the cache has loaded)."""
+    mirror = zk.live_cache(schema.VM_SNAPSHOTS)
+    if mirror is None:
+        if zk.mirror(schema.VMS) is not None:
+            zk.cache(schema.VM_SNAPSHOTS, depth=2)
+        return load_snapshots(zk, uuids)
+    memo = _SNAPSHOT_MEMO.setdefault(zk, {})
+    wanted = None if uuids is None else set(uuids)
+    out: dict[str, list[VMSnapshotRecord]] = {}
+    seen = set()
+    for uuid, node in list(mirror.root.children.items()):
+        if wanted is not None and uuid not in wanted:
+            continue
+        records = []
+        for name, child in list(node.children.items()):
+            if child.stat is None:
+                continue
+            path = f"{uuid}/{name}"
+            seen.add(path)
+            known = memo.get(path)
+            if known is None or known[0] != child.stat.mzxid:
+                known = (child.stat.mzxid, _parse(VMSnapshotRecord, child.data))
+                memo[path] = known
+            if known[1] is not None:
+                records.append(known[1])
+        if records:
+            out[uuid] = sorted(records, key=lambda r: (-r.created, r.name))
+    if wanted is None:
+        for gone in set(memo) - seen:
+            memo.pop(gone, None)
+    return out
+
+
 def _snapshots_json(record: VMRecord, snapshots: list[VMSnapshotRecord], now: float) -> bytes:
     return dump(snapshots_view(record, snapshots, now))
 
@@ -379,7 +420,7 @@ def list_json(zk: ZK, entries: Sequence[VMEntry]) -> bytes:
     data = _list_json(zk, entries)
     if not entries:
         return data
-    found = load_snapshots(zk, None if len(entries) > 50 else [e.record.uuid for e in entries])
+    found = listed_snapshots(zk, None if len(entries) > 50 else [e.record.uuid for e in entries])
     return _with_snapshots(data, entries, found) if found else data
 
 
