@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import socket
 import ssl
 import time
 import uuid as uuidlib
@@ -16,10 +17,13 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
 from prometheus_client.parser import text_string_to_metric_families
 
 from pvc.cluster import metrics
 from pvc.cluster.metrics.certificate import NAME as CERTIFICATE_EXPIRY
+from pvc.cluster.metrics.certificate import NAMES as CERTIFICATE_FAMILIES
+from pvc.cluster.metrics.certificate import PENDING as CERTIFICATE_PENDING
 from pvc.core import pki, schema
 from pvc.core.records import BackupRecord, VMRecord, VMSnapshotRecord, VMStatus
 from pvc.core.zk import ZK
@@ -125,10 +129,10 @@ def test_metrics_with_token_carry_every_family(
     answer = client.get("/metrics", headers=headers)
     assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
     found = families(text)
-    expected = metrics.FAMILIES - {CERTIFICATE_EXPIRY}  # api.ssl is off here: that family is absent
+    expected = metrics.FAMILIES - CERTIFICATE_FAMILIES  # api.ssl is off here: those are absent
     missing = {f for f in expected if f not in found and f.removesuffix("_total") not in found}
     assert not missing, f"families missing from /metrics: {sorted(missing)}"
-    assert CERTIFICATE_EXPIRY not in found
+    assert not CERTIFICATE_FAMILIES & set(found)
     # upstream's names for its mislabelled families: the sample names, with their own HELP/TYPE
     assert found["pvc_node_load_average"].type == "gauge"
     assert found["pvc_vm_autostart"].type == "gauge"
@@ -255,11 +259,26 @@ def _not_after(pem: bytes) -> float:
     return pki.load_certificate(pem).not_valid_after.replace(tzinfo=datetime.UTC).timestamp()
 
 
+def _served_der(port: int, context: ssl.SSLContext) -> bytes:
+    """The certificate pvcapid presents in a TLS handshake (DER)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def _der(pem: bytes) -> bytes:
+    return pki.load_certificate(pem).public_bytes(serialization.Encoding.DER)
+
+
 def test_certificate_expiry_of_the_served_certificate(
     cluster: ZK, daemons: list[Daemon], config_factory: Any, tmp_path: Path
 ) -> None:
     """api.ssl on and no certificate: pvcapid makes one; its notAfter is the gauge, in /metrics and
-    /metrics/resource; a renewed file shows at the next scrape (its mtime changed)."""
+    /metrics/resource. A renewal on disk is not served until pvcapid restarts (uvicorn loads the
+    file at start), so the gauge keeps the served one's date and the pending flag goes to 1; after
+    a restart both follow the new certificate."""
     ssl_dir = tmp_path / "ssl"
     tls = {
         "enabled": True,
@@ -285,18 +304,35 @@ def test_certificate_expiry_of_the_served_certificate(
         except httpx.HTTPError:
             return False
 
+    def gauges(path: str = "/metrics") -> tuple[list[float], list[float]]:
+        with httpx.Client(base_url=base, verify=context["ca"], timeout=30,
+                          headers={"X-Api-Key": API_TOKEN}) as client:
+            text = client.get(path).text
+        return ([s.value for s in samples(text, CERTIFICATE_EXPIRY)],
+                [s.value for s in samples(text, CERTIFICATE_PENDING)])
+
     wait_for(up, 30, message="pvcapid to answer over TLS")
-    client = httpx.Client(base_url=base, verify=context["ca"], timeout=30, headers={"X-Api-Key": API_TOKEN})
     served = (ssl_dir / "api.crt").read_bytes()
+    assert _served_der(port, context["ca"]) == _der(served)
     for path in ("/metrics", "/metrics/resource"):
-        values = [s.value for s in samples(client.get(path).text, CERTIFICATE_EXPIRY)]
-        assert values == [_not_after(served)], path
-    assert CERTIFICATE_EXPIRY not in families(client.get("/metrics/health").text)
-    # renewed on disk (as an installer would, by rename): the next scrape reads the new file
+        assert gauges(path) == ([_not_after(served)], [0]), path
+    with httpx.Client(base_url=base, verify=context["ca"], timeout=30,
+                      headers={"X-Api-Key": API_TOKEN}) as client:
+        assert not CERTIFICATE_FAMILIES & set(families(client.get("/metrics/health").text))
+    # renewed on disk (as an installer would, by rename, key first): still the old one served
     ca = pki.KeyPair((ssl_dir / "ca.crt").read_bytes(), (ssl_dir / "ca.key").read_bytes())
-    renewed = pki.issue_server(ca, "pvcapid renewed", ["127.0.0.1"], days=30).certificate
-    (ssl_dir / "api.crt.new").write_bytes(renewed)
+    renewed = pki.issue_server(ca, "pvcapid renewed", ["127.0.0.1"], days=30)
+    pki.write_private(ssl_dir / "api.key", renewed.key)
+    (ssl_dir / "api.crt.new").write_bytes(renewed.certificate)
     os.replace(ssl_dir / "api.crt.new", ssl_dir / "api.crt")
-    assert _not_after(renewed) != _not_after(served)
-    values = [s.value for s in samples(client.get("/metrics").text, CERTIFICATE_EXPIRY)]
-    assert values == [_not_after(renewed)]
+    assert _not_after(renewed.certificate) != _not_after(served)
+    assert _served_der(port, context["ca"]) == _der(served)
+    assert gauges() == ([_not_after(served)], [1])
+    assert gauges("/metrics/resource") == ([_not_after(served)], [1])
+    assert _served_der(port, context["ca"]) == _der(served)  # (still: nothing reloads it)
+    # restarted: the renewed certificate is served and reported, nothing pending
+    assert daemon.stop() == 0
+    daemon.start()
+    wait_for(up, 30, message="pvcapid to answer over TLS after its restart")
+    assert _served_der(port, context["ca"]) == _der(renewed.certificate)
+    assert gauges() == ([_not_after(renewed.certificate)], [0])

@@ -187,7 +187,9 @@ def test_every_family_present_once_with_its_type() -> None:
     names = [n for n, _t in types]
     assert len(names) == len(set(names)), "a family appears twice"
     assert set(names) == set(metrics.FAMILIES) - metrics.API_FAMILIES
-    assert {"pvc_api_request_duration_seconds", certificate_mod.NAME} == metrics.API_FAMILIES
+    assert {"pvc_api_request_duration_seconds", certificate_mod.NAME, certificate_mod.PENDING} == (
+        metrics.API_FAMILIES
+    )
     declared = dict(types)
     for family in (*health_mod.FAMILIES, *resource_mod.FAMILIES):
         assert declared[family.name] == family.type
@@ -373,35 +375,59 @@ def test_certificate_expiry_absent_when_ssl_is_off() -> None:
     assert certificate_mod.CertificateExpiry(None).render() == b""
 
 
-def test_certificate_expiry_read_once_and_again_when_the_file_changes(
+def _expiry_and_pending(expiry: certificate_mod.CertificateExpiry) -> tuple[list[float], list[float]]:
+    found = parsed(expiry.render().decode())
+    assert found[certificate_mod.NAME].type == "gauge" and found[certificate_mod.PENDING].type == "gauge"
+    return ([s.value for s in found[certificate_mod.NAME].samples],
+            [s.value for s in found[certificate_mod.PENDING].samples])
+
+
+def _when(pem: bytes) -> int:
+    return int(pki.load_certificate(pem).not_valid_after.replace(tzinfo=UTC).timestamp())
+
+
+def test_certificate_expiry_is_the_served_certificate_until_a_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """uvicorn loads the certificate once, at start: a renewal on disk does not move the expiry
+    (the old certificate is still served, its alert must stay) but raises the pending flag; a
+    new process (a restarted pvcapid) serves and reports the renewed one."""
     path = tmp_path / "api.crt"
     first = _certificate(30)
     path.write_bytes(first)
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))
     parses: list[bytes] = []
-    real = certificate_mod.not_after
+    real = certificate_mod.parse
 
-    def counting(pem: bytes) -> int:
+    def counting(pem: bytes) -> certificate_mod.Certificate:
         parses.append(pem)
         return real(pem)
 
-    monkeypatch.setattr(certificate_mod, "not_after", counting)
+    monkeypatch.setattr(certificate_mod, "parse", counting)
+    monkeypatch.setattr(certificate_mod, "_process", lambda: 1001)
     expiry = certificate_mod.CertificateExpiry(path)
     text = expiry.render().decode()
-    family = parsed(text)[certificate_mod.NAME]
-    assert family.type == "gauge" and len(family.samples) == 1
-    cert = pki.load_certificate(first)
-    assert family.samples[0].value == int(cert.not_valid_after.replace(tzinfo=UTC).timestamp())
-    assert family.samples[0].labels == {}
+    assert _expiry_and_pending(expiry) == ([_when(first)], [0])
+    assert parsed(text)[certificate_mod.NAME].samples[0].labels == {}
     assert expiry.render().decode() == text and len(parses) == 1  # unchanged file: one stat, no parse
-    # a renewal (same size, new mtime): read again
+    # renewed on disk (same size, new mtime): still the served one's expiry, pending restart
     renewed = _certificate(90)
     path.write_bytes(renewed)
     os.utime(path, ns=(2_000_000_000, 2_000_000_000))
-    later = parsed(expiry.render().decode())[certificate_mod.NAME].samples[0].value
-    assert len(parses) == 2 and later - family.samples[0].value == pytest.approx(60 * 86400, abs=120)
+    assert _expiry_and_pending(expiry) == ([_when(first)], [1])
+    assert len(parses) == 2 and _when(renewed) - _when(first) == pytest.approx(60 * 86400, abs=120)
+    # another renderer in the same process (metrics re-made) still knows what the process serves
+    assert _expiry_and_pending(certificate_mod.CertificateExpiry(path)) == ([_when(first)], [1])
+    # the file put back as served: nothing pending
+    path.write_bytes(first)
+    os.utime(path, ns=(3_000_000_000, 3_000_000_000))
+    assert _expiry_and_pending(expiry) == ([_when(first)], [0])
+    # renewed again, then pvcapid restarts (a new process): the new certificate, nothing pending
+    path.write_bytes(renewed)
+    os.utime(path, ns=(4_000_000_000, 4_000_000_000))
+    assert _expiry_and_pending(expiry) == ([_when(first)], [1])
+    monkeypatch.setattr(certificate_mod, "_process", lambda: 1002)
+    assert _expiry_and_pending(certificate_mod.CertificateExpiry(path)) == ([_when(renewed)], [0])
 
 
 def test_certificate_expiry_unreadable_file_keeps_the_scrape(tmp_path: Path) -> None:
@@ -412,6 +438,16 @@ def test_certificate_expiry_unreadable_file_keeps_the_scrape(tmp_path: Path) -> 
             path.write_bytes(content)
         text = expiry.render().decode()
         assert f"# PVC: cannot read the API certificate {path}: {problem}" in text
-        assert parsed(text)[certificate_mod.NAME].samples == []  # the header, no sample
-    path.write_bytes(_certificate(10))  # fixed: back at the next scrape
-    assert len(parsed(expiry.render().decode())[certificate_mod.NAME].samples) == 1
+        assert _expiry_and_pending(expiry) == ([], [])  # the headers, no sample
+    served = _certificate(10)
+    path.write_bytes(served)  # fixed: back at the next scrape (nothing was read yet: it is the served one)
+    assert _expiry_and_pending(expiry) == ([_when(served)], [0])
+    # broken on disk after that: the served certificate's expiry stays, the pending flag is unknown
+    path.write_bytes(b"half a certifi")
+    text = expiry.render().decode()
+    assert f"# PVC: cannot read the API certificate {path} on disk: not a PEM certificate" in text
+    assert _expiry_and_pending(expiry) == ([_when(served)], [])
+    path.unlink()
+    assert _expiry_and_pending(expiry) == ([_when(served)], [])
+    path.write_bytes(served)
+    assert _expiry_and_pending(expiry) == ([_when(served)], [0])

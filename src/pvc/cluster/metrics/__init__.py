@@ -12,6 +12,7 @@ from __future__ import annotations
 from pvc.cluster.metrics import health, resource
 from pvc.cluster.metrics.cache import MetricsCache
 from pvc.cluster.metrics.certificate import NAME as CERTIFICATE_EXPIRY
+from pvc.cluster.metrics.certificate import PENDING as CERTIFICATE_PENDING_RESTART
 from pvc.cluster.metrics.certificate import CertificateExpiry
 from pvc.cluster.metrics.collect import collect
 from pvc.cluster.metrics.data import ClusterData, VMData
@@ -24,7 +25,7 @@ from pvc.cluster.metrics.resource import render_resource
 HEALTH_FAMILIES: frozenset[str] = frozenset(f.name for f in health.FAMILIES)
 RESOURCE_FAMILIES: frozenset[str] = frozenset(f.name for f in resource.FAMILIES)
 # the API process's own families (served with the resource part), not rendered from the cluster data
-API_FAMILIES: frozenset[str] = frozenset({REQUEST_DURATION, CERTIFICATE_EXPIRY})
+API_FAMILIES: frozenset[str] = frozenset({REQUEST_DURATION, CERTIFICATE_EXPIRY, CERTIFICATE_PENDING_RESTART})
 FAMILIES: frozenset[str] = HEALTH_FAMILIES | RESOURCE_FAMILIES | API_FAMILIES
 
 __all__ = [
