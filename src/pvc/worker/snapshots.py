@@ -311,6 +311,11 @@ def rollback_snapshot(zk: ZK, settings: Settings, uuid: str, name: str, force: b
     xml = record.xml if domainxml.parse(record.xml).name == vm.name else \
         snaps.rename_xml(record.xml, vm.name, {})
     domain = domainxml.parse(xml)
+    try:        # this node's domain XML policy (D14) may have been tightened since the snapshot
+        domainxml.check_domain(xml, domainxml.DomainPolicy.from_settings(settings))
+    except PVCError as exc:
+        raise SnapshotFailed(f'The XML of snapshot "{name}" is refused by the domain XML policy: '
+                             f"{exc.message}; nothing was changed.") from None
     storage = storage_for(settings)
     for vol in record.volumes:
         try:
