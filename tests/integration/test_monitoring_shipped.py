@@ -501,9 +501,25 @@ def _tls_api(daemons: list[Daemon], config_factory: Any, ssl_dir: Path,
 
 
 def _prometheus_query(base: str, query: str) -> list[dict[str, Any]]:
-    answer = httpx.get(f"{base}/api/v1/query", params={"query": query}, timeout=5).json()
+    response = httpx.get(f"{base}/api/v1/query", params={"query": query}, timeout=10)
+    assert response.status_code == 200, f"Prometheus answered {response.status_code}: {response.text[:300]}"
+    answer = response.json()
     assert answer["status"] == "success", answer
     return answer["data"]["result"]
+
+
+def _wait_prometheus_ready(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
+    """Until /-/ready answers 200: while it starts (TSDB, rules) Prometheus answers 503 "Service
+    Unavailable" in plain text. The machine may be loaded: a generous deadline, no timing check."""
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"prometheus exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            return httpx.get(f"{base}/-/ready", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, 180, 0.5, "Prometheus to be ready (/-/ready)")
 
 
 @pytest.mark.parametrize("metrics_auth", ["token", "none"])
@@ -558,21 +574,24 @@ def test_real_prometheus_scrapes_with_the_shipped_snippet_and_evaluates_the_rule
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "prometheus.log").open("wb")
+    log_path = tmp_path / "prometheus.log"
+    log = log_path.open("wb")
     binary = shutil.which("prometheus") or "prometheus"
     proc = subprocess.Popen([binary, f"--config.file={etc / 'prometheus.yml'}",
                              f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                              f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
     log.close()
     try:
+        _wait_prometheus_ready(proc, base, log_path)
+
         def scraped() -> bool:
             try:
                 return any(s["value"][1] == "1" for s in _prometheus_query(base, 'up{pvc_cluster_id="test"}'))
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):  # ValueError: an answer that is not JSON
                 return False
 
         try:
-            wait_for(scraped, 60, 0.5, "Prometheus to scrape the API")
+            wait_for(scraped, 120, 0.5, "Prometheus to scrape the API")
         except AssertionError:
             targets = httpx.get(f"{base}/api/v1/targets", timeout=5).json()
             raise AssertionError(f"not scraped: {targets}") from None
@@ -586,10 +605,10 @@ def test_real_prometheus_scrapes_with_the_shipped_snippet_and_evaluates_the_rule
         faults.raise_fault(zk, "CEPH_ERR_PG_DAMAGED", 50, "HEALTH_ERR PG_DAMAGED: 1 pg inconsistent")
         faults.raise_fault(zk, "VM_FAILED_web1", 10, "VM web1 failed")
         critical = 'ALERTS{alertname="PVCClusterHealthCritical",pvc_cluster_id="test"}'
-        wait_for(lambda: _prometheus_query(base, critical), 60, 0.5, "PVCClusterHealthCritical pending")
+        wait_for(lambda: _prometheus_query(base, critical), 120, 0.5, "PVCClusterHealthCritical pending")
         # maintenance pauses it
         state.set_maintenance(zk, True)
-        wait_for(lambda: not _prometheus_query(base, critical), 60, 0.5, "the alert to clear in maintenance")
+        wait_for(lambda: not _prometheus_query(base, critical), 120, 0.5, "the alert to clear in maintenance")
         assert _prometheus_query(base, 'ALERTS{alertname="PVCClusterMaintenance",pvc_cluster_id="test"}')
     finally:
         proc.terminate()
