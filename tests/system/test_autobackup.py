@@ -257,13 +257,13 @@ def test_worker_killed_mid_export(lab: LabPlan, api: httpx.Client, zk: Any, vm: 
     assert_unmounted(lab)
     crashed = time.strftime("ab%Y%m%d%H%M%S", time.localtime(T0 + 10 * DAY))
     assert not any(e["snapshot"] == crashed and e["result"] for e in catalogue(api))
+    assert crashed in ab_snapshots(lab)["root"]                 # killed mid-export: its snapshot stays
     # The next run completes, cleans the partial directory, and reports the snapshot left behind.
     record = run(lab, zk, 11)
     assert record.state == "SUCCESS", record.status
     check_tree(lab, api)
-    if crashed in ab_snapshots(lab)["root"]:
-        assert "AUTOBACKUP_ORPHANS" in faults(api) and crashed in faults(api)["AUTOBACKUP_ORPHANS"]
-        assert crashed in record.result["report"]
+    assert "AUTOBACKUP_ORPHANS" in faults(api) and crashed in faults(api)["AUTOBACKUP_ORPHANS"]
+    assert crashed in record.result["report"]
     record = run(lab, zk, 12, cleanup=True)
     assert record.state == "SUCCESS", record.status
     assert crashed not in ab_snapshots(lab)["root"] and "AUTOBACKUP_ORPHANS" not in faults(api)
