@@ -172,3 +172,15 @@ def test_faults(zk: ZK) -> None:
     add_vm(zk, "new1")                                 # tagged, never backed up: stale only after the grace
     assert svc.check_faults(zk, settings, now, since=now - 60)["stale"] == []
     assert svc.check_faults(zk, settings, now, since=now - 3 * DAY)["stale"] == ["new1"]
+
+
+def test_scheduled_runs_carry_the_configured_report_options(zk: ZK) -> None:
+    settings = settings_for(zk, {**UPSTREAM, "email_recipients": ["ops@example.com"]}, mirror="hourly")
+    backup, mirror = svc.schedules_of(settings)
+    assert backup.args("forced_full") == {"force_full": True, "scheduled": "forced_full",
+                                          "email_recipients": ["ops@example.com"]}
+    assert mirror.args("normal") == {"scheduled": "normal", "email_recipients": [],
+                                     "email_errors_only": False}
+    svc.evaluate(zk, backup, T0)
+    task = svc.evaluate(zk, backup, T0 + DAY)
+    assert task is not None and task.args["email_recipients"] == ["ops@example.com"]

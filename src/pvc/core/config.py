@@ -513,6 +513,16 @@ class MigrationSettings(_Section):
     target_selector: Literal["mem", "memprov", "load", "vcpus", "vms"] = "mem"
 
 
+def _recipients(values: list[str]) -> list[str]:
+    """Report addresses: plain addresses (a comma-separated entry is split)."""
+    from pvc.core.autobackup import split_recipients
+
+    try:
+        return split_recipients(values)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _calendar(value: str | None) -> str | None:
     """A systemd calendar expression of the subset pvc.core.calendar accepts."""
     if value is not None:
@@ -544,11 +554,17 @@ class AutobackupCalendar(_Section):
     normal "Tue..Sun *-*-* 0:0:00" and forced_full "Mon *-*-* 0:0:00" (pvc-ansible's timers)."""
     normal: str | None = None
     forced_full: str | None = None
+    email_recipients: list[str] = Field(default_factory=list)   # report of every scheduled run
 
     @field_validator("normal", "forced_full")
     @classmethod
     def _expr(cls, value: str | None) -> str | None:
         return _calendar(value)
+
+    @field_validator("email_recipients")
+    @classmethod
+    def _mail(cls, values: list[str]) -> list[str]:
+        return _recipients(values)
 
 
 class AutobackupSettings(_Section):
@@ -609,12 +625,18 @@ class AutomirrorSettings(_Section):
     mirror_tags: list[str] = Field(min_length=1)
     keep_snapshots: int = Field(ge=1)
     schedule: str | None = None                              # ours: e.g. "*-*-* 00/4:00:00"
-    stale_after: int | None = Field(default=None, ge=60)
+    schedule_email_recipients: list[str] = Field(default_factory=list)   # report of scheduled runs
+    schedule_email_errors_only: bool = False
 
     @field_validator("schedule")
     @classmethod
     def _expr(cls, value: str | None) -> str | None:
         return _calendar(value)
+
+    @field_validator("schedule_email_recipients")
+    @classmethod
+    def _mail(cls, values: list[str]) -> list[str]:
+        return _recipients(values)
 
     @model_validator(mode="after")
     def _default(self) -> AutomirrorSettings:

@@ -49,8 +49,10 @@ FAILED_DELTA = 10
 class Schedule:
     """One built-in schedule: its expressions, the run kind each names, and the task it submits."""
 
-    def __init__(self, name: str, task_kind: str, exprs: list[tuple[str, str]]) -> None:
+    def __init__(self, name: str, task_kind: str, exprs: list[tuple[str, str]],
+                 extra: dict[str, Any] | None = None) -> None:
         self.name, self.task_kind = name, task_kind
+        self.extra = extra or {}
         self.kinds = [kind for kind, _ in exprs]
         self.exprs = [expr for _, expr in exprs]
 
@@ -60,8 +62,8 @@ class Schedule:
 
     def args(self, kind: str) -> dict[str, Any]:
         if self.task_kind == CLUSTER_AUTOBACKUP:
-            return {"force_full": kind == "forced_full", "scheduled": kind}
-        return {"scheduled": kind}
+            return {"force_full": kind == "forced_full", "scheduled": kind, **self.extra}
+        return {"scheduled": kind, **self.extra}
 
     def slot(self, after: float) -> tuple[float, str] | None:
         found = calendar.next_run(self.exprs, after)
@@ -75,10 +77,13 @@ def schedules_of(settings: Settings) -> list[Schedule]:
         exprs = [(k, e) for k, e in (("normal", backup.schedule.normal),
                                       ("forced_full", backup.schedule.forced_full)) if e]
         if exprs:
-            out.append(Schedule("autobackup", CLUSTER_AUTOBACKUP, exprs))
+            out.append(Schedule("autobackup", CLUSTER_AUTOBACKUP, exprs,
+                                {"email_recipients": list(backup.schedule.email_recipients)}))
     mirror = settings.automirror
     if mirror is not None and mirror.schedule:
-        out.append(Schedule("automirror", CLUSTER_AUTOMIRROR, [("normal", mirror.schedule)]))
+        out.append(Schedule("automirror", CLUSTER_AUTOMIRROR, [("normal", mirror.schedule)],
+                            {"email_recipients": list(mirror.schedule_email_recipients),
+                             "email_errors_only": mirror.schedule_email_errors_only}))
     return out
 
 
