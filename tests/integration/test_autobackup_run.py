@@ -217,6 +217,9 @@ def test_state_file_and_upstream_layout(zk: ZK, tmp_path: Path, seams) -> None:
     assert [e["snapshot_name"] for e in state] == [e.snapshot for e in catalogue]
     assert state[0]["type"] == "full" and state[1]["incremental_parent"] == state[3]["snapshot_name"]
     assert state[0]["vm_detail"] == {"name": "web1"}
+    newest = json.loads((vm_dir / state[0]["snapshot_name"] / "snapshot.json").read_text())
+    assert newest["result"] is True and newest["datestring"] == state[0]["snapshot_name"][2:]
+    assert newest["runtime_secs"] == 5 and newest["message"] == "" and newest["vm_detail"] == {"name": "web1"}
     assert state[0]["datestring"] == state[0]["snapshot_name"][2:]
     expected = sorted([".autobackup.json", *[e.snapshot for e in catalogue]])
     assert sorted(p.name for p in vm_dir.iterdir()) == expected

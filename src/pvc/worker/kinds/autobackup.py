@@ -184,6 +184,24 @@ def write_state(vm_dir: str, records: list[BackupRecord]) -> None:
     os.replace(tmp, path)
 
 
+def annotate(vm_dir: str, record: BackupRecord) -> None:
+    """Add upstream autobackup's keys (result, message, datestring, runtime_secs) to the export's
+    snapshot.json, atomically, as upstream's autobackup writes them."""
+    path = os.path.join(vm_dir, record.snapshot, "snapshot.json")
+    doc = snapshot_json(vm_dir, record.snapshot)
+    if doc is None:
+        return
+    doc.update({"result": record.result, "message": record.message,
+                "datestring": ab.datestring_of(record.snapshot),
+                "runtime_secs": round((record.finished or record.started) - record.started, 2)})
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(doc, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def remove_dir(vm_dir: str, snapshot: str) -> None:
     if SNAP_RE.match(snapshot):          # never anything but an ab<datestring> directory
         shutil.rmtree(os.path.join(vm_dir, snapshot), ignore_errors=True)
@@ -269,6 +287,10 @@ class Run:
             if isinstance(exc, TaskCancelled | KeyboardInterrupt):
                 raise
             raise TaskFailed(f"export of {snap} failed: {exc}") from None
+        try:
+            annotate(vm_dir, done)
+        except OSError as exc:
+            self.ctx.log(f"VM {name}: could not add the autobackup keys to {snap}/snapshot.json: {exc}")
         if decision.type == "incremental":
             try:
                 self.seams.remove_snapshot(self.zk, self.settings, uuid, snap, True, self.ctx.log)
