@@ -228,3 +228,33 @@ def test_cli_age_and_table() -> None:
     assert snapshot_table({"snapshots": []}) is None
     lines = ["--- a", "+++ b", "+x"]
     assert snapshot_table({"snapshots": [{"name": "s", "age": 3, "xml_diff_lines": lines}]})
+
+
+# -- the hypervisor contract for snapshots: the fake and libvirt's test driver alike ------------------
+
+@pytest.fixture(params=["fake", "libvirt-test-driver"])
+def any_hv(request: pytest.FixtureRequest):
+    from pvc.adapters.hypervisor import LibvirtHypervisor
+
+    hv = FakeHypervisor() if request.param == "fake" else LibvirtHypervisor("test:///default")
+    uuid = str(uuidlib.uuid4())
+    hv.start(DOMAIN.format(name=f"snap-{uuid[:8]}", uuid=uuid))
+    yield hv, uuid
+    hv.destroy(uuid)
+    hv.close()
+
+
+def test_suspend_resume_and_no_agent(any_hv) -> None:
+    from pvc.adapters.hypervisor import HypervisorError
+
+    hv, uuid = any_hv
+    hv.suspend(uuid)
+    assert hv.list_domains()[uuid].state == "paused" and hv.is_running(uuid)
+    hv.resume(uuid)
+    assert hv.list_domains()[uuid].state == "running"
+    assert hv.guest_agent_ready(uuid) is False      # no guest agent channel in this domain
+    if isinstance(hv, FakeHypervisor):
+        with pytest.raises(HypervisorError):
+            hv.fs_freeze(uuid, 1)
+    else:                                           # the test driver pretends an agent froze
+        assert hv.fs_freeze(uuid, 1) >= 0 and hv.fs_thaw(uuid, 1) >= 0
