@@ -202,6 +202,9 @@ def settings_secrets(settings: Settings) -> list[str]:
     values.append(settings.api.authentication.secret_key)
     ipmi = settings.fencing.ipmi
     values.append(ipmi.password)
+    automirror = getattr(settings, "automirror", None)
+    if automirror is not None:
+        values += [dest.key for dest in automirror.destinations.values()]
     for path in (ipmi.password_file, settings.cluster.key_file, getattr(settings.api, "token_file", None)):
         if path:
             try:
