@@ -105,9 +105,8 @@ def list_snapshots(zk: ZK, uuid: str) -> list[VMSnapshotRecord]:
 
 def load_many(zk: ZK, uuids: Iterable[str] | None = None) -> dict[str, list[VMSnapshotRecord]]:
     """{uuid: snapshots newest first} of the VMs given (all VMs with snapshots when None), read in
-    bulk: the VMs with snapshots, their snapshot names, then every record (pipelined)."""
-    present = zk.children(schema.VM_SNAPSHOTS)
-    wanted = present if uuids is None else sorted(set(uuids) & set(present))
+    bulk: (the VMs with snapshots,) their snapshot names, then every record (pipelined)."""
+    wanted = zk.children(schema.VM_SNAPSHOTS) if uuids is None else sorted(set(uuids))
     if not wanted:
         return {}
     kids = zk.children_many([schema.vm_snapshots(u) for u in wanted])
