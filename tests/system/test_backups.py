@@ -232,3 +232,29 @@ def test_legacy_backup_create_and_remove(lab: LabPlan, api: httpx.Client, vm: di
     assert not (target / NAME / datestring).exists()
     snaps = {s["name"] for s in call(api, "GET", f"/vm/{NAME}")[0]["snapshots"]}
     assert f"backup_{datestring}" not in snaps
+
+
+def test_legacy_restore(lab: LabPlan, api: httpx.Client, vm: dict[str, Any]) -> None:
+    """backup (not retained) -> the VM removed with its disks -> restore: it is back, running its data."""
+    target = ROOT / "legacy"
+    target.mkdir(exist_ok=True)
+    response = api.post(f"/vm/{NAME}/backup", params={"backup_path": str(target)})
+    assert response.status_code == 200, response.text
+    datestring = response.json()["message"].split("full@", 1)[1].split(")", 1)[0]
+    data = rbd_md5(lab, f"{POOL}/{NAME}_data")
+    stop(api, NAME)
+    call(api, "DELETE", f"/vm/{NAME}", params={"delete_disks": "true"})
+    response = api.post(f"/vm/{NAME}/restore", params={"backup_path": str(target),
+                                                       "backup_datestring": datestring})
+    assert response.status_code == 200, response.text
+    assert response.json()["message"].startswith(f"Successfully restored VM backup {datestring} for '{NAME}'")
+    assert call(api, "GET", f"/vm/{NAME}")[0]["uuid"] == vm["uuid"]
+    assert rbd_md5(lab, f"{POOL}/{NAME}_data") == data
+    wait("the restored VM runs its disk", lambda: "PVC-GUEST-ROOT" in console(api, NAME), 180)
+    response = api.post(f"/vm/{NAME}/restore", params={"backup_path": str(target),
+                                                       "backup_datestring": datestring})
+    assert response.status_code == 400 and "already exists" in response.json()["message"]
+    response = api.delete(f"/vm/{NAME}/backup", params={"backup_path": str(target),
+                                                        "backup_datestring": datestring})
+    assert response.status_code == 200, response.text
+    stop(api, NAME)
