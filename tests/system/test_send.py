@@ -8,7 +8,8 @@ through librados, while the VM is stopped):
 mirror create (full: only the allocated data travels) -> change 4 MiB -> mirror create again
 (incremental: bytes on the wire < 2 x changed) -> a manual snapshot sent incrementally, cancelled
 after its first batch and sent again (it resumes, and the checksums agree) -> promote: the VM
-runs on the second lab with the source's data; here it becomes the mirror.
+runs on the second lab with the source's data; here it becomes the mirror -> promote back from
+the second lab (incremental from the last common snapshot): it runs here again.
 """
 
 from __future__ import annotations
@@ -189,3 +190,15 @@ def _scenario(lab: LabPlan, api: httpx.Client, lab2: LabPlan, api2: httpx.Client
     wait("the VM to boot on the second lab", lambda: console(api2, VM).count("PVC-GUEST-BOOT-OK") >= 1, 240)
     last = promoted["snapshot"]
     assert digest(b, image, last) == digest(a, image, last)
+
+    # 5. and back: the second lab promotes it to the first (incremental from the last snapshot
+    #    both have); it runs here again and is the mirror there
+    back = {"destination_api_uri": link.link(lab2, lab), "destination_api_key": str(lab.extra["api_token"]),
+            "destination_api_verify_ssl": "false"}
+    returned = task(api2, api2.post(f"/vm/{VM}/mirror/promote", data=back), timeout=900)["result"]
+    print(f"promoted back: incremental from {returned['parent']}, {returned['bytes_sent']} bytes on the wire")
+    assert returned["parent"] == last and returned["destination_state"] == "start"
+    assert call(api2, "GET", f"/vm/{VM}")[0]["state"] == "mirror"
+    assert call(api, "GET", f"/vm/{VM}")[0]["state"] == "start"
+    wait("the VM to boot on the first lab again", lambda: "PVC-GUEST-BOOT-OK" in console(api, VM), 240)
+    assert digest(a, image, returned["snapshot"]) == digest(b, image, returned["snapshot"])
