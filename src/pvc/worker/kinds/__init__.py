@@ -1,6 +1,6 @@
 """Built-in task kinds; importing this package registers them."""
 
-import pvc.worker.kinds.backups  # noqa: F401  (vm.export_snapshot, vm.import_snapshot)
+import pvc.worker.kinds.backups
 import pvc.worker.kinds.send  # noqa: F401  (vm.send_snapshot, vm.create_mirror, vm.promote_mirror)
 from pvc.worker.kinds import autobackup, automirror, selftest, storage, vm  # noqa: F401  (cluster.auto*)
 from pvc.worker.kinds import snapshots as vm_snapshots  # noqa: F401  (vm.*_snapshot)
