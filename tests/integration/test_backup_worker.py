@@ -20,7 +20,7 @@ from pvc.cluster import storage as storage_mod
 from pvc.cluster import vms as vms_mod
 from pvc.cluster import vmsnapshots
 from pvc.core import backupformat as fmt
-from pvc.core import schema
+from pvc.core import domainxml, schema
 from pvc.core.config import Settings, load_config
 from pvc.core.records import Memory
 from pvc.core.zk import ZK
@@ -193,6 +193,11 @@ def test_import_under_a_new_name_next_to_the_original(zk: ZK, env: dict[str, Any
     assert {r.name for r in records} == {"s1", "s2", "s3"}
     assert all(v.volume == "web2_sda" for r in records for v in r.volumes)
     assert all("web2_sda" in r.xml for r in records)
+    original = vms_mod.get_vm(zk, "web1")
+    old_macs, new_macs = domainxml.parse(original.xml).macs, domainxml.parse(vm.xml).macs
+    assert old_macs == ["52:54:00:00:00:01"] and len(new_macs) == 1
+    assert new_macs[0] not in old_macs and new_macs[0].startswith("52:54:00:")    # no shared MAC
+    assert all(domainxml.parse(r.xml).macs == new_macs for r in records)    # rollback keeps it
 
 
 def test_import_refuses_an_existing_vm_and_changes_nothing(zk: ZK, env: dict[str, Any]) -> None:
@@ -303,3 +308,16 @@ def test_legacy_layout_round_trip(zk: ZK, env: dict[str, Any]) -> None:
     removed = catalogue.remove_legacy_tree(env["settings"], env["root"], "web1", "20240101000000")
     assert removed == str(directory)
     assert not directory.exists()
+
+
+def test_copy_macs_covers_every_snapshot_and_never_reuses_an_old_mac() -> None:
+    tip = vm_xml("web1")
+    older = tip.replace("<serial type='pty'/>", "<interface type='bridge'><mac address='52:54:00:00:00:02'/>"
+                        "<source bridge='vmbr200'/></interface><serial type='pty'/>")
+    uuid = "11111111-2222-3333-4444-555555555555"
+    macs = backups.copy_macs([tip, older], uuid)
+    assert set(macs) == {"52:54:00:00:00:01", "52:54:00:00:00:02"}
+    assert len(set(macs.values())) == 2 and not set(macs.values()) & set(macs)
+    assert macs == backups.copy_macs([tip, older], uuid)            # derived from the new UUID, stable
+    assert macs["52:54:00:00:00:01"] == domainxml.mac_address(f"{uuid}/vmbr100/0")
+    assert backups.copy_macs([tip, "<not xml"], uuid).keys() == {"52:54:00:00:00:01"}

@@ -177,6 +177,10 @@ def test_rename_helpers() -> None:
     assert f"<uuid>{new}</uuid>" in fmt.set_uuid(detail()["xml"], new)
     with pytest.raises(fmt.FormatError):
         fmt.set_uuid("<domain/>", new)
+    xml = ("<interface type='bridge'><mac address='52:54:00:AA:bb:01'/></interface>"
+           '<interface type="bridge"><mac address="52:54:00:00:00:02"/></interface>')
+    swapped = fmt.replace_macs(xml, {"52:54:00:aa:bb:01": "52:54:00:11:22:33"})
+    assert swapped == xml.replace("52:54:00:AA:bb:01", "52:54:00:11:22:33")
 
 
 def test_snapshot_dir_refuses_escapes() -> None:

@@ -401,3 +401,14 @@ def set_uuid(xml: str, new_uuid: str) -> str:
     if len(found) != 1:
         raise FormatError(f"the domain XML has {len(found)} <uuid> elements; expected exactly one")
     return pattern.sub(lambda m: f"{m.group(1)}{new_uuid}{m.group(2)}", xml, count=1)
+
+
+_MAC_ATTR = re.compile(r"""(<mac\s+address\s*=\s*)(['"])([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5})\2""")
+
+
+def replace_macs(xml: str, macs: Mapping[str, str]) -> str:
+    """The domain XML with each `<mac address=…>` in `macs` (lower-case keys) replaced, text kept."""
+    def swap(m: re.Match[str]) -> str:
+        new = macs.get(m.group(3).lower())
+        return m.group(0) if new is None else f"{m.group(1)}{m.group(2)}{new}{m.group(2)}"
+    return _MAC_ATTR.sub(swap, xml)

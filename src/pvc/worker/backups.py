@@ -330,6 +330,36 @@ class ImportPlan:
     uuid: str
     xml: str
     volumes: dict[str, str]          # exported pool/volume -> target pool/volume
+    macs: dict[str, str] = field(default_factory=dict)   # exported NIC MAC -> the copy's MAC
+
+
+def copy_macs(xmls: list[str], uuid: str) -> dict[str, str]:
+    """New MACs for a copy of a VM (import under another name), so it never shares one with the original.
+
+    Each MAC any of the chain's XMLs uses (the tip's first) gets one derived from the new UUID, the
+    NIC's source and its index, as `domainxml.add_interface` picks one for a new NIC; the same map
+    is applied to every XML, so a retained snapshot's NICs keep matching the VM's.
+    """
+    nics: dict[str, str] = {}         # old MAC -> the NIC's source, in order of first use
+    for position, xml in enumerate(xmls):
+        try:
+            found = domainxml.parse(xml).interfaces
+        except domainxml.InvalidDomainXML:
+            if position == 0:
+                raise
+            continue                  # an older snapshot's XML: its known MACs are still replaced
+        for nic in found:
+            if nic.mac:
+                nics.setdefault(nic.mac.lower(), nic.source or nic.type)
+    macs: dict[str, str] = {}
+    for index, (old, source) in enumerate(nics.items()):
+        n = index
+        new = domainxml.mac_address(f"{uuid}/{source}/{n}")
+        while new in nics or new in macs.values():
+            n += len(nics)
+            new = domainxml.mac_address(f"{uuid}/{source}/{n}")
+        macs[old] = new
+    return macs
 
 
 def plan_import(zk: ZK, chain: list[fmt.Manifest], new_name: str | None) -> ImportPlan:
@@ -344,9 +374,11 @@ def plan_import(zk: ZK, chain: list[fmt.Manifest], new_name: str | None) -> Impo
     if not xml:
         raise ImportFailed(f"snapshot {tip.snapshot}: vm_detail has no XML")
     volumes = {f.ref: f.ref for f in chain[0].files}
+    macs: dict[str, str] = {}
     if new_name:
         try:
-            xml = fmt.set_uuid(domainxml.rename(xml, new_name), uuid)
+            macs = copy_macs([xml] + [m.xml for m in reversed(chain[:-1]) if m.xml], uuid)
+            xml = fmt.replace_macs(fmt.set_uuid(domainxml.rename(xml, new_name), uuid), macs)
         except (PVCError, fmt.FormatError) as exc:
             raise ImportFailed(f"cannot rename the VM to {new_name}: {_text(exc)}") from None
         volumes = {ref: fmt.renamed_ref(ref, old, new_name) for ref in volumes}
@@ -363,7 +395,7 @@ def plan_import(zk: ZK, chain: list[fmt.Manifest], new_name: str | None) -> Impo
             raise ImportFailed(f'pool "{pool}" (for volume {target}) does not exist in this cluster')
         if zk.exists(schema.volume(pool, volume)):
             raise ImportFailed(f'volume "{volume}" already exists in pool "{pool}"; nothing was imported')
-    return ImportPlan(name, uuid, xml, volumes)
+    return ImportPlan(name, uuid, xml, volumes, macs)
 
 
 def _meta(manifest: fmt.Manifest, zk: ZK) -> dict[str, Any]:
@@ -506,7 +538,7 @@ def _import(zk: ZK, storage: Storage, rbd: RbdCli, tree: Tree, chain: list[fmt.M
     if retain:
         sizes = {t: int(storage.volume_info(*t.split("/", 1)).get("size", 0)) for t in plan.volumes.values()}
         for manifest in chain:
-            xml = manifest.xml
+            xml = fmt.replace_macs(manifest.xml, plan.macs)
             if plan.name != manifest.vm or plan.uuid != manifest.uuid:
                 with contextlib.suppress(PVCError, fmt.FormatError):
                     renames = {a: b for a, b in plan.volumes.items() if a != b}

@@ -56,8 +56,8 @@ class ImportInputs(Inputs):
     import_path: str = Field(description="The export root holding <vm>/<snapshot_name>/ (absolute, under an "
                                          "allowed export root)")
     retain_snapshot: Bool = Field(True, description="Keep the imported snapshots as snapshots of the VM")
-    new_name: str | None = Field(None, description="Import under this name, with a new UUID and the volumes "
-                                                   "renamed (ours)")
+    new_name: str | None = Field(None, description="Import under this name, with a new UUID, new NIC MAC "
+                                                   "addresses and the volumes renamed (ours)")
     start: Bool = Field(True, description="Start the VM after the import (ours; upstream always starts it)")
     verify: Bool = Field(False, description="Only verify the tree's sizes and checksums; change nothing "
                                             "(ours)")

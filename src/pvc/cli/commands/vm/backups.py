@@ -71,7 +71,7 @@ def export(domain: str, snapshot_name: str, export_path: str, incremental_parent
               show_default="--retain-snapshot",
               help="Keep the imported snapshots as snapshots of the VM, or remove them afterwards.")
 @click.option("--as", "new_name", default=None, metavar="NAME",
-              help="Import under the name NAME, with a new UUID and its volumes renamed.")
+              help="Import under the name NAME, with a new UUID, new NIC MACs and its volumes renamed.")
 @click.option("--no-start", "no_start", is_flag=True, default=False,
               help="Leave the imported VM stopped (upstream always starts it).")
 @click.option("--verify", "verify", is_flag=True, default=False,
