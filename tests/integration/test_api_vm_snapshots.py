@@ -328,3 +328,36 @@ def test_the_list_serves_snapshots_from_a_watch_cache(client: TestClient, zk: ZK
              "vm.remove_snapshot")
     one_task(zk, settings)
     wait_for(lambda: listed() == ["s2"], 10, message="the removed snapshot gone from the list")
+
+
+def test_a_volume_holding_vm_snapshot_disks_is_not_removed(client: TestClient, zk: ZK, fake: FakeStorage,
+                                                           settings: Settings) -> None:
+    disks = define(client, fake, "vol", 2)
+    for name in ("s1", "s2"):
+        accepted(client.post(f"{BASE}/vm/vol/snapshot", params={"snapshot_name": name}), "vm.create_snapshot")
+        one_task(zk, settings)
+    # the second disk leaves the VM's definition: no VM uses it, but two VM snapshots own its snapshots
+    ok(client.put(f"{BASE}/vm/vol", data={"xml": vm_xml("vol", disks[:1], uuid_of(client, "vol"))}))
+    volume = f"{BASE}/storage/ceph/volume/vms/{disks[1]}"
+    text = refused(client.delete(volume), 409, disks[1], "snapshot 's1'", "snapshot 's2' of VM 'vol'",
+                   "pvc vm snapshot remove")
+    assert "with its disks" in text
+    refused(client.put(volume, params={"new_name": "other"}), 409, "s1")
+    assert disks[1] in fake.list_volumes("vms") and zk.exists(schema.volume("vms", disks[1]))
+    for name in ("s1", "s2"):
+        accepted(client.delete(f"{BASE}/vm/vol/snapshot", params={"snapshot_name": name}),
+                 "vm.remove_snapshot")
+        one_task(zk, settings)
+    ok(client.delete(volume))
+    assert not zk.exists(schema.volume("vms", disks[1]))
+
+
+def test_removing_a_vm_with_its_disks_takes_its_snapshots_along(client: TestClient, zk: ZK, fake: FakeStorage,
+                                                                settings: Settings) -> None:
+    disks = define(client, fake, "gone", 2)
+    uuid = uuid_of(client, "gone")
+    accepted(client.post(f"{BASE}/vm/gone/snapshot", params={"snapshot_name": "s1"}), "vm.create_snapshot")
+    one_task(zk, settings)
+    ok(client.delete(f"{BASE}/vm/gone", params={"delete_disks": True}))
+    assert not zk.exists(schema.vm_snapshots(uuid))
+    assert all(d not in fake.list_volumes("vms") and not zk.exists(schema.volume("vms", d)) for d in disks)

@@ -446,7 +446,7 @@ def volume_add_named(pool: str, volume: str, params: VolumeElementAddInputs = in
 
 
 @router.put("/ceph/volume/{pool}/{volume}", summary="Resize or rename RBD volume {volume} in pool {pool}",
-            responses=responses(Message, 200, *NOT_FOUND))
+            responses=responses(Message, 200, *NOT_FOUND, 409))
 def volume_modify(pool: str, volume: str, params: VolumeModifyInputs = inputs(VolumeModifyInputs),
                   zk: ZK = Depends(get_zk), storage: Storage = Depends(get_storage)) -> JSONResponse:
     if params.new_size and params.new_name:
@@ -459,8 +459,9 @@ def volume_modify(pool: str, volume: str, params: VolumeModifyInputs = inputs(Vo
 
 
 @router.delete("/ceph/volume/{pool}/{volume}", summary="Remove RBD volume {volume} from pool {pool} (not "
-                                                       "while a VM uses it)",
-               responses=responses(Message, 200, 400, *NOT_FOUND))
+                                                       "while a VM uses it or a VM snapshot owns one of its "
+                                                       "snapshots)",
+               responses=responses(Message, 200, 400, *NOT_FOUND, 409))
 def volume_remove(pool: str, volume: str, zk: ZK = Depends(get_zk),
                   storage: Storage = Depends(get_storage)) -> JSONResponse:
     return message(st.remove_volume(zk, storage, pool, volume))
@@ -545,16 +546,16 @@ def snapshot_add_named(pool: str, volume: str, snapshot: str, zk: ZK = Depends(g
     return message(st.add_snapshot(zk, storage, pool, volume, snapshot))
 
 
-@router.put(SNAPSHOT, summary=f"Rename snapshot {{snapshot}} {OF}",
-            responses=responses(Message, 200, *NOT_FOUND))
+@router.put(SNAPSHOT, summary=f"Rename snapshot {{snapshot}} {OF} (not while a VM snapshot owns it)",
+            responses=responses(Message, 200, *NOT_FOUND, 409))
 def snapshot_rename(pool: str, volume: str, snapshot: str,
                     params: SnapshotRenameInputs = inputs(SnapshotRenameInputs), zk: ZK = Depends(get_zk),
                     storage: Storage = Depends(get_storage)) -> JSONResponse:
     return message(st.rename_snapshot(zk, storage, pool, volume, snapshot, params.new_name))
 
 
-@router.delete(SNAPSHOT, summary=f"Remove snapshot {{snapshot}} {OF}",
-               responses=responses(Message, 200, 400, *NOT_FOUND))
+@router.delete(SNAPSHOT, summary=f"Remove snapshot {{snapshot}} {OF} (not while a VM snapshot owns it)",
+               responses=responses(Message, 200, 400, *NOT_FOUND, 409))
 def snapshot_remove(pool: str, volume: str, snapshot: str, zk: ZK = Depends(get_zk),
                     storage: Storage = Depends(get_storage)) -> JSONResponse:
     return message(st.remove_snapshot(zk, storage, pool, volume, snapshot))

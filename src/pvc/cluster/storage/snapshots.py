@@ -9,29 +9,19 @@ from pvc.adapters.ceph import Storage, StorageNotFound
 from pvc.cluster.storage.common import ceph, check_name, name_filter, read_doc, safe_name
 from pvc.cluster.storage.docs import move, snapshot_doc, snapshot_stats, volume_info, write_volume
 from pvc.cluster.storage.users import users_of, vm_names, vm_running
-from pvc.cluster.storage.volumes import get_volume
+from pvc.cluster.storage.volumes import SnapshotOwned, get_volume, live_owner
 from pvc.core import schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
 from pvc.core.zk import ZK
 
 
-class SnapshotOwned(Conflict):
-    """The RBD snapshot belongs to a VM snapshot (its document names the owner)."""
-
-    status = 409
-
-
 def refuse_owned(zk: ZK, doc: Mapping[str, Any], pool: str, volume: str, name: str, doing: str) -> None:
     """A snapshot owned by a VM snapshot (`owner: vm:<uuid>/<name>`) that still exists is refused,
     so a VM snapshot never loses one of its disks behind its back. A stale owner is ignored."""
-    value = doc.get("owner")
-    if not isinstance(value, str) or not value.startswith("vm:") or "/" not in value:
+    found = live_owner(zk, doc)
+    if found is None:
         return
-    uuid, _, snap = value[3:].partition("/")
-    if not zk.exists(schema.vm_snapshot(uuid, snap)):
-        return
-    vm = zk.get(schema.vm(uuid), None)
-    vm_name = vm.get("name", uuid) if isinstance(vm, dict) else uuid
+    vm_name, snap = found
     raise SnapshotOwned(f'Cannot {doing} RBD snapshot "{name}" of volume "{volume}" in pool "{pool}": it '
                         f'belongs to snapshot "{snap}" of VM "{vm_name}"; remove or rename that VM snapshot '
                         f"instead (pvc vm snapshot remove/rename).")

@@ -44,6 +44,44 @@ BLOCK_RESIZE_TIMEOUT = 30.0
 POLL_INTERVAL = 0.2
 
 
+class SnapshotOwned(Conflict):
+    """An RBD snapshot (or a volume holding one) belongs to a VM snapshot (its document names the owner)."""
+
+    status = 409
+
+
+def live_owner(zk: ZK, doc: Any) -> tuple[str, str] | None:
+    """(VM name, VM snapshot name) of a snapshot document's owner (`vm:<uuid>/<name>`) while that VM
+    snapshot exists; None for no owner or a stale one (the VM snapshot is gone)."""
+    value = doc.get("owner") if isinstance(doc, Mapping) else None
+    if not isinstance(value, str) or not value.startswith("vm:") or "/" not in value:
+        return None
+    uuid, _, snap = value[3:].partition("/")
+    if not zk.exists(schema.vm_snapshot(uuid, snap)):
+        return None
+    vm = zk.get(schema.vm(uuid), None)
+    return (vm.get("name", uuid) if isinstance(vm, dict) else uuid), snap
+
+
+def refuse_owned_volume(zk: ZK, pool: str, name: str, doing: str) -> None:
+    """A volume whose RBD snapshots belong to existing VM snapshots is refused, naming those VM
+    snapshots, so a VM snapshot never loses a disk behind its back. Removing the VM with its disks
+    drops its snapshot records first, so that path is not refused."""
+    snaps = zk.children(schema.volume_snapshots(pool, name))
+    docs = zk.get_many([schema.snapshot(pool, name, s) for s in snaps]) if snaps else {}
+    owners: dict[tuple[str, str], list[str]] = {}
+    for snap in snaps:
+        found = live_owner(zk, docs.get(schema.snapshot(pool, name, snap)))
+        if found is not None:
+            owners.setdefault(found, []).append(snap)
+    if owners:
+        named = "; ".join(f'snapshot "{vsnap}" of VM "{vm}" (RBD snapshot{"s" if len(rbd) > 1 else ""} '
+                          f'{", ".join(rbd)})' for (vm, vsnap), rbd in sorted(owners.items()))
+        raise SnapshotOwned(f'Cannot {doing} RBD volume "{name}" in pool "{pool}": its snapshots belong to '
+                            f"VM snapshots: {named}. Remove those VM snapshots first (pvc vm snapshot "
+                            f"remove), or remove the VM with its disks.")
+
+
 def get_volume(zk: ZK, pool: str, volume: str) -> dict[str, Any]:
     get_pool(zk, pool)
     doc = read_doc(zk, schema.volume(pool, volume)) if safe_name(volume) else None
@@ -205,6 +243,8 @@ def rename_volume(zk: ZK, storage: Storage, pool: str, name: str, new_name: str,
     if zk.exists(schema.volume(pool, new_name)):
         raise Conflict(f'Volume "{new_name}" already exists in pool "{pool}".')
     refuse_in_use(zk, pool, name, "rename", allow_vm)
+    if allow_vm is None:              # a VM rename re-stamps its snapshot records (follow_vm_rename)
+        refuse_owned_volume(zk, pool, name, "rename")
     with ceph(f'rename RBD volume "{name}" to "{new_name}" in pool "{pool}"'):
         storage.rename_volume(pool, name, new_name)
     stats = volume_info(storage, pool, new_name)
@@ -226,13 +266,14 @@ def rename_volume(zk: ZK, storage: Storage, pool: str, name: str, new_name: str,
 
 
 def remove_volume(zk: ZK, storage: Storage, pool: str, name: str, allow_vm: str | None = None) -> str:
-    """Remove a volume with all its snapshots; refused while a VM uses it.
+    """Remove a volume with all its snapshots; refused while a VM uses it or a VM snapshot owns one.
 
     `allow_vm` (a VM uuid) skips that VM in the in-use check, for removing a VM with its disks.
     A volume already gone from Ceph is only forgotten.
     """
     get_volume(zk, pool, name)
     refuse_in_use(zk, pool, name, "remove", allow_vm)
+    refuse_owned_volume(zk, pool, name, "remove")
     with ceph(f'remove RBD volume "{name}" from pool "{pool}"'):
         try:
             storage.remove_volume(pool, name)
