@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from pvc.adapters.ceph.fake import FakeStorage
 from pvc.adapters.hypervisor.fake import FakeHypervisor
 from pvc.cluster import tasks as tasks_mod
-from pvc.core import schema
+from pvc.core import domainxml, schema
 from pvc.core.config import Settings, load_config
 from pvc.core.records import TaskRecord, VMStatus
 from pvc.core.zk import ZK
@@ -361,3 +361,25 @@ def test_removing_a_vm_with_its_disks_takes_its_snapshots_along(client: TestClie
     ok(client.delete(f"{BASE}/vm/gone", params={"delete_disks": True}))
     assert not zk.exists(schema.vm_snapshots(uuid))
     assert all(d not in fake.list_volumes("vms") and not zk.exists(schema.volume("vms", d)) for d in disks)
+
+
+def test_a_vm_modify_rename_is_followed_by_the_snapshots(client: TestClient, zk: ZK, fake: FakeStorage,
+                                                        settings: Settings) -> None:
+    disks = define(client, fake, "before", 2)
+    uuid = uuid_of(client, "before")
+    accepted(client.post(f"{BASE}/vm/before/snapshot", params={"snapshot_name": "s1"}), "vm.create_snapshot")
+    one_task(zk, settings)
+    # a new <name> in the XML (the disks keep their volumes): the VM is renamed, not through vm rename
+    ok(client.put(f"{BASE}/vm/before", data={"xml": vm_xml("after", disks, uuid)}))
+    [snap] = vm_item(client, "after")["snapshots"]
+    assert snap["rbd_snapshots"] == [f"vms/{d}@s1" for d in disks]
+    assert not any("<name>before<" in line for line in snap["xml_diff_lines"])
+    record = zk.get(schema.vm_snapshot(uuid, "s1"))
+    current = zk.get(schema.vm(uuid))["xml"]
+    assert domainxml.parse(record["xml"]) == domainxml.parse(current)     # same VM, only formatted anew
+    assert zk.get(schema.snapshot("vms", disks[0], "s1"))["owner"] == f"vm:{uuid}/s1"
+    accepted(client.post(f"{BASE}/vm/after/snapshot/rollback", params={"snapshot_name": "s1"}),
+             "vm.rollback_snapshot")
+    one_task(zk, settings)
+    assert vm_item(client, "after")["name"] == "after"
+    assert not zk.exists(schema.vm_name("before"))

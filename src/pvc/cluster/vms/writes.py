@@ -168,7 +168,8 @@ def _create(zk: ZK, record: VMRecord) -> None:
 def modify(zk: ZK, vm: str, xml: str | bytes, restart: bool = False,
            expected_version: int | None = None,
            policy: domainxml.DomainPolicy = domainxml.DEFAULT_POLICY) -> str:
-    """Replace a VM's XML; a new name in it renames the VM (index swapped atomically)."""
+    """Replace a VM's XML; a new name in it renames the VM (index swapped atomically) and its
+    snapshot records (their XML's name; their volumes stay, as the disks' sources are the caller's)."""
     record = get_vm(zk, vm)
     domain = parse_xml(xml, policy=sriov_mod.managed_policy(zk, policy))
     check_vm_name(domain.name, "xml: <name>")
@@ -198,6 +199,10 @@ def modify(zk: ZK, vm: str, xml: str | bytes, restart: bool = False,
         if record.node:
             sriov_mod.release(zk, record.node, record.uuid, only=claimed)
         raise
+    if domain.name != record.name:
+        # its snapshots follow the new name as after `vm rename` (no volume was renamed here)
+        from pvc.cluster import vmsnapshots
+        vmsnapshots.follow_vm_rename(zk, record.uuid, domain.name, {})
     if record.node:     # VFs the new definition no longer uses are free again
         sriov_mod.release(zk, record.node, record.uuid, keep=sriov_mod.vf_names(zk, record.node, domain))
         if sriov_mod.hostdev_vfs(zk, record.node, domain) and updated.migration_method != "shutdown":
