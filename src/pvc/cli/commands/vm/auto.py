@@ -16,6 +16,8 @@ def _recipients(value: str | None) -> list[str]:
 
 def _run(path: str, params: dict[str, object], wait: bool, cron: bool) -> None:
     state = get_state()
+    if cron:
+        state.quiet = True            # as --quiet: no connection header; a failure still names itself
     body = decode(state.api().call("POST", path, params=params, ok=(202,)))
     if cron:
         return                        # upstream's cron mode: queued, no output
