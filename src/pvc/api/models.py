@@ -114,8 +114,13 @@ class Fault(Doc):
     last_reported: str
     acknowledged_at: str = Field(description="Empty when not acknowledged")
     status: vocabulary.FaultStatus
-    health_delta: int = Field(description="0 once acknowledged")
+    health_delta: int = Field(description="How much the fault lowers cluster health; 0 once acknowledged or "
+                                          "resolved (it no longer counts)")
     message: str
+    active: bool = Field(description="Ours: true while the condition lasts; false once it ended (resolved; "
+                                     "listed only with all=true, until faults.fault_retention_days)")
+    resolved_at: str = Field(description="Ours: when the fault was resolved (local YYYY-MM-DD HH:MM:SS); "
+                                         "empty while active")
 
 
 class TaskStatus(Doc):
