@@ -141,6 +141,17 @@ def test_openapi_document_describes_routes(api: Api) -> None:
         "/api/v1/vm/{vm}/state": {"get", "post"}, "/api/v1/vm/{vm}/node": {"get", "post"},
         "/api/v1/vm/{vm}/locks": {"post"}, "/api/v1/vm/{vm}/rename": {"post"},
         "/api/v1/vm/{vm}/console": {"get"}, "/api/v1/vm/{vm}/device": {"post", "delete"},
+        # VM snapshots (PUT: rename, ours), export/import, send/receive and mirrors (upstream 1.0.3)
+        "/api/v1/vm/{vm}/snapshot": {"post", "put", "delete"}, "/api/v1/vm/{vm}/snapshot/rollback": {"post"},
+        "/api/v1/vm/{vm}/snapshot/export": {"post"}, "/api/v1/vm/{vm}/snapshot/import": {"post"},
+        "/api/v1/vm/{vm}/snapshot/send": {"post"}, "/api/v1/vm/{vm}/snapshot/receive/config": {"post"},
+        "/api/v1/vm/{vm}/snapshot/receive/block": {"post", "put", "patch"},
+        "/api/v1/vm/{vm}/snapshot/receive/status": {"get"},            # ours: resume and checksums
+        "/api/v1/vm/{vm}/mirror/create": {"post"}, "/api/v1/vm/{vm}/mirror/promote": {"post"},
+        # legacy backup/restore (deprecated upstream; GET: the backup catalogue, ours)
+        "/api/v1/vm/{vm}/backup": {"get", "post", "delete"}, "/api/v1/vm/{vm}/restore": {"post"},
+        "/api/v1/metrics": {"get"}, "/api/v1/metrics/health": {"get"}, "/api/v1/metrics/resource": {"get"},
+        "/api/v1/metrics/ceph": {"get"}, "/api/v1/metrics/zookeeper": {"get"},
         "/api/v1/storage": {"get"}, "/api/v1/storage/ceph": {"get"}, "/api/v1/storage/ceph/status": {"get"},
         "/api/v1/storage/ceph/utilization": {"get"}, "/api/v1/storage/ceph/benchmark": {"get", "post"},
         "/api/v1/storage/ceph/option": {"post"}, "/api/v1/storage/ceph/osddb": {"post"},
