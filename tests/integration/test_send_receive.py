@@ -6,7 +6,9 @@
 - Our sender (pvc.worker.send) against our receiver: full, incremental, discards, the destination
   pool, checksums, resume after an interruption, refusals.
 - Our sender against a fake upstream RECEIVER (a small HTTP server implementing the documented
-  receive protocol and nothing more): no extension is used, the data arrives intact.
+  receive protocol and nothing more, strictly: a full only as one streamed POST of the whole
+  image, a PUT only for an incremental whose source_snapshot it holds): no extension is used,
+  the data arrives intact.
 - The send/mirror routes: checked before queueing, the key sealed in /transfers and never in the
   task or GET /tasks.
 """
@@ -417,7 +419,10 @@ def test_receive_routes_write_only_the_snapshots_volumes(dest: Cluster, dest_url
 # -- our sender against a fake upstream receiver --------------------------------------------------------
 
 class UpstreamReceiver(ThreadingHTTPServer):
-    """The documented receive protocol of PVC 1.0.3 and nothing more (no extension routes)."""
+    """The documented receive protocol of PVC 1.0.3 and nothing more (no extension routes), held
+    strictly to it: a full volume arrives only as POST receive/block with the whole image as an
+    application/octet-stream body (written at increasing offsets); PUT receive/block carries the
+    `object_<i>` parts of an incremental, whose source_snapshot must be a snapshot it holds."""
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -426,6 +431,7 @@ class UpstreamReceiver(ThreadingHTTPServer):
         self.vm: dict[str, Any] | None = None
         self.requests: list[tuple[str, str, dict[str, str], int]] = []
         self.part_names: list[str] = []
+        self.chunked: list[bool] = []          # per POST receive/block: sent as a chunked stream
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -443,7 +449,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _body(self) -> bytes:
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if "chunked" not in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = bytearray()
+        while True:            # a streamed body (what requests makes of a generator)
+            size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return bytes(body)
+            body += self.rfile.read(size)
+            self.rfile.readline()
 
     def _route(self, method: str) -> None:
         url = urlsplit(self.path)
@@ -472,10 +488,22 @@ class _Handler(BaseHTTPRequestHandler):
         if path.endswith("/snapshot/receive/block"):
             ref = f"{q['pool']}/{q['volume']}"
             if method == "POST":
-                image = self.server.images.setdefault(ref, bytearray(int(q["size"])))
+                if self.headers.get("Content-Type") != "application/octet-stream" or "source_snapshot" in q:
+                    return self._answer(400, {"message": "a full volume is an octet-stream POST"})
+                size = int(q["size"])
+                if len(body) != size:        # the whole image, zeros included, nothing more
+                    return self._answer(400, {"message": f"got {len(body)} bytes of a {size}-byte image"})
+                self.server.chunked.append("chunked" in (self.headers.get("Transfer-Encoding") or ""))
+                image = self.server.images.setdefault(ref, bytearray(size))
                 image[0:len(body)] = body
                 return self._answer(200, {"message": "Successfully received RBD block device"})
             if method == "PUT":
+                parent = q.get("source_snapshot")
+                if not parent or parent not in self.server.snapshots.get(ref, []):
+                    why = f"source_snapshot {parent!r}: not a snapshot of {ref}"
+                    return self._answer(400, {"message": why})
+                if ref not in self.server.images:
+                    return self._answer(404, {"message": f"volume {ref} not found"})
                 reader = bs.MultipartReader(bs.boundary_of(self.headers["Content-Type"]))
                 parts = dict(reader.feed(body))
                 reader.finish()
@@ -517,19 +545,42 @@ def upstream() -> Iterator[UpstreamReceiver]:
     server.server_close()
 
 
-def test_our_sender_satisfies_an_upstream_receiver(source: Cluster, upstream: UpstreamReceiver) -> None:
-    uuid = source.define("web3")
+def test_our_sender_satisfies_an_upstream_receiver(source: Cluster, upstream: UpstreamReceiver,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from pvc.adapters.ceph import fake as fake_mod
+
+    reads: list[int] = []
+    real_read = fake_mod._FakeBlock.read
+
+    def counted_read(self: Any, offset: int, length: int) -> bytes:
+        reads.append(length)
+        return real_read(self, offset, length)
+
+    monkeypatch.setattr(fake_mod._FakeBlock, "read", counted_read)
+    uuid = source.define("web3", disks=2)
     source.write("web3", 0, os.urandom(MIB))
     source.write("web3", 30 * MIB, os.urandom(MIB))
     source.snapshot(uuid, "s1", created=time.time() - 20)
     url = f"http://127.0.0.1:{upstream.server_address[1]}/api/v1"
     dest = transfers.Destination(uri=url, key="upstream-key", verify_ssl=False)
+    reads.clear()
     result = send.send_snapshot(source.zk, source.settings, uuid, "s1", dest, None, lambda _l: None,
                                 storage=source.storage)
-    assert bytes(upstream.images["vms/web3_sda"]) == read(source, "vms", "web3_sda", "s1")
+    sender_reads = list(reads)
+    for disk in ("a", "b"):
+        assert bytes(upstream.images[f"vms/web3_sd{disk}"]) == read(source, "vms", f"web3_sd{disk}", "s1")
     assert result["volumes"][0]["verified"] is None          # no extension there: nothing to compare
+    # a full, as upstream sends it: per volume one streamed POST of the whole image (zeros
+    # included), read in bounded chunks, no PUT; the unallocated regions were not even read
     methods = [(m, p.rsplit("/", 2)[-1] if "receive" in p else p) for m, p, _q, _n in upstream.requests]
     assert ("POST", "config") in methods and ("PATCH", "block") in methods
+    assert ("PUT", "block") not in methods
+    posts = [n for m, p, _q, n in upstream.requests if m == "POST" and p.endswith("/receive/block")]
+    assert posts == [SIZE, SIZE] and upstream.chunked == [True, True]
+    assert result["bytes_sent"] >= 2 * SIZE and result["volumes"][0]["data_bytes"] < SIZE
+    assert sender_reads and max(sender_reads) <= send.STREAM_CHUNK <= 16 * MIB
+    assert sum(sender_reads) == 2 * send.STREAM_CHUNK        # the two chunks holding data, not 2 x 64 MiB
+    upstream.requests.clear()
     # zeroes and a discard: an upstream receiver gets zero data, never a discard part
     source.write("web3", 30 * MIB, bytes(MIB))
     source.write("web3", 50 * MIB, os.urandom(1000))
@@ -539,8 +590,21 @@ def test_our_sender_satisfies_an_upstream_receiver(source: Cluster, upstream: Up
     assert bytes(upstream.images["vms/web3_sda"]) == read(source, "vms", "web3_sda", "s2")
     assert upstream.part_names and all(n.startswith("object_") for n in upstream.part_names)
     puts = [q for m, p, q, _n in upstream.requests if m == "PUT"]
+    assert puts and all(q.get("source_snapshot") == "s1" for q in puts)
     assert all("batch" not in q and "size" not in q for q in puts)
+    assert not any(m == "POST" and p.endswith("/receive/block") for m, p, _q, _n in upstream.requests)
     assert not any(p.endswith("/receive/status") and m != "GET" for m, p, _q, _n in upstream.requests)
+    # the receiver is strict: a PUT without a snapshot it holds is refused, and so is a short POST
+    url_block = f"{url}/vm/web3/snapshot/receive/block"
+    key = {"X-Api-Key": "upstream-key"}
+    refused = httpx.put(url_block, headers=key, files={"object_0": b"x" * 16},
+                        params={"pool": "vms", "volume": "web3_sda", "snapshot": "s3",
+                                "source_snapshot": "zz"})
+    assert refused.status_code == 400
+    refused = httpx.post(url_block, headers={**key, "Content-Type": "application/octet-stream"},
+                         content=b"\0" * 10,
+                         params={"pool": "vms", "volume": "new", "snapshot": "s3", "size": 20})
+    assert refused.status_code == 400
 
 
 # -- the routes ------------------------------------------------------------------------------------------

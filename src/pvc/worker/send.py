@@ -5,10 +5,13 @@ cluster can receive from us; against our own receivers (they answer `receive/sta
 discard records, resume after an interruption (from the last batch both sides agree on, checked
 by the digest chain of pvc.core.blockstream) and a final per-volume checksum comparison.
 
-Sparse always: a full send sends only the allocated extents (`diff_iterate` from nothing) and
-skips all-zero objects; to an upstream receiver it creates the image with an empty POST and sends
-the extents as PUT batches (its PUT writes `object_<i>` parts at their offsets). An incremental
-sends the extents changed since the parent.
+To our receivers a full send is sparse: only the allocated extents (`diff_iterate` from nothing),
+all-zero objects skipped, as PUT batches after an empty POST that creates the image. To an
+upstream receiver a full send is exactly upstream's: one POST streaming the whole image
+(application/octet-stream, zeroes included, which the receiver writes at increasing offsets),
+read and sent in STREAM_CHUNK pieces; unallocated regions are sent as zeroes without being read.
+An incremental sends the extents changed since the parent as PUT batches with source_snapshot,
+to either.
 
 The destination key lives only in the Destination given (opened from /transfers by the task);
 it is never logged or put into a result or an error message.
@@ -21,10 +24,10 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pvc.adapters.ceph import Storage, StorageError, storage_from_settings
 from pvc.adapters.ceph.base import BlockHandle
@@ -48,8 +51,10 @@ __all__ = ["Destination", "RemoteCluster", "SendFailed", "create_mirror", "newes
 MIN_VERSION = (0, 9, 101)
 BATCH_PARTS_UPSTREAM = bs.BATCH_PARTS     # upstream receivers: its own batch size (32 x 4 MiB)
 BATCH_PARTS_OURS = 8                      # ours: 32 MiB batches, finer resume points
+STREAM_CHUNK = 8 << 20                    # a full stream to upstream is read and sent this much at a time
 NO_SYNC_TAGS = ("autobackup", "automirror")
 SHUTDOWN_TIMEOUT = 300.0
+T = TypeVar("T")
 
 Log = Callable[[str], Any]
 Progress = Callable[[int, int, str], Any]
@@ -174,8 +179,18 @@ class RemoteCluster:
                                                                         "source_snapshot": parent},
                    json=detail)
 
+    def stream_image(self, vm: str, pool: str, volume: str, snapshot: str, size: int,
+                     chunks: Iterable[bytes]) -> None:
+        """A full send as upstream's sender makes it: the whole image as one streamed
+        application/octet-stream POST (chunked, as `requests` sends a generator), which the
+        receiver writes at increasing offsets."""
+        self._call("POST", f"/vm/{vm}/snapshot/receive/block",
+                   params={"pool": pool, "volume": volume, "snapshot": snapshot, "size": size},
+                   content=chunks, headers={"Content-Type": "application/octet-stream"})
+
     def create_image(self, vm: str, pool: str, volume: str, snapshot: str, size: int) -> None:
-        """A full send's POST with no data: the receiver creates the image, then PUTs fill it."""
+        """Ours only: a full send's POST with no data: the receiver creates the image, then PUT
+        batches of the allocated extents fill it."""
         self._call("POST", f"/vm/{vm}/snapshot/receive/block",
                    params={"pool": pool, "volume": volume, "snapshot": snapshot, "size": size},
                    content=b"", headers={"Content-Type": "application/octet-stream"})
@@ -300,8 +315,27 @@ def _read_batches(handle: BlockHandle, extents: list[bs.Extent], parts: int, ful
             yield batch
 
 
-def _prefetch(source: Iterator[_Batch], depth: int = 2) -> Iterator[_Batch]:
-    """Read the next batches in a thread while the current one is on the wire."""
+def _image_chunks(handle: BlockHandle, extents: list[bs.Extent], chunk: int = STREAM_CHUNK,
+                  counted: list[int] | None = None) -> Iterator[bytes]:
+    """The whole image in order, `chunk` bytes at a time (upstream's full stream); a piece no
+    allocated extent touches is zeroes without a read. `counted[0]` adds up the bytes read."""
+    spans = sorted((e.offset, e.offset + e.length) for e in extents if e.exists)
+    zero = bytes(min(chunk, handle.size))
+    at = 0
+    for offset in range(0, handle.size, chunk):
+        end = min(offset + chunk, handle.size)
+        while at < len(spans) and spans[at][1] <= offset:
+            at += 1
+        if at < len(spans) and spans[at][0] < end:
+            if counted is not None:
+                counted[0] += end - offset
+            yield handle.read(offset, end - offset)
+        else:
+            yield zero if end - offset == len(zero) else bytes(end - offset)
+
+
+def _prefetch(source: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Read the next batches (or chunks) in a thread while the current one is on the wire."""
     box: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
@@ -458,7 +492,10 @@ def _send_volume(storage: Storage, remote: RemoteCluster, record: VMRecord, snap
         full = parent is None
         extents = [bs.Extent(o, n, e) for o, n, e in handle.extents(parent)]
         result.extents = len(extents)
-        if full:        # the receiver creates the image (an empty POST); the batches fill it
+        if full and not ours:       # an upstream receiver: the whole image, as upstream sends it
+            _stream_full(remote, record.name, target, volume, snapshot, handle, extents, result, after_batch)
+            return result
+        if full:        # ours: the receiver creates the image (an empty POST); the batches fill it
             remote.create_image(record.name, target, volume, snapshot, handle.size)
         parts = BATCH_PARTS_OURS if ours else BATCH_PARTS_UPSTREAM
         skip = remote_progress.batches if (ours and remote_progress is not None) else 0
@@ -472,6 +509,28 @@ def _send_volume(storage: Storage, remote: RemoteCluster, record: VMRecord, snap
         result.batches = result.resumed_from + sent
         result.chain = chain
         return result
+
+
+def _stream_full(remote: RemoteCluster, vm: str, pool: str, volume: str, snapshot: str, handle: BlockHandle,
+                 extents: list[bs.Extent], result: VolumeResult, after_batch: Hook | None) -> None:
+    """One streamed POST of the whole image (read ahead in a thread, STREAM_CHUNK at a time, so
+    at most a few chunks are in memory); `after_batch` after each chunk (a cancel stops it)."""
+    ref = f"{pool}/{volume}"
+    read = [0]
+    source = _prefetch(_image_chunks(handle, extents, counted=read))
+
+    def chunks() -> Iterator[bytes]:
+        for number, piece in enumerate(source, start=1):
+            yield piece
+            if after_batch:
+                after_batch(ref, number)
+
+    try:
+        remote.stream_image(vm, pool, volume, snapshot, handle.size, chunks())
+    finally:
+        source.close()  # type: ignore[attr-defined]
+    result.data_bytes = read[0]
+    result.batches = 1
 
 
 def _send_batches(remote: RemoteCluster, vm: str, pool: str, volume: str, snapshot: str, parent: str | None,
