@@ -83,8 +83,17 @@ def localize_xml(xml: str, monitors: list[tuple[str, int]], secret: str | None) 
     return etree.tostring(root, encoding="unicode")
 
 
+def _list(value: Any, what: str) -> list[Any]:
+    """A JSON list from the sent details (missing: empty); InvalidInput naming it otherwise."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidInput(f"the sent VM details: {what} is not a list")
+    return value
+
+
 def snapshot_item(vm_detail: Mapping[str, Any], snapshot: str) -> Mapping[str, Any]:
-    for item in vm_detail.get("snapshots") or []:
+    for item in _list(vm_detail.get("snapshots"), '"snapshots"'):
         if isinstance(item, Mapping) and item.get("name") == snapshot:
             return item
     raise InvalidInput(f'snapshot "{snapshot}": not in the sent VM details (their "snapshots" list)')
@@ -95,7 +104,10 @@ def snapshot_xml(vm_detail: Mapping[str, Any], snapshot: str) -> str:
     xml = vm_detail.get("xml")
     if not isinstance(xml, str) or not xml.strip():
         raise InvalidInput("the sent VM details have no xml")
-    lines = snapshot_item(vm_detail, snapshot).get("xml_diff_lines") or []
+    item = snapshot_item(vm_detail, snapshot)
+    lines = _list(item.get("xml_diff_lines"), f'"xml_diff_lines" of "{snapshot}"')
+    if not all(isinstance(line, str) for line in lines):
+        raise InvalidInput(f'snapshot "{snapshot}": its xml_diff_lines are not all strings')
     try:
         return xmlpatch.apply(xml, list(lines))
     except xmlpatch.PatchError as exc:
@@ -106,7 +118,7 @@ def snapshot_xml(vm_detail: Mapping[str, Any], snapshot: str) -> str:
 
 def _tags(vm_detail: Mapping[str, Any]) -> list[Tag]:
     out: dict[str, Tag] = {}
-    for item in vm_detail.get("tags") or []:
+    for item in _list(vm_detail.get("tags"), '"tags"'):
         if not isinstance(item, Mapping) or not item.get("name"):
             continue
         name = str(item["name"])
@@ -142,7 +154,7 @@ def _meta(vm_detail: Mapping[str, Any]) -> dict[str, Any]:
 
 def _volumes(rbd_snapshots: Any, snapshot: str) -> list[SnapshotVolume]:
     out = []
-    for ref in rbd_snapshots or []:
+    for ref in _list(rbd_snapshots, '"rbd_snapshots"'):
         if not isinstance(ref, str) or "@" not in ref or "/" not in ref.split("@")[0]:
             raise InvalidInput(f"rbd_snapshots: {ref!r} is not pool/volume@snapshot")
         image, _, snap = ref.partition("@")

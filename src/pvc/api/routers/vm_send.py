@@ -13,7 +13,7 @@ Block bodies are read as they arrive (a raw stream or multipart batches), never 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -104,21 +104,68 @@ class _Query(BaseModel):
 
 
 class ConfigQuery(_Query):
-    snapshot: str
-    source_snapshot: str | None = None
+    snapshot: str = Field(description="The snapshot being received")
+    source_snapshot: str | None = Field(None, description="Its incremental parent (which this cluster has)")
 
 
-class BlockQuery(_Query):
-    pool: str
-    volume: str
-    snapshot: str
-    size: int | None = Field(None, ge=1)
-    source_snapshot: str | None = None
-    batch: int | None = Field(None, ge=0)      # ours: the batch's sequence number (order check)
+class FinishQuery(_Query):
+    pool: str = Field(description="The volume's pool on this cluster")
+    volume: str = Field(description="The volume")
+    snapshot: str = Field(description="The snapshot being received")
+
+
+class BlockQuery(FinishQuery):
+    size: int | None = Field(None, ge=1, description="The volume's size in bytes (a full volume)")
+    source_snapshot: str | None = Field(None, description="The incremental parent (a batch of changed "
+                                                          "extents)")
+    batch: int | None = Field(None, ge=0, description="Our extension: the batch's sequence number "
+                                                      "(order check, resume)")
 
 
 class StatusQuery(_Query):
+    snapshot: str = Field(description="The snapshot")
+
+
+class ReceiveStatus(BaseModel):
+    """GET receive/status: what this cluster holds of a snapshot being received."""
+
+    extensions: list[str]
+    vm: str
     snapshot: str
+    state: Literal["absent", "pending", "present"]
+    volumes: dict[str, dict[str, Any]] = Field(description="Per pool/volume: mode, parent, acknowledged "
+                                                           "batches, digest chain, bytes, complete")
+
+
+def _doc(model: type[_Query], body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The route's OpenAPI parameters (its query model) and body: these routes read both
+    themselves (the body is data), so FastAPI cannot describe them."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    params = []
+    for name, prop in schema.get("properties", {}).items():
+        clean = {k: v for k, v in prop.items() if k not in ("title", "description", "default")}
+        if "anyOf" in clean:            # Optional[X]: X (the parameter is simply left out)
+            clean = next(p for p in clean.pop("anyOf") if p.get("type") != "null")
+        params.append({"name": name, "in": "query", "required": name in required, "schema": clean,
+                       "description": prop.get("description", "")})
+    extra: dict[str, Any] = {"parameters": params}
+    if body is not None:
+        extra["requestBody"] = body
+    return extra
+
+
+BINARY = {"type": "string", "format": "binary"}
+CONFIG_BODY = {"required": True, "description": "The sending VM's details (its GET /vm item with the "
+                                                "snapshots' xml_diff_lines)",
+               "content": {"application/json": {"schema": {"type": "object"}}}}
+FULL_BODY = {"required": False, "description": "The whole volume, written at increasing offsets (empty: "
+                                               "only create the image)",
+             "content": {"application/octet-stream": {"schema": BINARY}}}
+BATCH_BODY = {"required": True, "description": "Parts object_<i> (8-byte offset, 8-byte length, data) "
+                                               "and, our extension, discard_<i> (offset, length)",
+              "content": {"multipart/form-data": {"schema": {"type": "object",
+                                                             "additionalProperties": BINARY}}}}
 
 
 def _query(model: type[_Query], request: Request) -> Any:
@@ -130,7 +177,7 @@ def _query(model: type[_Query], request: Request) -> Any:
 
 
 @router.post("/{vm}/snapshot/receive/config", summary="Receive the configuration of a snapshot of VM {vm}",
-             responses=responses(Message, 200, 400, 404))
+             responses=responses(Message, 200, 400, 404), openapi_extra=_doc(ConfigQuery, CONFIG_BODY))
 async def vm_receive_config(vm: str, request: Request, zk: ZK = Depends(get_zk),
                             storage: Storage = Depends(get_storage),
                             settings: Settings = Depends(get_settings)) -> JSONResponse:
@@ -145,7 +192,7 @@ async def vm_receive_config(vm: str, request: Request, zk: ZK = Depends(get_zk),
 
 
 @router.post("/{vm}/snapshot/receive/block", summary="Receive a whole volume of a snapshot of VM {vm}",
-             responses=responses(Message, 200, 400, 404))
+             responses=responses(Message, 200, 400, 404), openapi_extra=_doc(BlockQuery, FULL_BODY))
 async def vm_receive_full(vm: str, request: Request, zk: ZK = Depends(get_zk),
                           storage: Storage = Depends(get_storage)) -> JSONResponse:
     query = _query(BlockQuery, request)
@@ -169,7 +216,7 @@ async def vm_receive_full(vm: str, request: Request, zk: ZK = Depends(get_zk),
 
 
 @router.put("/{vm}/snapshot/receive/block", summary="Receive a batch of extents of a snapshot of VM {vm}",
-            responses=responses(Message, 200, 400, 404))
+            responses=responses(Message, 200, 400, 404), openapi_extra=_doc(BlockQuery, BATCH_BODY))
 async def vm_receive_batch(vm: str, request: Request, zk: ZK = Depends(get_zk),
                            storage: Storage = Depends(get_storage)) -> JSONResponse:
     query = _query(BlockQuery, request)
@@ -200,16 +247,16 @@ async def vm_receive_batch(vm: str, request: Request, zk: ZK = Depends(get_zk),
 
 
 @router.patch("/{vm}/snapshot/receive/block", summary="Finish a volume of a received snapshot of VM {vm}",
-              responses=responses(Message, 200, 400, 404))
+              responses=responses(Message, 200, 400, 404), openapi_extra=_doc(FinishQuery))
 def vm_receive_snapshot(vm: str, request: Request, zk: ZK = Depends(get_zk),
                         storage: Storage = Depends(get_storage)) -> JSONResponse:
-    query = _query(BlockQuery, request)
+    query = _query(FinishQuery, request)
     return message(receive.receive_snapshot(zk, storage, vm, query.pool, query.volume, query.snapshot))
 
 
 @router.get("/{vm}/snapshot/receive/status", summary="What this cluster holds of a snapshot being received "
                                                       "(our extension: resume and checksums)",
-            responses=responses(Message, 200))
+            responses=responses(ReceiveStatus, 200, 400), openapi_extra=_doc(StatusQuery))
 def vm_receive_status(vm: str, request: Request, zk: ZK = Depends(get_zk)) -> JSONResponse:
     query = _query(StatusQuery, request)
     return ok(receive.receive_status(zk, vm, query.snapshot))
