@@ -225,7 +225,8 @@ def test_fault_mapping(example: dict[str, Any]) -> None:
     assert fault == {"id": "NODE_PLUGIN_DISK_HV3", "first_reported": "2025-01-12 22:41:07",
                      "last_reported": "2025-01-13 09:59:55", "acknowledged_at": "", "status": "new",
                      "health_delta": 5,
-                     "message": "hv3 disk: /dev/sdb attribute Reallocated_Sector_Ct value 12"}
+                     "message": "hv3 disk: /dev/sdb attribute Reallocated_Sector_Ct value 12",
+                     "active": True, "resolved_at": ""}
     example["/faults/NODE_PLUGIN_DISK_HV3/status"] = "weird"
     assert ui.plan(example).unmapped[0].reason == "status: 'weird' is not new or ack"
     example["/faults/NODE_PLUGIN_DISK_HV3/status"] = "ack"
