@@ -43,6 +43,7 @@ from pvc.core import blockstream as bs
 from pvc.core import schema, secrets
 from pvc.core import vmsnapshots as core_snaps
 from pvc.core.config import load_config
+from pvc.core.errors import InvalidInput
 from pvc.core.records import SnapshotVolume, VMSnapshotRecord
 from pvc.core.zk import ZK
 from pvc.lab.zkserver import ZooKeeperServer, free_port
@@ -111,15 +112,17 @@ class Cluster:
         return made
 
 
-def serve(app: Any) -> Iterator[str]:
+def serve(app: Any, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """Serve `app` on a free port (HTTPS with `tls` = (certificate, key) files); its API base."""
     port = free_port()
+    extra: dict[str, Any] = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
+                                           lifespan="off", **extra))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, 10, 0.02, "uvicorn to start")
     try:
-        yield f"http://127.0.0.1:{port}/api/v1"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}/api/v1"
     finally:
         server.should_exit = True
         thread.join(10)
@@ -607,6 +610,52 @@ def test_our_sender_satisfies_an_upstream_receiver(source: Cluster, upstream: Up
     assert refused.status_code == 400
 
 
+# -- TLS between clusters: verified against the destination's own CA ---------------------------------------
+
+def test_send_verifies_the_destination_against_its_ca(source: Cluster, dest: Cluster, tmp_path: Path) -> None:
+    from pvc.core import pki
+
+    ca = pki.make_ca("dest cluster CA")
+    other = pki.make_ca("some other CA")
+    pair = pki.issue_server(ca, "dest API", ["127.0.0.1"])
+    cert, key = tmp_path / "api.crt", tmp_path / "api.key"
+    cert.write_bytes(pair.certificate)
+    pki.write_private(key, pair.key)
+    uuid = source.define("tls1")
+    source.write("tls1", 0, b"t" * 4096)
+    source.snapshot(uuid, "s1")
+    served = serve(create_app(dest.settings, dest.zk, storage=dest.storage), tls=(cert, key))
+    url = next(served)
+    try:
+        def attempt(**kw: Any) -> dict[str, Any]:
+            target = transfers.Destination(uri=url, key=API_TOKEN, **kw)
+            return send.send_snapshot(source.zk, source.settings, uuid, "s1", target, None, lambda _l: None,
+                                      storage=source.storage)
+
+        for wrong in ({}, {"ca": other.certificate.decode()}):       # the system's CAs, another CA
+            with pytest.raises(send.SendFailed, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+                attempt(**wrong)
+        result = attempt(ca=ca.certificate.decode())
+        assert result["volumes"][0]["verified"] is True
+        assert read(dest, "vms", "tls1_sda") == read(source, "vms", "tls1_sda", "s1")
+    finally:
+        next(served, None)
+    # the CA is checked before anything is queued, and kept with the transfer (not a secret)
+    pem = ca.certificate.decode()
+    stored = transfers.load(source.zk, source.settings, transfers.store(
+        source.zk, source.settings, transfers.Destination(uri=url, key="k", ca=pem)))
+    assert stored.ca and stored.ca.strip() == pem.strip() and "BEGIN" not in repr(stored)
+    broken = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"
+    for bad, words in (("not a pem", "not PEM"), (broken, "no usable PEM")):
+        with pytest.raises(InvalidInput, match=words):
+            transfers.submit_send(source.zk, source.settings, "tls1", "s1",
+                                  transfers.Destination(uri=url, key="k", ca=bad), None)
+    with pytest.raises(InvalidInput, match="verify_ssl false"):
+        transfers.check_ca(pem, verify_ssl=False, uri=url)
+    with pytest.raises(InvalidInput, match="http://"):
+        transfers.check_ca(pem, uri="http://x:7370/api/v1")
+
+
 # -- the routes ------------------------------------------------------------------------------------------
 
 def test_send_routes_keep_the_key_out_of_tasks(source: Cluster, dest_url: str) -> None:
@@ -723,14 +772,37 @@ def test_cli_send_resolves_a_connection_name(source: Cluster, dest_url: str, tmp
         assert done.returncode == 0, done.stderr
         done = pvc("-c", "srcA", "vm", "mirror", "create", "cli1", "nosuch", "--no-wait")
         assert done.returncode != 0 and "no connection named" in done.stderr
+        # the CA of a connection (its --ca-file) or given with a URI goes along as PEM text
+        from pvc.core import pki
+        ca_pem = pki.make_ca("dest CA").certificate
+        (tmp_path / "ca.pem").write_bytes(ca_pem)
+        (tmp_path / "dest.key").write_text("dest-key-XYZ")
+        done = subprocess.run([sys.executable, "-m", "pvc.cli", "connection", "add", "-a", "127.0.0.1", "-p",
+                               "7370", "--ca-file", str(tmp_path / "ca.pem"), "--api-key-file", "-", "dstC"],
+                              env=env, input="dest-key-XYZ", capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        done = pvc("-c", "srcA", "vm", "mirror", "create", "cli1", "dstC", "--no-wait")
+        assert done.returncode == 0, done.stderr
+        done = pvc("-c", "srcA", "vm", "snapshot", "send", "cli1", "s1", "https://127.0.0.1:7371/api/v1",
+                   "--key-file", str(tmp_path / "dest.key"), "--ca-file", str(tmp_path / "ca.pem"),
+                   "--no-wait")
+        assert done.returncode == 0, done.stderr
+        done = pvc("-c", "srcA", "vm", "mirror", "create", "cli1", "dstC", "--no-verify-ssl",
+                   "--ca-file", str(tmp_path / "ca.pem"), "--no-wait")
+        assert done.returncode != 0 and "--ca-file with TLS verification off" in done.stderr
         tasks = [source.zk.get(schema.task(t)) for t in source.zk.children(schema.TASKS)]
         kinds = sorted(t["kind"] for t in tasks if isinstance(t, dict) and "kind" in t)
-        assert kinds == ["vm.promote_mirror", "vm.send_snapshot"]
+        assert kinds == ["vm.create_mirror", "vm.promote_mirror", "vm.send_snapshot", "vm.send_snapshot"]
+        uris = []
         for task in tasks:
             if isinstance(task, dict) and "args" in task:
                 assert "dest-key-XYZ" not in json.dumps(task)
                 stored = transfers.load(source.zk, source.settings, task["args"]["destination"])
-                assert stored.key == "dest-key-XYZ" and stored.uri == dest_url
+                assert stored.key == "dest-key-XYZ"
+                assert stored.ca == (ca_pem.decode() if stored.uri.startswith("https") else None)
+                uris.append(stored.uri)
+        assert sorted(uris) == sorted([dest_url, dest_url, "https://127.0.0.1:7370/api/v1",
+                                       "https://127.0.0.1:7371/api/v1"])
     finally:
         next(served, None)
 

@@ -4,10 +4,14 @@ The only place the worker talks HTTP: to a *remote* cluster, never to its own (D
 never call their own API). The key travels in the X-Api-Key header only; it never appears in a
 URL, an error message or a log line. Timeouts as upstream's sender: 3.05 s to connect, up to
 48 h for an answer (a receiver writes a whole volume before it answers).
+
+TLS: the certificate is checked against the system's CAs, or, when the destination's CA is given
+(PEM text), against that CA only; `verify_ssl=False` turns the check off (upstream's option).
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -31,12 +35,13 @@ class RemoteAPI:
     """One remote API base (e.g. https://pvc2:7370/api/v1) with its key; counts bytes sent."""
 
     def __init__(self, uri: str, key: str, verify_ssl: bool = True,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, ca: str | None = None) -> None:
         self.uri = uri.rstrip("/")
         self.bytes_sent = 0
         timeout = httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT, pool=60.0)
-        self._client = httpx.Client(base_url=self.uri, headers={"X-Api-Key": key}, verify=verify_ssl,
-                                    timeout=timeout, transport=transport, follow_redirects=False)
+        self._client = httpx.Client(base_url=self.uri, headers={"X-Api-Key": key},
+                                    verify=verify_context(verify_ssl, ca), timeout=timeout,
+                                    transport=transport, follow_redirects=False)
 
     def __repr__(self) -> str:
         return f"RemoteAPI({self.uri!r})"
@@ -80,6 +85,19 @@ class RemoteAPI:
         if status not in ok:
             raise RemoteError(f"{method} {path}: {status} {message_of(data)}", status)
         return data
+
+
+def verify_context(verify_ssl: bool, ca: str | None) -> ssl.SSLContext | bool:
+    """What httpx verifies against: the given CA only (PEM text), the system's CAs, or nothing.
+    RemoteError if the CA text holds no certificate."""
+    if not verify_ssl:
+        return False
+    if not ca:
+        return True
+    try:
+        return ssl.create_default_context(cadata=ca)
+    except (ssl.SSLError, ValueError) as exc:
+        raise RemoteError(f"the destination CA holds no usable PEM certificate ({exc})") from None
 
 
 def message_of(data: Any) -> str:

@@ -1,14 +1,17 @@
 """Send destinations kept out of task arguments (issue #15, 1.4.16; DESIGN D14).
 
 The API that queues a send, mirror or promote stores the destination under `/transfers/<id>`:
-`{uri, key (sealed with the cluster key), verify_ssl, pool, vm, created}`; the task's arguments
+`{uri, key (sealed with the cluster key), ca, verify_ssl, pool, vm, created}`; the task's arguments
 carry only the id. The worker opens the document when the task starts and deletes it when the
 task ends, so the key never appears in task arguments, `GET /tasks`, logs or error messages.
+`ca` (optional, PEM text; not a secret) is the destination's CA: its certificate is then checked
+against that CA only, so clusters with their own CAs talk with verification on.
 """
 
 from __future__ import annotations
 
 import secrets as pysecrets
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,20 +29,25 @@ from pvc.core.zk import ZK
 
 STALE_AFTER = 7 * 86400.0       # a transfer no task consumed (cancelled before it ran) is pruned
 RECEIVE_STALE_AFTER = 30 * 86400.0   # a receive nobody resumed (its pending document) is pruned
+MAX_CA = 64 * 1024                    # bytes of PEM accepted as a destination CA
 
 
 @dataclass(frozen=True)
 class Destination:
     """Where a snapshot goes: the remote API (e.g. https://host:7370/api/v1), its key, whether to
-    check its TLS certificate, and the pool to write into (None: the source's pools)."""
+    check its TLS certificate, the pool to write into (None: the source's pools) and the CA its
+    certificate must be signed by (PEM text; None: the system's CAs)."""
 
     uri: str
     key: str = field(repr=False)
     verify_ssl: bool = True
     pool: str | None = None
+    ca: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
-        return f"Destination({self.uri!r}, key=<hidden>, verify_ssl={self.verify_ssl}, pool={self.pool!r})"
+        ca = ", ca=<given>" if self.ca else ""
+        return (f"Destination({self.uri!r}, key=<hidden>, verify_ssl={self.verify_ssl}, pool={self.pool!r}"
+                f"{ca})")
 
     __str__ = __repr__
 
@@ -68,6 +76,29 @@ def check_pool(pool: str | None) -> str | None:
     return pool
 
 
+def check_ca(ca: str | None, verify_ssl: bool = True, uri: str = "") -> str | None:
+    """A destination CA: PEM text holding at least one certificate (None when not given).
+    Refused with verification off or an http:// URI: a CA that would be ignored is a mistake
+    worth naming."""
+    if ca is None or not ca.strip():
+        return None
+    if uri.strip().lower().startswith("http://"):
+        raise InvalidInput("destination_api_ca: given for an http:// destination (no TLS to verify)")
+    if not verify_ssl:
+        raise InvalidInput("destination_api_ca: given with destination_api_verify_ssl false; drop one "
+                           "(the CA is only used to verify the destination's certificate)")
+    if len(ca) > MAX_CA:
+        raise InvalidInput(f"destination_api_ca: {len(ca)} bytes, more than {MAX_CA} (expected PEM "
+                           f"certificates)")
+    if "-----BEGIN CERTIFICATE-----" not in ca:
+        raise InvalidInput("destination_api_ca: not PEM text (no -----BEGIN CERTIFICATE----- line)")
+    try:
+        ssl.create_default_context(cadata=ca)
+    except (ssl.SSLError, ValueError) as exc:
+        raise InvalidInput(f"destination_api_ca: no usable PEM certificate ({exc})") from None
+    return ca.strip() + "\n"
+
+
 def store(zk: ZK, settings: Settings, dest: Destination, vm_uuid: str = "") -> str:
     """Seal the key and keep the destination for one task; its id."""
     if not dest.key:
@@ -80,7 +111,8 @@ def store(zk: ZK, settings: Settings, dest: Destination, vm_uuid: str = "") -> s
     transfer_id = pysecrets.token_hex(12)
     zk.create_doc(schema.transfer(transfer_id), {
         "uri": check_uri(dest.uri), "key": key.seal(dest.key), "verify_ssl": bool(dest.verify_ssl),
-        "pool": check_pool(dest.pool), "vm": vm_uuid, "created": time.time(),
+        "ca": check_ca(dest.ca, dest.verify_ssl, dest.uri), "pool": check_pool(dest.pool), "vm": vm_uuid,
+        "created": time.time(),
     })
     return transfer_id
 
@@ -95,7 +127,8 @@ def load(zk: ZK, settings: Settings, transfer_id: str) -> Destination:
                        f"without a destination)")
     key = cluster_secrets.load_key(settings.cluster.key_file)
     return Destination(uri=str(doc["uri"]), key=key.open(doc["key"]),
-                       verify_ssl=bool(doc.get("verify_ssl", True)), pool=doc.get("pool") or None)
+                       verify_ssl=bool(doc.get("verify_ssl", True)), pool=doc.get("pool") or None,
+                       ca=doc.get("ca") or None)
 
 
 def drop(zk: ZK, transfer_id: str) -> None:
@@ -133,6 +166,7 @@ def submit_send(zk: ZK, settings: Settings, vm: str, snapshot: str, dest: Destin
     record = _vm(zk, vm)
     check_uri(dest.uri)
     check_pool(dest.pool)
+    check_ca(dest.ca, dest.verify_ssl, dest.uri)
     snap = snaps.get_snapshot(zk, record.uuid, snapshot)
     if parent:
         if parent == snapshot:
@@ -152,6 +186,7 @@ def submit_mirror(zk: ZK, settings: Settings, vm: str, dest: Destination, promot
     record = _vm(zk, vm)
     check_uri(dest.uri)
     check_pool(dest.pool)
+    check_ca(dest.ca, dest.verify_ssl, dest.uri)
     if record.state == "mirror":
         raise Conflict(f'VM "{record.name}" is a mirror here; mirror from the cluster it runs on.')
     transfer_id = store(zk, settings, dest, record.uuid)

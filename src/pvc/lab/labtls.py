@@ -56,8 +56,12 @@ def lab_ca(plan: LabPlan) -> pki.KeyPair:
 
 
 def api_names(plan: LabPlan, extra: Iterable[str] = ()) -> list[str]:
-    """Every node address, `extra` (the floating address), and the root namespace's relay."""
-    return [*(n.address for n in plan.nodes), *extra, "127.0.0.1", "localhost"]
+    """Every node address, `extra` (the floating address), the root namespace's relay, and the
+    addresses another lab's nodes reach this API at through a link (pvc.lab.link), so a send
+    between two labs verifies this certificate against this lab's CA."""
+    from pvc.lab.link import link_addresses
+
+    return [*(n.address for n in plan.nodes), *extra, "127.0.0.1", "localhost", *link_addresses()]
 
 
 def api_certificate(plan: LabPlan, extra: Iterable[str] = ()) -> tuple[Path, Path]:

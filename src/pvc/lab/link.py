@@ -7,10 +7,11 @@ state directory, so `pvc-lab up --name b` runs beside the default lab; its CLI c
 Both labs use the same underlay addresses inside their own namespaces, so they are not routed
 together. Instead `link A B` publishes B's API on A's underlay: an address on A's switch bridge
 (inside A's switch namespace) where a relay listens and forwards each connection into B's
-coordinator namespaces (relay.py). A's nodes then reach B's API at https://<address>:7370/api/v1
-(its certificate names B's nodes, so senders use verify_ssl false or B's CA). Nothing is added to
-the root namespace; `pvc-lab down` of A removes the link with A's namespaces and pid files, and
-`unlink` removes it at once.
+coordinator namespaces (relay.py). A's nodes then reach B's API at https://<address>:7370/api/v1.
+Every lab's API certificate also names all the link addresses (labtls.api_names), so a sender on
+A verifies B's certificate against B's CA (destination_api_ca), with verification on. Nothing is
+added to the root namespace; `pvc-lab down` of A removes the link with A's namespaces and pid
+files, and `unlink` removes it at once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from pvc.lab.plan import API_PORT, SUBNET, LabPlan
 
 LINK_FIRST = 240            # link addresses: SUBNET.240 ... SUBNET.249 on the switch bridge
 LINK_LAST = 249
+
+
+def link_addresses() -> list[str]:
+    """Every address a link can take (the same in every lab: they share the underlay subnet)."""
+    return [f"{SUBNET}.{i}" for i in range(LINK_FIRST, LINK_LAST + 1)]
 
 
 def _links(plan: LabPlan) -> dict[str, str]:
@@ -41,7 +47,7 @@ def link(plan: LabPlan, peer: LabPlan) -> str:
     address = links.get(peer.name)
     if address is None:
         used = set(links.values())
-        free = [f"{SUBNET}.{i}" for i in range(LINK_FIRST, LINK_LAST + 1) if f"{SUBNET}.{i}" not in used]
+        free = [address for address in link_addresses() if address not in used]
         if not free:
             raise proc.LabError(f"lab {plan.name} has {len(used)} links already (at most "
                                 f"{LINK_LAST - LINK_FIRST + 1})")

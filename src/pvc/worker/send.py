@@ -71,8 +71,12 @@ def storage_for(settings: Settings) -> Storage:
 
 
 def api_for(dest: Destination) -> RemoteAPI:
-    """The HTTP client of a destination (patchable in tests)."""
-    return RemoteAPI(dest.uri, dest.key, dest.verify_ssl)
+    """The HTTP client of a destination (patchable in tests); its certificate is checked against
+    the destination's CA when one was given."""
+    try:
+        return RemoteAPI(dest.uri, dest.key, dest.verify_ssl, ca=dest.ca)
+    except RemoteError as exc:
+        raise SendFailed(f"destination {dest.uri}: {exc.message}") from None
 
 
 def parse_version(text: str) -> tuple[int, ...]:

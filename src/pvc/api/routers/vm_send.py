@@ -47,11 +47,15 @@ class DestinationInputs(Inputs):
     destination_api_verify_ssl: Bool = Field(True, description="Check the destination's TLS certificate")
     destination_storage_pool: str | None = Field(None, description="Write the volumes into this pool on the "
                                                                    "destination (the XML follows)")
+    destination_api_ca: str | None = Field(None, description="Our extension: the CA (PEM text) the "
+                                                             "destination's TLS certificate must be signed "
+                                                             "by, instead of the system's CAs")
 
     def destination(self) -> transfers.Destination:
         return transfers.Destination(uri=self.destination_api_uri, key=self.destination_api_key,
                                      verify_ssl=self.destination_api_verify_ssl,
-                                     pool=self.destination_storage_pool or None)
+                                     pool=self.destination_storage_pool or None,
+                                     ca=self.destination_api_ca or None)
 
 
 class SendInputs(DestinationInputs):
