@@ -1,24 +1,32 @@
 """Send, mirror create and promote between two real clusters on one machine.
 
-The shared lab (`pst`, 3 nodes) and a second lab brought up here (`pst2`, 1 node), linked both
-ways (`pvc-lab link`: each lab's nodes reach the other's API through a relay in the labs' own
-namespaces). A VM with a sparse 512 MiB RBD disk (MiBs of random data written at known offsets by the test
-through librados, while the VM is stopped):
+The shared lab (`pst`, 3 nodes) and a second lab brought up once per module (`pst2`, 1 node),
+linked both ways (`pvc-lab link`: each lab's nodes reach the other's API through a relay in the
+labs' own namespaces). TLS verification stays on between them: each send carries the other lab's
+CA (destination_api_ca; the CLI's --ca-file), and the labs' API certificates name the link
+addresses. A VM with a sparse 512 MiB RBD disk (MiBs of random data written at known offsets by
+the test through librados, while the VM is stopped):
 
 mirror create (full: only the allocated data travels) -> change 4 MiB -> mirror create again
 (incremental: bytes on the wire < 2 x changed) -> a manual snapshot sent incrementally, cancelled
-after its first batch and sent again (it resumes, and the checksums agree) -> promote: the VM
-runs on the second lab with the source's data; here it becomes the mirror -> promote back from
-the second lab (incremental from the last common snapshot): it runs here again.
+after its first batch and sent again (it resumes, and the checksums agree) -> `pvc vm mirror
+promote --dry-run` (nothing changes; a missing destination pool fails it) -> `pvc vm mirror
+promote`: the VM runs on the second lab with the source's data; here it becomes the mirror ->
+`pvc vm mirror promote --remove` from the second lab (a cross-cluster move, incremental from the
+last common snapshot): it runs here again, and the second lab has neither the VM nor its disk.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import subprocess
+import sys
 import threading
 import uuid as uuidlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +34,7 @@ import pytest
 
 from pvc.adapters.ceph import CephStorage
 from pvc.lab import ceph, labtls, link, proc
-from pvc.lab.main import lab_down, lab_up
+from pvc.lab.main import _conn_name, lab_down, lab_up
 from pvc.lab.plan import LabPlan
 from tests.system.helpers import call, console, guest_xml, wait, wait_task
 
@@ -94,6 +102,32 @@ def api2(lab2: LabPlan) -> Iterator[httpx.Client]:
     client.close()
 
 
+def pvc(plan: LabPlan, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """The pvc CLI against `plan`'s cluster (its CLI connection)."""
+    return subprocess.run([sys.executable, "-m", "pvc.cli", "-c", _conn_name(plan), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def secret_file(path: Path, text: str) -> Path:
+    """A key file only its owner reads (the CLI's --key-file: never a key on a command line)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return path
+
+
+def cli_task(api: httpx.Client, done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The task a waited-for CLI command ran (its id from the CLI's output), as the API reports it."""
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    found = re.search(r"Task ID: (\S+)", output)
+    assert found, output
+    status = call(api, "GET", f"/tasks/{found.group(1)}")
+    assert status["state"] == "SUCCESS", status
+    return dict(status)
+
+
 def task(api: httpx.Client, response: httpx.Response, timeout: float = 600) -> dict[str, Any]:
     assert response.status_code == 202, response.text
     done = wait_task(api, response.json(), timeout=timeout)
@@ -105,8 +139,9 @@ def test_send_mirror_promote_between_two_labs(lab: LabPlan, api: httpx.Client, l
                                              api2: httpx.Client) -> None:
     to_b = link.link(lab, lab2)          # lab's nodes -> lab2's API
     link.link(lab2, lab)                 # and back (a later promote from lab2)
+    # verified: lab2's certificate against lab2's CA only (no verify_ssl false anywhere)
     dest = {"destination_api_uri": to_b, "destination_api_key": str(lab2.extra["api_token"]),
-            "destination_api_verify_ssl": "false"}
+            "destination_api_ca": labtls.ca_file(lab2).read_text()}
     a, b = storage_in(lab), storage_in(lab2)
     call(api, "POST", "/storage/ceph/volume", params={"pool": POOL, "volume": DISK, "size": "512M"})
     try:
@@ -181,24 +216,41 @@ def _scenario(lab: LabPlan, api: httpx.Client, lab2: LabPlan, api2: httpx.Client
     assert volume["resumed_from"] >= 1 and volume["verified"] is True
     assert digest(b, image, "manual1") == digest(a, image, "manual1")
 
-    # 4. promote a running VM: shut down here, last snapshot, start there; here it becomes the mirror
+    # 4. `pvc vm mirror promote` of a running VM, through the CLI (DEST a URI with its key file
+    #    and CA file): a dry run changes nothing (and fails for a pool lab2 lacks); then the VM
+    #    is shut down here, sent a last time, started there; here it becomes the mirror
+    key_b = secret_file(lab.state_dir / "send-test-key-b", str(lab2.extra["api_token"]))
+    to_b_cli = [VM, dest["destination_api_uri"], "--key-file", str(key_b), "--ca-file",
+                str(labtls.ca_file(lab2)), "-y"]
     call(api, "POST", f"/vm/{VM}/state", params={"state": "start"})
     wait("the guest to boot", lambda: console(api, VM).count("PVC-GUEST-BOOT-OK") >= 1, 180)
-    promoted = task(api, api.post(f"/vm/{VM}/mirror/promote", data=dest), timeout=900)["result"]
+    snaps_before = [s["name"] for s in call(api2, "GET", f"/vm/{VM}")[0]["snapshots"]]
+    report = cli_task(api, pvc(lab, "vm", "mirror", "promote", *to_b_cli, "--dry-run"))["result"]
+    assert report["dry_run"] and report["ok"] and report["mode"] == "incremental from manual1", report
+    assert call(api, "GET", f"/vm/{VM}")[0]["state"] == "start"
+    assert [s["name"] for s in call(api2, "GET", f"/vm/{VM}")[0]["snapshots"]] == snaps_before
+    dry = pvc(lab, "vm", "mirror", "promote", *to_b_cli, "--dry-run", "-p", "nosuchpool")
+    assert dry.returncode != 0 and "nosuchpool" in dry.stdout + dry.stderr, dry.stdout + dry.stderr
+    promoted = cli_task(api, pvc(lab, "vm", "mirror", "promote", *to_b_cli))["result"]
     assert promoted["destination_state"] == "start" and promoted["source"] == "mirror"
+    assert promoted["parent"] == "manual1"
     assert call(api, "GET", f"/vm/{VM}")[0]["state"] == "mirror"
+    assert call(api2, "GET", f"/vm/{VM}")[0]["state"] == "start"
     wait("the VM to boot on the second lab", lambda: console(api2, VM).count("PVC-GUEST-BOOT-OK") >= 1, 240)
     last = promoted["snapshot"]
     assert digest(b, image, last) == digest(a, image, last)
 
-    # 5. and back: the second lab promotes it to the first (incremental from the last snapshot
-    #    both have); it runs here again and is the mirror there
-    back = {"destination_api_uri": link.link(lab2, lab), "destination_api_key": str(lab.extra["api_token"]),
-            "destination_api_verify_ssl": "false"}
-    returned = task(api2, api2.post(f"/vm/{VM}/mirror/promote", data=back), timeout=900)["result"]
-    print(f"promoted back: incremental from {returned['parent']}, {returned['bytes_sent']} bytes on the wire")
-    assert returned["parent"] == last and returned["destination_state"] == "start"
-    assert call(api2, "GET", f"/vm/{VM}")[0]["state"] == "mirror"
-    assert call(api, "GET", f"/vm/{VM}")[0]["state"] == "start"
+    # 5. and back as a move: `pvc vm mirror promote --remove` on the second lab (incremental from
+    #    the last snapshot both have); it runs here again, and lab2 keeps neither VM nor disk
+    key_a = secret_file(lab.state_dir / "send-test-key-a", str(lab.extra["api_token"]))
+    moved = cli_task(api2, pvc(lab2, "vm", "mirror", "promote", VM, link.link(lab2, lab), "--key-file",
+                               str(key_a), "--ca-file", str(labtls.ca_file(lab)), "--remove", "-y"))["result"]
+    print(f"moved back: incremental from {moved['parent']}, {moved['bytes_sent']} bytes on the wire")
+    assert moved["parent"] == last and moved["destination_state"] == "start" and moved["source"] == "removed"
+    assert moved["volumes"][0]["verified"] is True
+    assert api2.get(f"/vm/{VM}").status_code == 404
+    assert api2.get(f"/storage/ceph/volume/{POOL}/{DISK}").status_code == 404
+    assert DISK not in b.list_volumes(POOL)
+    item = call(api, "GET", f"/vm/{VM}")[0]
+    assert item["state"] == "start" and item["snapshots"][0]["name"] == moved["snapshot"]
     wait("the VM to boot on the first lab again", lambda: "PVC-GUEST-BOOT-OK" in console(api, VM), 240)
-    assert digest(a, image, returned["snapshot"]) == digest(b, image, returned["snapshot"])
