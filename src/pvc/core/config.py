@@ -610,6 +610,7 @@ class MirrorDestination(_Section):
     ssl: bool = True
     verify_ssl: bool = True
     pool: str | None = None
+    ca_file: str | None = None       # ours: the CA the destination's certificate must be signed by
 
     @property
     def uri(self) -> str:

@@ -50,8 +50,22 @@ def seams() -> Seams:
     return Seams(snapshots.create_snapshot, snapshots.remove_snapshot,
                  lambda zk, uuid: [s.name for s in vmsnapshots.list_snapshots(zk, uuid)],
                  send.send_snapshot,
-                 lambda d: send.Destination(d.uri, d.key or "", verify_ssl=d.verify_ssl, pool=d.pool),
+                 lambda d: send.Destination(d.uri, d.key or "", verify_ssl=d.verify_ssl, pool=d.pool,
+                                            ca=_read_ca(d.ca_file)),
                  send.RemoteCluster)
+
+
+def _read_ca(path: str | None) -> str | None:
+    """The PEM text of a destination's `ca_file` (None: the system's CAs); a file that cannot be
+    read fails that destination's sends with the reason, as a bad key would."""
+    if not path:
+        return None
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError as exc:
+        from pvc.worker.send import SendFailed
+        raise SendFailed(f"automirror destination CA file {path}: {exc.strerror or exc}") from None
 
 
 def am_names(names: list[str]) -> list[str]:
@@ -111,7 +125,10 @@ class Mirror:
             return False, "FAILED: another send to this destination holds its lock", None
         remote: Any = None
         try:
-            dest = self.seams.destination(conf)
+            try:
+                dest = self.seams.destination(conf)
+            except Exception as exc:
+                return False, f"FAILED: {_text(exc)}", None
             remote = self.seams.remote(dest)
             try:
                 remote_ams = remote_snapshots(remote.vm(name))
