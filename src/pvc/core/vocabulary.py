@@ -1,4 +1,4 @@
-"""PVC's vocabulary: the one place where states, selectors, methods and fault kinds are spelled.
+"""PVC's vocabulary: the one place where states, selectors, methods and fault statuses are spelled.
 
 Every other module (API enums and OpenAPI, CLI choices, worker registration, the node daemons,
 the HA simulator) derives its lists from here, so a state added here is known everywhere and a
@@ -108,21 +108,5 @@ TASK_FINISHED: tuple[str, ...] = ("SUCCESS", "FAILURE", "CANCELLED")
 
 # -- faults -----------------------------------------------------------------------------------------
 
-# Fault kinds: the key of a fault is `<KIND>_<subject>` (upstream's readable ids) and its
-# default health delta is given here.
-FAULT_DELTAS: dict[str, int] = {
-    "DEAD_NODE": 50,
-    "VM_NOT_RECOVERED": 10,
-    "VM_FAILED": 10,
-    "NETWORK": 10,
-    "CEPH_HEALTH": 10,
-}
-FAULT_KINDS: tuple[str, ...] = tuple(FAULT_DELTAS)
+# An unacknowledged fault is "new"; the administrator's acknowledgement makes it "ack".
 FaultStatus = Literal["new", "ack"]
-
-
-def fault_key(kind: str, subject: str) -> str:
-    """The key of one fault condition, e.g. fault_key("DEAD_NODE", "hv2") -> DEAD_NODE_hv2."""
-    if kind not in FAULT_DELTAS:
-        raise ValueError(f"unknown fault kind {kind!r}")
-    return f"{kind}_{subject}"
