@@ -51,6 +51,19 @@ def test_prefixes_and_origin() -> None:
     assert snaps.reserved_prefix("mr2024") == "mr" and snaps.reserved_prefix("backup_1") is None
 
 
+def test_reserved_means_prefix_and_datestring() -> None:
+    """Only the system's own names (prefix + digits) are reserved; "about", "mrtg", "amber" and
+    "backup_old" are manual names that may be renamed and carry the manual origin."""
+    for name, prefix, origin in (("ab20261206120000", "ab", "autobackup"),
+                                 ("am20261206120000", "am", "automirror"),
+                                 ("mr20261206120000", "mr", "mirror")):
+        assert snaps.reserved_prefix(name) == prefix and snaps.origin_of(name) == origin
+    assert snaps.origin_of("backup_20261206120000") == "backup"
+    for name in ("about", "mrtg", "amber", "ab", "ab2026x", "mr-1", "backup_old", "backup_"):
+        assert snaps.reserved_prefix(name) is None
+        assert snaps.origin_of(name) == "manual"
+
+
 def test_datestring() -> None:
     text = snaps.datestring(0)
     assert len(text) == 14 and text.isdigit()
@@ -125,8 +138,9 @@ def test_rename_refuses_system_prefixes_and_bad_names() -> None:
     vm = vm_record()
     cluster_snaps.check_rename(vm, "s", "t")
     for old, new in (("ab1", "x"), ("x", "am1"), ("mr1", "mr2")):
-        with pytest.raises(Conflict, match="prefix"):
+        with pytest.raises(Conflict, match="followed by a datestring"):
             cluster_snaps.check_rename(vm, old, new)
+    cluster_snaps.check_rename(vm, "about", "mrtg")      # manual names that share the letters
     with pytest.raises(InvalidInput, match="new_name"):
         cluster_snaps.check_rename(vm, "s", "a@b")
     with pytest.raises(InvalidInput, match="already has that name"):

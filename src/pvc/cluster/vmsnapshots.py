@@ -390,14 +390,14 @@ def submit_rollback(zk: ZK, vm: str, name: str, force: bool = False, with_meta: 
 
 
 def check_rename(record: VMRecord, name: str, new_name: str) -> None:
-    """Refuse renaming to or from a system prefix (ab, am, mr), or to the same name."""
+    """Refuse renaming to or from a system name (ab, am or mr + digits), or to the same name."""
     pure.check_name(new_name, "new_name")
     for which, value in (("snapshot_name", name), ("new_name", new_name)):
         prefix = pure.reserved_prefix(value)
         if prefix:
-            raise Conflict(f"{which}: '{value}' starts with '{prefix}', a prefix the system's own "
-                           f"snapshots carry (ab autobackup, am automirror, mr mirror); such snapshots "
-                           f"are not renamed.")
+            raise Conflict(f"{which}: '{value}' is the prefix '{prefix}' followed by a datestring, as the "
+                           f"system's own snapshots are named (ab autobackup, am automirror, mr mirror); "
+                           f"such snapshots are not renamed.")
     if new_name == name:
         raise InvalidInput(f"new_name: snapshot \"{name}\" of VM \"{record.name}\" already has that name")
 

@@ -56,22 +56,27 @@ def check_name(name: Any, field: str = "snapshot_name") -> str:
     return str(name)
 
 
+def _system_prefix(name: str, prefixes: Sequence[str]) -> str | None:
+    """The prefix of `prefixes` that `name` is made of followed only by digits (a datestring)."""
+    return next((p for p in prefixes if name.startswith(p) and name[len(p):].isdigit()), None)
+
+
 def reserved_prefix(name: str) -> str | None:
-    """The system prefix `name` starts with (ab, am, mr), if any."""
-    return next((p for p in RESERVED_PREFIXES if name.startswith(p)), None)
+    """The system prefix (ab, am, mr) of a name the system makes: the prefix followed by a
+    datestring (digits only), e.g. `ab20261206120000`. A manual name that merely begins with those
+    letters ("about", "mrtg") is not reserved."""
+    return _system_prefix(name, RESERVED_PREFIXES)
+
+
+_ORIGIN_BY_PREFIX = {AUTOBACKUP_PREFIX: "autobackup", AUTOMIRROR_PREFIX: "automirror",
+                     MIRROR_PREFIX: "mirror", LEGACY_BACKUP_PREFIX: "backup"}
 
 
 def origin_of(name: str) -> str:
-    """Who makes snapshots named like this: autobackup, automirror, mirror, backup or manual."""
-    if name.startswith(AUTOBACKUP_PREFIX):
-        return "autobackup"
-    if name.startswith(AUTOMIRROR_PREFIX):
-        return "automirror"
-    if name.startswith(MIRROR_PREFIX):
-        return "mirror"
-    if name.startswith(LEGACY_BACKUP_PREFIX):
-        return "backup"
-    return "manual"
+    """Who makes snapshots named like this: autobackup (`ab<digits>`), automirror (`am<digits>`),
+    mirror (`mr<digits>`), backup (`backup_<digits>`), else manual."""
+    prefix = _system_prefix(name, tuple(_ORIGIN_BY_PREFIX))
+    return _ORIGIN_BY_PREFIX[prefix] if prefix else "manual"
 
 
 def datestring(now: float | None = None) -> str:
