@@ -80,6 +80,22 @@ def test_replace_mode_equals_the_backup(api: Api, zk: ZK) -> None:
     assert zk.get(schema.task_owner("t1")) == "worker" and zk.exists(schema.task("t1"))
 
 
+def test_send_destinations_are_neither_backed_up_nor_restored(api: Api, zk: ZK) -> None:
+    """/transfers holds sealed one-shot destination keys: like /config/api_token, never in a backup,
+    never written by a restore (not even from a hand-made backup), and kept by a replace."""
+    _cluster(zk, api)
+    zk.put(schema.transfer("live"), {"uri": "https://b", "key": "sealed:live"})
+    saved = _backup(api, manifest=True)
+    assert not [p for p in saved if p.startswith(schema.TRANSFERS + "/")]
+    content = {k: v for k, v in saved.items() if k != "manifest"}
+    content[schema.transfer("old")] = json.dumps({"uri": "https://c", "key": "sealed:old"})
+    for mode in ("merge", "replace"):
+        response = _restore(api, content, mode=mode)
+        assert response.status_code == 200, response.text
+        assert not zk.exists(schema.transfer("old"))
+        assert zk.get(schema.transfer("live")) == {"uri": "https://b", "key": "sealed:live"}
+
+
 def test_replace_too_large_for_one_transaction_is_staged(api: Api, zk: ZK) -> None:
     _cluster(zk, api)
     for index in range(4):

@@ -9,8 +9,11 @@ may hold the password in plaintext): the cluster keeps its current fence info an
 republishes its own, sealed, whenever its pvcnoded starts. API login sessions (`/sessions`) are
 left out and never restored either: a restore must not bring back a session that logged out. The
 generated API token (`/config/api_token`, sealed) is left out as well: coordinators keep it in
-their token files and seal it again. The ACL marker is left out too: it describes this
-ZooKeeper's znodes, not the cluster's data. Lock znodes (`/locks/...`) are never carried.
+their token files and seal it again. Send destinations (`/transfers/<id>`: a sealed destination
+key for one send task, consumed once) are left out and never written by a restore: a key must not
+outlive its task in a file, nor come back to life after it was used. The ACL marker is left out
+too: it describes this ZooKeeper's znodes, not the cluster's data. Lock znodes (`/locks/...`) are
+never carried.
 
 The manifest (key "manifest", asked for with GET /backup?manifest=true; our CLI always asks)
 names the format, schema version, cluster name, time of the content's last change and a SHA-256
@@ -54,7 +57,8 @@ TX_OVERHEAD = 64           # per operation, on top of its path and data
 
 def _not_backed_up(path: str) -> bool:
     """Paths a backup leaves out and a restore never writes nor deletes."""
-    return path.startswith((schema.FENCE_INFO + "/", schema.SESSIONS + "/", schema.LOCKS + "/")) \
+    return path.startswith((schema.FENCE_INFO + "/", schema.SESSIONS + "/", schema.LOCKS + "/",
+                            schema.TRANSFERS + "/")) \
         or path in (schema.ACL_MARKER, schema.API_TOKEN, RESTORE_MARKER)
 
 
