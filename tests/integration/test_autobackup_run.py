@@ -263,13 +263,15 @@ def test_target_full_fails_one_vm_not_the_others(zk: ZK, tmp_path: Path, mnt: Pa
     assert "FAILED" in result["report"] and "VM small: OK" in result["report"]
     assert zk.children(schema.vm_snapshots(big)) == []              # no orphan of the failed export
     assert [e.result for e in task.seams().list_backups(zk, big)] == [False]
-    assert "AUTOBACKUP_FAILED_big" in fault_ids(zk) and "AUTOBACKUP_FAILED_small" not in fault_ids(zk)
+    assert "AUTOBACKUP_FAILED_BIG" in fault_ids(zk) and "AUTOBACKUP_FAILED_SMALL" not in fault_ids(zk)
+    faults.raise_fault(zk, "AUTOBACKUP_FAILED_big", 10, "as an earlier version named it")
     assert not os.path.ismount(mnt)
     # The failed full is no parent: the next run (fits now) is a full again, and clears the fault.
     seams.size["big"] = 4096
     assert run(zk, settings, now=T0 + DAY)[0] == "SUCCESS"
     assert [p for vm, _s, p in seams.exports if vm == "big"] == [None, None]
-    assert "AUTOBACKUP_FAILED_big" not in fault_ids(zk)
+    assert "AUTOBACKUP_FAILED_BIG" not in fault_ids(zk)
+    assert "AUTOBACKUP_FAILED_big" not in fault_ids(zk)             # the old mixed-case id is cleared too
     assert len(zk.children(schema.vm_snapshots(small))) == 1        # small's incremental snapshot went
 
 

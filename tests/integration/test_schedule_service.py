@@ -154,7 +154,7 @@ def test_faults(zk: ZK) -> None:
     assert found["stale"] == ["db1"]                   # 2 x the 1-day gap passed since db1's last success
     assert found["orphans"] == ["db1@ab20260102000000"]
     faults_now = active(zk)
-    assert "AUTOBACKUP_FAILED_db1" in faults_now and "disk full" in faults_now["AUTOBACKUP_FAILED_db1"]
+    assert "AUTOBACKUP_FAILED_DB1" in faults_now and "disk full" in faults_now["AUTOBACKUP_FAILED_DB1"]
     assert "db1" in faults_now["AUTOBACKUP_STALE"] and "AUTOBACKUP_ORPHANS" in faults_now
     # a run in progress: orphans are not judged (its new snapshot has no entry yet)
     lock = zk.lock(svc.AUTOBACKUP_LOCK, "hv1")
@@ -172,6 +172,17 @@ def test_faults(zk: ZK) -> None:
     add_vm(zk, "new1")                                 # tagged, never backed up: stale only after the grace
     assert svc.check_faults(zk, settings, now, since=now - 60)["stale"] == []
     assert svc.check_faults(zk, settings, now, since=now - 3 * DAY)["stale"] == ["new1"]
+
+
+def test_failed_fault_is_upper_case_and_clears_the_old_mixed_case_id(zk: ZK) -> None:
+    settings = settings_for(zk)
+    now = T0 + 10 * DAY
+    web = add_vm(zk, "Web1")
+    faults.raise_fault(zk, "AUTOBACKUP_FAILED_Web1", 10, "raised by an earlier version")
+    backup(zk, web, "ab20260113000000", now - DAY, ok=False)
+    svc.check_faults(zk, settings, now, since=now)
+    assert "AUTOBACKUP_FAILED_WEB1" in active(zk) and "AUTOBACKUP_FAILED_Web1" not in active(zk)
+    assert [f for f in active(zk) if f.startswith("AUTOBACKUP_FAILED")] == ["AUTOBACKUP_FAILED_WEB1"]
 
 
 def test_scheduled_runs_carry_the_configured_report_options(zk: ZK) -> None:

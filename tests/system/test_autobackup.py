@@ -202,14 +202,14 @@ def test_target_full_fails_cleanly(lab: LabPlan, api: httpx.Client, zk: Any, vm:
         assert record.state == "FAILURE"
         (result,) = [v for v in record.result["vms"] if v["vm"] == NAME]
         assert not result["ok"] and "free" in result["message"]
-        assert "AUTOBACKUP_FAILED_abvm1" in faults(api)
+        assert "AUTOBACKUP_FAILED_ABVM1" in faults(api)
         assert ab_snapshots(lab) == before                       # no snapshot left by the refused run
     finally:
         with target(lab, writable=True) as root:
             (root.parent / "filler").unlink()
     record = run(lab, zk, 8)
     assert record.state == "SUCCESS", record.status
-    assert "AUTOBACKUP_FAILED_abvm1" not in faults(api)
+    assert "AUTOBACKUP_FAILED_ABVM1" not in faults(api)
     check_tree(lab, api)
 
 

@@ -225,3 +225,10 @@ def test_report_text() -> None:
     assert "successfully" in subject
     subject, body = ab.automirror_report("c1", 0, [ab.VMResult("web1", True, "sent", lines=["d1: ok"])])
     assert "successfully" in subject and "    d1: ok" in body
+
+
+def test_failed_fault_ids() -> None:
+    """Upper case like VM_FAILED_WEB1; the mixed-case id of earlier versions is also listed, for clearing."""
+    assert ab.failed_fault("web1") == "AUTOBACKUP_FAILED_WEB1"
+    assert ab.failed_fault_ids("web1") == ["AUTOBACKUP_FAILED_WEB1", "AUTOBACKUP_FAILED_web1"]
+    assert ab.failed_fault_ids("DB") == ["AUTOBACKUP_FAILED_DB"]

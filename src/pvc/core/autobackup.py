@@ -20,6 +20,19 @@ from pvc.core.records import BackupRecord
 AUTOBACKUP_PREFIX = "ab"
 AUTOMIRROR_PREFIX = "am"
 STATE_FILE = ".autobackup.json"
+FAILED_FAULT_PREFIX = "AUTOBACKUP_FAILED"
+
+
+def failed_fault(vm: str) -> str:
+    """The fault a VM's failed autobackup raises: upper case like every other per-entry fault id
+    (`VM_FAILED_WEB1`, pvc.cluster.faults.fault_name)."""
+    return f"{FAILED_FAULT_PREFIX}_{vm.upper()}"
+
+
+def failed_fault_ids(vm: str) -> list[str]:
+    """Every id a VM's failed-autobackup fault may have: ours, and the mixed-case one earlier
+    versions raised (`AUTOBACKUP_FAILED_web1`), so clearing finds either."""
+    return list(dict.fromkeys((failed_fault(vm), f"{FAILED_FAULT_PREFIX}_{vm}")))
 
 
 # -- selection ---------------------------------------------------------------------------------------

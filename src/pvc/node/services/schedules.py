@@ -10,7 +10,8 @@ and external `--cron` timers are plain tasks and keep working beside it.
 Faults (every FAULT_INTERVAL): AUTOBACKUP_STALE when a tagged VM has had no successful backup for
 2x the schedule's longest gap (or autobackup.stale_after; only with a schedule), AUTOBACKUP_ORPHANS
 when `ab…` snapshots exist that no retained backup accounts for (not while a run holds its lock),
-AUTOBACKUP_FAILED_<VM> when a VM's newest catalogue entry failed (the task resolves it on success).
+AUTOBACKUP_FAILED_<VM> (upper case) when a VM's newest catalogue entry failed (the task resolves it
+on success).
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ FAULT_INTERVAL = 300.0
 AUTOBACKUP_LOCK = f"{schema.LOCKS}/autobackup"
 STALE_FAULT = "AUTOBACKUP_STALE"
 ORPHAN_FAULT = "AUTOBACKUP_ORPHANS"
-FAILED_FAULT = "AUTOBACKUP_FAILED_{vm}"
 STALE_DELTA = 10
 ORPHAN_DELTA = 5
 FAILED_DELTA = 10
@@ -185,8 +185,10 @@ def check_faults(zk: ZK, settings: Settings, now: float, since: float) -> dict[s
         catalogue = _catalogue(zk, record.uuid)
         newest = ab.newest_first(catalogue)
         if newest and not newest[0].result:
-            faults.raise_fault(zk, FAILED_FAULT.format(vm=record.name), FAILED_DELTA,
+            faults.raise_fault(zk, ab.failed_fault(record.name), FAILED_DELTA,
                                f"The last autobackup of VM {record.name} failed: {newest[0].message}")
+            for legacy in ab.failed_fault_ids(record.name)[1:]:     # earlier versions' mixed case
+                _resolve(zk, legacy)
         if threshold and ab.autobackup_selected([t.name for t in record.tags], cfg.backup_tags):
             good = [r.finished or r.started for r in catalogue if r.result]
             last = max(good) if good else None

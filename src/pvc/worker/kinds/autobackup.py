@@ -34,7 +34,6 @@ from pvc.core.zk import ZK
 from pvc.worker.registry import TaskCancelled, TaskContext, TaskFailed, task_kind
 
 RUN_LOCK = f"{schema.LOCKS}/autobackup"
-FAILED_FAULT = "AUTOBACKUP_FAILED_{vm}"
 ORPHAN_FAULT = "AUTOBACKUP_ORPHANS"
 FAILED_DELTA = 10
 ORPHAN_DELTA = 5
@@ -431,7 +430,8 @@ def _run(ctx: TaskContext, cfg: AutobackupSettings, force_full: bool, recipients
             run.step = (index, total)
             try:
                 result = run.backup(uuid, record)
-                resolve(ctx.zk, FAILED_FAULT.format(vm=record.name))
+                for fault_id in ab.failed_fault_ids(record.name):
+                    resolve(ctx.zk, fault_id)
             except TaskCancelled:
                 raise
             except (TaskFailed, PVCError, OSError, mail.CommandFailed, ValueError) as exc:
@@ -484,8 +484,10 @@ def _run(ctx: TaskContext, cfg: AutobackupSettings, force_full: bool, recipients
 def _failed(ctx: TaskContext, run: Run, uuid: str, record: VMRecord, exc: BaseException) -> ab.VMResult:
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     ctx.log(f"VM {record.name}: backup FAILED: {message}")
-    faults.raise_fault(ctx.zk, FAILED_FAULT.format(vm=record.name), FAILED_DELTA,
+    faults.raise_fault(ctx.zk, ab.failed_fault(record.name), FAILED_DELTA,
                        f"The last autobackup of VM {record.name} failed: {message}")
+    for legacy in ab.failed_fault_ids(record.name)[1:]:     # the mixed-case id of earlier versions
+        resolve(ctx.zk, legacy)
     with contextlib.suppress(Exception):
         run.history[record.name] = run.entries(uuid)
     return ab.VMResult(record.name, False, message)
