@@ -24,6 +24,7 @@ from pvc.core import schema
 from pvc.core.config import Settings, load_config
 from pvc.core.records import NodeRecord
 from pvc.core.zk import ZK
+from pvc.node.health import loader
 from pvc.node.health.runner import HealthService
 from pvc.node.services.nodedoc import NodeDocument
 from pvchealthd.host import PluginHost
@@ -167,6 +168,7 @@ def plugins(tmp_path: Path) -> Path:
 def service(tmp_path: Path, zk: ZK, zk_server: Any, zk_root: str, plugins: Path,
             monkeypatch: pytest.MonkeyPatch) -> Iterator[HealthService]:
     monkeypatch.setenv("HANG_PIDFILE", str(tmp_path / "hang.pid"))
+    monkeypatch.setattr(loader, "ALLOWED_OWNERS", (0, os.getuid()))       # the seam for non-root runs
     zk.put(schema.node("hv1"), NodeRecord(name="hv1", daemon_state="run").doc())
     settings = settings_for(tmp_path, zk_server.address, zk_root, plugins, plugin_timeouts={"hang": 1.5})
     svc = HealthService(settings, zk, NodeDocument(zk, "hv1"), threading.Event())
@@ -354,3 +356,44 @@ def test_first_pass_clears_faults_of_plugins_fixed_or_removed_while_down(service
     service.run_pass()
     assert cleared(zk, "NODE_PLUGIN_GONE_HV1") and cleared(zk, "NODE_PLUGIN_FINE_HV1")
     assert not cleared(zk, "NODE_PLUGIN_GONE_HV11")                 # another node's
+
+
+def test_plugin_files_anyone_but_root_could_change_are_refused_with_a_fault(
+        service: HealthService, zk: ZK, plugins: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for name in ("fine", "open", "theirs"):
+        (plugins / f"{name}.py").write_text(FINE)
+    (plugins / "open.py").chmod(0o666)
+    other_uid = os.getuid() == 0              # only root can give a file away
+    if other_uid:
+        os.chown(plugins / "theirs.py", 4242, 4242)
+    caplog.set_level("INFO", logger="pvcnoded")
+    report = service.run_pass()
+    assert report.ran == (["fine"] if other_uid else ["fine", "theirs"])
+    assert "world-writable (mode 0666)" in report.refused["open"]
+    node = nodes.get_node(zk, "hv1")
+    details = {d["name"]: d for d in node.health_details}
+    assert details["open"]["error"] and details["open"]["health_delta"] == 10
+    assert node.health == (80 if other_uid else 90)
+    message = fault(zk, "NODE_PLUGIN_OPEN_HV1")["message"]
+    assert f"plugin file {plugins}/open.py is group- and world-writable (mode 0666)" in message
+    assert "owned by root" in message
+    if other_uid:
+        assert f"plugin file {plugins}/theirs.py is owned by uid 4242, not root" in \
+            fault(zk, "NODE_PLUGIN_THEIRS_HV1")["message"]
+    service.run_pass()
+    warnings = [r.getMessage() for r in caplog.records if "not run:" in r.getMessage()]
+    assert len(warnings) == (2 if other_uid else 1)            # once per file, not once per pass
+    # fixed: it runs on the next pass and its fault is resolved
+    (plugins / "open.py").chmod(0o644)
+    if other_uid:
+        os.chown(plugins / "theirs.py", 0, 0)
+    report = service.run_pass()
+    assert sorted(report.ran) == ["fine", "open", "theirs"] and not report.refused
+    assert nodes.get_node(zk, "hv1").health == 100
+    assert cleared(zk, "NODE_PLUGIN_OPEN_HV1") and cleared(zk, "NODE_PLUGIN_THEIRS_HV1")
+    # a group-writable plugin directory refuses every file in it
+    plugins.chmod(0o775)
+    report = service.run_pass()
+    assert sorted(report.refused) == ["fine", "open", "theirs"] and not report.ran
+    assert "plugin directory" in fault(zk, "NODE_PLUGIN_FINE_HV1")["message"]
+    plugins.chmod(0o755)

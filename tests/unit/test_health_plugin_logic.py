@@ -95,6 +95,55 @@ def test_scan_names_plugins_and_keeps_the_first_of_two_files_with_one_name(tmp_p
     assert loader.scan(str(tmp_path / "missing")) == {}
 
 
+@pytest.fixture
+def own_uid_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seam: files a non-root test run creates count as root's."""
+    monkeypatch.setattr(loader, "ALLOWED_OWNERS", (0, os.getuid()))
+
+
+@pytest.mark.usefixtures("own_uid_trusted")
+def test_scan_marks_files_anyone_but_root_could_change(tmp_path: Path) -> None:
+    directory = tmp_path / "plugins"
+    directory.mkdir(mode=0o755)
+    for name in ("good", "open", "group"):
+        (directory / f"{name}.py").write_text("")
+    (directory / "good.py").chmod(0o644)
+    (directory / "open.py").chmod(0o666)
+    (directory / "group.py").chmod(0o664)
+    found = loader.scan(str(directory))
+    assert found["good"].unsafe is None
+    assert found["open"].unsafe == (f"plugin file {directory}/open.py is group- and world-writable "
+                                    f"(mode 0666)")
+    assert found["group"].unsafe == f"plugin file {directory}/group.py is group-writable (mode 0664)"
+    # a file (here: the target of a symlink) owned by another uid
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    (elsewhere / "theirs.py").write_text("")
+    (directory / "theirs.py").symlink_to(elsewhere / "theirs.py")
+    if os.getuid() == 0:
+        os.chown(elsewhere / "theirs.py", 4242, 4242)
+        assert loader.scan(str(directory))["theirs"].unsafe == (f"plugin file {directory}/theirs.py is owned "
+                                                                f"by uid 4242, not root")
+        os.chown(elsewhere / "theirs.py", 0, 0)
+    # the directory a symlinked plugin really lives in counts too
+    elsewhere.chmod(0o777)
+    assert loader.scan(str(directory))["theirs"].unsafe == (f"plugin directory {elsewhere} is group- and "
+                                                            f"world-writable (mode 0777)")
+    # the plugin directory itself: every file in it is refused
+    directory.chmod(0o775)
+    found = loader.scan(str(directory))
+    expected = f"plugin directory {directory} is group-writable (mode 0775)"
+    assert {f.unsafe for f in found.values()} == {expected}
+
+
+def test_scan_trusts_only_root_by_default(tmp_path: Path) -> None:
+    assert loader.ALLOWED_OWNERS == (0,)
+    (tmp_path / "mine.py").write_text("")
+    tmp_path.chmod(0o755)
+    found = loader.scan(str(tmp_path))["mine"]
+    assert (found.unsafe is None) == (os.getuid() == 0)
+
+
 # -- the shim ------------------------------------------------------------------------------------
 
 class Script(MonitoringPlugin):

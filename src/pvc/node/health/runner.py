@@ -8,6 +8,11 @@ Health is None before the first pass and after shutdown (shown as N/A). Plugins 
 refuses do not apply here: they are logged, not listed, and asked again when their file changes
 or every `REFUSAL_RECHECK` seconds. A file dropped into the directory runs on the next pass; a
 file that disappears leaves the results.
+
+A plugin file that anyone but root could change (loader: owner or mode of the file or its
+directory) is never run: it is listed in `health_details` with the reason as its error, costs
+`FAILURE_DELTA` and raises its NODE_PLUGIN fault naming the file, logged once per change of the
+file, and runs again once its owner and mode are fixed.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pvc.core.errors import ClusterUnavailable, ConfigError
 from pvc.core.zk import ZK
 from pvc.node.health import loader
 from pvc.node.health.results import (
+    FAILURE_DELTA,
     PluginState,
     fault_delta,
     fault_message,
@@ -123,6 +129,7 @@ class HealthService:
         self.states: dict[str, PluginState] = {}
         self.files: dict[str, loader.PluginFile] = {}
         self.refused: dict[str, tuple[int, float]] = {}      # name -> (mtime_ns, recheck at)
+        self.unsafe: dict[str, loader.PluginFile] = {}      # refused for owner/mode, as last logged
         self.next_due: dict[str, float] = {}
         self.faulted: set[str] = set()
         self.passes = 0
@@ -176,7 +183,8 @@ class HealthService:
         for name, (mtime, recheck) in list(self.refused.items()):
             if name not in files or files[name].mtime_ns != mtime or recheck <= started_mono:
                 del self.refused[name]
-        due = [f for n, f in files.items() if n not in self.refused and (
+        self._unsafe(files, started, report)
+        due = [f for n, f in files.items() if n not in self.refused and not f.unsafe and (
             force or self.next_due.get(n, 0.0) <= started_mono or self.files.get(n) != f)]
         self.files = files
         if due:
@@ -189,6 +197,26 @@ class HealthService:
         self.passes += 1
         report.health, report.wall = health, time.monotonic() - started_mono
         return report
+
+    def _unsafe(self, files: dict[str, loader.PluginFile], started: float, report: PassReport) -> None:
+        """Files anyone but root could change are not run: each is a failed result naming the
+        file and the reason (so a fault tells the operator), logged once per change of it."""
+        for name in [n for n in self.unsafe if n not in files or not files[n].unsafe]:
+            if name in files:
+                log.info("health: plugin %s: %s is safe again; running it", name, files[name].path)
+            del self.unsafe[name]
+        for name, f in files.items():
+            if not f.unsafe:
+                continue
+            reason = (f"not run: {f.unsafe}; health plugins run as root, so the file and its directory "
+                      f"must be owned by root and writable by no one else")
+            if self.unsafe.get(name) != f:
+                log.warning("health: plugin %s %s", name, reason)
+                self.unsafe[name] = f
+            self.refused.pop(name, None)
+            self.next_due.pop(name, None)
+            self.states[name] = PluginState(name, started, FAILURE_DELTA, reason, {}, 0.0, reason)
+            report.refused[name] = reason
 
     def _run(self, due: list[loader.PluginFile], started: float, started_mono: float,
              report: PassReport) -> None:
@@ -238,6 +266,7 @@ class HealthService:
         self.next_due.pop(name, None)
         if not keep_file:
             self.refused.pop(name, None)
+            self.unsafe.pop(name, None)
         if name in self.faulted or self.passes == 0:
             self._clear_fault(name)
 
