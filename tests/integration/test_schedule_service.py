@@ -167,11 +167,29 @@ def test_faults(zk: ZK) -> None:
     found = svc.check_faults(zk, settings, now, since=now - 30 * DAY)
     assert found == {"stale": [], "orphans": [], "running": False}
     assert "AUTOBACKUP_STALE" not in active(zk) and "AUTOBACKUP_ORPHANS" not in active(zk)
-    # without a schedule there is no stale check at all; a fresh daemon gets a grace period
+    # without a schedule or stale_after there is no stale check at all; a fresh daemon gets a grace period
     assert svc.check_faults(zk, settings_for(zk), now + 100 * DAY, since=0)["stale"] == []
     add_vm(zk, "new1")                                 # tagged, never backed up: stale only after the grace
     assert svc.check_faults(zk, settings, now, since=now - 60)["stale"] == []
     assert svc.check_faults(zk, settings, now, since=now - 3 * DAY)["stale"] == ["new1"]
+
+
+def test_stale_after_without_a_schedule(zk: ZK) -> None:
+    """External `--cron` timers and no built-in schedule: an explicit stale_after is still checked."""
+    now = T0 + 10 * DAY
+    web = add_vm(zk, "web1")
+    db = add_vm(zk, "db1")
+    backup(zk, web, "ab20260113000000", now - 0.5 * DAY)
+    backup(zk, db, "ab20260101000000", now - 9 * DAY)
+    cron_only = settings_for(zk, stale_after=2 * 86400)
+    assert cron_only.autobackup.schedule is None
+    found = svc.check_faults(zk, cron_only, now, since=now - 30 * DAY)
+    assert found["stale"] == ["db1"]
+    assert "db1" in active(zk)["AUTOBACKUP_STALE"] and "48 hours" in active(zk)["AUTOBACKUP_STALE"]
+    # an explicit stale_after wins over the schedule's 2x gap (1 day here): 12 days is not stale yet
+    scheduled = settings_for(zk, UPSTREAM, stale_after=12 * 86400)
+    assert svc.check_faults(zk, scheduled, now, since=now - 30 * DAY)["stale"] == []
+    assert "AUTOBACKUP_STALE" not in active(zk)
 
 
 def test_failed_fault_is_upper_case_and_clears_the_old_mixed_case_id(zk: ZK) -> None:

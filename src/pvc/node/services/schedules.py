@@ -8,7 +8,8 @@ primary sees the advanced record) nor skips one (an overdue slot runs once, late
 and external `--cron` timers are plain tasks and keep working beside it.
 
 Faults (every FAULT_INTERVAL): AUTOBACKUP_STALE when a tagged VM has had no successful backup for
-2x the schedule's longest gap (or autobackup.stale_after; only with a schedule), AUTOBACKUP_ORPHANS
+autobackup.stale_after seconds when it is set (with or without a schedule: external `--cron` timers
+too), else 2x the built-in schedule's longest gap (no check without either), AUTOBACKUP_ORPHANS
 when `ab…` snapshots exist that no retained backup accounts for (not while a run holds its lock),
 AUTOBACKUP_FAILED_<VM> (upper case) when a VM's newest catalogue entry failed (the task resolves it
 on success).
@@ -175,11 +176,13 @@ def check_faults(zk: ZK, settings: Settings, now: float, since: float) -> dict[s
     stale: list[str] = []
     orphan_list: list[str] = []
     running = bool(zk.children(AUTOBACKUP_LOCK)) if zk.exists(AUTOBACKUP_LOCK) else False
-    threshold = None
-    if cfg.schedule is not None:
+    # An explicit stale_after is checked with or without the built-in schedule (clusters driven by
+    # external `--cron` timers set it); without it, staleness is 2x the schedule's longest gap.
+    threshold: float | None = cfg.stale_after
+    if threshold is None and cfg.schedule is not None:
         exprs = [e for e in (cfg.schedule.normal, cfg.schedule.forced_full) if e]
         gap = calendar.longest_gap(exprs, now)
-        threshold = cfg.stale_after or (2 * gap if gap else None)
+        threshold = 2 * gap if gap else None
     for entry in entries:
         record = entry.record
         catalogue = _catalogue(zk, record.uuid)
