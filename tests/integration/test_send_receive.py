@@ -231,6 +231,80 @@ def test_full_then_incremental_sparse_with_discards(source: Cluster, dest: Clust
     assert vms_mod.get_vm(dest.zk, "web1").tags == []
 
 
+def auto_sections(backup_tags: list[str], mirror_tags: list[str]) -> dict[str, Any]:
+    """autobackup/automirror sections selecting by these tags (the rest is never used here)."""
+    return {"autobackup": {"backup_root_path": "/srv/backups", "backup_tags": backup_tags,
+                           "backup_schedule": {"full_interval": 2, "full_retention": 1}},
+            "automirror": {"destinations": {"x": {"address": "127.0.0.1", "key": "k" * 16, "ssl": False}},
+                           "default_destination": "x", "mirror_tags": mirror_tags, "keep_snapshots": 2}}
+
+
+@pytest.fixture
+def tagged(zk: ZK, dest_zk: ZK, config_factory: Callable[..., Path], tmp_path: Path,
+           zk_server: ZooKeeperServer, key_file: str) -> Iterator[tuple[Cluster, Cluster, str]]:
+    """Two clusters whose autobackup and automirror select by different tags (source: nightly and
+    offsite[:dest], destination: local-backup and dr[:dest]), and the destination's API."""
+    from tests.conftest import write_config
+    a = Cluster(zk, config_factory(cluster={"name": "a", "coordinator_nodes": ["hv1", "hv2", "hv3"],
+                                            "key_file": key_file}, **auto_sections(["nightly"], ["offsite"])))
+    (tmp_path / "b").mkdir()
+    cluster_b = {"name": "b", "coordinator_nodes": ["hv1", "hv2", "hv3"], "key_file": key_file}
+    b = Cluster(dest_zk, write_config(tmp_path / "b" / "pvc.conf", [zk_server.address], dest_zk.root,
+                                      node="hv1", cluster=cluster_b,
+                                      **auto_sections(["local-backup"], ["dr"])))
+    for url in serve(create_app(b.settings, b.zk, storage=b.storage)):
+        yield a, b, url
+
+
+def tag_names(cluster: Cluster, vm: str) -> list[str]:
+    return sorted(t.name for t in vms_mod.get_vm(cluster.zk, vm).tags)
+
+
+def test_configured_backup_and_mirror_tags_never_cross_a_send(tagged: tuple[Cluster, Cluster, str]) -> None:
+    a, b, url = tagged
+    uuid = a.define("tag1")
+    for tag in ("blue", "nightly", "nightly:x", "offsite", "offsite:b", "autobackup", "local-backup",
+                "dr:site2"):
+        vms_mod.modify_tag(a.zk, "tag1", "add", tag)
+    a.snapshot(uuid, "s1", created=time.time() - 20)
+    # the sender strips what its own autobackup (whole name) and automirror (before ':') select by
+    stays = receive.no_sync_tag(a.settings)
+    sent = send.vm_detail(a.zk, vms_mod.get_vm(a.zk, uuid), [], None, stays)["tags"]
+    assert sorted(t["name"] for t in sent) == ["blue", "dr:site2", "local-backup", "nightly:x"]
+    do_send(a, uuid, "s1", url)
+    # the receiver drops what its own configuration selects by
+    assert tag_names(b, "tag1") == ["blue", "nightly:x"]
+    # the destination's own autobackup/automirror tags on the mirror survive the next send;
+    # the sender's other tags follow it exactly
+    vms_mod.modify_tag(b.zk, "tag1", "add", "local-backup")
+    vms_mod.modify_tag(b.zk, "tag1", "add", "dr")
+    vms_mod.modify_tag(a.zk, "tag1", "remove", "blue")
+    vms_mod.modify_tag(a.zk, "tag1", "add", "green")
+    a.snapshot(uuid, "s2")
+    do_send(a, uuid, "s2", url, parent="s1")
+    assert tag_names(b, "tag1") == ["dr", "green", "local-backup", "nightly:x"]
+
+
+def test_receiver_keeps_its_selection_tags_against_an_upstream_sender(tagged: tuple[Cluster, Cluster, str]
+                                                                      ) -> None:
+    a, b, url = tagged
+    uuid = a.define("tag2")
+    for tag in ("blue", "local-backup", "dr", "dr:site2", "automirror:x", "nightly"):
+        vms_mod.modify_tag(a.zk, "tag2", "add", tag)
+    a.snapshot(uuid, "s1")
+    # upstream's sender posts every tag of its GET /vm item (it strips nothing of ours)
+    r = requests.post(f"{url}/vm/tag2/snapshot/receive/config", headers=HEADERS, params={"snapshot": "s1"},
+                      json=upstream_detail(a, uuid))
+    assert r.status_code == 200, r.text
+    assert tag_names(b, "tag2") == ["blue", "nightly"]     # "nightly" selects nothing here
+    vms_mod.modify_tag(b.zk, "tag2", "add", "dr:elsewhere")
+    a.snapshot(uuid, "s2")
+    r = requests.post(f"{url}/vm/tag2/snapshot/receive/config", headers=HEADERS, params={"snapshot": "s2"},
+                      json=upstream_detail(a, uuid))       # the mirror is updated
+    assert r.status_code == 200, r.text
+    assert tag_names(b, "tag2") == ["blue", "dr:elsewhere", "nightly"]
+
+
 def test_refusals(source: Cluster, dest: Cluster, dest_url: str) -> None:
     uuid = source.define("db1")
     source.write("db1", 0, b"x" * 100)

@@ -18,13 +18,18 @@ digest chain (pvc.core.blockstream), so our sender resumes an interrupted send a
 received data. Upstream senders never call it and lose nothing.
 
 The pending state lives in `/transfers/rx<hash of vm uuid and snapshot>` (daemons only).
+
+Tags that make autobackup or automirror select a VM never cross a send (a mirror would be mirrored
+back, or backed up twice): the sender strips the ones its own configuration selects by, and the
+receiver ignores incoming ones its own configuration selects by and keeps its own such tags on
+the mirror (`no_sync_tag`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from lxml import etree
@@ -45,6 +50,20 @@ from pvc.core.zk import ZK
 
 EXTENSIONS = ("discard", "resume", "checksum")
 NO_SYNC_TAG_PREFIXES = ("autobackup", "automirror")
+
+
+def no_sync_tag(settings: Settings) -> Callable[[str], bool]:
+    """Whether a tag name stays on its own cluster: `autobackup`/`automirror` (and `...:<x>`),
+    one of this cluster's `autobackup.backup_tags` (matched whole, as autobackup selects) or one
+    whose part before ':' is one of its `automirror.mirror_tags` (as automirror selects)."""
+    backup = set(settings.autobackup.backup_tags) if settings.autobackup else set()
+    mirror = set(settings.automirror.mirror_tags) if settings.automirror else set()
+
+    def stays(name: str) -> bool:
+        base = name.partition(":")[0]
+        return base in NO_SYNC_TAG_PREFIXES or name in backup or base in mirror
+
+    return stays
 
 
 def _pending_path(uuid: str, snapshot: str) -> str:
@@ -116,13 +135,14 @@ def snapshot_xml(vm_detail: Mapping[str, Any], snapshot: str) -> str:
 
 # -- step 1: config ----------------------------------------------------------------------------------
 
-def _tags(vm_detail: Mapping[str, Any]) -> list[Tag]:
+def _tags(vm_detail: Mapping[str, Any], stays: Callable[[str], bool]) -> list[Tag]:
+    """The sender's tags, less those that stay on a cluster (`no_sync_tag` of ours)."""
     out: dict[str, Tag] = {}
     for item in _list(vm_detail.get("tags"), '"tags"'):
         if not isinstance(item, Mapping) or not item.get("name"):
             continue
         name = str(item["name"])
-        if name.split(":", 1)[0] in NO_SYNC_TAG_PREFIXES:
+        if stays(name):
             continue
         protected = item.get("protected") in (True, "True", "true", 1)
         out[name] = Tag(name=name, type=str(item.get("type") or "user"), protected=protected)
@@ -202,13 +222,13 @@ def receive_config(zk: ZK, storage: Storage, settings: Settings, vm: str, snapsh
         if source_snapshot and not any(s.name == source_snapshot for s in present):
             raise Conflict(f'The incremental parent "{source_snapshot}" of VM "{vm}" is not present on '
                            f"this cluster.")
-        record = _update_mirror(zk, existing, domain, xml, vm_detail, policy)
+        record = _update_mirror(zk, existing, domain, xml, vm_detail, policy, no_sync_tag(settings))
         message = f'Updated mirror VM "{vm}" for snapshot "{snapshot}".'
     else:
         if source_snapshot:
             raise Conflict(f'VM "{vm}" is not on this cluster, so incremental parent "{source_snapshot}" '
                            f"is not either; send a full snapshot first.")
-        record = _define_mirror(zk, domain, xml, vm_detail, policy)
+        record = _define_mirror(zk, domain, xml, vm_detail, policy, no_sync_tag(settings))
         message = f'Defined mirror VM "{vm}" for snapshot "{snapshot}".'
 
     pending = VMSnapshotRecord(name=snapshot, created=created, xml=xml, meta=snaps.capture_meta(record),
@@ -239,9 +259,9 @@ def _find(zk: ZK, name: str, uuid: str) -> VMRecord | None:
 
 
 def _define_mirror(zk: ZK, domain: domainxml.Domain, xml: str, vm_detail: Mapping[str, Any],
-                   policy: domainxml.DomainPolicy) -> VMRecord:
+                   policy: domainxml.DomainPolicy, stays: Callable[[str], bool]) -> VMRecord:
     meta = _meta(vm_detail)
-    tags = _tags(vm_detail)
+    tags = _tags(vm_detail, stays)
     record = vm_writes.define(zk, xml, node=None, limit=None, selector=meta.get("selector"),
                               autostart=meta.get("autostart", False),
                               migration_method=meta.get("migration_method", "live"),
@@ -255,17 +275,20 @@ def _define_mirror(zk: ZK, domain: domainxml.Domain, xml: str, vm_detail: Mappin
 
 
 def _update_mirror(zk: ZK, existing: VMRecord, domain: domainxml.Domain, xml: str,
-                   vm_detail: Mapping[str, Any], policy: domainxml.DomainPolicy) -> VMRecord:
+                   vm_detail: Mapping[str, Any], policy: domainxml.DomainPolicy,
+                   stays: Callable[[str], bool]) -> VMRecord:
     meta = _meta(vm_detail)
     fields = vm_writes.meta_fields(selector=meta.get("selector"), autostart=meta.get("autostart"),
                                    profile=meta.get("profile"), migration_method=meta.get("migration_method"),
                                    migration_max_downtime=meta.get("migration_max_downtime"))
-    fields["tags"] = _tags(vm_detail)          # the sender's tags, exactly (node limit kept)
+    sent = _tags(vm_detail, stays)
 
     def change(current: VMRecord) -> VMRecord:
         if current.state != "mirror":
             raise Conflict(f'VM "{current.name}" stopped being a mirror meanwhile; refusing to receive.')
-        return tr.set_fields(tr.replace_definition(current, domain, xml), fields)
+        # the sender's tags, exactly, plus this cluster's own autobackup/automirror tags (node limit kept)
+        own = [t for t in current.tags if stays(t.name) and t.name not in {s.name for s in sent}]
+        return tr.set_fields(tr.replace_definition(current, domain, xml), {**fields, "tags": sent + own})
 
     return vm_writes.apply(zk, existing.uuid, change)
 

@@ -34,6 +34,7 @@ from pvc.adapters.ceph.base import BlockHandle
 from pvc.adapters.pvcremote import RemoteAPI, RemoteError
 from pvc.cluster import vms as vms_mod
 from pvc.cluster import vmsnapshots as snaps
+from pvc.cluster.receive import no_sync_tag
 from pvc.cluster.transfers import Destination
 from pvc.cluster.vms import transitions as tr
 from pvc.cluster.vms import writes as vm_writes
@@ -52,7 +53,6 @@ MIN_VERSION = (0, 9, 101)
 BATCH_PARTS_UPSTREAM = bs.BATCH_PARTS     # upstream receivers: its own batch size (32 x 4 MiB)
 BATCH_PARTS_OURS = 8                      # ours: 32 MiB batches, finer resume points
 STREAM_CHUNK = 8 << 20                    # a full stream to upstream is read and sent this much at a time
-NO_SYNC_TAGS = ("autobackup", "automirror")
 SHUTDOWN_TIMEOUT = 300.0
 T = TypeVar("T")
 
@@ -234,9 +234,11 @@ def _rewrite_pool(xml: str, volumes: list[tuple[str, str]], pool: str | None) ->
 
 
 def vm_detail(zk: ZK, record: VMRecord, snapshots: list[VMSnapshotRecord],
-              pool: str | None) -> dict[str, Any]:
+              pool: str | None, stays: Callable[[str], bool]) -> dict[str, Any]:
     """The VM item the receiver gets: our GET /vm item, its XML and each snapshot's diff computed
-    here (with the destination pool, if any, in both), autobackup/automirror tags removed."""
+    here (with the destination pool, if any, in both), without the tags that `stays` keeps here
+    (autobackup/automirror ones, and those this cluster's backup_tags and mirror_tags select by:
+    carried over, they would make the destination mirror or back the VM up again)."""
     entry = vms_mod.get_entry(zk, record.uuid)
     detail = json.loads(vms_mod.item_json(zk, entry))
     volumes = [snaps.split_ref(ref) for ref in record.rbd_volumes]
@@ -245,7 +247,7 @@ def vm_detail(zk: ZK, record: VMRecord, snapshots: list[VMSnapshotRecord],
     current = _rewrite_pool(record.xml, volumes, pool)
     detail["xml"] = core_snaps.wire_xml(current)
     detail["tags"] = [t for t in detail.get("tags") or []
-                      if str(t.get("name", "")).split(":", 1)[0] not in NO_SYNC_TAGS]
+                      if not stays(str(t.get("name", "")))]
     detail["snapshots"] = [
         core_snaps.snapshot_item(s.name, s.created,
                                  [f"{pool or v.pool}/{v.volume}@{v.snap}" for v in s.volumes],
@@ -434,7 +436,7 @@ def send_snapshot(zk: ZK, settings: Settings, uuid: str, snapshot: str, dest: De
         elif parent:
             raise SendFailed(f'VM "{record.name}" is not on the destination, so neither is incremental '
                              f'parent "{parent}"; send a full snapshot first.')
-        detail = vm_detail(zk, record, local, dest.pool)
+        detail = vm_detail(zk, record, local, dest.pool, no_sync_tag(settings))
         log(f'Sending snapshot "{snapshot}" of VM "{record.name}" to {dest.uri} '
             f"({'incremental from ' + parent if parent else 'full'}; destination PVC {remote.version}"
             f"{', resuming' if resuming else ''})")
