@@ -277,6 +277,62 @@ def test_export_root_symlink_escape_is_refused(zk: ZK, env: dict[str, Any], tmp_
                                 env["log"].append)
 
 
+def test_import_refuses_symlinks_inside_the_tree(zk: ZK, env: dict[str, Any], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file an import reads is a regular file reached without following a symlink below the
+    export root: a planted link (to a file outside the export roots) is refused, naming the path."""
+    chain_of_three(zk, env)
+    remove_vm(zk, env)
+    web1 = Path(env["root"]) / "web1"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # a symlinked image: refused by verify and by import, whatever the checksum says
+    image = web1 / "s1/images/vms.web1_sda.rbdimg"
+    moved = outside / image.name
+    image.rename(moved)
+    image.symlink_to(moved)
+    for kw in ({"verify_only": True}, {}):
+        with pytest.raises(backups.ImportFailed, match=rf"{image}: is a symbolic link"):
+            do_import(zk, env, "s3", **kw)
+    assert zk.children(schema.VMS) == [] and not zk.exists(schema.volume("vms", "web1_sda"))
+    # a link that appears after verification is still refused before rbd reads it; all is reverted
+    monkeypatch.setattr(backups, "verify_chain", lambda *a, **k: [])
+    with pytest.raises(backups.ImportFailed, match=rf"{image}: is a symbolic link"):
+        do_import(zk, env, "s3")
+    assert zk.children(schema.VMS) == [] and "web1_sda" not in env["storage"].list_volumes("vms")
+    monkeypatch.undo()
+    image.unlink()
+    moved.rename(image)
+    # a symlinked snapshot directory: its snapshot.json is not read through it
+    (web1 / "s2").rename(outside / "s2")
+    (web1 / "s2").symlink_to(outside / "s2")
+    with pytest.raises(backups.ImportFailed, match=rf"{web1 / 's2'}: is a symbolic link"):
+        do_import(zk, env, "s3", verify_only=True)
+    (web1 / "s2").unlink()
+    (outside / "s2").rename(web1 / "s2")
+    # a symlinked snapshot.json, a symlinked VM directory, a FIFO in place of an image
+    manifest = web1 / "s3/snapshot.json"
+    manifest.rename(outside / "snapshot.json")
+    manifest.symlink_to(outside / "snapshot.json")
+    with pytest.raises(backups.ImportFailed, match=rf"{manifest}: is a symbolic link"):
+        do_import(zk, env, "s3", verify_only=True)
+    manifest.unlink()
+    (outside / "snapshot.json").rename(manifest)
+    image.rename(moved)
+    os.mkfifo(image)
+    with pytest.raises(backups.ImportFailed, match=rf"{image}: is not a regular file"):
+        do_import(zk, env, "s3", verify_only=True)
+    image.unlink()
+    moved.rename(image)
+    web1.rename(outside / "web1")
+    web1.symlink_to(outside / "web1")
+    with pytest.raises(backups.ImportFailed, match=rf"{web1}: is a symbolic link"):
+        do_import(zk, env, "s3", verify_only=True)
+    web1.unlink()
+    (outside / "web1").rename(web1)
+    assert do_import(zk, env, "s3", verify_only=True)["verified"]      # the tree as exported is fine
+
+
 def test_upstream_tree_without_checksums_imports(zk: ZK, env: dict[str, Any]) -> None:
     """snapshot.json as upstream writes it (no pvc_* keys): names from vm_detail, sizes checked."""
     chain_of_three(zk, env)

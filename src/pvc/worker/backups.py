@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 import uuid as uuidlib
 from collections.abc import Callable
@@ -92,12 +93,73 @@ def vm_detail(zk: ZK, record: VMRecord, xml: str) -> dict[str, Any]:
     return detail
 
 
-def file_sha256(path: str) -> str:
+def file_sha256(path: str, root: str | None = None) -> str:
+    """The file's sha256; with `root`, read as `open_in_tree` opens it (no symlink followed)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with (os.fdopen(open_in_tree(root, path), "rb") if root else open(path, "rb")) as handle:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _symlink_refusal(root: str, path: str) -> fmt.FormatError:
+    """The refusal naming the first symbolic link (or non-directory) on the way from root to path."""
+    current = root
+    for part in os.path.relpath(path, root).split(os.sep):
+        current = os.path.join(current, part)
+        with contextlib.suppress(OSError):
+            mode = os.lstat(current).st_mode
+            if stat.S_ISLNK(mode):
+                return fmt.FormatError(f"{current}: is a symbolic link; an export tree is read without "
+                                       f"following symbolic links, so {path} is refused")
+            if current != path and not stat.S_ISDIR(mode):
+                return fmt.FormatError(f"{current}: is not a directory, so {path} is refused")
+    return fmt.FormatError(f"{path}: is not a regular file reached without a symbolic link; refused")
+
+
+def open_in_tree(root: str, path: str) -> int:
+    """A read-only descriptor of the regular file `path` below the export root `root` (a realpath),
+    each component below the root opened with O_NOFOLLOW from its parent's descriptor: a symbolic
+    link anywhere in an export tree (planted to read a file outside the export roots) is refused,
+    naming the path, and so is anything that is not a regular file. FileNotFoundError when it is
+    not there."""
+    rel = os.path.relpath(path, root)
+    parts = rel.split(os.sep)
+    if rel in ("", ".") or ".." in parts or os.path.isabs(rel):
+        raise fmt.FormatError(f"{path}: is not below the export root {root}; refused")
+    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+            except FileNotFoundError:
+                raise
+            except OSError:             # ELOOP (a symlink) or ENOTDIR
+                raise _symlink_refusal(root, path) from None
+            os.close(directory)
+            directory = inner
+        try:
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            raise _symlink_refusal(root, path) from None
+    finally:
+        os.close(directory)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise fmt.FormatError(f"{path}: is not a regular file; refused")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def check_in_tree(root: str, path: str) -> int:
+    """The size of the regular file `path`, reached below `root` without following a symlink."""
+    fd = open_in_tree(root, path)
+    try:
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
 
 
 def _write_json(path: str, doc: dict[str, Any]) -> None:
@@ -270,6 +332,7 @@ class Tree:
     """The manifests of one VM directory, read on demand, and where each snapshot's files are."""
 
     vm_dir: str
+    root: str = ""          # the export root (a realpath): nothing below it is read through a symlink
     dirs: dict[str, str] = field(default_factory=dict)
 
     def load(self, name: str) -> fmt.Manifest:
@@ -280,10 +343,14 @@ class Tree:
             candidates.append((legacy_dir, fmt.LEGACY_JSON, True))
         for directory, manifest, legacy in candidates:
             path = os.path.join(directory, manifest)
-            if not os.path.isfile(path):
-                continue
             try:
-                with open(path) as handle:
+                fd = open_in_tree(self.root or self.vm_dir, path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise fmt.FormatError(f"{path}: cannot be read ({exc})") from None
+            try:
+                with os.fdopen(fd) as handle:
                     doc = json.load(handle)
             except (OSError, ValueError) as exc:
                 raise fmt.FormatError(f"{path}: cannot be read as JSON ({exc})") from None
@@ -308,11 +375,15 @@ def verify_chain(tree: Tree, chain: list[fmt.Manifest], log: Log, step: Callable
         if step is not None:
             step(f"verifying {check.snapshot}/{check.path}")
         try:
-            size: int | None = os.stat(path).st_size
+            size: int | None = check_in_tree(tree.root or tree.vm_dir, path)
+        except fmt.FormatError as exc:
+            problems.append(exc.message)
+            log(f"verify: {exc.message}")
+            continue
         except OSError:
             size = None
-        digest = (file_sha256(path) if size is not None and check.sha256 and check.size in (-1, size)
-                  else None)
+        digest = (file_sha256(path, tree.root or tree.vm_dir)
+                  if size is not None and check.sha256 and check.size in (-1, size) else None)
         problem = fmt.check_file(check, size, digest)
         if problem:
             problems.append(problem)
@@ -445,9 +516,18 @@ def import_snapshot(zk: ZK, settings: Settings, this_node: str, vm_name: str, sn
     try:
         real_root = catalogue.resolve_path(root, settings, "import_path")
         vm_dir = os.path.join(real_root, vm_name)
-        if "/" in vm_name or vm_name in ("", ".", "..") or not os.path.isdir(vm_dir):
+        if "/" in vm_name or vm_name in ("", ".", ".."):
             raise ImportFailed(f"{vm_dir} is not a directory of exports")
-        tree = Tree(vm_dir)
+        try:
+            vm_mode = os.lstat(vm_dir).st_mode
+        except OSError:
+            vm_mode = 0
+        if stat.S_ISLNK(vm_mode):
+            raise ImportFailed(f"{vm_dir}: is a symbolic link; an export tree is read without following "
+                               f"symbolic links")
+        if not stat.S_ISDIR(vm_mode):
+            raise ImportFailed(f"{vm_dir} is not a directory of exports")
+        tree = Tree(vm_dir, real_root)
         chain = fmt.walk_chain(tree.load, snapshot)
     except fmt.FormatError as exc:
         raise ImportFailed(exc.message) from None
@@ -487,6 +567,9 @@ def import_snapshot(zk: ZK, settings: Settings, this_node: str, vm_name: str, sn
             vms_mod.apply(zk, plan.uuid, partial(tr.set_fields, fields={"state": state}))
         except (PVCError, StorageError, fmt.FormatError) as exc:
             raise ImportFailed(_text(exc)) from None
+        except OSError as exc:
+            raise ImportFailed(f"{getattr(exc, 'filename', None) or 'the export tree'}: "
+                               f"{exc.strerror or exc}") from None
         revert.commit()
     how = "started" if start else "stopped"
     progress(total, total, f'Imported VM "{plan.name}" from snapshot {snapshot} ({how})')
@@ -518,6 +601,7 @@ def _import(zk: ZK, storage: Storage, rbd: RbdCli, tree: Tree, chain: list[fmt.M
                 raise ImportFailed(f"snapshot {manifest.snapshot}: {image.ref} is not in the full export")
             pool, _, volume = target.partition("/")
             path = os.path.join(directory, image.path)
+            check_in_tree(tree.root or tree.vm_dir, path)     # still a regular file, no symlink on the way
             verb = "import-diff" if image.incremental else "import"
             step(f"rbd {verb} of {manifest.snapshot}/{image.path} into {target}")
             if image.incremental:
