@@ -127,8 +127,9 @@ def test_create_list_remove(client: TestClient, zk: ZK, fake: FakeStorage, setti
     [snap] = item["snapshots"]
     assert snap["name"] == "s1" and snap["rbd_snapshots"] == [f"vms/{d}@s1" for d in disks]
     assert snap["xml_diff_lines"] == [] and snap["timestamp"].isdigit() and snap["age"] >= 0
+    assert snap["consistency"] == "crash"              # ours, beside upstream's keys
     listed = {v["name"]: v for v in ok(client.get(f"{BASE}/vm"))}
-    assert [s["name"] for s in listed["web"]["snapshots"]] == ["s1"]
+    assert [(s["name"], s["consistency"]) for s in listed["web"]["snapshots"]] == [("s1", "crash")]
     uuid = item["uuid"]
     doc = zk.get(schema.snapshot("vms", disks[0], "s1"))
     assert doc["owner"] == f"vm:{uuid}/s1" and doc["stats"]["size"] == 4 * MIB
@@ -317,6 +318,7 @@ def test_the_list_serves_snapshots_from_a_watch_cache(client: TestClient, zk: ZK
 
     def listed() -> list[str]:
         items = {v["name"]: v for v in ok(client.get(f"{BASE}/vm"))}
+        assert all(s["consistency"] == "crash" for s in items["cached"]["snapshots"])
         return [s["name"] for s in items["cached"]["snapshots"]]
 
     wait_for(lambda: listed() == ["s1"] and zk.live_cache(schema.VM_SNAPSHOTS) is not None, 10,

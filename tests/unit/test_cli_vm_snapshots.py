@@ -76,7 +76,9 @@ def test_rename_and_refusal(api: FakeApi, env: dict[str, str]) -> None:
 @pytest.mark.parametrize("fmt", ["pretty", "long"])
 def test_info_lists_snapshots(api: FakeApi, env: dict[str, str], fmt: str) -> None:
     snaps = [{"name": "s2", "timestamp": "1700000100", "age": 3700, "rbd_snapshots": ["vms/web1_sda@s2"],
-              "xml_diff_lines": ["--- current", "+++ snapshot", "@@ -1 +1 @@", "-a", "+b", "+c"]}]
+              "xml_diff_lines": ["--- current", "+++ snapshot", "@@ -1 +1 @@", "-a", "+b", "+c"],
+              "consistency": "fs-frozen"}]
     serve_vm(api, vm_item(snapshots=snaps))
     out = run(api, env, "vm", "info", "web1", "-f", fmt).stdout
     assert "XML Changes" in out and "1h 1m" in out and "+2/-1" in out
+    assert "Consistency" in out and "fs-frozen" in out

@@ -7,6 +7,7 @@ import json
 import uuid as uuidlib
 
 import pytest
+from rich.console import Console
 
 from pvc.adapters.ceph.fake import FakeStorage
 from pvc.adapters.hypervisor.fake import FakeHypervisor
@@ -102,7 +103,7 @@ def test_snapshots_view_newest_first_in_upstream_shape() -> None:
     assert [i["name"] for i in items] == ["new", "old"]
     assert items[0] == {"name": "new", "timestamp": "2000", "age": 10,
                         "xml_diff_lines": snaps.xml_diff_lines(CURRENT, SNAPSHOT),
-                        "rbd_snapshots": ["vms/a_sda@new"]}
+                        "rbd_snapshots": ["vms/a_sda@new"], "consistency": "crash"}   # + ours
     # the diff is computed once per (XML, snapshot)
     assert view.snapshot_diff(vm, record("new", 2000.5)) is view.snapshot_diff(vm, record("new", 2000.5))
 
@@ -242,6 +243,18 @@ def test_cli_age_and_table() -> None:
     assert snapshot_table({"snapshots": []}) is None
     lines = ["--- a", "+++ b", "+x"]
     assert snapshot_table({"snapshots": [{"name": "s", "age": 3, "xml_diff_lines": lines}]})
+
+
+def test_item_and_table_show_consistency() -> None:
+    item = snaps.snapshot_item("s", 100.0, ["vms/a@s"], [], 160.0, "fs-frozen")
+    assert item["consistency"] == "fs-frozen" and item["age"] == 60
+    assert "consistency" not in snaps.snapshot_item("s", 100.0, [], [], 160.0)    # the send's item
+    console = Console(width=120, record=True)
+    console.print(snapshot_table({"snapshots": [item, {**item, "name": "t", "consistency": "paused"}]}))
+    out = console.export_text()
+    assert "Consistency" in out and "fs-frozen" in out and "paused" in out
+    console.print(snapshot_table({"snapshots": [{"name": "u", "age": 3, "xml_diff_lines": []}]}))
+    assert console.export_text().count("Consistency") == 0        # an upstream API: no column
 
 
 # -- the hypervisor contract for snapshots: the fake and libvirt's test driver alike ------------------

@@ -110,10 +110,15 @@ def diff_counts(lines: Iterable[str]) -> tuple[int, int]:
 
 
 def snapshot_item(name: str, created: float, rbd_snapshots: Sequence[str], diff: Sequence[str],
-                  now: float) -> dict[str, Any]:
-    """One entry of a VM item's `snapshots` (upstream's shape; `timestamp` is text, as upstream)."""
-    return {"name": name, "timestamp": str(int(created)), "age": max(0, int(now - created)),
-            "xml_diff_lines": list(diff), "rbd_snapshots": list(rbd_snapshots)}
+                  now: float, consistency: str | None = None) -> dict[str, Any]:
+    """One entry of a VM item's `snapshots` (upstream's shape; `timestamp` is text, as upstream),
+    plus our `consistency` (fs-frozen, paused or crash) when given: an extra key upstream's clients
+    ignore."""
+    item: dict[str, Any] = {"name": name, "timestamp": str(int(created)), "age": max(0, int(now - created)),
+                            "xml_diff_lines": list(diff), "rbd_snapshots": list(rbd_snapshots)}
+    if consistency is not None:
+        item["consistency"] = consistency
+    return item
 
 
 def newest_first(items: Iterable[Mapping[str, Any]], key: str = "created") -> list[Mapping[str, Any]]:

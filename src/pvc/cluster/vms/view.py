@@ -205,9 +205,11 @@ def snapshot_diff(record: VMRecord, snapshot: VMSnapshotRecord) -> list[str]:
 
 
 def snapshots_view(record: VMRecord, snapshots: list[VMSnapshotRecord], now: float) -> list[dict[str, Any]]:
-    """The item's `snapshots`: upstream's entries, newest first."""
+    """The item's `snapshots`: upstream's entries, newest first, with each one's consistency (from
+    the record the list's cache already holds: no extra read)."""
     ordered = sorted(snapshots, key=lambda s: (-s.created, s.name))
-    return [snapshot_rules.snapshot_item(s.name, s.created, s.rbd_snapshots, snapshot_diff(record, s), now)
+    return [snapshot_rules.snapshot_item(s.name, s.created, s.rbd_snapshots, snapshot_diff(record, s), now,
+                                         s.consistency)
             for s in ordered]
 
 

@@ -213,16 +213,23 @@ def diff_counts(lines: Sequence[str]) -> tuple[int, int]:
 
 
 def snapshot_table(vm: dict[str, Any]) -> RenderableType | None:
-    """`pvc vm info`'s snapshots, newest first: Name, Age, XML Changes (+added/-removed lines)."""
+    """`pvc vm info`'s snapshots, newest first: Name, Age, Consistency (fs-frozen, paused or crash;
+    the column is left out for an upstream API, which does not report it), XML Changes
+    (+added/-removed lines)."""
     snaps = [s for s in vm.get("snapshots") or [] if isinstance(s, dict)]
     if not snaps:
         return None
+    consistency = any("consistency" in s for s in snaps)
     rows = []
     for snap in snaps:
         added, removed = diff_counts([str(line) for line in snap.get("xml_diff_lines") or []])
         changes = Text.assemble((f"+{added}", "green"), "/", (f"-{removed}", "red"))
-        rows.append([snap.get("name", ""), format_age(snap.get("age", 0)), changes])
-    return table(["Name", "Age", "XML Changes"], rows, title="Snapshots")
+        row = [snap.get("name", ""), format_age(snap.get("age", 0))]
+        if consistency:
+            row.append(str(snap.get("consistency") or "N/A"))
+        rows.append([*row, changes])
+    headers = ["Name", "Age", *(["Consistency"] if consistency else []), "XML Changes"]
+    return table(headers, rows, title="Snapshots")
 
 
 INFO_FORMATS = {"pretty": lambda v: format_info(v), "long": lambda v: format_info(v, long=True),
