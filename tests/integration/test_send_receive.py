@@ -482,6 +482,45 @@ def test_upstream_sender_protocol(source: Cluster, dest: Cluster, dest_url: str)
     assert r.status_code == 400 and "not a mirror" in r.json()["message"]
 
 
+def test_a_new_mirror_never_takes_over_existing_volumes(source: Cluster, dest: Cluster,
+                                                        dest_url: str) -> None:
+    uuid = source.define("up9", disks=2)
+    source.write("up9", 0, b"new" * 1000)
+    source.snapshot(uuid, "s1")
+    # on the destination: a leftover image with the new VM's first volume name (no volume
+    # document, used by no VM) and another VM using a volume with its second volume name
+    dest.storage.create_volume("vms", "up9_sda", SIZE)
+    with dest.storage.open_block("vms", "up9_sda", write=True) as handle:
+        handle.write(0, b"precious" * 512)
+    dest.storage.create_volume("vms", "up9_sdb", SIZE)
+    write_volume(dest.zk, "vms", "up9_sdb", volume_info(dest.storage, "vms", "up9_sdb"))
+    other = str(uuidlib.uuid4())
+    vms_mod.define(dest.zk, vm_xml("other", other).replace("vms/other_sda", "vms/up9_sdb"), node="hv1")
+    transfers_before = sorted(dest.zk.children(schema.TRANSFERS))
+    # upstream's sender protocol: receive/config answers 400 naming both volumes and writes nothing
+    r = requests.post(f"{dest_url}/vm/up9/snapshot/receive/config", headers=HEADERS,
+                      params={"snapshot": "s1"}, json=upstream_detail(source, uuid))
+    assert r.status_code == 400, r.text
+    text = r.json()["message"]
+    assert "vms/up9_sda (used by no VM)" in text and "vms/up9_sdb (used by VM other)" in text
+    assert "refusing to define the new mirror" in text
+    assert dest.zk.get(schema.vm_name("up9"), None) is None and dest.zk.get(schema.vm(uuid), None) is None
+    assert sorted(dest.zk.children(schema.TRANSFERS)) == transfers_before
+    r = requests.post(f"{dest_url}/vm/up9/snapshot/receive/block", headers=HEADERS,
+                      params={"pool": "vms", "volume": "up9_sda", "snapshot": "s1", "size": SIZE},
+                      data=b"x" * 10)
+    assert r.status_code == 404, r.text                      # the blocks have no VM to go to
+    assert read(dest, "vms", "up9_sda")[:4096] == b"precious" * 512
+    assert not dest.zk.exists(schema.volume("vms", "up9_sda"))
+    # our sender gets the same refusal
+    with pytest.raises(send.SendFailed, match=r"vms/up9_sda \(used by no VM\)"):
+        do_send(source, uuid, "s1", dest_url)
+    assert read(dest, "vms", "up9_sda")[:4096] == b"precious" * 512
+    # into another pool, where nothing is in the way, the same VM is received
+    do_send(source, uuid, "s1", dest_url, pool="fast")
+    assert vms_mod.get_vm(dest.zk, "up9").state == "mirror"
+
+
 def test_receive_routes_write_only_the_snapshots_volumes(dest: Cluster, dest_url: str) -> None:
     dest.define("other")
     r = httpx.put(f"{dest_url}/vm/other/snapshot/receive/block", headers=HEADERS,

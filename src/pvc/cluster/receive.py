@@ -4,7 +4,8 @@ A sender (ours or upstream's) calls, in order:
 
 1. `receive/config` with its VM item: we rebuild the snapshot's XML from the item's XML and the
    snapshot's `xml_diff_lines`, point its Ceph disks at our monitors and secret, and define the VM
-   in state `mirror` (new) or update the mirror (XML, metadata, tags). The snapshot itself is only
+   in state `mirror` (new: refused when any of its volumes exists here already, as an image or a
+   volume document) or update the mirror (XML, metadata, tags). The snapshot itself is only
    *pending* until every volume has its RBD snapshot (step 3), so an interrupted send never leaves
    a snapshot record that claims data it does not have.
 2. per volume, `receive/block`: POST a full image as a raw stream (written at increasing offsets;
@@ -39,6 +40,7 @@ from pvc.adapters.ceph.base import BlockHandle
 from pvc.cluster import vms as vms_mod
 from pvc.cluster import vmsnapshots as snaps
 from pvc.cluster.storage.docs import volume_info, write_volume
+from pvc.cluster.storage.users import volumes_in_use
 from pvc.cluster.vms import transitions as tr
 from pvc.cluster.vms import writes as vm_writes
 from pvc.core import blockstream as bs
@@ -228,6 +230,8 @@ def receive_config(zk: ZK, storage: Storage, settings: Settings, vm: str, snapsh
         if source_snapshot:
             raise Conflict(f'VM "{vm}" is not on this cluster, so incremental parent "{source_snapshot}" '
                            f"is not either; send a full snapshot first.")
+        _refuse_existing_volumes(zk, storage, vm, [*domain.rbd_volumes,
+                                                   *(f"{v.pool}/{v.volume}" for v in volumes)])
         record = _define_mirror(zk, domain, xml, vm_detail, policy, no_sync_tag(settings))
         message = f'Defined mirror VM "{vm}" for snapshot "{snapshot}".'
 
@@ -245,6 +249,27 @@ def receive_config(zk: ZK, storage: Storage, settings: Settings, vm: str, snapsh
     zk.put(path, {"vm": record.uuid, "name": vm, "snapshot": snapshot, "record": pending.doc(),
                   "volumes": kept, "created": time.time()})
     return message
+
+
+def _refuse_existing_volumes(zk: ZK, storage: Storage, vm: str, refs: list[str]) -> None:
+    """A new mirror never takes over volumes this cluster already has (an image or a volume
+    document): they belong to another VM or to nobody we know, and the blocks would overwrite them."""
+    wanted = list(dict.fromkeys(refs))
+    pools = set(storage.list_pools())
+    images = {pool: set(storage.list_volumes(pool)) for pool in {r.partition("/")[0] for r in wanted}
+              if pool in pools}
+    found = [ref for ref in wanted
+             if ref.partition("/")[2] in images.get(ref.partition("/")[0], ())
+             or zk.exists(schema.volume(*ref.split("/", 1)))]
+    if not found:
+        return
+    users = volumes_in_use(zk)
+    named = "; ".join(f"{ref} (used by VM {users[ref]})" if ref in users else f"{ref} (used by no VM)"
+                      for ref in found)
+    raise Conflict(f'VM "{vm}" is not on this cluster, but volume{"s" if len(found) > 1 else ""} {named} '
+                   f"already exist{'' if len(found) > 1 else 's'} here; refusing to define the new mirror "
+                   f"over {'them' if len(found) > 1 else 'it'} (remove or rename "
+                   f"{'them' if len(found) > 1 else 'it'}, or send with a destination pool).")
 
 
 def _find(zk: ZK, name: str, uuid: str) -> VMRecord | None:
