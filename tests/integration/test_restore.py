@@ -180,7 +180,7 @@ def test_upstream_dry_run_writes_nothing(api: Api, zk: ZK) -> None:
     assert report["source"] == {"cluster": "cluster1", "schema_version": 15}
     assert {(m["kind"], m["name"]) for m in report["mapped"]} >= {("vm", "web1"), ("vm", "db1"),
                                                                   ("network", "servers"), ("pool", "vms")}
-    assert any(d["what"] == "/domains/*/snapshots/*" for d in report["dropped"])
+    assert not any("snapshots" in d["what"] for d in report["dropped"])      # VM snapshots map now
     assert _content(api) == before
 
 
@@ -227,7 +227,12 @@ def test_upstream_import_through_the_api(api: Api, zk: ZK) -> None:
     network = api.get("/network/200").json()
     assert (network[0] if isinstance(network, list) else network)["type"] == "bridged"
     assert zk.get(schema.volume("vms", "web1_sda"))["stats"]["size"] == 42949672960
-    assert zk.exists(schema.snapshot("vms", "web1_sda", "20250110020000"))
+    rbd_snapshot = zk.get(schema.snapshot("vms", "web1_sda", "20250110020000"))
+    assert rbd_snapshot["owner"] == f"vm:{WEB1}/20250110020000"
+    record = zk.get(schema.vm_snapshot(WEB1, "20250110020000"))
+    assert record["consistency"] == "crash" and record["volumes"][0]["volume"] == "web1_sda"
+    assert [(s["name"], s["rbd_snapshots"], s["consistency"]) for s in item["snapshots"]] == [
+        ("20250110020000", ["vms/web1_sda@20250110020000"], "crash")]
     assert zk.get(schema.fault("NODE_PLUGIN_DISK_HV3"))["health_delta"] == 5
     # Importing again: everything exists already, nothing maps, nothing is written.
     before = _content(api)
@@ -274,7 +279,8 @@ def test_cli_backup_restore_and_upstream_import(pvc: Pvc, api: Api, zk: ZK, tmp_
     assert dry.returncode == 0, dry.stderr
     assert 'Upstream cluster "cluster1" (schema 15)' in dry.stdout
     assert "Dry run: nothing was written." in dry.stdout
-    assert "/domains/*/snapshots/* (1 znodes): a VM snapshot record" in dry.stdout
+    assert "/domains/*/snapshots/*" not in dry.stdout
+    assert "VM snapshot record(s): 20250110020000" in dry.stdout
     assert _content(api) == before
     bad = _upstream()
     bad[f"/domains/{DB1}/xml"] = bad[f"/domains/{DB1}/xml"].replace("/usr/bin/kvm", "/tmp/evil-qemu")

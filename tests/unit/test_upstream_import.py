@@ -73,11 +73,53 @@ def test_vm_mapping(example: dict[str, Any]) -> None:
     assert db1["node_limit"] == ["hv2", "hv3"] and db1["node_autostart"] is False
 
 
-def test_vm_snapshot_records_dropped_with_reason(example: dict[str, Any]) -> None:
+def test_vm_snapshot_records_map_with_their_vm(example: dict[str, Any]) -> None:
+    """Upstream's /domains/<uuid>/snapshots/<name>/{timestamp, xml, rbdsnaplist} become our record,
+    written in the VM's transaction; the RBD snapshot's document names it as its owner."""
     plan = ui.plan(example)
-    assert plan.dropped[("/domains/*/snapshots/*", ui.R_VM_SNAPSHOT)] == [
-        f"/domains/{WEB1}/snapshots/20250110020000"]
-    assert any("20250110020000" in n for n in _mapped(plan, "vm", WEB1).notes)
+    assert plan.complete and not [w for (w, _r) in plan.dropped if "snapshots" in w]
+    item = _mapped(plan, "vm", WEB1)
+    docs = _docs(item)
+    snap = docs[schema.vm_snapshot(WEB1, "20250110020000")]
+    assert snap["name"] == "20250110020000" and snap["created"] == 1736474400.5348172
+    assert snap["xml"] == example[f"/domains/{WEB1}/snapshots/20250110020000/xml"]
+    assert snap["consistency"] == "crash" and snap["origin"] == "manual" and snap["state"] == "ready"
+    assert snap["volumes"] == [{"pool": "vms", "volume": "web1_sda", "snap": "20250110020000",
+                                "size": 42949672960}]
+    vm = docs[schema.vm(WEB1)]
+    assert snap["meta"]["profile"] == vm["profile"] == "default-debian"
+    assert snap["meta"]["tags"] == vm["tags"] and snap["meta"]["migration_method"] == "live"
+    assert list(docs)[:2] == [schema.vm(WEB1), schema.vm_name("web1")]
+    assert schema.vm_snapshots(WEB1) in item.parents
+    assert any("1 VM snapshot record(s): 20250110020000" in n for n in item.notes)
+    rbd = _docs(_mapped(plan, "snapshot", "vms/web1_sda@20250110020000"))
+    assert rbd[schema.snapshot("vms", "web1_sda", "20250110020000")]["owner"] == f"vm:{WEB1}/20250110020000"
+    assert schema.vm_snapshots(DB1) not in _mapped(plan, "vm", DB1).parents      # no snapshots there
+
+
+def test_vm_snapshot_origin_by_prefix_and_refusals(example: dict[str, Any]) -> None:
+    base = f"/domains/{WEB1}/snapshots/20250110020000"
+    old, new = "20250110020000", "ab20250110020000"
+    renamed = {k.replace(f"/{old}", f"/{new}") if "/snapshots/" in k else k: v for k, v in example.items()}
+    renamed[f"/domains/{WEB1}/snapshots/ab20250110020000/rbdsnaplist"] = "vms/web1_sda@ab20250110020000"
+    snap = _docs(_mapped(ui.plan(renamed), "vm", WEB1))[schema.vm_snapshot(WEB1, "ab20250110020000")]
+    assert snap["origin"] == "autobackup"
+    for key, value, reason in (
+            ("timestamp", "soon", "timestamp: 'soon' is not epoch seconds"),
+            ("rbdsnaplist", "vms/web1_sda@other", "is not pool/volume@20250110020000"),
+            ("rbdsnaplist", "vms/gone_sda@20250110020000", "is not in the backup's /ceph/snapshots"),
+            ("rbdsnaplist", "", "names no RBD snapshot"),
+            ("xml", example[f"{base}/xml"].replace("/usr/bin/kvm", "/tmp/evil-qemu"), "domain XML policy")):
+        broken = {**example, f"{base}/{key}": value}
+        plan = ui.plan(broken)
+        (refused,) = plan.unmapped
+        assert (refused.kind, refused.key, refused.name) == ("vm snapshot", f"{WEB1}/20250110020000",
+                                                             "web1@20250110020000")
+        assert reason in refused.reason
+        item = _mapped(plan, "vm", WEB1)                  # the VM still maps, without the record
+        assert schema.vm_snapshot(WEB1, "20250110020000") not in _docs(item)
+        rbd = _docs(_mapped(plan, "snapshot", "vms/web1_sda@20250110020000"))
+        assert "owner" not in rbd[schema.snapshot("vms", "web1_sda", "20250110020000")]
 
 
 def test_vm_refused_by_domain_policy_is_unmapped(example: dict[str, Any]) -> None:

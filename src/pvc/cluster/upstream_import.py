@@ -3,8 +3,9 @@
 Upstream's backup is a flat {znode path: text} map of its whole ZooKeeper tree (facts:
 shared/reference/pvc-zk-schema-v15.md). `plan()` reads it and decides, without touching any
 ZooKeeper, what becomes which of our documents: VMs (XML held to the domain XML policy, placement,
-migration, autostart, profile, tags, state), networks (definition, DHCP reservations, ACLs),
-storage metadata (pools, volumes, RBD snapshots) and faults. Every input value passes the same
+migration, autostart, profile, tags, state) with their VM snapshot records, networks (definition,
+DHCP reservations, ACLs), storage metadata (pools, volumes, RBD snapshots, owned by the VM snapshot
+that lists them) and faults. Every input value passes the same
 checks our API applies, so a mapped item is one our own write paths would accept. What cannot be
 taken is `unmapped` (with the check's reason); what is deliberately not taken is `dropped` (with
 why). The writer (pvc.cluster.upstream_writes) commits each mapped item in one transaction.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,9 +36,11 @@ from pvc.cluster.vms.rules import (
     parse_xml,
 )
 from pvc.cluster.vms.view import derived
+from pvc.cluster.vmsnapshots import capture_meta, owner
 from pvc.core import domainxml, netconfig, schema
+from pvc.core import vmsnapshots as snapshot_rules
 from pvc.core.errors import InvalidInput
-from pvc.core.records import FaultRecord, Tag, VMRecord
+from pvc.core.records import FaultRecord, SnapshotVolume, Tag, VMRecord, VMSnapshotRecord
 
 UPSTREAM_SCHEMA = 15
 LOCK_SEGMENT = re.compile(r"^[0-9a-f]{32}__r?lock__[0-9]{10}$")
@@ -66,8 +70,6 @@ R_VM_RUNTIME = ("runtime data of the running VM (statistics, console log, VNC en
                 "rewritten by the node that runs it")
 R_VM_DERIVED = "derived from the VM's XML here (the XML is the source of truth for its disks)"
 R_VM_LOCK = "a lock anchor: our VM writes are compare-and-set, no lock znode"
-R_VM_SNAPSHOT = ("a VM snapshot record: this PVC keeps no VM snapshot records (no place in its layout); "
-                 "the RBD snapshots themselves are imported as storage snapshot documents")
 R_LEASES = ("dynamic DHCP leases: runtime state of upstream's dnsmasq; our primary's dnsmasq records "
             "leases again as guests renew")
 R_ARTEFACT = "an empty artefact of upstream's schema validator (facts §4.3), no data"
@@ -112,6 +114,8 @@ class Plan:
     mapped: list[Mapped] = field(default_factory=list)
     unmapped: list[Unmapped] = field(default_factory=list)
     dropped: dict[tuple[str, str], list[str]] = field(default_factory=dict)   # (what, reason) -> paths
+    # pool/volume@snap -> the owner value (`vm:<uuid>/<name>`) of the mapped VM snapshot listing it
+    owners: dict[str, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -265,8 +269,6 @@ def _vms(tree: _Tree, result: Plan, policy: domainxml.DomainPolicy) -> None:
             result.drop("/domains/*/rbdlist", R_VM_DERIVED, f"{base}/rbdlist")
         if f"{base}/migrate_sync_lock" in tree.values:
             result.drop("/domains/*/migrate_sync_lock", R_VM_LOCK, f"{base}/migrate_sync_lock")
-        for snap in tree.children(f"{base}/snapshots"):
-            result.drop("/domains/*/snapshots/*", R_VM_SNAPSHOT, f"{base}/snapshots/{snap}")
         name = tree.get(base)
         try:
             mapped = _vm(tree, base, segment, policy)
@@ -279,7 +281,74 @@ def _vms(tree: _Tree, result: Plan, policy: domainxml.DomainPolicy) -> None:
                                             f'name "{record_name}" is also VM {seen_names[record_name]}\'s'))
             continue
         seen_names[record_name] = segment
-        result.mapped.append(mapped)
+        result.mapped.append(_with_snapshots(tree, base, mapped, policy, result))
+
+
+def _with_snapshots(tree: _Tree, base: str, vm: Mapped, policy: domainxml.DomainPolicy,
+                    result: Plan) -> Mapped:
+    """The VM item with its VM snapshot records in the same transaction (a record never exists
+    without its VM); a snapshot that cannot be taken is unmapped with the reason, the VM still maps."""
+    record = VMRecord.model_validate(dict(vm.creates)[schema.vm(vm.key)])
+    snapshots: list[tuple[str, Any]] = []
+    for name in tree.children(f"{base}/snapshots"):
+        try:
+            snap = _vm_snapshot(tree, f"{base}/snapshots/{name}", name, record, policy)
+        except InvalidInput as exc:
+            result.unmapped.append(Unmapped("vm snapshot", f"{vm.key}/{name}", f"{vm.name}@{name}",
+                                            exc.message))
+            continue
+        snapshots.append((schema.vm_snapshot(vm.key, name), snap.doc()))
+        for volume in snap.volumes:
+            result.owners[volume.ref] = owner(vm.key, name)
+    if not snapshots:
+        return vm
+    names = ", ".join(path.rsplit("/", 1)[1] for path, _ in snapshots)
+    note = (f"{len(snapshots)} VM snapshot record(s): {names} (consistency crash, as upstream took them "
+            f"without freezing or pausing; node limit, selector, autostart, migration, profile and tags "
+            f"as the VM has them now, which upstream did not record per snapshot)")
+    return Mapped(vm.kind, vm.key, vm.name, (*vm.creates, *snapshots),
+                  (*vm.parents, schema.VM_SNAPSHOTS, schema.vm_snapshots(vm.key)), (*vm.notes, note))
+
+
+def _vm_snapshot(tree: _Tree, base: str, name: str, vm: VMRecord,
+                 policy: domainxml.DomainPolicy) -> VMSnapshotRecord:
+    """Upstream's `/domains/<uuid>/snapshots/<name>/{timestamp, xml, rbdsnaplist}` as our record,
+    held to the checks our own snapshots pass: the name rule, the XML policy (a rollback restores
+    that XML), and each RBD snapshot present in the backup's storage tree."""
+    snapshot_rules.check_name(name, "snapshot")
+    text = tree.get(f"{base}/timestamp").strip()
+    try:
+        created = float(text)
+    except ValueError:
+        created = math.nan
+    if not math.isfinite(created) or created <= 0:
+        raise InvalidInput(f"timestamp: '{text[:40]}' is not epoch seconds")
+    xml = tree.get(f"{base}/xml")
+    try:
+        domain = parse_xml(xml, policy=policy)
+    except InvalidInput as exc:
+        raise InvalidInput(f"domain XML policy: {exc.message}") from None
+    if domain.uuid != vm.uuid:
+        raise InvalidInput(f"xml: <uuid> {domain.uuid} differs from the VM's {vm.uuid}")
+    volumes: list[SnapshotVolume] = []
+    for ref in csv_items(tree.get(f"{base}/rbdsnaplist")):
+        image, _, snap = ref.partition("@")
+        pool, _, volume = image.partition("/")
+        if snap != name or not pool or not volume:
+            raise InvalidInput(f"rbdsnaplist: '{ref}' is not pool/volume@{name}")
+        check_name(pool, "pool")
+        check_name(volume, "volume")
+        stats_path = f"/ceph/snapshots/{pool}/{volume}/{snap}"
+        if stats_path not in tree.values:
+            raise InvalidInput(f"rbdsnaplist: RBD snapshot {ref} is not in the backup's /ceph/snapshots")
+        size = _json_or_empty(tree.get(f"{stats_path}/stats")).get("size")
+        volumes.append(SnapshotVolume(pool=pool, volume=volume, snap=snap,
+                                      size=size if isinstance(size, int) and size >= 0 else 0))
+    if not volumes:
+        raise InvalidInput("rbdsnaplist: names no RBD snapshot")
+    return VMSnapshotRecord(name=name, created=created, xml=xml, meta=capture_meta(vm), volumes=volumes,
+                            consistency="crash", origin=snapshot_rules.origin_of(name),  # type: ignore[arg-type]
+                            state="ready")
 
 
 def _vm(tree: _Tree, base: str, segment: str, policy: domainxml.DomainPolicy) -> Mapped:
@@ -319,9 +388,6 @@ def _vm(tree: _Tree, base: str, segment: str, policy: domainxml.DomainPolicy) ->
     if last_node:
         check_name(last_node, "lastnode")
     limit = parse_limit(tree.get(f"{base}/node_limit"), "node_limit")
-    snapshots = tree.children(f"{base}/snapshots")
-    if snapshots:
-        notes.append(f"{len(snapshots)} VM snapshot record(s) dropped: {', '.join(snapshots)}")
     record = VMRecord(
         uuid=uuid, name=domain.name, xml=xml, **derived(domain, xml), state=state, node=node,
         last_node=last_node, node_limit=limit,
@@ -516,6 +582,8 @@ def _storage(tree: _Tree, result: Plan) -> None:
                     result.unmapped.append(Unmapped("snapshot", key, snap, exc.message))
                     continue
                 doc = snapshot_doc(pool, volume, snap, _json_or_empty(tree.get(f"{base}/stats")))
+                if key in result.owners:         # a VM snapshot lists it: protected as ours are
+                    doc["owner"] = result.owners[key]
                 result.mapped.append(Mapped(
                     "snapshot", key, snap, ((schema.snapshot(pool, volume, snap), doc),),
                     (schema.CEPH_SNAPSHOTS, f"{schema.CEPH_SNAPSHOTS}/{pool}",
