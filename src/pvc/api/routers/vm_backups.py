@@ -45,8 +45,11 @@ class ExportInputs(Inputs):
     snapshot_name: str = Field(description="The name of the snapshot to export")
     export_path: str = Field(description="An absolute directory under an allowed export root; the export "
                                          "goes to <export_path>/<vm>/<snapshot_name>/")
-    incremental_parent: str | None = Field(None, description="Export only the changes since this snapshot "
-                                                             "(which must exist)")
+    incremental_parent: str | None = Field(None, description=(
+        "Export only the changes since this snapshot of the VM (which must exist). Its own export should "
+        "be under export_path too, as an import needs it; if it is not, the task logs a warning and "
+        "exports anyway. Upstream PVC 1.0 imports a full export or an incremental of a full, not a "
+        "deeper chain"))
     force: Bool = Field(False, description="Export even if the free space is below the estimate (ours)")
     node: str | None = Field(None, description=NODE_HELP)
 
@@ -90,7 +93,9 @@ def _accepted(zk: ZK, task: TaskRecord) -> JSONResponse:
 # -- upstream's snapshot export and import ---------------------------------------------------------------
 
 @router.post("/{vm}/snapshot/export", summary="Export a snapshot of VM {vm} to a directory (full or "
-                                              "incremental; upstream's on-disk format plus checksums)",
+                                              "incremental; upstream's on-disk format plus checksums; "
+                                              "upstream PVC 1.0 imports a full or a full plus one "
+                                              "incremental)",
              responses=responses(TaskAccepted, 202, 404))
 def vm_snapshot_export(vm: str, params: ExportInputs = inputs(ExportInputs), zk: ZK = Depends(get_zk),
                        settings: Settings = Depends(get_settings)) -> JSONResponse:
@@ -100,7 +105,8 @@ def vm_snapshot_export(vm: str, params: ExportInputs = inputs(ExportInputs), zk:
 
 
 @router.post("/{vm}/snapshot/import", summary="Import VM {vm} from an exported snapshot (and its chain of "
-                                              "parents), or only verify the export",
+                                              "parents, of any depth), or only verify the export; "
+                                              "symbolic links inside the tree are refused",
              responses=responses(TaskAccepted, 202, 404))
 def vm_snapshot_import(vm: str, params: ImportInputs = inputs(ImportInputs), zk: ZK = Depends(get_zk),
                        settings: Settings = Depends(get_settings)) -> JSONResponse:

@@ -42,7 +42,9 @@ def _message(method: str, path: str, params: dict[str, Any]) -> None:
 @click.argument("snapshot_name")
 @click.argument("export_path")
 @click.option("-i", "--incremental", "incremental_parent", default=None, metavar="PARENT",
-              help="Export only the changes since the snapshot PARENT (which must have been exported too).")
+              help="Export only the changes since the snapshot PARENT of the VM. PARENT's own export "
+                   "should be under EXPORT_PATH too (an import needs it); if it is not, the task "
+                   "logs a warning and exports anyway.")
 @click.option("--force", "force", is_flag=True, default=False,
               help="Export even if the free space at EXPORT_PATH is below the estimate.")
 @click.option("--node", "node", default=None, help=NODE_HELP)
@@ -52,11 +54,14 @@ def export(domain: str, snapshot_name: str, export_path: str, incremental_parent
     """Export the snapshot SNAPSHOT_NAME of the VM DOMAIN to EXPORT_PATH/DOMAIN/SNAPSHOT_NAME/.
 
     \b
-    The layout is upstream PVC's (images/<pool>.<volume>.rbdimg or .rbddiff and snapshot.json), so
-    the tree imports into any PVC 1.0 cluster; a sha256 of each file is recorded too. EXPORT_PATH
-    is an absolute directory on the primary coordinator (or --node), under one of the cluster's
-    allowed export roots (storage.export_roots in pvc.conf). A full export is sparse and carries
-    the image's earlier snapshots; an incremental one (-i) holds only the changes since PARENT.
+    The layout is upstream PVC's (images/<pool>.<volume>.rbdimg or .rbddiff and snapshot.json);
+    a sha256 of each file is recorded too. PVC 1.0 can import a full export, or an incremental
+    whose PARENT is a full export; a deeper chain (an incremental of an incremental) imports only
+    here. EXPORT_PATH is an absolute directory on the primary coordinator (or --node), under one
+    of the cluster's allowed export roots (storage.export_roots in pvc.conf). A full export is
+    sparse and carries the image's earlier snapshots; an incremental one (-i) holds only the
+    changes since PARENT, whose export an import reads from the same EXPORT_PATH (a missing one
+    is a warning in the task log, not a refusal).
     """
     _task("POST", f"/vm/{domain}/snapshot/export",
           {"snapshot_name": snapshot_name, "export_path": export_path,
@@ -86,7 +91,8 @@ def import_(domain: str, snapshot_name: str, import_path: str, retain_snapshot: 
     \b
     The VM's name and UUID must be free in the cluster (or use --as). The files are verified
     before anything is created (an export by upstream PVC has no checksums; only sizes are
-    checked then); a failure part way removes everything the import created.
+    checked then); a failure part way removes everything the import created. Every file is read
+    as a regular file below IMPORT_PATH: a symbolic link inside the tree is refused.
     """
     _task("POST", f"/vm/{domain}/snapshot/import",
           {"snapshot_name": snapshot_name, "import_path": import_path,
