@@ -6,10 +6,13 @@ the problem named and queues nothing (no task, no catalogue entry, no change und
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from pvc.cli.main import cli
 from pvc.cluster import backups as backups_mod
 from pvc.core import schema
 from pvc.core.records import BackupFile, BackupRecord, Memory, SnapshotVolume, VMSnapshotRecord
@@ -160,3 +163,22 @@ def test_legacy_routes_are_deprecated_in_openapi(api: Api) -> None:
     assert not backup["get"].get("deprecated")
     export = next(v for k, v in paths.items() if k.endswith("/vm/{vm}/snapshot/export"))
     assert "post" in export
+
+
+def test_export_and_import_texts_match_the_behaviour(api: Api) -> None:
+    """The parent's missing export is a warning, not a refusal; upstream imports a full or a full
+    plus one incremental; the import refuses symlinks (as the CLI help says too)."""
+    paths = api.get("/openapi.json").json()["paths"]
+    export = next(v for k, v in paths.items() if k.endswith("/vm/{vm}/snapshot/export"))["post"]
+    text = json.dumps(export)
+    assert "logs a warning and exports anyway" in text and "incremental of a full" in text
+    assert "must have been exported" not in text
+    imported = next(v for k, v in paths.items() if k.endswith("/vm/{vm}/snapshot/import"))["post"]
+    assert "symbolic links" in imported["summary"]
+    runner = CliRunner()
+    help_text = " ".join(runner.invoke(cli, ["vm", "snapshot", "export", "--help"]).output.split())
+    assert "exports anyway" in help_text and "must have been exported" not in help_text
+    assert "imports into any PVC 1.0 cluster" not in help_text
+    assert "PVC 1.0 can import a full export, or an incremental whose PARENT is a full export" in help_text
+    help_text = " ".join(runner.invoke(cli, ["vm", "snapshot", "import", "--help"]).output.split())
+    assert "symbolic link inside the tree is refused" in help_text
