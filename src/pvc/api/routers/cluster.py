@@ -66,10 +66,10 @@ class BackupInputs(Inputs):
 
 
 class ImportItem(Doc):
-    kind: str = Field(description="vm, network, pool, volume, snapshot, fault (or acl, reservation "
-                                  "when not mapped)")
+    kind: str = Field(description="vm, network, pool, volume, snapshot, fault (or acl, reservation, "
+                                  "vm snapshot when not mapped)")
     key: str = Field(description="The object's key: VM UUID, VNI, pool, pool/volume, "
-                                 "pool/volume@snapshot, fault id")
+                                 "pool/volume@snapshot, fault id, <VM UUID>/<name> for a VM snapshot")
     name: str
     notes: list[str] | None = None
     reason: str | None = Field(None, description="Why it does not map (unmapped and failed items)")
