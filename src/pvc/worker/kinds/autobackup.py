@@ -253,7 +253,8 @@ class Run:
         estimate = same[0].bytes if same else 0
         free = shutil.disk_usage(self.target).free
         if free < estimate + self.cfg.min_free_bytes:
-            raise TaskFailed(f"{self.target} has {ab.human_size(free)} free; a {decision.type} backup of "
+            kind = "an incremental" if decision.type == "incremental" else "a full"
+            raise TaskFailed(f"{self.target} has {ab.human_size(free)} free; {kind} backup of "
                              f"{name} needs about {ab.human_size(estimate)} plus min_free_bytes "
                              f"{ab.human_size(self.cfg.min_free_bytes)}; skipped")
 
