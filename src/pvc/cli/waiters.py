@@ -13,9 +13,10 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
 
+from pvc.cli.client import decode, message_text
 from pvc.cli.errors import CLIError
 from pvc.cli.output import escape_controls
-from pvc.cli.state import CLIState
+from pvc.cli.state import CLIState, get_state
 from pvc.core.vocabulary import TASK_FINISHED, TASK_STATES
 
 TASK_POLL_INTERVAL = 0.5
@@ -105,6 +106,17 @@ def run_task(state: CLIState, body: Any, wait: bool) -> None:
         state.out(f"Task ID: {task_id} assigned to node {run_on}")
         return
     finish_task(state, wait_for_task(state, task_id, task_name=task_name, run_on=run_on))
+
+
+def start_task(method: str, path: str, params: dict[str, Any], wait: bool) -> None:
+    """A call that starts a task (202): follow it or print where it runs; a 200 is printed as is."""
+    state = get_state()
+    response = state.api().call(method, path, params=params, ok=(200, 202))
+    body = decode(response)
+    if response.status_code == 202:
+        run_task(state, body, wait)
+    else:
+        state.out(message_text(body))
 
 
 def node_wait_needed(action: str, initial: str) -> bool:

@@ -13,9 +13,8 @@ from typing import Any, TypeVar
 
 import click
 
-from pvc.cli.client import decode, message_text
 from pvc.cli.state import get_state
-from pvc.cli.waiters import run_task
+from pvc.cli.waiters import run_task, start_task  # noqa: F401 - start_task re-exported
 from pvc.core.errors import InvalidInput
 from pvc.core.units import format_bytes, parse_size
 
@@ -124,15 +123,6 @@ def say(method: str, path: str, params: dict[str, Any] | None = None) -> None:
     state.out(state.api().message(method, path, params=params))
 
 
-def start_task(method: str, path: str, params: dict[str, Any], wait: bool) -> None:
-    """A call that starts a task (202): follow it or print where it runs; a 200 is printed as is."""
-    state = get_state()
-    response = state.api().call(method, path, params=params, ok=(200, 202))
-    body = decode(response)
-    if response.status_code == 202:
-        run_task(state, body, wait)
-    else:
-        state.out(message_text(body))
 
 
 def list_items(path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -10,24 +10,13 @@ from typing import Any
 
 import click
 
-from pvc.cli.client import decode
 from pvc.cli.commands.vm.snapshots import snapshot
 from pvc.cli.errors import CLIError
 from pvc.cli.output import table, to_json
 from pvc.cli.state import confirm_option, get_state, wait_option
-from pvc.cli.waiters import run_task
+from pvc.cli.waiters import start_task
 
 NODE_HELP = "Run on this node, whose filesystem holds PATH (default: the primary coordinator)."
-
-
-def _task(method: str, path: str, params: dict[str, Any], wait: bool) -> None:
-    state = get_state()
-    response = state.api().call(method, path, params=params, ok=(200, 202))
-    body = decode(response)
-    if response.status_code == 202:
-        run_task(state, body, wait)
-    else:
-        state.out(str(body.get("message", "")) if isinstance(body, dict) else str(body or ""))
 
 
 def _message(method: str, path: str, params: dict[str, Any]) -> None:
@@ -63,7 +52,7 @@ def export(domain: str, snapshot_name: str, export_path: str, incremental_parent
     changes since PARENT, whose export an import reads from the same EXPORT_PATH (a missing one
     is a warning in the task log, not a refusal).
     """
-    _task("POST", f"/vm/{domain}/snapshot/export",
+    start_task("POST", f"/vm/{domain}/snapshot/export",
           {"snapshot_name": snapshot_name, "export_path": export_path,
            "incremental_parent": incremental_parent, "force": force or None, "node": node}, wait)
 
@@ -94,7 +83,7 @@ def import_(domain: str, snapshot_name: str, import_path: str, retain_snapshot: 
     checked then); a failure part way removes everything the import created. Every file is read
     as a regular file below IMPORT_PATH: a symbolic link inside the tree is refused.
     """
-    _task("POST", f"/vm/{domain}/snapshot/import",
+    start_task("POST", f"/vm/{domain}/snapshot/import",
           {"snapshot_name": snapshot_name, "import_path": import_path,
            "retain_snapshot": "true" if retain_snapshot else "false", "new_name": new_name,
            "start": "false" if no_start else None, "verify": verify or None, "node": node}, wait)
@@ -201,7 +190,7 @@ def backup_verify(domain: str, snapshot_name: str, path: str, node: str | None, 
     size, with its recorded sha256. Nothing is imported or changed."""
     if not path.startswith("/"):
         raise CLIError(f"Error: PATH '{path}' must be absolute (a directory on the cluster's node).")
-    _task("POST", f"/vm/{domain}/snapshot/import",
+    start_task("POST", f"/vm/{domain}/snapshot/import",
           {"snapshot_name": snapshot_name, "import_path": path, "verify": "true", "node": node}, wait)
 
 

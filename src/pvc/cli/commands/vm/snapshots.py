@@ -7,29 +7,16 @@ from their own modules.
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from pvc.cli.client import decode
-from pvc.cli.state import confirm_option, get_state, wait_option
-from pvc.cli.waiters import run_task
+from pvc.cli.state import confirm_option, wait_option
+from pvc.cli.waiters import start_task
 
 
 @click.group(name="snapshot", short_help="Manage snapshots of PVC VMs.")
 def snapshot() -> None:
     """Manage the snapshots of PVC virtual machines: every RBD disk of the VM at one instant, together
     with its configuration (XML) and metadata."""
-
-
-def _task(method: str, path: str, params: dict[str, Any], wait: bool) -> None:
-    state = get_state()
-    response = state.api().call(method, path, params=params, ok=(200, 202))
-    body = decode(response)
-    if response.status_code == 202:
-        run_task(state, body, wait)
-    else:
-        state.out(str(body.get("message", "")) if isinstance(body, dict) else str(body or ""))
 
 
 @snapshot.command(name="create", short_help="Take a snapshot of a VM.")
@@ -46,7 +33,7 @@ def create(domain: str, snapshot_name: str | None, wait: bool) -> None:
     snapshot of a running VM is like a power-off at that instant (each filesystem is crash-consistent).
     Names: letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters.
     """
-    _task("POST", f"/vm/{domain}/snapshot", {"snapshot_name": snapshot_name}, wait)
+    start_task("POST", f"/vm/{domain}/snapshot", {"snapshot_name": snapshot_name}, wait)
 
 
 @snapshot.command(name="remove", short_help="Remove a snapshot of a VM.")
@@ -58,7 +45,8 @@ def create(domain: str, snapshot_name: str | None, wait: bool) -> None:
 @confirm_option("Remove snapshot {snapshot_name} of VM {domain}")
 def remove(domain: str, snapshot_name: str, force: bool, wait: bool) -> None:
     """Remove the snapshot SNAPSHOT_NAME of the VM DOMAIN, with its RBD snapshots."""
-    _task("DELETE", f"/vm/{domain}/snapshot", {"snapshot_name": snapshot_name, "force": force or None}, wait)
+    start_task("DELETE", f"/vm/{domain}/snapshot", {"snapshot_name": snapshot_name, "force": force or None},
+               wait)
 
 
 @snapshot.command(name="rollback", short_help="Roll a VM back to a snapshot.")
@@ -75,7 +63,7 @@ def rollback(domain: str, snapshot_name: str, force: bool, with_meta: bool, wait
 
     All data written to the disks since the snapshot is lost. The VM must be stopped (or disabled).
     """
-    _task("POST", f"/vm/{domain}/snapshot/rollback",
+    start_task("POST", f"/vm/{domain}/snapshot/rollback",
           {"snapshot_name": snapshot_name, "force": force or None, "with_meta": with_meta or None}, wait)
 
 
@@ -90,7 +78,7 @@ def rename(domain: str, snapshot_name: str, new_name: str, wait: bool) -> None:
     Snapshots of autobackup (ab...), automirror (am...) and mirrors (mr...) are not renamed: those
     features find them by name.
     """
-    _task("PUT", f"/vm/{domain}/snapshot", {"snapshot_name": snapshot_name, "new_name": new_name}, wait)
+    start_task("PUT", f"/vm/{domain}/snapshot", {"snapshot_name": snapshot_name, "new_name": new_name}, wait)
 
 
 COMMANDS: tuple[click.Command, ...] = (snapshot,)
