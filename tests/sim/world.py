@@ -398,7 +398,7 @@ class World:
     def check_outcome(self, vm: VM, expected: str, on: list[str]) -> None:
         doc = self.zk.vms[vm.name]
         kind, _, node = expected.partition("@")
-        fault = f"VM_NOT_RECOVERED_{vm.name}" in self.zk.faults
+        fault = f"VM_NOT_RECOVERED_{vm.name.upper()}" in self.zk.faults
         writers = [n for n in on if self.writable(n)]
         what = (f"{vm.name} expected {expected}, is {doc['state']} on {doc['node']} running on {on}, "
                 f"fault {fault}")
