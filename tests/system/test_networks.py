@@ -62,6 +62,12 @@ def cli(lab: LabPlan, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+def flood_list(lab: LabPlan, node: str) -> set[str]:
+    """The remote VTEPs of vxlan<VNI>'s all-zero FDB entries (where broadcasts go) on a node."""
+    fdb = proc.run(["bridge", "fdb", "show", "dev", f"vxlan{VNI}"], netns=lab.node(node).netns).stdout
+    return set(re.findall(r"00:00:00:00:00:00 dst (\S+)", fdb))
+
+
 def test_managed_network_end_to_end(lab: LabPlan, api: httpx.Client) -> None:
     uuids = {G1: str(uuidlib.uuid4()), G2: str(uuidlib.uuid4())}
     zk = zk_client(lab)
@@ -70,15 +76,21 @@ def test_managed_network_end_to_end(lab: LabPlan, api: httpx.Client) -> None:
             "vni": VNI, "description": "systest", "nettype": "managed", "domain": DOMAIN,
             "ip4_network": f"{SUBNET}.0/24", "ip4_gateway": f"{SUBNET}.1", "dhcp4": True,
             "dhcp4_start": f"{SUBNET}.100", "dhcp4_end": f"{SUBNET}.199"})
-        # every node: vxlan + bridge, the flood list naming the two other nodes
+        # every node: vxlan + bridge, the flood list naming the two other nodes. The reconciler
+        # enslaves the VXLAN device first and writes its flood list right after, in the same
+        # pass: wait for both (checking the list the moment the port is enslaved raced that pass)
         for node in lab.nodes:
             def ready(node: str = node.name) -> bool:
                 found = links(lab, node)
                 return f"vmbr{VNI}" in found and found.get(f"vxlan{VNI}", {}).get("master") == f"vmbr{VNI}"
             wait(f"vmbr{VNI} on {node.name}", ready, 30)
-            fdb = proc.run(["bridge", "fdb", "show", "dev", f"vxlan{VNI}"], netns=node.netns).stdout
             others = {n.address for n in lab.nodes if n.name != node.name}
-            assert {m for m in re.findall(r"00:00:00:00:00:00 dst (\S+)", fdb)} == others
+            try:
+                wait(f"the flood list of vxlan{VNI} on {node.name}",
+                     lambda node=node, others=others: flood_list(lab, node.name) == others, 30)
+            except proc.LabError as exc:
+                raise AssertionError(f"{node.name}: flood list {sorted(flood_list(lab, node.name))}, "
+                                     f"wanted {sorted(others)}") from exc
             assert links(lab, node.name)[f"vxlan{VNI}"]["mtu"] == 1500       # 1550 underlay - 50
         first = primary(api)
         wait("the gateway on the primary", lambda: has_address(lab, first, f"vmbr{VNI}", f"{SUBNET}.1"), 30)
