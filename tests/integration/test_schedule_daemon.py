@@ -1,6 +1,10 @@
 """The built-in schedule end to end with real daemons: pvcnoded (primary) submits cluster.autobackup at
-the next `minutely` slot, pvcworkerd runs it (a temp directory target, no tagged VM) and the
-ScheduleRecord shows the run."""
+the next slot of a calendar expression, pvcworkerd runs it (a temp directory target, no tagged VM)
+and the ScheduleRecord shows the run.
+
+The expression names a slot every 5 seconds (`*:*:00/5`), so the run comes at the scheduler's
+next tick instead of up to a minute later (`minutely` and the other shorthands are parsed by the
+same code and checked in tests/unit/test_schedule_calendar.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from pvc.core.records import ScheduleRecord
 from pvc.core.zk import ZK
 from tests.conftest import start_daemon, wait_for
 
+EVERY_5_SECONDS = "*-*-* *:*:00/5"
+
 
 def test_primary_runs_the_schedule(zk: ZK, daemons, config_factory, tmp_path: Path) -> None:
     target = tmp_path / "target"
@@ -21,7 +27,7 @@ def test_primary_runs_the_schedule(zk: ZK, daemons, config_factory, tmp_path: Pa
                             zookeeper={"hosts": hosts, "root": zk.root, "session_timeout": 3},
                             autobackup={"backup_root_path": str(target), "backup_tags": ["backup"],
                                         "backup_schedule": {"full_interval": 7, "full_retention": 2},
-                                        "schedule": {"normal": "minutely"}})
+                                        "schedule": {"normal": EVERY_5_SECONDS}})
     start_daemon(daemons, "pvc.node.daemon", config)
     start_daemon(daemons, "pvc.worker.daemon", config)
     wait_for(lambda: nodes.primary_node(zk) == "hv1", 30, message="hv1 primary")
