@@ -99,6 +99,13 @@ class MemoryStore:
     def cluster_selector(self) -> str:
         return self.selector
 
+    def cluster_id(self, create: bool = False) -> str:
+        return "test-cluster"
+
+    def vm_exists(self, uuid: str) -> bool:
+        with self.lock:
+            return uuid in self.vms
+
     @contextlib.contextmanager
     def start_lock(self, uuid: str, timeout: float) -> Iterator[bool]:
         with self.lock:

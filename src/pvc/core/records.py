@@ -77,6 +77,7 @@ class NodeRecord(Record):
 
 class ClusterRecord(Record):
     name: str = ""
+    id: str = ""                     # ours: generated once; marks the domains this cluster starts
     maintenance: bool = False
     migration_target_selector: str = "mem"
     upstream_ip: str = ""

@@ -37,6 +37,7 @@ from pvc.cluster.vms.rules import (
     parse_limit,
     parse_xml,
 )
+from pvc.cluster.vms.startlock import start_lock
 from pvc.cluster.vms.view import derived
 from pvc.core import domainxml, schema, taskkinds
 from pvc.core.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
@@ -298,19 +299,26 @@ def _renamed(old: domainxml.Disk, new: domainxml.Disk, renames: dict[str, str]) 
 
 # -- remove -------------------------------------------------------------------------------------------
 
-def _stop_and_wait(zk: ZK, record: VMRecord, timeout: float) -> VMRecord:
-    """Make sure the VM is not running: write stop if it should run, wait for its node."""
-    record = apply(zk, record.uuid, tr.stop)
-    if not wait_until(lambda: not is_running(get_status(zk, record.uuid)), timeout):
-        raise Conflict(f'VM "{record.name}" did not stop within {int(timeout)} s (node {record.node}); '
-                       f"it is left in stop state and was not removed.")
-    return record
-
-
 def undefine(zk: ZK, vm: str, timeout: float = STOP_TIMEOUT) -> str:
-    """Stop the VM (bounded wait for its node), then delete it and its name in one transaction."""
-    record = _stop_and_wait(zk, get_vm(zk, vm), timeout)
-    _delete(zk, record.uuid)
+    """Stop the VM, then delete it and its name in one transaction (bounded by `timeout`).
+
+    Remove vs start (issue #17): a node starts a domain only under the VM's start lock, after
+    reading the VM again, and records the start before it lets go. So, after writing stop, the
+    remove takes that lock: a start in flight finishes and is recorded first (and the node then
+    stops it, because the state says stop); while the remove holds the lock no start can begin,
+    and the delete happens before it lets go. No QEMU keeps running for a removed VM."""
+    deadline = time.monotonic() + timeout
+    record = apply(zk, get_vm(zk, vm).uuid, tr.stop)
+    with start_lock(zk, record.uuid, timeout, "remove") as locked:
+        if not locked:
+            raise Conflict(f'VM "{record.name}" is being started on node {record.node} and the start '
+                           f"did not finish within {int(timeout)} s; it is left in stop state and was "
+                           f"not removed.")
+        if not wait_until(lambda: not is_running(get_status(zk, record.uuid)),
+                          max(0.0, deadline - time.monotonic())):
+            raise Conflict(f'VM "{record.name}" did not stop within {int(timeout)} s (node {record.node}); '
+                           f"it is left in stop state and was not removed.")
+        _delete(zk, record.uuid)
     return f'Undefined VM "{record.name}" from the cluster.'
 
 

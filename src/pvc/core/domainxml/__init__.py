@@ -30,6 +30,7 @@ The package, by responsibility (callers use only the names re-exported here):
 * `edits`: the edits clients and the API ask for (vCPUs, memory, NICs, disks, rename, device XML);
 * `host`: what a node applies at start (Ceph access, a host without KVM, the console log),
   all in one pass over one parse (`prepare_for_host`);
+* `ownership`: PVC's mark on the domains it starts (cluster id, VM UUID) and reading it back;
 * `policy`: what a definition may open on a node (host files, devices, programs), D14;
 * `views`: the API's summary of a domain, and the VNC address and console log of a running one.
 
@@ -76,6 +77,7 @@ from pvc.core.domainxml.model import (
     Raw,
     Topology,
 )
+from pvc.core.domainxml.ownership import OWNER_NS, OwnerMark, owner_of
 from pvc.core.domainxml.parsing import Definition, parse, parse_definition
 from pvc.core.domainxml.policy import (
     DEFAULT_POLICY,
@@ -98,6 +100,7 @@ __all__ = [
     "MAX_XML_BYTES",
     "NIC_TYPES",
     "OS",
+    "OWNER_NS",
     "QEMU_NS",
     "Attrs",
     "CephAccess",
@@ -116,6 +119,7 @@ __all__ = [
     "InvalidDomainXML",
     "LiveFacts",
     "Nic",
+    "OwnerMark",
     "Raw",
     "Topology",
     "add_interface",
@@ -127,6 +131,7 @@ __all__ = [
     "fill_rbd_device",
     "live_facts",
     "mac_address",
+    "owner_of",
     "parse",
     "parse_definition",
     "prepare_for_host",

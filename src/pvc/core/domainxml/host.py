@@ -1,7 +1,8 @@
 """What a node applies to a stored definition when it starts the VM (never written back).
 
-Ceph monitors and cephx auth for rbd disks, a host without KVM, the console log serial port:
-`prepare_for_host` applies them all to the definition's one parse (`parse_definition`).
+Ceph monitors and cephx auth for rbd disks, a host without KVM, the console log serial port,
+PVC's ownership mark (`ownership`): `prepare_for_host` applies them all to the definition's one
+parse (`parse_definition`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from lxml import etree
 from pvc.core.domainxml.checks import _uuid
 from pvc.core.domainxml.edits import _TOKEN_RE, _devices_el, _insert_device, _monitor
 from pvc.core.domainxml.model import Domain, DomainEditError, InvalidDomainXML
+from pvc.core.domainxml.ownership import OwnerMark, _mark
 from pvc.core.domainxml.parsing import Definition
 from pvc.core.domainxml.rendering import _sub
 from pvc.core.domainxml.tree import _load_root, _serialize, _strip_blanks
@@ -40,21 +42,26 @@ def prepare_for_host(
     ceph: CephAccess | None = None,
     console_log: str | None = None,
     emulator: str | None = None,
+    owner: OwnerMark | None = None,
 ) -> str:
     """The stored definition as this host starts it, from its one parse (never written back).
 
     The edits, in this order, on one copy of the definition's tree, rendered once: the host's
     virtualization (`kvm_available`, `emulator`: see `_adapt`); with `ceph`, monitors and auth for
     the rbd disks (see `_fill_rbd_disk`); with `console_log`, serial port 0 logging there (see
-    `_serial_log`). Every argument is checked before anything changes. The result is not parsed
-    again: the edits only add or drop what the parser accepts, made from checked arguments, in a
-    tree that parsed.
+    `_serial_log`); with `owner`, PVC's ownership mark in `<metadata>` (see `ownership`), which
+    must name the definition's own UUID. Every argument is checked before anything changes. The
+    result is not parsed again: the edits only add or drop what the parser accepts, made from
+    checked arguments, in a tree that parsed.
     """
     access = _access(ceph.hosts, ceph.username, ceph.secret_uuid) if ceph is not None else None
     if console_log is not None:
         _check_path(console_log, "console log path")
     if emulator is not None:
         _check_path(emulator, "emulator")
+    if owner is not None and owner.vm != definition.domain.uuid:
+        raise DomainEditError(f"ownership mark names VM {owner.vm}, the definition is "
+                              f"{definition.domain.uuid}")
     root = deepcopy(definition._root)
     _adapt(root, definition.domain, kvm_available, emulator)
     # Each edit sees the tree as loaded (indentation stripped), as when each one parsed text:
@@ -66,6 +73,9 @@ def prepare_for_host(
     if console_log is not None:
         _strip_blanks(root)
         _serial_log(root, definition.domain, console_log)
+    if owner is not None:
+        _strip_blanks(root)
+        _mark(root, owner)
     return _serialize(root)
 
 

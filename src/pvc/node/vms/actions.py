@@ -5,7 +5,9 @@ record, this hypervisor, the daemon's veto and the other nodes' claims are check
 with rbd disks starts only when no other client holds a lock on them (this node's stale locks
 are broken first) and with monitors and cephx auth filled in (`NodeCeph`). The stored definition
 is parsed once per start (`parse_definition`): its typed `Domain` tells which volumes to check, and
-`prepare_for_host` turns that same parse into the XML this host starts.
+`prepare_for_host` turns that same parse into the XML this host starts, with PVC's ownership
+mark (this cluster's id and the VM's UUID: `pvc.node.vms.orphans`). A start that finds its VM gone
+once the domain runs destroys it at once.
 """
 
 from __future__ import annotations
@@ -71,8 +73,9 @@ class DomainActions:
                 if access is None:
                     return
             os.makedirs(ctx.settings.console_dir, exist_ok=True)
+            owner = domainxml.OwnerMark(ctx.store.cluster_id(create=True), uuid)
             xml = domainxml.prepare_for_host(definition, kvm, ceph=access,
-                                             console_log=ctx.console_path(record))
+                                             console_log=ctx.console_path(record), owner=owner)
             started = time.monotonic()
             ctx.hv.start(xml)
         except DomainExists:
@@ -88,6 +91,14 @@ class DomainActions:
         log.info("VM %s (%s) started in %.2fs", record.name, uuid, time.monotonic() - started)
         ctx.patch(uuid, node=ctx.name, running=True, libvirt_state="running", failed_reason="",
                   started=time.time())
+        if not ctx.store.vm_exists(uuid):
+            # Removed while it started (a remove waits for the start lock, but anything else that
+            # deletes the VM does not): nothing may keep running for it.
+            log.warning("VM %s (%s) was removed while it started here; destroying its domain",
+                        record.name, uuid)
+            self.destroy(uuid)
+            ctx.orphans_destroyed += 1
+            return
         if status.failed_reason:
             ctx.vm_fault(record.name, None)            # it failed before; it runs now
 

@@ -60,6 +60,7 @@ class VMContext:
         self.stopping = threading.Event()
         self.live: dict[str, LiveFacts] = {}    # uuid -> what its live XML says (vnc, console log)
         self.starts = 0                         # domains this reconciler created (tests, logs)
+        self.orphans_destroyed = 0              # domains of VMs that were gone (pvc.node.vms.orphans)
         # UUIDs of the domains seen running here (last keepalive, plus starts since): what the
         # self-fence kills when libvirtd cannot be asked.
         self.known_running: set[str] = set()

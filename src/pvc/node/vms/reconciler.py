@@ -10,7 +10,9 @@ what really runs on this node's hypervisor and acts per PVC's "who acts" table (
   ZooKeeper lock, so a VM is never started twice (`actions`);
 * a node running a VM it does not own migrates it away (state migrate*, `migration`) or stops it;
 * restart/shutdown are carried out and then recorded (restart -> start, shutdown -> stop);
-* a VM that should run here and does not (QEMU crashed) is started again.
+* a VM that should run here and does not (QEMU crashed) is started again;
+* a domain this cluster started for a VM that no longer exists (an orphan: its ownership mark
+  names this cluster and a VM whose znode is gone, read again) is destroyed (`orphans`).
 
 Watches only wake the loop; a full pass every keepalive catches anything missed, and a restarted
 daemon simply adopts the domains libvirtd still runs (they are transient, so they outlive us).
@@ -38,6 +40,7 @@ from pvc.node.vms.context import ReconcilerSettings, VMContext
 from pvc.node.vms.decision import IDLE, Action, decide, observe
 from pvc.node.vms.flush import Flusher, KeepGoing
 from pvc.node.vms.migration import Migrator
+from pvc.node.vms.orphans import OrphanReaper
 from pvc.node.vms.report import StatusReport
 from pvc.node.vms.store import NodeVMStatus, VMStore, status_of
 
@@ -59,13 +62,13 @@ class VMReconciler:
         self.migrator = Migrator(self.ctx, self.actions)
         self.flusher = Flusher(self.ctx, self.kick)
         self.report = StatusReport(self.ctx, self.busy)
+        self.orphans = OrphanReaper(self.ctx)
         self._lock = threading.Lock()
         self._busy: set[str] = set()
         self._dirty: set[str] = set()
         self._threads: dict[str, threading.Thread] = {}
         self._watched: set[str] = set()
         self._status_seen: dict[str, tuple[Any, ...]] = {}
-        self._unknown_logged: set[str] = set()
         self._last_pass = 0.0
         self._loop: threading.Thread | None = None
 
@@ -75,6 +78,11 @@ class VMReconciler:
     def starts(self) -> int:
         """Domains this reconciler created (tests, logs)."""
         return self.ctx.starts
+
+    @property
+    def orphans_destroyed(self) -> int:
+        """Orphan domains (this cluster's mark, VM gone) this reconciler destroyed."""
+        return self.ctx.orphans_destroyed
 
     @property
     def known_running(self) -> set[str]:
@@ -147,6 +155,7 @@ class VMReconciler:
             if data is None and stat is None:
                 self._watched.discard(uuid)
                 self._status_seen.pop(uuid, None)
+                self.kick(uuid)          # removed: a domain still running here is an orphan
                 return False
             self.kick(uuid)
             return True
@@ -215,7 +224,11 @@ class VMReconciler:
         action = Action.NONE
         for _ in range(6):
             record = self.store.load_vm(uuid)
-            if record is None or self.stopping.is_set():
+            if self.stopping.is_set():
+                return Action.NONE
+            if record is None:
+                if self.hv.is_running(uuid):
+                    self.orphans.check(uuid)
                 return Action.NONE
             status = self.store.load_status(uuid)
             here = self.hv.is_running(uuid)
@@ -287,10 +300,7 @@ class VMReconciler:
                 self.ctx.patch(uuid, migrating_to="", migrating_from="")
             if action not in IDLE:
                 self.kick(uuid)
-        for uuid, info in domains.items():
-            if uuid not in records and info.running and uuid not in self._unknown_logged:
-                self._unknown_logged.add(uuid)
-                log.info("domain %s (%s) runs here but is not a PVC VM; leaving it alone", info.name, uuid)
+        self.orphans.sweep(domains, records)
 
     def keepalive(self) -> dict[str, Any]:
         """One keepalive: a full pass, VM status (one all_stats call, batched writes), consoles,

@@ -18,13 +18,14 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from pydantic import Field
 
+from pvc.cluster import clusterinfo
 from pvc.cluster.clusterinfo import get_cluster
+from pvc.cluster.vms import startlock
 from pvc.cluster.vms.transitions import Transition, apply_to_doc
 from pvc.core import schema
-from pvc.core.errors import ClusterUnavailable
 from pvc.core.records import NodeRecord, VMRecord, VMStatus
 from pvc.core.zk import ZK
 
@@ -75,6 +76,8 @@ class VMStore(Protocol):
     def alive_nodes(self) -> set[str]: ...
     def node_docs(self) -> dict[str, PeerNode]: ...
     def cluster_selector(self) -> str: ...
+    def cluster_id(self, create: bool = False) -> str: ...
+    def vm_exists(self, uuid: str) -> bool: ...
     def start_lock(self, uuid: str, timeout: float) -> contextlib.AbstractContextManager[bool]: ...
     def put_console(self, uuid: str, text: str) -> None: ...
     def stats_shards(self, node: str) -> dict[int, dict[str, Any]]: ...
@@ -86,6 +89,7 @@ class ZKStore:
 
     def __init__(self, zk: ZK) -> None:
         self.zk = zk
+        self._cluster_id = ""
 
     def load_vm(self, uuid: str) -> VMRecord | None:
         data = self.zk.get(schema.vm(uuid), None)
@@ -190,24 +194,25 @@ class ZKStore:
     def cluster_selector(self) -> str:
         return get_cluster(self.zk).migration_target_selector or "mem"
 
+    def cluster_id(self, create: bool = False) -> str:
+        """This cluster's id (what the domains started here are marked with); "" when it has
+        none and `create` is false. Read once: the id never changes."""
+        if not self._cluster_id:
+            self._cluster_id = (clusterinfo.cluster_id(self.zk) if create
+                                else clusterinfo.get_cluster(self.zk).id)
+        return self._cluster_id
+
+    def vm_exists(self, uuid: str) -> bool:
+        """Whether the VM's znode exists (read now, whatever its content)."""
+        return self.zk.exists(schema.vm(uuid))
+
     @contextlib.contextmanager
     def start_lock(self, uuid: str, timeout: float) -> Iterator[bool]:
         """A ZooKeeper lock per VM around starts: two daemons (old and new, or two nodes that
-        both believe they own it) never create the same domain at the same time."""
-        path = f"{schema.LOCKS}/vmstart/{uuid}"
-        lock = self.zk.lock(path, "vmstart")
-        try:
-            got = lock.acquire(timeout=timeout)
-        except Exception:
-            got = False
-        try:
+        both believe they own it) never create the same domain at the same time, and a remove
+        waits for a start in flight (pvc.cluster.vms.startlock)."""
+        with startlock.start_lock(self.zk, uuid, timeout, "vmstart") as got:
             yield got
-        finally:
-            if got:
-                with contextlib.suppress(Exception):
-                    lock.release()
-                with contextlib.suppress(NotEmptyError, ClusterUnavailable):
-                    self.zk.delete(path, recursive=False)      # others may be queued under it
 
     def put_console(self, uuid: str, text: str) -> None:
         # Created only while the VM exists, so a deleted VM leaves no console behind.
