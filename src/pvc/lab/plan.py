@@ -27,6 +27,10 @@ CEPH_MON_V2 = 3300
 CEPH_MON_V1 = 6789
 API_PORT = 7370
 LIBVIRT_TCP_PORT = 16509
+# `PVC_LAB_CHAOS=1` (or make_plan(chaos=True)) brings a lab up for chaos runs: each node's PVC state
+# directory (dynamic and log directories) on a small tmpfs of its own, which a fault can fill
+# (pvc.lab.chaos.space). Kept in the plan, so every later command sees the same layout.
+CHAOS_ENV = "PVC_LAB_CHAOS"
 
 
 @dataclass
@@ -95,6 +99,11 @@ class LabPlan:
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
 
+    @property
+    def chaos(self) -> bool:
+        """Brought up for chaos runs (size-limited state directories)."""
+        return bool(self.extra.get("chaos"))
+
     def node(self, name: str) -> NodePlan:
         for node in self.nodes:
             if node.name == name:
@@ -116,8 +125,13 @@ class LabPlan:
         return cls(nodes=nodes, **{**data, "state_dir": Path(data["state_dir"])})
 
 
+def chaos_requested() -> bool:
+    """Whether the environment asks for a chaos lab (PVC_LAB_CHAOS=1/true/yes)."""
+    return os.environ.get(CHAOS_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def make_plan(name: str = DEFAULT_NAME, nodes: int = 3, api_port: int | None = None,
-              zk_port: int | None = None) -> LabPlan:
+              zk_port: int | None = None, chaos: bool | None = None) -> LabPlan:
     if not 1 <= nodes <= 32:
         raise ValueError("a lab has between 1 and 32 nodes")
     if not name.replace("-", "").isalnum() or len(name) > 8:
@@ -132,4 +146,5 @@ def make_plan(name: str = DEFAULT_NAME, nodes: int = 3, api_port: int | None = N
     offset = 0 if name == DEFAULT_NAME else 10 + sum(name.encode()) % 500
     return LabPlan(name=name, nodes=plans, state_dir=state,
                    api_port=api_port or API_PORT + offset * 2,
-                   zk_port=zk_port or 12181 + offset * 2, switch_netns=f"{name}-sw")
+                   zk_port=zk_port or 12181 + offset * 2, switch_netns=f"{name}-sw",
+                   extra={"chaos": True} if (chaos_requested() if chaos is None else chaos) else {})

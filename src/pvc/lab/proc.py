@@ -92,6 +92,62 @@ def stop(pidfile: Path, timeout: float = 15, kill: bool = False) -> None:
     pidfile.unlink(missing_ok=True)
 
 
+def process_table() -> dict[int, tuple[str, int, int]]:
+    """pid -> (state letter, parent pid, process group) of every process, from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            rest = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        table[int(entry.name)] = (rest[0], int(rest[1]), int(rest[2]))
+    return table
+
+
+def descendants(pid: int, table: dict[int, tuple[str, int, int]] | None = None) -> list[int]:
+    """Every live process below `pid` (children first found, then theirs)."""
+    table = process_table() if table is None else table
+    children: dict[int, list[int]] = {}
+    for child, (_state, parent, _group) in table.items():
+        children.setdefault(parent, []).append(child)
+    found, queue = [], list(children.get(pid, []))
+    while queue:
+        child = queue.pop(0)
+        if table[child][0] != "Z":
+            found.append(child)
+        queue.extend(children.get(child, []))
+    return found
+
+
+def kill_unit(pid: int, spare: Callable[[int], bool] = lambda _pid: False, timeout: float = 5) -> list[int]:
+    """SIGKILL a daemon's main process, then stop what it had started, as systemd does with the rest
+    of a unit's control group when its main process dies (SIGTERM, SIGKILL after `timeout`).
+
+    Processes for which `spare(pid)` is true stay (on a real host they run in units of their own,
+    e.g. an OSD PVC started). Returns the pids signalled.
+    """
+    table = process_table()
+    rest = [p for p in descendants(pid, table) if not spare(p)]
+    rest += [p for p, (state, _parent, group) in table.items()
+             if group == pid and p != pid and p not in rest and state != "Z" and not spare(p)]
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for child in rest:
+            try:
+                os.kill(child, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while any(alive(p) for p in [pid, *rest]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return [pid, *rest]
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -65,8 +65,15 @@ def lab_zk(plan: LabPlan) -> Any:
     return ZK([f"127.0.0.1:{plan.zk_port}"], ZK_ROOT, auth=(auth["username"], auth["password"])).start()
 
 
+def _state_root(plan: LabPlan, node: NodePlan) -> Path:
+    """Where the node's dynamic and log directories live: its dir, or in a chaos lab its
+    size-limited state mount (pvc.lab.chaos.space)."""
+    return node.dir / "state" if plan.chaos else node.dir
+
+
 def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
     token = api_token(plan)
+    state = _state_root(plan, node)
     return {
         "cluster": {
             "name": plan.name,
@@ -127,8 +134,8 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
         # started by tests or `pvc vm autobackup`); pvc-lab down unmounts it and detaches the loop.
         "autobackup": autobackup_config(plan),
         "path": {
-            "dynamic_directory": str(node.dir / "run"),
-            "system_log_directory": str(node.dir / "log"),
+            "dynamic_directory": str(state / "run"),
+            "system_log_directory": str(state / "log"),
             "console_log_directory": str(node.dir / "console"),
             "ceph_directory": str(plan.ceph_dir),
             # the repo's shipped health plugins, as /usr/share/pvc/plugins on a real node
@@ -138,7 +145,7 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
         # not theirs to answer for, so those checks are told so; the rest run as on hardware.
         "health": {"plugin_config": {
             "load_factor": 50, "dpkg_ignore_upgradable": True, "clock_source": "none",
-            "fs_paths": ["/", str(node.dir), "/var/log"],
+            "fs_paths": ["/", str(node.dir), "/var/log", *([str(state)] if plan.chaos else [])],
         }},
     }
 
@@ -175,7 +182,10 @@ def make_autobackup_target(plan: LabPlan) -> None:
 
 
 def write_configs(plan: LabPlan) -> None:
+    from pvc.lab.chaos import space  # late: the chaos package imports this module
+
     make_autobackup_target(plan)
+    space.mount_state_dirs(plan)
     for node in plan.nodes:
         node.dir.mkdir(parents=True, exist_ok=True)
         node.pvc_conf.write_text(yaml.safe_dump(node_config(plan, node), sort_keys=False))
@@ -189,6 +199,31 @@ def start_daemon(plan: LabPlan, node: NodePlan, daemon: str) -> int:
     return proc.spawn([sys.executable, "-m", MODULES[daemon]], plan.log_dir / f"{node.name}-{daemon}.log",
                       pidfile(plan, node, daemon), netns=node.netns,
                       env={"PVC_CONFIG_FILE": str(node.pvc_conf), "PYTHONUNBUFFERED": "1"})
+
+
+def restart_daemon(plan: LabPlan, node: NodePlan, daemon: str) -> int:
+    """Start a daemon that died, as systemd's Restart=on-failure does: what is left of its process
+    group goes first (its main pid was the group's id), then a fresh start. A running one stays."""
+    path = pidfile(plan, node, daemon)
+    running = proc.pid_of(path)
+    if running is not None:
+        return running
+    try:
+        old = int(path.read_text().strip())
+    except (OSError, ValueError):
+        old = 0
+    if old > 0:
+        inside = netns_pid_set(node.netns)
+        for pid, (state, _parent, group) in proc.process_table().items():
+            if group == old and state != "Z" and pid in inside:
+                proc.kill_unit(pid, timeout=2)
+    return start_daemon(plan, node, daemon)
+
+
+def netns_pid_set(netns: str) -> set[int]:
+    """Pids of the processes in a namespace (`ip netns pids`)."""
+    result = proc.run(["ip", "netns", "pids", netns], check=False)
+    return {int(p) for p in result.stdout.split() if p.isdigit()}
 
 
 def start_node(plan: LabPlan, node: NodePlan) -> None:
