@@ -5,7 +5,11 @@ The cluster treats a node's VMs as free only after its ZooKeeper session expired
 last heard from us, which is no earlier than when we *sent* our last answered request. So a node
 that has had no answered request for `session_timeout` seconds destroys every VM it runs at that
 moment at the latest: before the cluster can act, whatever happened on the network. A heartbeat
-thread (`pvc.node.daemon`) feeds `answered(sent_at)` about once a second; `check()` runs as often.
+thread (`pvc.node.services.ha`) feeds `answered(sent_at)` about once a second and calls `check()`
+at least as often and again exactly when `due_in()` says the bound is reached, so the VMs are gone
+within milliseconds of `last answer sent + session_timeout`, well inside `fencing.margin` (the
+timing budget and its inequality: docs/architecture.md, "Failover timing"). Everything is
+measured on the monotonic clock: a wall-clock step cannot shorten or stretch the bound.
 
 With a hardware watchdog configured, the heartbeat pets it only while answers come; a node whose
 daemon hangs or dies (and so can no longer fence itself) is then reset by the hardware.
@@ -14,6 +18,7 @@ daemon hangs or dies (and so can no longer fence itself) is then reset by the ha
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,6 +50,14 @@ class SelfFence:
 
     def silent_for(self) -> float:
         return self.clock() - self.last_answer
+
+    def due_in(self) -> float:
+        """Seconds until `check()` must run to destroy the VMs on time (infinite when it has
+        nothing left to do): the heartbeat sleeps no longer than this, so the self-fence is not
+        late by up to a heartbeat period, which the margin would otherwise have to cover."""
+        if not self.enabled or self.fenced_at is not None:
+            return math.inf
+        return max(0.0, self.bound() - self.silent_for())
 
     def check(self) -> list[str] | None:
         """Destroy the VMs once the bound is reached without an answer; what was destroyed."""

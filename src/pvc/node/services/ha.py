@@ -144,7 +144,9 @@ class HAService:
                 except Exception as exc:
                     log.debug("heartbeat: %s", exc)
             self.selffence.check()
-            self.stopping.wait(max(0.1, 1.0 - (time.monotonic() - began)))
+            # Awake again exactly when the self-fence bound is reached (not up to a second later):
+            # fencing.margin covers only that lateness (docs/architecture.md, "Failover timing").
+            self.stopping.wait(max(0.05, min(1.0 - (time.monotonic() - began), self.selffence.due_in())))
 
     def _ha_loop(self) -> None:
         """Every coordinator observes; the primary acts (pvc.node.fencing)."""
