@@ -64,6 +64,11 @@ FORCE_SPACE_HELP = "Allow filling the pool beyond 80 % (never beyond its free sp
 DB_RATIO_HELP = ("Create an OSD DB LV of this fraction of the OSD size (e.g. 0.05); excludes ext_db_size; "
                  "needs the node's osd-db volume group")
 DB_SIZE_HELP = "Create an OSD DB LV of this size (e.g. 20G); excludes ext_db_ratio"
+POOL_PGS_HELP = "The number of placement groups, a power of two (e.g. 32, 64, 128); others are refused"
+POOL_REPLCFG_HELP = ("The replication configuration, e.g. 'copies=3,mincopies=2' (mincopies at most copies; "
+                     "copies at most the hosts holding OSDs of the tier, unless force)")
+POOL_FORCE_HELP = ("Create the pool even with more copies than hosts holding OSDs of its tier (hosts still "
+                   "to be added); until they exist its placement groups stay degraded")
 
 
 
@@ -179,15 +184,17 @@ class OsdStateInputs(Inputs):
 
 class PoolAddInputs(Inputs):
     pool: str = Field(description="The name of the pool")
-    pgs: int = Field(description="The number of placement groups")
-    replcfg: str = Field(description="The replication configuration, e.g. 'copies=3,mincopies=2'")
+    pgs: int = Field(description=POOL_PGS_HELP)
+    replcfg: str = Field(description=POOL_REPLCFG_HELP)
     tier: Tier = Field("default", description="The device class the pool's data lives on")
+    force: Bool = Field(False, description=POOL_FORCE_HELP)
 
 
 class PoolElementAddInputs(Inputs):
-    pgs: int = Field(description="The number of placement groups")
-    replcfg: str = Field(description="The replication configuration, e.g. 'copies=3,mincopies=2'")
+    pgs: int = Field(description=POOL_PGS_HELP)
+    replcfg: str = Field(description=POOL_REPLCFG_HELP)
     tier: Tier = Field("default", description="The device class the pool's data lives on")
+    force: Bool = Field(False, description=POOL_FORCE_HELP)
 
 
 class PoolPgsInputs(Inputs):
@@ -383,7 +390,8 @@ def pool_list(params: LimitInputs = inputs(LimitInputs), zk: ZK = Depends(get_zk
 @router.post("/ceph/pool", summary="Create a replicated RBD pool", responses=responses(Message, 200))
 def pool_add(params: PoolAddInputs = inputs(PoolAddInputs), zk: ZK = Depends(get_zk),
              storage: Storage = Depends(get_storage)) -> JSONResponse:
-    return message(st.add_pool(zk, storage, params.pool, params.pgs, params.replcfg, params.tier))
+    return message(st.add_pool(zk, storage, params.pool, params.pgs, params.replcfg, params.tier,
+                               params.force))
 
 
 @router.get("/ceph/pool/{pool}", summary="Return information about pool {pool} (a one-element array)",
@@ -396,7 +404,7 @@ def pool_get(pool: str, zk: ZK = Depends(get_zk)) -> JSONResponse:
              responses=responses(Message, 200))
 def pool_add_named(pool: str, params: PoolElementAddInputs = inputs(PoolElementAddInputs),
                    zk: ZK = Depends(get_zk), storage: Storage = Depends(get_storage)) -> JSONResponse:
-    return message(st.add_pool(zk, storage, pool, params.pgs, params.replcfg, params.tier))
+    return message(st.add_pool(zk, storage, pool, params.pgs, params.replcfg, params.tier, params.force))
 
 
 @router.put("/ceph/pool/{pool}", summary="Set the placement group count of pool {pool}",

@@ -58,6 +58,13 @@ METHOD_HELP = ("The preferred migration method: live (live only), shutdown (shut
                "(the default: live, falling back to shutdown)")
 
 
+DEFINE_FORCE_HELP = ("Define the VM even if its memory or vCPUs exceed every node's, or its node limit "
+                     "names nodes not registered yet (nodes still to be added); refused otherwise")
+MODIFY_FORCE_HELP = ("Accept a definition whose memory or vCPUs exceed every node's (a bigger node still to "
+                     "be added); refused otherwise")
+META_FORCE_HELP = "Accept a node limit naming nodes not registered yet; refused otherwise"
+
+
 class VMListInputs(Inputs):
     limit: str | None = Field(None, description="A regex on the VM name (fuzzy unless anchored with ^ or $), "
                                                 "or an exact UUID")
@@ -80,11 +87,13 @@ class DefineInputs(Inputs):
     user_tags: list[str] = Field(default_factory=list, description="User tags of the VM (repeat the key)")
     protected_tags: list[str] = Field(default_factory=list,
                                       description="Protected user tags of the VM (repeat the key)")
+    force: Bool = Field(False, description=DEFINE_FORCE_HELP)
 
 
 class ModifyInputs(Inputs):
     xml: str = Field(description="The new libvirt XML definition of the VM")
     restart: Bool = Field(False, description="Restart the VM to apply the new definition")
+    force: Bool = Field(False, description=MODIFY_FORCE_HELP)
 
 
 class DeleteInputs(Inputs):
@@ -99,6 +108,7 @@ class MetaInputs(Inputs):
     migration_method: Method | None = Field(None, description=METHOD_HELP)
     migration_max_downtime: int | None = Field(None, ge=1, le=3_600_000,
                                                description="The most a live migration may pause the VM (ms)")
+    force: Bool = Field(False, description=META_FORCE_HELP)
 
 
 class TagInputs(Inputs):
@@ -168,7 +178,7 @@ def _define(params: DefineInputs, zk: ZK, settings: Settings) -> JSONResponse:
         zk, params.xml, node=params.node or None, limit=params.limit, selector=params.selector,
         autostart=params.autostart, migration_method=params.migration_method,
         migration_max_downtime=params.migration_max_downtime, user_tags=params.user_tags,
-        protected_tags=params.protected_tags, policy=_policy(settings),
+        protected_tags=params.protected_tags, policy=_policy(settings), strict=True, force=params.force,
     )
     return message(f'Added new VM with Name "{record.name}" and UUID "{record.uuid}" to database.')
 
@@ -204,7 +214,7 @@ def vm_define_named(vm: str, params: DefineInputs = inputs(DefineInputs),
 def vm_modify(vm: str, params: ModifyInputs = inputs(ModifyInputs), zk: ZK = Depends(get_zk),
               match: IfMatch = None, settings: Settings = Depends(get_settings)) -> JSONResponse:
     return message(vms_mod.modify(zk, vm, params.xml, params.restart, expected_version=if_match(match),
-                                  policy=_policy(settings)))
+                                  policy=_policy(settings), strict=True, force=params.force))
 
 
 @router.delete("/{vm}", summary="Undefine VM {vm} (stopping it first), or remove it with its disks",
@@ -233,6 +243,7 @@ def vm_set_meta(vm: str, params: MetaInputs = inputs(MetaInputs), zk: ZK = Depen
         zk, vm, limit=_limit(params.limit), selector=params.selector, autostart=params.autostart,
         profile=params.profile, migration_method=params.migration_method,
         migration_max_downtime=params.migration_max_downtime, expected_version=if_match(match),
+        strict=True, force=params.force,
     ))
 
 

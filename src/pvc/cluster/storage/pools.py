@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kazoo.exceptions import NoNodeError
@@ -25,7 +26,7 @@ from pvc.cluster.storage.common import (
 )
 from pvc.cluster.storage.users import vm_names, volume_users
 from pvc.core import schema
-from pvc.core.errors import Conflict, NotFound
+from pvc.core.errors import Conflict, InvalidInput, NotFound
 from pvc.core.zk import ZK
 
 DEFAULT_RULE = "replicated_rule"
@@ -114,14 +115,110 @@ def pool_space(zk: ZK, storage: Storage, pool: str, doc: Mapping[str, Any] | Non
     return PoolSpace(stats["stored_bytes"], stats["free_bytes"])
 
 
-def add_pool(zk: ZK, storage: Storage, name: str, pgs: int, replcfg: str, tier: str | None = None) -> str:
-    """Create a replicated RBD pool on the tier's CRUSH rule; register it in ZooKeeper."""
+# -- failure domains (pure over Ceph's answers) ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class FailureDomains:
+    """Where a CRUSH rule places copies: the bucket type that must differ per copy (e.g. host)
+    and the buckets of that type holding an OSD the rule can use (in, of its device class)."""
+
+    rule: str
+    kind: str
+    device_class: str | None
+    names: tuple[str, ...]
+
+
+def failure_domains(tree: Mapping[str, Any] | None, rules: Any, rule: str,
+                    device_class: str | None) -> FailureDomains:
+    """The failure domains of `rule` from `ceph osd tree` and `ceph osd crush rule dump`.
+
+    A rule not created yet (a tier's rule is made with its first pool) is PVC's: root `default`,
+    one copy per host, `device_class`. An OSD counts while it exists and is in (reweight > 0):
+    down OSDs come back, out ones hold no data."""
+    root, kind, cls = "default", "host", device_class
+    found = next((r for r in rules or [] if isinstance(r, dict) and r.get("rule_name") == rule), None)
+    if found is not None:
+        for step in found.get("steps") or []:
+            op = str(step.get("op", ""))
+            if op == "take" and step.get("item_name"):
+                root, _, shadow = str(step["item_name"]).partition("~")
+                cls = shadow or None
+            elif op.startswith(("choose", "chooseleaf")) and step.get("type"):
+                kind = str(step["type"])
+    nodes = {n.get("id"): n for n in (tree or {}).get("nodes") or [] if isinstance(n, dict)}
+
+    def usable(osd: Mapping[str, Any]) -> bool:
+        return (osd.get("type") == "osd" and osd.get("exists", 1) != 0
+                and float(osd.get("reweight", 1) or 0) > 0
+                and (cls is None or osd.get("device_class") == cls))
+
+    def osds_below(node: Mapping[str, Any], seen: frozenset[Any] = frozenset()) -> bool:
+        if node.get("type") == "osd":
+            return usable(node)
+        return any(osds_below(nodes[c], seen | {c}) for c in node.get("children") or []
+                   if c in nodes and c not in seen)
+
+    names: list[str] = []
+
+    def walk(node: Mapping[str, Any], seen: frozenset[Any] = frozenset()) -> None:
+        if node.get("type") == kind:
+            if osds_below(node):
+                names.append(str(node.get("name")))
+            return
+        for child in node.get("children") or []:
+            if child in nodes and child not in seen:
+                walk(nodes[child], seen | {child})
+
+    for node in nodes.values():
+        if node.get("type") == "root" and node.get("name") == root:
+            walk(node)
+    return FailureDomains(rule, kind, cls, tuple(sorted(set(names))))
+
+
+def check_replication(copies: int, domains: FailureDomains, tier: str) -> None:
+    """Refuse more copies than the rule has failure domains: Ceph could never place them all,
+    and the pool's PGs would stay degraded (HEALTH_WARN) until enough domains exist."""
+    have = len(domains.names)
+    if copies <= have:
+        return
+    kinds = f"{domains.kind}s" if not domains.kind.endswith("s") else domains.kind
+    osds = f"OSDs of device class {domains.device_class}" if domains.device_class else "OSDs"
+    where = f" ({', '.join(domains.names)})" if domains.names else ""
+    if not have:
+        field = "tier" if domains.device_class else "replcfg"
+        raise InvalidInput(f"{field}: no {domains.kind} has {osds} that are in (tier {tier}, CRUSH rule "
+                           f"{domains.rule}); add OSDs first, or pass force to create the pool anyway")
+    raise InvalidInput(
+        f"replcfg: copies={copies} needs {copies} separate {kinds} (the failure domain of CRUSH rule "
+        f"{domains.rule}), but only {have} {domains.kind if have == 1 else kinds} with {osds} exist"
+        f"{where}: Ceph could never place every copy and the pool would stay degraded. Use at most "
+        f"copies={have}, or add {kinds} first (force creates the pool anyway).")
+
+
+def pool_failure_domains(storage: Storage, tier: str) -> FailureDomains:
+    """The failure domains the tier's rule would use, as Ceph reports them now."""
+    rule = DEFAULT_RULE if tier == "default" else f"{tier}_tier"
+    with ceph("read the CRUSH map"):
+        tree = storage.mon_command("osd tree")
+        rules = storage.mon_command("osd crush rule dump")
+    return failure_domains(tree, rules, rule, None if tier == "default" else tier)
+
+
+def add_pool(zk: ZK, storage: Storage, name: str, pgs: int, replcfg: str, tier: str | None = None,
+             force: bool = False) -> str:
+    """Create a replicated RBD pool on the tier's CRUSH rule; register it in ZooKeeper.
+
+    Refused (nothing created): a PG count that is not a power of two (Ceph warns about it
+    forever), and more copies than the rule's failure domains (hosts with OSDs of the tier) unless
+    `force` (hosts still to be added)."""
     check_name(name, "pool")
-    check_pgs(pgs)
+    check_pgs(pgs, power_of_two=True)
     copies, mincopies = parse_replcfg(replcfg)
     tier = check_tier(tier)
     if zk.exists(schema.pool(name)):
         raise Conflict(f'Pool "{name}" already exists in the cluster.')
+    if not force:
+        check_replication(copies, pool_failure_domains(storage, tier), tier)
     with ceph(f'create RBD pool "{name}" on tier "{tier}"', not_found=Conflict):
         rule = DEFAULT_RULE if tier == "default" else storage.ensure_tier_rule(tier)
         storage.create_pool(name, pgs, copies, mincopies, rule)

@@ -132,10 +132,40 @@ def demand_of(domain: domainxml.Domain) -> placement.Demand:
     return placement.Demand(memory_mib=domain.memory_mib, vcpus=domain.vcpus)
 
 
-def check_fits(node: NodeRecord, domain: domainxml.Domain) -> None:
+def check_fits(node: NodeRecord, domain: domainxml.Domain, field: str = "xml") -> None:
     why = placement.fits(node, demand_of(domain))
     if why:
-        raise InvalidInput(f"VM {domain.name}: {why}")
+        raise InvalidInput(f"{field}: VM {domain.name}: {why}")
+
+
+def check_fits_cluster(nodes: Sequence[NodeRecord], domain: domainxml.Domain, field: str = "xml") -> None:
+    """Refuse a VM that no node of the cluster could ever run: memory not below every node's total,
+    or more vCPUs than every node has. The refusal names the largest nodes and their figures (the
+    limit). Nodes that report no figures yet are not judged (nothing is refused before any node
+    has registered)."""
+    demand = demand_of(domain)
+    known = [n for n in nodes if n.memory.total or n.cpu_count]
+    if not known or any(placement.fits(n, demand) is None for n in known):
+        return
+    largest = {max(known, key=lambda n: n.memory.total).name, max(known, key=lambda n: n.cpu_count).name}
+    reasons = [why for n in known if n.name in largest and (why := placement.fits(n, demand))]
+    raise InvalidInput(f"{field}: no node of this cluster could ever run VM {domain.name}: "
+                       f"{'; '.join(dict.fromkeys(reasons))} (the largest node); give it less, or pass "
+                       f"force if a bigger node is still to be added.")
+
+
+def check_limit_nodes(limit: Sequence[str], nodes: Iterable[str], field: str = "limit") -> None:
+    """Refuse a node limit naming nodes the cluster does not have (a VM limited to them could
+    never run there)."""
+    known = sorted(nodes)
+    unknown = [n for n in limit if n not in known]
+    if not unknown:
+        return
+    what = f"'{unknown[0]}' is not a node" if len(unknown) == 1 else \
+        f"{', '.join(repr(n) for n in unknown)} are not nodes"
+    have = ", ".join(known) or "none registered yet"
+    raise InvalidInput(f"{field}: {what} of this cluster (its nodes: {have}); pass force if the node is "
+                       f"still to be added.")
 
 
 def choose_node(nodes: Sequence[NodeRecord], domain: domainxml.Domain, selector: str | None,

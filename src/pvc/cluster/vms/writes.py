@@ -30,6 +30,8 @@ from pvc.cluster.vms.rules import (
     check_device_xml,
     check_downtime,
     check_fits,
+    check_fits_cluster,
+    check_limit_nodes,
     check_method,
     check_vm_name,
     choose_node,
@@ -92,11 +94,16 @@ def define(zk: ZK, xml: str | bytes, node: str | None = None, limit: str | Seque
            migration_max_downtime: int = 300, user_tags: Iterable[str] = (),
            protected_tags: Iterable[str] = (), profile: str = "",
            initial_state: str = "stop", domain: domainxml.Domain | None = None,
-           policy: domainxml.DomainPolicy = domainxml.DEFAULT_POLICY) -> VMRecord:
+           policy: domainxml.DomainPolicy = domainxml.DEFAULT_POLICY, strict: bool = False,
+           force: bool = False) -> VMRecord:
     """Add a VM; its name and UUID are claimed in one transaction, so only one define wins.
 
     domain: the XML already parsed (and held to the domain XML policy) by the caller (it is
     parsed once per operation); policy: the domain XML policy (D14) the XML must pass.
+    strict (an administrator's define, the API): a node limit naming nodes the cluster lacks and
+    a VM no node could ever run (memory, vCPUs) are refused; `force` accepts both (nodes still
+    to be added) and places the VM even where it does not fit yet. Imports and mirrors are not
+    strict: they keep what they carry.
     """
     domain = domain or parse_xml(xml, policy=sriov_mod.managed_policy(zk, policy))
     check_vm_name(domain.name, "xml: <name>")
@@ -112,15 +119,32 @@ def define(zk: ZK, xml: str | bytes, node: str | None = None, limit: str | Seque
         raise Conflict(f'A VM named "{domain.name}" already exists in the cluster.')
     if taken.get(schema.vm(domain.uuid)) is not None:
         raise Conflict(f'A VM with UUID "{domain.uuid}" already exists in the cluster.')
+    forced, judged = strict and force, strict and not force
+    registered = load_nodes(zk)
+    if judged:
+        check_limit_nodes(node_limit, [n.name for n in registered])
     if node:
         target = get_node(zk, node)
         if node_limit and target.name not in node_limit:
             raise InvalidInput(f"node: '{node}' is not in the VM's node limit ({','.join(node_limit)})")
-        check_fits(target, domain)
+        if not forced:
+            check_fits(target, domain)
+        if judged:                         # a node without figures yet: judged by the others
+            check_fits_cluster(registered, domain)
     else:
+        if judged:
+            check_fits_cluster(registered, domain)
         default = get_cluster(zk).migration_target_selector
-        target = choose_node(sriov_mod.nodes_for(zk, domain, load_nodes(zk)), domain, selector, default,
-                             node_limit)
+        eligible = sriov_mod.nodes_for(zk, domain, registered)
+        try:
+            target = choose_node(eligible, domain, selector, default, node_limit)
+        except InvalidInput:
+            # forced: a node that cannot run it yet (a bigger one is to come)
+            fallback = (placement.find_target(eligible, selector, default, None, node_limit)
+                        if forced else None)
+            if fallback is None:
+                raise
+            target = fallback
     claimed = sriov_mod.claim(zk, target.name, domain.uuid, domain)   # refused: a VF another VM uses
     if sriov_mod.hostdev_vfs(zk, target.name, domain):
         method = "shutdown"        # as upstream: a passed-through VF cannot migrate live
@@ -168,9 +192,13 @@ def _create(zk: ZK, record: VMRecord) -> None:
 
 def modify(zk: ZK, vm: str, xml: str | bytes, restart: bool = False,
            expected_version: int | None = None,
-           policy: domainxml.DomainPolicy = domainxml.DEFAULT_POLICY) -> str:
+           policy: domainxml.DomainPolicy = domainxml.DEFAULT_POLICY, strict: bool = False,
+           force: bool = False) -> str:
     """Replace a VM's XML; a new name in it renames the VM (index swapped atomically) and its
-    snapshot records (their XML's name; their volumes stay, as the disks' sources are the caller's)."""
+    snapshot records (their XML's name; their volumes stay, as the disks' sources are the caller's).
+
+    strict (the API): a definition no node could ever run is refused, unless `force` (a bigger
+    node still to be added; then it need not fit its own node either)."""
     record = get_vm(zk, vm)
     domain = parse_xml(xml, policy=sriov_mod.managed_policy(zk, policy))
     check_vm_name(domain.name, "xml: <name>")
@@ -181,8 +209,10 @@ def modify(zk: ZK, vm: str, xml: str | bytes, restart: bool = False,
         node = get_node(zk, record.node) if record.node else None
     except NotFound:
         node = None
-    if node is not None:
+    if node is not None and not (strict and force):
         check_fits(node, domain)
+    if strict and not force:                # its node unknown or without figures: judged by the others
+        check_fits_cluster(load_nodes(zk), domain)
     text = xml if isinstance(xml, str) else xml.decode()
 
     def change(current: VMRecord) -> VMRecord:
@@ -453,11 +483,15 @@ def meta_fields(limit: str | Sequence[str] | None = None, selector: str | None =
 def set_meta(zk: ZK, vm: str, limit: str | Sequence[str] | None = None, selector: str | None = None,
              autostart: bool | None = None, profile: str | None = None,
              migration_method: str | None = None, migration_max_downtime: int | None = None,
-             expected_version: int | None = None) -> str:
-    """Write only the metadata fields given; 'No updates to apply.' when none are."""
+             expected_version: int | None = None, strict: bool = False, force: bool = False) -> str:
+    """Write only the metadata fields given; 'No updates to apply.' when none are.
+
+    strict (the API): a node limit naming nodes the cluster lacks is refused unless `force`."""
     update = meta_fields(limit, selector, autostart, profile, migration_method, migration_max_downtime)
     if not update:
         raise InvalidInput("No updates to apply.")
+    if strict and not force and update.get("node_limit"):
+        check_limit_nodes(update["node_limit"], [n.name for n in load_nodes(zk)])
     record = apply(zk, resolve_uuid(zk, vm), lambda r: tr.set_fields(r, update), expected_version)
     return f'Successfully modified PVC metadata of VM "{record.name}".'
 

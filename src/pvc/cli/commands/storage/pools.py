@@ -91,9 +91,19 @@ def pool() -> None:
 @click.option("--replcfg", "replcfg", default="copies=3,mincopies=2", show_default=True,
               callback=_replcfg_arg,
               help="Replication: total copies, and the minimum of active copies to allow I/O.")
-def pool_add(name: str, pgs: int, tier: str, replcfg: str) -> None:
-    """Add a new Ceph RBD pool NAME with PGS placement groups (a power of 2, e.g. 64, 128, 256)."""
-    say("POST", f"{BASE}/pool", {"pool": name, "pgs": pgs, "replcfg": replcfg, "tier": tier})
+@click.option("--force", "force", is_flag=True, default=False,
+              help="Create it even with more copies than hosts holding OSDs of the tier (hosts still to "
+                   "be added; its data stays degraded until they exist).")
+def pool_add(name: str, pgs: int, tier: str, replcfg: str, force: bool) -> None:
+    """Add a new Ceph RBD pool NAME with PGS placement groups (a power of 2, e.g. 64, 128, 256).
+
+    Refused, with the reason and the limit: PGS not a power of 2; mincopies above copies; more
+    copies than hosts holding OSDs of the tier (Ceph could never place them all), unless --force.
+    """
+    params: dict[str, Any] = {"pool": name, "pgs": pgs, "replcfg": replcfg, "tier": tier}
+    if force:
+        params["force"] = "true"
+    say("POST", f"{BASE}/pool", params)
 
 
 @pool.command(name="remove", short_help="Remove RBD pool.")

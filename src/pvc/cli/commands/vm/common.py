@@ -227,7 +227,7 @@ def live_restart(live: bool, restart: bool | None) -> bool | None:
 
 
 def apply_xml(name: str, vm: dict[str, Any], etag: str | None, new_xml: str, restart: bool, *,
-              device: tuple[str, str] | None = None) -> None:
+              device: tuple[str, str] | None = None, force: bool = False) -> None:
     """PUT the edited XML; then hot-(un)plug `device` = (method, device XML) if given.
 
     The PUT carries the ETag the VM was read with as If-Match, so a VM changed by someone else
@@ -237,8 +237,8 @@ def apply_xml(name: str, vm: dict[str, Any], etag: str | None, new_xml: str, res
     """
     state = get_state()
     api = state.api()
-    message = api.message("PUT", f"/vm/{name}", params={"restart": restart}, data={"xml": new_xml},
-                          headers={"If-Match": etag} if etag else None)
+    message = api.message("PUT", f"/vm/{name}", params={"restart": restart, "force": True if force else None},
+                          data={"xml": new_xml}, headers={"If-Match": etag} if etag else None)
     if device is not None:
         method, device_xml = device
         # No If-Match here: our own PUT just moved the version on, and the device is the one it wrote.

@@ -24,6 +24,9 @@ from pvc.cli.errors import CLIError
 from pvc.cli.state import format_option, get_state, review_diff
 from pvc.core import domainxml
 
+FORCE_SIZE_HELP = ("Accept memory or vCPUs beyond every node's (a bigger node still to be added); the VM "
+                   "cannot start until one exists.")
+
 
 @click.command(name="modify", short_help="Replace the XML of a VM.")
 @click.argument("domain")
@@ -36,12 +39,14 @@ from pvc.core import domainxml
               help="Confirm the restart without asking.")
 @click.option("-y", "--yes", "confirmed", is_flag=True, default=False,
               help="Confirm the changes and the restart without asking.")
+@click.option("--force", "force", is_flag=True, default=False, help=FORCE_SIZE_HELP)
 def modify(domain: str, cfgfile: IO[str] | None, editor: bool, restart: bool | None, confirm_diff: bool,
-           confirm_restart: bool, confirmed: bool) -> None:
+           confirm_restart: bool, confirmed: bool, force: bool) -> None:
     """Replace the libvirt XML of the VM DOMAIN with CFGFILE ("-" reads stdin) or edit it.
 
     The difference is shown on stderr and confirmed before anything is written (-d/--confirm-diff
     or -y skips that question); a restart is confirmed too (-c/--confirm-restart or -y skips it).
+    A definition whose memory or vCPUs exceed every node's is refused unless --force.
     """
     state = get_state()
     if cfgfile is None and not editor:
@@ -60,7 +65,8 @@ def modify(domain: str, cfgfile: IO[str] | None, editor: bool, restart: bool | N
     check_xml(new_xml)
     if not review_diff(current, pretty_xml(new_xml), ask=not (confirmed or confirm_diff or state.unsafe)):
         return
-    apply_xml(domain, vm, etag, new_xml, decide_restart(state, vm, restart, confirmed or confirm_restart))
+    apply_xml(domain, vm, etag, new_xml, decide_restart(state, vm, restart, confirmed or confirm_restart),
+              force=force)
 
 
 # -- vcpu / memory -----------------------------------------------------------------------------------
@@ -85,12 +91,16 @@ def vcpu_get(domain: str, formatter: Any) -> None:
               help="Sockets,cores,threads; their product must equal VCPUS [default: 1,VCPUS,1].")
 @restart_option
 @yes_option
-def vcpu_set(domain: str, vcpus: int, topology: str | None, restart: bool | None, confirmed: bool) -> None:
-    """Set the vCPU count of the VM DOMAIN to VCPUS; it applies at the next (re)start."""
+@click.option("--force", "force", is_flag=True, default=False, help=FORCE_SIZE_HELP)
+def vcpu_set(domain: str, vcpus: int, topology: str | None, restart: bool | None, confirmed: bool,
+             force: bool) -> None:
+    """Set the vCPU count of the VM DOMAIN to VCPUS; it applies at the next (re)start.
+
+    More vCPUs than its node (or than every node) has are refused unless --force."""
     topo = parse_topology(topology, vcpus) if topology else None
     vm, etag = read_for_edit(domain)
     new_xml = edit_xml(domainxml.set_vcpus, str(vm.get("xml", "")), vcpus, topo)
-    apply_xml(domain, vm, etag, new_xml, decide_restart(get_state(), vm, restart, confirmed))
+    apply_xml(domain, vm, etag, new_xml, decide_restart(get_state(), vm, restart, confirmed), force=force)
 
 
 @click.group(name="memory", short_help="Manage the memory of a VM.")
@@ -111,12 +121,15 @@ def memory_get(domain: str, formatter: Any) -> None:
 @click.argument("memory")
 @restart_option
 @yes_option
-def memory_set(domain: str, memory: str, restart: bool | None, confirmed: bool) -> None:
-    """Set the memory of the VM DOMAIN to MEMORY: MiB, or with a suffix (512M, 4G)."""
+@click.option("--force", "force", is_flag=True, default=False, help=FORCE_SIZE_HELP)
+def memory_set(domain: str, memory: str, restart: bool | None, confirmed: bool, force: bool) -> None:
+    """Set the memory of the VM DOMAIN to MEMORY: MiB, or with a suffix (512M, 4G).
+
+    Memory not below its node's total (or every node's) is refused unless --force."""
     mib = parse_memory(memory)
     vm, etag = read_for_edit(domain)
     new_xml = edit_xml(domainxml.set_memory, str(vm.get("xml", "")), mib)
-    apply_xml(domain, vm, etag, new_xml, decide_restart(get_state(), vm, restart, confirmed))
+    apply_xml(domain, vm, etag, new_xml, decide_restart(get_state(), vm, restart, confirmed), force=force)
 
 
 COMMANDS: tuple[click.Command, ...] = (modify, vcpu_group, memory_group)

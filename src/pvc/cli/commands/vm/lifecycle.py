@@ -33,13 +33,17 @@ from pvc.core.vocabulary import SettableVMState
 @click.option("-g", "--tag", "--user-tag", "user_tags", multiple=True, help="User tag; repeatable.")
 @click.option("-G", "--protected-tag", "protected_tags", multiple=True,
               help="Protected user tag; repeatable.")
+@click.option("--force", "force", is_flag=True, default=False,
+              help="Define it even if its memory or vCPUs exceed every node's, or its node limit names "
+                   "nodes not registered yet (nodes still to be added).")
 def define(vmconfig: IO[str], node: str | None, node_limit: str | None, node_selector: str,
            node_autostart: bool, migration_method: str, migration_max_downtime: int | None,
-           user_tags: tuple[str, ...], protected_tags: tuple[str, ...]) -> None:
+           user_tags: tuple[str, ...], protected_tags: tuple[str, ...], force: bool) -> None:
     """Define a new virtual machine from the libvirt XML file VMCONFIG ("-" reads stdin).
 
     As upstream, the selector and the migration method are sent as "none" (the cluster's
-    defaults) unless given.
+    defaults) unless given. Refused unless --force: a VM whose memory or vCPUs exceed every
+    node's, and a node limit naming nodes the cluster does not have.
 
     \b
     Node selectors: mem (most free memory), memprov (least provisioned memory),
@@ -52,6 +56,7 @@ def define(vmconfig: IO[str], node: str | None, node_limit: str | None, node_sel
         "node": node, "limit": node_limit, "selector": node_selector, "autostart": node_autostart,
         "migration_method": migration_method, "migration_max_downtime": migration_max_downtime,
         "user_tags": list(user_tags), "protected_tags": list(protected_tags),
+        "force": True if force else None,
     }, data={"xml": xml}))
 
 

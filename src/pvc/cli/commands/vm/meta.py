@@ -22,14 +22,21 @@ from pvc.cli.state import format_option, get_state
 @method_option()
 @downtime_option
 @click.option("-p", "--profile", "profile", default=None, help="Provisioner profile of the VM.")
+@click.option("--force", "force", is_flag=True, default=False,
+              help="Accept a node limit naming nodes not registered yet (nodes still to be added).")
 def meta(domain: str, node_limit: str | None, node_selector: str | None, node_autostart: bool | None,
-         migration_method: str | None, migration_max_downtime: int | None, profile: str | None) -> None:
-    """Change the PVC metadata of the VM DOMAIN (name or UUID); only the given options change."""
+         migration_method: str | None, migration_max_downtime: int | None, profile: str | None,
+         force: bool) -> None:
+    """Change the PVC metadata of the VM DOMAIN (name or UUID); only the given options change.
+
+    A node limit naming nodes the cluster does not have is refused unless --force."""
     params = {"limit": node_limit, "selector": node_selector, "autostart": node_autostart,
               "migration_method": migration_method, "migration_max_downtime": migration_max_downtime,
               "profile": profile}
     if all(value is None for value in params.values()):
         raise CLIError("At least one metadata option must be specified to update.")
+    if force:
+        params["force"] = True
     state = get_state()
     state.out(state.api().message("POST", f"/vm/{domain}/meta", params=params))
 
