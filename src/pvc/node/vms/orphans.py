@@ -47,16 +47,18 @@ class OrphanReaper:
 
     def __init__(self, ctx: VMContext) -> None:
         self.ctx = ctx
-        self._logged: set[str] = set()      # foreign domains already reported
+        # Domains found unmarked or another cluster's: reported once, not read again (a running
+        # domain's mark does not change).
+        self._foreign: set[str] = set()
 
     def sweep(self, domains: dict[str, DomainInfo], known: Container[str]) -> int:
         """Look at every running domain whose UUID is not in `known` (the VM records just read);
         how many orphans were destroyed."""
         count = 0
         for uuid, info in domains.items():
-            if info.running and uuid not in known:
+            if info.running and uuid not in known and uuid not in self._foreign:
                 count += self.check(uuid, info.name)
-        self._logged &= set(domains)
+        self._foreign &= set(domains)
         return count
 
     def check(self, uuid: str, name: str = "") -> bool:
@@ -80,8 +82,8 @@ class OrphanReaper:
             ctx.known_running.discard(uuid)
             ctx.live.pop(uuid, None)
             return True
-        if found is not Verdict.OWNED and uuid not in self._logged:
-            self._logged.add(uuid)
+        if found is not Verdict.OWNED and uuid not in self._foreign:
+            self._foreign.add(uuid)
             why = ("bears no PVC ownership mark" if found is Verdict.UNMARKED
                    else f"is marked by another cluster ({mark.cluster if mark else '?'})")
             log.info("domain %s (%s) runs here but is not a VM of this cluster (it %s); leaving it alone",
