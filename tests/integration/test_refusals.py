@@ -295,3 +295,17 @@ def test_moving_the_gateway_into_the_range_is_refused(cluster: Cluster) -> None:
                         "contains the gateway 10.100.0.1")
     c.cli_refused(message, "network", "modify", "100", "--dhcp-start", "10.100.0.1")
     assert c.zk.get(schema.network(100)) == before
+
+
+def test_openapi_documents_force_where_it_exists(cluster: Cluster) -> None:
+    paths = cluster.http.get("/openapi.json").json()["paths"]
+    for path, method, words in [("/api/v1/storage/ceph/pool", "post", "more copies than hosts"),
+                                ("/api/v1/storage/ceph/pool/{pool}", "post", "more copies than hosts"),
+                                ("/api/v1/vm", "post", "exceed every node"),
+                                ("/api/v1/vm/{vm}", "put", "exceed every node"),
+                                ("/api/v1/vm/{vm}/meta", "post", "not registered yet")]:
+        params = {p["name"]: p for p in paths[path][method]["parameters"]}
+        assert words in params["force"]["description"], (path, params["force"])
+        assert not params["force"].get("required")
+    pgs = {p["name"]: p for p in paths["/api/v1/storage/ceph/pool"]["post"]["parameters"]}["pgs"]
+    assert "power of two" in pgs["description"]
