@@ -21,7 +21,8 @@ AGENT_DELAY = {"ok": 1 * TICKS, "fail": 1 * TICKS, "slow": 20 * TICKS}
 
 
 class SimStore:
-    """HAStore for one coordinator: every call needs that coordinator's live connection."""
+    """HAStore for one coordinator: every call needs that coordinator's live connection, and every
+    write of a primary's action is checked to come from the holder of the primary lease."""
 
     def __init__(self, world: World, me: str) -> None:
         self.world, self.me = world, me
@@ -45,6 +46,7 @@ class SimStore:
 
     def put_fence_record(self, node: str, record: dict[str, Any]) -> None:
         zk = self.zk
+        self.world.check_actor(self.me)
         old = zk.fence.get(node) or {}
         new = copy.deepcopy(record)
         events = new.get("events", [])
@@ -61,6 +63,7 @@ class SimStore:
 
     def update_node(self, node: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         zk = self.zk
+        self.world.check_actor(self.me)
         if node in zk.node_docs:
             self.world.write_node(self.me, node, fn(copy.deepcopy(zk.node_docs[node])))
 
@@ -78,6 +81,7 @@ class SimStore:
 
     def recover_vm(self, uuid: str, dead: str, target: str | None) -> bool:
         zk = self.zk
+        self.world.check_actor(self.me)
         doc = zk.vms.get(uuid)
         new = None if doc is None else apply_to_doc(doc, recover(dead, target))
         if new is None:
@@ -96,6 +100,7 @@ class SimStore:
 
     def release_claims(self, node: str) -> int:
         zk = self.zk
+        self.world.check_actor(self.me)
         count = 0
         for uuid, status in sorted(zk.statuses.items()):
             if status.get("node") == node and status.get("running"):
@@ -103,16 +108,67 @@ class SimStore:
                 count += 1
         return count
 
+    def running_on(self, uuids: list[str]) -> dict[str, str]:
+        zk = self.zk
+        return {u: s["node"] for u in uuids if (s := zk.statuses.get(u, {})).get("running") and s.get("node")}
+
     def raise_fault(self, key: str, delta: int, message: str) -> None:
         zk = self.zk
+        self.world.check_actor(self.me)
         if zk.faults.get(key) != message:
             zk.faults[key] = message
             self.world.log(self.me, f"fault {key} raised: {message}")
 
     def clear_fault(self, key: str) -> None:
         zk = self.zk
+        self.world.check_actor(self.me)
+        zk.acked.discard(key)
         if zk.faults.pop(key, None) is not None:
             self.world.log(self.me, f"fault {key} cleared")
+
+    def fault_state(self, key: str) -> str | None:
+        zk = self.zk
+        if key not in zk.faults:
+            return None
+        return "ack" if key in zk.acked else "new"
+
+    def active_faults(self, prefixes: tuple[str, ...]) -> list[str]:
+        return sorted(k for k in self.zk.faults if k.startswith(prefixes))
+
+    # -- the primary lease and lock ------------------------------------------------------------------
+
+    def lease(self) -> tuple[dict[str, Any] | None, int]:
+        zk = self.zk
+        return copy.deepcopy(zk.lease), zk.lease_version
+
+    def _entry(self) -> int | None:
+        session = self.world.nodes[self.me].client.session
+        return None if session is None else session.id
+
+    def write_lease(self, doc: dict[str, Any], version: int, guarded: bool = True) -> int | None:
+        """As ZKHAStore: compare-and-set, and (guarded) only while our lock entry exists."""
+        zk = self.zk
+        if version != zk.lease_version or (guarded and self._entry() not in zk.queue):
+            return None
+        zk.lease, zk.lease_version = copy.deepcopy(doc), zk.lease_version + 1
+        return zk.lease_version
+
+    def lock_holder(self) -> tuple[str, str] | None:
+        zk = self.zk
+        holder = self.world.lock_holder()
+        return None if holder is None else (str(holder), zk.sessions[holder].node)
+
+    def depose(self, entry: str, doc: dict[str, Any], version: int) -> bool:
+        zk = self.zk
+        if version != zk.lease_version or int(entry) not in zk.queue:
+            return False
+        zk.lease, zk.lease_version = copy.deepcopy(doc), zk.lease_version + 1
+        zk.queue.remove(int(entry))
+        return True
+
+    def zk_members(self) -> list[tuple[str | None, bool]]:
+        zk = self.zk
+        return [(m, m in zk.quorum) for m in zk.members]
 
 
 @dataclass

@@ -2,7 +2,10 @@
 
 The daemon does what pvcnoded does, on the virtual clock: a heartbeat feeding `SelfFence` every
 second (and `check()` every step), a keepalive, a VM reconcile pass built on the real
-`observe()`/`decide()` of pvc.node.vms, and on coordinators an `HAMonitor` tick every 0.5 s.
+`observe()`/`decide()` of pvc.node.vms, and on coordinators an election thread and an
+`HAMonitor` tick every 0.5 s (which alone may hang: `ha_hung`). The election thread believes it
+is primary from the moment it holds the lock until it notices the loss, on a whole second (as
+`pvc.node.election` checks its lock once a second) while connected.
 Every change of a VM document is a transition of pvc.cluster.vms.transitions, the same the real
 daemon applies: the simulator models when a node acts, never what it writes.
 """
@@ -13,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pvc.cluster.placement import find_target, vm_demand
-from pvc.cluster.vms.transitions import abort_migration, flush_away, settle, unflush_back
+from pvc.cluster.vms.transitions import abort_migration, flush_away, settle, unflush_autostart, unflush_back
 from pvc.core.errors import ClusterUnavailable
 from pvc.core.vocabulary import VM_MIGRATE_STATES
+from pvc.node.election import deposed_for_hang
 from pvc.node.fencing import OUT_OF_SERVICE, HAMonitor
 from pvc.node.selffence import SelfFence
 from pvc.node.vms import Action, decide, observe
@@ -46,6 +50,8 @@ class SimNode:
     selffence: SelfFence | None = None
     monitor: HAMonitor | None = None
     migrations: dict[str, int] = field(default_factory=dict)  # uuid -> tick the sender finishes
+    elected: bool = False                     # the election thread believes it is primary
+    ha_hung: bool = False                     # only the HA loop hangs (the rest of the daemon runs)
     _sf_logged: int = 0
 
     # -- process lifecycle ---------------------------------------------------------------------------
@@ -63,15 +69,18 @@ class SimNode:
                                    connected=lambda: self.client.connected, destroy_all=self._destroy_all)
         self._sf_logged = 0
         self.monitor = None
+        self.elected = self.ha_hung = False
         if self.coordinator:
             agent = SimAgent(w, self.name, self.incarnation)
             store = SimStore(w, self.name)
-            self.monitor = HAMonitor(self.name, store, agent, w.storage, w.policy, lambda: w.now)
+            self.monitor = HAMonitor(self.name, store, agent, w.storage, w.policy, lambda: w.now,
+                                     notify=lambda message: w.log(self.name, message))
 
     def stop_daemon(self) -> None:
         self.daemon = "dead"
         self.client = Client()
         self.monitor = None
+        self.elected = False
 
     def _destroy_all(self) -> list[str]:
         gone = sorted(self.hv)
@@ -91,6 +100,7 @@ class SimNode:
         w, sf = self.world, self.selffence
         assert sf is not None
         connected = self.client.connected
+        self.election(tick)
         if tick % TICKS == 0 and connected:
             sf.answered(sent_at=w.now)
         sf.check()
@@ -99,15 +109,25 @@ class SimNode:
             self.keepalive()
         if connected and tick % (TICKS // 2) == 0:
             self.reconcile()
-        if self.monitor is not None and tick % (TICKS // 2) == 0:
+        if self.monitor is not None and tick % (TICKS // 2) == 0 and not self.ha_hung:
             self.ha_pass()
+
+    def election(self, tick: int) -> None:
+        """pvc.node.election: primary as soon as the lock is ours; stepping down once a whole
+        second comes round after the lock was lost (deposed, or the session expired)."""
+        holder = self.world.primary == self.name
+        if holder and not self.elected and self.client.connected:
+            self.elected = True
+        elif self.elected and not holder and self.client.connected and tick % TICKS == 0:
+            self.elected = False
+            self.world.log(self.name, "steps down: no longer holds the primary lock")
 
     def ha_pass(self) -> None:
         """pvcnoded._ha_loop: tick; when a chain moved on, tick again at once."""
         assert self.monitor is not None
         for _ in range(20):
             try:
-                if not self.monitor.tick(primary=self.world.primary == self.name and self.client.connected):
+                if not self.monitor.tick(primary=self.elected and self.client.connected):
                     return
             except ClusterUnavailable:
                 return
@@ -128,12 +148,13 @@ class SimNode:
         zk.markers[self.name] = self.client.session.id
 
     def contend(self) -> None:
-        """The election thread: a coordinator in daemon state run queues for the primary lock."""
+        """The election thread: a coordinator in daemon state run queues for the primary lock
+        (not while it still believes it is primary, nor while the lease marks it deposed)."""
         zk = self.world.zk
         session = self.client.session
         if not self.coordinator or self.daemon != "alive" or not self.client.connected or session is None:
             return
-        if session.id in zk.queue:
+        if session.id in zk.queue or self.elected or deposed_for_hang(zk.lease, self.name):
             return
         if zk.node_docs.get(self.name, {}).get("daemon_state") == "run":
             zk.queue.append(session.id)
@@ -253,5 +274,7 @@ class SimNode:
                            and v.get("node") != me), key=w.vm_name)
             for uuid in back:
                 w.change_vm(me, uuid, unflush_back(me))
+            for uuid in sorted((u for u, v in zk.vms.items() if v.get("node_autostart")), key=w.vm_name):
+                w.change_vm(me, uuid, unflush_autostart(me))
             if not any(v.get("node") == me and v.get("state") in VM_MIGRATE_STATES for _u, v in vms):
                 w.write_node(me, me, {**doc, "domain_state": "ready"})

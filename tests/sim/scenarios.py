@@ -5,7 +5,10 @@ margin 2 s, keepalive every 5 s, 6 intervals for a hung daemon, agent timeout 30
 fence -> migrate, failed fence -> none, selector mem. hv1-hv3 are coordinators with a ZooKeeper
 member each (hv3, the highest id, leads at first), hv1 is primary at first; hv4/hv5 are
 hypervisors. Fence agents: ok (power off after 1 s), fail (failure after 1 s), hang (never
-answers), slow (power off after 20 s).
+answers), slow (power off after 20 s). The brake (more than 50 % of the nodes within 10 s) and the
+quorum guard (hv1-hv3 run the ZooKeeper members) are on with their defaults. Verbs besides the
+obvious: hang/unhang (the whole daemon but its ZooKeeper client), hang_ha/unhang_ha (its HA loop
+only), start (a killed daemon), ack (an operator acknowledges a fault).
 """
 
 from __future__ import annotations
@@ -187,14 +190,56 @@ SCENARIOS: list[Scenario] = [
              "it is dead and blocklisted, terminates its stale copies and starts nothing",
              vms=LOAD, expect=LOAD_RECOVERED, hung_node=True, agent="fail", config=MIGRATE_FAILED,
              actions=((12, "hang", "hv3"), (50, "unhang", "hv3")), until=70),
+    # -- a hung primary (the primary lease) -----------------------------------------------------------
     Scenario("primary_hung",
-             "the primary hv1's daemon hangs (its session lives, so it keeps the lock), then hv3 loses "
-             "power: someone must still fence hv3 and hv1",
-             vms=(VM("vm1", "hv3"), VM("vm2", "hv3"), VM("vm3", "hv1")),
-             expect={"vm1": "runs@hv2", "vm2": "runs@hv2", "vm3": "runs@hv2"}, hung_node=True,
-             actions=((10, "hang", "hv1"), (20, "power_off", "hv3")), until=90,
-             known_bug="only the lock holder acts and a hung daemon keeps its lock: no fencing at all "
-                       "(nobody detects the hung primary either), unless a hardware watchdog resets it"),
+             "5 nodes: the primary hv1's daemon hangs at 10 (its session lives, so it keeps the lock), "
+             "hv4 loses power at 20: at 35 hv2 deposes hv1 (keepalive 30 s old), takes the lock and the "
+             "lease (generation 2) and fences hv1, then hv4; every VM runs again",
+             nodes=5,
+             vms=(VM("vm1", "hv4"), VM("vm2", "hv4"), VM("vm3", "hv1"), VM("vm4", "hv2"), VM("vm5", "hv5")),
+             expect={"vm1": "runs", "vm2": "runs", "vm3": "runs", "vm4": "runs@hv2", "vm5": "runs@hv5"},
+             actions=((10, "hang", "hv1"), (20, "power_off", "hv4")), until=70),
+    Scenario("primary_ha_loop_hung",
+             "only the primary hv1's HA loop hangs at 10 (keepalive, VMs and session go on): its lease "
+             "is not renewed, hv2 deposes it at 40, takes over and fences hv1; hv1's VM moves",
+             vms=LOAD, expect={**LOAD_IN_PLACE, "vm3": "runs"},
+             actions=((10, "hang_ha", "hv1"),), until=70),
+    Scenario("primary_hung_wakes",
+             "maintenance is on; the primary hv1 hangs at 10 and is deposed at 35; it wakes at 45.5 "
+             "still believing it is primary: its lease write fails, it refuses to act, steps down at 46 "
+             "and clears its deposed mark; maintenance off at 55: nobody is fenced",
+             vms=LOAD, expect=LOAD_IN_PLACE, no_fence=True,
+             actions=((5, "maintenance", "on"), (10, "hang", "hv1"), (45.5, "unhang", "hv1"),
+                      (55, "maintenance", "off")), until=70),
+    Scenario("primary_hung_quorum",
+             "hv3 loses power at 8, the primary hv1 hangs at 10; hv2 deposes hv1 at 35: fencing hv1 would "
+             "leave hv2's ZooKeeper member alone (FENCING_QUORUM_HV1, hv1 held), hv3 (member down) is "
+             "fenced and its VMs go to hv2, never to the hung hv1; hv3 is back at 50: hv1 is fenced",
+             vms=LOAD, expect={"vm1": "runs", "vm2": "runs", "vm3": "runs", "vm4": "runs@hv2"},
+             actions=((8, "power_off", "hv3"), (10, "hang", "hv1"), (50, "power_on", "hv3"),
+                      (60, "ready", "hv3")), until=80),
+
+    # -- the quorum guard and the brake ------------------------------------------------------------------
+    Scenario("fence_would_lose_quorum",
+             "hv3 loses power and is fenced; hv2's daemon hangs at 20 (its ZooKeeper member serves): "
+             "fencing hv2 would leave hv1's member alone, so it is held with FENCING_QUORUM_HV2 and its "
+             "VM stays; hv3 is powered on at 55: the quorum holds without hv2, hv2 is fenced, its VM moves",
+             vms=LOAD, expect={"vm1": "runs", "vm2": "runs", "vm3": "runs@hv1", "vm4": "runs@hv1"},
+             actions=((10, "power_off", "hv3"), (20, "hang", "hv2"), (55, "power_on", "hv3"),
+                      (65, "ready", "hv3")), until=80),
+    Scenario("brake_two_of_three",
+             "the daemons of hv2 and hv3 are killed at 10 (their VMs run on): both sessions expire at 16, "
+             "2 of 3 nodes within 10 s: the brake holds (FENCING_BRAKE), nobody is fenced; the daemons "
+             "start again at 25: the brake releases, the fault clears, nothing moved",
+             vms=LOAD, expect=LOAD_IN_PLACE, no_fence=True,
+             actions=((10, "kill", "hv2"), (10, "kill", "hv3"), (25, "start", "hv2"), (25, "start", "hv3")),
+             until=40),
+    Scenario("brake_released_by_operator",
+             "5 nodes: hv3, hv4 and hv5 lose power together (3 of 5): the brake holds; an operator "
+             "acknowledges FENCING_BRAKE at 30: they are fenced one at a time, every VM runs again",
+             nodes=5, vms=LOAD5, expect=ALL5,
+             actions=((10, "power_off", "hv3"), (10, "power_off", "hv4"), (10, "power_off", "hv5"),
+                      (30, "ack", "FENCING_BRAKE")), until=60),
 
     # -- maintenance -------------------------------------------------------------------------------
     Scenario("maintenance_before_death",
@@ -264,6 +309,17 @@ SCENARIOS: list[Scenario] = [
              expect={**ALL5, "vm5": "stranded@hv5", "vm6": "stranded@hv5"},
              actions=((10, "power_off", "hv4"), (10, "power_off", "hv5")), until=50),
 
+    Scenario("placement_fresh_figures",
+             "5 nodes: hv4 and hv5 lose power together; hv4's 10 GiB VM goes to the big hv2 at 19; hv5's "
+             "8 GiB VM is placed at 20, before hv2's keepalive shows the first one: it is counted anyway, "
+             "so hv5's VM goes to hv1, not onto hv2 again",
+             nodes=5, memory={"hv2": 24576},
+             vms=(VM("vm1", "hv1"), VM("vm2", "hv2"), VM("vm3", "hv3"), VM("vm4", "hv4", 10240),
+                  VM("vm5", "hv5", 8192)),
+             expect={"vm1": "runs@hv1", "vm2": "runs@hv2", "vm3": "runs@hv3", "vm4": "runs@hv2",
+                     "vm5": "runs@hv1"},
+             actions=((10, "power_off", "hv4"), (10, "power_off", "hv5")), until=40),
+
     # -- around the chain --------------------------------------------------------------------------
     Scenario("dead_node_returns_readied",
              "hv3 is fenced and recovered; it boots at 30 and stays out (fenced, runs nothing); readied "
@@ -294,6 +350,13 @@ SCENARIOS: list[Scenario] = [
              vms=(VM("vm1", "hv3"), VM("vm2", "hv3"), VM("vm3", "hv1")),
              expect={"vm1": "stranded@hv3", "vm2": "stranded@hv3", "vm3": "runs@hv1"}, agent="fail",
              actions=((5, "flush", "hv3"), (6.5, "power_off", "hv3")), until=40),
+    Scenario("not_recovered_fault_resolved",
+             "hv3 dies: vm1 is limited to hv3 (stopped, autostart, VM_NOT_RECOVERED_VM1); hv3 boots at 30 "
+             "and is readied at 35: vm1 starts again on hv3 and its fault is resolved",
+             vms=(VM("vm1", "hv3", limit=("hv3",)), VM("vm2", "hv3"), VM("vm3", "hv1")),
+             expect={"vm1": "runs@hv3", "vm2": "runs", "vm3": "runs@hv1"},
+             forbid=("end fault VM_NOT_RECOVERED",),
+             actions=((10, "power_off", "hv3"), (30, "power_on", "hv3"), (35, "ready", "hv3")), until=50),
 ]
 
 BY_NAME = {sc.name: sc for sc in SCENARIOS}

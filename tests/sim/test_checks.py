@@ -46,3 +46,31 @@ def test_two_chains_at_once_are_caught() -> None:
     world.zk.fence.update(hv4={"phase": "fencing"}, hv5={"phase": "recovering"})
     with pytest.raises(SimFailure, match="more than one fence chain"):
         world.check_step()
+
+
+def test_placement_on_stale_figures_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pvc.node import fencing
+
+    monkeypatch.setattr(fencing, "_account", lambda node, demand: None)     # count nothing placed
+    with pytest.raises(SimFailure, match="vm5 expected runs@hv1"):
+        World(BY_NAME["placement_fresh_figures"]).run()
+
+
+def test_a_deposed_primary_that_acts_without_its_lease_is_caught() -> None:
+    world = World(BY_NAME["primary_hung_wakes"])
+    monitor = world.nodes["hv1"].monitor
+    assert monitor is not None
+    monitor._renew = lambda: None                                           # type: ignore[method-assign]
+    end = round(world.sc.until * 10)
+    with pytest.raises(SimFailure, match="hv1 acted as primary without holding the primary lease"):
+        while world.tick <= end:
+            if world.tick == 455:       # a fault only a primary resolves, right when hv1 wakes
+                world.zk.faults["VM_NOT_RECOVERED_VM3"] = "VM vm3 was not recovered"
+            world.step()
+            world.tick += 1
+
+
+def test_no_scenario_is_a_known_bug() -> None:
+    from .scenarios import SCENARIOS
+
+    assert not [sc.name for sc in SCENARIOS if sc.known_bug]

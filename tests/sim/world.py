@@ -232,6 +232,14 @@ class World:
             self._ensure(lost is not None and self.tick - lost >= round(self.params.margin * TICKS),
                          f"{node}'s VMs recovered before session expiry + margin")
 
+    def check_actor(self, node: str) -> None:
+        """Only the holder of the primary lease acts (the fencing token): a primary that was
+        deposed, or whose election thread has not noticed the loss yet, must write nothing."""
+        lease = self.zk.lease or {}
+        deposed = lease.get("deposed") or {}
+        self._ensure(lease.get("holder") == node and deposed.get("node") != node,
+                     f"{node} acted as primary without holding the primary lease ({lease})")
+
     def check_placement(self, uuid: str, target: str) -> None:
         """A recovered VM goes to a node with a live session (not to another dead one)."""
         self._ensure(target in self.zk.markers, f"{uuid} recovered onto {target}, which has no live session")
@@ -250,6 +258,15 @@ class World:
         elif verb == "unhang":
             assert target is not None and target.daemon == "hung"
             target.daemon = "alive"
+        elif verb in ("hang_ha", "unhang_ha"):
+            assert target is not None and target.monitor is not None
+            target.ha_hung = verb == "hang_ha"
+        elif verb == "start":
+            assert target is not None and target.powered and target.daemon == "dead"
+            target.start_daemon()
+        elif verb == "ack":
+            assert args[0] in self.zk.faults, f"no fault {args[0]} to acknowledge"
+            self.zk.acked.add(args[0])
         elif verb == "restart":
             assert target is not None
             target.stop_daemon()
@@ -295,14 +312,18 @@ class World:
         start = (node.index - 1) % len(members)
         return members[start:] + members[:start]
 
-    def update_primary(self) -> None:
-        primary = None
+    def lock_holder(self) -> int | None:
+        """The session first in line on the primary lock (a dead process's entry does not count)."""
         for sid in self.zk.queue:
             s = self.zk.sessions[sid]
             node = self.nodes[s.node]
             if not s.expired and s.incarnation == node.incarnation and node.process_running():
-                primary = s.node
-                break
+                return sid
+        return None
+
+    def update_primary(self) -> None:
+        sid = self.lock_holder()
+        primary = None if sid is None else self.zk.sessions[sid].node
         if primary != self.primary:
             self.primary = primary
             self.log(primary or "zookeeper", "becomes primary" if primary else "no primary left in the lock")

@@ -9,6 +9,7 @@ Time is counted in ticks of 0.1 s. The model keeps what matters for split-brain 
   boundary after that (ZooKeeper's expiry queue rounds up); a newly elected leader restarts every
   session's timer (as ZooKeeper's session tracker does when a leader is established);
 * expiry deletes the session's ephemerals: the node's alive marker and its primary-lock entry;
+* the primary lease is one versioned document, written by compare-and-set;
 * a client whose member stops serving tries another one every second, keeping its session if it
   has not expired, else it gets a new one.
 """
@@ -70,7 +71,10 @@ class ZooKeeper:
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
     fence: dict[str, dict[str, Any]] = field(default_factory=dict)
     faults: dict[str, str] = field(default_factory=dict)
+    acked: set[str] = field(default_factory=set)                # faults an operator acknowledged
     maintenance: bool = False
+    lease: dict[str, Any] | None = None                         # the primary lease document
+    lease_version: int = -1
     _next_id: int = 1
 
     def __post_init__(self) -> None:

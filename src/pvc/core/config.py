@@ -471,6 +471,15 @@ class FencingSettings(_Section):
     watchdog_device: str | None = None
     watchdog_timeout: int = Field(default=30, ge=5, le=600)
     blocklist_expire: int = Field(default=7 * 86400, ge=60)
+    # The primary lease (docs/architecture.md, "HA guards"): seconds the primary's HA loop may go
+    # without renewing it before another coordinator deposes it; unset: keepalive interval x
+    # fence_intervals, the bound of a hung daemon.
+    lease_timeout: float | None = Field(default=None, ge=2, le=600)
+    # The brake: when more than brake_share of the cluster's nodes die within brake_window
+    # seconds, none is fenced (FENCING_BRAKE) until they come back or an operator acknowledges
+    # the fault. 1 turns the brake off.
+    brake_share: float = Field(default=0.5, gt=0, le=1)
+    brake_window: float = Field(default=10.0, ge=1, le=3600)
     actions: FencingActions = FencingActions()
     ipmi: IpmiSettings = IpmiSettings()
     # agent lab: the lab whose fence tool (`pvc-lab fence`) stands in for a BMC.

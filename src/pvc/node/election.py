@@ -8,11 +8,15 @@ over exactly. Requests older than REQUEST_TTL are ignored, so a request naming a
 dies cannot leave the cluster without a primary.
 
 The primary steps down locally as soon as its ZooKeeper session is lost: its lock znode is gone,
-so another coordinator may already hold the lock.
+so another coordinator may already hold the lock. It also steps down (within a second) when its
+lock entry was deleted by a coordinator that deposed it: its HA loop stopped renewing the primary
+lease (`PRIMARY_LEASE`, `pvc.node.fencing`). A coordinator the lease marks as deposed for a hang
+does not contend until that mark is cleared.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -30,6 +34,25 @@ log = logging.getLogger(__name__)
 
 REQUEST_TTL = 30.0
 HANDOVER_WAIT = 10.0
+# The primary lease (pvc.node.fencing): {holder, generation, renewals, renewed, deposed?, brake?},
+# renewed by the primary's HA loop; a lock znode's sibling, so backups leave it out like the lock.
+PRIMARY_LEASE = f"{schema.LOCKS}/primary_lease"
+
+
+def deposed_for_hang(lease: Any, node: str) -> bool:
+    """Whether the lease marks `node` as a primary deposed because it hung (it must not contend)."""
+    mark = lease.get("deposed") if isinstance(lease, dict) else None
+    return isinstance(mark, dict) and mark.get("node") == node and bool(mark.get("fence"))
+
+
+def name_thread(name: str) -> None:
+    """Give the calling thread its name in the kernel too (ps -L, top -H, /proc/<pid>/task/*/comm),
+    so an operator, or a lab test freezing one thread, can tell the daemon's threads apart."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)          # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 def request_wants(request: Any, node: str, now: float) -> str:
@@ -107,6 +130,7 @@ class PrimaryElection:
     # -- main loop -------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        name_thread("pvc-election")
         while not self._stop.is_set():
             if self._shutdown.is_set():
                 if self.is_primary:

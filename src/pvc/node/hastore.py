@@ -7,8 +7,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from kazoo.protocol.states import ZnodeStat
 
 from pvc.adapters.ceph import Storage, StorageNotFound
 from pvc.cluster import faults
@@ -17,7 +21,8 @@ from pvc.cluster.nodes import load_fencing, load_nodes
 from pvc.cluster.vms.transitions import recover
 from pvc.core import schema
 from pvc.core.records import NodeRecord, VMRecord
-from pvc.core.zk import ZK
+from pvc.core.zk import ZK, TxOp, op_check, op_create, op_delete, op_set
+from pvc.node.election import PRIMARY_LEASE
 from pvc.node.storage import address_ip
 from pvc.node.vms import PeerNode, ZKStore
 
@@ -26,11 +31,21 @@ log = logging.getLogger("pvcnoded.fencing")
 
 class ZKHAStore:
     """HAStore over ZooKeeper. Writes are compare-and-set (`ZK.update`), so a node daemon writing
-    its own document at the same moment is re-applied on top, never overwritten."""
+    its own document at the same moment is re-applied on top, never overwritten.
 
-    def __init__(self, zk: ZK) -> None:
+    `hosts` are the configured ZooKeeper members (for the quorum guard); with `lock_guard` every
+    write of the primary lease also checks, in the same transaction, that this session's entry on
+    the primary lock still exists (a daemon whose session expired, or that was deposed, cannot
+    renew nor claim)."""
+
+    def __init__(self, zk: ZK, hosts: Sequence[str] = (), lock_guard: bool = False,
+                 probe: Callable[[str, int], bool] | None = None) -> None:
         self.zk = zk
         self.vm_store = ZKStore(zk)
+        self.hosts = list(hosts)
+        self.lock_guard = lock_guard
+        self.probe = probe or serves
+        self._entry: str | None = None
 
     def nodes(self) -> dict[str, NodeRecord]:
         return {n.name: n for n in load_nodes(self.zk)}
@@ -94,11 +109,137 @@ class ZKHAStore:
             self._release(uuid, node)
         return len(claims)
 
+    def running_on(self, uuids: list[str]) -> dict[str, str]:
+        statuses = self.vm_store.load_statuses(uuids) if uuids else {}
+        return {u: s.node for u, s in statuses.items() if s.running and s.node}
+
     def raise_fault(self, key: str, delta: int, message: str) -> None:
         faults.raise_fault(self.zk, key, delta, message)
 
     def clear_fault(self, key: str) -> None:
         faults.clear_fault(self.zk, key)
+
+    def fault_state(self, key: str) -> str | None:
+        doc = self.zk.get(schema.fault(faults.fault_id(key)), None)
+        if not isinstance(doc, dict) or doc.get("active") is False:
+            return None
+        return "ack" if doc.get("status") == "ack" else "new"
+
+    def active_faults(self, prefixes: tuple[str, ...]) -> list[str]:
+        ids = [i for i in self.zk.children(schema.FAULTS) if i.startswith(prefixes)]
+        docs = self.zk.get_many([schema.fault(i) for i in ids]) if ids else {}
+        return [i for i in ids
+                if isinstance(d := docs.get(schema.fault(i)), dict) and d.get("active") is not False]
+
+    # -- the primary lease and lock (pvc.node.fencing, pvc.node.election) ---------------------------
+
+    def lease(self) -> tuple[dict[str, Any] | None, int]:
+        doc = self.zk.get_doc(PRIMARY_LEASE)
+        if doc is None:
+            return None, -1
+        return (doc.data if isinstance(doc.data, dict) else None), doc.version
+
+    def _entries(self) -> list[str]:
+        """The primary lock's entries, first in line first (kazoo: <id>__lock__<sequence>)."""
+        names = [c for c in self.zk.children(schema.PRIMARY_ELECTION) if "__lock__" in c]
+        return sorted(names, key=lambda c: c.rsplit("__lock__", 1)[1])
+
+    def _own_entry(self, fresh: bool = False) -> str | None:
+        if self._entry is None or fresh:
+            self._entry = None
+            session = self.zk.session_id
+            for name in self._entries():
+                stat = self.zk.stat(f"{schema.PRIMARY_ELECTION}/{name}")
+                if stat is not None and session is not None and stat.ephemeralOwner == session:
+                    self._entry = name
+                    break
+        return self._entry
+
+    def write_lease(self, doc: dict[str, Any], version: int, guarded: bool = True) -> int | None:
+        if version < 0:
+            self.zk.ensure(schema.LOCKS)       # (a cluster whose tree is not initialised yet)
+        guarded = guarded and self.lock_guard
+        for fresh in (False, True):
+            ops: list[TxOp] = []
+            if guarded:
+                entry = self._own_entry(fresh)
+                if entry is None:
+                    continue
+                ops.append(op_check(f"{schema.PRIMARY_ELECTION}/{entry}", -1))
+            ops.append(op_create(PRIMARY_LEASE, doc) if version < 0 else op_set(PRIMARY_LEASE, doc, version))
+            written = self._commit(ops)
+            if written is not None:
+                return written
+            if not guarded:
+                return None
+            # the lease moved on, or our cached lock entry is stale: look for it once more
+        return None
+
+    def _commit(self, ops: list[TxOp]) -> int | None:
+        """Commit; the lease's new version, None when a check or a version did not hold."""
+        def once() -> list[Any]:
+            tx = self.zk.transaction()
+            for op in ops:
+                op(tx)
+            return list(tx.commit())
+
+        results = self.zk.retry(once)
+        last = results[-1] if results else None
+        if any(isinstance(r, Exception) for r in results):
+            return None
+        if isinstance(last, ZnodeStat):
+            return int(last.version)
+        return 0                               # created
+
+    def lock_holder(self) -> tuple[str, str] | None:
+        entries = self._entries()
+        if not entries:
+            return None
+        raw = self.zk.get_raw(f"{schema.PRIMARY_ELECTION}/{entries[0]}")
+        if raw is None:
+            return None
+        return entries[0], raw[0].decode(errors="replace")
+
+    def depose(self, entry: str, doc: dict[str, Any], version: int) -> bool:
+        lease = op_create(PRIMARY_LEASE, doc) if version < 0 else op_set(PRIMARY_LEASE, doc, version)
+        return self._commit([lease, op_delete(f"{schema.PRIMARY_ELECTION}/{entry}")]) is not None
+
+    def zk_members(self) -> list[tuple[str | None, bool]]:
+        """Each configured member with the node whose name or published address it names, and
+        whether it answers `srvr` as leader, follower or standalone (asked in parallel)."""
+        if not self.hosts:
+            return []
+        peers = self.vm_store.node_docs()
+        owners: dict[str, str] = {}
+        for name, peer in peers.items():
+            for address in (name, peer.cluster_address, peer.migration_address, *peer.ceph_client_addresses):
+                if address:
+                    owners.setdefault(address, name)
+        members = []
+        for entry in self.hosts:
+            host, _, port = entry.rpartition(":")
+            host = (host or entry).strip("[]")
+            members.append((host, int(port) if port.isdigit() else 2181))
+        with ThreadPoolExecutor(max_workers=len(members)) as pool:
+            answers = list(pool.map(lambda m: self.probe(m[0], m[1]), members))
+        return [(owners.get(host) or owners.get(host.split(".")[0]), up)
+                for (host, _port), up in zip(members, answers, strict=True)]
+
+
+def serves(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether the ZooKeeper member at host:port serves clients (is in a quorum): `srvr` answers
+    with a Mode line; a member without a quorum answers that it is not serving requests."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(b"srvr")
+            sock.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+    except OSError:
+        return False
+    return b"Mode:" in reply
 
 
 def blocklist_address(ip: str) -> str:

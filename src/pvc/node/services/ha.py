@@ -18,6 +18,7 @@ from pvc.core import schema
 from pvc.core.config import Settings
 from pvc.core.errors import ClusterUnavailable
 from pvc.core.zk import ZK
+from pvc.node.election import name_thread
 from pvc.node.fencing import OUT_OF_SERVICE, FencePolicy, HAMonitor
 from pvc.node.hastore import CephFence, ZKHAStore
 from pvc.node.selffence import SelfFence
@@ -59,9 +60,10 @@ class HAService:
                 return ceph.storage
             return storage_from_settings(settings, shared=False)
 
-        return HAMonitor(settings.node_name, ZKHAStore(self.zk), DispatchAgent(),
+        store = ZKHAStore(self.zk, settings.zookeeper.hosts, lock_guard=True)
+        return HAMonitor(settings.node_name, store, DispatchAgent(),
                          CephFence(storage, self.zk, settings.fencing.blocklist_expire),
-                         FencePolicy.from_settings(settings), time.time)
+                         FencePolicy.from_settings(settings), time.time, mono=time.monotonic)
 
     def start(self) -> None:
         """The watchdog, the heartbeat and (coordinators) the HA monitor."""
@@ -151,6 +153,7 @@ class HAService:
     def _ha_loop(self) -> None:
         """Every coordinator observes; the primary acts (pvc.node.fencing)."""
         assert self.monitor is not None
+        name_thread("pvc-ha")
         failing, moved = "", False
         while not self.stopping.wait(0 if moved else 0.5):
             primary = self.is_primary() and self.zk.connected

@@ -20,7 +20,7 @@ from pvc.core import schema
 from pvc.core.config import Settings
 from pvc.core.errors import ClusterUnavailable
 from pvc.core.zk import ZK
-from pvc.node.election import PrimaryElection
+from pvc.node.election import PRIMARY_LEASE, PrimaryElection, deposed_for_hang
 from pvc.node.services.nodedoc import NodeDocument
 
 log = logging.getLogger("pvcnoded")
@@ -61,10 +61,16 @@ class PrimaryRole:
 
     def _may_contend(self) -> bool:
         """Only a healthy daemon is (or stays) primary: one whose keepalive thread is stuck steps
-        down, so a healthy coordinator takes over and fences this node if it stays stuck."""
+        down, so a healthy coordinator takes over and fences this node if it stays stuck; one the
+        primary lease marks as deposed for a hang waits until its HA loop clears the mark."""
         limit = max(3 * self.interval, self.interval * self.settings.fencing.fence_intervals / 2)
         stuck = time.monotonic() - self.last_keepalive() > limit
-        return not self.stopping.is_set() and not stuck and self.doc.current.get("daemon_state") == "run"
+        if self.stopping.is_set() or stuck or self.doc.current.get("daemon_state") != "run":
+            return False
+        try:
+            return not deposed_for_hang(self.zk.get(PRIMARY_LEASE, None), self.name)
+        except (ClusterUnavailable, KazooException):
+            return True          # unknown now; a blip must not make the primary hand over
 
     def _become_primary(self) -> None:
         log.info("taking over as primary coordinator")
