@@ -213,3 +213,147 @@ def test_only_the_primary_acts_and_a_new_primary_resumes(zk: ZK, cluster: Any) -
     record = run_chain(second, zk, "hv3")
     assert record["attempts"] == 2 and record["fence"] == "success"
     assert "resumed after a primary change" in " ".join(e["message"] for e in record["events"])
+
+
+# -- the primary lease, the guards and the faults they resolve (over real ZooKeeper) ----------------
+
+def _session(zk_server: Any, zk_root: str) -> ZK:
+    return ZK([zk_server.address], zk_root, session_timeout=6).start()
+
+
+def test_a_hung_primary_is_deposed_and_refuses_to_act_when_it_wakes(zk: ZK, zk_server: Any, zk_root: str,
+                                                                   cluster: Any) -> None:
+    """hv1 holds the lock and the lease, then its HA loop stops (no more ticks); hv2, queued on
+    the lock, deposes it once the lease is 2 s old, gets the lock, claims generation 2 and
+    declares hv1 dead; hv1's loop, woken, can neither renew nor act."""
+    import threading
+
+    from pvc.node.election import PRIMARY_LEASE
+
+    one, two = _session(zk_server, zk_root), _session(zk_server, zk_root)
+    try:
+        lock1, lock2 = one.lock(schema.PRIMARY_ELECTION, "hv1"), two.lock(schema.PRIMARY_ELECTION, "hv2")
+        assert lock1.acquire(timeout=5)
+        got = threading.Event()
+        threading.Thread(target=lambda: lock2.acquire() and got.set(), daemon=True).start()
+        policy = FencePolicy(margin=0.5, lease_timeout=2)
+        agent = Agent()
+        first = HAMonitor("hv1", ZKHAStore(one, lock_guard=True), Agent(), Ceph(), policy, time.time,
+                          mono=time.monotonic)
+        second = HAMonitor("hv2", ZKHAStore(two, lock_guard=True), agent, Ceph(), policy, time.time,
+                           mono=time.monotonic)
+        first.tick(primary=True)
+        lease = zk.get(PRIMARY_LEASE)
+        assert (lease["holder"], lease["generation"]) == ("hv1", 1)
+        deadline = time.monotonic() + 15
+        while not got.is_set() and time.monotonic() < deadline:   # hv1's loop hangs from now on
+            second.tick(primary=False)
+            time.sleep(0.2)
+        assert got.is_set(), "the lock did not pass to hv2"
+        lease = zk.get(PRIMARY_LEASE)
+        assert lease["deposed"]["node"] == "hv1" and lease["deposed"]["by"] == "hv2"
+        assert "HA loop hung" in lease["deposed"]["reason"] and lease["deposed"]["fence"]
+        record = run_chain(second, zk, "hv1")
+        lease = zk.get(PRIMARY_LEASE)
+        assert (lease["holder"], lease["generation"]) == ("hv2", 2) and "deposed" not in lease
+        assert (record["by"], record["generation"]) == ("hv2", 2)
+        assert "deposed as primary" in record["reason"]
+        assert agent.calls and agent.calls[0][0] == "hv1"
+        # hv1 wakes believing it is primary: its lease write fails, it writes nothing
+        before = zk.get(schema.node_fencing("hv1"))
+        assert first.tick(primary=True) is False
+        assert zk.get(PRIMARY_LEASE)["holder"] == "hv2" and zk.get(schema.node_fencing("hv1")) == before
+        assert first.tick(primary=True) is False             # and stays quiet until it steps down
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_zookeeper_members_are_probed_and_placed_on_nodes(zk: ZK, zk_server: Any, cluster: Any) -> None:
+    from pvc.lab.zkserver import free_port
+    from pvc.node.hastore import serves
+
+    host, port = zk_server.address.rsplit(":", 1)
+    assert serves(host, int(port)) is True                 # standalone: "Mode: standalone"
+    assert serves("127.0.0.1", free_port()) is False        # nothing listens
+    for name in ("hv1", "hv2", "hv3"):
+        zk.update(schema.node(name), lambda d, n=name: {**d, "cluster_address": f"10.9.0.{n[-1]}"})
+    answers = {"10.9.0.1": True, "10.9.0.2": True, "10.9.0.3": False, "10.9.0.9": True}
+    store = ZKHAStore(zk, ["10.9.0.1:2181", "10.9.0.2:2181", "10.9.0.3:2181", "10.9.0.9:2181"],
+                      probe=lambda h, p: answers[h])
+    assert store.zk_members() == [("hv1", True), ("hv2", True), ("hv3", False), (None, True)]
+
+
+def test_quorum_guard_holds_a_member_node_until_the_others_are_a_quorum(zk: ZK, cluster: Any) -> None:
+    answers = {"hv1": True, "hv2": True, "hv3": False}
+    store = ZKHAStore(zk, ["hv1:2181", "hv2:2181", "hv3:2181"], probe=lambda h, p: answers[h])
+    agent = Agent()
+    monitor = HAMonitor("hv1", store, agent, Ceph(), FencePolicy(margin=0.2), time.time)
+    monitor.tick(primary=True)
+    cluster["hv2"].stop()                                  # hv2's daemon dies; its member serves on
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not faults.load_faults(zk):
+        monitor.tick(primary=True)
+        time.sleep(0.1)
+    (fault,) = [f for f in faults.load_faults(zk) if f.id == "FENCING_QUORUM_HV2"]
+    assert "1 of 3 members serving" in fault.message and agent.calls == []
+    assert zk.get(schema.node_fencing("hv2"), None) is None
+    answers["hv3"] = True                                  # an operator brought hv3's member back
+    record = run_chain(monitor, zk, "hv2")
+    assert record["fence"] == "success"
+    time.sleep(1.1)
+    monitor.tick(primary=True)
+    assert faults.get_fault(zk, "FENCING_QUORUM_HV2").active is False
+
+
+def test_the_brake_holds_until_an_operator_acknowledges(zk: ZK, cluster: Any) -> None:
+    agent = Agent()
+    monitor = HAMonitor("hv1", ZKHAStore(zk), agent, Ceph(), FencePolicy(margin=0.2), time.time)
+    monitor.tick(primary=True)
+    cluster["hv2"].stop()
+    cluster["hv3"].stop()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(f.id == "FENCING_BRAKE" for f in faults.load_faults(zk)):
+        monitor.tick(primary=True)
+        time.sleep(0.1)
+    brake = faults.get_fault(zk, "FENCING_BRAKE")
+    assert brake.active and "2 of 3 nodes (hv2, hv3)" in brake.message
+    for _ in range(5):
+        monitor.tick(primary=True)
+    assert agent.calls == [] and nodes.load_fencing(zk) == {}
+    faults.ack_fault(zk, "FENCING_BRAKE")
+    run_chain(monitor, zk, "hv2")
+    run_chain(monitor, zk, "hv3")
+    assert [c[0] for c in agent.calls] == ["hv2", "hv3"]
+    assert faults.get_fault(zk, "FENCING_BRAKE").active is False
+
+
+def test_vm_not_recovered_is_resolved_once_the_vm_runs_again(zk: ZK, cluster: Any) -> None:
+    limited = add_vm(zk, "vm2", "hv2", node_limit=["hv2"])
+    monitor = HAMonitor("hv1", ZKHAStore(zk), Agent(), Ceph(), FencePolicy(margin=0.2), time.time)
+    monitor.tick(primary=True)
+    cluster["hv2"].stop()
+    run_chain(monitor, zk, "hv2")
+    assert faults.get_fault(zk, "VM_NOT_RECOVERED_VM2").active
+    # hv2 is back (a live session), in service, and starts it (what its daemon does on ready)
+    cluster["hv2"] = marker_for(zk, "hv2")
+    zk.update(schema.node("hv2"), lambda d: {**d, "daemon_state": "run", "domain_state": "ready"})
+    zk.update(schema.vm(limited), lambda d: {**d, "state": "start", "node_autostart": False})
+    time.sleep(1.1)
+    monitor.tick(primary=True)
+    assert faults.get_fault(zk, "VM_NOT_RECOVERED_VM2").active        # its status says not running yet
+    zk.put(schema.vm_status(limited), {"node": "hv2", "running": True})
+    time.sleep(1.1)
+    monitor.tick(primary=True)
+    assert faults.get_fault(zk, "VM_NOT_RECOVERED_VM2").active is False
+
+
+def marker_for(zk: ZK, name: str) -> Any:
+    """The alive marker written by `zk`'s own session (the test's): the node has a live session."""
+    zk.create(schema.node_alive(name), {"pid": 1}, ephemeral=True)
+
+    class Handle:
+        def stop(self) -> None:
+            zk.delete(schema.node_alive(name))
+
+    return Handle()
