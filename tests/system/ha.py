@@ -5,9 +5,16 @@ and bringing a fenced lab node back into service."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
+import queue
 import re
+import signal
+import threading
 import time
 import uuid as uuidlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -103,3 +110,166 @@ def restore(lab: LabPlan, api: httpx.Client, name: str) -> None:
                                                  params={"state": "ready"}).status_code == 200, 60)
     wait(f"{name} in service", lambda: call(api, "GET", f"/node/{name}")[0]["daemon_state"] == "run"
          and call(api, "GET", f"/node/{name}")[0]["domain_state"] == "ready", 300)
+
+
+# -- the HA guards (issue #17): a primary's threads frozen, daemons killed, the lease -----------------
+
+def daemon_pid(lab: LabPlan, name: str) -> int:
+    from pvc.lab import proc, pvcnodes
+
+    pid = proc.pid_of(pvcnodes.pidfile(lab, lab.node(name), "pvcnoded"))
+    assert pid is not None, f"{name}'s pvcnoded does not run"
+    return pid
+
+
+def kill_daemon(lab: LabPlan, name: str) -> None:
+    """SIGKILL pvcnoded alone: its VMs run on under libvirt, its ZooKeeper member serves on."""
+    pid = daemon_pid(lab, name)
+    os.kill(pid, signal.SIGKILL)
+
+    def gone() -> bool:
+        try:
+            return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return True
+
+    wait(f"{name}'s pvcnoded gone", gone, 20)
+
+
+def start_daemon(lab: LabPlan, name: str) -> None:
+    from pvc.lab import pvcnodes
+
+    pvcnodes.restart_daemon(lab, lab.node(name), "pvcnoded")
+
+
+def lease(lab: LabPlan) -> dict[str, Any]:
+    """The primary lease document (pvc.node.election.PRIMARY_LEASE)."""
+    from pvc.lab import pvcnodes
+    from pvc.node.election import PRIMARY_LEASE
+
+    zk = pvcnodes.lab_zk(lab)
+    try:
+        return dict(zk.get(PRIMARY_LEASE, None) or {})
+    finally:
+        zk.stop()
+
+
+def log_has(lab: LabPlan, node: str, text: str) -> int:
+    """How many lines of the node's pvcnoded log contain `text`."""
+    path = Path(lab.log_dir) / f"{node}-pvcnoded.log"
+    return sum(1 for line in path.read_text(errors="replace").splitlines() if text in line)
+
+
+def fault(api: httpx.Client, fid: str) -> dict[str, Any] | None:
+    """The fault `fid`, resolved ones too (None when there is none)."""
+    found = [f for f in call(api, "GET", "/faults", params={"all": "true"}) if f["id"] == fid]
+    return found[0] if found else None
+
+
+def thread_ids(pid: int, name: str) -> list[int]:
+    """The kernel thread ids of `pid`'s threads named `name` (pvc.node.election.name_thread)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().strip() == name:
+                out.append(int(task.name))
+        except OSError:
+            continue
+    return out
+
+
+class ThreadFreezer:
+    """Stops single threads of a process with ptrace (PTRACE_SEIZE + PTRACE_INTERRUPT stop the one
+    thread, not its process: SIGSTOP would stop every thread, kazoo's pings too, and the session
+    would expire). All ptrace calls come from one tracer thread, as the kernel requires; thawing
+    (PTRACE_DETACH) lets the thread run on where it stopped."""
+
+    SEIZE, INTERRUPT, DETACH, WALL = 0x4206, 0x4207, 17, 0x40000000
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        self._libc.ptrace.restype = ctypes.c_long
+        self._jobs: queue.Queue[tuple[str, int, queue.Queue[str]]] = queue.Queue()
+        self._frozen: set[int] = set()
+        self._thread = threading.Thread(target=self._tracer, daemon=True)
+        self._thread.start()
+
+    def _ptrace(self, request: int, tid: int) -> str:
+        if self._libc.ptrace(request, tid, None, None) == -1:
+            return os.strerror(ctypes.get_errno())
+        return ""
+
+    def _tracer(self) -> None:
+        while True:
+            verb, tid, answer = self._jobs.get()
+            if verb == "freeze":
+                error = self._ptrace(self.SEIZE, tid) or self._ptrace(self.INTERRUPT, tid)
+                if not error:
+                    os.waitpid(tid, self.WALL)
+                    self._frozen.add(tid)
+                answer.put(error)
+            elif verb == "thaw":
+                self._frozen.discard(tid)
+                answer.put(self._ptrace(self.DETACH, tid))
+            else:
+                answer.put("")
+                return
+
+    def _do(self, verb: str, tid: int = 0) -> str:
+        answer: queue.Queue[str] = queue.Queue()
+        self._jobs.put((verb, tid, answer))
+        return answer.get(timeout=30)
+
+    def freeze(self, tid: int) -> None:
+        error = self._do("freeze", tid)
+        assert not error, f"cannot stop thread {tid}: {error}"
+
+    def thaw(self, tid: int) -> None:
+        self._do("thaw", tid)          # the process may be gone (fenced): nothing to thaw then
+
+    def close(self) -> None:
+        for tid in list(self._frozen):
+            self.thaw(tid)
+        self._do("stop")
+
+
+def _keepalive_goes_on(api: httpx.Client, node: str, since: float, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if call(api, "GET", f"/node/{node}")[0]["keepalive"] > since + 0.5:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@contextlib.contextmanager
+def frozen_threads(lab: LabPlan, api: httpx.Client, node: str, names: tuple[str, ...]) -> Iterator[
+        Callable[[str], None]]:
+    """Freeze these threads of `node`'s pvcnoded while its other threads (keepalive, kazoo) go
+    on; yields thaw(name). A thread is frozen at a moment it may hold Python's GIL, which would
+    stop the whole daemon: then the keepalive stops, and the threads are thawed and frozen again."""
+    pid = daemon_pid(lab, node)
+    tids = {name: thread_ids(pid, name) for name in names}
+    assert all(tids.values()), f"threads {names} of {node}'s pvcnoded: {tids}"
+    freezer = ThreadFreezer()
+    try:
+        for _attempt in range(5):
+            for name in names:
+                for tid in tids[name]:
+                    freezer.freeze(tid)
+            if _keepalive_goes_on(api, node, time.time(), 15):
+                break
+            for tid in [t for ts in tids.values() for t in ts]:
+                freezer.thaw(tid)
+            time.sleep(0.3)
+        else:
+            raise AssertionError(f"could not freeze {names} of {node} without stopping its keepalive")
+
+        def thaw(name: str) -> None:
+            for tid in tids[name]:
+                freezer.thaw(tid)
+
+        yield thaw
+    finally:
+        freezer.close()

@@ -188,7 +188,8 @@ class PrimaryElection:
         if self._shutdown.is_set():
             return
         if self._session_lost.is_set() or not self._holds_lock():
-            log.warning("lost the primary lock (ZooKeeper session lost); stepping down")
+            log.warning("lost the primary lock (ZooKeeper session lost, or deposed by another coordinator); "
+                        "stepping down")
             self._step_down(write=False)
             return
         if not self.may_contend():
