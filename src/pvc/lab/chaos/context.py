@@ -69,26 +69,26 @@ class Events:
             stream.parent.mkdir(parents=True, exist_ok=True)
             stream.write_text("")
 
-    def add(self, kind: str, **fields: Any) -> dict[str, Any]:
-        item = {"t": self.clock.now(), "kind": kind, **fields}
+    def add(self, event: str, **fields: Any) -> dict[str, Any]:
+        item = {"t": self.clock.now(), "event": event, **fields}
         with self.lock:
             self.items.append(item)
             if self.stream is not None:
                 with self.stream.open("a") as out:
                     out.write(json.dumps(item, default=str) + "\n")
-        if self.echo is not None and kind in ("fault", "heal", "healthy", "violation", "phase"):
+        if self.echo is not None and event in ("fault", "heal", "healthy", "violation", "phase"):
             self.echo(describe(item))
         return item
 
-    def of(self, kind: str) -> list[dict[str, Any]]:
+    def of(self, event: str) -> list[dict[str, Any]]:
         with self.lock:
-            return [dict(i) for i in self.items if i["kind"] == kind]
+            return [dict(i) for i in self.items if i["event"] == event]
 
 
 def describe(item: dict[str, Any]) -> str:
     """One line for a recorded event."""
-    rest = " ".join(f"{k}={v}" for k, v in item.items() if k not in ("t", "kind") and v not in ("", None))
-    return f"[{item['t']:8.1f}s] {item['kind']}: {rest}"
+    rest = " ".join(f"{k}={v}" for k, v in item.items() if k not in ("t", "event") and v not in ("", None))
+    return f"[{item['t']:8.1f}s] {item['event']}: {rest}"
 
 
 # -- the API ---------------------------------------------------------------------------------------
