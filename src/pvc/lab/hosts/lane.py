@@ -52,9 +52,9 @@ NETWORKS = {  # name: (bridge, subnet, host interface, switch-side address, mtu)
 CONTROLLER = "10.210.0.254"
 ROUTER = "10.211.0.254"
 APT_PROXY_PORT = 3142
-OSD_DISK_BYTES = 6 << 30          # sparse
+OSD_DISK_BYTES = 6 << 30  # sparse
 OSDS_PER_HOST = 1
-REBOOT_EXIT = 133                 # systemd-nspawn's status when the container asked to reboot
+REBOOT_EXIT = 133  # systemd-nspawn's status when the container asked to reboot
 REPO = Path(__file__).resolve().parents[4]
 ANSIBLE_DIR = REPO / "deploy" / "ansible"
 
@@ -112,6 +112,7 @@ def _links(netns: str) -> set[str]:
 
 # -- network ------------------------------------------------------------------------------------
 
+
 def _switch() -> None:
     if not _netns_exists(SWITCH):
         _run(["ip", "netns", "add", SWITCH])
@@ -119,8 +120,24 @@ def _switch() -> None:
     have = _links(SWITCH)
     for bridge, subnet, _iface, mine, mtu in NETWORKS.values():
         if bridge not in have:
-            _run(["ip", "-n", SWITCH, "link", "add", bridge, "mtu", str(mtu), "type", "bridge",
-                  "stp_state", "0", "forward_delay", "0"])
+            _run(
+                [
+                    "ip",
+                    "-n",
+                    SWITCH,
+                    "link",
+                    "add",
+                    bridge,
+                    "mtu",
+                    str(mtu),
+                    "type",
+                    "bridge",
+                    "stp_state",
+                    "0",
+                    "forward_delay",
+                    "0",
+                ]
+            )
         _run(["ip", "-n", SWITCH, "addr", "replace", f"{subnet}.{mine}/24", "dev", bridge])
         _run(["ip", "-n", SWITCH, "link", "set", bridge, "up"])
 
@@ -132,8 +149,27 @@ def _cable(h: Host) -> None:
     for network, (bridge, _subnet, iface, _mine, mtu) in NETWORKS.items():
         port = f"{h.name}-{network[0]}"
         if port not in _links(SWITCH):
-            _run(["ip", "-n", SWITCH, "link", "add", port, "mtu", str(mtu), "type", "veth", "peer",
-                  "name", iface, "mtu", str(mtu), "netns", h.netns])
+            _run(
+                [
+                    "ip",
+                    "-n",
+                    SWITCH,
+                    "link",
+                    "add",
+                    port,
+                    "mtu",
+                    str(mtu),
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    iface,
+                    "mtu",
+                    str(mtu),
+                    "netns",
+                    h.netns,
+                ]
+            )
         _run(["ip", "-n", SWITCH, "link", "set", port, "master", bridge, "up"])
         _run(["ip", "-n", h.netns, "addr", "replace", f"{h.address(network)}/24", "dev", iface])
         _run(["ip", "-n", h.netns, "link", "set", iface, "up"])
@@ -141,6 +177,7 @@ def _cable(h: Host) -> None:
 
 
 # -- disks and root file systems ------------------------------------------------------------------
+
 
 def _disk_files(h: Host) -> list[Path]:
     return [STATE_DIR / "disks" / f"{h.name}-osd{i}.img" for i in range(OSDS_PER_HOST)]
@@ -167,8 +204,17 @@ def _mount_root(h: Host, lower: Path) -> None:
         (h.dir / sub).mkdir(parents=True, exist_ok=True)
     if os.path.ismount(h.root):
         return
-    _run(["mount", "-t", "overlay", "overlay", "-o",
-          f"lowerdir={lower},upperdir={h.dir / 'upper'},workdir={h.dir / 'work'}", str(h.root)])
+    _run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={lower},upperdir={h.dir / 'upper'},workdir={h.dir / 'work'}",
+            str(h.root),
+        ]
+    )
 
 
 def _personalise(h: Host, public_key: str, all_hosts: list[Host]) -> None:
@@ -179,15 +225,19 @@ def _personalise(h: Host, public_key: str, all_hosts: list[Host]) -> None:
     machine_id = root / "etc/machine-id"
     if not machine_id.read_text().strip():
         machine_id.write_text(uuid.uuid4().hex + "\n")
-    hosts_lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
-                   *(f"{o.address()}\t{o.name}" for o in all_hosts)]
+    hosts_lines = [
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        *(f"{o.address()}\t{o.name}" for o in all_hosts),
+    ]
     (root / "etc/hosts").write_text("\n".join(hosts_lines) + "\n")
     ssh = root / "root/.ssh"
     ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
     (ssh / "authorized_keys").write_text(public_key)
     (ssh / "authorized_keys").chmod(0o600)
     (root / "etc/apt/apt.conf.d/01pvc-lane-proxy").write_text(
-        f'Acquire::http::Proxy "http://{CONTROLLER}:{APT_PROXY_PORT}";\n')
+        f'Acquire::http::Proxy "http://{CONTROLLER}:{APT_PROXY_PORT}";\n'
+    )
     resolv = root / "etc/resolv.conf"
     if resolv.is_symlink():
         resolv.unlink()
@@ -204,13 +254,29 @@ def _ssh_key() -> tuple[Path, str]:
 
 # -- containers -----------------------------------------------------------------------------------
 
+
 def nspawn_argv(h: Host, devices: list[str]) -> list[str]:
-    argv = ["systemd-nspawn", "--register=no", "--keep-unit", "--boot", "--quiet",
-            "-D", str(h.root), f"--machine={h.name}", f"--network-namespace-path={proc.NETNS_DIR / h.netns}",
-            # all a server's root has, but the machine's clock and kernel modules: they are
-            # the development machine's, not the container's
-            "--capability=all", "--drop-capability=CAP_SYS_TIME,CAP_SYS_MODULE", "--resolv-conf=off", "--timezone=off", "--link-journal=no",
-            "--console=read-only", "--bind=/dev/net/tun", "--bind=/dev/loop-control"]
+    argv = [
+        "systemd-nspawn",
+        "--register=no",
+        "--keep-unit",
+        "--boot",
+        "--quiet",
+        "-D",
+        str(h.root),
+        f"--machine={h.name}",
+        f"--network-namespace-path={proc.NETNS_DIR / h.netns}",
+        # all a server's root has, but the machine's clock and kernel modules: they are
+        # the development machine's, not the container's
+        "--capability=all",
+        "--drop-capability=CAP_SYS_TIME,CAP_SYS_MODULE",
+        "--resolv-conf=off",
+        "--timezone=off",
+        "--link-journal=no",
+        "--console=read-only",
+        "--bind=/dev/net/tun",
+        "--bind=/dev/loop-control",
+    ]
     argv += [f"--bind={d}" for d in devices]
     return argv
 
@@ -254,7 +320,7 @@ def _stop(h: Host, timeout: float = 60) -> None:
     while time.monotonic() < deadline and any(proc.alive(p) for p in [pid, *nspawn]):
         time.sleep(0.5)
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)      # the supervisor's session: nspawn and its container
+        os.killpg(pid, signal.SIGKILL)  # the supervisor's session: nspawn and its container
     h.pidfile.unlink(missing_ok=True)
 
 
@@ -273,34 +339,70 @@ def ssh_argv(h: Host | str, *command: str) -> list[str]:
     """ssh to a lane host as root, from the switch namespace (the administrator's seat)."""
     target = host(h) if isinstance(h, str) else h
     key, _pub = _ssh_key()
-    return ["ip", "netns", "exec", SWITCH, "ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
-            "-o", "BatchMode=yes", f"root@{target.address()}", *command]
+    return [
+        "ip",
+        "netns",
+        "exec",
+        SWITCH,
+        "ssh",
+        "-i",
+        str(key),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=5",
+        "-o",
+        "BatchMode=yes",
+        f"root@{target.address()}",
+        *command,
+    ]
 
 
 def ssh(h: Host | str, *command: str, check: bool = True, timeout: float = 120) -> str:
     result = subprocess.run(ssh_argv(h, *command), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise LabError(f"ssh {h if isinstance(h, str) else h.name} {' '.join(command)} failed "
-                       f"({result.returncode}): {(result.stderr or result.stdout).strip()[-800:]}")
+        raise LabError(
+            f"ssh {h if isinstance(h, str) else h.name} {' '.join(command)} failed "
+            f"({result.returncode}): {(result.stderr or result.stdout).strip()[-800:]}"
+        )
     return result.stdout
 
 
 def _wait_booted(h: Host, timeout: float = 180) -> None:
     proc.wait_until(lambda: _reachable(h), timeout, f"{h.name}: SSH")
-    proc.wait_until(lambda: ssh(h, "systemctl", "is-system-running", check=False).strip()
-                    in ("running", "degraded"), timeout, f"{h.name}: systemd reaching multi-user")
+    proc.wait_until(
+        lambda: ssh(h, "systemctl", "is-system-running", check=False).strip() in ("running", "degraded"),
+        timeout,
+        f"{h.name}: systemd reaching multi-user",
+    )
 
 
 def _start_proxy() -> None:
     pidfile = STATE_DIR / "pids" / "aptproxy.pid"
     if proc.pid_of(pidfile) is None:
-        proc.spawn([sys.executable, "-m", "pvc.lab.hosts.aptproxy", "--netns", SWITCH, "--listen",
-                    f"{CONTROLLER}:{APT_PROXY_PORT}", "--cache", str(image.CACHE_DIR / "apt")],
-                   STATE_DIR / "logs" / "aptproxy.log", pidfile)
+        proc.spawn(
+            [
+                sys.executable,
+                "-m",
+                "pvc.lab.hosts.aptproxy",
+                "--netns",
+                SWITCH,
+                "--listen",
+                f"{CONTROLLER}:{APT_PROXY_PORT}",
+                "--cache",
+                str(image.CACHE_DIR / "apt"),
+            ],
+            STATE_DIR / "logs" / "aptproxy.log",
+            pidfile,
+        )
 
 
 # -- the lane -------------------------------------------------------------------------------------
+
 
 def _state() -> dict[str, Any]:
     path = STATE_DIR / "lane.json"
@@ -360,7 +462,7 @@ def add_host(name: str) -> Host:
         raise LabError("the lane is not up")
     new = host(name)
     all_hosts = [*lane_hosts(), new]
-    for h in lane_hosts():        # every host learns the newcomer's name
+    for h in lane_hosts():  # every host learns the newcomer's name
         hosts_file = h.root / "etc/hosts"
         hosts_file.write_text(hosts_file.read_text() + f"{new.address()}\t{new.name}\n")
     boot_host(new, Path(state["image"]), all_hosts)
@@ -404,7 +506,7 @@ def down() -> list[str]:
     names = {h.name for h in lane_hosts()}
     if (STATE_DIR / "hosts").is_dir():
         names |= {p.name for p in (STATE_DIR / "hosts").iterdir()}
-    names |= {n.name[len(PREFIX) + 1:] for n in proc.NETNS_DIR.glob(f"{PREFIX}-hv*")}
+    names |= {n.name[len(PREFIX) + 1 :] for n in proc.NETNS_DIR.glob(f"{PREFIX}-hv*")}
     for name in sorted(names):
         with contextlib.suppress(LabError):
             h = host(name)
@@ -426,8 +528,11 @@ def status() -> dict[str, Any]:
     out: dict[str, Any] = {"state_dir": str(STATE_DIR), "image": _state().get("image"), "hosts": {}}
     for h in lane_hosts():
         running = proc.pid_of(h.pidfile) is not None
-        info: dict[str, Any] = {"address": h.address(), "running": running,
-                                "disks": _state().get("disks", {}).get(h.name, [])}
+        info: dict[str, Any] = {
+            "address": h.address(),
+            "running": running,
+            "disks": _state().get("disks", {}).get(h.name, []),
+        }
         if running and _reachable(h):
             info["systemd"] = ssh(h, "systemctl", "is-system-running", check=False).strip()
         out["hosts"][h.name] = info
@@ -435,6 +540,7 @@ def status() -> dict[str, Any]:
 
 
 # -- Ansible --------------------------------------------------------------------------------------
+
 
 def inventory(deb_dir: Path | None = None, names: list[str] | None = None) -> Path:
     """The lane's inventory: the example inventory's layout with the lane's addresses, disks and
@@ -452,21 +558,28 @@ def inventory(deb_dir: Path | None = None, names: list[str] | None = None) -> Pa
             "pvc_upstream_address": h.address("upstream"),
             "pvc_osd_devices": state.get("disks", {}).get(h.name, []),
         }
-    inv = {"all": {
-        "vars": {
-            "ansible_user": "root",
-            "ansible_ssh_private_key_file": str(key),
-            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                                       "-o LogLevel=ERROR",
-        },
-        "children": {
-            "pvc": {"children": {
-                "pvc_coordinators": {"hosts": {n: host_vars[n] for n in coordinators}},
-                "pvc_hypervisors": {"hosts": {h.name: host_vars[h.name] for h in members
-                                              if h.name not in coordinators}},
-            }},
-        },
-    }}
+    inv = {
+        "all": {
+            "vars": {
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(key),
+                "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                "-o LogLevel=ERROR",
+            },
+            "children": {
+                "pvc": {
+                    "children": {
+                        "pvc_coordinators": {"hosts": {n: host_vars[n] for n in coordinators}},
+                        "pvc_hypervisors": {
+                            "hosts": {
+                                h.name: host_vars[h.name] for h in members if h.name not in coordinators
+                            }
+                        },
+                    }
+                },
+            },
+        }
+    }
     directory = STATE_DIR / "inventory"
     (directory / "group_vars").mkdir(parents=True, exist_ok=True)
     (directory / "hosts.yml").write_text(yaml.safe_dump(inv, sort_keys=False))
@@ -506,25 +619,43 @@ def parse_recap(text: str) -> dict[str, dict[str, int]]:
             continue
         if started and " : " in line:
             name, _, counts = line.partition(" : ")
-            recap[name.strip()] = {k: int(v) for k, v in
-                                   (item.split("=", 1) for item in counts.split() if "=" in item)}
+            recap[name.strip()] = {
+                k: int(v) for k, v in (item.split("=", 1) for item in counts.split() if "=" in item)
+            }
     return recap
 
 
-def playbook(name: str, inventory_file: Path, extra_vars: dict[str, Any] | None = None,
-             limit: str | None = None, timeout: float = 3600) -> PlaybookRun:
+def playbook(
+    name: str,
+    inventory_file: Path,
+    extra_vars: dict[str, Any] | None = None,
+    limit: str | None = None,
+    timeout: float = 3600,
+) -> PlaybookRun:
     """Run deploy/ansible/<name> from the administrator's seat; the log is kept per run."""
     logs = STATE_DIR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"ansible-{time.strftime('%H%M%S')}-{Path(name).stem}.log"
-    argv = ["ip", "netns", "exec", SWITCH, "ansible-playbook", "-i", str(inventory_file),
-            str(ANSIBLE_DIR / name)]
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        SWITCH,
+        "ansible-playbook",
+        "-i",
+        str(inventory_file),
+        str(ANSIBLE_DIR / name),
+    ]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
     if limit:
         argv += ["--limit", limit]
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0",
-           "ANSIBLE_NOCOLOR": "1"}
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+    }
     started = time.monotonic()
     with open(log, "w") as out:
         result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=timeout)
