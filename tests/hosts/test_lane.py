@@ -45,3 +45,52 @@ def test_playbook_installs_three_hosts_and_upgrades_them_with_a_vm_running() -> 
     assert facts["vm_ip"].startswith(scenario.SUBNET)
     assert set(facts["versions_after"].values()) == {facts["new_version"]}
     assert facts["after_upgrade_run"]["changed"] == 0
+
+
+# -- quick checks without the lane ------------------------------------------------------------------
+
+PLAYBOOKS = ("site.yml", "upgrade.yml", "add-node.yml", "remove-node.yml")
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS)
+def test_playbooks_parse_against_the_example_inventory(playbook: str) -> None:
+    """Every playbook loads (YAML, roles, variables' syntax) with the documented inventory."""
+    import subprocess
+
+    from pvc.lab.hosts import lane
+
+    if shutil.which("ansible-playbook") is None:
+        pytest.skip("ansible-playbook is not installed (scripts/install)")
+    result = subprocess.run(
+        ["ansible-playbook", "-i", str(lane.ANSIBLE_DIR / "inventory" / "example" / "hosts.yml"),
+         str(lane.ANSIBLE_DIR / playbook), "--syntax-check", "-e", "node=hv3"],
+        capture_output=True, text=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(lane.ANSIBLE_DIR / "ansible.cfg")},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_recap_counts_changes_per_host() -> None:
+    from pvc.lab.hosts.lane import PlaybookRun, parse_recap
+
+    text = """PLAY RECAP *********************************************************************
+hv1                        : ok=52   changed=3    unreachable=0    failed=0    skipped=9    rescued=0
+hv2                        : ok=50   changed=0    unreachable=1    failed=0    skipped=9    rescued=0
+localhost                  : ok=9    changed=0    unreachable=0    failed=0    skipped=0    rescued=0
+"""
+    recap = parse_recap("PLAY RECAP ***\nold : ok=1 changed=9\n" + text)
+    assert set(recap) == {"hv1", "hv2", "localhost"}      # only the last recap counts
+    run = PlaybookRun("site.yml", 0, 1.0, recap, None)    # type: ignore[arg-type]
+    assert (run.changed, run.failed) == (3, 1)
+
+
+def test_host_names_and_addresses() -> None:
+    from pvc.lab.hosts import lane
+    from pvc.lab.proc import LabError
+
+    hv2 = lane.host("hv2")
+    assert (hv2.address(), hv2.address("storage"), hv2.address("upstream")) == ("10.210.0.2", "10.212.0.2",
+                                                                                "10.211.0.2")
+    assert hv2.netns == "pvch-hv2"
+    with pytest.raises(LabError, match=r"hv1 \.\. hv9"):
+        lane.host("node1")
