@@ -281,9 +281,69 @@ def nspawn_argv(h: Host, devices: list[str]) -> list[str]:
     return argv
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_PARENT = "pvc-lane"
+V1_MOUNTS = {"name=systemd": "systemd"}
+
+
+def _cgroup_dirs(name: str) -> list[Path]:
+    """Where this host's cgroups go: `pvc-lane/<name>` below this process's own cgroup in every
+    hierarchy (never above it: whatever placed this process keeps accounting for it)."""
+    found = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _id, controllers, path = line.split(":", 2)
+        if controllers == "":
+            mount = CGROUP_ROOT if (CGROUP_ROOT / "cgroup.procs").exists() else CGROUP_ROOT / "unified"
+        else:
+            mount = CGROUP_ROOT / V1_MOUNTS.get(controllers, controllers)
+        if (mount / "cgroup.procs").exists():
+            found.append(mount / path.lstrip("/") / CGROUP_PARENT / name)
+    return found
+
+
+def _cgroup_record(name: str) -> Path:
+    return STATE_DIR / "pids" / f"{name}.cgroups"
+
+
+def enter_own_cgroup(name: str) -> None:
+    """Move this process into its own cgroup in every hierarchy.
+
+    With no systemd on the machine, nspawn --keep-unit runs the container in whatever cgroup it
+    was started in: without this, three containers' systemds would share (and clean up) one
+    cgroup tree, each able to kill the others' services."""
+    directories = _cgroup_dirs(name)
+    _cgroup_record(name).write_text("\n".join(map(str, directories)) + "\n")
+    for directory in directories:
+        for level in (directory.parent, directory):
+            level.mkdir(exist_ok=True)
+            for knob in ("cpuset.cpus", "cpuset.mems"):      # an empty cpuset admits no task
+                if (level / knob).exists() and not (level / knob).read_text().strip():
+                    (level / knob).write_text((level.parent / knob).read_text())
+        (directory / "cgroup.procs").write_text(f"{os.getpid()}\n")
+
+
+def remove_cgroups(name: str) -> None:
+    """Remove a stopped host's cgroups, deepest first (nspawn and systemd leave sub-groups)."""
+    record = _cgroup_record(name)
+    if not record.exists():
+        return
+    for directory in map(Path, record.read_text().split()):
+        if directory.is_dir():
+            for sub in sorted((p for p in directory.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                with contextlib.suppress(OSError):
+                    sub.rmdir()
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        with contextlib.suppress(OSError):
+            directory.parent.rmdir()
+    record.unlink()
+
+
 def supervise(name: str, argv: list[str]) -> int:
-    """Run nspawn; start it again whenever the container rebooted; return its last status."""
+    """Run nspawn in the host's own cgroups; start it again whenever the container rebooted;
+    return its last status."""
     child: subprocess.Popen[bytes] | None = None
+    enter_own_cgroup(name)
 
     def forward(signum: int, _frame: Any) -> None:
         if child is not None and child.poll() is None:
@@ -482,6 +542,7 @@ def remove_host(name: str) -> None:
 
 
 def _teardown_host(h: Host) -> None:
+    remove_cgroups(h.name)
     if os.path.ismount(h.root):
         _run(["umount", "-l", str(h.root)], check=False)
     for path in _disk_files(h):
