@@ -484,7 +484,8 @@ def boot_host(h: Host, lower: Path, all_hosts: list[Host]) -> None:
     _cable(h)
     devices = _attach_disks(h)
     _mount_root(h, lower)
-    _personalise(h, public_key, all_hosts)
+    if proc.pid_of(h.pidfile) is None:      # a running host keeps what it has
+        _personalise(h, public_key, all_hosts)
     _start(h, devices)
     state = _state()
     state.setdefault("disks", {})[h.name] = devices
