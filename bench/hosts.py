@@ -26,6 +26,7 @@ TARGETS = {
     "site.yml, first run": 600,
     "site.yml, second run": 180,
     "rolling upgrade to the newer build": 600,
+    "lost coordinator rebuilt by site.yml": 600,
     "total": 1800,
 }
 
@@ -36,12 +37,13 @@ def main() -> int:
         "--keep-up", action="store_true", help="leave the lane running (then: python -m pvc.lab.hosts down)"
     )
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--recovery", action="store_true", help="also lose and rebuild a coordinator")
     args = parser.parse_args()
     report = scenario.Report()
     started = time.monotonic()
     error = None
     try:
-        scenario.run(report, keep_up=args.keep_up)
+        scenario.run(report, keep_up=args.keep_up, recovery=args.recovery)
     except Exception as exc:  # the table still shows how far it got
         error = f"{type(exc).__name__}: {exc}"
     report.seconds["total"] = round(time.monotonic() - started, 1)

@@ -316,7 +316,7 @@ def enter_own_cgroup(name: str) -> None:
     for directory in directories:
         for level in (directory.parent, directory):
             level.mkdir(exist_ok=True)
-            for knob in ("cpuset.cpus", "cpuset.mems"):      # an empty cpuset admits no task
+            for knob in ("cpuset.cpus", "cpuset.mems"):  # an empty cpuset admits no task
                 if (level / knob).exists() and not (level / knob).read_text().strip():
                     (level / knob).write_text((level.parent / knob).read_text())
         (directory / "cgroup.procs").write_text(f"{os.getpid()}\n")
@@ -484,7 +484,7 @@ def boot_host(h: Host, lower: Path, all_hosts: list[Host]) -> None:
     _cable(h)
     devices = _attach_disks(h)
     _mount_root(h, lower)
-    if proc.pid_of(h.pidfile) is None:      # a running host keeps what it has
+    if proc.pid_of(h.pidfile) is None:  # a running host keeps what it has
         _personalise(h, public_key, all_hosts)
     _start(h, devices)
     state = _state()
@@ -529,6 +529,35 @@ def add_host(name: str) -> Host:
     boot_host(new, Path(state["image"]), all_hosts)
     _wait_booted(new)
     return new
+
+
+def power_off(h: Host) -> None:
+    """Pull the plug: the container and everything in it die at once."""
+    pid = proc.pid_of(h.pidfile)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        proc.wait_until(lambda: not proc.alive(pid), 30, f"{h.name} powered off")
+    h.pidfile.unlink(missing_ok=True)
+
+
+def reinstall_host(h: Host) -> None:
+    """A lost host's replacement: same name, addresses and cabling, an empty root file system
+    (a fresh Debian 12 install from the image) and a new, empty OSD disk."""
+    power_off(h)
+    remove_cgroups(h.name)
+    if os.path.ismount(h.root):
+        _run(["umount", str(h.root)])
+    for sub in ("upper", "work"):
+        shutil.rmtree(h.dir / sub, ignore_errors=True)
+    for path in _disk_files(h):
+        while (loop := _loop_of(path)) is not None:
+            _run(["losetup", "-d", loop], check=False)
+            if _loop_of(path) == loop:
+                break
+        path.unlink(missing_ok=True)
+    boot_host(h, Path(_state()["image"]), lane_hosts())
+    _wait_booted(h)
 
 
 def remove_host(name: str) -> None:

@@ -268,8 +268,44 @@ def define_vm(admin: Admin, built: guest.GuestImage, node: str) -> str:
     return uuid
 
 
-def run(report: Report, keep_up: bool = False) -> Report:
-    """The whole lane run; brings the lane down at the end (unless keep_up) and on failure."""
+def recover_coordinator(report: Report, admin: Admin, hosts: list[lane.Host], inventory: Path) -> None:
+    """docs/install.md "Recovery from a lost coordinator", as written: a coordinator that runs
+    neither the VM nor the primary loses power and its disks; the survivors forget its OSDs,
+    monitor and manager key; a reinstalled host of the same name gets site.yml."""
+    facts = report.facts
+    with report.phase("lost coordinator rebuilt by site.yml"):
+        busy = {vm_node(admin), check_nodes(admin, [h.name for h in hosts])}
+        lost = next(h for h in hosts if h.name not in busy)
+        survivor = next(h for h in hosts if h != lost)
+        before = heartbeat(admin)
+        lane.power_off(lost)
+        check_nodes(admin, [h.name for h in hosts if h != lost])
+        for osd in lane.ssh(survivor, "ceph", "osd", "ls-tree", lost.name).split():
+            lane.ssh(survivor, "ceph", "osd", "purge", osd, "--yes-i-really-mean-it")
+        lane.ssh(survivor, "ceph", "mon", "remove", lost.name)
+        lane.ssh(survivor, "ceph", "auth", "del", f"mgr.{lost.name}")
+        lane.reinstall_host(lost)
+        rebuilt = lane.playbook("site.yml", inventory)
+        facts["recovery"] = {"host": lost.name, "rc": rebuilt.returncode, "log": str(rebuilt.log)}
+        if rebuilt.returncode != 0:
+            raise ScenarioError(
+                f"site.yml did not rebuild {lost.name} (rc {rebuilt.returncode}); see {rebuilt.log}"
+            )
+        check_nodes(admin, [h.name for h in hosts])
+        quorum = json.loads(lane.ssh(survivor, "ceph", "quorum_status", "--format", "json"))
+        facts["recovery"]["mon_quorum"] = quorum.get("quorum_names")
+        if lost.name not in quorum.get("quorum_names", []):
+            raise ScenarioError(
+                f"{lost.name}'s rebuilt monitor is not in the quorum: {quorum.get('quorum_names')}"
+            )
+        wait(f"{VM} still heartbeating", lambda: heartbeat(admin) > before, 60)
+        if boots(admin) != 1:
+            raise ScenarioError(f"{VM} rebooted while a coordinator was lost (boots={boots(admin)})")
+
+
+def run(report: Report, keep_up: bool = False, recovery: bool = False) -> Report:
+    """The whole lane run; brings the lane down at the end (unless keep_up) and on failure.
+    `recovery` adds the lost-coordinator rebuild (bench/hosts.py --recovery)."""
     facts = report.facts
     with report.phase("packages (make deb x2, cached per revision)"):
         old, new = build_packages(OLD_SUFFIX), build_packages(NEW_SUFFIX)
@@ -387,6 +423,8 @@ def run(report: Report, keep_up: bool = False) -> Report:
                     f"site.yml after the upgrade: rc {again.returncode}, changed={again.changed}; "
                     f"see {again.log}"
                 )
+        if recovery:
+            recover_coordinator(report, admin, hosts, lane.inventory(new))
     finally:
         if not keep_up:
             logs = lane.STATE_DIR / "logs"
