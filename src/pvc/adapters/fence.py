@@ -114,7 +114,17 @@ class _Steps:
         self._cancelled = threading.Event()
         self._child: subprocess.Popen[str] | None = None
         self._outcome: FenceOutcome | None = None
+        self._on_done: Callable[[], None] | None = None
         threading.Thread(target=self._main, args=(work,), name=name, daemon=True).start()
+
+    def notify(self, on_done: Callable[[], None]) -> None:
+        """Call `on_done` (once, from the agent's thread, or now if it finished already) when the
+        outcome is known, so the HA monitor polls it at once instead of on its next pass."""
+        with self._lock:
+            if self._outcome is None:
+                self._on_done = on_done
+                return
+        on_done()
 
     def _main(self, work: Callable[[_Steps], FenceOutcome]) -> None:
         try:
@@ -126,6 +136,12 @@ class _Steps:
             outcome = FenceOutcome(False, f"fence agent error: {exc}")
         with self._lock:
             self._outcome = outcome
+            on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            try:
+                on_done()
+            except Exception:             # a waker must not lose the outcome
+                log.exception("fence agent: notifying the HA monitor failed")
 
     def run(self, argv: list[str], env: dict[str, str] | None = None) -> _Result:
         """Run one command to its end: argument list, no shell, no stdin, its own process group."""
@@ -267,13 +283,22 @@ class LabAgent:
 
 class DispatchAgent:
     """The agent the primary uses: each dead node is fenced by the agent it published, so nodes
-    of one cluster may have different fence hardware."""
+    of one cluster may have different fence hardware. `on_done` is called when a job's outcome
+    is known (the HA loop wakes for it: docs/architecture.md, "Failover timing")."""
 
-    def __init__(self, agents: dict[str, FenceAgent] | None = None) -> None:
+    def __init__(self, agents: dict[str, FenceAgent] | None = None,
+                 on_done: Callable[[], None] | None = None) -> None:
         self.agents: dict[str, FenceAgent] = agents if agents is not None else {
             "none": NoAgent(), "ipmi": IpmiAgent(), "lab": LabAgent()}
+        self.on_done = on_done
 
     def start(self, node: str, info: dict[str, Any]) -> FenceJob:
+        job = self._start(node, info)
+        if self.on_done is not None and isinstance(job, _Steps):
+            job.notify(self.on_done)
+        return job
+
+    def _start(self, node: str, info: dict[str, Any]) -> FenceJob:
         if info.get("error"):           # the node could not publish its fence info (registration)
             return failed(f"fence info of {node}: {info['error']}")
         name = info.get("agent") or "none"

@@ -44,6 +44,8 @@ class HAService:
 
             self.watchdog = Watchdog(fencing.watchdog_device, fencing.watchdog_timeout)
         self.monitor: HAMonitor | None = None
+        self._wake = threading.Event()           # a node's alive marker changed: pass at once
+        self._alive_watched: set[str] = set()
         if settings.is_coordinator and fencing.enabled:
             self.monitor = self._ha_monitor(ceph)
         if vms is not None:
@@ -61,7 +63,7 @@ class HAService:
             return storage_from_settings(settings, shared=False)
 
         store = ZKHAStore(self.zk, settings.zookeeper.hosts, lock_guard=True)
-        return HAMonitor(settings.node_name, store, DispatchAgent(),
+        return HAMonitor(settings.node_name, store, DispatchAgent(on_done=self._wake.set),
                          CephFence(storage, self.zk, settings.fencing.blocklist_expire),
                          FencePolicy.from_settings(settings), time.time, mono=time.monotonic)
 
@@ -151,11 +153,14 @@ class HAService:
             self.stopping.wait(max(0.05, min(1.0 - (time.monotonic() - began), self.selffence.due_in())))
 
     def _ha_loop(self) -> None:
-        """Every coordinator observes; the primary acts (pvc.node.fencing)."""
+        """Every coordinator observes; the primary acts (pvc.node.fencing). A pass every 0.5 s, and
+        at once when a node's alive marker goes (a watch) or a lost node's margin ends, so neither
+        the detection nor the declaration waits for a poll (docs/architecture.md, "Failover
+        timing")."""
         assert self.monitor is not None
         name_thread("pvc-ha")
         failing, moved = "", False
-        while not self.stopping.wait(0 if moved else 0.5):
+        while not self._pause(0 if moved else self._next_pass()):
             primary = self.is_primary() and self.zk.connected
             moved = False
             try:
@@ -168,3 +173,30 @@ class HAService:
                 failing = str(exc)
             except Exception:
                 log.exception("HA monitor pass failed")
+            self._watch_alive()
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep until the next pass (a watch may cut it short); True when the daemon stops."""
+        if seconds > 0:
+            self._wake.wait(seconds)
+        self._wake.clear()
+        return self.stopping.is_set()
+
+    def _next_pass(self) -> float:
+        """0.5 s, or less when the margin of a node whose session is gone ends sooner."""
+        assert self.monitor is not None
+        monitor = self.monitor
+        now, margin = monitor.clock(), monitor.policy.margin
+        due = [since + margin - now for since in monitor.lost_since.values() if since + margin > now]
+        return max(0.01, min([0.5, *due]))
+
+    def _watch_alive(self) -> None:
+        """A watch on the alive marker of every node seen alive: its expiry wakes the loop."""
+        assert self.monitor is not None
+        for name in sorted(self.monitor.seen_alive - self._alive_watched):
+            try:
+                self.zk.watch_data(schema.node_alive(name), lambda _data, _stat: self._wake.set())
+            except (ClusterUnavailable, KazooException) as exc:
+                log.debug("HA monitor: no watch on %s's alive marker yet: %s", name, exc)
+                continue
+            self._alive_watched.add(name)
