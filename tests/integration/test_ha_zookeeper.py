@@ -281,7 +281,14 @@ def test_zookeeper_members_are_probed_and_placed_on_nodes(zk: ZK, zk_server: Any
     answers = {"10.9.0.1": True, "10.9.0.2": True, "10.9.0.3": False, "10.9.0.9": True}
     store = ZKHAStore(zk, ["10.9.0.1:2181", "10.9.0.2:2181", "10.9.0.3:2181", "10.9.0.9:2181"],
                       probe=lambda h, p: answers[h])
-    assert store.zk_members() == [("hv1", True), ("hv2", True), ("hv3", False), (None, True)]
+    assert store.zk_members("hv3") == [("hv1", True), ("hv2", True), ("hv3", False), (None, True)]
+    asked: list[str] = []
+    store.probe = lambda h, p: asked.append(h) or True
+    assert store.zk_members("hv1") == [("hv1", False), ("hv2", True), ("hv3", True), (None, True)]
+    assert sorted(asked) == ["10.9.0.2", "10.9.0.3", "10.9.0.9"]          # not hv1's own member
+    asked.clear()
+    assert store.zk_members("hv5") == [("hv1", True), ("hv2", True), ("hv3", True), (None, True)]
+    assert asked == []                                                     # hv5 runs no member
 
 
 def test_quorum_guard_holds_a_member_node_until_the_others_are_a_quorum(zk: ZK, cluster: Any) -> None:

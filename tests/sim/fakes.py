@@ -166,7 +166,7 @@ class SimStore:
         zk.queue.remove(int(entry))
         return True
 
-    def zk_members(self) -> list[tuple[str | None, bool]]:
+    def zk_members(self, node: str) -> list[tuple[str | None, bool]]:
         zk = self.zk
         return [(m, m in zk.quorum) for m in zk.members]
 

@@ -237,8 +237,8 @@ class HAMonitor:
         new = {**doc, "holder": self.me, "generation": generation, "renewals": 0,
                "renewed": round(self.clock(), 3)}
         deposed = new.get("deposed")
-        if not (isinstance(deposed, dict) and deposed.get("fence")):
-            new.pop("deposed", None)       # a primary that never took the lease: nothing to fence
+        if not (isinstance(deposed, dict) and deposed.get("fence")) or deposed.get("node") == self.me:
+            new.pop("deposed", None)       # never took the lease (nothing to fence), or it is us
         written = self.store.write_lease(new, version)
         if written is None:
             return False                   # written meanwhile, or the lock is not ours: next pass
@@ -372,12 +372,10 @@ class HAMonitor:
         dying = self.dying(nodes, alive)
         if self._braked(nodes, dying, records):
             return False
-        now, members = self.clock(), None
+        now = self.clock()
         ready = [s for s in dying if s.due <= now]
         for suspect in ready:
-            if members is None:
-                members = self.store.zk_members()
-            why = quorum_refusal(members, suspect.node)
+            why = quorum_refusal(self.store.zk_members(suspect.node), suspect.node)
             if why is not None:
                 self._hold(suspect, why)
                 continue
@@ -555,7 +553,7 @@ class HAMonitor:
                 return
             self._paused = False
             # again right before the agent: a chain resumed by a new primary, or a member lost since
-            why = quorum_refusal(self.store.zk_members(), name)
+            why = quorum_refusal(self.store.zk_members(name), name)
             if why is not None:
                 if self._held.get(name) != why:
                     self._event(record, "fencing", f"held: {why}")

@@ -72,8 +72,10 @@ class HAStore(Protocol):
     def depose(self, entry: str, doc: dict[str, Any], version: int) -> bool:
         """In one transaction: the lease written at `version` and the lock entry deleted."""
 
-    def zk_members(self) -> list[tuple[str | None, bool]]:
-        """Every configured ZooKeeper member: (the node it runs on or None, whether it serves)."""
+    def zk_members(self, node: str) -> list[tuple[str | None, bool]]:
+        """Every configured ZooKeeper member: (the node it runs on or None, whether it serves),
+        for the quorum guard about `node`: members on `node` need not be asked (reported as not
+        serving), and none is asked when `node` runs none."""
 
 
 @dataclass(frozen=True, order=True)

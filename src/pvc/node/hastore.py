@@ -204,9 +204,11 @@ class ZKHAStore:
         lease = op_create(PRIMARY_LEASE, doc) if version < 0 else op_set(PRIMARY_LEASE, doc, version)
         return self._commit([lease, op_delete(f"{schema.PRIMARY_ELECTION}/{entry}")]) is not None
 
-    def zk_members(self) -> list[tuple[str | None, bool]]:
+    def zk_members(self, node: str) -> list[tuple[str | None, bool]]:
         """Each configured member with the node whose name or published address it names, and
-        whether it answers `srvr` as leader, follower or standalone (asked in parallel)."""
+        whether it answers `srvr` as leader, follower or standalone (asked in parallel; not the
+        members on `node`, whose state the guard does not need: a dead host would only make the
+        answer wait for the timeout)."""
         if not self.hosts:
             return []
         peers = self.vm_store.node_docs()
@@ -220,10 +222,13 @@ class ZKHAStore:
             host, _, port = entry.rpartition(":")
             host = (host or entry).strip("[]")
             members.append((host, int(port) if port.isdigit() else 2181))
-        with ThreadPoolExecutor(max_workers=len(members)) as pool:
-            answers = list(pool.map(lambda m: self.probe(m[0], m[1]), members))
-        return [(owners.get(host) or owners.get(host.split(".")[0]), up)
-                for (host, _port), up in zip(members, answers, strict=True)]
+        placed = [owners.get(host) or owners.get(host.split(".")[0]) for host, _port in members]
+        if node not in placed:
+            return [(owner, True) for owner in placed]         # the guard is not about a member node
+        ask = [m for m, owner in zip(members, placed, strict=True) if owner != node]
+        with ThreadPoolExecutor(max_workers=max(1, len(ask))) as pool:
+            answers = dict(zip(ask, pool.map(lambda m: self.probe(m[0], m[1]), ask), strict=True))
+        return [(owner, answers.get(m, False)) for m, owner in zip(members, placed, strict=True)]
 
 
 def serves(host: str, port: int, timeout: float = 1.0) -> bool:
