@@ -157,6 +157,7 @@ class HAMonitor:
     _lease: dict[str, Any] = field(default_factory=dict)
     _lease_version: int = -1
     _lost_term: bool = False
+    _renewed: float = 0.0
     # watching the primary (every coordinator): (lock holder, lease version) and since when
     _seen: tuple[Any, ...] | None = None
     _seen_since: float = 0.0
@@ -242,7 +243,7 @@ class HAMonitor:
         written = self.store.write_lease(new, version)
         if written is None:
             return False                   # written meanwhile, or the lock is not ours: next pass
-        self._term, self._lease, self._lease_version = generation, new, written
+        self._term, self._lease, self._lease_version, self._renewed = generation, new, written, self._mono()
         self._say(f"claims the primary lease (generation {generation})", logging.INFO)
         return True
 
@@ -268,7 +269,13 @@ class HAMonitor:
             if written is None:
                 self._lose_term(doc)
                 raise NotPrimary
-        self._lease, self._lease_version = new, written
+        self._lease, self._lease_version, self._renewed = new, written, self._mono()
+
+    def _keep_lease(self) -> None:
+        """Inside a long step (many VMs' locks, many placements): renew once a second, so the
+        other coordinators do not take a busy primary for a hung one."""
+        if self._mono() - self._renewed >= 1.0:
+            self._renew()
 
     def _update_lease(self, **changes: Any) -> None:
         lease = dict(self._lease)
@@ -650,6 +657,7 @@ class HAMonitor:
         # Locks first, for every VM the node may have held: its own and those it was migrating.
         held = {v.uuid: v for v in vms} | {u: all_vms[u] for u in claimed if u in all_vms}
         for vm in sorted(held.values(), key=lambda v: v.name):
+            self._keep_lease()
             if vm.rbd_volumes and addresses:
                 try:
                     broken = self.storage.release_locks(vm.rbd_volumes, addresses)
@@ -662,6 +670,7 @@ class HAMonitor:
         moved = stranded = 0
         began = self._mono()
         for vm in sorted(vms, key=lambda v: v.name):
+            self._keep_lease()
             demand = vm_demand(vm)
             pool = self._pool(avoid, all_vms, began)
             target = find_target(pool.values(), vm.node_selector, self.policy.default_selector,
