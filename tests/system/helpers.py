@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -13,8 +14,8 @@ from typing import Any
 import httpx
 
 from pvc.adapters.hypervisor import LibvirtHypervisor
-from pvc.lab import guest, proc
-from pvc.lab.plan import LabPlan
+from pvc.lab import guest, netns, proc
+from pvc.lab.plan import STATE_ROOT, LabPlan
 
 
 def guest_xml(plan: LabPlan, name: str, uuid: str, disks: str = "", cmdline: str = "") -> str:
@@ -142,3 +143,20 @@ def ping_gaps(log: str, interval: float = 0.05) -> tuple[float, int]:
 
 def has_address(plan: LabPlan, node: str, device: str, ip: str) -> bool:
     return any(a.get("local") == ip for a in links(plan, node).get(device, {}).get("addr_info", []))
+
+
+def lab_traces(name: str) -> list[str]:
+    """Everything of lab `name` that could survive a down: namespaces, processes, mounts, files."""
+    found = [f"netns {ns}" for ns in netns.list_lab_netns(name)]
+    state = str(STATE_ROOT / name)
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            blob = (pid_dir / "cmdline").read_bytes() + (pid_dir / "environ").read_bytes()
+        except OSError:
+            continue
+        if state.encode() in blob and int(pid_dir.name) != os.getpid():
+            found.append(f"process {pid_dir.name}: {(pid_dir / 'cmdline').read_bytes()[:80]!r}")
+    found += [f"mount {line}" for line in Path("/proc/mounts").read_text().splitlines() if state in line]
+    if Path(state).exists():
+        found.append(f"directory {state}")
+    return found
