@@ -6,6 +6,7 @@ its own chroot so tests never see each other's state.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -260,12 +261,17 @@ def lab() -> Iterator[Any]:
 
     # Keep the CLI connection the lab adds out of the user's own store.
     os.environ.setdefault("PVC_CLIENT_DIR", tempfile.mkdtemp(prefix="pvc-client-"))
-    lab_down(LAB_NAME)  # leftovers of an interrupted run
-    try:
-        yield lab_up(LAB_NAME, 3)
-    finally:
-        if not os.environ.get("PVC_LAB_KEEP"):     # keep it to look at after a failure
-            lab_down(LAB_NAME)
+    # One test session at a time owns the test labs: a second run on the same machine would
+    # tear down this one's lab ("leftovers") under its feet. It waits here instead.
+    os.makedirs(os.path.dirname(LAB_LOCK), exist_ok=True)
+    with open(LAB_LOCK, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        lab_down(LAB_NAME)  # leftovers of an interrupted run
+        try:
+            yield lab_up(LAB_NAME, 3)
+        finally:
+            if not os.environ.get("PVC_LAB_KEEP"):     # keep it to look at after a failure
+                lab_down(LAB_NAME)
 
 
 @pytest.fixture(scope="session")
@@ -281,6 +287,7 @@ def lab_api(lab: Any) -> Iterator[httpx.Client]:
 
 
 LAB2_NAME = "pst2"
+LAB_LOCK = "/run/lock/pvc-test-labs.lock"
 
 
 @pytest.fixture(scope="session")
