@@ -32,6 +32,7 @@ NODE_KINDS = frozenset({"kill_pvcnoded", "links_cut", "node_freeze"})
 DAEMON_OF = {"kill_pvcnoded": "pvcnoded", "kill_pvcworkerd": "pvcworkerd"}
 SERVING = ("leader", "follower", "standalone")   # pvc.lab.zookeeper.SERVING
 KEEPALIVE_FRESH = 15.0     # seconds: a node whose keepalive is older is not back
+CONFIRM = 6.0              # seconds a healed node must stay in service (over a keepalive interval)
 API_MODULE = b"pvc.api.daemon"
 
 
@@ -520,21 +521,27 @@ def _ready(plan: LabPlan, name: str) -> None:
 def restore_node(plan: LabPlan, node: NodePlan, timeout: float = 300) -> None:
     """Bring a node back into service, whatever happened to it: thaw what is stopped, cable it back
     in, start what is not running, and ready it if it was fenced (tests/system/ha.py's restore).
-    Repeats until the node runs with a fresh keepalive and ready domains (a fence may still be on
-    its way and undo a step); LabError when it is not back in `timeout` seconds."""
+    Repeats until the node has run with ready domains and keepalives written since the heal began
+    for CONFIRM seconds (a fence decided before may still be on its way and undo a step); LabError
+    when it is not back in `timeout` seconds."""
     from pvc.lab import netns
 
-    deadline = time.monotonic() + timeout
-    last_ready = 0.0
+    began, deadline = time.time(), time.monotonic() + timeout
+    last_ready, fine_since = 0.0, None
     while True:
         thaw(node)
         if links_down(plan, node):
             netns.rejoin(plan, node)
         start_missing(plan, node)
         view = observe(plan, with_ceph=False).nodes[node.name]
-        fresh = view.keepalive_age is not None and view.keepalive_age < KEEPALIVE_FRESH
+        age = view.keepalive_age
+        fresh = age is not None and age < min(KEEPALIVE_FRESH, time.time() - began)
         if fresh and not node_out(view):
-            return
+            fine_since = fine_since or time.monotonic()
+            if time.monotonic() - fine_since >= CONFIRM:
+                return
+        else:
+            fine_since = None
         if fresh and (view.daemon_state in ("dead", "fenced") or view.domain_state == "flushed") \
                 and time.monotonic() - last_ready > 10:
             _ready(plan, node.name)
