@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install lab lab-down test test-fast lint bench clean
+.PHONY: install lab lab-down test test-fast lint bench clean deb
 
 install:
 	./scripts/install
@@ -29,6 +29,11 @@ bench: install
 	$(PY) bench/api_node_list.py
 	$(PY) bench/lab_up.py
 	$(PY) bench/storage_ops.py
+
+# Debian packages into build/deb/ (deploy/debian/README.md); PVC_DEB_VERSION=<suffix> for a
+# build suffix. Needs the build dependencies scripts/install puts in place.
+deb:
+	./deploy/debian/build
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis src/*.egg-info
