@@ -58,7 +58,9 @@ class ZooKeeperAuth(_Section):
 class ZooKeeperSettings(_Section):
     hosts: list[str] = Field(min_length=1, description="host:port of every ensemble member")
     root: str = "/pvc"
-    session_timeout: float = Field(default=6.0, gt=0.5, le=60)
+    # The self-fence bound and the start of dead-node detection (docs/architecture.md, "Failover
+    # timing"): ZooKeeper's minSessionTimeout (2 ticks) must allow it, e.g. tickTime <= 2000 ms.
+    session_timeout: float = Field(default=4.0, gt=0.5, le=60)
     auth: ZooKeeperAuth | None = None
     # Digest ACLs on every znode (DESIGN D14). On unless turned off here by name; off, anyone who
     # reaches ZooKeeper's port can read and rewrite the whole cluster.
@@ -462,7 +464,9 @@ class FencingSettings(_Section):
     and restarts its VMs elsewhere."""
     enabled: bool = True
     agent: Literal["none", "ipmi", "lab"] = "none"
-    margin: float = Field(default=2.0, ge=0.5, le=300)
+    # covers how late a cut-off node's self-fence may end after its session expired (ms: it is
+    # timed to the bound; docs/architecture.md, "Failover timing")
+    margin: float = Field(default=1.0, ge=0.5, le=300)
     fence_intervals: int = Field(default=6, ge=2, le=100)
     agent_timeout: float = Field(default=30.0, gt=0, le=600)
     self_fence: bool = True

@@ -84,7 +84,7 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
         "zookeeper": {
             "hosts": [f"{n.address}:{ZK_CLIENT_PORT}" for n in plan.coordinators],
             "root": ZK_ROOT,
-            "session_timeout": 6,
+            "session_timeout": 4,
             "auth": zk_auth(plan),
         },
         "node": {"name": node.name},
@@ -128,7 +128,7 @@ def node_config(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
             "lab_switch_netns": plan.switch_netns,
         },
         # The lab's fence agent (pvc-lab fence) stands in for each node's BMC.
-        "fencing": {"agent": "lab", "lab_name": plan.name, "margin": 2, "agent_timeout": 30},
+        "fencing": {"agent": "lab", "lab_name": plan.name, "margin": 1, "agent_timeout": 30},
         # Autobackup onto a loop-mounted ext4 image in the state dir, mounted and unmounted by the
         # worker's mount commands as a real cluster's NFS or disk target (no schedule: runs are
         # started by tests or `pvc vm autobackup`); pvc-lab down unmounts it and detaches the loop.
