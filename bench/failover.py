@@ -10,6 +10,9 @@
    the run state (target 0 for each); shown beside them: the slowest ZooKeeper answer the bench
    itself saw, the oldest keepalive, the near misses nodes logged ("no ZooKeeper answer for ...")
    and how busy the CPUs were.
+3. Isolation runs (`--isolate-runs`): a node cut off the network, not killed, must destroy its
+   VMs itself before the primary declares it dead: the least headroom (dead - self-fence, from
+   the fencing record and the node's log) must stay above 0; the budget's safety inequality.
 
 Uses the running lab `--lab` (default pvclab) or, with `--own` or when none runs, brings a lab up
 and down itself. Each kill run boots guests (named after a fresh tag) with their root on RBD on a
@@ -26,8 +29,8 @@ guests and their volumes, however the run ends. Phases, each measured from the k
              changes - blocklist, OSDs down, lock breaks - wait for it; 0: no new quorum logged)
 The timing budget behind these is in docs/architecture.md ("Failover timing").
 
-Usage: bench/failover.py [--lab pvclab | --own] [--runs 5] [--vms 2] [--soak-minutes 10]
-                         [--zk-writes 100] [--soak-vms 3]
+Usage: bench/failover.py [--lab pvclab | --own] [--runs 5] [--vms 2] [--isolate-runs 2]
+                         [--soak-minutes 10] [--zk-writes 100] [--soak-vms 3]
 """
 
 from __future__ import annotations
@@ -152,6 +155,68 @@ def one_run(lab: LabPlan, api: httpx.Client, tag: str, run: int, count: int) -> 
         timeline += f"; self-fences on survivors: {result['survivor self-fences']:.0f}"
         print(f"run {run + 1}: {victim} killed{note}; {timeline}", flush=True)
         return result
+
+
+SELF_FENCE = re.compile(r"^(\S+ \S+) .*self-fence: no ZooKeeper answer for ([0-9.]+)s \(session timeout "
+                        r"([0-9.]+)s\)")
+
+
+def self_fence_in_log(lab: LabPlan, node: str, offset: int) -> tuple[float, float] | None:
+    """(wall time, lateness) of the node's self-fence logged after `offset`: when it destroyed its
+    VMs, and by how much its silence exceeded the session timeout (the δ of the budget)."""
+    path = lab.log_dir / f"{node}-pvcnoded.log"
+    with path.open("rb") as f:
+        f.seek(offset)
+        for line in f.read().decode(errors="replace").splitlines():
+            match = SELF_FENCE.match(line)
+            if match:
+                stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                return stamp, float(match.group(2)) - float(match.group(3))
+    return None
+
+
+def isolate_run(lab: LabPlan, api: httpx.Client, tag: str, run: int, count: int) -> dict[str, float]:
+    """A node cut off the network (not killed): it must destroy its VMs itself before the
+    primary declares it dead. The headroom is the safety inequality's slack on the lab."""
+    from pvc.lab import netns
+
+    primary = ha.other_than(api, lab, "none")
+    victim = [n.name for n in lab.nodes if n.name != primary][run % (len(lab.nodes) - 1)]
+    names = [f"{tag}i{run}n{i}" for i in range(count)]
+    with Cleanup() as cleanup:
+        uuids = {}
+        for name in names:
+            cleanup.add(f"remove guest {name}", lambda name=name: remove_guest(api, name))
+            uuids[name] = ha.rbd_guest(lab, api, name, victim)
+        cleanup.add(f"restore {victim}", lambda: ha.restore(lab, api, victim))
+        offset = log_size(lab, victim)
+        t0 = time.time()
+        netns.isolate(lab, lab.node(victim))
+        record: dict[str, Any] = {}
+        deadline = time.monotonic() + 120
+        while record.get("phase") != "done" and time.monotonic() < deadline:
+            latest = ha.fencing(api, victim)
+            record = latest if float(latest.get("started") or 0) > t0 else {}
+            time.sleep(0.2)
+        if record.get("phase") != "done":
+            raise SystemExit(f"isolation run {run}: {victim} was not fenced within 120 s")
+        fenced = self_fence_in_log(lab, victim, offset)
+        if fenced is None:
+            raise SystemExit(f"isolation run {run}: {victim} logged no self-fence")
+        dead = ha.event_times(record)["dead"]
+        result = {"self-fence": fenced[0] - t0, "dead": dead - t0, "headroom": dead - fenced[0],
+                  "lateness": fenced[1]}
+        print(f"isolation {run + 1}: {victim} cut off; self-fence {result['self-fence']:.2f}s (late by "
+              f"{result['lateness']:.1f}s), dead {result['dead']:.2f}s, headroom "
+              f"{result['headroom']:.2f}s", flush=True)
+        return result
+
+
+def isolate_rows(runs: list[dict[str, float]]) -> list[tuple[str, str, str, bool]]:
+    least = min(r["headroom"] for r in runs)
+    late = max(r["lateness"] for r in runs)
+    return [(f"isolated node: self-fence -> dead, least of {len(runs)}", f"{least:.2f} s", "> 0", least > 0),
+            ("isolated node: self-fence lateness, worst (0.1 s steps)", f"{late:.1f} s", "< margin", True)]
 
 
 def kill_rows(runs: list[dict[str, float]]) -> list[tuple[str, str, str, bool]]:
@@ -351,6 +416,8 @@ def main() -> None:
     parser.add_argument("--own", action="store_true", help="bring a lab 'bfail' up and down here")
     parser.add_argument("--runs", type=int, default=5, help="kill runs (0: none)")
     parser.add_argument("--vms", type=int, default=2, help="guests on the killed node per run")
+    parser.add_argument("--isolate-runs", type=int, default=2,
+                        help="runs cutting a node off (self-fence before dead); 0: none")
     parser.add_argument("--soak-minutes", type=float, default=10.0, help="false-fence soak (0: none)")
     parser.add_argument("--zk-writes", type=int, default=100, help="ZooKeeper writes/s during the soak")
     parser.add_argument("--soak-vms", type=int, default=3, help="guests running during the soak")
@@ -362,6 +429,8 @@ def main() -> None:
             tag = bench_tag("fo")
             if args.runs > 0:
                 rows += kill_rows([one_run(lab, api, tag, i, args.vms) for i in range(args.runs)])
+            if args.isolate_runs > 0:
+                rows += isolate_rows([isolate_run(lab, api, tag, i, 1) for i in range(args.isolate_runs)])
             if args.soak_minutes > 0:
                 rows += soak(lab, api, tag, args.soak_minutes, args.zk_writes, args.soak_vms)
     finally:
