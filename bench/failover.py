@@ -429,10 +429,13 @@ def main() -> None:
             tag = bench_tag("fo")
             if args.runs > 0:
                 rows += kill_rows([one_run(lab, api, tag, i, args.vms) for i in range(args.runs)])
-            if args.isolate_runs > 0:
-                rows += isolate_rows([isolate_run(lab, api, tag, i, 1) for i in range(args.isolate_runs)])
             if args.soak_minutes > 0:
                 rows += soak(lab, api, tag, args.soak_minutes, args.zk_writes, args.soak_vms)
+            if args.isolate_runs > 0:
+                try:
+                    rows += isolate_rows([isolate_run(lab, api, tag, i, 1) for i in range(args.isolate_runs)])
+                except (SystemExit, Exception) as exc:   # the other figures still print
+                    rows.append(("isolated node: self-fence -> dead", f"failed: {exc}"[:40], "> 0", False))
     finally:
         if own:
             labmain.lab_down(lab.name)
