@@ -344,6 +344,7 @@ def soak(lab: LabPlan, api: httpx.Client, tag: str, minutes: float, rate: int, g
             ha.rbd_guest(lab, api, name, nodes[i % len(nodes)])
         before = sessions(lab, zk)
         offsets = {n: log_size(lab, n) for n in nodes}
+        mons = mon_logs(lab)
         writer = ZKWriter(lab, rate)
         writer.start()
         cleanup.add("stop the ZooKeeper writes", writer.stop)
@@ -388,6 +389,11 @@ def soak(lab: LabPlan, api: httpx.Client, tag: str, minutes: float, rate: int, g
         busy1, total1 = cpu_busy()
         writes, slowest = writer.writes, writer.slowest
         misses = near_misses(lab, offsets)
+        elections = 0
+        for path, offset in mons.items():
+            with path.open("rb") as f:
+                f.seek(offset)
+                elections += f.read().decode(errors="replace").count("calling monitor election")
     for key, values in seen.items():
         counts[key] = len(values)
         if values:
@@ -406,6 +412,7 @@ def soak(lab: LabPlan, api: httpx.Client, tag: str, minutes: float, rate: int, g
         ("false fences (chains + self-fences)", f"{fences}", "0", fences == 0),
         ("ZooKeeper sessions expired", f"{expired}", "0", expired == 0),
         ("nodes seen out of run", f"{counts['out of run']}", "0", counts["out of run"] == 0),
+        ("Ceph mon elections called (not PVC's; shown)", f"{elections}", "-", True),
     ]
 
 
