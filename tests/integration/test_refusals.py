@@ -309,3 +309,33 @@ def test_openapi_documents_force_where_it_exists(cluster: Cluster) -> None:
         assert not params["force"].get("required")
     pgs = {p["name"]: p for p in paths["/api/v1/storage/ceph/pool"]["post"]["parameters"]}["pgs"]
     assert "power of two" in pgs["description"]
+
+
+# -- provisioner -----------------------------------------------------------------------------------
+
+SCRIPT = ("from pvcapid.vmbuilder import VMBuilder\n\n\nclass VMBuilderScript(VMBuilder):\n"
+          "    def setup(self):\n        pass\n")
+
+def test_a_profile_whose_vm_no_node_could_run_is_refused_before_queueing(cluster: Cluster) -> None:
+    c = cluster
+    base = "/provisioner"
+    for path, params, data in [
+        ("/template/system", {"name": "huge", "vcpus": 1, "vram": 16384, "serial": "true", "vnc": "false"},
+         None),
+        ("/template/network", {"name": "n"}, None),
+        ("/template/storage", {"name": "st"}, None),
+        ("/script", {"name": "s"}, {"data": SCRIPT}),
+        ("/profile", {"name": "p", "profile_type": "provisioner", "system_template": "huge", "script": "s",
+                      "network_template": "n", "storage_template": "st"}, None),
+    ]:
+        response = c.http.post(base + path, params=params, data=data)
+        assert response.status_code == 200, response.text
+    message = c.refused(c.http.post(base + "/create", params={"name": "bigvm", "profile": "p"}),
+                        "profile (system template huge): no node of this cluster could ever run VM bigvm",
+                        f"({NODE_MIB} MiB)")
+    assert c.zk.children(schema.TASKS) == []
+    c.cli_refused(message, "provisioner", "create", "bigvm", "p")
+    assert c.zk.children(schema.TASKS) == []
+    # a job that only runs the script (no define) is not judged by the nodes' size
+    response = c.http.post(base + "/create", params={"name": "bigvm", "profile": "p", "define_vm": "false"})
+    assert response.status_code == 202, response.text

@@ -21,9 +21,10 @@ from pvc.api.errors import message
 from pvc.api.models import Message, TaskAccepted, TaskStatus
 from pvc.api.params import Bool, Inputs, inputs
 from pvc.cluster import nodes as nodes_mod
+from pvc.cluster import placement, vms
 from pvc.cluster import provisioner as prov
 from pvc.cluster import tasks as tasks_mod
-from pvc.cluster import vms
+from pvc.cluster.vms import rules
 from pvc.core import schema
 from pvc.core.errors import InvalidInput, NotFound
 from pvc.core.records import TaskRecord
@@ -67,8 +68,26 @@ def check_create(zk: ZK, params: CreateInputs) -> ProvisionArgs:
     if not params.profile or "/" in params.profile or not zk.exists(schema.profile(params.profile)):
         raise InvalidInput(f'profile: profile "{params.profile}" does not exist')
     prov.arguments_dict(params.arg, "arg")
+    if params.define_vm:
+        _check_profile_fits(zk, params.profile, params.name)
     return ProvisionArgs(vm_name=params.name, vm_profile=params.profile, define_vm=params.define_vm,
                          start_vm=params.start_vm and params.define_vm, script_run_args=list(params.arg))
+
+
+def _check_profile_fits(zk: ZK, profile: str, vm_name: str) -> None:
+    """Refuse before queueing a job whose VM no node could ever run (its system template asks more
+    memory or vCPUs than the largest node has), instead of failing at the define stage."""
+    template_name = prov.get_profile(zk, profile).get("system_template")
+    if not template_name:
+        return                                  # the job itself names what is missing
+    try:
+        template = prov.get_system_template(zk, str(template_name))
+    except NotFound:
+        return
+    demand = placement.Demand(memory_mib=int(template.get("vram_mb") or 0),
+                              vcpus=int(template.get("vcpu_count") or 0))
+    rules.check_demand_fits_cluster(nodes_mod.load_nodes(zk), demand, vm_name,
+                                    f"profile (system template {template_name})")
 
 
 def job_item(task: TaskRecord) -> dict[str, Any]:

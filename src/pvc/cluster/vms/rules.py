@@ -143,13 +143,18 @@ def check_fits_cluster(nodes: Sequence[NodeRecord], domain: domainxml.Domain, fi
     or more vCPUs than every node has. The refusal names the largest nodes and their figures (the
     limit). Nodes that report no figures yet are not judged (nothing is refused before any node
     has registered)."""
-    demand = demand_of(domain)
+    check_demand_fits_cluster(nodes, demand_of(domain), domain.name, field)
+
+
+def check_demand_fits_cluster(nodes: Sequence[NodeRecord], demand: placement.Demand, vm_name: str,
+                              field: str = "xml") -> None:
+    """check_fits_cluster for a VM known only by its figures (a provisioner profile's template)."""
     known = [n for n in nodes if n.memory.total or n.cpu_count]
     if not known or any(placement.fits(n, demand) is None for n in known):
         return
     largest = {max(known, key=lambda n: n.memory.total).name, max(known, key=lambda n: n.cpu_count).name}
     reasons = [why for n in known if n.name in largest and (why := placement.fits(n, demand))]
-    raise InvalidInput(f"{field}: no node of this cluster could ever run VM {domain.name}: "
+    raise InvalidInput(f"{field}: no node of this cluster could ever run VM {vm_name}: "
                        f"{'; '.join(dict.fromkeys(reasons))} (the largest node); give it less, or pass "
                        f"force if a bigger node is still to be added.")
 
