@@ -299,6 +299,12 @@ def rbd_images(client: Any, pool: str) -> dict[str, dict[str, Any]]:
     import rbd
 
     out: dict[str, dict[str, Any]] = {}
+    own = str(client.get_addrs())      # our own session, in case an open registers a watch
+
+    def theirs(address: str) -> bool:
+        tail = address.split(":", 1)[1] if address.startswith(("v1:", "v2:")) else address
+        return bool(tail) and tail not in own
+
     with client.open_ioctx(pool) as ioctx:
         for name in rbd.RBD().list(ioctx):
             try:
@@ -307,7 +313,8 @@ def rbd_images(client: Any, pool: str) -> dict[str, dict[str, Any]]:
                     out[name] = {
                         "size": image.size(),
                         "snapshots": sorted(s["name"] for s in image.list_snaps()),
-                        "watchers": sorted(str(w.get("addr", "")) for w in image.watchers_list()),
+                        "watchers": sorted(a for a in (str(w.get("addr", "")) for w in image.watchers_list())
+                                           if theirs(a)),
                         "lockers": sorted(str(locker[2]) for locker in lockers.get("lockers", [])),
                     }
             except rbd.ImageNotFound:

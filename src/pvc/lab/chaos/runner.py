@@ -331,7 +331,17 @@ class Runner:
 
 def run(plan: LabPlan, config: Config, echo: Callable[[str], None] | None = None
         ) -> tuple[dict[str, Any], Path, Path]:
-    """Run, write the report; (report, JSON path, text path)."""
-    result = Runner(plan, config, echo).run()
+    """Run, write the report; (report, JSON path, text path). If the runner itself fails after the
+    preflight, what it has seen so far is written before the error goes on."""
+    chaos = Runner(plan, config, echo)
+    try:
+        result = chaos.run()
+    except ChaosError:
+        raise
+    except BaseException as exc:
+        chaos.ctx.events.add("note", what=f"the runner failed: {type(exc).__name__}: {exc}"[:300])
+        paths = report.write(chaos.report(), config.report_dir)
+        raise ChaosError(f"the chaos runner failed ({type(exc).__name__}: {exc}); partial report: "
+                         f"{paths[1]}") from exc
     json_path, text_path = report.write(result, config.report_dir)
     return result, json_path, text_path

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pvc.lab import guest
-from pvc.lab.chaos.context import Answer, Api, Context
+from pvc.lab.chaos.context import Answer, Api, Context, rbd_images
 
 PREFIX = "cx-"
 POOL = "vms"                       # pvc.lab.main.BASE_POOL
@@ -432,7 +432,7 @@ class Workload:
         def after(outcome: str) -> None:
             self.ledger.forget_vm(name, True if outcome == "done" else False if outcome == "failed" else None)
             if outcome == "done":
-                vm.info["desired"] = "start"
+                vm.info.update(desired="start", uuid=str((self.items or {}).get(name, {}).get("uuid", "")))
 
         request = self.submit(api, worker, "provision", name, "POST", "/provisioner/create",
                               params={"name": name, "profile": PROFILE}, after=after, busy=vm,
@@ -573,9 +573,10 @@ class Workload:
 
     def setup(self, api: Api) -> None:
         """The fixture, before any fault (a refusal here stops the run: nothing was tested yet)."""
-        answer = api.read(f"/storage/ceph/volume/{POOL}/{BASE_IMAGE}")
-        if answer.status == 200 and isinstance(answer.body, list) and answer.body:
-            self.base_size = int(answer.body[0].get("stats", {}).get("size", self.base_size))
+        images = self.ctx.probes.in_ceph(lambda client: rbd_images(client, POOL))
+        if not images or BASE_IMAGE not in images:
+            raise RuntimeError(f"chaos fixture: cannot read the size of {POOL}/{BASE_IMAGE} from Ceph")
+        self.base_size = int(images[BASE_IMAGE]["size"])
         for method, path, params in self.fixture_steps():
             deadline = time.monotonic() + 60
             while True:
