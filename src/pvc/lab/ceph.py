@@ -253,6 +253,10 @@ def _conf(plan: LabPlan, fsid: str, osd_list: list[Osd]) -> str:
         # the underlay answers in microseconds: a 5 s election timeout only delays the first
         # quorum (two 5 s rounds when the mons start a little apart)
         "mon election timeout = 1",
+        # a dead mon stalls every osdmap change (the HA blocklist, OSDs down, RBD lock breaks) until
+        # the others notice: mon_lease_ack_timeout_factor (2) x mon lease, 10 s by default; 2 s
+        # leases make it 4 s, inside the failover budget (docs/architecture.md, "Failover timing")
+        "mon lease = 2",
         f"admin socket = {run}/$name.asok",
         f"log file = {log}/$name.log",
         "",
