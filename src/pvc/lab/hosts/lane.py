@@ -364,7 +364,11 @@ def _start(h: Host, devices: list[str]) -> None:
     if proc.pid_of(h.pidfile) is not None:
         return
     argv = nspawn_argv(h, devices)
-    proc.spawn([sys.executable, "-m", "pvc.lab.hosts", "supervise", h.name, "--", *argv], h.log, h.pidfile)
+    # /proc/sys/net writable (the host's own namespace: forwarding, bridge and VXLAN settings),
+    # the rest of /proc/sys and /sys stay read-only: they are the development machine's kernel
+    env = {"SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
+    proc.spawn([sys.executable, "-m", "pvc.lab.hosts", "supervise", h.name, "--", *argv], h.log, h.pidfile,
+               env=env)
 
 
 def _stop(h: Host, timeout: float = 60) -> None:
