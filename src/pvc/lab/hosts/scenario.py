@@ -58,39 +58,37 @@ class Report:
 # -- packages ---------------------------------------------------------------------------------------
 
 
-def _head() -> str:
-    out = subprocess.run(
-        ["git", "-C", str(lane.REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True
-    )
-    dirty = subprocess.run(
-        [
-            "git",
-            "-C",
-            str(lane.REPO),
-            "status",
-            "--porcelain",
-            "--",
-            "src",
-            "deploy/debian",
-            "deploy/systemd",
-            "pyproject.toml",
-            "requirements.lock",
-        ],
-        capture_output=True,
-        text=True,
-    ).stdout
-    key = out.stdout.strip() or "nogit"
-    if dirty.strip():
-        import hashlib
+BUILD_INPUTS = (
+    "src",
+    "deploy/debian",
+    "deploy/systemd",
+    "deploy/pvc.conf.in",
+    "pyproject.toml",
+    "requirements.lock",
+    "Makefile",
+)
 
-        key += "-" + hashlib.sha256(dirty.encode()).hexdigest()[:6]
-    return key
+
+def _sources_key() -> str:
+    """A digest of what `make deb` builds from: the committed blobs of its inputs and the diff
+    of their uncommitted changes (a commit elsewhere in the tree keeps the cached builds)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for args in (
+        ["ls-files", "-s", "--", *BUILD_INPUTS],
+        ["diff", "HEAD", "--", *BUILD_INPUTS],
+        ["ls-files", "--others", "--exclude-standard", "--", *BUILD_INPUTS],
+    ):
+        result = subprocess.run(["git", "-C", str(lane.REPO), *args], capture_output=True)
+        digest.update(result.stdout)
+    return digest.hexdigest()[:12]
 
 
 def build_packages(suffix: str) -> Path:
     """`make deb` with PVC_DEB_VERSION=suffix, cached per source revision (a rebuild only when
     the code or packaging changed); returns the directory holding that build's .deb files."""
-    target = image.CACHE_DIR / "debs" / f"{_head()}-{suffix}"
+    target = image.CACHE_DIR / "debs" / f"{_sources_key()}-{suffix}"
     if target.is_dir() and any(target.glob("*.deb")):
         return target
     out = lane.REPO / "build" / "deb"
