@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from pvc.adapters.ceph import Storage
-from pvc.api import errors
+from pvc.api import errors, web
 from pvc.api.auth import API_KEY_HEADER, SESSION_COOKIE, Authenticator, redact_access_log, require_auth
 from pvc.api.common import DESCRIPTIONS, PREFIX, STORAGE_503, get_storage, get_zk
 from pvc.api.limits import LOGIN_MAX_BODY, BodyLimitMiddleware, BodyLimits, human
@@ -91,6 +91,7 @@ def create_app(settings: Settings, zk: ZK, storage: Storage | None = None) -> Fa
     app.include_router(tasks.router, prefix=PREFIX)
     metrics_routes.install(app, PREFIX)
     _body_caps(app, settings)
+    web.install(app)         # the web UI at / (DESIGN D17): its pages, static files, CSP, HTML errors
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -211,8 +211,8 @@ class Authenticator:
         if session_id:
             self.sessions.delete(session_id)
 
-    def session_valid(self, session_id: str) -> bool:
-        return self.sessions.check(session_id, [t.token for t in self._tokens])
+    def session_valid(self, session_id: str, touch: bool = True) -> bool:
+        return self.sessions.check(session_id, [t.token for t in self._tokens], touch=touch)
 
     async def check(self, request: Request) -> None:
         if not self.enabled:

@@ -82,8 +82,11 @@ class SessionStore:
         return (now < min(expires, created + self.lifetime)
                 and now - last_used < min(idle, self.idle_timeout))
 
-    def check(self, session_id: str, tokens: Sequence[str]) -> bool:
-        """True when the session exists, is alive and its token is still configured."""
+    def check(self, session_id: str, tokens: Sequence[str], touch: bool = True) -> bool:
+        """True when the session exists, is alive and its token is still configured.
+
+        touch=False leaves last_used alone: the web UI's live streams re-check their session
+        without counting as use, so an open browser tab does not keep a session from idling out."""
         if not SESSION_ID_RE.match(session_id):
             return False
         path = schema.session(session_key(session_id))
@@ -102,7 +105,7 @@ class SessionStore:
             # The token that opened it was removed from the configuration: the session ends.
             self.zk.delete(path)
             return False
-        if now - float(doc.data["last_used"]) >= TOUCH_INTERVAL:
+        if touch and now - float(doc.data["last_used"]) >= TOUCH_INTERVAL:
             try:
                 self.zk.set_doc(path, {**doc.data, "last_used": now}, doc.version)
             except (BadVersionError, NoNodeError):
