@@ -86,8 +86,9 @@ def test_forged_session_cookie_is_rejected(api: Api) -> None:
 
 
 def test_unknown_route_is_json_404(api: Api) -> None:
-    for path in ("/nope", "/node/hv1/nope", "/", "/api/v2/node"):
-        url = api.base + (path if path.startswith("/api/v2") or path == "/" else "/api/v1" + path)
+    # "/" is the web UI (HTML, tests/integration/test_ui_routes.py); everything under /api stays JSON.
+    for path in ("/nope", "/node/hv1/nope", "/api", "/api/v2/node"):
+        url = api.base + (path if path.startswith("/api/v2") or path == "/api" else "/api/v1" + path)
         response = httpx.get(url, headers={"X-Api-Key": API_TOKEN})
         assert response.status_code == 404, path
         assert "message" in response.json()
