@@ -38,12 +38,13 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument("--recovery", action="store_true", help="also lose and rebuild a coordinator")
+    parser.add_argument("--nodes", action="store_true", help="also add and remove a fourth node")
     args = parser.parse_args()
     report = scenario.Report()
     started = time.monotonic()
     error = None
     try:
-        scenario.run(report, keep_up=args.keep_up, recovery=args.recovery)
+        scenario.run(report, keep_up=args.keep_up, recovery=args.recovery, nodes=args.nodes)
     except Exception as exc:  # the table still shows how far it got
         error = f"{type(exc).__name__}: {exc}"
     report.seconds["total"] = round(time.monotonic() - started, 1)

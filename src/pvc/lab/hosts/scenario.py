@@ -304,7 +304,28 @@ def recover_coordinator(report: Report, admin: Admin, hosts: list[lane.Host], in
             raise ScenarioError(f"{VM} rebooted while a coordinator was lost (boots={boots(admin)})")
 
 
-def run(report: Report, keep_up: bool = False, recovery: bool = False) -> Report:
+def add_and_remove_node(report: Report, admin: Admin, deb_dir: Path) -> None:
+    """add-node.yml then remove-node.yml with a fourth host (a hypervisor): it runs and takes
+    an OSD, then its OSD is drained and purged and the cluster forgets it."""
+    facts = report.facts
+    with report.phase("add-node.yml (hv4)"):
+        new = lane.add_host("hv4")
+        added = lane.playbook("add-node.yml", lane.inventory(deb_dir), extra_vars={"node": new.name})
+        facts["add_node"] = {"rc": added.returncode, "log": str(added.log)}
+        if added.returncode != 0:
+            raise ScenarioError(f"add-node.yml failed (rc {added.returncode}); see {added.log}")
+        check_nodes(admin, [h.name for h in lane.lane_hosts()])
+    with report.phase("remove-node.yml (hv4)"):
+        removed = lane.playbook("remove-node.yml", lane.inventory(deb_dir), extra_vars={"node": new.name})
+        facts["remove_node"] = {"rc": removed.returncode, "log": str(removed.log)}
+        if removed.returncode != 0:
+            raise ScenarioError(f"remove-node.yml failed (rc {removed.returncode}); see {removed.log}")
+        if new.name in nodes_state(admin):
+            raise ScenarioError(f"{new.name} is still a node of the cluster after remove-node.yml")
+        lane.remove_host(new.name)
+
+
+def run(report: Report, keep_up: bool = False, recovery: bool = False, nodes: bool = False) -> Report:
     """The whole lane run; brings the lane down at the end (unless keep_up) and on failure.
     `recovery` adds the lost-coordinator rebuild (bench/hosts.py --recovery)."""
     facts = report.facts
@@ -424,6 +445,8 @@ def run(report: Report, keep_up: bool = False, recovery: bool = False) -> Report
                     f"site.yml after the upgrade: rc {again.returncode}, changed={again.changed}; "
                     f"see {again.log}"
                 )
+        if nodes:
+            add_and_remove_node(report, admin, new)
         if recovery:
             recover_coordinator(report, admin, hosts, lane.inventory(new))
     finally:
