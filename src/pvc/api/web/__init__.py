@@ -16,7 +16,7 @@ Templates and static files are in `pvc.web` (src/pvc/web/).
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 
 from pvc.api.limits import LOGIN_MAX_BODY
@@ -34,6 +34,7 @@ def install(app: FastAPI) -> None:
     app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC), name="static")
     app.add_middleware(UIHeadersMiddleware, secure_cookies=app.state.settings.api.ssl.enabled)
     uierrors.install(app)
-    for route in app.routes:        # the login form is open to anyone: the same small cap as /api/v1/login
-        if isinstance(route, APIRoute) and route.path == "/login":
+    # The login form is open to anyone: the same small body cap as /api/v1/login.
+    for route in iter_route_contexts(app.routes):
+        if isinstance(route.original_route, APIRoute) and route.path_format == "/login":
             app.state.limits.add(route.path_regex, route.methods, LOGIN_MAX_BODY, "fixed for /login")

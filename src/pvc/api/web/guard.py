@@ -103,12 +103,17 @@ async def given_token(request: Request) -> str | None:
     return value if isinstance(value, str) else None
 
 
-async def check_action(request: Request, expected: str) -> None:
-    """Raise Refused unless this state-changing request comes from our own page."""
+def check_same_site(request: Request) -> None:
+    """Raise Refused when the browser says this request comes from another site."""
     reason = cross_site_reason(request)
     if reason is not None:
         raise Refused(f"Refused {request.method} {request.url.path}: a cross-site request ({reason}). "
                       "Actions are accepted only from this site's own pages.")
+
+
+async def check_action(request: Request, expected: str) -> None:
+    """Raise Refused unless this state-changing request comes from our own page."""
+    check_same_site(request)
     given = await given_token(request)
     if not given or not hmac.compare_digest(given.encode(errors="surrogateescape"), expected.encode()):
         what = "missing" if not given else "not this session's"
@@ -140,18 +145,30 @@ def set_cookie_later(request: Request, name: str, value: str, max_age: int) -> N
 
 
 async def ui_user(request: Request) -> UIUser:
-    """Dependency: the logged-in browser of this request (LoginRequired when there is none)."""
+    """Dependency: the logged-in browser of this request (LoginRequired when there is none).
+    Checked once per request (the guard and the route share the answer)."""
+    known = getattr(request.state, "ui_user", None)
+    if isinstance(known, UIUser):
+        return known
     auth: Authenticator = request.app.state.auth
     if not auth.enabled:
-        return UIUser(None, csrf_token(pre_session_subject(request)))
-    session_id = request.cookies.get(SESSION_COOKIE)
-    if session_id and await run_in_threadpool(auth.session_valid, session_id):
-        return UIUser(session_id, csrf_token(session_id))
-    raise LoginRequired("Log in to use the PVC web UI: no valid session (it ended, expired or was never "
-                        "opened).")
+        user = UIUser(None, csrf_token(pre_session_subject(request)))
+    else:
+        session_id = request.cookies.get(SESSION_COOKIE)
+        if not session_id or not await run_in_threadpool(auth.session_valid, session_id):
+            raise LoginRequired("Log in to use the PVC web UI: no valid session (it ended, expired or was "
+                                "never opened).")
+        user = UIUser(session_id, csrf_token(session_id))
+    request.state.ui_user = user
+    return user
 
 
-async def _guard(request: Request, user: UIUser = Depends(ui_user)) -> None:
+async def _guard(request: Request) -> None:
+    # A cross-site request is refused as such before anything else (it may well carry no session:
+    # SameSite=Strict keeps the cookie home), then the session, then the token.
+    if request.method not in SAFE_METHODS:
+        check_same_site(request)
+    user = await ui_user(request)
     if request.method not in SAFE_METHODS:
         await check_action(request, user.csrf)
 
