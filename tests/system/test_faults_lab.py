@@ -3,21 +3,26 @@ the primary's cluster checks (pvc.node.services.clusterhealth) running in the no
 
 * an OSD stopped: cluster health drops and CEPH_WARN_OSD_DOWN appears (upstream's id); when the
   OSD returns the fault is resolved by itself (then listed only with ?all=true);
-* maintenance on: the same outage raises no new fault;
+* maintenance on: the same outage raises no new fault (over two passes of the primary's checks,
+  each proven by a marker fault it resolves, not guessed with a sleep);
 * a node killed: DEAD_NODE_<NODE> and its health N/A; readied again, the fault is resolved.
 """
 
 from __future__ import annotations
 
-import time
+import itertools
 from typing import Any
 
 import httpx
 
+from pvc.cluster import faults
+from pvc.core import schema
 from pvc.core.config import TimerSettings
+from pvc.core.records import FaultRecord
 from pvc.lab import ceph
 from pvc.lab import main as labmain
 from pvc.lab.plan import LabPlan
+from pvc.lab.pvcnodes import lab_zk
 from tests.system import ha
 from tests.system.helpers import call, wait
 
@@ -44,8 +49,29 @@ def healthy_start(api: httpx.Client) -> None:
     call(api, "DELETE", "/faults")
 
 
-def ceph_faults(faults: dict[str, dict[str, Any]]) -> list[str]:
-    return sorted(i for i in faults if i.startswith(("CEPH_WARN_", "CEPH_ERR_", "CEPH_OSD_OUT_")))
+def ceph_faults(found: dict[str, dict[str, Any]]) -> list[str]:
+    return sorted(i for i in found if i.startswith(("CEPH_WARN_", "CEPH_ERR_", "CEPH_OSD_OUT_")))
+
+
+_markers = itertools.count(1)
+
+
+def checks_pass(lab: LabPlan) -> None:
+    """Return once a whole pass of the primary's cluster checks began after this call: an active
+    VM_FAILED_<no such VM> fault is planted (written directly: in maintenance no fault can be
+    raised) and only a pass resolves it, having read the faults, then the conditions, after the
+    plant. Replaces sleeping a guessed pass length (the pass runs every monitoring interval)."""
+    fid = faults.fault_id(faults.fault_name("VM_FAILED", f"passmark{next(_markers)}"))
+    zk = lab_zk(lab)
+    try:
+        now = faults.fault_time()
+        zk.put(schema.fault(fid), FaultRecord(id=fid, first_reported=now, last_reported=now,
+                                              health_delta=0, message="test pass marker").doc())
+        wait(f"a pass of the primary's checks to resolve {fid}",
+             lambda: zk.get(schema.fault(fid), {}).get("active") is False, 3 * PASS)
+        zk.delete(schema.fault(fid))
+    finally:
+        zk.stop()
 
 
 def test_osd_down_fault_appears_and_resolves(lab: LabPlan, api: httpx.Client) -> None:
@@ -79,7 +105,8 @@ def test_maintenance_raises_no_new_faults(lab: LabPlan, api: httpx.Client) -> No
         try:
             wait("Ceph to see the OSD down", lambda: "1 osds down" in ceph_text(api), 120)
             # two passes of the primary's checks with the outage in /ceph/status
-            time.sleep(2 * PASS)
+            checks_pass(lab)
+            checks_pass(lab)
             assert ceph_faults(active(api)) == []
             assert call(api, "GET", "/status")["maintenance"] == "true"
         finally:
@@ -87,7 +114,7 @@ def test_maintenance_raises_no_new_faults(lab: LabPlan, api: httpx.Client) -> No
         wait("Ceph HEALTH_OK again", lambda: "HEALTH_OK" in ceph_text(api), 300)
     finally:
         call(api, "POST", "/status", params={"state": "false"})
-    time.sleep(PASS)                       # a pass out of maintenance: the outage is over
+    checks_pass(lab)                       # a pass out of maintenance: the outage is over
     assert ceph_faults(active(api)) == []
 
 

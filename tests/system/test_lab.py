@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,8 +17,12 @@ from pvc.lab import labtls, netns, proc
 from pvc.lab import main as labmain
 from pvc.lab.plan import STATE_ROOT, LabPlan
 from tests.system import ha
+from tests.system.helpers import lab_traces
 
 pytestmark = pytest.mark.system
+
+
+QUIET = 6.0      # seconds, more than a keepalive interval: a killed node's keepalive stays put
 
 
 def api(plan: LabPlan) -> httpx.Client:
@@ -43,23 +46,6 @@ def node_info(plan: LabPlan, name: str, timeout: float = 60) -> dict:
             return None
 
     return proc.wait_until(attempt, timeout, f"the API to answer for {name}")
-
-
-def traces(name: str) -> list[str]:
-    """Everything of lab `name` that could survive: namespaces, processes, mounts, files."""
-    found = [f"netns {ns}" for ns in netns.list_lab_netns(name)]
-    state = str(STATE_ROOT / name)
-    for pid_dir in Path("/proc").glob("[0-9]*"):
-        try:
-            blob = (pid_dir / "cmdline").read_bytes() + (pid_dir / "environ").read_bytes()
-        except OSError:
-            continue
-        if state.encode() in blob and int(pid_dir.name) != os.getpid():
-            found.append(f"process {pid_dir.name}: {(pid_dir / 'cmdline').read_bytes()[:80]!r}")
-    found += [f"mount {line}" for line in Path("/proc/mounts").read_text().splitlines() if state in line]
-    if Path(state).exists():
-        found.append(f"directory {state}")
-    return found
 
 
 def test_every_component_up(lab: LabPlan) -> None:
@@ -124,39 +110,40 @@ def test_isolate_and_rejoin(lab: LabPlan) -> None:
 def test_node_kill_and_start(lab: LabPlan) -> None:
     hv3 = lab.node("hv3")
     before = node_info(lab, "hv3")["keepalive"]
+    killed_at = time.time()
     assert labmain.node_kill(lab, hv3) > 0
     left = proc.run(["ip", "netns", "pids", hv3.netns]).stdout.split()
     assert [pid for pid in left if proc.alive(int(pid))] == []
-    time.sleep(6)
+    time.sleep(1)                   # a keepalive written just before the kill has landed by now
     stale = node_info(lab, "hv3")["keepalive"]
-    time.sleep(6)
-    assert node_info(lab, "hv3")["keepalive"] == stale >= before
-    # Meanwhile the cluster fenced hv3 (pvc.node.fencing); the lab's fence agent also cut its links.
-    # Back in service it takes a rejoin, a start and `ready` (tests/system/test_ha.py tests that).
+    stale_at = time.monotonic()
+    # Meanwhile the cluster fences hv3 (pvc.node.fencing); the lab's fence agent also cuts its
+    # links. The keepalive must not move all that time (and at least QUIET seconds). Back in
+    # service it takes a rejoin, a start and `ready` (tests/system/test_ha.py tests that).
     with api(lab) as client:
-        proc.wait_until(lambda: (ha.fencing(client, "hv3") or {}).get("phase") == "done", 60, "hv3 fenced")
+        def fenced() -> bool:
+            record = ha.fencing(client, "hv3") or {}
+            times = [record.get("started")] + [e.get("time") for e in record.get("events") or []]
+            return record.get("phase") == "done" and max(float(t or 0) for t in times) >= killed_at - 2
+        proc.wait_until(fenced, 90, "hv3 fenced after this kill")
+        time.sleep(max(0.0, QUIET - (time.monotonic() - stale_at)))
+        assert node_info(lab, "hv3")["keepalive"] == stale >= before
         ha.restore(lab, client, "hv3")
     assert node_info(lab, "hv3")["keepalive"] > stale
     rows = [r for r in labmain.lab_status(lab) if r["node"] == "hv3"]
     assert all(r["state"].startswith(("up", "run")) for r in rows), rows
 
 
-def test_second_lab_coexists_and_down_cleans(lab: LabPlan) -> None:
-    other = "pst2"
-    labmain.lab_down(other)
-    try:
-        plan = labmain.lab_up(other, 1)
-        assert plan.api_port != lab.api_port
-        with api(plan) as client:
-            assert [n["name"] for n in client.get("/node").json()] == ["hv1"]
-        with api(lab) as client:
-            assert len(client.get("/node").json()) == len(lab.nodes)
-        with pytest.raises(proc.LabError, match="already exists"):
-            labmain.lab_up(other, 1)
-    finally:
-        labmain.lab_down(other)
-    assert traces(other) == []
-    assert labmain.lab_down(other)  # twice is safe
+def test_second_lab_coexists_and_down_cleans(lab: LabPlan, lab2: LabPlan) -> None:
+    """The second lab is the run's shared one (tests/conftest.py `lab2`, also used by the send
+    test): its teardown checks that `down` leaves no trace of it and that a second down is safe."""
+    assert lab2.api_port != lab.api_port
+    with api(lab2) as client:
+        assert [n["name"] for n in client.get("/node").json()] == ["hv1"]
+    with api(lab) as client:
+        assert len(client.get("/node").json()) == len(lab.nodes)
+    with pytest.raises(proc.LabError, match="already exists"):
+        labmain.lab_up(lab2.name, 1)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
@@ -172,9 +159,9 @@ def test_down_after_killed_up() -> None:
     finally:
         os.killpg(up.pid, signal.SIGKILL)
         up.wait()
-    assert traces(name)  # something to clean
+    assert lab_traces(name)  # something to clean
     labmain.lab_down(name)
-    assert traces(name) == []
+    assert lab_traces(name) == []
 
 
 def test_clean_stop_and_fence(lab: LabPlan) -> None:

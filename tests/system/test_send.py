@@ -1,6 +1,6 @@
 """Send, mirror create and promote between two real clusters on one machine.
 
-The shared lab (`pst`, 3 nodes) and a second lab brought up once per module (`pst2`, 1 node),
+The shared lab (`pst`, 3 nodes) and the shared second lab (`pst2`, 1 node, tests/conftest.py),
 linked both ways (`pvc-lab link`: each lab's nodes reach the other's API through a relay in the
 labs' own namespaces). TLS verification stays on between them: each send carries the other lab's
 CA (destination_api_ca; the CLI's --ca-file), and the labs' API certificates name the link
@@ -34,12 +34,11 @@ import pytest
 
 from pvc.adapters.ceph import CephStorage
 from pvc.lab import ceph, labtls, link, proc
-from pvc.lab.main import _conn_name, lab_down, lab_up
+from pvc.lab.main import _conn_name
 from pvc.lab.plan import LabPlan
 from tests.system.helpers import call, console, guest_xml, wait, wait_task
 
 pytestmark = pytest.mark.system
-LAB2 = "pst2"
 POOL = "vms"
 VM = "sendvm1"
 DISK = f"{VM}_sda"
@@ -80,18 +79,6 @@ def write(storage: CephStorage, image: str, offset: int, data: bytes) -> None:
     pool, volume = image.split("/")
     with storage.open_block(pool, volume, write=True) as handle:
         handle.write(offset, data)
-
-
-@pytest.fixture(scope="module")
-def lab2(lab: LabPlan) -> Iterator[LabPlan]:
-    lab_down(LAB2)
-    try:
-        plan = lab_up(LAB2, 1)
-        yield plan
-    finally:
-        if not os.environ.get("PVC_LAB_KEEP"):
-            link.unlink(lab, LAB2)
-            lab_down(LAB2)
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +148,8 @@ def test_send_mirror_promote_between_two_labs(lab: LabPlan, api: httpx.Client, l
             client.post(f"/storage/ceph/volume/{POOL}/{DISK}/scan")
         a.close()
         b.close()
+        if not os.environ.get("PVC_LAB_KEEP"):
+            link.unlink(lab, lab2.name)       # lab2's link back goes with lab2 (tests/conftest.py)
 
 
 def _scenario(lab: LabPlan, api: httpx.Client, lab2: LabPlan, api2: httpx.Client, dest: dict[str, str],
