@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,15 @@ class UI:
     def live(self) -> None:
         """Wait until the page's live stream is connected."""
         self.page.wait_for_selector('#live-status[data-state="live"]', timeout=15000)
+
+    def wait_true(self, expression: str, timeout: float = 15.0) -> None:
+        """Poll a JavaScript expression until it is true (Playwright's wait_for_function evaluates
+        strings inside the page, which the UI's CSP forbids, as it should)."""
+        deadline = time.monotonic() + timeout
+        while not self.page.evaluate(expression):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"still false after {timeout}s: {expression}")
+            time.sleep(0.05)
 
     def csp_violations(self) -> list[str]:
         return [e for e in self.console_errors if "Content Security Policy" in e]

@@ -81,7 +81,7 @@ def test_acknowledge_a_fault_from_the_page(ui: UI, api: Api, zk: ZK, cluster: di
     # the row and the health follow through the live stream, without a reload
     row.get_by_text("acknowledged").wait_for()
     assert ui.page.locator("#ack-MEMORY_OVERPROVISIONED").count() == 0
-    ui.page.wait_for_function(f"document.querySelector('#health-value').dataset.value == '{before + 25}'")
+    ui.wait_true(f"document.querySelector('#health-value').dataset.value == '{before + 25}'")
     assert faults.get_fault(zk, "MEMORY_OVERPROVISIONED").status == "ack"
     assert api.get("/status").json()["cluster_health"]["health"] == before + 25
     ui.shot("dashboard-fault-acknowledged")
