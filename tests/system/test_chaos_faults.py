@@ -49,6 +49,7 @@ def test_fault_injects_and_heals(lab: LabPlan, kind: str) -> None:
     injected = faults.inject(kind, lab.name, target, random.Random(17))
     assert injected.kind == kind and injected.target == target and injected.detail
     problems = faults.healthy(lab.name)
+    print(f"{kind} {target}: {injected.detail}; unhealthy: {problems}")
     # the fault is visible (pvcapid and ZooKeeper come back by themselves quickly, so not those)
     if kind not in ("kill_pvcapid", "zk_member_restart", "zk_leader_restart"):
         assert problems, f"{kind} on {target} left no trace in healthy()"
@@ -56,6 +57,9 @@ def test_fault_injects_and_heals(lab: LabPlan, kind: str) -> None:
         wait(f"{target} fenced", lambda: _fenced(lab, target), 120)
     else:
         time.sleep(DWELL)
+    t0 = time.monotonic()
     injected.heal()
+    healed = time.monotonic()
     injected.heal()      # idempotent
     _settled(lab)
+    print(f"{kind} {target}: healed in {healed - t0:.1f}s, healthy {time.monotonic() - healed:.1f}s later")
