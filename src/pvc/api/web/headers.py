@@ -27,9 +27,8 @@ from pvc.api.web.guard import SAFE_METHODS, cross_site_reason
 
 API_PREFIX = "/api/"
 STATIC_PREFIX = "/static/"
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; font-src 'self'; object-src 'none'; frame-ancestors 'none'; "
-       "base-uri 'none'; form-action 'self'")
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'; "
+       "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 UI_HEADERS: tuple[tuple[str, str], ...] = (
     ("Content-Security-Policy", CSP),
     ("X-Content-Type-Options", "nosniff"),
