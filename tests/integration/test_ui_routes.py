@@ -365,3 +365,19 @@ def _answers(base: str) -> bool:
         return httpx.get(base + "/api/v1/", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_cookies_are_secure_under_tls(config_factory: Any, zk: ZK, tmp_path: Any) -> None:
+    """With api.ssl on, every cookie the UI sets is Secure (in-process: the flags, not the TLS)."""
+    config = config_factory("hv1", api={"ssl": {"enabled": True, "certificate": str(tmp_path / "c.crt"),
+                                                "private_key": str(tmp_path / "c.key")},
+                                        "token": [{"description": "tests", "token": API_TOKEN}],
+                                        "authentication": {"enabled": True}})
+    app = create_app(load_config(str(config)), zk)
+    with TestClient(app, base_url="https://testserver") as client:
+        form = client.get("/login")
+        assert "secure" in cookie_attributes(form, CSRF_COOKIE).lower()   # type: ignore[arg-type]
+        answer = client.post("/login", data={"token": API_TOKEN, "csrf_token": login_token(client)},   # type: ignore[arg-type]
+                             follow_redirects=False)
+        assert answer.status_code == 303
+        assert "secure" in cookie_attributes(answer, "session").lower()   # type: ignore[arg-type]
