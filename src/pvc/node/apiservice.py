@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from pvc.adapters.process import ChildProcess
@@ -15,12 +16,22 @@ from pvc.core.config import Settings
 
 log = logging.getLogger(__name__)
 
+# A pvcapid that ran this long before it died was not crash-looping: its restart starts over at 1 s.
+STABLE_AFTER = 60.0
+
+
+def restart_delay(delay: float, ran_for: float) -> float:
+    """How long to wait before restarting a pvcapid that ran `ran_for` seconds; `delay` grows while
+    it crash-loops (doubled after each restart, capped at 30 s)."""
+    return 1.0 if ran_for >= STABLE_AFTER else delay
+
 
 class ApiService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.proc: ChildProcess | None = None
         self.wanted = False
+        self._started = 0.0
         self._lock = threading.Lock()
         self._monitor: threading.Thread | None = None
 
@@ -38,6 +49,7 @@ class ApiService:
         self.proc = ChildProcess("pvc.api.daemon", {"PVC_CONFIG_FILE": self.settings.source},
                                  Path(self.settings.path.system_log_directory) / "pvcapid.log")
         self.proc.start()
+        self._started = time.monotonic()
         log.info("started pvcapid (pid %d)", self.proc.pid)
 
     def _watch(self) -> None:
@@ -46,6 +58,7 @@ class ApiService:
             proc = self.proc
             if proc is not None:
                 code = proc.wait()
+                delay = restart_delay(delay, time.monotonic() - self._started)
                 with self._lock:
                     if not self.wanted or proc is not self.proc:
                         delay = 1.0
@@ -53,7 +66,7 @@ class ApiService:
                         continue
                     log.warning("pvcapid exited with %s; restarting in %.0fs", code, delay)
                 threading.Event().wait(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, 30.0)            # the next one, if this one crashes again soon
                 with self._lock:
                     if self.wanted:
                         self._spawn()
