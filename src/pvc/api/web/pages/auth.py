@@ -26,7 +26,7 @@ router = public_router()
 private = ui_router()
 
 TOKEN_HELP = ("An API token of this cluster: an entry of api.token in pvc.conf, or the token in "
-              "api.token_file (/etc/pvc/api.token by default) on a coordinator.")
+              "api.token_file (/etc/pvc/api-token by default) on a coordinator.")
 
 
 def _auth(request: Request) -> Authenticator:
