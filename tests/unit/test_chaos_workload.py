@@ -208,3 +208,15 @@ def test_a_remove_supersedes_a_start_in_flight(workload: Workload) -> None:
     remove = workload.requests[1]
     assert start.outcome == "superseded" and remove.outcome == "pending"
     assert remove.expect == "gone:u1" and vm.exists is False
+
+
+def test_a_restart_waits_until_the_guest_has_booted() -> None:
+    ledger = ledger_with_vms()
+    ledger.get("vm", "cx-v001").info["since"] = 100.0
+
+    def ops(now: float) -> set[str]:
+        rng = random.Random(2)
+        return {picked[0] for _ in range(400) if (picked := choose(rng, ledger, NODES, 5, now))}
+
+    assert "vm_restart" not in ops(110.0)
+    assert "vm_restart" in ops(140.0)

@@ -566,7 +566,10 @@ def chaos_cmd(name: str, minutes: float, seed: int | None, workers: int, max_vms
               faults: bool, report_dir: Path | None) -> None:
     """Seeded workload through the API under seeded faults, with invariants checked all along
     and at the end (no VM twice, nothing accepted lost, everything healed and healthy). Exits
-    non-zero on any violation; the report names the seed and every operation and fault."""
+    non-zero on any violation; the report names the seed and every operation and fault.
+
+    The state-directory fault needs a lab brought up with PVC_LAB_CHAOS=1 (elsewhere it is
+    drawn and skipped)."""
     import random
 
     from pvc.lab.chaos import runner

@@ -211,10 +211,17 @@ class Probes:
         def ask() -> dict[str, str]:
             import libvirt
 
+            # a domain that goes away while we look is no error here (nor a line on stderr)
+            libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
             conn = libvirt.open(node.libvirt_uri)
             try:
-                return {dom.UUIDString(): DOMAIN_STATES.get(dom.state()[0], "unknown")
-                        for dom in conn.listAllDomains(0)}
+                found = {}
+                for dom in conn.listAllDomains(0):
+                    try:
+                        found[dom.UUIDString()] = DOMAIN_STATES.get(dom.state()[0], "unknown")
+                    except libvirt.libvirtError:
+                        continue
+                return found
             finally:
                 conn.close()
 

@@ -111,8 +111,9 @@ class Sampler:
         self.violations: list[Violation] = []
         self.lock = threading.Lock()
         self.latest: dict[str, list[str]] | None = None
-        self.samples = 0
-        self.rbd_samples = 0
+        # how much the checks saw (the report shows them, so a quiet run is not a blind one)
+        self.counts = {"placement": 0, "domains_seen": 0, "twice_unconfirmed": 0, "rbd": 0, "images_seen": 0,
+                       "images_watched_from_two_nodes": 0}
         self._twice_seen: set[str] = set()
         self._suspects: dict[str, tuple[float, int]] = {}
         self._reported_rbd: set[str] = set()
@@ -137,6 +138,7 @@ class Sampler:
     def sample_once(self) -> None:
         found, raw = self.executing_now()
         twice = {u: n for u, n in found.items() if len(n) > 1}
+        self.counts["domains_seen"] = max(self.counts["domains_seen"], len(found))
         if twice:
             involved = sorted({n for nodes in twice.values() for n in nodes})
             again, raw = self.executing_now([self.ctx.plan.node(n) for n in involved])
@@ -149,8 +151,9 @@ class Sampler:
                                  f"then {confirmed}); libvirt/qemu views: {json.dumps(raw)[:600]}")
                 elif len(confirmed) <= 1:
                     found[uuid] = confirmed
+                    self.counts["twice_unconfirmed"] += 1
         self.latest = found
-        self.samples += 1
+        self.counts["placement"] += 1
 
     def _vm_name(self, uuid: str) -> str:
         for item in (self.workload.items or {}).values():
@@ -165,7 +168,11 @@ class Sampler:
         vms = self.workload.items
         if images is None or vms is None:
             return
-        self.rbd_samples += 1
+        self.counts["rbd"] += 1
+        self.counts["images_seen"] = max(self.counts["images_seen"], len(images))
+        self.counts["images_watched_from_two_nodes"] += sum(
+            1 for info in images.values()
+            if len({address_node(plan, a) for a in info.get("watchers", [])}) > 1)
         now = self.ctx.clock.now()
         suspects = rbd_suspects(images, lambda a: address_node(plan, a), vms)
         for image in list(self._suspects):

@@ -325,7 +325,7 @@ class Runner:
             operations=[r.view() for r in self.workload.requests], faults=self.injected,
             skipped=self.skipped, violations=[v.view() for v in self.violations()],
             phases=events.of("phase"), notes=events.of("note"), cleanup=self.cleanup,
-            samples={"placement": self.sampler.samples, "rbd": self.sampler.rbd_samples},
+            samples=dict(self.sampler.counts),
             replay=self.config.replay(self.plan.name))
 
 

@@ -142,9 +142,14 @@ class Request:
         return {k: v for k, v in self.__dict__.items() if k != "after"}
 
 
-def choose(rng: Any, ledger: Ledger, nodes: list[str], max_vms: int) -> tuple[str, Thing | None] | None:
+BOOTED = 30.0        # seconds a VM runs before a restart is drawn (a guest still booting ignores the
+                     # ACPI button, and the node then waits its whole shutdown timeout)
+
+
+def choose(rng: Any, ledger: Ledger, nodes: list[str], max_vms: int, now: float = 0.0
+           ) -> tuple[str, Thing | None] | None:
     """The next operation and its object, drawn from the ledger's ready objects (pure: the same
-    ledger and random stream give the same choice)."""
+    ledger, time and random stream give the same choice)."""
     vms = ledger.ready("vm")
     live_vms = [t for t in ledger.all("vm") if t.exists is not False]
     running = [t for t in vms if t.info.get("desired") == "start"]
@@ -158,7 +163,8 @@ def choose(rng: Any, ledger: Ledger, nodes: list[str], max_vms: int) -> tuple[st
     candidates: dict[str, list[Thing | None]] = {
         "vm_define": [None] if len(live_vms) < max_vms else [],
         "provision": [None] if len(live_vms) < max_vms else [],
-        "vm_start": list(stopped), "vm_stop": list(running), "vm_restart": list(running),
+        "vm_start": list(stopped), "vm_stop": list(running),
+        "vm_restart": [t for t in running if now - t.info.get("since", now) >= BOOTED],
         "vm_migrate": list(running) if len(nodes) > 1 else [],
         "vm_move": list(running) if len(nodes) > 1 else [],
         "vm_remove": [t for t in live_vms if t.exists is True],
@@ -310,7 +316,7 @@ class Workload:
         try:
             while not self.stopping.is_set():
                 with self.ledger.lock:
-                    picked = choose(rng, self.ledger, self.nodes, self.max_vms)
+                    picked = choose(rng, self.ledger, self.nodes, self.max_vms, time.monotonic())
                     if picked is not None and picked[1] is not None and picked[0] != "vm_remove":
                         picked[1].busy = f"{name}-choosing"
                 if picked is not None:
@@ -377,6 +383,8 @@ class Workload:
         def after(outcome: str) -> None:
             if outcome == "failed" and state != "stop":
                 vm.info["desired"] = None      # the node put it in `fail`, with its reason
+            if outcome == "done" and state != "stop":
+                vm.info["since"] = time.monotonic()
 
         self.submit(api, worker, op, vm.key, "POST", f"/vm/{vm.key}/state", params={"state": state},
                     expect=expect, busy=vm, after=after,
@@ -432,7 +440,8 @@ class Workload:
         def after(outcome: str) -> None:
             self.ledger.forget_vm(name, True if outcome == "done" else False if outcome == "failed" else None)
             if outcome == "done":
-                vm.info.update(desired="start", uuid=str((self.items or {}).get(name, {}).get("uuid", "")))
+                vm.info.update(desired="start", uuid=str((self.items or {}).get(name, {}).get("uuid", "")),
+                               since=time.monotonic())
 
         request = self.submit(api, worker, "provision", name, "POST", "/provisioner/create",
                               params={"name": name, "profile": PROFILE}, after=after, busy=vm,
