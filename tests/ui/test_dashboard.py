@@ -163,3 +163,18 @@ def test_keyboard_reaches_every_action(ui: UI, cluster: dict[str, Any]) -> None:
     assert unlabelled == []
     page.keyboard.press("Shift+Tab")
     ui.shot("dashboard-keyboard-focus", full_page=False)
+
+
+def test_acknowledge_with_the_keyboard(ui: UI, zk: ZK, cluster: dict[str, Any]) -> None:
+    """Enter on a focused Acknowledge button; when the live update removes the button, focus stays
+    in the faults table (Tab carries on from there), not back at the top of the page."""
+    ui.login()
+    ui.live()
+    button = ui.page.locator("#ack-CEPH_HEALTH_WARN")
+    button.focus()
+    ui.page.keyboard.press("Enter")
+    ui.page.locator("#fault-CEPH_HEALTH_WARN").get_by_text("acknowledged").wait_for()
+    ui.wait_true("document.getElementById('dash-faults').contains(document.activeElement)")
+    ui.page.keyboard.press("Tab")
+    assert ui.page.evaluate("document.getElementById('dash-faults').contains(document.activeElement)")
+    assert faults.get_fault(zk, "CEPH_HEALTH_WARN").status == "ack"

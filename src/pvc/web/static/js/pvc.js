@@ -44,10 +44,14 @@
   function apply(fragments) {
     var active = document.activeElement;
     var focusId = active && active.id ? active.id : null;
+    var holder = null;           /* the replaced part that held the focus */
     Object.keys(fragments).forEach(function (id) {
       var element = document.getElementById(id);
       if (!element) {
         return;
+      }
+      if (active && active !== document.body && element.contains(active)) {
+        holder = element;
       }
       var follow = element.hasAttribute("data-follow");
       var atBottom = follow &&
@@ -61,11 +65,15 @@
         followBottom(element);
       }
     });
-    if (focusId && document.activeElement !== active) {
-      var again = document.getElementById(focusId);
-      if (again) {
-        again.focus({ preventScroll: true });
+    if (holder && document.activeElement !== active) {
+      /* Focus goes back to the same control, or, when it is gone (a fault just acknowledged),
+         to the part that held it, so Tab carries on from there and not from the page's top. */
+      var again = focusId ? document.getElementById(focusId) : null;
+      if (!again) {
+        holder.setAttribute("tabindex", "-1");
+        again = holder;
       }
+      again.focus({ preventScroll: true });
     }
   }
 
