@@ -30,7 +30,7 @@ def _skip_reason() -> str | None:
     return f"missing {', '.join(missing)} (scripts/install)" if missing else None
 
 
-@pytest.mark.timeout(5400)
+@pytest.mark.timeout(3000)
 def test_playbook_installs_three_hosts_and_upgrades_them_with_a_vm_running() -> None:
     reason = _skip_reason()
     if reason:
