@@ -178,3 +178,20 @@ def test_acknowledge_with_the_keyboard(ui: UI, zk: ZK, cluster: dict[str, Any]) 
     ui.page.keyboard.press("Tab")
     assert ui.page.evaluate("document.getElementById('dash-faults').contains(document.activeElement)")
     assert faults.get_fault(zk, "CEPH_HEALTH_WARN").status == "ack"
+
+
+def test_pages_and_actions_work_without_javascript(browser: Any, api: Api, zk: ZK, shots: Any,
+                                                   cluster: dict[str, Any]) -> None:
+    """Scripts off: pages render and an action is a plain form that comes back with its message."""
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 1366, "height": 900})
+    try:
+        plain = UI(context, api.base, shots)
+        plain.login()
+        plain.page.locator("#ack-VM_FAILED_WEB3").click()
+        plain.page.wait_for_url(f"{api.base}/")
+        plain.page.locator("#flash").get_by_text("acknowledged fault(s) VM_FAILED_WEB3").wait_for()
+        assert "acknowledged" in plain.page.locator("#fault-VM_FAILED_WEB3").inner_text()
+        assert faults.get_fault(zk, "VM_FAILED_WEB3").status == "ack"
+        plain.shot("no-javascript-acknowledged")
+    finally:
+        context.close()
