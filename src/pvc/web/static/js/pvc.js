@@ -82,6 +82,7 @@
       setStatus("off", "Live updates: not supported by this browser; reload to refresh");
       return;
     }
+    setStatus("connecting", "Live updates: connecting");
     var source = new EventSource(url);
     source.addEventListener("open", function () {
       setStatus("live", "Live updates: on");
