@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from pvc.api.web.pages import auth, dashboard, faults, nodes, placeholder, tasks, vm_config, vms
+from pvc.api.web.pages import auth, console, dashboard, faults, nodes, placeholder, tasks, vm_config, vms
 
 
 def routers() -> list[APIRouter]:
-    return [auth.router, auth.private, dashboard.router, faults.router, nodes.router, vms.router,
-            vm_config.router, tasks.router, placeholder.router()]
+    return [auth.router, auth.private, dashboard.router, faults.router, nodes.router, console.router,
+            console.sockets, vms.router, vm_config.router, tasks.router, placeholder.router()]
