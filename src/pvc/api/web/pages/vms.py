@@ -222,6 +222,10 @@ def list_data(zk: ZK, query: ListQuery) -> dict[str, Any]:
 @router.get("/vms")
 def vm_list(request: Request, user: UIUser = Depends(ui_user)) -> Response:
     query = ListQuery.parse(request.query_params)
+    canonical = query.url()
+    if request.url.query and canonical != f"{request.url.path}?{request.url.query}":
+        # the filter form sends every field, empty ones too: one tidy address per view
+        return RedirectResponse(canonical, status_code=303)
     context = list_data(zk_of(request), query)
     return render.page(request, "vms/list.html", context, user=user, active="vms",
                        live=f"/events/vms/list/{replace(query, page=context['page']).token()}")
