@@ -136,7 +136,8 @@ class Hub:
             pass
 
     def _start_watches(self) -> None:
-        """Listen to the watch caches and documents (once; they live as long as pvcapid)."""
+        """Listen to the watch caches and documents (once; they live as long as pvcapid). A watch
+        that cannot be set now (ZooKeeper away) is logged; the periodic renders still come."""
         with self._start_lock:
             if self._started:
                 return
@@ -148,7 +149,11 @@ class Hub:
             if mirror is not None:
                 mirror.listen(self.notify)
         for path in WATCHED_DOCS:
-            self.zk.watch_data(path, self.notify)
+            try:
+                self.zk.watch_data(path, self.notify)
+            except Exception as exc:
+                log.warning("live updates: no watch on %s (%s); pages still refresh every %.0f s",
+                            path, exc, PERIOD)
 
     def _watch_path(self, channel: Channel, path: str) -> None:
         def changed(*_args: Any) -> bool:
@@ -171,7 +176,11 @@ class Hub:
         if channel is None:
             channel = self._channels[key] = Channel(key, view)
             for path in view.watch:
-                await run_in_threadpool(self._watch_path, channel, path)
+                try:
+                    await run_in_threadpool(self._watch_path, channel, path)
+                except Exception as exc:
+                    log.warning("live updates: no watch on %s (%s); the page still refreshes every "
+                                "%.0f s", path, exc, PERIOD)
         subscriber = Subscriber()
         channel.subscribers.add(subscriber)
         if channel.snapshot:
