@@ -143,3 +143,27 @@ def test_vms_run_where_their_documents_say() -> None:
 def test_orphan_domains() -> None:
     found = invariants.check_orphans({"hv1": {"u1": "running", "zz": "shutoff"}, "hv2": None}, {"u1"}, 1.0)
     assert [(v.invariant, v.subject) for v in found] == [("orphan-domain", "zz"), ("orphan-domain", "hv2")]
+
+
+def test_a_qemu_replaced_without_request_or_fault_is_a_violation(tmp_path: Any) -> None:
+    s = sampler(tmp_path, [])
+    s.workload.items = {"cx-v001": {"uuid": "a", "name": "cx-v001"}}
+    s.check_restarts({"hv1": {"a": (100, "S")}})
+    s.check_restarts({"hv1": {"a": (100, "S")}, "hv2": {}})
+    assert s.violations == []
+    s.check_restarts({"hv2": {"a": (150, "S")}})            # elsewhere: a migration or a recovery
+    s.check_restarts({"hv2": {"a": (200, "S")}})            # same node, new QEMU, nobody asked
+    assert [(v.invariant, v.subject) for v in s.violations] == [("vm-restarted-unasked", "cx-v001")]
+
+
+def test_a_qemu_replaced_after_a_request_or_during_a_fault_is_not(tmp_path: Any) -> None:
+    s = sampler(tmp_path, [])
+    s.workload.items = {"cx-v001": {"uuid": "a", "name": "cx-v001"},
+                        "cx-v002": {"uuid": "b", "name": "cx-v002"}}
+    s.check_restarts({"hv1": {"a": (100, "S"), "b": (101, "S")}})
+    s.workload.requests.append(Request(id="op0001", t=s.ctx.clock.now(), worker="w0", op="vm_restart",
+                                       subject="cx-v001", method="POST", path="/vm/cx-v001/state",
+                                       status=200, outcome="done"))
+    s.ctx.fault_began("1:kill_pvcnoded:hv1", s.ctx.clock.now())
+    s.check_restarts({"hv1": {"a": (200, "S"), "b": (201, "S")}})
+    assert s.violations == []

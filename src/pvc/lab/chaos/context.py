@@ -242,20 +242,36 @@ class Probes:
     def qemus(self, node: NodePlan) -> dict[str, str]:
         """uuid -> process state letter of the QEMU processes in the node's namespace (from /proc:
         answers when the node's libvirtd does not, e.g. a frozen node: its QEMUs are 'T')."""
-        from pvc.lab.netns import netns_pids
+        return {uuid: state for uuid, (_pid, state) in self.all_qemus().get(node.name, {}).items()}
 
-        found: dict[str, str] = {}
-        for pid in netns_pids(node.netns):
+    def all_qemus(self) -> dict[str, dict[str, tuple[int, str]]]:
+        """node -> uuid -> (pid, state letter) of every QEMU process of the lab, in one pass over
+        /proc (a process's node is the network namespace it runs in)."""
+        import os
+
+        namespaces: dict[int, str] = {}
+        for node in self.plan.nodes:
             try:
-                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
+                namespaces[os.stat(proc.NETNS_DIR / node.netns).st_ino] = node.name
+            except OSError:
+                continue
+        found: dict[str, dict[str, tuple[int, str]]] = {n.name: {} for n in self.plan.nodes}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if not (entry / "comm").read_text().startswith("qemu-system"):
+                    continue
+                node = namespaces.get(os.stat(entry / "ns" / "net").st_ino)
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+                state = (entry / "stat").read_text().rsplit(") ", 1)[1][0]
             except (OSError, IndexError):
                 continue
-            if not args or b"qemu-system" not in args[0]:
+            if node is None:
                 continue
             for flag, value in itertools.pairwise(args):
                 if flag == b"-uuid":
-                    found[value.decode(errors="replace")] = state
+                    found[node][value.decode(errors="replace")] = (int(entry.name), state)
         return found
 
     def in_ceph(self, fn: Callable[[Any], T], avoid: set[str] | None = None, timeout: float = 30) -> T | None:
@@ -342,6 +358,8 @@ class Context:
     # nodes under a fault now (cut off, frozen): probes go elsewhere, and their silence is expected
     faulted: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # each fault's window on the run's clock: from injection until the lab is healthy again
+    windows: dict[str, tuple[float, float | None]] = field(default_factory=dict)
 
     def rng(self, purpose: str) -> random.Random:
         """An independent random stream per purpose (a worker, the faults), all from the seed, so
@@ -357,6 +375,20 @@ class Context:
                 self.faulted[node] = what
             else:
                 self.faulted.pop(node, None)
+
+    def fault_began(self, key: str, at: float) -> None:
+        with self.lock:
+            self.windows[key] = (at, None)
+
+    def fault_ended(self, key: str) -> None:
+        with self.lock:
+            if key in self.windows:
+                self.windows[key] = (self.windows[key][0], self.clock.now())
+
+    def faults_between(self, start: float, end: float) -> bool:
+        """Whether any fault was in place (injected, not yet healthy again) between two times."""
+        with self.lock:
+            return any(t0 <= end and (t1 is None or t1 >= start) for t0, t1 in self.windows.values())
 
     def faulted_nodes(self) -> set[str]:
         with self.lock:

@@ -5,6 +5,9 @@ Sampled (the Sampler thread, every couple of seconds):
                     the incoming side of a live migration) on two nodes. A first sighting is asked
                     again at once, node by node: only a second sighting counts, because a migration
                     that completes between the questions to two nodes looks like one.
+  vm-restarted-unasked
+                    a VM's QEMU on a node is replaced by another (a new pid) although no request on
+                    the VM was made and no fault was in place since it was last seen.
   rbd-two-writers   an RBD image has live clients (watchers) on two nodes, outside a migration of
                     the VM that uses it, for longer than RBD_GRACE (a client that dies keeps its
                     watch for Ceph's 30 s watch timeout; a blocklisted one loses it at once).
@@ -115,6 +118,7 @@ class Sampler:
         self.counts = {"placement": 0, "domains_seen": 0, "twice_unconfirmed": 0, "rbd": 0, "images_seen": 0,
                        "images_watched_from_two_nodes": 0}
         self._twice_seen: set[str] = set()
+        self._pids: dict[str, tuple[str, int, float]] = {}    # uuid -> (node, QEMU pid, last seen)
         self._suspects: dict[str, tuple[float, int]] = {}
         self._reported_rbd: set[str] = set()
         self.done = threading.Event()
@@ -129,11 +133,15 @@ class Sampler:
         self.ctx.events.add("violation", invariant=invariant, subject=subject, detail=detail)
 
     def executing_now(self, nodes: list[Any] | None = None) -> tuple[dict[str, list[str]], dict[str, Any]]:
+        """(uuid -> nodes executing it, the raw views); the QEMU processes of every node are in
+        the views too ("pids": node -> uuid -> (pid, state))."""
         probes = self.ctx.probes
         domains = probes.all_domains(nodes)
         nodes = nodes if nodes is not None else self.ctx.plan.nodes
-        qemus = {n.name: probes.qemus(n) for n in nodes if domains.get(n.name) is None}
-        return executing(domains, qemus), {"libvirt": domains, "qemu": qemus}
+        pids = probes.all_qemus()
+        qemus = {n.name: {u: state for u, (_pid, state) in pids.get(n.name, {}).items()}
+                 for n in nodes if domains.get(n.name) is None}
+        return executing(domains, qemus), {"libvirt": domains, "qemu": qemus, "pids": pids}
 
     def sample_once(self) -> None:
         found, raw = self.executing_now()
@@ -154,6 +162,24 @@ class Sampler:
                     self.counts["twice_unconfirmed"] += 1
         self.latest = found
         self.counts["placement"] += 1
+        self.check_restarts(raw.get("pids", {}))
+
+    def check_restarts(self, pids: dict[str, dict[str, tuple[int, str]]]) -> None:
+        """A VM whose QEMU on the same node was replaced (a new pid) while nobody asked: no request
+        on the VM since it was last seen, and no fault anywhere meanwhile."""
+        now = self.ctx.clock.now()
+        for node, processes in sorted(pids.items()):
+            for uuid, (pid, _state) in sorted(processes.items()):
+                seen = self._pids.get(uuid)
+                self._pids[uuid] = (node, pid, now)
+                if seen is None or seen[0] != node or seen[1] == pid:
+                    continue
+                name = self._vm_name(uuid)
+                if self.workload.asked(name, seen[2]) or self.ctx.faults_between(seen[2], now):
+                    continue
+                self.violate("vm-restarted-unasked", name,
+                             f"its QEMU on {node} was pid {seen[1]} at {seen[2]}s and is pid {pid} at "
+                             f"{now}s; no request on the VM and no fault meanwhile")
 
     def _vm_name(self, uuid: str) -> str:
         for item in (self.workload.items or {}).values():

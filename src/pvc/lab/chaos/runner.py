@@ -226,6 +226,8 @@ class Runner:
         record = {"t": ctx.clock.at(injected.at), "kind": injected.kind, "target": injected.target,
                   "detail": injected.detail, "expect_fence": injected.expect_fence, "hold_s": round(hold, 1)}
         self.injected.append(record)
+        window = f"{len(self.injected)}:{injected.kind}:{injected.target}"
+        ctx.fault_began(window, record["t"])
         node = injected.target if injected.kind in NODE_SILENCING else ""
         if node:
             ctx.set_faulted(node, injected.kind)
@@ -242,6 +244,7 @@ class Runner:
         ctx.events.add("heal", kind=injected.kind, target=injected.target, error=record.get("heal_error"))
         left = self.unhealthy(300)
         record["healthy_t"] = ctx.clock.now()
+        ctx.fault_ended(window)
         if left:
             record["unhealthy"] = left
             self.violate("fault-not-healed", f"{injected.kind} {injected.target}",

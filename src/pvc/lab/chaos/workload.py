@@ -248,6 +248,17 @@ class Workload:
             if request.after is not None:
                 request.after(outcome)
 
+    LIFECYCLE = ("vm_define", "vm_start", "vm_stop", "vm_restart", "vm_migrate", "vm_move", "vm_remove",
+                 "provision")
+
+    def asked(self, vm: str, since: float) -> bool:
+        """Whether a request that may start, stop or move VM `vm` was sent since `since` (run
+        clock; with a margin for the request's own duration) or is still pending."""
+        with self.lock:
+            return any(r.subject == vm and r.op in self.LIFECYCLE
+                       and (r.outcome == "pending" or (r.outcome_t or r.t) >= since - 5)
+                       for r in self.requests)
+
     def pending(self) -> list[Request]:
         with self.lock:
             return [r for r in self.requests if r.outcome == "pending"]
