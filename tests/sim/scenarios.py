@@ -1,8 +1,11 @@
 """The HA scenarios: who dies, how, when, and what must become of every VM.
 
-Times are seconds of virtual time. Defaults (tests/sim/world.Params): session timeout 6 s,
-margin 2 s, keepalive every 5 s, 6 intervals for a hung daemon, agent timeout 30 s, successful
-fence -> migrate, failed fence -> none, selector mem. hv1-hv3 are coordinators with a ZooKeeper
+Times are seconds of virtual time. The policy is the product's config defaults
+(tests/sim/world.Params reads them from pvc.core.config): session timeout 4 s, margin 1 s,
+keepalive every 5 s, 6 intervals for a hung daemon, agent timeout 30 s, successful fence ->
+migrate, failed fence -> none, selector mem; a scenario's times that depend on them say so. A
+node answers once a second, so one cut off at 10 self-fences at 13 (4 s after its last answer at
+9), its session expires at 15 and it is declared dead at 16. hv1-hv3 are coordinators with a ZooKeeper
 member each (hv3, the highest id, leads at first), hv1 is primary at first; hv4/hv5 are
 hypervisors. Fence agents: ok (power off after 1 s), fail (failure after 1 s), hang (never
 answers), slow (power off after 20 s). The brake (more than 50 % of the nodes within 10 s) and the
@@ -31,7 +34,7 @@ MIGRATE_FAILED = {"failed_fence": "migrate"}
 SCENARIOS: list[Scenario] = [
     # -- a node dies --------------------------------------------------------------------------
     Scenario("kill_with_vms",
-             "hv3's daemon is killed (its VMs keep running): session expires at 16, dead at 18, "
+             "hv3's daemon is killed (its VMs keep running): session expires at 14, dead at 15, "
              "fenced (powered off), VMs restarted on hv1/hv2",
              vms=LOAD, expect=LOAD_RECOVERED, actions=((10, "kill", "hv3"),), until=40),
     Scenario("power_loss_with_vms",
@@ -74,10 +77,11 @@ SCENARIOS: list[Scenario] = [
              vms=LOAD, expect=LOAD_IN_PLACE, no_fence=True,
              actions=((10, "link_down", "hv3"), (13, "link_up", "hv3")), until=40),
     Scenario("link_down_within_margin",
-             "hv3 is cut off 7 s: it self-fences at 15, its session expires at 17, it is back at 18 with "
-             "a new session before the margin ends: no fence, its VMs restart on hv3",
+             "hv3 is cut off 5.5 s: it self-fences at 13, its session expires at 15, its link is back at "
+             "15.5 and it has a new session at 16, as the margin ends and before the primary looks: no "
+             "fence, its VMs restart on hv3",
              vms=LOAD, expect=LOAD_IN_PLACE, no_fence=True,
-             actions=((10, "link_down", "hv3"), (18, "link_up", "hv3")), until=40),
+             actions=((10, "link_down", "hv3"), (15.5, "link_up", "hv3")), until=40),
     Scenario("partition_one_node",
              "hv3 is cut off for good (its BMC still answers): self-fence, dead, powered off, recovery",
              vms=LOAD, expect=LOAD_RECOVERED, actions=((10, "link_down", "hv3"),), until=40),
@@ -141,7 +145,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("quorum_lost",
              "hv1 and hv2 lose power: hv3's member has no quorum, nobody fences, hv3 self-fences; hv1 "
              "returns at 25: the new leader restarts the session timers, hv3 restarts its VMs, hv2's "
-             "session expires at 32, it is fenced and its VM moves",
+             "session expires at 30, it is fenced and its VM moves",
              vms=(VM("vm1", "hv1"), VM("vm2", "hv2"), VM("vm3", "hv3")),
              expect={"vm1": "runs@hv1", "vm2": "runs", "vm3": "runs@hv3"},
              actions=((10, "power_off", "hv1"), (10, "power_off", "hv2"), (25, "power_on", "hv1")), until=60),
@@ -162,9 +166,15 @@ SCENARIOS: list[Scenario] = [
              actions=((10, "zk_stop", "hv1"), (20, "zk_start", "hv1"), (30, "zk_stop", "hv3"),
                       (40, "zk_start", "hv3")), until=60),
     Scenario("zk_blip_short",
-             "ZooKeeper has no leader for 4 s: every client is disconnected, nobody self-fences "
-             "(no answer for 5 s < 6 s), nobody is fenced",
-             vms=LOAD, expect=LOAD_IN_PLACE, no_fence=True, actions=((10, "zk_election", 4),), until=40),
+             "ZooKeeper has no leader for 2 s (a short election): every client is disconnected, nobody "
+             "self-fences (no answer for 3 s < 4 s), nobody is fenced",
+             vms=LOAD, expect=LOAD_IN_PLACE, no_fence=True, actions=((10, "zk_election", 2),), until=40),
+    Scenario("zk_leaderless_5s",
+             "ZooKeeper has no leader for 5 s, longer than the 4 s session allows (the trade-off of the "
+             "short session, docs/architecture.md 'Failover timing'): every node self-fences at 13; "
+             "the leader is back at 15 with every session kept, nobody is fenced, every node restarts "
+             "its own VMs",
+             vms=LOAD, expect=LOAD_IN_PLACE, no_fence=True, actions=((10, "zk_election", 5),), until=40),
     Scenario("zk_outage_long",
              "ZooKeeper has no leader for 12 s: every node self-fences; the new leader restarts the "
              "session timers, nobody is fenced, every node restarts its own VMs",
@@ -223,12 +233,13 @@ SCENARIOS: list[Scenario] = [
     Scenario("fence_would_lose_quorum",
              "hv3 loses power and is fenced; hv2's daemon hangs at 20 (its ZooKeeper member serves): "
              "fencing hv2 would leave hv1's member alone, so it is held with FENCING_QUORUM_HV2 and its "
-             "VM stays; hv3 is powered on at 55: the quorum holds without hv2, hv2 is fenced, its VM moves",
+             "VMs stay (vm4, and vm2, which hv3's recovery started there at 17); hv3 is powered on at "
+             "55: the quorum holds without hv2, hv2 is fenced, its VMs move",
              vms=LOAD, expect={"vm1": "runs", "vm2": "runs", "vm3": "runs@hv1", "vm4": "runs@hv1"},
              actions=((10, "power_off", "hv3"), (20, "hang", "hv2"), (55, "power_on", "hv3"),
                       (65, "ready", "hv3")), until=80),
     Scenario("brake_two_of_three",
-             "the daemons of hv2 and hv3 are killed at 10 (their VMs run on): both sessions expire at 16, "
+             "the daemons of hv2 and hv3 are killed at 10 (their VMs run on): both sessions expire at 14, "
              "2 of 3 nodes within 10 s: the brake holds (FENCING_BRAKE), nobody is fenced; the daemons "
              "start again at 25: the brake releases, the fault clears, nothing moved",
              vms=LOAD, expect=LOAD_IN_PLACE, no_fence=True,
@@ -264,10 +275,12 @@ SCENARIOS: list[Scenario] = [
              vms=LOAD, expect=LOAD_IN_PLACE, agent="fail",
              actions=((10, "link_down", "hv3"), (30, "link_up", "hv3"), (40, "ready", "hv3")), until=60),
     Scenario("link_returns_at_margin",
-             "hv3 is cut off and returns at 19.2, just after it was declared dead at 19.0: it gets a new "
-             "session, sees itself dead and starts nothing; it is fenced and its VMs move",
+             "hv3 is cut off and its link returns at 16.2, just after it was declared dead at 16.0 "
+             "(session gone at 15 + the 1 s margin): the declaration stands, the agent powers hv3 off "
+             "at 17 before it can reconnect, and its VMs move (partition_link_returns_mid_fence has "
+             "a dead node that does reconnect)",
              vms=LOAD, expect=LOAD_RECOVERED,
-             actions=((10, "link_down", "hv3"), (19.2, "link_up", "hv3")), until=40),
+             actions=((10, "link_down", "hv3"), (16.2, "link_up", "hv3")), until=40),
 
     # -- placement ---------------------------------------------------------------------------------
     Scenario("no_capacity",
@@ -310,8 +323,8 @@ SCENARIOS: list[Scenario] = [
              actions=((10, "power_off", "hv4"), (10, "power_off", "hv5")), until=50),
 
     Scenario("placement_fresh_figures",
-             "5 nodes: hv4 and hv5 lose power together; hv4's 10 GiB VM goes to the big hv2 at 19; hv5's "
-             "8 GiB VM is placed at 20, before hv2's keepalive shows the first one: it is counted anyway, "
+             "5 nodes: hv4 and hv5 lose power together; hv4's 10 GiB VM goes to the big hv2 at 16; hv5's "
+             "8 GiB VM is placed at 17, before hv2's keepalive shows the first one: it is counted anyway, "
              "so hv5's VM goes to hv1, not onto hv2 again",
              nodes=5, memory={"hv2": 24576},
              vms=(VM("vm1", "hv1"), VM("vm2", "hv2"), VM("vm3", "hv3"), VM("vm4", "hv4", 10240),
@@ -332,8 +345,9 @@ SCENARIOS: list[Scenario] = [
              vms=(VM("vm1", "hv3"), VM("vm2", "hv1")), expect={"vm1": "runs@hv3", "vm2": "runs@hv1"},
              off=("hv3",), no_fence=True, actions=((40, "power_on", "hv3"),), until=60),
     Scenario("death_during_flush",
-             "hv2 is being flushed when hv3 (a flush target) loses power: the migration to hv3 fails and "
-             "is retried until hv3's session is gone; hv3's VM goes to hv1, never to the flushing hv2",
+             "hv2 is being flushed when hv3 (a flush target) loses power at 7: the migration to hv3 "
+             "started at 11 fails at 13.5, after hv3's session is gone (12) and it was declared dead "
+             "(13), so the retry goes to hv1; hv3's VM goes to hv1, never to the flushing hv2",
              vms=(VM("vm1", "hv2"), VM("vm2", "hv2"), VM("vm3", "hv2"), VM("vm4", "hv3"), VM("vm5", "hv1")),
              expect={"vm1": "runs@hv1", "vm2": "runs@hv1", "vm3": "runs@hv1", "vm4": "runs@hv1",
                      "vm5": "runs@hv1"},

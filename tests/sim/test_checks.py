@@ -26,7 +26,13 @@ def test_a_blocklist_that_blocks_nothing_lets_two_copies_write() -> None:
         world.run()
 
 
-def test_recovery_without_the_margin_is_caught() -> None:
+def test_recovery_without_the_margin_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shipped margin (1 s) is no longer than the sim's "ok" agent (1 s), so a missing margin
+    # would hide behind the agent's own time: a 0.1 s agent takes that cover away (the margin,
+    # not the agent's speed, is what must keep a recovery after the self-fence).
+    from . import fakes
+
+    monkeypatch.setitem(fakes.AGENT_DELAY, "ok", 1)
     world = World(BY_NAME["power_loss_with_vms"])
     for node in world.nodes.values():
         if node.monitor is not None:

@@ -14,8 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import NAMESPACE_DNS, uuid5
 
+from pydantic import BaseModel
+
 from pvc.cluster.placement import vm_demand
 from pvc.cluster.vms.transitions import Transition, apply_to_doc
+from pvc.core.config import (
+    FencingActions,
+    FencingSettings,
+    MigrationSettings,
+    TimerSettings,
+    ZooKeeperSettings,
+)
 from pvc.core.errors import ClusterUnavailable
 from pvc.core.records import Memory, NodeRecord, VMRecord
 from pvc.core.vocabulary import VM_RECOVER_STATES
@@ -27,12 +36,30 @@ from .nodes import BASE_USED, SimNode
 from .zkmodel import TICKS, ZooKeeper, ts
 
 
+def _shipped(model: type[BaseModel], name: str) -> Any:
+    """The default a product config section ships for one key (pvc.core.config), so the
+    simulator runs on the timings a fresh install gets rather than on copied numbers."""
+    return model.model_fields[name].get_default(call_default_factory=True)
+
+
 @dataclass(frozen=True)
 class Params(FencePolicy):
-    """The HA policy under test: the daemon's own FencePolicy (its defaults, not a copy), plus
-    the ZooKeeper session bound that the simulated self-fence uses."""
+    """The HA policy under test: the daemon's own FencePolicy with every timing, the brake and
+    the fence actions taken from the product config's defaults (the keys
+    `FencePolicy.from_settings` reads), plus the ZooKeeper session bound that the simulated
+    self-fence uses. A scenario's `config` overrides any of them by name."""
 
-    session_timeout: float = 6.0
+    margin: float = _shipped(FencingSettings, "margin")
+    keepalive_interval: float = _shipped(TimerSettings, "keepalive_interval")
+    fence_intervals: int = _shipped(FencingSettings, "fence_intervals")
+    agent_timeout: float = _shipped(FencingSettings, "agent_timeout")
+    successful_fence: str = _shipped(FencingActions, "successful_fence")
+    failed_fence: str = _shipped(FencingActions, "failed_fence")
+    default_selector: str = _shipped(MigrationSettings, "target_selector")
+    lease_timeout: float | None = _shipped(FencingSettings, "lease_timeout")
+    brake_share: float = _shipped(FencingSettings, "brake_share")
+    brake_window: float = _shipped(FencingSettings, "brake_window")
+    session_timeout: float = _shipped(ZooKeeperSettings, "session_timeout")
 
     @property
     def selector(self) -> str:
