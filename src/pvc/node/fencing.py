@@ -88,7 +88,7 @@ PLACED_FOR = 120.0                     # seconds a placement is counted until th
 
 @dataclass(frozen=True)
 class FencePolicy:
-    margin: float = 2.0
+    margin: float = 1.0                     # as config.fencing.margin (from_settings is what runs)
     keepalive_interval: float = 5.0
     fence_intervals: int = 6
     agent_timeout: float = 30.0
