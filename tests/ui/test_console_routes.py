@@ -45,6 +45,7 @@ class WSClient:
         self.sock.sendall(self.ws.send(Request(host=url.netloc, target=path, extra_headers=headers,
                                                subprotocols=list(protocols))))
         self.status = 0
+        self.subprotocol: str | None = None
         self.closed: CloseConnection | None = None
         self.received = b""
         self.pump(until=lambda: self.status != 0)
@@ -58,6 +59,7 @@ class WSClient:
             for event in self.ws.events():
                 if isinstance(event, AcceptConnection):
                     self.status = 101
+                    self.subprotocol = event.subprotocol
                 elif isinstance(event, RejectConnection):
                     self.status = event.status_code
                 elif isinstance(event, RejectData):
@@ -192,7 +194,7 @@ def test_vnc_relays_to_the_listener_zookeeper_names(ui: UIClient, api: Api, zk: 
     uuid = _run(zk, "web1", vnc=f"127.0.0.1:{server.getsockname()[1]}")
     client = WSClient(api.base, _path(uuid, "vnc", ui.csrf) + "&host=10.0.0.1&port=22", api.base, _cookie(ui))
     try:
-        assert client.status == 101
+        assert (client.status, client.subprotocol) == (101, "binary")
         client.pump(until=lambda: b"RFB 003.008\n" in client.received)
         client.send(b"RFB 003.008\n")
         client.pump(until=lambda: b"echo:RFB 003.008\n" in client.received)

@@ -111,7 +111,8 @@ async def _close(ws: WebSocket, code: int, reason: str) -> None:
 
 
 def _subprotocol(ws: WebSocket) -> str | None:
-    offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    offered = list(ws.scope.get("subprotocols") or [])     # uvicorn parses the header into the scope
+    offered += [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
     return "binary" if "binary" in offered else None
 
 
