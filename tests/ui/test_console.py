@@ -89,3 +89,42 @@ def test_console_of_a_stopped_vm(ui: UI, cluster: dict[str, Any], zk: ZK) -> Non
     assert "the VM is not running" in ui.page.locator("#serial-state").inner_text()
     assert ui.page.locator("#vnc-screen canvas").count() == 0
     ui.shot("console-stopped")
+
+
+HOSTILE = (b"\x1b[31mPVC-GUEST-HEARTBEAT\x1b[0m n=1\r\n<img src=x onerror=alert(1)><script>alert(2)</script>"
+           b"\x1b]0;title\x07 <b>bold</b>\r\n")
+
+
+def test_serial_output_is_text_and_keys_are_sent(ui: UI, cluster: dict[str, Any], zk: ZK) -> None:
+    """Without the lab: Playwright stands in for pvcapid's serial websocket and sends hostile guest
+    output; the page shows it as text with the escapes removed, and sends what is typed as bytes."""
+    uuid = str(zk.get(schema.vm_name("web1")))
+    zk.put(schema.vm_status(uuid), VMStatus(node="hv1", running=True, libvirt_state="running").doc())
+    typed: list[bytes] = []
+    dialogs: list[str] = []
+
+    def serve(route: Any) -> None:
+        assert "csrf=" in route.url
+        route.on_message(lambda m: typed.append(m if isinstance(m, bytes) else m.encode()))
+        route.send(HOSTILE)
+
+    ui.page.route_web_socket("**/console/serial*", serve)
+    ui.page.on("dialog", lambda d: dialogs.append(d.message))
+    ui.login()
+    ui.goto(f"/vms/{uuid}/console")
+    ui.wait_true("document.getElementById('serial-screen').textContent.includes('<b>bold</b>')")
+    text = ui.page.locator("#serial-screen").text_content() or ""
+    assert "PVC-GUEST-HEARTBEAT n=1\n<img src=x onerror=alert(1)><script>alert(2)</script> <b>bold</b>" \
+        in text
+    assert "\x1b" not in text and "title" not in text
+    assert ui.page.locator("#serial-screen img, #serial-screen script, #serial-screen b").count() == 0
+    ui.page.locator("#serial-screen").focus()
+    ui.page.keyboard.type("ls")
+    ui.page.keyboard.press("Enter")
+    ui.page.keyboard.press("Control+c")
+    deadline = time.monotonic() + 10
+    while b"".join(typed) != b"ls\r\x03" and time.monotonic() < deadline:
+        ui.page.wait_for_timeout(100)
+    assert b"".join(typed) == b"ls\r\x03"
+    assert dialogs == []
+    ui.shot("console-serial-text")
