@@ -49,6 +49,7 @@ MOVED = 4000                   # close codes: the VM moved or its console ended 
 NOT_FOUND = 4404
 NOT_RUNNING = 4409
 NO_CONSOLE = 4503
+OPEN_TRIES = 10               # attempts to open a console (1 s apart) before giving up
 
 
 def _own_origin(ws: WebSocket) -> str | None:
@@ -162,28 +163,46 @@ async def serial(ws: WebSocket, vm: str) -> None:
     try:
         browser = asyncio.ensure_future(_pump_browser(ws, to_guest))
         while not browser.done():
-            try:
-                uri = await run_in_threadpool(_node_uri, zk, node)
-                console = await run_in_threadpool(SerialConsole, uri, uuid)
-            except ConsoleUnavailable as exc:
-                log.warning("serial console of %s: %s", name, exc)
-                await _close(ws, NO_CONSOLE, f"no console of VM {name} on {node}")
+            console = await _open_console(zk, uuid, name, node, browser)
+            if console is None:
+                if not browser.done():
+                    await _close(ws, NO_CONSOLE, f"no console of VM {name} on {node}")
                 return
             await ws.send_bytes(f"\r\n[pvc: console of {name} on {node}]\r\n".encode())
-            node = await _relay_console(ws, zk, uuid, node, console, browser)
+            moved = await _relay_console(ws, zk, uuid, node, console, browser)
             await run_in_threadpool(console.close)
             console = None
-            if node is None:
+            if browser.done():
+                return
+            if moved is None:
                 await _close(ws, MOVED, f"VM {name} stopped or its console ended")
                 return
+            node = moved
             await ws.send_bytes(f"\r\n[pvc: VM {name} moved to {node}; reconnecting]\r\n".encode())
-    except WebSocketDisconnect:
-        pass
+    except (WebSocketDisconnect, RuntimeError, OSError) as exc:     # the browser went mid-send
+        log.debug("serial console of %s: %s", name, exc)
     finally:
         if browser is not None:
             browser.cancel()
         if console is not None:
             await run_in_threadpool(console.close)
+
+
+async def _open_console(zk: ZK, uuid: str, name: str, node: str, browser: asyncio.Task[None],
+                        tries: int = OPEN_TRIES) -> SerialConsole | None:
+    """The console on `node`, tried a few times (just after a migration the domain may not take a
+    console yet); None when it cannot be opened or the VM left that node."""
+    for attempt in range(tries):
+        try:
+            uri = await run_in_threadpool(_node_uri, zk, node)
+            return await run_in_threadpool(SerialConsole, uri, uuid)
+        except ConsoleUnavailable as exc:
+            log.warning("serial console of %s (try %d of %d): %s", name, attempt + 1, tries, exc)
+        status = await run_in_threadpool(_status, zk, uuid)
+        if browser.done() or status is None or not status.running or status.node != node:
+            return None
+        await asyncio.sleep(1.0)
+    return None
 
 
 async def _relay_console(ws: WebSocket, zk: ZK, uuid: str, node: str, console: SerialConsole,
