@@ -14,6 +14,7 @@ function socketUrl(path) {
   return `${scheme}//${location.host}${path}?csrf=${encodeURIComponent(csrf)}`;
 }
 
+// Tab is left to the browser (moving focus on: no keyboard trap); Ctrl+I types a tab.
 // CSI / OSC / other ESC sequences, and control characters other than newline and tab.
 const ANSI = /\x1b\[[0-?]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|[\x00-\x08\x0b-\x1f\x7f]/g;
 
@@ -21,7 +22,7 @@ export function plain(text) {
   return text.replace(/\r\n/g, '\n').replace(/\r/g, '').replace(ANSI, '');
 }
 
-const KEYS = {Enter: '\r', Backspace: '\x7f', Tab: '\t', Escape: '\x1b', ArrowUp: '\x1b[A',
+const KEYS = {Enter: '\r', Backspace: '\x7f', Escape: '\x1b', ArrowUp: '\x1b[A',
   ArrowDown: '\x1b[B', ArrowRight: '\x1b[C', ArrowLeft: '\x1b[D', Home: '\x1b[H', End: '\x1b[F',
   Delete: '\x1b[3~', PageUp: '\x1b[5~', PageDown: '\x1b[6~'};
 
