@@ -8,6 +8,7 @@ the lab read from the console log:
     PVC-GUEST-USERDATA <first line>                       user-data fetched from 169.254.169.254
     PVC-GUEST-HEARTBEAT name=<hostname> n=<counter> ...   every 2 s; the counter proves no reboot
     PVC-GUEST-POWEROFF                                    ACPI power button (libvirt shutdown())
+    PVC-GUEST-ECHO <line>                                 a line typed into the serial port
 
 busybox has no NTP client: a tiny static one (NTP_CLIENT_C, /bin/ntpquery) is compiled with the
 host's gcc when there is one; without it the `ntp` probe answers "fail noclient".
@@ -97,6 +98,8 @@ mkdir -p /tmp/www/cgi-bin && echo "hello from $NAME" > /tmp/www/index.html
 cp /etc/cgi/* /tmp/www/cgi-bin/
 httpd -p 80 -h /tmp/www
 say "PVC-GUEST-BOOT-OK name=$(hostname) ip=${IP:-none}"
+# typed input: each line read from the serial port comes back (the web UI's console test)
+( exec 0</dev/ttyS0; while read -r line; do say "PVC-GUEST-ECHO $line"; done ) &
 if [ -n "$IP" ]; then
   (
     for i in 1 2 3 4 5; do
@@ -443,13 +446,14 @@ def build_guest(cache_dir: Path | None = None, refresh: bool = False) -> GuestIm
 
 def domain_xml(name: str, guest: GuestImage, memory_mib: int = 128, disk: Path | None = None,
                serial_log: Path | None = None, cmdline_extra: str = "", vcpus: int = 1,
-               uuid: str | None = None, devices: str = "", description: str = "") -> str:
+               uuid: str | None = None, devices: str = "", description: str = "", vnc: bool = False) -> str:
     """A minimal TCG domain of the tiny guest: for lab self-tests, system tests and the demo VM.
 
     `disk` is a local root image file; `devices` is extra device XML (e.g. an RBD root disk, with
     `vmroot=/dev/vda` in cmdline_extra). A disk gets event_idx='off': with it on, QEMU 7.2/TCG
     guests writing to virtio-blk die after live migration. Without serial_log the serial port is
-    a pty, as PVC's node daemon expects for its console log.
+    a pty, as PVC's node daemon expects for its console log. `vnc` adds a VGA card and a VNC
+    display on every address of the node (its cluster address is what pvcapid's proxy reaches).
     """
     cmdline = f"console=ttyS0 panic=-1 quiet vmname={name}"
     disk_xml = ""
@@ -462,6 +466,9 @@ def domain_xml(name: str, guest: GuestImage, memory_mib: int = 128, disk: Path |
                   "<serial type='pty'><target port='0'/></serial>"
                   "<console type='pty'><target type='serial' port='0'/></console>")
     cmdline = f"{cmdline} {cmdline_extra}".strip()
+    if vnc:
+        devices += ("<graphics type='vnc' port='-1' autoport='yes' listen='0.0.0.0'/>"
+                    "<video><model type='vga'/></video>")
     extra = "".join(f"\n  <{tag}>{value}</{tag}>"
                     for tag, value in (("uuid", uuid), ("description", description)) if value)
     return f"""<domain type='qemu'>
