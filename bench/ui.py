@@ -16,7 +16,7 @@ root with `--list-vms` VMs (10,000; 0 skips it): its first page, a page deep in 
 filter, a tag and node filter, and a name search, each `GET /vms...` on one keep-alive connection.
 
 Run: `flock /work/helpers/lab.lock .venv/bin/python bench/ui.py [--vms 1000] [--requests 100]
-[--list-vms 10000]`.
+[--list-vms 10000] [--list-only]`.
 """
 
 from __future__ import annotations
@@ -135,12 +135,25 @@ def browser_loads(base: str, session: str, loads: int) -> list[dict[str, float]]
     return out
 
 
+def list_only(count: int, requests: int) -> None:
+    base_dir = workdir("ui")
+    server = ZooKeeperServer(base_dir / "zookeeper", free_port(), tick_ms=1000).start()
+    try:
+        vm_list_figures(server, base_dir, count, requests)
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vms", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--list-vms", type=int, default=10000, help="VMs for the VM list page (0: skip it)")
+    parser.add_argument("--list-only", action="store_true", help="only the VM list page")
     args = parser.parse_args()
+    if args.list_only:
+        list_only(args.list_vms, args.requests)
+        return
     base_dir = workdir("ui")
     server = ZooKeeperServer(base_dir / "zookeeper", free_port(), tick_ms=1000).start()
     daemon: Daemon | None = None
