@@ -490,3 +490,16 @@ def test_no_inline_script_or_style(ui: UIClient, sampled: dict[str, Any]) -> Non
         for tag in page.split("<script")[1:]:
             assert tag.split(">", 1)[0].strip().startswith("src="), path
         assert event_handlers(page) == [], path
+
+
+def test_every_live_fragment_exists() -> None:
+    from pvc.api.web.pages import vms
+    from pvc.web import TEMPLATES
+
+    for fragments in (vms.LIST_FRAGMENTS, vms.DETAIL_FRAGMENTS):
+        for element, template in fragments.items():
+            assert (TEMPLATES / template).exists(), template
+            assert template.rsplit("/", 1)[-1].startswith("_"), template
+            assert re.fullmatch(r"[a-z-]+", element)
+            page = "list.html" if fragments is vms.LIST_FRAGMENTS else "detail.html"
+            assert f'id="{element}"' in (TEMPLATES / "vms" / page).read_text(), element
