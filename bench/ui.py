@@ -186,12 +186,16 @@ def main() -> None:
         zk.stop()
         daemon.stop()
         daemon = None
+        dashboard_table(args, samples, size, loads)       # printed before the list part can fail
         if args.list_vms:
             vm_list_figures(server, base_dir, args.list_vms, args.requests)
     finally:
         if daemon is not None:
             daemon.stop()
         server.stop()
+
+
+def dashboard_table(args: Any, samples: list[float], size: int, loads: list[dict[str, float]]) -> None:
     p50, p95 = statistics.median(samples), percentile(samples, 95)
     html_target = f"< {HTML_TARGET_MS:.0f} ms"
     interactive = statistics.median(t["interactive"] for t in loads)
