@@ -101,6 +101,9 @@ def test_consoles_in_the_browser(lab_ui: UI, lab_api: httpx.Client, vm: str) -> 
     helpers.call(lab_api, "POST", f"/vm/{vm}/node",
                  params={"action": "migrate", "node": "hv2", "wait": "true"})
     ui.wait_true("document.getElementById('serial-screen').textContent.includes('moved to hv2')", 30)
+    # keys typed while pvcapid reopens the console are dropped: type once it is open on hv2
+    reopened = f"console of {vm} on hv2"
+    ui.wait_true(f"document.getElementById('serial-screen').textContent.includes({reopened!r})", 30)
     ui.page.locator("#serial-screen").focus()
     ui.page.keyboard.type("after the move")
     ui.page.keyboard.press("Enter")
