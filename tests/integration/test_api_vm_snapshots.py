@@ -385,3 +385,42 @@ def test_a_vm_modify_rename_is_followed_by_the_snapshots(client: TestClient, zk:
     one_task(zk, settings)
     assert vm_item(client, "after")["name"] == "after"
     assert not zk.exists(schema.vm_name("before"))
+
+
+def test_two_snapshots_of_a_running_vm_at_once_take_turns(client: TestClient, zk: ZK, fake: FakeStorage,
+                                                          settings: Settings, hv: FakeHypervisor,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the chaos runner: two snapshot tasks of one VM claimed together each paused it, the
+    first to finish resumed it under the other, whose resume then failed ("already running")."""
+    import threading
+    import time
+
+    define(client, fake, "twice", 2)
+    uuid = uuid_of(client, "twice")
+    zk.put(schema.vm_status(uuid), VMStatus(node="hv1", running=True).doc())
+    hv.start(f"<domain type='test'><name>twice</name><uuid>{uuid}</uuid><memory unit='MiB'>64</memory>"
+             f"<vcpu>1</vcpu><os><type>hvm</type></os><devices/></domain>")
+    real = worker_snapshots._snap_all
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        assert hv.domain(uuid).state == "paused"       # every snapshot is taken while paused
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker_snapshots, "_snap_all", slow)
+    for name in ("a", "b"):
+        accepted(client.post(f"{BASE}/vm/twice/snapshot", params={"snapshot_name": name}),
+                 "vm.create_snapshot")
+    worker = Worker(zk, settings)
+    claimed = [tasks_mod.claim(zk, task, version, "hv1") for task, version in tasks_mod.load_tasks(zk)
+               if task.state == "PENDING"]
+    threads = [threading.Thread(target=worker._execute, args=(task,)) for task in claimed]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    worker.pool.shutdown(wait=False)
+    done = [tasks_mod.get_task(zk, task.id) for task in claimed]
+    assert [t.state for t in done] == ["SUCCESS", "SUCCESS"], [t.status for t in done]
+    assert all(t.result["consistency"] == "paused" for t in done)
+    assert hv.domain(uuid).state == "running"

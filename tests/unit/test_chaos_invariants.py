@@ -167,3 +167,23 @@ def test_a_qemu_replaced_after_a_request_or_during_a_fault_is_not(tmp_path: Any)
     s.ctx.fault_began("1:kill_pvcnoded:hv1", s.ctx.clock.now())
     s.check_restarts({"hv1": {"a": (200, "S"), "b": (201, "S")}})
     assert s.violations == []
+
+
+def test_an_accepted_snapshot_missing_from_ceph_is_lost_unless_a_request_is_on_it(tmp_path: Any) -> None:
+    s = sampler(tmp_path, [])
+    ledger = s.workload.ledger
+    ledger.put("volume", "cx-d001", size=1, vm="")
+    ledger.put("vsnap", "cx-d001@cs001", volume="cx-d001", owner="")
+    ledger.put("volume", "cx-v001_vda", size=1, vm="cx-v001")
+    ledger.put("vsnap", "cx-v001_vda@vs001", volume="cx-v001_vda", owner="cx-v001@vs001")
+    images = {"cx-d001": {"snapshots": []}, "cx-v001_vda": {"snapshots": []}}
+    s.workload.requests.append(Request(id="op0001", t=0.0, worker="w0", op="vm_snapshot_remove",
+                                       subject="cx-v001@vs001", method="DELETE", path="/vm/cx-v001/snapshot",
+                                       status=202, outcome="pending", expect="task"))
+    s.check_vanished(images, 10.0)
+    s.check_vanished(images, 20.0)
+    assert s.violations == []
+    s.check_vanished(images, 30.0)
+    assert [(v.invariant, v.subject) for v in s.violations] == [("document-lost", "vms/cx-d001@cs001")]
+    s.check_vanished(images, 60.0)
+    assert len(s.violations) == 1

@@ -220,3 +220,22 @@ def test_a_restart_waits_until_the_guest_has_booted() -> None:
 
     assert "vm_restart" not in ops(110.0)
     assert "vm_restart" in ops(140.0)
+
+
+def test_a_snapshot_removal_failing_after_its_vm_went_does_not_bring_it_back(workload: Workload) -> None:
+    ledger = workload.ledger
+    ledger.put("vm", "cx-v001", uuid="u1", volumes=["cx-v001_vda"], desired="stop")
+    ledger.put("volume", "cx-v001_vda", size=1, vm="cx-v001")
+    snap = ledger.put("vmsnap", "cx-v001@vs001", vm="cx-v001", volumes=["cx-v001_vda"])
+    ledger.put("vsnap", "cx-v001_vda@vs001", volume="cx-v001_vda", owner="cx-v001@vs001")
+    api = FakeApi({
+        ("DELETE", "/vm/cx-v001/snapshot"): [Answer(202, {"task_id": "t1"})],
+        ("DELETE", "/vm/cx-v001"): [Answer(200, {"message": "removed"})],
+        ("GET", "/vm"): [Answer(404, {"message": "VM not found."})],
+        ("GET", "/tasks/t1"): [Answer(200, {"state": "FAILURE", "status": "Could not find snapshot"})],
+    })
+    workload.op_vm_snapshot_remove(api, "w0", None, snap)                        # type: ignore[arg-type]
+    workload.op_vm_remove(api, "w1", None, ledger.get("vm", "cx-v001"))          # type: ignore[arg-type]
+    workload.track_once(api)                                                     # type: ignore[arg-type]
+    assert workload.requests[0].outcome == "failed"
+    assert snap.exists is False and ledger.get("vsnap", "cx-v001_vda@vs001").exists is False

@@ -21,9 +21,12 @@ else that node's published libvirt URI).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
+
+from kazoo.exceptions import LockTimeout
 
 from pvc.adapters.ceph import Storage, StorageError, StorageNotFound, storage_from_settings
 from pvc.adapters.ceph.base import SnapshotTaker
@@ -40,6 +43,7 @@ from pvc.core.zk import ZK
 
 Log = Callable[[str], Any]
 AGENT_TIMEOUT = 5          # seconds the guest agent may take to freeze or thaw
+PAUSE_LOCK_TIMEOUT = 300.0  # seconds a snapshot waits for another one of the same VM to resume it
 ATTEMPTS = 2               # the VM document changed while snapshotting: try once more
 
 
@@ -169,6 +173,32 @@ def _resume(hv: Hypervisor, uuid: str, log: Log) -> None:
             time.sleep(0.05)
 
 
+@contextmanager
+def _pausing(zk: ZK, hv: Hypervisor | None, uuid: str, holder: str, log: Log) -> Iterator[None]:
+    """One snapshot at a time pauses (or freezes) a running VM, cluster-wide: two at once would
+    each resume the VM while the other still counts on it being paused (found by the chaos runner:
+    the second resume fails with "domain is already running"). A VM that does not run is not
+    paused, so needs no turn."""
+    if hv is None:
+        yield
+        return
+    lock = zk.lock(f"{schema.LOCKS}/vmsnapshot/{uuid}", holder)
+    try:
+        got = lock.acquire(timeout=PAUSE_LOCK_TIMEOUT)
+    except LockTimeout:
+        got = False
+    if not got:
+        raise SnapshotFailed(f"Another snapshot of VM {uuid} held the VM for over "
+                             f"{PAUSE_LOCK_TIMEOUT:.0f} s; nothing was taken. Try again.")
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except Exception as exc:      # a lost session drops the lock with it
+            log(f"WARNING: could not release the snapshot turn of VM {uuid}: {exc}")
+
+
 def create_snapshot(zk: ZK, settings: Settings, this_node: str, uuid: str, name: str, origin: str,
                     log: Log, progress: Callable[[int, int, str], Any] | None = None,
                     details: dict[str, Any] | None = None) -> VMSnapshotRecord:
@@ -198,7 +228,7 @@ def create_snapshot(zk: ZK, settings: Settings, this_node: str, uuid: str, name:
             progress(1, 3, f'Taking snapshot "{name}" of {len(volumes)} disk(s) of VM "{vm.name}"')
         hv = _guest_hypervisor(zk, settings, this_node, uuid, log)
         try:
-            with Reverter(log) as revert:
+            with Reverter(log) as revert, _pausing(zk, hv, uuid, f"{this_node}:{name}", log):
                 consistency, pause_ms = take_disks(storage, hv, uuid, volumes, name, revert, log)
                 refs = [SnapshotVolume(pool=p, volume=v, snap=name,
                                        size=int(stats[f"{p}/{v}"].get("size", 0))) for p, v in volumes]

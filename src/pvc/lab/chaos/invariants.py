@@ -8,6 +8,8 @@ Sampled (the Sampler thread, every couple of seconds):
   vm-restarted-unasked
                     a VM's QEMU on a node is replaced by another (a new pid) although no request on
                     the VM was made and no fault was in place since it was last seen.
+  document-lost     an RBD image or snapshot the API accepted (and nobody removed) is missing from
+                    Ceph in two samples VANISHED_AFTER apart, with no request on it in flight.
   rbd-two-writers   an RBD image has live clients (watchers) on two nodes, outside a migration of
                     the VM that uses it, for longer than RBD_GRACE (a client that dies keeps its
                     watch for Ceph's 30 s watch timeout; a blocklisted one loses it at once).
@@ -43,6 +45,7 @@ from pvc.lab.chaos.context import EXECUTING, Context, address_node, rbd_images
 from pvc.lab.chaos.workload import POOL, PREFIX, Ledger, Request, Workload
 
 RBD_GRACE = 60.0
+VANISHED_AFTER = 15.0      # seconds an expected image or snapshot may be missing (two RBD samples)
 # Ceph health checks that may stand at the end of a run without anything being wrong, and why.
 TRANSIENT_CHECKS = {
     "RECENT_CRASH": "a daemon the run killed may leave a crash report, listed for two weeks unless "
@@ -119,6 +122,8 @@ class Sampler:
                        "images_watched_from_two_nodes": 0}
         self._twice_seen: set[str] = set()
         self._pids: dict[str, tuple[str, int, float]] = {}    # uuid -> (node, QEMU pid, last seen)
+        self._missing: dict[str, float] = {}                    # ledger key -> first seen missing
+        self._vanished: set[str] = set()
         self._suspects: dict[str, tuple[float, int]] = {}
         self._reported_rbd: set[str] = set()
         self.done = threading.Event()
@@ -200,6 +205,7 @@ class Sampler:
             1 for info in images.values()
             if len({address_node(plan, a) for a in info.get("watchers", [])}) > 1)
         now = self.ctx.clock.now()
+        self.check_vanished(images, now)
         suspects = rbd_suspects(images, lambda a: address_node(plan, a), vms)
         for image in list(self._suspects):
             if image not in suspects:
@@ -210,6 +216,37 @@ class Sampler:
             if now - first >= RBD_GRACE and count + 1 >= 3 and image not in self._reported_rbd:
                 self._reported_rbd.add(image)
                 self.violate("rbd-two-writers", f"{POOL}/{image}", f"for {now - first:.0f}s: {why}")
+
+    def check_vanished(self, images: dict[str, dict[str, Any]], now: float) -> None:
+        """An image or RBD snapshot the ledger expects (accepted, never removed, nothing in flight
+        on it, its VM or its VM snapshot) missing from Ceph in samples VANISHED_AFTER apart."""
+        ledger = self.workload.ledger
+        active = self.workload.active_subjects()
+        snaps = {f"{image}@{snap}" for image, info in images.items() for snap in info.get("snapshots", [])}
+        expected: dict[str, set[str]] = {}
+        for thing in ledger.all("volume"):
+            if thing.exists is True and not thing.busy:
+                expected[thing.key] = {thing.key, str(thing.info.get("vm") or "")}
+        for thing in ledger.all("vsnap"):
+            if thing.exists is True and not thing.busy:
+                volume = ledger.get("volume", str(thing.info.get("volume")))
+                owner = str(thing.info.get("owner") or "")
+                expected[thing.key] = {thing.key, str(thing.info.get("volume")), owner, owner.split("@")[0],
+                                       str(volume.info.get("vm") or "") if volume else ""}
+        for key in list(self._missing):
+            if key not in expected or key in images or key in snaps:
+                del self._missing[key]
+        for key, touching in sorted(expected.items()):
+            if key in images or key in snaps or touching & active:
+                self._missing.pop(key, None)
+                continue
+            first = self._missing.setdefault(key, now)
+            if now - first >= VANISHED_AFTER and key not in self._vanished:
+                self._vanished.add(key)
+                what = "RBD snapshot" if "@" in key else "RBD image"
+                self.violate("document-lost", f"{POOL}/{key}",
+                             f"{what} missing from Ceph since {first}s (still at {now}s): accepted, never "
+                             f"removed, and no request on it, its volume or its VM in flight")
 
     def run(self) -> None:
         last_rbd = 0.0

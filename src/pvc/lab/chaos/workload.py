@@ -213,6 +213,7 @@ class Workload:
             request = Request(id=f"op{len(self.requests) + 1:04d}", t=self.ctx.clock.now(), worker=worker,
                               op=op, subject=subject, method=method, path=path, params=dict(params or {}))
             self.requests.append(request)
+        request.outcome = "sending"
         answer = api.send(method, path, params=params, data=data, timeout=timeout)
         request.status, request.message, request.task_id = answer.status, answer.message, answer.task_id
         if answer.accepted:
@@ -258,6 +259,11 @@ class Workload:
             return any(r.subject == vm and r.op in self.LIFECYCLE
                        and (r.outcome == "pending" or (r.outcome_t or r.t) >= since - 5)
                        for r in self.requests)
+
+    def active_subjects(self) -> set[str]:
+        """Subjects of the requests sent and not answered yet, or accepted and not ended."""
+        with self.lock:
+            return {r.subject for r in self.requests if r.outcome in ("sending", "pending")}
 
     def pending(self) -> list[Request]:
         with self.lock:
@@ -532,6 +538,9 @@ class Workload:
 
         def after(outcome: str) -> None:
             exists = False if outcome == "done" else True if outcome == "failed" else None
+            gone = self.ledger.get("vm", vm)
+            if gone is not None and gone.exists is False:
+                exists = False              # the VM was removed meanwhile, its snapshots with it
             snap.exists = exists
             for volume in snap.info.get("volumes", []):
                 self.ledger.put("vsnap", f"{volume}@{name}", exists)
