@@ -42,6 +42,7 @@ INTERACTIVE_TARGET_MS = 1000.0
 CHROMIUM = "/usr/bin/chromium"
 LOADS = 10
 LIST_TARGET_MS = 300.0
+LIST_HEAP_MB = 512          # ZooKeeper's heap for 10,000 VMs (as bench/vm_list.py); 128 MiB drops the client
 # (what, path, rows it must show): populate() spreads the VMs over hv1..hv3, all tagged "bench"
 LIST_PAGES = (("first page", "/vms", 50), ("page 100", "/vms?page=100", 50),
               ("node filter", "/vms?node=hv2", 50), ("tag and node filter", "/vms?node=hv3&tag=bench", 50),
@@ -137,7 +138,7 @@ def browser_loads(base: str, session: str, loads: int) -> list[dict[str, float]]
 
 def list_only(count: int, requests: int) -> None:
     base_dir = workdir("ui")
-    server = ZooKeeperServer(base_dir / "zookeeper", free_port(), tick_ms=1000).start()
+    server = ZooKeeperServer(base_dir / "zookeeper", free_port(), tick_ms=1000, heap_mb=LIST_HEAP_MB).start()
     try:
         vm_list_figures(server, base_dir, count, requests)
     finally:
@@ -155,7 +156,8 @@ def main() -> None:
         list_only(args.list_vms, args.requests)
         return
     base_dir = workdir("ui")
-    server = ZooKeeperServer(base_dir / "zookeeper", free_port(), tick_ms=1000).start()
+    server = ZooKeeperServer(base_dir / "zookeeper", free_port(), tick_ms=1000,
+                             heap_mb=LIST_HEAP_MB if args.list_vms else 128).start()
     daemon: Daemon | None = None
     try:
         root = "/bench-ui"
