@@ -108,6 +108,13 @@ class Runner:
         self.final.append(Violation(self.ctx.clock.now(), invariant, subject, detail))
         self.ctx.events.add("violation", invariant=invariant, subject=subject, detail=detail)
 
+    def record(self, found: list[Violation]) -> None:
+        """Final-check violations, kept and shown as they are found."""
+        for violation in found:
+            self.final.append(violation)
+            self.ctx.events.add("violation", invariant=violation.invariant, subject=violation.subject,
+                                detail=violation.detail)
+
     def unhealthy(self, timeout: float) -> list[str]:
         """Wait until the lab is healthy; what is still not, after `timeout`."""
         deadline = time.monotonic() + timeout
@@ -261,8 +268,7 @@ class Runner:
 
         ctx = self.ctx
         now = ctx.clock.now
-        for violation in invariants.check_requests(self.workload.requests, now()):
-            self.final.append(violation)
+        self.record(invariants.check_requests(self.workload.requests, now()))
         zk = pvcnodes.lab_zk(self.plan)
         try:
             def documents() -> tuple[dict[str, Any], list[Violation]]:
@@ -290,17 +296,17 @@ class Runner:
             while found and time.monotonic() < deadline:
                 time.sleep(5)
                 found = vm_state()
-            self.final += found
+            self.record(found)
             docs, bad = documents()
-            self.final += bad
+            self.record(bad)
             images = ctx.probes.in_ceph(lambda client: rbd_images(client, POOL))
             if images is None:
                 self.violate("ceph-unhealthy", f"pool {POOL}", "its images cannot be listed")
             else:
-                self.final += invariants.compare_ledger(self.workload.ledger, docs, images, now())
-            self.final += invariants.check_fixture(docs, now())
+                self.record(invariants.compare_ledger(self.workload.ledger, docs, images, now()))
+            self.record(invariants.check_fixture(docs, now()))
             vm_uuids = {p.split("/")[2] for p in docs if p.startswith("/vms/") and p.count("/") == 2}
-            self.final += invariants.check_orphans(ctx.probes.all_domains(), vm_uuids, now())
+            self.record(invariants.check_orphans(ctx.probes.all_domains(), vm_uuids, now()))
         finally:
             zk.stop()
         for leftover in invariants.mappings(str(self.plan.ceph_conf)):
