@@ -187,3 +187,45 @@ def test_an_accepted_snapshot_missing_from_ceph_is_lost_unless_a_request_is_on_i
     assert [(v.invariant, v.subject) for v in s.violations] == [("document-lost", "vms/cx-d001@cs001")]
     s.check_vanished(images, 60.0)
     assert len(s.violations) == 1
+
+
+def test_a_watch_no_domain_explains_is_stale() -> None:
+    images = {"cx-v001_vda": {"watchers": ["10.200.0.1:0/1", "10.200.0.2:0/2"]},
+              "cx-d001": {"watchers": ["10.200.0.3:0/3"]}, "cx-d002": {"watchers": []}}
+    vms = {"cx-v001": {"name": "cx-v001", "uuid": "a", "state": "stop",
+                       "disks": [{"name": "vms/cx-v001_vda"}]}}
+    found = invariants.stale_watchers(images, node_of, vms, {"a": {"hv1"}})
+    assert sorted(found) == ["cx-d001", "cx-v001_vda"]
+    assert "hv2 (10.200.0.2:0/2)" in found["cx-v001_vda"] and "hv1 (" not in found["cx-v001_vda"]
+
+
+def test_stale_watches_count_after_the_grace_unless_a_request_is_on_them(tmp_path: Any) -> None:
+    s = sampler(tmp_path, [])
+    s.present = {"a": {"hv1"}}
+    images = {"cx-v001_vda": {"watchers": ["10.200.0.2:0/2"]}}
+    vms = {"cx-v001": {"name": "cx-v001", "uuid": "a", "state": "stop",
+                       "disks": [{"name": "vms/cx-v001_vda"}]}}
+    s.check_stale(images, vms, 10.0)
+    s.check_stale(images, vms, 50.0)
+    assert s.violations == []
+    s.check_stale(images, vms, 80.0)
+    assert [v.invariant for v in s.violations] == ["rbd-stale-watch"]
+    s.workload.requests.append(request("sending"))          # a request on cx-v001 in flight
+    s._reported_stale.clear()
+    s._stale.clear()
+    s.check_stale(images, vms, 100.0)
+    s.check_stale(images, vms, 200.0)
+    assert len(s.violations) == 1
+
+
+def test_a_paused_domain_left_behind_is_reported() -> None:
+    ledger = Ledger()
+    docs = {"u1": {"name": "a", "state": "stop", "node": "hv1"},
+            "u2": {"name": "b", "state": "start", "node": "hv2"},
+            "u3": {"name": "c", "state": "start", "node": "hv3"}}
+    where = {"u2": ["hv2"], "u3": []}
+    held = invariants.present({"libvirt": {"hv1": {"u1": "paused"}, "hv2": {"u2": "running"},
+                                           "hv3": {"u2": "paused", "u3": "paused", "zz": "shutoff"}}})
+    found = {(v.invariant, v.subject) for v in invariants.check_vms(docs, {}, where, ledger, 1.0, held)}
+    assert found == {("vm-running-elsewhere", "vm a"), ("vm-running-elsewhere", "vm b"),
+                     ("vm-not-running", "vm c")}

@@ -10,6 +10,9 @@ Sampled (the Sampler thread, every couple of seconds):
                     the VM was made and no fault was in place since it was last seen.
   document-lost     an RBD image or snapshot the API accepted (and nobody removed) is missing from
                     Ceph in two samples VANISHED_AFTER apart, with no request on it in flight.
+  rbd-stale-watch   an RBD image is watched (held open) from a node where no domain of the VM using
+                    it exists, for longer than RBD_GRACE with nothing in flight on it: a client left
+                    holding it (a leaked open, a QEMU libvirt lost); removing the volume then fails.
   rbd-two-writers   an RBD image has live clients (watchers) on two nodes, outside a migration of
                     the VM that uses it, for longer than RBD_GRACE (a client that dies keeps its
                     watch for Ceph's 30 s watch timeout; a blocklisted one loses it at once).
@@ -80,6 +83,20 @@ def executing(domains: dict[str, dict[str, str] | None], qemus: dict[str, dict[s
     return out
 
 
+def present(raw: dict[str, Any]) -> dict[str, set[str]]:
+    """uuid -> nodes where a domain of it exists (libvirt, any state but shut off) or a QEMU
+    process runs it."""
+    out: dict[str, set[str]] = {}
+    for node, answer in (raw.get("libvirt") or {}).items():
+        for uuid, state in (answer or {}).items():
+            if state not in ("shutoff", "nostate"):
+                out.setdefault(uuid, set()).add(node)
+    for node, processes in (raw.get("pids") or {}).items():
+        for uuid in processes:
+            out.setdefault(uuid, set()).add(node)
+    return out
+
+
 def rbd_suspects(images: dict[str, dict[str, Any]], node_of: Any, vms: dict[str, dict[str, Any]]
                  ) -> dict[str, str]:
     """image -> why it looks written from two nodes now: watchers on two nodes while the VM using
@@ -105,6 +122,29 @@ def rbd_suspects(images: dict[str, dict[str, Any]], node_of: Any, vms: dict[str,
     return found
 
 
+def stale_watchers(images: dict[str, dict[str, Any]], node_of: Any, vms: dict[str, dict[str, Any]],
+                   present: dict[str, set[str]]) -> dict[str, str]:
+    """image -> which of its watchers nothing explains: a watcher on a node where no domain (any
+    state, or QEMU process) of the VM using the image exists. `present` is uuid -> nodes where
+    a domain or QEMU process of it exists; a volume no VM uses has no domain to explain a watch."""
+    users: dict[str, dict[str, Any]] = {}
+    for item in vms.values():
+        for disk in item.get("disks") or []:
+            name = str(disk.get("name", ""))
+            if name.startswith(f"{POOL}/"):
+                users[name.split("/", 1)[1]] = item
+    found = {}
+    for image, info in sorted(images.items()):
+        user = users.get(image)
+        allowed = present.get(str(user.get("uuid")), set()) if user else set()
+        stale = sorted({f"{node_of(a)} ({a})" for a in info.get("watchers", []) if node_of(a) not in allowed})
+        if stale:
+            used = f"VM {user['name']} ({user.get('state')})" if user else "no VM"
+            found[image] = (f"watched from {', '.join(stale)}, where no domain of its VM exists; used by "
+                            f"{used}; domains of it on {', '.join(sorted(allowed)) or 'no node'}")
+    return found
+
+
 class Sampler:
     """The continuous checks (thread body: run)."""
 
@@ -124,6 +164,9 @@ class Sampler:
         self._pids: dict[str, tuple[str, int, float]] = {}    # uuid -> (node, QEMU pid, last seen)
         self._missing: dict[str, float] = {}                    # ledger key -> first seen missing
         self._vanished: set[str] = set()
+        self.present: dict[str, set[str]] | None = None        # uuid -> nodes with a domain of it
+        self._stale: dict[str, float] = {}
+        self._reported_stale: set[str] = set()
         self._suspects: dict[str, tuple[float, int]] = {}
         self._reported_rbd: set[str] = set()
         self.done = threading.Event()
@@ -154,18 +197,19 @@ class Sampler:
         self.counts["domains_seen"] = max(self.counts["domains_seen"], len(found))
         if twice:
             involved = sorted({n for nodes in twice.values() for n in nodes})
-            again, raw = self.executing_now([self.ctx.plan.node(n) for n in involved])
+            again, raw_again = self.executing_now([self.ctx.plan.node(n) for n in involved])
             for uuid, nodes in twice.items():
                 confirmed = again.get(uuid, [])
                 if len(confirmed) > 1 and uuid not in self._twice_seen:
                     self._twice_seen.add(uuid)
                     self.violate("vm-twice", self._vm_name(uuid),
                                  f"domain {uuid} executes on {', '.join(confirmed)} (asked twice: {nodes}, "
-                                 f"then {confirmed}); libvirt/qemu views: {json.dumps(raw)[:600]}")
+                                 f"then {confirmed}); libvirt/qemu views: {json.dumps(raw_again)[:600]}")
                 elif len(confirmed) <= 1:
                     found[uuid] = confirmed
                     self.counts["twice_unconfirmed"] += 1
         self.latest = found
+        self.present = present(raw)
         self.counts["placement"] += 1
         self.check_restarts(raw.get("pids", {}))
 
@@ -206,6 +250,7 @@ class Sampler:
             if len({address_node(plan, a) for a in info.get("watchers", [])}) > 1)
         now = self.ctx.clock.now()
         self.check_vanished(images, now)
+        self.check_stale(images, vms, now)
         suspects = rbd_suspects(images, lambda a: address_node(plan, a), vms)
         for image in list(self._suspects):
             if image not in suspects:
@@ -216,6 +261,33 @@ class Sampler:
             if now - first >= RBD_GRACE and count + 1 >= 3 and image not in self._reported_rbd:
                 self._reported_rbd.add(image)
                 self.violate("rbd-two-writers", f"{POOL}/{image}", f"for {now - first:.0f}s: {why}")
+
+    def check_stale(self, images: dict[str, dict[str, Any]], vms: dict[str, dict[str, Any]], now: float,
+                    grace: float = RBD_GRACE) -> dict[str, str]:
+        """A watch on an image that no domain explains, for longer than `grace` with nothing in
+        flight on the image or its VM: a client left holding it open (a leaked open, a QEMU that
+        libvirt lost). Returns the current suspects."""
+        if self.present is None:
+            return {}
+        plan = self.ctx.plan
+        found = stale_watchers(images, lambda a: address_node(plan, a), vms, self.present)
+        active = self.workload.active_subjects()
+        users = {str(d.get("name", "")).split("/", 1)[-1]: str(i.get("name"))
+                 for i in vms.values() for d in i.get("disks") or []}
+        for image in list(self._stale):
+            if image not in found:
+                del self._stale[image]
+        for image, why in found.items():
+            vm = users.get(image, "")
+            touching = {image, vm} | {s for s in active if vm and s.startswith(f"{vm}@")}
+            if touching & active:
+                self._stale.pop(image, None)
+                continue
+            first = self._stale.setdefault(image, now)
+            if now - first >= grace and image not in self._reported_stale:
+                self._reported_stale.add(image)
+                self.violate("rbd-stale-watch", f"{POOL}/{image}", f"since {first}s (still at {now}s): {why}")
+        return found
 
     def check_vanished(self, images: dict[str, dict[str, Any]], now: float) -> None:
         """An image or RBD snapshot the ledger expects (accepted, never removed, nothing in flight
@@ -414,10 +486,13 @@ def check_fixture(docs: dict[str, Any], t: float) -> list[Violation]:
 
 
 def check_vms(vm_docs: dict[str, dict[str, Any]], statuses: dict[str, dict[str, Any]],
-              where: dict[str, list[str]], ledger: Ledger, t: float) -> list[Violation]:
+              where: dict[str, list[str]], ledger: Ledger, t: float,
+              held: dict[str, set[str]] | None = None) -> list[Violation]:
     """Every VM that should run runs once, on its node; no other runs; the ledger's desired state
-    is what the documents say (uuid -> VM document, uuid -> status document)."""
+    is what the documents say (uuid -> VM document, uuid -> status document). `held`: uuid -> nodes
+    where a domain of it exists in any state (a paused one holds its disks as a running one does)."""
     out = []
+    held = held or {}
     desired = {vm.key: vm.info.get("desired") for vm in ledger.all("vm") if vm.exists is True}
     for uuid, doc in sorted(vm_docs.items()):
         name, state, node = str(doc.get("name")), str(doc.get("state")), str(doc.get("node"))
@@ -433,6 +508,12 @@ def check_vms(vm_docs: dict[str, dict[str, Any]], statuses: dict[str, dict[str, 
                                      f"state {state} on {node}, runs on {on}"))
         elif on:
             out.append(Violation(t, "vm-running-but-stopped", subject, f"state {state}, but it runs on {on}"))
+        extra = sorted(held.get(uuid, set()) - set(on))
+        if extra and (state not in ("start", "restart", "migrate", "migrate-live", "unmigrate", "shutdown")
+                      or extra != [node] or on):
+            out.append(Violation(t, "vm-running-elsewhere", subject,
+                                 f"state {state} on {node}: a domain that does not execute (e.g. paused) "
+                                 f"is left on {', '.join(extra)}"))
         want = desired.get(name)
         if want == "start" and state in ("stop", "disable"):
             out.append(Violation(t, "vm-state-lost", subject,

@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from pvc.lab.chaos import invariants, report
-from pvc.lab.chaos.context import Clock, Context, Events, Probes, rbd_images
+from pvc.lab.chaos.context import Clock, Context, Events, Probes, address_node, rbd_images
 from pvc.lab.chaos.invariants import Sampler, Violation
 from pvc.lab.chaos.workload import POOL, Workload
 from pvc.lab.plan import STATE_ROOT, LabPlan
@@ -283,14 +283,15 @@ class Runner:
                            if p.startswith("/vms/") and p.count("/") == 2 and isinstance(d, dict)}
                 statuses = {p.split("/")[2]: d for p, d in docs.items()
                             if p.startswith("/vms/") and p.endswith("/status") and isinstance(d, dict)}
-                where, _raw = self.sampler.executing_now()
+                where, raw = self.sampler.executing_now()
                 stuck = [Violation(now(), "task-stuck", p, f"{d.get('kind')} {d.get('state')}, created at "
                                    f"{ctx.clock.at_wall(float(d.get('created') or 0)):.1f}s")
                          for p, d in docs.items()
                          if p.startswith("/tasks/") and p.count("/") == 2 and isinstance(d, dict)
                          and d.get("state") in ("PENDING", "RUNNING")
                          and float(d.get("created") or 0) >= ctx.clock.wall0 - 5]
-                return invariants.check_vms(vm_docs, statuses, where, self.workload.ledger, now()) + stuck
+                return invariants.check_vms(vm_docs, statuses, where, self.workload.ledger, now(),
+                                            invariants.present(raw)) + stuck
 
             found = vm_state()
             while found and time.monotonic() < deadline:
@@ -309,6 +310,7 @@ class Runner:
             self.record(invariants.check_orphans(ctx.probes.all_domains(), vm_uuids, now()))
         finally:
             zk.stop()
+        self.final_watchers()
         for leftover in invariants.mappings(str(self.plan.ceph_conf)):
             self.violate("orphan-mapping", "host", leftover)
         for problem in invariants.zookeeper_problems(self.plan):
@@ -321,6 +323,29 @@ class Runner:
             self.violate("ceph-unhealthy", "cluster", problem)
         for problem in self.unhealthy(0):
             self.violate("fault-not-healed", "lab", problem)
+
+    def final_watchers(self, patience: float = 90.0) -> None:
+        """No image is held open from a node where no domain of its VM exists, once the run is over
+        (asked again for up to `patience` seconds: a killed client's watch lasts Ceph's 30 s)."""
+        ctx = self.ctx
+        deadline = time.monotonic() + patience
+        api = ctx.api()
+        try:
+            while True:
+                self.sampler.sample_once()
+                images = ctx.probes.in_ceph(lambda client: rbd_images(client, POOL))
+                answer = api.read("/vm", deadline=30)
+                items = {str(i["name"]): i for i in answer.body} if isinstance(answer.body, list) else {}
+                found = {} if images is None or self.sampler.present is None else invariants.stale_watchers(
+                    images, lambda a: address_node(self.plan, a), items, self.sampler.present)
+                if not found or time.monotonic() > deadline:
+                    break
+                time.sleep(10)
+        finally:
+            api.close()
+        for image, why in found.items():
+            if image not in self.sampler._reported_stale:
+                self.violate("rbd-stale-watch", f"{POOL}/{image}", f"after the run: {why}")
 
     def violations(self) -> list[Violation]:
         return sorted([*self.sampler.violations, *self.final], key=lambda v: v.t)
