@@ -62,7 +62,7 @@ DETAIL_FRAGMENTS = {
 }
 STATE_ACTIONS: tuple[str, ...] = vocabulary.VM_SETTABLE_STATES       # start shutdown stop restart disable
 NODE_ACTIONS: tuple[str, ...] = vocabulary.VM_NODE_ACTIONS           # migrate unmigrate move
-TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,2048}")
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,8192}")   # a view: the canonical query, base64url
 NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139")
 # Paths under /vms/ that are pages, not VMs: a VM so named is linked by its UUID instead.
 RESERVED = frozenset({"define"})
