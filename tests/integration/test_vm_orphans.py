@@ -129,6 +129,38 @@ def test_the_remove_of_a_vm_whose_start_never_finishes_is_refused(gated: Any) ->
     wait("the late start torn down", lambda: not hv.is_running(uuid) and hv.entered.is_set())
 
 
+def test_the_start_lock_is_queued_for_again_when_its_parent_vanishes(zk: ZK) -> None:
+    """The holder before us deletes the lock's parent as it lets go: a contender that made sure of
+    the parent just before must queue again, not give up at once (CI: a remove right behind a
+    start was refused as 'did not finish within 60 s' in well under a second)."""
+    from kazoo.exceptions import NoNodeError
+
+    from pvc.cluster.vms import startlock
+    uuid = str(uuidlib.uuid4())
+    real_lock = zk.lock
+    vanished = {"times": 0}
+
+    def lock(path: str, identifier: str) -> Any:
+        made = real_lock(path, identifier)
+        if vanished["times"] < 2:                        # the first two tries lose the race
+            vanished["times"] += 1
+
+            def acquire(**_kw: Any) -> bool:
+                raise NoNodeError()
+            made.acquire = acquire
+        return made
+    zk.lock = lock                                       # type: ignore[method-assign]
+    try:
+        began = time.monotonic()
+        with startlock.start_lock(zk, uuid, 5, "remove") as got:
+            assert got and vanished["times"] == 2
+            assert zk.children(startlock.start_lock_path(uuid))      # held: our contender node
+        assert time.monotonic() - began < 5
+    finally:
+        zk.lock = real_lock                              # type: ignore[method-assign]
+    assert not zk.exists(startlock.start_lock_path(uuid))
+
+
 def test_a_marked_domain_whose_vm_is_gone_is_destroyed(zk: ZK, tmp_path: Path) -> None:
     libvirt_hv = pytest.importorskip("pvc.adapters.hypervisor").LibvirtHypervisor
     pytest.importorskip("libvirt")
