@@ -268,7 +268,8 @@ def lab() -> Iterator[Any]:
         fcntl.flock(held, fcntl.LOCK_EX)
         lab_down(LAB_NAME)  # leftovers of an interrupted run
         try:
-            yield lab_up(LAB_NAME, 3)
+            # a chaos lab (size-limited state directories): the chaos tests share it
+            yield lab_up(LAB_NAME, 3, chaos=True)
         finally:
             if not os.environ.get("PVC_LAB_KEEP"):     # keep it to look at after a failure
                 lab_down(LAB_NAME)
@@ -312,10 +313,12 @@ def lab2(lab: Any) -> Iterator[Any]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests on the lab run last and together (security, then system), so the one lab is up
     only while they run and nothing else competes with it for the machine's two cores; those
-    that also need the second lab run at the very end, so it is up once and only then."""
-    def key(item: pytest.Item) -> tuple[bool, bool]:
+    that also need the second lab run at the very end, so it is up once and only then. The
+    chaos tests (faults injected, nodes fenced) come after the other tests of the first lab, so
+    whatever they leave behind cannot make an unrelated test fail."""
+    def key(item: pytest.Item) -> tuple[bool, bool, bool]:
         names = getattr(item, "fixturenames", ())
-        return "lab" in names, "lab2" in names
+        return "lab" in names, "lab2" in names, "/test_chaos" in item.nodeid
 
     items.sort(key=key)
 

@@ -154,12 +154,13 @@ def _call_retrying(api: httpx.Client, method: str, path: str, params: dict[str, 
         time.sleep(1)
 
 
-def lab_up(name: str, nodes: int, demo: bool = False) -> LabPlan:
+def lab_up(name: str, nodes: int, demo: bool = False, chaos: bool | None = None) -> LabPlan:
+    """Bring a lab up; `chaos` (default: PVC_LAB_CHAOS) gives each node a size-limited state directory."""
     from pvc.lab import ceph, guest, libvirt, netns, pvcnodes, relay, zookeeper
 
     if _lab_exists(name):
         raise LabError(f"a lab named '{name}' already exists; run 'pvc-lab down --name {name}' first")
-    plan = make_plan(name, nodes)
+    plan = make_plan(name, nodes, chaos=chaos)
     plan.save()  # first, so `down` can clean up a half-finished `up`
     step = Steps()
     step("building the guest image", lambda: plan.extra.update(
