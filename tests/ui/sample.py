@@ -134,3 +134,165 @@ def cluster(zk: ZK, api: httpx.Client) -> dict[str, Any]:
     records = nodes(zk)
     define_vms(api)
     return {"nodes": records, "faults": fault_list(zk), "tasks": task_list(zk)}
+
+
+# -- networks (the Networks pages) ------------------------------------------------------------------
+
+# Lease host names come from DHCP clients (the dnsmasq hook stores what the guest sent); a network
+# description that bypassed the API's checks (an older writer) must be inert too.
+XSS_HOSTNAME = "<img src=x onerror=window.__pvc_xss=4>"
+XSS_NETWORK = f"legacy {XSS_SCRIPT}"
+XSS_RULE = f'tcp dport 8080 accept comment "{XSS_IMG}"'
+NETWORKS: tuple[dict[str, Any], ...] = (
+    {"vni": 100, "description": "prod", "nettype": "managed", "domain": "prod.example",
+     "name_servers": ["10.100.0.53"], "ip4_network": "10.100.0.0/24", "ip4_gateway": "10.100.0.1",
+     "dhcp4": "true", "dhcp4_start": "10.100.0.100", "dhcp4_end": "10.100.0.199",
+     "ip6_network": "fd00:100::/64"},
+    {"vni": 200, "description": "storage-vlan", "nettype": "bridged", "mtu": "9000"},
+    {"vni": 1001, "description": "lab", "nettype": "managed", "ip4_network": "10.201.0.0/24",
+     "ip4_gateway": "10.201.0.1"},
+)
+RESERVATIONS = (("52:54:00:aa:00:10", "10.100.0.10", "db1"), ("52:54:00:aa:00:11", "10.100.0.11", "build"))
+ACLS = (("allow-ssh", "in", "tcp dport 22 ct state new accept"),
+        ("allow-web", "in", "tcp dport { 80, 443 } accept"),
+        ("no-smtp", "out", "tcp dport 25 drop"))
+LEASES = (("52:54:00:00:00:01", "10.100.0.120", "web1"), ("52:54:00:bb:00:02", "10.100.0.121", XSS_HOSTNAME))
+
+
+def networks(zk: ZK, api: httpx.Client) -> dict[str, Any]:
+    """Networks through the API (managed 100 with DHCP, reservations and ACLs, which every sample
+    VM uses through vmbr100; bridged 200; managed 1001 without DHCP), dynamic leases as the dnsmasq
+    hook writes them, and network 4000 written straight to ZooKeeper with markup in its
+    description and in a rule (what the API would refuse; pages must still show it as text)."""
+    for net in NETWORKS:
+        answer = api.post("/network", params=net)
+        assert answer.status_code == 200, answer.text
+    for mac, address, hostname in RESERVATIONS:
+        answer = api.post("/network/100/lease", params={"macaddress": mac, "ipaddress": address,
+                                                        "hostname": hostname})
+        assert answer.status_code == 200, answer.text
+    for description, direction, rule in ACLS:
+        answer = api.post("/network/100/acl", params={"description": description, "direction": direction,
+                                                      "rule": rule})
+        assert answer.status_code == 200, answer.text
+    expiry = int(time.time()) + 3600
+    for mac, address, hostname in LEASES:
+        zk.put(schema.network_lease(100, mac), {"mac_address": mac, "ip4_address": address,
+                                                "hostname": hostname, "clientid": "", "expiry": expiry,
+                                                "timestamp": expiry - 3600})
+    legacy = {"vni": 4000, "description": XSS_NETWORK, "type": "managed", "mtu": None,
+              "domain": "legacy.local", "name_servers": [],
+              "ip4": {"network": "10.240.0.0/24", "gateway": "10.240.0.1", "dhcp_flag": False,
+                      "dhcp_start": None, "dhcp_end": None},
+              "ip6": {"network": None, "gateway": None, "dhcp_flag": False}}
+    zk.put(schema.network(4000), legacy)
+    zk.put(schema.network_acls(4000), {"in": [{"description": "legacy-rule", "rule": XSS_RULE}], "out": []})
+    zk.put(schema.network_reservations(4000), None)
+    zk.put(schema.network_leases(4000), None)
+    zk.put(schema.network_lease(4000, "52:54:00:cc:00:01"),
+           {"mac_address": "52:54:00:cc:00:01", "ip4_address": "10.240.0.50", "hostname": XSS_HOSTNAME,
+            "expiry": expiry})
+    return {"networks": [n["vni"] for n in NETWORKS] + [4000]}
+
+
+# -- storage (the Storage pages) --------------------------------------------------------------------
+
+# Pool, volume and snapshot names may hold '<', '>' and '&' (not '/', quotes or blanks): shown as text.
+XSS_VOLUME = "<b>scratch&amp;<i>"
+XSS_CEPH_CHECK = f"pool 'vms' {XSS_SCRIPT} has {XSS_IMG} no application enabled"
+STORAGE_VOLUMES: tuple[tuple[str, str, str], ...] = (
+    ("vms", "app1_sda", "20G"), ("vms", "web1_vdb", "5G"), ("vms", "db1_vda", "40G"),
+    ("vms", XSS_VOLUME, "1G"), ("backup", "archive", "100G"),
+)
+STORAGE_SNAPSHOTS = (("vms", "app1_sda", "before-upgrade"), ("vms", "app1_sda", "nightly"))
+
+
+def storage(zk: ZK, api: httpx.Client | None = None, fake: Any = None) -> dict[str, Any]:
+    """Ceph as the nodes and the API leave it in ZooKeeper, without Ceph: pools, volumes and
+    snapshots made by the API's own functions (pvc.cluster.storage) over a FakeStorage, then one
+    statistics pass of the primary's StorageMonitor (the Ceph status, health, OSDs, pool figures),
+    with a health check whose message carries markup. With `api`, VM "app1" is defined using
+    vms/app1_sda. Returns the FakeStorage (pvcapid itself has no Ceph: its storage writes answer
+    503 after their checks)."""
+    from pvc.adapters.ceph.fake import FakeStorage
+    from pvc.cluster import storage as st
+    from pvc.node.storage import SETTLE_PASSES, StorageMonitor
+
+    ceph = fake if fake is not None else FakeStorage()
+    st.add_pool(zk, ceph, "vms", 64, "copies=3,mincopies=2")
+    st.add_pool(zk, ceph, "backup", 32, "copies=2,mincopies=1")
+    for pool, volume, size in STORAGE_VOLUMES:
+        st.add_volume(zk, ceph, pool, volume, size)
+    for pool, volume, snapshot in STORAGE_SNAPSHOTS:
+        st.add_snapshot(zk, ceph, pool, volume, snapshot)
+    ceph.set_osd_in(2, False)
+    monitor = StorageMonitor(zk, ceph, "hv1")
+    for _ in range(SETTLE_PASSES):
+        monitor.run_once()
+
+    def warn(doc: Any) -> Any:
+        health = {"status": "HEALTH_WARN", "mutes": [], "checks": {"POOL_APP_NOT_ENABLED": {
+            "severity": "HEALTH_WARN", "muted": False, "summary": {"message": XSS_CEPH_CHECK, "count": 1}}}}
+        status = {**doc["status"], "health": health,
+                  "pgmap": {**doc["status"]["pgmap"], "read_bytes_sec": 12 << 20, "write_bytes_sec": 3 << 20,
+                            "read_op_per_sec": 420, "write_op_per_sec": 96}}
+        return {**doc, "health": health, "status": status}
+
+    zk.update(schema.CEPH_STATUS, warn)
+    if api is not None:
+        xml = vm_xml("app1", "Application server on Ceph").replace(
+            "<serial type='pty'/>", "<disk type='network' device='disk'><source protocol='rbd' "
+                                    "name='vms/app1_sda'/><target dev='sda' bus='scsi'/></disk>\n"
+                                    "    <serial type='pty'/>")
+        answer = api.post("/vm", params={"node": "hv1"}, data={"xml": xml})
+        assert answer.status_code == 200, answer.text
+    return {"fake": ceph}
+
+
+# -- the provisioner (the Provisioner pages) --------------------------------------------------------
+
+# A script or userdata body is code and may hold anything; a network's description (shown in the
+# network template page's VNI choices) written by an older writer may hold markup too.
+XSS_SCRIPT_BODY = f"    # {XSS_SCRIPT} {XSS_IMG}\n"
+XSS_PROV_NETWORK = f"old net {XSS_IMG}"
+PROV_SCRIPT = ("from pvcapid.vmbuilder import VMBuilder\n\n\nclass VMBuilderScript(VMBuilder):\n"
+               "    def setup(self):\n        pass\n\n    def create(self):\n" + XSS_SCRIPT_BODY +
+               "        pass\n\n    def install(self):\n        pass\n\n"
+               "    def cleanup(self):\n        pass\n")
+PROV_USERDATA = f"#cloud-config\n# {XSS_SCRIPT}\npackages:\n  - htop\n"
+
+
+def provisioner(zk: ZK) -> dict[str, Any]:
+    """Provisioner documents made by the API's own functions (pvc.cluster.provisioner): system
+    templates "small", "web" and "huge" (more memory than any sample node has: a create from its
+    profile is refused before queueing), network template "std" (upstream, cluster), storage
+    template "std" (sda ext4 at /, sdb xfs at /var in pool "vms", made over a FakeStorage if
+    missing), userdata "basic", script "debootstrap" and profiles "web" and "huge". Network 4001 is
+    written straight to ZooKeeper with markup in its description."""
+    from pvc.adapters.ceph.fake import FakeStorage
+    from pvc.cluster import provisioner as prov
+    from pvc.cluster import storage as st
+
+    if not zk.exists(schema.pool("vms")):
+        st.add_pool(zk, FakeStorage(), "vms", 64, "copies=3,mincopies=2")
+    prov.add_system_template(zk, "small", 1, 1024, True, False)
+    prov.add_system_template(zk, "web", 2, 2048, True, True, node_limit="hv1,hv2", node_selector="mem",
+                             migration_method="live")
+    prov.add_system_template(zk, "huge", 64, 4 * 1024 * 1024, True, False)
+    prov.add_network_template(zk, "std", "{prefix}:ff:ff:{vmid}{netid}")
+    for vni in ("upstream", "cluster"):
+        prov.add_template_network(zk, "std", vni)
+    prov.add_storage_template(zk, "std")
+    prov.add_template_disk(zk, "std", "sda", "vms", disk_size=10, filesystem="ext4", mountpoint="/")
+    prov.add_template_disk(zk, "std", "sdb", "vms", disk_size=4, filesystem="xfs", mountpoint="/var")
+    prov.USERDATA.add(zk, "basic", PROV_USERDATA)
+    prov.SCRIPTS.add(zk, "debootstrap", PROV_SCRIPT)
+    prov.add_profile(zk, "web", "provisioner", "web", network_template="std", storage_template="std",
+                     userdata="basic", script="debootstrap", arguments=["deb_release=bookworm"])
+    prov.add_profile(zk, "huge", "provisioner", "huge", network_template="std", storage_template="std",
+                     script="debootstrap")
+    zk.put(schema.network(4001), {
+        "vni": 4001, "description": XSS_PROV_NETWORK, "type": "bridged", "mtu": None, "domain": "",
+        "name_servers": [], "ip4": {"network": None, "gateway": None, "dhcp_flag": False},
+        "ip6": {"network": None, "gateway": None, "dhcp_flag": False}})
+    return {"system_templates": ["small", "web", "huge"], "profiles": ["web", "huge"]}

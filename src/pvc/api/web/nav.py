@@ -24,7 +24,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem("nodes", "Nodes", "/nodes", True, "Nodes, their states, flush/ready and primary hand-over."),
     NavItem("vms", "VMs", "/vms", True, "Every VM with search and filters; start, stop, migrate; consoles."),
     NavItem("storage", "Storage", "/storage", False, "Ceph status, OSDs, pools, volumes and snapshots."),
-    NavItem("networks", "Networks", "/networks", False, "Networks, DHCP leases and reservations, ACLs."),
+    NavItem("networks", "Networks", "/networks", True, "Networks, DHCP leases and reservations, ACLs."),
     NavItem("provisioner", "Provisioner", "/provisioner", False,
             "Templates, userdata, scripts, profiles and OVAs; create VMs from a profile."),
     NavItem("tasks", "Tasks", "/tasks", True, "Tasks queued and run by the workers: follow and cancel."),

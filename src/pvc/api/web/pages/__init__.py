@@ -10,9 +10,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from pvc.api.web.pages import auth, console, dashboard, faults, nodes, placeholder, tasks, vm_config, vms
+from pvc.api.web.pages import (
+    auth,
+    console,
+    dashboard,
+    faults,
+    networks,
+    networks_rules,
+    nodes,
+    placeholder,
+    tasks,
+    vm_config,
+    vms,
+)
 
 
 def routers() -> list[APIRouter]:
     return [auth.router, auth.private, dashboard.router, faults.router, nodes.router, console.router,
-            console.sockets, vms.router, vm_config.router, tasks.router, placeholder.router()]
+            console.sockets, vms.router, vm_config.router, tasks.router, networks.router,
+            networks_rules.router, placeholder.router()]
