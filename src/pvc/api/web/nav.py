@@ -23,7 +23,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem("dashboard", "Dashboard", "/", True, "Cluster health, faults, nodes, VMs and running tasks."),
     NavItem("nodes", "Nodes", "/nodes", True, "Nodes, their states, flush/ready and primary hand-over."),
     NavItem("vms", "VMs", "/vms", True, "Every VM with search and filters; start, stop, migrate; consoles."),
-    NavItem("storage", "Storage", "/storage", False, "Ceph status, OSDs, pools, volumes and snapshots."),
+    NavItem("storage", "Storage", "/storage", True, "Ceph status, OSDs, pools, volumes and snapshots."),
     NavItem("networks", "Networks", "/networks", True, "Networks, DHCP leases and reservations, ACLs."),
     NavItem("provisioner", "Provisioner", "/provisioner", False,
             "Templates, userdata, scripts, profiles and OVAs; create VMs from a profile."),

@@ -19,6 +19,8 @@ from pvc.api.web.pages import (
     networks_rules,
     nodes,
     placeholder,
+    storage,
+    storage_volumes,
     tasks,
     vm_config,
     vms,
@@ -28,4 +30,5 @@ from pvc.api.web.pages import (
 def routers() -> list[APIRouter]:
     return [auth.router, auth.private, dashboard.router, faults.router, nodes.router, console.router,
             console.sockets, vms.router, vm_config.router, tasks.router, networks.router,
-            networks_rules.router, placeholder.router()]
+            networks_rules.router, storage.router,
+            storage_volumes.router, placeholder.router()]
