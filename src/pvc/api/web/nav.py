@@ -25,7 +25,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem("vms", "VMs", "/vms", True, "Every VM with search and filters; start, stop, migrate; consoles."),
     NavItem("storage", "Storage", "/storage", True, "Ceph status, OSDs, pools, volumes and snapshots."),
     NavItem("networks", "Networks", "/networks", True, "Networks, DHCP leases and reservations, ACLs."),
-    NavItem("provisioner", "Provisioner", "/provisioner", False,
+    NavItem("provisioner", "Provisioner", "/provisioner", True,
             "Templates, userdata, scripts, profiles and OVAs; create VMs from a profile."),
     NavItem("tasks", "Tasks", "/tasks", True, "Tasks queued and run by the workers: follow and cancel."),
 )

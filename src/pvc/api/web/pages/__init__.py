@@ -19,8 +19,9 @@ from pvc.api.web.pages import (
     networks_rules,
     nodes,
     placeholder,
-    storage,
-    storage_volumes,
+    provisioner,
+    provisioner_jobs,
+    provisioner_templates,
     tasks,
     vm_config,
     vms,
@@ -30,5 +31,5 @@ from pvc.api.web.pages import (
 def routers() -> list[APIRouter]:
     return [auth.router, auth.private, dashboard.router, faults.router, nodes.router, console.router,
             console.sockets, vms.router, vm_config.router, tasks.router, networks.router,
-            networks_rules.router, storage.router,
-            storage_volumes.router, placeholder.router()]
+            networks_rules.router, provisioner.router, provisioner_templates.router,
+            provisioner_jobs.router, placeholder.router()]
