@@ -22,6 +22,8 @@ from pvc.api.web.pages import (
     provisioner,
     provisioner_jobs,
     provisioner_templates,
+    storage,
+    storage_volumes,
     tasks,
     vm_config,
     vms,
@@ -31,5 +33,6 @@ from pvc.api.web.pages import (
 def routers() -> list[APIRouter]:
     return [auth.router, auth.private, dashboard.router, faults.router, nodes.router, console.router,
             console.sockets, vms.router, vm_config.router, tasks.router, networks.router,
-            networks_rules.router, provisioner.router, provisioner_templates.router,
+            networks_rules.router, storage.router,
+            storage_volumes.router, provisioner.router, provisioner_templates.router,
             provisioner_jobs.router, placeholder.router()]
