@@ -62,7 +62,7 @@ def test_list_and_detail_pages(ui: UIClient, seeded: dict[str, Any]) -> None:
     assert ROW.findall(page.text) == ["100", "200", "1001", "4000"]
     row = page.text.split('id="network-row-100"', 1)[1].split("</tr>", 1)[0]
     assert "prod" in row and "managed" in row and "prod.example" in row and "10.100.0.0/24" in row
-    assert "fd00:100::/64" in row and "on " in row and "10.100.0.100 \N{EN DASH} 10.100.0.199" in row
+    assert "fd00:100::/64" in row and ">on<br>" in row and "10.100.0.100 \N{EN DASH} 10.100.0.199" in row
     assert f'data-label="VMs">{len(sample.VMS)}<' in row and "no problems" in row
     bridged = page.text.split('id="network-row-200"', 1)[1].split("</tr>", 1)[0]
     assert "bridged" in bridged and 'data-label="DHCPv4">off<' in bridged and 'data-label="VMs">0<' in bridged
