@@ -123,12 +123,18 @@ async def volume_list_events(request: Request, view: str, user: UIUser = Depends
 
 # -- one volume ---------------------------------------------------------------------------------------
 
+def size_text(stats: Mapping[str, Any]) -> str:
+    """A size from `rbd info` (bytes) as PVC shows sizes ("20G")."""
+    size = stats.get("size")
+    return st.human_size(size) if isinstance(size, int) and size >= 0 else str(size or "")
+
+
 def detail_data(zk: ZK, pool: str, volume: str) -> dict[str, Any]:
     """`GET /storage/ceph/volume/<pool>/<volume>` and its snapshots (`GET /storage/ceph/snapshot`)."""
     item = st.volume_item(zk, pool, volume)
     users = st.volume_users(zk).get(f"{pool}/{volume}", [])
     href = volume_path(pool, volume)
-    snapshots = [{**s, "href": f"{href}/snapshots/{quoted(s['snapshot'])}"}
+    snapshots = [{**s, "href": f"{href}/snapshots/{quoted(s['snapshot'])}", "size": size_text(s["stats"])}
                  for s in st.list_snapshots(zk, pool, volume)]
     return {"volume": item, "pool": pool, "name": volume, "href": href, "pool_href": pool_path(pool),
             "stats": item.get("stats") or {}, "snapshots": snapshots,

@@ -88,7 +88,7 @@
       });
       xhr.addEventListener("load", function () {
         if (xhr.status >= 200 && xhr.status < 300) {
-          progress(1, 1);
+          progress(file.size, file.size);
           say(area, "ok", apiMessage(xhr));
           var link = document.createElement("a");
           link.href = answer.volume;
