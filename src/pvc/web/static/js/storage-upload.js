@@ -142,6 +142,11 @@
         if (response.ok) {
           return response.json().then(function (answer) { send(file, answer); });
         }
+        var go = response.headers.get("HX-Redirect");
+        if (go && go.charAt(0) === "/" && go.charAt(1) !== "/") {
+          window.location.assign(go);          /* the session ended: the login form brings us back */
+          return null;
+        }
         return response.text().then(function (html) {
           /* the UI's refusal: a message fragment the server rendered with autoescape */
           area.innerHTML = html;
