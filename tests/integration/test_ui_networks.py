@@ -352,3 +352,31 @@ def test_every_live_fragment_exists() -> None:
             assert (TEMPLATES / template).exists(), template
             assert template.rsplit("/", 1)[-1].startswith("_"), template
             assert f'id="{element}"' in (TEMPLATES / "networks" / page).read_text(), element
+
+
+def test_every_control_has_a_label(ui: UIClient, seeded: dict[str, Any]) -> None:
+    """Each visible input, select and textarea is named by a <label for> (buttons by their text)."""
+    from html.parser import HTMLParser
+
+    class Controls(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ids: list[str] = []
+            self.unnamed: list[str] = []
+            self.labelled: set[str] = set()
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found = dict(attrs)
+            if tag == "label" and found.get("for"):
+                self.labelled.add(str(found["for"]))
+            if tag in ("input", "select", "textarea") and found.get("type") != "hidden":
+                if found.get("id"):
+                    self.ids.append(str(found["id"]))
+                else:
+                    self.unnamed.append(f"{tag} {found.get('name')}")
+
+    for path in ("/networks", "/networks/100", "/networks/200", "/networks/add", "/networks/100/edit"):
+        controls = Controls()
+        controls.feed(ui.get(path).text)
+        assert controls.unnamed == [], path
+        assert [i for i in controls.ids if i not in controls.labelled] == [], path
