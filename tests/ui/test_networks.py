@@ -14,6 +14,7 @@ from pvc.core.zk import ZK
 from tests.conftest import Api
 from tests.ui import sample
 from tests.ui.conftest import UI
+from tests.ui.test_dashboard import FOCUSED, KEY
 
 
 @pytest.fixture
@@ -160,6 +161,30 @@ def test_what_clients_wrote_is_inert(ui: UI, networks: dict[str, Any]) -> None:
     assert sample.XSS_NETWORK in ui.page.locator("#network-settings").inner_text()
     assert ui.page.locator("#network-acls img, #network-settings script, #lease-table img").count() == 0
     assert errors(ui) == [] and ui.csp_violations() == []
+
+
+def test_keyboard_reaches_every_control(ui: UI, networks: dict[str, Any]) -> None:
+    """Tab reaches every link, button and field of a network's page with a visible focus ring."""
+    ui.login()
+    ui.goto("/networks/100")
+    ui.live()
+    page = ui.page
+    wanted = page.evaluate(f"""() => Array.from(document.querySelectorAll(
+            'a[href], button, input:not([type=hidden]), select, textarea'))
+        .filter(e => e.offsetParent !== null).map(e => {KEY})""")
+    page.locator("body").focus()
+    reached: list[str] = []
+    rings: list[str] = []
+    for _ in range(300):
+        page.keyboard.press("Tab")
+        info = page.evaluate(FOCUSED)
+        if info["tag"] == "BODY" or (reached and info["key"] == reached[0]):
+            break
+        reached.append(info["key"])
+        if info["tag"] in ("A", "BUTTON", "INPUT", "SELECT"):
+            rings.append(info["ring"])
+    assert [w for w in wanted if w not in reached] == []
+    assert rings and all(r.startswith("solid") and not r.endswith(" 0px") for r in rings), rings
 
 
 def test_screenshots_on_a_laptop_and_a_phone(ui: UI, phone: UI, networks: dict[str, Any]) -> None:
