@@ -100,7 +100,7 @@ def test_overview_shows_status_osds_and_pools(ui: UIClient, seeded: dict[str, An
     assert 'id="osd-in-2"' in text and 'id="osd-out-0"' in text  # osd.2 is out: offered "in"
     assert '<a href="/storage/pools/vms">vms</a>' in text
     assert '<a href="/storage/pools/backup">backup</a>' in text
-    assert "cluster:" in text                                   # the `ceph status` text, as the API's
+    assert "cluster:" in text and "RAW STORAGE" in text         # `ceph status` and `ceph df`, as the API's
     # a Ceph health message with markup is text
     assert escaped(sample.XSS_CEPH_CHECK) in text and sample.XSS_SCRIPT not in text
 

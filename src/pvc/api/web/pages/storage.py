@@ -72,6 +72,10 @@ def ceph_status(zk: ZK) -> dict[str, Any]:
         text = st.ceph_report(zk, "status")["ceph_data"]
     except st.StorageDown as exc:
         return {"reported": False, "message": exc.message}
+    try:
+        util_text = st.ceph_report(zk, "utilization")["ceph_data"]
+    except st.StorageDown:
+        util_text = ""
     status = doc.get("status") if isinstance(doc, dict) and isinstance(doc.get("status"), dict) else {}
     health = doc.get("health") if isinstance(doc, dict) and isinstance(doc.get("health"), dict) else {}
     if not health and isinstance(status.get("health"), dict):
@@ -107,7 +111,7 @@ def ceph_status(zk: ZK) -> dict[str, Any]:
         "bytes_used": _int(pgmap.get("bytes_used")), "bytes_avail": _int(pgmap.get("bytes_avail")),
         "bytes_total": _int(pgmap.get("bytes_total")),
         "io": {key: _int(pgmap.get(key)) for key in io_keys},
-        "text": text,
+        "text": text, "util_text": util_text,
     }
 
 
