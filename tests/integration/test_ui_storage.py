@@ -105,6 +105,12 @@ def test_overview_shows_status_osds_and_pools(ui: UIClient, seeded: dict[str, An
     assert escaped(sample.XSS_CEPH_CHECK) in text and sample.XSS_SCRIPT not in text
 
 
+def test_a_stale_report_says_so(ui: UIClient, seeded: dict[str, Any], zk: ZK) -> None:
+    assert 'id="ceph-stale"' not in ui.get("/storage").text
+    zk.update(schema.CEPH_STATUS, lambda doc: {**doc, "time": doc["time"] - 600})
+    assert "<strong>Stale:</strong> no report for 6" in ui.get("/storage").text
+
+
 def test_overview_before_any_report(ui: UIClient, zk: ZK) -> None:
     page = ui.get("/storage")
     assert page.status_code == 200

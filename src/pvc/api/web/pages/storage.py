@@ -10,6 +10,7 @@ API's Ceph adapter (`get_storage`). Volumes, snapshots and uploads are in pages/
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +42,7 @@ OVERVIEW_FRAGMENTS = {
 POOL_FRAGMENTS = {"pool-figures": "storage/_pool_figures.html", "volumes-table": "storage/_volumes.html"}
 OSD_STATES = ("in", "out")
 HEALTH_KINDS = {"HEALTH_OK": "ok", "HEALTH_WARN": "warn", "HEALTH_ERR": "bad"}
+STALE_AFTER = 60.0      # seconds: the primary's cluster checks also stop trusting an older report
 
 
 def quoted(*parts: str) -> str:
@@ -61,6 +63,15 @@ def _int(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
+
+
+def _age(doc: Any) -> int | None:
+    """Seconds since the report, when it is older than STALE_AFTER (else None)."""
+    try:
+        age = time.time() - float(doc.get("time"))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return int(age) if age > STALE_AFTER else None
 
 
 def ceph_status(zk: ZK) -> dict[str, Any]:
@@ -99,7 +110,7 @@ def ceph_status(zk: ZK) -> dict[str, Any]:
     return {
         "reported": True, "health": word, "kind": HEALTH_KINDS.get(word, "idle"), "checks": checks,
         "node": doc.get("node", "") if isinstance(doc, dict) else "",
-        "time": doc.get("time") if isinstance(doc, dict) else None,
+        "time": doc.get("time") if isinstance(doc, dict) else None, "age": _age(doc),
         "mons": _int(monmap.get("num_mons")) or len(quorum), "quorum": quorum,
         "mgr_available": bool(mgrmap.get("available")),
         "mgrs": (1 if mgrmap.get("available") else 0) + _int(mgrmap.get("num_standbys")),
