@@ -18,12 +18,15 @@ from fastapi.testclient import TestClient
 
 from pvc.adapters.ceph.fake import FakeStorage
 from pvc.api.app import create_app
+from pvc.api.web.pages import provisioner as provisioner_pages
+from pvc.api.web.pages import provisioner_jobs
 from pvc.cluster import provisioner as prov
 from pvc.cluster import tasks as tasks_mod
 from pvc.core import schema
 from pvc.core.config import load_config
 from pvc.core.taskkinds import PROVISIONER_CREATE
 from pvc.core.zk import ZK
+from pvc.web import TEMPLATES
 from pvc.worker.provisioner import vmdata
 from tests.conftest import API_TOKEN, Api
 from tests.integration.uihelp import UIClient, login_token, page_token
@@ -252,6 +255,37 @@ def test_create_from_a_profile_queues_a_job_the_page_follows_and_cancel(ui: UICl
     assert again.status_code == 400 and "already finished" in again.text
     other = tasks_mod.submit(zk, "cluster.selftest")
     assert ui.get(f"/provisioner/jobs/{other.id}").status_code == 404
+
+
+def test_a_running_jobs_stages_follow_live(ui: UIClient, zk: ZK) -> None:
+    """A worker's progress (simulated here as pvc.worker does it: claim, update, log, finish) reaches
+    the job's page over its stream; a running job's Cancel asks its worker to stop."""
+    assert ui.action("/provisioner/create", {"name": "runvm", "profile": "web", "define_vm": "on",
+                                             "start_vm": "on"}).status_code == 303
+    job = jobs(zk)[0]
+    record, version = next((t, v) for t, v in tasks_mod.load_tasks(zk) if t.id == job.id)
+    assert tasks_mod.claim(zk, record, version, "hv1") is not None
+    with ui.stream(f"/events/provisioner/jobs/{job.id}") as events:
+        events.fragments_until(lambda seen: 'data-state="RUNNING"' in seen.get("job-info", ""))
+        tasks_mod.update(zk, job.id, "hv1", current=3, status="Creating disks")
+        tasks_mod.append_log(zk, job.id, f"disk sda: made {sample.XSS_SCRIPT}")
+        seen = events.fragments_until(lambda seen: "3/11" in seen.get("job-info", "")
+                                      and "disk sda" in seen.get("job-log", ""))
+        assert "Creating disks" in seen["job-info"] and "hv1" in seen["job-info"]
+        assert sample.XSS_SCRIPT not in seen["job-log"] and "&lt;script&gt;" in seen["job-log"]
+        asked = ui.action(f"/provisioner/jobs/{job.id}/cancel", {}, htmx=True)
+        assert asked.status_code == 200 and job.id in asked.text
+        assert tasks_mod.get_task(zk, job.id).cancel_requested
+        tasks_mod.finish(zk, job.id, "hv1", "SUCCESS", "VM runvm provisioned")
+        done = events.fragments_until(lambda seen: 'data-state="SUCCESS"' in seen.get("job-info", ""))
+        assert "11/11" in done["job-info"] and 'href="/vms/runvm"' in done["job-info"]
+        assert "cancel-job" not in done.get("job-cancel", "")
+
+
+def test_every_live_fragment_exists() -> None:
+    for fragments in (provisioner_pages.OVERVIEW_FRAGMENTS, provisioner_jobs.JOB_FRAGMENTS):
+        for element, template in fragments.items():
+            assert (TEMPLATES / template).exists() and template.rsplit("/", 1)[-1].startswith("_"), element
 
 
 def test_a_create_refused_before_queueing_shows_the_apis_message(ui: UIClient, zk: ZK) -> None:

@@ -20,6 +20,7 @@ from pvc.core.zk import ZK
 from tests.conftest import wait_for
 from tests.ui import sample
 from tests.ui.conftest import UI
+from tests.ui.test_dashboard import FOCUSED, KEY
 
 PAGES = ("/provisioner", "/provisioner/system", "/provisioner/system/web", "/provisioner/network",
          "/provisioner/network/std", "/provisioner/storage", "/provisioner/storage/std",
@@ -146,6 +147,40 @@ def test_the_ova_upload_refusal_and_progress(ui: UI, zk: ZK, prov_cluster: dict[
     assert not zk.exists(schema.ova("guest"))
     assert ui.page.evaluate("window.__pvc_xss") is None
     assert ui.csp_violations() == [] and errors(ui) == []
+
+
+def test_keyboard_and_labels(ui: UI, prov_cluster: dict[str, Any]) -> None:
+    """On a list, a detail page and the create form, Tab reaches every link, button and field, each
+    with a visible focus ring, and every control has a label."""
+    ui.login()
+    for path in ("/provisioner/profiles", "/provisioner/storage/std", "/provisioner/create",
+                 "/provisioner/ovas"):
+        ui.goto(path)
+        page = ui.page
+        wanted = page.evaluate(f"""() => Array.from(document.querySelectorAll(
+                'a[href], button, input:not([type=hidden]), select, textarea'))
+            .filter(e => e.offsetParent !== null).map(e => {KEY})""")
+        page.locator("body").focus()
+        reached: list[str] = []
+        rings: list[str] = []
+        for _ in range(300):
+            page.keyboard.press("Tab")
+            info = page.evaluate(FOCUSED)
+            if info["tag"] == "BODY" or (reached and info["key"] == reached[0]):
+                break
+            reached.append(info["key"])
+            rings.append(info["ring"])
+        missing = [w for w in wanted if w not in reached]
+        assert missing == [], (path, missing)
+        assert all(r.startswith("solid") and not r.endswith(" 0px") for r in rings), (path, rings)
+        unlabelled = page.evaluate("""() => Array.from(document.querySelectorAll(
+                'input, select, textarea, meter, progress'))
+            .filter(e => e.type !== 'hidden')
+            .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                         && !e.getAttribute('aria-labelledby'))
+            .map(e => e.outerHTML)""")
+        assert unlabelled == [], (path, unlabelled)
+    assert ui.csp_violations() == []
 
 
 def test_phone(phone: UI, prov_cluster: dict[str, Any], zk: ZK) -> None:
