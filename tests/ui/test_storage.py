@@ -90,6 +90,10 @@ def inert(ui: UI) -> None:
     assert not ui.csp_violations(), ui.csp_violations()
 
 
+UNLABELLED = ("Array.from(document.querySelectorAll('input, select, textarea'))"
+              ".filter(e => e.type !== 'hidden' && !(e.labels && e.labels.length)).map(e => e.id || e.name)")
+
+
 def test_pages_on_a_laptop_and_a_phone(laptop: UI, phone: UI) -> None:
     volume = "/storage/volumes/vms/app1_sda"
     for ui, width in ((laptop, "laptop"), (phone, "phone")):
@@ -113,8 +117,19 @@ def test_pages_on_a_laptop_and_a_phone(laptop: UI, phone: UI) -> None:
         assert ui.page.locator("#snapshot-table tbody tr").count() == 2
         assert ui.page.locator("#volume-users").inner_text().startswith("app1")
         ui.shot(f"storage-volume-{width}")
+        for path in ("/storage", "/storage/volumes", volume):
+            ui.goto(path)
+            assert ui.page.evaluate(UNLABELLED) == [], path          # every control has its label
         inert(ui)
         assert not errors(ui), ui.console_errors
+    # the keyboard reaches the actions
+    laptop.goto("/storage")
+    for _ in range(80):
+        laptop.page.keyboard.press("Tab")
+        if laptop.page.evaluate("document.activeElement.id") == "add-pool":
+            break
+    else:
+        raise AssertionError("Tab never reached Add pool")
     # nothing is wider than the phone's screen
     phone.goto("/storage")
     assert phone.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
