@@ -172,6 +172,9 @@ def test_remove_needs_the_vni_and_no_vms(ui: UIClient, zk: ZK, seeded: dict[str,
     used = ui.action("/networks/100/remove", {"confirm_vni": "100"}, htmx=True)
     assert used.status_code == 400 and "flash-bad" in used.text
     assert "Cannot remove network 100: VMs" in said(used) and '"web1"' in said(used)
+    plain = ui.action("/networks/100/remove", {"confirm_vni": "100", "next": "/networks/100"})
+    assert plain.status_code == 303 and plain.headers["location"] == "/networks/100"
+    assert "Error:</strong> Cannot remove network 100" in said(ui.get("/networks/100"))
     assert zk.exists(schema.network(100)) and zk.exists(schema.network(1001))
     done = ui.action("/networks/1001/remove", {"confirm_vni": "1001"})
     assert done.status_code == 303 and done.headers["location"] == "/networks"
@@ -198,6 +201,11 @@ def test_reservations(ui: UIClient, zk: ZK, seeded: dict[str, Any]) -> None:
         answer = ui.action(path, {**fields, "next": "/networks/100"}, htmx=True)
         assert answer.status_code == 400 and "flash-bad" in answer.text, (fields, answer.text)
         assert words in said(answer), (fields, said(answer))
+    plain = ui.action(path, {"macaddress": "52:54:00:aa:00:20", "ipaddress": "10.100.0.1",
+                             "next": "/networks/100"})           # without scripts: back, with the reason
+    assert plain.status_code == 303 and plain.headers["location"] == "/networks/100"
+    shown = said(ui.get("/networks/100"))
+    assert "Error:" in shown and "ipaddress: 10.100.0.1 is the gateway of network 100" in shown
     assert network_trees(zk) == before
     bridged = ui.action("/networks/200/reservations/add", {"macaddress": "52:54:00:aa:00:20",
                                                            "ipaddress": "10.100.0.20"}, htmx=True)

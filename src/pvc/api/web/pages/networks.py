@@ -28,8 +28,9 @@ from fastapi.responses import Response
 
 from pvc.api.web import live, render
 from pvc.api.web.guard import UIUser, ui_router, ui_user
-from pvc.api.web.pages.common import zk_of
+from pvc.api.web.pages.common import next_path, zk_of
 from pvc.api.web.pages.vms import redirect_with, vm_path
+from pvc.api.web.uierrors import is_htmx
 from pvc.cluster import faults as faults_mod
 from pvc.cluster import networks as nets
 from pvc.cluster import vms as vms_mod
@@ -160,6 +161,14 @@ def watch_leases(zk: ZK, hub: live.Hub, vni: int) -> None:
             _LEASE_WATCHES.pop(key, None)
             log.warning("live updates: no watch on the leases of network %s (%s); the page still refreshes "
                         "every %.0f s", vni, exc, live.PERIOD)
+
+
+def refused_back(request: Request, user: UIUser, exc: PVCError, back: str) -> Response:
+    """A refused action: htmx shows the message beside its form (the error handler, with the
+    refusal's status); a plain form goes back to its page with the message there."""
+    if is_htmx(request) or exc.status >= 500:
+        raise exc
+    return redirect_with(request, user, exc.message, back, kind="bad")
 
 
 # -- the form (add and edit) ----------------------------------------------------------------------
@@ -312,8 +321,11 @@ async def network_remove(request: Request, net: str, user: UIUser = Depends(ui_u
     vni = await run_in_threadpool(canonical_vni, zk, net)
     form = await request.form()
     typed = str(form.get("confirm_vni") or "").strip()
-    if typed != str(vni):
-        raise InvalidInput(f"Refused to remove network {vni}: type its VNI to confirm"
-                           + (f' (got "{typed[:40]}").' if typed else "."))
-    text = await run_in_threadpool(nets.remove_network, zk, vni)
+    try:
+        if typed != str(vni):
+            raise InvalidInput(f"Refused to remove network {vni}: type its VNI to confirm"
+                               + (f' (got "{typed[:40]}").' if typed else "."))
+        text = await run_in_threadpool(nets.remove_network, zk, vni)
+    except PVCError as exc:
+        return refused_back(request, user, exc, await next_path(request, f"/networks/{vni}"))
     return redirect_with(request, user, text, "/networks")

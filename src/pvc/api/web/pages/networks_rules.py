@@ -9,6 +9,9 @@ on the page after a redirect (no JavaScript); the tables follow live.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
@@ -16,10 +19,10 @@ from fastapi.responses import Response
 from pvc.adapters.network import Nftables
 from pvc.api.routers.networks import get_nft
 from pvc.api.web.guard import UIUser, ui_router, ui_user
-from pvc.api.web.pages.common import action_done, form_field, next_path, zk_of
-from pvc.api.web.pages.networks import canonical_vni
+from pvc.api.web.pages.common import action_done, next_path, zk_of
+from pvc.api.web.pages.networks import canonical_vni, refused_back
 from pvc.cluster import networks as nets
-from pvc.core.errors import InvalidInput, NotFound
+from pvc.core.errors import InvalidInput, NotFound, PVCError
 from pvc.core.zk import ZK
 
 router = ui_router()
@@ -37,6 +40,16 @@ async def text(request: Request, name: str) -> str:
     return found
 
 
+async def act(request: Request, user: UIUser, vni: int, work: Callable[..., str], *args: Any) -> Response:
+    """Run `work(*args)` in a worker thread and answer with its message, or with its refusal."""
+    back = await next_path(request, f"/networks/{vni}")
+    try:
+        done = await run_in_threadpool(work, *args)
+    except PVCError as exc:
+        return refused_back(request, user, exc, back)
+    return action_done(request, user, done, back)
+
+
 def remove_reservation(zk: ZK, vni: int, mac: str) -> str:
     """Remove the reservation of `mac` (`DELETE /network/<vni>/lease/<mac>`), refusing when `mac`
     is no reservation: the API's removal falls back to a dynamic lease, which this button is not for."""
@@ -50,17 +63,16 @@ def remove_reservation(zk: ZK, vni: int, mac: str) -> str:
 async def reservation_add(request: Request, net: str, user: UIUser = Depends(ui_user)) -> Response:
     zk = zk_of(request)
     vni = await run_in_threadpool(canonical_vni, zk, net)
-    done = await run_in_threadpool(nets.add_reservation, zk, str(vni), await text(request, "macaddress"),
-                                   await text(request, "ipaddress"), await text(request, "hostname") or None)
-    return action_done(request, user, done, await next_path(request, f"/networks/{vni}"))
+    return await act(request, user, vni, nets.add_reservation, zk, str(vni),
+                     await text(request, "macaddress"), await text(request, "ipaddress"),
+                     await text(request, "hostname") or None)
 
 
 @router.post("/networks/{net}/reservations/remove")
 async def reservation_remove(request: Request, net: str, user: UIUser = Depends(ui_user)) -> Response:
     zk = zk_of(request)
     vni = await run_in_threadpool(canonical_vni, zk, net)
-    done = await run_in_threadpool(remove_reservation, zk, vni, await form_field(request, "mac"))
-    return action_done(request, user, done, await next_path(request, f"/networks/{vni}"))
+    return await act(request, user, vni, remove_reservation, zk, vni, await text(request, "mac"))
 
 
 @router.post("/networks/{net}/acls/add")
@@ -68,16 +80,13 @@ async def acl_add(request: Request, net: str, user: UIUser = Depends(ui_user),
                   nft: Nftables = Depends(get_nft)) -> Response:
     zk = zk_of(request)
     vni = await run_in_threadpool(canonical_vni, zk, net)
-    direction = await form_field(request, "direction", nets.DIRECTIONS)
-    done = await run_in_threadpool(nets.add_acl, zk, str(vni), await text(request, "description"),
-                                   await text(request, "rule"), nft, direction,
-                                   await text(request, "order") or None)
-    return action_done(request, user, done, await next_path(request, f"/networks/{vni}"))
+    return await act(request, user, vni, nets.add_acl, zk, str(vni), await text(request, "description"),
+                     await text(request, "rule"), nft, await text(request, "direction"),
+                     await text(request, "order") or None)
 
 
 @router.post("/networks/{net}/acls/remove")
 async def acl_remove(request: Request, net: str, user: UIUser = Depends(ui_user)) -> Response:
     zk = zk_of(request)
     vni = await run_in_threadpool(canonical_vni, zk, net)
-    done = await run_in_threadpool(nets.remove_acl, zk, str(vni), await form_field(request, "description"))
-    return action_done(request, user, done, await next_path(request, f"/networks/{vni}"))
+    return await act(request, user, vni, nets.remove_acl, zk, str(vni), await text(request, "description"))
