@@ -7,19 +7,30 @@ laptop and a phone."""
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 
+from pvc.adapters.ceph.fake import FakeStorage
+from pvc.api.app import create_app
 from pvc.cluster import provisioner as prov
+from pvc.cluster import storage as storage_mod
 from pvc.cluster import tasks as tasks_mod
 from pvc.core import schema
+from pvc.core.config import load_config
 from pvc.core.taskkinds import PROVISION_STAGES, PROVISIONER_CREATE
 from pvc.core.zk import ZK
+from pvc.lab.zkserver import free_port
+from pvc.worker.provisioner import vmdata
 from tests.conftest import wait_for
+from tests.ovahelp import make_test_ova
 from tests.ui import sample
-from tests.ui.conftest import UI
+from tests.ui.conftest import LAPTOP, UI
 from tests.ui.test_dashboard import FOCUSED, KEY
 
 PAGES = ("/provisioner", "/provisioner/system", "/provisioner/system/web", "/provisioner/network",
@@ -195,3 +206,61 @@ def test_phone(phone: UI, prov_cluster: dict[str, Any], zk: ZK) -> None:
         phone.shot("phone-" + shot_name(path).replace("jobs-" + job.id, "job"))
     wait_for(lambda: phone.page.locator("#job-state").count() == 1)
     assert phone.csp_violations() == [] and errors(phone) == []
+
+
+@pytest.fixture
+def fake_ceph_ui(browser: Any, shots: Path, config_factory: Callable[..., Path],
+                 zk: ZK) -> Iterator[tuple[UI, FakeStorage]]:
+    """pvcapid's app over a FakeStorage, served by uvicorn in this process (the `api` fixture's
+    pvcapid has no Ceph), with a browser on it: an OVA upload can go all the way."""
+    fake = FakeStorage()
+    app = create_app(load_config(str(config_factory())), zk, storage=fake)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 20, message="the in-process pvcapid to start")
+    context = browser.new_context(viewport=LAPTOP)
+    context.set_default_timeout(15000)
+    handle = UI(context, f"http://127.0.0.1:{server.config.port}", shots)
+    try:
+        yield handle, fake
+    finally:
+        context.close()
+        server.should_exit = True
+        thread.join(20)
+
+
+def test_an_ova_uploaded_with_its_progress_then_removed(fake_ceph_ui: tuple[UI, FakeStorage], zk: ZK,
+                                                         tmp_path: Path) -> None:
+    ui, fake = fake_ceph_ui
+    sample.nodes(zk)
+    storage_mod.add_pool(zk, fake, "vms", 32, "copies=3,mincopies=2")
+    zk.put(schema.CEPH_STATUS, {"time": 4e9})          # fresh pool figures: the space check reads them
+    zk.update(schema.pool("vms"), lambda doc: {**doc, "stats": {"free_bytes": 100 << 30, "stored_bytes": 0}})
+    prov.ensure_empty_userdata(zk)
+    prov.SCRIPTS.add(zk, "ova", (Path(vmdata.__file__).parent / "examples" / "4-ova.py").read_text())
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(os.urandom(8 << 20))                     # incompressible: an 8 MiB upload
+    ova = make_test_ova(tmp_path / "guest.ova", disk, "guest", vcpus=2, memory_mb=512)
+    ui.login()
+    ui.goto("/provisioner/ovas")
+    ui.page.get_by_label("Name").fill("guest")
+    ui.page.get_by_label("Pool").select_option("vms")
+    ui.page.get_by_label("OVA file").set_input_files(str(ova))
+    ui.page.get_by_role("button", name="Upload", exact=True).click()
+    ui.wait_true("document.getElementById('ova-message').textContent.indexOf('Done:') == 0", timeout=60)
+    assert ui.page.locator("#ova-progress").get_attribute("value") == "100"
+    assert "guest" in ui.page.locator("#ova-message").inner_text()
+    assert ui.page.locator("#ova-progress-text").inner_text() == "Sent and stored"
+    ui.shot("prov-ova-uploaded", full_page=False)
+    stored = prov.ova_item(zk, "guest")
+    assert [v["volume_name"] for v in stored["volumes"]] == ["ova_guest_sda"]
+    assert prov.system_template_item(zk, "guest")["vcpu_count"] == 2
+    ui.page.locator("#ova-open").click()
+    ui.page.wait_for_url("**/provisioner/ovas/guest")
+    assert "ova_guest_sda" in ui.page.locator("main").inner_text()
+    ui.page.locator("#remove-ova").click()                                   # confirmed by the fixture
+    ui.page.wait_for_url("**/provisioner/ovas")
+    assert not zk.exists(schema.ova("guest")) and not zk.exists(schema.volume("vms", "ova_guest_sda"))
+    assert ui.csp_violations() == [] and errors(ui) == []

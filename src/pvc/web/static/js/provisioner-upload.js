@@ -124,9 +124,11 @@
       current = null;
       busy(false);
       if (xhr.status === 200) {
+        barText.textContent = "Sent and stored";
         say("ok", answerText(xhr.responseText), next);
         form.reset();
       } else {
+        barText.textContent = "Sent; not stored (nothing was kept)";
         say("bad", answerText(xhr.responseText));
       }
     });
