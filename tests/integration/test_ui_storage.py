@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 
 from pvc.adapters.ceph.fake import FakeStorage
 from pvc.api.app import create_app
+from pvc.api.web.pages import storage as storage_mod
 from pvc.core import schema
 from pvc.core.config import load_config
 from pvc.core.zk import ZK
@@ -127,7 +128,7 @@ def test_pool_page_lists_its_volumes_with_their_vms(ui: UIClient, seeded: dict[s
     assert ui.get("/storage/pools/nope").status_code == 404
 
 
-def test_volume_list_search_and_pool_filter(ui: UIClient, seeded: dict[str, Any]) -> None:
+def test_volume_list_search_and_pool_filter(ui: UIClient, seeded: dict[str, Any], zk: ZK) -> None:
     everything = ui.get("/storage/volumes").text
     for _pool, volume, _size in sample.STORAGE_VOLUMES:
         assert escaped(volume) in everything
@@ -138,6 +139,13 @@ def test_volume_list_search_and_pool_filter(ui: UIClient, seeded: dict[str, Any]
     none = ui.get("/storage/volumes", params={"q": "<zzz>"}).text
     assert "No volume name contains “&lt;zzz&gt;”" in none
     assert ui.get("/storage/volumes", params={"pool": "nope"}).status_code == 400
+    # a long list shows its first rows and says so
+    for number in range(storage_mod.MAX_VOLUME_ROWS + 5):
+        zk.put(schema.volume("backup", f"bulk{number:04d}"), {"name": f"bulk{number:04d}", "pool": "backup",
+                                                              "stats": {"size": 1 << 30}})
+    long = ui.get("/storage/volumes", params={"q": "bulk"}).text
+    assert f"The first {storage_mod.MAX_VOLUME_ROWS} of {storage_mod.MAX_VOLUME_ROWS + 5} volumes" in long
+    assert "bulk0499" in long and "bulk0500" not in long
 
 
 def test_volume_page_with_snapshots_and_users(ui: UIClient, seeded: dict[str, Any]) -> None:

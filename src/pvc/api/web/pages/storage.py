@@ -42,6 +42,7 @@ OVERVIEW_FRAGMENTS = {
 POOL_FRAGMENTS = {"pool-figures": "storage/_pool_figures.html", "volumes-table": "storage/_volumes.html"}
 OSD_STATES = ("in", "out")
 HEALTH_KINDS = {"HEALTH_OK": "ok", "HEALTH_WARN": "warn", "HEALTH_ERR": "bad"}
+MAX_VOLUME_ROWS = 500   # a volume list shows this many; a search narrows it
 STALE_AFTER = 60.0      # seconds: the primary's cluster checks also stop trusting an older report
 
 
@@ -149,14 +150,15 @@ def pool_row(item: Mapping[str, Any]) -> dict[str, Any]:
             "share": render.ratio(stored, stored + free), "has_stats": bool(stats)}
 
 
-def volume_rows(zk: ZK, pool: str | None, q: str = "") -> list[dict[str, Any]]:
-    """The API's volume list (of one pool), each with the VMs whose definition uses it."""
-    users = st.volume_users(zk)
+def volume_rows(zk: ZK, pool: str | None, q: str = "") -> dict[str, Any]:
+    """The API's volume list (of one pool; names containing `q` in any case), each with the VMs
+    whose definition uses it: {"volumes": the first MAX_VOLUME_ROWS, "volumes_total": all found}."""
     needle = q.lower()
+    found = [item for item in st.list_volumes(zk, pool or None)
+             if not needle or needle in str(item["name"]).lower()]
+    users = st.volume_users(zk) if found else {}
     rows = []
-    for item in st.list_volumes(zk, pool or None):
-        if needle and needle not in str(item["name"]).lower():
-            continue
+    for item in found[:MAX_VOLUME_ROWS]:
         stats = item.get("stats") or {}
         ref = f"{item['pool']}/{item['name']}"
         rows.append({**item, "href": volume_path(item["pool"], item["name"]),
@@ -164,7 +166,7 @@ def volume_rows(zk: ZK, pool: str | None, q: str = "") -> list[dict[str, Any]]:
                      "snapshots": stats.get("snapshot_count", ""),
                      "users": [{"name": e.record.name, "href": vm_path(e.record.name, e.record.uuid)}
                                for e in users.get(ref, [])]})
-    return rows
+    return {"volumes": rows, "volumes_total": len(found)}
 
 
 def overview_data(zk: ZK) -> dict[str, Any]:
@@ -175,7 +177,7 @@ def overview_data(zk: ZK) -> dict[str, Any]:
 
 
 def pool_data(zk: ZK, pool: str) -> dict[str, Any]:
-    return {"pool": pool_row(st.pool_item(zk, pool)), "volumes": volume_rows(zk, pool),
+    return {"pool": pool_row(st.pool_item(zk, pool)), **volume_rows(zk, pool),
             "query": {"pool": pool, "q": ""}}
 
 

@@ -100,7 +100,7 @@ def from_token(value: str) -> dict[str, str]:
 
 
 def list_data(zk: ZK, query: Mapping[str, str]) -> dict[str, Any]:
-    return {"query": query, "volumes": volume_rows(zk, query["pool"], query["q"]),
+    return {"query": query, **volume_rows(zk, query["pool"], query["q"]),
             "pool_names": [p["name"] for p in st.list_pools(zk)]}
 
 
