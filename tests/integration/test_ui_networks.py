@@ -331,6 +331,10 @@ def test_list_follows_the_networks_live(ui: UIClient, api: Api, zk: ZK, seeded: 
         answer = api.http.post("/network", params={"vni": 4001, "description": "late", "nettype": "bridged"})
         assert answer.status_code == 200, answer.text
         events.fragments_until(lambda f: 'id="network-row-4001"' in f.get("networks-table", ""))
+        assert api.http.delete("/vm/mail").status_code == 200             # one VM fewer on network 100
+        fewer = f'data-label="VMs">{len(sample.VMS) - 1}<'
+        events.fragments_until(
+            lambda f: fewer in f.get("networks-table", "").split('id="network-row-200"')[0])
 
 
 def test_detail_follows_leases_reservations_and_rules(ui: UIClient, api: Api, zk: ZK,

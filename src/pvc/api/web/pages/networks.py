@@ -87,14 +87,34 @@ def problem_state(found: list[FaultRecord]) -> dict[str, Any]:
     return {"kind": "ok", "word": "no problems"}
 
 
+_USERS: dict[int, tuple[object, dict[int, int]]] = {}
+_USERS_LOCK = threading.Lock()
+
+
+def user_counts(zk: ZK, vnis: list[int]) -> dict[int, int]:
+    """How many VMs use each network (`network_users`, what a removal checks), counted again only
+    when the API's cached VM list changed (load_entries returns the same list object until then),
+    so a list re-rendered every few seconds does not walk every VM once per network each time."""
+    snapshot = vms_mod.load_entries(zk)
+    with _USERS_LOCK:
+        known = _USERS.get(id(zk))
+        if known is not None and known[0] is snapshot and set(vnis) <= known[1].keys():
+            return known[1]
+    counts = {vni: len(nets.network_users(zk, vni)) for vni in vnis}
+    with _USERS_LOCK:
+        if len(_USERS) > 16:
+            _USERS.clear()
+        _USERS[id(zk)] = (snapshot, counts)
+    return counts
+
+
 def list_data(zk: ZK) -> dict[str, Any]:
     """Every network as `GET /api/v1/network` lists it, with its VM count and state."""
     found = problems(zk)
-    rows = []
-    for item in nets.list_networks(zk):
-        vni = item["vni"]
-        rows.append({**item, "vm_count": len(nets.network_users(zk, vni)),
-                     "state": problem_state(found.get(vni, []))})
+    items = nets.list_networks(zk)
+    counts = user_counts(zk, [item["vni"] for item in items])
+    rows = [{**item, "vm_count": counts.get(item["vni"], 0),
+             "state": problem_state(found.get(item["vni"], []))} for item in items]
     return {"networks": rows, "no_ip": NO_IP}
 
 
