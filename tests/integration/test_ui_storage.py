@@ -226,7 +226,7 @@ def test_a_plain_form_comes_back_with_the_message(ui: UIClient, seeded: dict[str
 
 
 def test_actions_need_this_sessions_token(ui: UIClient, seeded: dict[str, Any], zk: ZK) -> None:
-    routes = ["/storage/pools/add", "/storage/pools/vms/remove", "/storage/osds/0/state",
+    routes = ["/storage/flags", "/storage/pools/add", "/storage/pools/vms/remove", "/storage/osds/0/state",
               "/storage/volumes/add", f"{vpath('vms', 'db1_vda')}/remove",
               f"{vpath('vms', 'db1_vda')}/resize",
               f"{vpath('vms', 'db1_vda')}/rename", f"{vpath('vms', 'db1_vda')}/clone",
@@ -304,6 +304,17 @@ def test_osd_out_and_in(local: InProcess, fake: FakeStorage) -> None:
     answer = local.action("/storage/osds/1/state", {"state": "sideways"}, htmx=True)
     assert answer.status_code == 400 and "state: 'sideways' is not one of in, out" in flash(answer)
     assert local.action("/storage/osds/99/state", {"state": "in"}, htmx=True).status_code == 404
+
+
+def test_osd_flags(local: InProcess, fake: FakeStorage) -> None:
+    answer = local.action("/storage/flags", {"option": "noout", "action": "set"}, htmx=True)
+    assert answer.status_code == 200 and 'Set OSD property "noout"' in flash(answer)
+    assert fake.flags() == {"noout"}
+    answer = local.action("/storage/flags", {"option": "noout", "action": "unset"}, htmx=True)
+    assert answer.status_code == 200 and not fake.flags()
+    answer = local.action("/storage/flags", {"option": "<b>nofun", "action": "set"}, htmx=True)
+    assert answer.status_code == 400 and "option: '<b>nofun' is not one of" in flash(answer)
+    assert "&lt;b&gt;nofun" in answer.text
 
 
 def test_upload_creates_the_volume_then_the_api_takes_the_file(local: InProcess, fake: FakeStorage,

@@ -41,6 +41,7 @@ OVERVIEW_FRAGMENTS = {
 }
 POOL_FRAGMENTS = {"pool-figures": "storage/_pool_figures.html", "volumes-table": "storage/_volumes.html"}
 OSD_STATES = ("in", "out")
+FLAG_ACTIONS = ("set", "unset")
 HEALTH_KINDS = {"HEALTH_OK": "ok", "HEALTH_WARN": "warn", "HEALTH_ERR": "bad"}
 MAX_VOLUME_ROWS = 500   # a volume list shows this many; a search narrows it
 STALE_AFTER = 60.0      # seconds: the primary's cluster checks also stop trusting an older report
@@ -185,7 +186,8 @@ def pool_data(zk: ZK, pool: str) -> dict[str, Any]:
 
 @router.get("/storage")
 def storage_overview(request: Request, user: UIUser = Depends(ui_user)) -> Response:
-    context = {**overview_data(zk_of(request)), "tiers": st.TIERS, "max_copies": st.MAX_COPIES}
+    context = {**overview_data(zk_of(request)), "tiers": st.TIERS, "max_copies": st.MAX_COPIES,
+               "flags": st.OSD_FLAGS}
     return render.page(request, "storage/overview.html", context, user=user, active="storage",
                        live="/events/storage")
 
@@ -263,6 +265,16 @@ async def osd_set_state(request: Request, osd: str, user: UIUser = Depends(ui_us
     wanted = await form_field(request, "state", OSD_STATES)
     storage = await get_storage(request)
     text = await run_in_threadpool(st.set_osd_in, zk_of(request), storage, osd, wanted == "in")
+    return action_done(request, user, text, await next_path(request, "/storage"))
+
+
+@router.post("/storage/flags")
+async def osd_flag(request: Request, user: UIUser = Depends(ui_user)) -> Response:
+    """Set or unset a cluster-wide OSD flag (noout, ...), as `POST /api/v1/storage/ceph/option`."""
+    option = await form_field(request, "option", st.OSD_FLAGS)
+    action = await form_field(request, "action", FLAG_ACTIONS)
+    storage = await get_storage(request)
+    text = await run_in_threadpool(st.set_flag, storage, option, action == "set")
     return action_done(request, user, text, await next_path(request, "/storage"))
 
 
