@@ -21,7 +21,12 @@ def test_a_short_chaos_run_breaks_no_invariant(lab: LabPlan, tmp_path: Path) -> 
                            fault_hold=(5.0, 20.0), settle=240.0, report_dir=tmp_path)
     result, _json_path, text_path = runner.run(lab, config, echo=print)
     counts = result["counts"]
-    head = "\n".join(text_path.read_text().splitlines()[:60])
+    lines = text_path.read_text().splitlines()
+    # the report's head, then every line about a subject of a violation (its operations, its
+    # task, the faults around it): what a failure needs, without the run's whole log
+    subjects = {str(v.get("subject", "")).split()[-1] for v in result.get("violations", [])}
+    about = [line for line in lines[60:] if any(s and s in line for s in subjects)]
+    head = "\n".join(lines[:60] + ["", "About the violations' subjects:", *about])
     assert counts["violations"] == 0, f"replay: {result['replay']}\n{head}"
     assert result["cleanup_errors"] == [], head
     assert counts["accepted"] > 0 and counts["faults"] > 0, head

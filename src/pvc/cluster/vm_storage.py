@@ -8,6 +8,7 @@ VM, new names free) and only then act, so a refusal changes nothing.
 from __future__ import annotations
 
 import logging
+import time
 from functools import partial
 
 from pvc.adapters.ceph import Storage
@@ -19,6 +20,9 @@ from pvc.core.revert import Reverter
 from pvc.core.zk import ZK
 
 log = logging.getLogger(__name__)
+
+RELEASE_WAIT = 40.0     # s: Ceph's watch timeout (osd_client_watch_timeout, 30 s) and a margin
+RELEASE_POLL = 1.0
 
 
 def _split(ref: str) -> tuple[str, str]:
@@ -47,14 +51,25 @@ def remove_with_disks(zk: ZK, storage: Storage, vm: str, timeout: float = vms_mo
                        f"Remove the volumes from those VMs first, or undefine without delete_disks.")
     vms_mod.undefine(zk, vm, timeout)
     failed, unknown = [], []
+    # The VM's domains are gone, but a QEMU may still be closing its images (a migration target
+    # torn down by the stop), or one that died holds its watch until Ceph's watch timeout
+    # (30 s): an image in use is tried again until then, not reported at once.
+    deadline = time.monotonic() + RELEASE_WAIT
     for ref in record.rbd_volumes:
         pool, name = _split(ref)
-        try:
-            storage_mod.remove_volume(zk, storage, pool, name, allow_vm=record.uuid)
-        except NotFound:
-            unknown.append(ref)
-        except PVCError as exc:
-            failed.append(f"{ref}: {exc.message}")
+        while True:
+            try:
+                storage_mod.remove_volume(zk, storage, pool, name, allow_vm=record.uuid)
+            except storage_mod.VolumeInUse as exc:
+                if time.monotonic() < deadline:
+                    time.sleep(RELEASE_POLL)
+                    continue
+                failed.append(f"{ref}: {exc.message}")
+            except NotFound:
+                unknown.append(ref)
+            except PVCError as exc:
+                failed.append(f"{ref}: {exc.message}")
+            break
     if failed:
         raise Conflict(f'VM "{record.name}" was undefined, but removing its volumes failed: '
                        f'{"; ".join(failed)}')

@@ -13,6 +13,7 @@ from pvc.adapters.ceph.base import (
     Storage,
     StorageError,
     StorageExists,
+    StorageInUse,
     StorageNotFound,
     StorageUnavailable,
     keyring_key,
@@ -23,6 +24,6 @@ from pvc.adapters.ceph.librados import CephStorage
 
 __all__ = [
     "IMAGE_FORMATS", "OSD_FLAGS", "CephStorage", "Locker", "Storage", "StorageError", "StorageExists",
-    "StorageNotFound", "StorageUnavailable", "close_shared", "keyring_key", "probe", "secret_uuid",
-    "storage_from_settings",
+    "StorageInUse", "StorageNotFound", "StorageUnavailable", "close_shared", "keyring_key", "probe",
+    "secret_uuid", "storage_from_settings",
 ]

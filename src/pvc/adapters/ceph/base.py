@@ -33,6 +33,11 @@ class StorageNotFound(StorageError):
     pass
 
 
+class StorageInUse(StorageError):
+    """An image a client still has open (a watcher): a QEMU, or one that died less than Ceph's
+    watch timeout (30 s) ago."""
+
+
 class StorageExists(StorageError):
     pass
 

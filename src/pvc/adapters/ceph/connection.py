@@ -11,7 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pvc.adapters.ceph.base import StorageError, StorageExists, StorageNotFound, StorageUnavailable
+from pvc.adapters.ceph.base import (
+    StorageError,
+    StorageExists,
+    StorageInUse,
+    StorageNotFound,
+    StorageUnavailable,
+)
 
 # errnos meaning "our session is gone" (108: EBLOCKLISTED = ESHUTDOWN on Linux): reconnect
 _BROKEN = {errno.ESHUTDOWN, errno.ENOTCONN, 108}
@@ -145,7 +151,7 @@ class CephConnection:
             if code == errno.EEXIST:
                 raise StorageExists(exists or f"{what}: already exists") from None
             if code == errno.EBUSY and busy:
-                raise StorageError(busy) from None
+                raise StorageInUse(busy) from None
             raise StorageError(f"{what}: {detail}") from None
         finally:
             self._release(cluster)

@@ -25,6 +25,7 @@ from pvc.adapters.ceph.base import (
     Storage,
     StorageError,
     StorageExists,
+    StorageInUse,
     StorageNotFound,
     StorageUnavailable,
 )
@@ -403,7 +404,7 @@ class FakeStorage(Storage):
             self._enter("remove_volume", ref)
             vol = self._volume(pool, name)
             if vol.watchers:
-                raise StorageError(f"volume {ref}: in use (watched by {', '.join(vol.watchers)})")
+                raise StorageInUse(f"volume {ref}: in use (watched by {', '.join(vol.watchers)})")
             del self._pools[pool].volumes[name]
 
     def write_volume(self, pool: str, name: str, source: BinaryIO, chunk: int = 4 << 20) -> int:

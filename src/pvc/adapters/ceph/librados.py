@@ -28,6 +28,7 @@ from pvc.adapters.ceph.base import (
     Storage,
     StorageError,
     StorageExists,
+    StorageInUse,
     StorageNotFound,
     failure_of,
 )
@@ -262,7 +263,7 @@ class CephStorage(CephConnection, Storage):
             watchers = [str(w["addr"]) for w in image.watchers_list()]
             has_snaps = any(True for _ in image.list_snaps())
         if watchers:
-            raise StorageError(f"{what}: in use (watched by {', '.join(watchers)})")
+            raise StorageInUse(f"{what}: in use (watched by {', '.join(watchers)})")
         if has_snaps:
             with self._image(pool, name, with_ioctx=True) as (ioctx, image), self._call(what):
                 for snap in list(image.list_snaps()):

@@ -12,7 +12,7 @@ from typing import Any
 
 from kazoo.exceptions import NoNodeError
 
-from pvc.adapters.ceph import StorageError, StorageNotFound, StorageUnavailable
+from pvc.adapters.ceph import StorageError, StorageInUse, StorageNotFound, StorageUnavailable
 from pvc.adapters.osd import OsdError, parse_file_device
 from pvc.cluster.common import limit_matcher
 from pvc.core.errors import Conflict, InvalidInput, NotFound, PVCError
@@ -34,6 +34,12 @@ class StorageDown(PVCError):
     status = 503
 
 
+class VolumeInUse(Conflict):
+    """A refusal because a client still has the image open: a caller that knows the client is
+    going away (a VM just stopped) may try again."""
+
+
+
 # -- adapter errors -----------------------------------------------------------------------------
 
 @contextmanager
@@ -49,6 +55,8 @@ def ceph(action: str, not_found: type[PVCError] = NotFound) -> Iterator[None]:
         raise StorageDown(f"Ceph is unavailable, cannot {action}: {exc.message}") from None
     except StorageNotFound as exc:
         raise not_found(f"Failed to {action}: {exc.message}") from None
+    except StorageInUse as exc:
+        raise VolumeInUse(f"Failed to {action}: {exc.message}") from None
     except StorageError as exc:   # StorageExists included: both are refusals of a valid request
         raise Conflict(f"Failed to {action}: {exc.message}") from None
 

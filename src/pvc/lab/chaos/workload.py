@@ -447,6 +447,13 @@ class Workload:
                               unknown=lambda: self.ledger.forget_vm(vm.key, None), timeout=180)
         if request.outcome == "pending":
             self.supersede(vm.key, request.id)
+        elif request.outcome == "refused" and "was undefined, but removing its volumes failed" in (
+                request.reason or ""):
+            # the API says what it did: the VM is gone, its volumes (named) are still there
+            volumes = list(vm.info.get("volumes", []))
+            self.ledger.forget_vm(vm.key, False)
+            for volume in volumes:
+                self.ledger.forget_volume(volume, None)
 
     def op_provision(self, api: Api, worker: str, _rng: Any, _thing: Thing | None) -> None:
         name = f"{PREFIX}p{self.ledger.next_number('prov'):03d}"
