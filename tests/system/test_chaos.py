@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pvc.lab.chaos import runner
 from pvc.lab.plan import LabPlan
 
@@ -16,6 +18,7 @@ SEED = 1717
 MINUTES = 3.0
 
 
+@pytest.mark.timeout(int(MINUTES * 60 + 600))        # the run, its settling (240 s at most), clean-up
 def test_a_short_chaos_run_breaks_no_invariant(lab: LabPlan, tmp_path: Path) -> None:
     config = runner.Config(minutes=MINUTES, seed=SEED, workers=3, max_vms=4, fault_gap=(5.0, 20.0),
                            fault_hold=(5.0, 20.0), settle=240.0, report_dir=tmp_path)
@@ -26,7 +29,7 @@ def test_a_short_chaos_run_breaks_no_invariant(lab: LabPlan, tmp_path: Path) -> 
     # task, the faults around it): what a failure needs, without the run's whole log
     subjects = {str(v.get("subject", "")).split()[-1] for v in result.get("violations", [])}
     about = [line for line in lines[60:] if any(s and s in line for s in subjects)]
-    head = "\n".join(lines[:60] + ["", "About the violations' subjects:", *about])
+    head = "\n".join([*lines[:60], "", "About the violations' subjects:", *about])
     assert counts["violations"] == 0, f"replay: {result['replay']}\n{head}"
     assert result["cleanup_errors"] == [], head
     assert counts["accepted"] > 0 and counts["faults"] > 0, head

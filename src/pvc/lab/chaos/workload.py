@@ -445,7 +445,9 @@ class Workload:
                               params={"delete_disks": "true"}, expect=f"gone:{vm.info.get('uuid', '')}",
                               accepted=lambda _a: self.ledger.forget_vm(vm.key, False),
                               unknown=lambda: self.ledger.forget_vm(vm.key, None), timeout=180)
-        if request.outcome == "pending":
+        if request.outcome in ("pending", "unknown"):
+            # sent, maybe (unknown: no answer) in effect: a start or a migration still pending on
+            # the VM may now never finish (the remove wrote stop before the API died)
             self.supersede(vm.key, request.id)
         elif request.outcome == "refused" and "was undefined, but removing its volumes failed" in (
                 request.reason or ""):
