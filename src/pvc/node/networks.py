@@ -23,7 +23,9 @@ the primary only
 
 Only devices carrying PVC's ifalias (`pvc:<vni>`) are ever removed. A node that stops being
 primary drops every primary-only piece in the same pass, gateways first; a node that becomes
-primary adds the gateways first, so the guests' gap is as short as possible.
+primary adds the gateways first, so the guests' gap is as short as possible. A pass ends by
+settling this node's network faults (pvc.node.networks_faults): one per step that failed in it,
+every other one resolved (also when a network goes or the primary role moves on).
 """
 
 from __future__ import annotations
@@ -44,11 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from pvc.adapters.network import Link, NetworkError, NetworkHost, Nftables, Services
-from pvc.cluster import faults as faults_mod
 from pvc.core import netconfig, schema
 from pvc.core.config import Settings
 from pvc.core.zk import ZK
-from pvc.node import ntp_tftp
+from pvc.node import networks_faults, ntp_tftp
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,9 @@ class NetworkReconciler:
         self._frr_config: str | None = None
         self._floods: dict[str, set[str]] | None = None
         self._last: Desired | None = None
-        self.problems: dict[str, str] = {}
+        self.problems: dict[str, str] = {}     # the failed steps of the last pass (key -> message)
+        self._failures: dict[str, str] = {}    # those of the pass under way
+        self.faults = networks_faults.FaultBook(zk, node)
         self.passes = 0
         self.last_pass = 0.0
         self.metadata: Any = None        # pvc.node.metadata.MetadataService, set by the daemon
@@ -203,9 +206,11 @@ class NetworkReconciler:
             with self._lock:
                 links = self.host.links()
                 if primary and self._last is not None:
-                    self._gateways(self._last, links)
-                elif not primary:
+                    self._gateways(self._last, links)       # the pass below settles the faults
+                elif not primary:       # the primary's failures end here, not on the next pass
+                    self._failures = networks_faults.after_relinquish(self.problems)
                     self._drop_primary_services(links)
+                    self._settle()
             if primary:
                 self.reconcile()
             else:
@@ -306,6 +311,7 @@ class NetworkReconciler:
 
     def reconcile(self) -> None:
         with self._lock:
+            self._failures = {}
             desired = self._last = self.read()
             links = self.host.links()
             if self.primary:
@@ -321,6 +327,7 @@ class NetworkReconciler:
                     self._gateways(desired, links)           # bridges made in this pass
                 self._primary_services(desired, links)
             self._frr(desired)
+            self._settle()
             self.passes += 1
             self.last_pass = time.time()
 
@@ -334,22 +341,24 @@ class NetworkReconciler:
         return True
 
     def _problem(self, key: str, message: str) -> None:
-        """Log a problem when it appears or changes, and when it goes away; keep the current set
-        for the node's health (not one log line per pass while it lasts)."""
-        before = self.problems.get(key, "")
-        if message and message != before:
-            log.error("%s", message)
-            try:       # a cluster fault too, so `pvc cluster status` shows it (one per condition)
-                faults_mod.raise_fault(self.zk, f"NETWORK_{key.upper()}_{self.node}", 10,
-                                       f"Node {self.node}: {message}")
-            except Exception as exc:
-                log.warning("could not record a network fault: %s", exc)
-        elif before and not message:
-            log.info("network %s: working again", key)
+        """Record step `key`'s outcome in this pass ("" = it worked; the last outcome of a step
+        run twice in a pass counts)."""
         if message:
-            self.problems[key] = message
+            self._failures[key] = message
         else:
-            self.problems.pop(key, None)
+            self._failures.pop(key, None)
+
+    def _settle(self) -> None:
+        """End of a pass: log what failed anew and what is over (not one line per pass while a
+        failure lasts), and make this node's network faults match (pvc.node.networks_faults)."""
+        failures = dict(self._failures)
+        appeared, over = networks_faults.changes(self.problems, failures)
+        for message in appeared.values():
+            log.error("%s", message)
+        for key in over:
+            log.info("network %s: no longer failing", key)
+        self.problems = failures
+        self.faults.settle(failures)
 
     # -- every node: devices ---------------------------------------------------------------------
 
@@ -642,13 +651,13 @@ class NetworkReconciler:
                 self.services.stop(key)
             self._argv.pop(key, None)
             return
+        tftp_root, why = ntp_tftp.tftp_root(net)
+        self._problem(f"tftp-{vni}", why)         # DNS and DHCP go on without TFTP
         directory = self.run_dir / key
         hosts = directory / "hosts"
         hosts.mkdir(parents=True, exist_ok=True)
         removed = self._sync_reservations(hosts, desired.reservations.get(vni, []))
         mtu = net.effective_mtu(self.max_mtu(net, links))
-        tftp_root, why = ntp_tftp.tftp_root(net)
-        self._problem(f"tftp-{vni}", why)         # DNS and DHCP go on without TFTP
         argv = netconfig.dnsmasq_argv(net, mtu=mtu, hosts_dir=str(hosts), hook=[str(self.hook_path())],
                                       upstream_dns=self.net.upstream_dns, dns_port=self.net.dns_port,
                                       tftp_root=tftp_root)
