@@ -1,15 +1,19 @@
-"""The web UI's pure parts: templates never turn escaping off, the helpers the guard and the
-templates use, and that every fragment a live view names exists and renders alone."""
+"""The web UI's pure parts: every template compiles and never turns escaping off, the static
+files templates name exist, every fragment a live view of any area names exists and is an element
+of its area's page, and the helpers the guard and the templates use."""
 
 from __future__ import annotations
 
+import ast
+import importlib
+import pkgutil
 import re
+from pathlib import Path
 
 import pytest
 
-from pvc.api.web import nav, render
+from pvc.api.web import nav, pages, render
 from pvc.api.web.guard import csrf_token, local_path
-from pvc.api.web.pages import dashboard, nodes, tasks
 from pvc.web import STATIC, TEMPLATES
 
 ESCAPE_HATCHES = re.compile(r"\|\s*safe\b|autoescape\s+false|Markup\(|\|\s*tojson\b", re.I)
@@ -32,13 +36,59 @@ def test_the_environment_escapes_everything() -> None:
     assert out == "&lt;b a=&#39;1&#39;&gt;&amp;|\\x1b[31m&lt;i&gt;"
 
 
+def test_every_template_compiles() -> None:
+    env = render.environment()
+    for path in sorted(TEMPLATES.rglob("*.html")):
+        env.get_template(path.relative_to(TEMPLATES).as_posix())      # a syntax error raises
+
+
+def test_static_files_named_by_templates_exist() -> None:
+    named = {name for path in TEMPLATES.rglob("*.html")
+             for name in re.findall(r"static_url\('([^']+)'\)", path.read_text())}
+    assert {"js/pvc.js", "vendor/htmx/htmx.min.js", "css/pvc.css", "js/console.js"} <= named
+    for name in sorted(named):
+        assert (STATIC / name).is_file(), f"a template names static/{name}, which does not exist"
+
+
+def live_fragments() -> dict[str, dict[str, str]]:
+    """Every page module's fragment maps (`*FRAGMENTS`, what its live.View calls are given)."""
+    found = {}
+    for info in pkgutil.iter_modules(pages.__path__):
+        module = importlib.import_module(f"{pages.__name__}.{info.name}")
+        for name, value in vars(module).items():
+            if name.endswith("FRAGMENTS") and isinstance(value, dict):
+                found[f"{info.name}.{name}"] = value
+    return found
+
+
+def test_every_live_view_names_a_fragment_map() -> None:
+    """live_fragments() finds them all: no page module gives live.View a map it does not name."""
+    calls = 0
+    for path in sorted(Path(pages.__path__[0]).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr == "View":
+                calls += 1
+                given = node.args[1] if len(node.args) > 1 else None
+                assert isinstance(given, ast.Name) and given.id.endswith("FRAGMENTS"), \
+                    f"{path.name}:{node.lineno}: live.View is given a map that is not a named *FRAGMENTS"
+    assert calls >= 10
+
+
 def test_every_live_fragment_exists() -> None:
-    for fragments in (dashboard.FRAGMENTS, nodes.LIST_FRAGMENTS, nodes.DETAIL_FRAGMENTS,
-                      tasks.LIST_FRAGMENTS, tasks.DETAIL_FRAGMENTS):
+    found = live_fragments()
+    areas = {template.split("/", 1)[0] for fragments in found.values() for template in fragments.values()}
+    assert {"dashboard", "nodes", "vms", "storage", "networks", "provisioner", "tasks"} <= areas
+    for where, fragments in found.items():
         for element, template in fragments.items():
-            assert (TEMPLATES / template).exists(), template
+            assert (TEMPLATES / template).exists(), (where, template)
             assert template.rsplit("/", 1)[-1].startswith("_"), f"{template}: fragments are named _*.html"
-            assert re.fullmatch(r"[a-z-]+", element)
+            assert re.fullmatch(r"[a-z-]+", element), (where, element)
+            area = TEMPLATES / template.split("/", 1)[0]
+            holders = [p.name for p in area.glob("*.html")
+                       if not p.name.startswith("_") and f'id="{element}"' in p.read_text()]
+            assert holders, f"{where}: no page of {area.name}/ has an element with id {element!r}"
 
 
 def test_vendored_htmx_has_its_licence_and_version() -> None:
