@@ -495,6 +495,11 @@ def test_migrate_move_unmigrate(api: Api, zk: ZK) -> None:
     zk.update(schema.vm(info(api, "mv")["uuid"]), lambda d: {**d, "state": "start"})
     assert move(api, "mv", "unmigrate").json() == {"message": "Unmigrating VM 'mv' back to node 'hv1'."}
     assert node_of(api, "mv") == {"name": "mv", "node": "hv1", "last_node": ""}
+    # while a migration runs, no other node change is taken: the running one finishes first
+    busy = move(api, "mv", "move", node="hv2")
+    assert busy.status_code == 400 and busy.json() == {
+        "message": "VM 'mv' is being migrated to node 'hv1' now; try again once that migration has finished."}
+    zk.update(schema.vm(info(api, "mv")["uuid"]), lambda d: {**d, "state": "start"})
     never = move(api, "mv", "unmigrate")
     assert never.status_code == 400
     assert never.json() == {"message": "VM 'mv' has not been previously migrated."}

@@ -95,6 +95,14 @@ def test_migrate_stopped_vm_only_reassigns() -> None:
     assert (change.state, change.node, change.last_node, change.wait_while) == ("stop", "hv3", "hv1", None)
 
 
+@pytest.mark.parametrize("state", ["migrate", "migrate-live", "unmigrate"])
+@pytest.mark.parametrize("action", ["migrate", "move", "unmigrate"])
+def test_no_node_change_while_a_migration_runs(state: str, action: str) -> None:
+    """A second target mid-migration made the nodes chase each other (a guest was rebooted)."""
+    with pytest.raises(Conflict, match='is being migrated to node "hv2" now'):
+        vms.plan_node_change(vm(state=state, node="hv2", last_node="hv1"), action, NODES, "hv3", force=True)
+
+
 def test_migrate_picks_by_selector_excluding_current_and_unready() -> None:
     assert vms.plan_node_change(vm(), "migrate", NODES).node == "hv2"           # most free memory
     assert vms.plan_node_change(vm(node="hv2"), "migrate", NODES).node == "hv3"

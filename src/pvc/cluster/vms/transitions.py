@@ -134,6 +134,12 @@ def plan_node_change(record: VMRecord, action: str, nodes: Sequence[NodeRecord],
     name = record.name
     if action not in VM_NODE_ACTIONS:
         raise InvalidInput(f"action: '{action}' is not one of {', '.join(VM_NODE_ACTIONS)}")
+    if record.state in VM_MIGRATE_STATES:
+        # A new target while one migration runs makes the nodes chase each other (the source
+        # finishes to the old target, which then has to hand it on or restart it: a chaos run
+        # saw a guest rebooted that way). The running one finishes first.
+        raise Conflict(f'VM "{name}" is being migrated to node "{record.node}" now; try again once that '
+                       f"migration has finished.")
     moving_live = record.state == "start"
     new_state = ("migrate-live" if force_live else "migrate") if moving_live else record.state
     wait_while = new_state if moving_live else None
