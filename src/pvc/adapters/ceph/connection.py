@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from pvc.adapters.ceph.base import (
     StorageNotFound,
     StorageUnavailable,
 )
+
+log = logging.getLogger(__name__)
 
 # errnos meaning "our session is gone" (108: EBLOCKLISTED = ESHUTDOWN on Linux): reconnect
 _BROKEN = {errno.ESHUTDOWN, errno.ENOTCONN, 108}
@@ -75,6 +78,13 @@ class CephConnection:
         except rados.Error as exc:
             cluster.shutdown()
             raise StorageUnavailable(f"cannot reach the Ceph cluster: {exc}") from None
+        # The address Ceph shows for this client's watches and locks (`rbd status`, blocklist):
+        # with it in the log, an image held open can be traced to the process that holds it.
+        try:
+            log.info("Ceph client %s (pid %d) connected from %s", cluster.get_instance_id(), os.getpid(),
+                     cluster.get_addrs())
+        except Exception:   # informational only: never fail a connection over it
+            pass
         return cluster
 
     def _acquire(self) -> Any:

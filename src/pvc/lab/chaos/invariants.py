@@ -37,6 +37,7 @@ At the end (after every fault healed and a bounded wait):
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -286,7 +287,8 @@ class Sampler:
             first = self._stale.setdefault(image, now)
             if now - first >= grace and image not in self._reported_stale:
                 self._reported_stale.add(image)
-                self.violate("rbd-stale-watch", f"{POOL}/{image}", f"since {first}s (still at {now}s): {why}")
+                self.violate("rbd-stale-watch", f"{POOL}/{image}",
+                             f"since {first}s (still at {now}s): {why}; {holder(self.ctx.plan, why)}")
         return found
 
     def check_vanished(self, images: dict[str, dict[str, Any]], now: float) -> None:
@@ -597,3 +599,21 @@ def ceph_problems(plan: Any) -> list[str]:
     if health == "HEALTH_WARN" and checks and all(c in TRANSIENT_CHECKS for c in checks):
         return []
     return [f"{health}: {', '.join(checks) or 'no checks listed'}"]
+
+
+def holder(plan: Any, why: str) -> str:
+    """Which PVC process holds a watch, from the daemons' logs (each logs its Ceph client's
+    address on connecting: pvc.adapters.ceph.connection); else it is none of them (a QEMU)."""
+    nonces = set(re.findall(r":\d+/(\d+)", why))
+    if not nonces:
+        return "holder unknown"
+    found = []
+    for path in sorted(Path(plan.log_dir).glob("*.log")):
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if "Ceph client" in line and "connected from" in line and any(f"/{n}" in line for n in nonces):
+                found.append(f"{path.name}: {line.strip()[:200]}")
+    return ("held by " + " | ".join(found)) if found else "no PVC daemon logged that client (a QEMU, or rbd)"

@@ -451,11 +451,18 @@ class Workload:
             self.supersede(vm.key, request.id)
         elif request.outcome == "refused" and "was undefined, but removing its volumes failed" in (
                 request.reason or ""):
-            # the API says what it did: the VM is gone, its volumes (named) are still there
+            # the API says what it did: the VM is gone, its volumes (named) are still there with
+            # their snapshots (forget_vm marked those removed: mark them unknown again)
             volumes = list(vm.info.get("volumes", []))
             self.ledger.forget_vm(vm.key, False)
-            for volume in volumes:
-                self.ledger.forget_volume(volume, None)
+            with self.ledger.lock:
+                for volume in volumes:
+                    thing = self.ledger.get("volume", volume)
+                    if thing is not None:
+                        thing.exists = None
+                    for snap in self.ledger.all("vsnap"):
+                        if snap.info.get("volume") == volume:
+                            snap.exists = None
 
     def op_provision(self, api: Api, worker: str, _rng: Any, _thing: Thing | None) -> None:
         name = f"{PREFIX}p{self.ledger.next_number('prov'):03d}"
