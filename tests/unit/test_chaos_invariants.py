@@ -218,6 +218,23 @@ def test_stale_watches_count_after_the_grace_unless_a_request_is_on_them(tmp_pat
     assert len(s.violations) == 1
 
 
+def test_the_stale_watch_grace_starts_over_at_each_heal(tmp_path: Any) -> None:
+    """A SIGKILLed client's watch lasts Ceph's watch timeout from the last re-peering (30-min
+    bench, seed 4242: the watch of a QEMU killed by a self-fence outlived an OSD's return)."""
+    s = sampler(tmp_path, [])
+    s.present = {"a": {"hv1"}}
+    images = {"cx-v001_vda": {"watchers": ["10.200.0.2:0/2"]}}
+    vms = {"cx-v001": {"name": "cx-v001", "uuid": "a", "state": "stop",
+                       "disks": [{"name": "vms/cx-v001_vda"}]}}
+    s.check_stale(images, vms, 10.0)
+    s.ctx.events.items.append({"t": 40.0, "event": "heal", "kind": "osd_kill"})
+    s.check_stale(images, vms, 80.0)
+    assert s.violations == []                      # 40 s after the heal
+    s.check_stale(images, vms, 101.0)
+    assert [v.invariant for v in s.violations] == ["rbd-stale-watch"]
+    assert "no PVC daemon logged that client" in s.violations[0].detail
+
+
 def test_a_paused_domain_left_behind_is_reported() -> None:
     ledger = Ledger()
     docs = {"u1": {"name": "a", "state": "stop", "node": "hv1"},

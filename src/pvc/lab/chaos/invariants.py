@@ -13,6 +13,8 @@ Sampled (the Sampler thread, every couple of seconds):
   rbd-stale-watch   an RBD image is watched (held open) from a node where no domain of the VM using
                     it exists, for longer than RBD_GRACE with nothing in flight on it: a client left
                     holding it (a leaked open, a QEMU libvirt lost); removing the volume then fails.
+                    The grace counts from the last fault's heal too: a killed client's watch lasts
+                    Ceph's watch timeout from the last re-peering of the image's placement group.
   rbd-two-writers   an RBD image has live clients (watchers) on two nodes, outside a migration of
                     the VM that uses it, for longer than RBD_GRACE (a client that dies keeps its
                     watch for Ceph's 30 s watch timeout; a blocklisted one loses it at once).
@@ -285,7 +287,13 @@ class Sampler:
                 self._stale.pop(image, None)
                 continue
             first = self._stale.setdefault(image, now)
-            if now - first >= grace and image not in self._reported_stale:
+            # A client killed outright (a self-fence's SIGKILL of QEMU) keeps its watch until Ceph's
+            # watch timeout (30 s) runs out, and each time the image's placement group peers again
+            # (an OSD killed, a node cut off or frozen and back) that timeout starts over: so the
+            # grace counts from the last heal as well. A live holder outlasts any grace, and the
+            # check after the run (Runner.final_watchers) comes when every fault has healed.
+            quiet = max([first, *(h["t"] for h in self.ctx.events.of("heal"))])
+            if now - quiet >= grace and image not in self._reported_stale:
                 self._reported_stale.add(image)
                 self.violate("rbd-stale-watch", f"{POOL}/{image}",
                              f"since {first}s (still at {now}s): {why}; {holder(self.ctx.plan, why)}")
