@@ -31,8 +31,8 @@ def _split(ref: str) -> tuple[str, str]:
 
 
 def _shared(zk: ZK, uuid: str, refs: list[str]) -> dict[str, list[str]]:
-    """ref -> names of the other VMs that use it too."""
-    users = storage_mod.volume_users(zk)
+    """ref -> names of the other VMs that use it too (read fresh: it guards the removal)."""
+    users = storage_mod.volume_users(zk, fresh=True)
     return {ref: names for ref in refs
             if (names := [e.record.name for e in users.get(ref, []) if e.record.uuid != uuid])}
 

@@ -281,10 +281,14 @@ def network_item(zk: ZK, net: str) -> dict[str, Any]:
         raise NotFound("Network not found.") from None
 
 
-def network_users(zk: ZK, vni: int) -> list[str]:
-    """Names of the VMs with an interface on the network's bridge vmbr<vni>."""
+def network_users(zk: ZK, vni: int, fresh: bool = False) -> list[str]:
+    """Names of the VMs with an interface on the network's bridge vmbr<vni>.
+
+    fresh=True for a check that guards a write (read from ZooKeeper, not the API's watch cache,
+    which may not show a VM defined a moment ago; vms.load_entries); displays may leave it off.
+    """
     users = []
-    for entry in vms_mod.load_entries(zk):
+    for entry in vms_mod.load_entries(zk, fresh=fresh):
         for nic in vms_mod.record_summary(entry.record).get("networks", []):
             if nic.get("type") not in ("direct", "hostdev") and str(nic.get("vni")) == str(vni):
                 users.append(entry.record.name)
@@ -407,7 +411,7 @@ def remove_network(zk: ZK, net: str | int) -> str:
             raise NotFound(f'Network "{net}" not found: no network has that VNI or description.')
         key, doc = found
         vni = int(doc["vni"])
-        users = network_users(zk, vni)
+        users = network_users(zk, vni, fresh=True)
         if users:
             names = ", ".join(f'"{u}"' for u in users)
             raise Conflict(f"Cannot remove network {vni}: VM{'s' if len(users) > 1 else ''} {names} "

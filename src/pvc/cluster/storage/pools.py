@@ -248,7 +248,8 @@ def set_pool_pgs(zk: ZK, storage: Storage, name: str, pgs: int) -> str:
 def remove_pool(zk: ZK, storage: Storage, name: str) -> str:
     """Remove a pool with all its volumes; refused while any VM uses one of them."""
     get_pool(zk, name)
-    users = {ref: entries for ref, entries in volume_users(zk).items() if ref.split("/", 1)[0] == name}
+    users = {ref: entries for ref, entries in volume_users(zk, fresh=True).items()
+             if ref.split("/", 1)[0] == name}
     if users:
         detail = "; ".join(f"{ref} by {vm_names(entries)}" for ref, entries in sorted(users.items()))
         raise Conflict(f'Cannot remove RBD pool "{name}": VMs use its volumes ({detail}).')

@@ -9,10 +9,14 @@ from pvc.core.vocabulary import VM_STOPPED_STATES
 from pvc.core.zk import ZK
 
 
-def volume_users(zk: ZK) -> dict[str, list[vms_mod.VMEntry]]:
-    """'pool/volume' -> the VMs (with their status) whose definition uses that volume."""
+def volume_users(zk: ZK, fresh: bool = False) -> dict[str, list[vms_mod.VMEntry]]:
+    """'pool/volume' -> the VMs (with their status) whose definition uses that volume.
+
+    fresh=True for a check that guards a write (read from ZooKeeper, not the API's watch cache,
+    which may not show a VM defined a moment ago; vms.load_entries); displays may leave it off.
+    """
     out: dict[str, list[vms_mod.VMEntry]] = {}
-    for entry in vms_mod.load_entries(zk):
+    for entry in vms_mod.load_entries(zk, fresh=fresh):
         for ref in entry.record.rbd_volumes:
             out.setdefault(ref, []).append(entry)
     return out
@@ -24,7 +28,8 @@ def volumes_in_use(zk: ZK) -> dict[str, str]:
 
 
 def users_of(zk: ZK, pool: str, volume: str, allow_vm: str | None = None) -> list[vms_mod.VMEntry]:
-    return [e for e in volume_users(zk).get(f"{pool}/{volume}", []) if e.record.uuid != allow_vm]
+    """The VMs using the volume (but allow_vm), read fresh: every caller decides a write on it."""
+    return [e for e in volume_users(zk, fresh=True).get(f"{pool}/{volume}", []) if e.record.uuid != allow_vm]
 
 
 def vm_names(entries: list[vms_mod.VMEntry]) -> str:

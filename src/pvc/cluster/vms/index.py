@@ -250,13 +250,16 @@ def _stats_of(index: StatsIndex, status: VMStatus | None, uuid: str) -> tuple[in
     return index.get(status.node, {}).get(uuid, (0, None))
 
 
-def load_entries(zk: ZK) -> list[VMEntry]:
+def load_entries(zk: ZK, fresh: bool = False) -> list[VMEntry]:
     """Every VM with its status: from the API's watch cache when live, else pipelined reads.
 
+    fresh: read from ZooKeeper now (one listing, one pipelined read), never from the watch cache,
+    which may lag the server: for every check that allows or refuses a write (a VM defined a
+    moment ago must stop the removal of its network or volume); displays may use the cache.
     Cached entries carry no stats (item_json looks them up in the /vmstats cache, so a stats
     change re-renders the item without touching the sorted snapshot); read entries do.
     """
-    cached = _sorted_snapshot(zk)
+    cached = None if fresh else _sorted_snapshot(zk)
     if cached is not None:
         return cached
     uuids = zk.children(schema.VMS)
