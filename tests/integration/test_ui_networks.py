@@ -18,6 +18,7 @@ from pvc.core.zk import ZK
 from tests.conftest import Api
 from tests.integration.uihelp import UIClient
 from tests.ui import sample
+from tests.ui.waits import sampled
 
 EVIL = "https://evil.example"
 ROW = re.compile(r'<tr id="network-row-(\d+)" data-vni="\d+">')
@@ -32,7 +33,7 @@ def ui(api: Api) -> Any:
 
 @pytest.fixture
 def seeded(api: Api, zk: ZK) -> dict[str, Any]:
-    made = sample.cluster(zk, api.http)
+    made = sampled(zk, api.http)      # pages count VMs from pvcapid's watch cache: once it shows them
     made.update(sample.networks(zk, api.http))
     return made
 

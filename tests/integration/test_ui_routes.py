@@ -21,7 +21,6 @@ from pvc.api.web import headers as web_headers
 from pvc.api.web import live
 from pvc.api.web.guard import CSRF_COOKIE
 from pvc.cluster import faults, tasks
-from pvc.cluster import vms as vms_mod
 from pvc.core import schema
 from pvc.core.config import load_config
 from pvc.core.taskkinds import CLUSTER_SELFTEST
@@ -30,6 +29,7 @@ from pvc.lab.zkserver import free_port
 from tests.conftest import API_TOKEN, Api, start_daemon, wait_for
 from tests.integration.uihelp import UIClient, login_token, page_token
 from tests.ui import sample
+from tests.ui.waits import sampled
 
 EVIL = "https://evil.example"
 
@@ -247,24 +247,8 @@ def test_security_headers(ui: UIClient) -> None:
     assert ui.get("/static/nope.js").status_code == 404
 
 
-def sampled(zk: ZK, api: Api) -> dict[str, Any]:
-    """The sample cluster, once pvcapid's VM list shows every sample VM in its state. Pages read
-    VMs from the API's watch caches, which follow a write a moment after it is answered (longer on
-    a loaded machine), so a page read at once may not show them yet: wait for that, not for time."""
-    made = sample.cluster(zk, api.http)
-    written = {(e.record.name, e.record.state) for e in vms_mod.list_vms(zk)}    # read directly
-    assert len(written) == len(sample.VMS)
-
-    def listed() -> bool:
-        answer = api.get("/vm")
-        return answer.status_code == 200 and {(v["name"], v["state"]) for v in answer.json()} == written
-
-    wait_for(listed, 30, 0.05, "pvcapid's VM list to show the sample VMs")
-    return made
-
-
 def test_no_inline_script_or_style_in_pages(ui: UIClient, api: Api, zk: ZK) -> None:
-    sampled(zk, api)
+    sampled(zk, api.http)
     for path in ("/", "/nodes", "/nodes/hv1", "/tasks", "/login"):
         page = ui.get(path).text
         assert "<style" not in page and " style=" not in page, path
@@ -274,7 +258,7 @@ def test_no_inline_script_or_style_in_pages(ui: UIClient, api: Api, zk: ZK) -> N
 
 
 def test_what_users_wrote_is_escaped(ui: UIClient, api: Api, zk: ZK) -> None:
-    sampled(zk, api)
+    sampled(zk, api.http)
     pages = {path: ui.get(path).text for path in ("/", "/nodes/hv1", "/nodes/hv2")}
     for text in pages.values():
         assert "<script>window.__pvc_xss" not in text and "<img src=x" not in text

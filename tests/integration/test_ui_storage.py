@@ -29,6 +29,7 @@ from pvc.core.zk import ZK
 from tests.conftest import API_TOKEN, Api
 from tests.integration.uihelp import UIClient
 from tests.ui import sample
+from tests.ui.waits import vms_listed
 
 EVIL = "https://evil.example"
 
@@ -45,7 +46,9 @@ def vpath(pool: str, volume: str) -> str:
 @pytest.fixture
 def seeded(api: Api, zk: ZK) -> dict[str, Any]:
     sample.nodes(zk)
-    return sample.storage(zk, api.http)
+    made = sample.storage(zk, api.http)
+    vms_listed(zk, api.http)        # pages and refusals read VM "app1" from pvcapid's watch cache
+    return made
 
 
 @pytest.fixture
