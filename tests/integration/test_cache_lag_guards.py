@@ -1,9 +1,10 @@
-"""Removal guards read the VMs from ZooKeeper, not from pvcapid's watch cache.
+"""Checks that decide a write read ZooKeeper, not pvcapid's watch caches.
 
-pvcapid keeps a watch-driven copy of /vms for its lists (ZK.cache); the copy may lag the server.
-A check that allows or refuses a write must not trust it: here the copy is frozen (its updates
-held back, then let through), so a VM defined through the API is not in it yet, and the removals
-of the network, volume and pool that VM uses must still be refused, changing nothing.
+pvcapid keeps watch-driven copies of /vms and /nodes for its lists (ZK.cache); a copy may lag
+the server. A check that allows or refuses a write must not trust it: here a copy is frozen (its
+updates held back, then let through), so a VM defined through the API is not in it yet, and the
+removals of the network, volume and pool that VM uses must still be refused, changing nothing;
+the same for node states that placement and a coordinator hand-over decide on.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pvc.adapters.ceph.fake import FakeStorage
+from pvc.cluster import nodes as nodes_mod
 from pvc.cluster import vms as vms_mod
 from pvc.core import schema
 from pvc.core.zk import ZK
@@ -29,20 +31,22 @@ NETWORK = {"vni": 1001, "description": "testing", "nettype": "bridged"}
 
 
 class FrozenCache:
-    """The API's /vms watch cache with its updates held back until release()."""
+    """One of the API's watch caches (as pvcapid starts it) with its updates held back until
+    release()."""
 
-    def __init__(self, zk: ZK, monkeypatch: pytest.MonkeyPatch) -> None:
-        zk.cache(schema.VMS, depth=2)
-        mirror = zk.mirror(schema.VMS)
+    def __init__(self, zk: ZK, monkeypatch: pytest.MonkeyPatch, path: str = schema.VMS,
+                 depth: int = 2) -> None:
+        zk.cache(path, depth=depth)
+        mirror = zk.mirror(path)
         assert mirror is not None
-        wait_for(mirror.watching.is_set, message="the /vms cache to watch")
+        wait_for(mirror.watching.is_set, message=f"the {path} cache to watch")
         self.mirror = mirror
         self.held: list[tuple[Any, ...]] = []
         self._monkeypatch = monkeypatch
 
     def hold(self) -> None:
-        # Every change reaches the mirror's tree through _store (a new VM or its status): keep
-        # them back, so the cache shows the cluster as it was.
+        # Every new or changed znode reaches the mirror's tree through _store: keep them back,
+        # so the cache shows the cluster as it was.
         self._monkeypatch.setattr(self.mirror, "_store", lambda *args: self.held.append(args))
 
     def release(self) -> None:
@@ -121,3 +125,37 @@ def test_remove_with_disks_is_refused_for_a_sharer_the_cache_does_not_show_yet(
             "shares volumes", "vms/web1_sda by web2")
     assert zk.get(schema.vm_name("web1"), None) is not None
     assert fake.list_volumes("vms") == ["web1_sda"]
+
+
+# -- node states ---------------------------------------------------------------------------------------
+
+def set_node(zk: ZK, name: str, **fields: str) -> None:
+    zk.update(schema.node(name), lambda doc: {**doc, **fields})
+
+
+def cached_node_states(zk: ZK) -> dict[str, str]:
+    """Each node's daemon/domain state as a display sees it (the watch cache)."""
+    return {n.name: f"{n.daemon_state}/{n.domain_state}" for n in nodes_mod.load_nodes(zk)}
+
+
+def test_handover_and_placement_judge_node_states_the_cache_does_not_show_yet(
+        client: TestClient, zk: ZK, monkeypatch: pytest.MonkeyPatch) -> None:
+    frozen = FrozenCache(zk, monkeypatch, schema.NODES, depth=1)
+    frozen.hold()
+    for name in ("hv2", "hv3"):
+        set_node(zk, name, daemon_state="dead", domain_state="flushed")
+    set_node(zk, "hv1", domain_state="flushed")
+    assert cached_node_states(zk)["hv2"] == "run/ready"     # the cache lags
+
+    # no node is ready for a new VM now; the cache still shows hv1..hv3 ready
+    xml = (f"<domain type='kvm'><name>late</name><uuid>{uuidlib.uuid4()}</uuid><memory unit='MiB'>128"
+           f"</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os><devices/></domain>")
+    refused(client.post("/api/v1/vm", data={"xml": xml}), 400,
+            "No node can take VM late: no node is in run state and ready")
+    assert zk.get(schema.vm_name("late"), None) is None
+    refused(client.post("/api/v1/node/hv1/coordinator-state", params={"state": "secondary"}), 400,
+            "Node hv1 is the only running coordinator")
+    assert not zk.exists(schema.PRIMARY_REQUEST)
+
+    frozen.release()
+    assert cached_node_states(zk)["hv2"] == "dead/flushed"

@@ -13,17 +13,24 @@ from pvc.core.vocabulary import NODE_OUT_OF_SERVICE
 from pvc.core.zk import ZK
 
 
-def node_names(zk: ZK) -> list[str]:
-    cached = zk.cached_children(schema.NODES)
+def node_names(zk: ZK, fresh: bool = False) -> list[str]:
+    """The registered nodes' names; fresh=True reads ZooKeeper, not the API's watch cache."""
+    cached = None if fresh else zk.cached_children(schema.NODES)
     return cached if cached is not None else zk.children(schema.NODES)
 
 
-def load_nodes(zk: ZK, names: list[str] | None = None) -> list[NodeRecord]:
-    cached = zk.cached_children_docs(schema.NODES)
+def load_nodes(zk: ZK, names: list[str] | None = None, fresh: bool = False) -> list[NodeRecord]:
+    """The node records (all, or those named), from the API's watch cache when live.
+
+    fresh: read from ZooKeeper now (one listing, one pipelined read), never from the cache,
+    which may lag the server: for every check or choice that decides a write (placement, fit
+    and node-limit refusals, a hand-over); displays may use the cache.
+    """
+    cached = None if fresh else zk.cached_children_docs(schema.NODES)
     if cached is not None:
         wanted = sorted(cached) if names is None else names
         return [NodeRecord.model_validate(cached[n]) for n in wanted if isinstance(cached.get(n), dict)]
-    names = node_names(zk) if names is None else names
+    names = node_names(zk, fresh) if names is None else names
     docs = zk.get_many([schema.node(n) for n in names])
     out = []
     for name in names:
@@ -146,7 +153,7 @@ def set_coordinator_state(zk: ZK, name: str, state: str) -> str:
     if current != name:
         return f"Node {name} is already in secondary coordinator state."
     others = [
-        n for n in load_nodes(zk)
+        n for n in load_nodes(zk, fresh=True)
         if n.name != name and n.mode == "coordinator" and n.daemon_state == "run"
     ]
     if not others:

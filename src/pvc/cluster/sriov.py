@@ -56,7 +56,7 @@ def vf_docs(zk: ZK, node: str) -> dict[str, dict[str, Any]]:
 
 def all_vf_docs(zk: ZK, nodes: Iterable[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """Every node's VF documents, {node: {vf: doc}}, in two pipelined rounds."""
-    names = list(nodes) if nodes is not None else node_names(zk)
+    names = list(nodes) if nodes is not None else node_names(zk, fresh=True)   # it decides writes
     kids = zk.children_many([schema.node_sriov_vfs(n) for n in names]) if names else {}
     paths = {n: [schema.node_sriov_vf(n, vf) for vf in kids.get(schema.node_sriov_vfs(n), [])] for n in names}
     found = zk.get_many([p for ps in paths.values() for p in ps]) if any(paths.values()) else {}

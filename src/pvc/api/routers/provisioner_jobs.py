@@ -86,7 +86,7 @@ def _check_profile_fits(zk: ZK, profile: str, vm_name: str) -> None:
         return
     demand = placement.Demand(memory_mib=int(template.get("vram_mb") or 0),
                               vcpus=int(template.get("vcpu_count") or 0))
-    rules.check_demand_fits_cluster(nodes_mod.load_nodes(zk), demand, vm_name,
+    rules.check_demand_fits_cluster(nodes_mod.load_nodes(zk, fresh=True), demand, vm_name,
                                     f"profile (system template {template_name})")
 
 

@@ -120,7 +120,7 @@ def define(zk: ZK, xml: str | bytes, node: str | None = None, limit: str | Seque
     if taken.get(schema.vm(domain.uuid)) is not None:
         raise Conflict(f'A VM with UUID "{domain.uuid}" already exists in the cluster.')
     forced, judged = strict and force, strict and not force
-    registered = load_nodes(zk)
+    registered = load_nodes(zk, fresh=True)     # placement and refusals: never the watch cache
     if judged:
         check_limit_nodes(node_limit, [n.name for n in registered])
     if node:
@@ -212,7 +212,7 @@ def modify(zk: ZK, vm: str, xml: str | bytes, restart: bool = False,
     if node is not None and not (strict and force):
         check_fits(node, domain)
     if strict and not force:                # its node unknown or without figures: judged by the others
-        check_fits_cluster(load_nodes(zk), domain)
+        check_fits_cluster(load_nodes(zk, fresh=True), domain)
     text = xml if isinstance(xml, str) else xml.decode()
 
     def change(current: VMRecord) -> VMRecord:
@@ -436,7 +436,7 @@ def change_node(zk: ZK, vm: str, action: str, node: str | None = None, force: bo
     uuid = resolve_uuid(zk, vm)
     if node:
         get_node(zk, node)
-    nodes = load_nodes(zk)
+    nodes = load_nodes(zk, fresh=True)
     default = get_cluster(zk).migration_target_selector
     changes: list[tr.NodeChange] = []
     # SR-IOV VFs: refused or moved to the target's free VFs before the node changes (sriov_mod).
@@ -491,7 +491,7 @@ def set_meta(zk: ZK, vm: str, limit: str | Sequence[str] | None = None, selector
     if not update:
         raise InvalidInput("No updates to apply.")
     if strict and not force and update.get("node_limit"):
-        check_limit_nodes(update["node_limit"], [n.name for n in load_nodes(zk)])
+        check_limit_nodes(update["node_limit"], [n.name for n in load_nodes(zk, fresh=True)])
     record = apply(zk, resolve_uuid(zk, vm), lambda r: tr.set_fields(r, update), expected_version)
     return f'Successfully modified PVC metadata of VM "{record.name}".'
 
