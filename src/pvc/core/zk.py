@@ -263,7 +263,9 @@ class ZK:
         """Keep a watch-driven copy of parent's subtree (depth levels), so hot lists need no round
         trips. Long-running readers (the API) call this; lists then serve from memory, while
         single reads and CAS updates still go to the server, so a write is never based on stale
-        data. The copy is loaded in bulk (pvc.core.zkcache)."""
+        data: a check over a whole list that decides a write (which VMs use a network or volume,
+        which nodes can take a VM) reads it with fresh=True (pvc.cluster's load_entries,
+        load_nodes), as the copy may lag the server. The copy is loaded in bulk (pvc.core.zkcache)."""
         if parent not in self._caches:
             mirror = TreeMirror(self.client, parent, depth, before_watch)
             self._caches[parent] = mirror
