@@ -23,7 +23,7 @@ from pvc.core.records import Tag, VMRecord, VMSnapshotRecord, VMStatus
 from pvc.core.zk import ZK
 from tests.conftest import Api
 from tests.integration.uihelp import UIClient
-from tests.ui import sample
+from tests.ui import sample, waits
 
 EVIL = "https://evil.example"
 ROW = re.compile(r'<tr id="vm-row-[0-9a-f-]+" data-vm="([^"]+)" data-state="([^"]+)"')
@@ -112,7 +112,7 @@ def ui(api: Api) -> Any:
 
 @pytest.fixture
 def sampled(api: Api, zk: ZK) -> dict[str, Any]:
-    return sample.cluster(zk, api.http)
+    return waits.sampled(zk, api.http)     # pages read VMs from pvcapid's watch cache: once it shows them
 
 
 # -- the list ---------------------------------------------------------------------------------------
