@@ -19,7 +19,7 @@ import pytest
 
 from pvc.core.zk import ZK
 from tests.conftest import API_TOKEN, Api
-from tests.ui import sample
+from tests.ui import waits
 
 CHROMIUM = os.environ.get("PVC_TEST_CHROMIUM", "/usr/bin/chromium")
 LAPTOP = {"width": 1366, "height": 900}
@@ -67,8 +67,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 @pytest.fixture
 def cluster(api: Api, zk: ZK) -> dict[str, Any]:
-    """The sample cluster (tests/ui/sample.py) in this test's ZooKeeper root, served by `api`."""
-    return sample.cluster(zk, api.http)
+    """The sample cluster (tests/ui/sample.py) in this test's ZooKeeper root, served by `api`, once
+    pvcapid's VM list shows every sample VM (pages read VMs from its watch cache)."""
+    return waits.sampled(zk, api.http)
 
 
 class UI:

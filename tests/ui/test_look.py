@@ -21,8 +21,8 @@ from pvc.cluster import tasks as tasks_mod
 from pvc.core.config import load_config
 from pvc.core.taskkinds import PROVISION_STAGES, PROVISIONER_CREATE
 from pvc.core.zk import ZK
-from tests.conftest import Api, wait_for
-from tests.ui import sample
+from tests.conftest import Api
+from tests.ui import sample, waits
 from tests.ui.conftest import UI
 
 PAGES = (
@@ -71,9 +71,7 @@ def tour(api: Api, zk: ZK, cluster: dict[str, Any]) -> dict[str, str]:
     job = tasks_mod.submit(zk, PROVISIONER_CREATE, {"vm_name": "tourvm", "vm_profile": "web"},
                            total=PROVISION_STAGES)
     # Pages read VMs from pvcapid's watch caches, which follow the defines a moment later.
-    wanted = {name for name, *_ in sample.VMS} | {"app1"}
-    wait_for(lambda: {v["name"] for v in api.get("/vm").json()} >= wanted, 30, 0.05,
-             "pvcapid's VM list to show the sample VMs")
+    assert waits.vms_listed(zk, api.http) == len(sample.VMS) + 1          # and app1
     return {**{path: _name(path) for path in PAGES}, f"/tasks/{cluster['tasks'][0]}": "tasks-task",
             f"/provisioner/jobs/{job.id}": "provisioner-jobs-job"}
 
