@@ -14,7 +14,7 @@ import uuid as uuidlib
 import httpx
 import pytest
 
-from pvc.adapters.hypervisor import LibvirtHypervisor
+from pvc.adapters.hypervisor import HypervisorError, LibvirtHypervisor
 from pvc.cluster import clusterinfo
 from pvc.core import domainxml, schema
 from pvc.lab.plan import LabPlan
@@ -100,7 +100,13 @@ def test_marked_orphan_is_destroyed_and_unmarked_domain_left_alone(lab: LabPlan,
         # never existed (destroyed by the periodic pass), one without a mark (left alone).
         def started(name: str, uuid: str, owner: domainxml.OwnerMark | None) -> None:
             definition = domainxml.parse_definition(guest_xml(lab, name, uuid))
-            hvs[node].start(domainxml.prepare_for_host(definition, False, owner=owner))
+            try:
+                hvs[node].start(domainxml.prepare_for_host(definition, False, owner=owner))
+            except HypervisorError:
+                # the node's pass may destroy a marked orphan while libvirt is still creating it
+                # (CI: "qemu ... terminating on signal 15 from libvirtd"): what is being tested
+                if owner is None:
+                    raise
 
         started("orphmarked", orphan, domainxml.OwnerMark(cluster, orphan))
         started("orphstranger", stranger, None)

@@ -52,7 +52,9 @@ def mount_state_dirs(plan: LabPlan) -> list[Path]:
         path = state_dir(node)
         path.mkdir(parents=True, exist_ok=True)
         if not is_mount_point(path):
-            proc.run(["mount", "-t", "tmpfs", "-o", f"size={STATE_MOUNT_BYTES},mode=0700",
+            # 0755 as the node's own directory: dnsmasq reads its DHCP reservations (hosts
+            # directory below run/) as `nobody`; at 0700 it saw none (the suite's lab is a chaos lab)
+            proc.run(["mount", "-t", "tmpfs", "-o", f"size={STATE_MOUNT_BYTES},mode=0755",
                       f"pvc-lab-{plan.name}-{node.name}-state", str(path)])
         for sub in ("run", "log"):
             (path / sub).mkdir(exist_ok=True)
