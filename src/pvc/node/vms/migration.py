@@ -107,7 +107,10 @@ class Migrator:
                  duration, downtime)
         ctx.live.pop(record.uuid, None)
         # Status first (it runs there now), then the state: the target sees a consistent picture.
-        ctx.patch(record.uuid, node=target, running=True, migrating_to="", migrating_from="",
+        # The VNC address is this node's: cleared, so nothing (pvcapid's VNC relay) is sent to the
+        # target's host on this node's port, which may be another VM's there, until the target
+        # reports its own at its next pass.
+        ctx.patch(record.uuid, node=target, running=True, migrating_to="", migrating_from="", vnc="",
                   last_migration={"time": time.time(), "duration_s": round(duration, 3),
                                   "downtime_ms": downtime, "from": ctx.name, "to": target,
                                   "method": "live"})
