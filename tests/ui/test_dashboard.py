@@ -20,6 +20,22 @@ FOCUSED = ("() => { const e = document.activeElement; const s = getComputedStyle
            f" return {{key: {KEY}, tag: e.tagName, ring: s.outlineStyle + ' ' + s.outlineWidth}}; }}")
 
 
+def tab_walk(page: Any, selector: str, limit: int) -> tuple[list[str], list[dict[str, str]]]:
+    """The keys of the visible elements `selector` finds, and what Tab focuses in turn from the
+    page's start (key, tag, focus ring) until it comes round again or leaves the page."""
+    wanted = page.evaluate(f"""() => Array.from(document.querySelectorAll('{selector}'))
+        .filter(e => e.offsetParent !== null).map(e => {KEY})""")
+    page.locator("body").focus()
+    reached: list[dict[str, str]] = []
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        info = page.evaluate(FOCUSED)
+        if info["tag"] == "BODY" or (reached and info["key"] == reached[0]["key"]):
+            break
+        reached.append(info)
+    return wanted, reached
+
+
 def test_login_page_and_a_wrong_token(ui: UI) -> None:
     answer = ui.goto("/")
     assert answer is not None
@@ -137,19 +153,9 @@ def test_keyboard_reaches_every_action(ui: UI, cluster: dict[str, Any]) -> None:
     ui.login()
     ui.live()
     page = ui.page
-    wanted = page.evaluate(f"""() => Array.from(document.querySelectorAll('a[href], button'))
-        .filter(e => e.offsetParent !== null).map(e => {KEY})""")
-    page.locator("body").focus()
-    reached: list[str] = []
-    rings: list[str] = []
-    for _ in range(200):
-        page.keyboard.press("Tab")
-        info = page.evaluate(FOCUSED)
-        if info["tag"] == "BODY" or (reached and info["key"] == reached[0]):
-            break
-        reached.append(info["key"])
-        if info["tag"] in ("A", "BUTTON"):
-            rings.append(info["ring"])
+    wanted, infos = tab_walk(page, "a[href], button", 200)
+    reached = [i["key"] for i in infos]
+    rings = [i["ring"] for i in infos if i["tag"] in ("A", "BUTTON")]
     missing = [w for w in wanted if w not in reached]
     assert missing == [], missing
     assert reached[0].startswith("Skip to content")

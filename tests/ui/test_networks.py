@@ -14,7 +14,7 @@ from pvc.core.zk import ZK
 from tests.conftest import Api
 from tests.ui import sample
 from tests.ui.conftest import UI
-from tests.ui.test_dashboard import FOCUSED, KEY
+from tests.ui.test_dashboard import tab_walk
 
 
 @pytest.fixture
@@ -169,20 +169,9 @@ def test_keyboard_reaches_every_control(ui: UI, networks: dict[str, Any]) -> Non
     ui.goto("/networks/100")
     ui.live()
     page = ui.page
-    wanted = page.evaluate(f"""() => Array.from(document.querySelectorAll(
-            'a[href], button, input:not([type=hidden]), select, textarea'))
-        .filter(e => e.offsetParent !== null).map(e => {KEY})""")
-    page.locator("body").focus()
-    reached: list[str] = []
-    rings: list[str] = []
-    for _ in range(300):
-        page.keyboard.press("Tab")
-        info = page.evaluate(FOCUSED)
-        if info["tag"] == "BODY" or (reached and info["key"] == reached[0]):
-            break
-        reached.append(info["key"])
-        if info["tag"] in ("A", "BUTTON", "INPUT", "SELECT"):
-            rings.append(info["ring"])
+    wanted, infos = tab_walk(page, "a[href], button, input:not([type=hidden]), select, textarea", 300)
+    reached = [i["key"] for i in infos]
+    rings = [i["ring"] for i in infos if i["tag"] in ("A", "BUTTON", "INPUT", "SELECT")]
     assert [w for w in wanted if w not in reached] == []
     assert rings and all(r.startswith("solid") and not r.endswith(" 0px") for r in rings), rings
 

@@ -31,7 +31,7 @@ from tests.conftest import wait_for
 from tests.ovahelp import make_test_ova
 from tests.ui import sample
 from tests.ui.conftest import LAPTOP, UI
-from tests.ui.test_dashboard import FOCUSED, KEY
+from tests.ui.test_dashboard import tab_walk
 
 PAGES = ("/provisioner", "/provisioner/system", "/provisioner/system/web", "/provisioner/network",
          "/provisioner/network/std", "/provisioner/storage", "/provisioner/storage/std",
@@ -168,19 +168,9 @@ def test_keyboard_and_labels(ui: UI, prov_cluster: dict[str, Any]) -> None:
                  "/provisioner/ovas"):
         ui.goto(path)
         page = ui.page
-        wanted = page.evaluate(f"""() => Array.from(document.querySelectorAll(
-                'a[href], button, input:not([type=hidden]), select, textarea'))
-            .filter(e => e.offsetParent !== null).map(e => {KEY})""")
-        page.locator("body").focus()
-        reached: list[str] = []
-        rings: list[str] = []
-        for _ in range(300):
-            page.keyboard.press("Tab")
-            info = page.evaluate(FOCUSED)
-            if info["tag"] == "BODY" or (reached and info["key"] == reached[0]):
-                break
-            reached.append(info["key"])
-            rings.append(info["ring"])
+        wanted, infos = tab_walk(page, "a[href], button, input:not([type=hidden]), select, textarea", 300)
+        reached = [i["key"] for i in infos]
+        rings = [i["ring"] for i in infos]
         missing = [w for w in wanted if w not in reached]
         assert missing == [], (path, missing)
         assert all(r.startswith("solid") and not r.endswith(" 0px") for r in rings), (path, rings)

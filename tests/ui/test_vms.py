@@ -13,7 +13,7 @@ from pvc.core.zk import ZK
 from tests.conftest import Api
 from tests.ui import sample
 from tests.ui.conftest import UI
-from tests.ui.test_dashboard import FOCUSED, KEY
+from tests.ui.test_dashboard import tab_walk
 from tests.ui.test_vms_routes import bulk_vms, snapshot
 
 ROWS = "#vms-list tbody tr"
@@ -215,20 +215,10 @@ def test_keyboard_and_labels_on_a_vm_page(ui: UI, cluster: dict[str, Any]) -> No
     ui.goto("/vms/web1")
     ui.live()
     page = ui.page
-    wanted = page.evaluate(f"""() => Array.from(document.querySelectorAll(
-            'a[href], button, input:not([type=hidden]), select, textarea, summary'))
-        .filter(e => e.offsetParent !== null).map(e => {KEY})""")
-    page.locator("body").focus()
-    reached: list[str] = []
-    rings: list[str] = []
-    for _ in range(400):
-        page.keyboard.press("Tab")
-        info = page.evaluate(FOCUSED)
-        if info["tag"] == "BODY" or (reached and info["key"] == reached[0]):
-            break
-        reached.append(info["key"])
-        if info["tag"] in ("A", "BUTTON", "INPUT", "SELECT"):
-            rings.append(info["ring"])
+    wanted, infos = tab_walk(page, "a[href], button, input:not([type=hidden]), select, textarea, summary",
+                             400)
+    reached = [i["key"] for i in infos]
+    rings = [i["ring"] for i in infos if i["tag"] in ("A", "BUTTON", "INPUT", "SELECT")]
     missing = [w for w in wanted if w not in reached]
     assert missing == [], missing
     assert all(r.startswith("solid") and not r.endswith(" 0px") for r in rings), rings
