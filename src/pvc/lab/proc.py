@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pvc.lab import supervise
+
 T = TypeVar("T")
 
 
@@ -126,16 +128,21 @@ def kill_unit(pid: int, spare: Callable[[int], bool] = lambda _pid: False, timeo
     of a unit's control group when its main process dies (SIGTERM, SIGKILL after `timeout`).
 
     Processes for which `spare(pid)` is true stay (on a real host they run in units of their own,
-    e.g. an OSD PVC started). Returns the pids signalled.
+    e.g. an OSD PVC started). A daemon the lab runs under `pvc.lab.supervise` is a main process
+    too: SIGKILLed right after its supervisor, as systemd would kill the daemon itself. Returns
+    the pids signalled, main ones first.
     """
     table = process_table()
-    rest = [p for p in descendants(pid, table) if not spare(p)]
+    daemon = supervise.supervised_pid(pid)
+    mains = [pid] if daemon is None else [pid, daemon]
+    rest = [p for p in descendants(pid, table) if p not in mains and not spare(p)]
     rest += [p for p, (state, _parent, group) in table.items()
-             if group == pid and p != pid and p not in rest and state != "Z" and not spare(p)]
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+             if group == pid and p not in mains and p not in rest and state != "Z" and not spare(p)]
+    for main in mains:       # the supervisor first: it must not see its daemon's death
+        try:
+            os.kill(main, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for child in rest:
             try:
@@ -143,9 +150,9 @@ def kill_unit(pid: int, spare: Callable[[int], bool] = lambda _pid: False, timeo
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout
-        while any(alive(p) for p in [pid, *rest]) and time.monotonic() < deadline:
+        while any(alive(p) for p in [*mains, *rest]) and time.monotonic() < deadline:
             time.sleep(0.05)
-    return [pid, *rest]
+    return [*mains, *rest]
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):

@@ -197,8 +197,23 @@ def pidfile(plan: LabPlan, node: NodePlan, daemon: str) -> Path:
     return plan.pid_dir / f"{node.name}-{daemon}.pid"
 
 
+# Daemons the lab restarts after a crash, as systemd's Restart=on-failure does on a real host:
+# pvcworkerd only, under pvc.lab.supervise (a SIGKILL or SIGTERM of it is still final, as the chaos
+# runner's kill_pvcworkerd expects). Not pvcnoded: the HA tests kill it on purpose and expect it
+# to stay dead (its node is fenced), and restore_node / restart_daemon start it again.
+SUPERVISED = ("pvcworkerd",)
+
+
+def daemon_command(daemon: str) -> list[str]:
+    """The daemon's command line; the pid spawn() records is the supervisor's for SUPERVISED ones."""
+    command = [sys.executable, "-m", MODULES[daemon]]
+    if daemon in SUPERVISED:
+        return [sys.executable, "-m", "pvc.lab.supervise", "--name", daemon, "--", *command]
+    return command
+
+
 def start_daemon(plan: LabPlan, node: NodePlan, daemon: str) -> int:
-    return proc.spawn([sys.executable, "-m", MODULES[daemon]], plan.log_dir / f"{node.name}-{daemon}.log",
+    return proc.spawn(daemon_command(daemon), plan.log_dir / f"{node.name}-{daemon}.log",
                       pidfile(plan, node, daemon), netns=node.netns,
                       env={"PVC_CONFIG_FILE": str(node.pvc_conf), "PYTHONUNBUFFERED": "1"})
 

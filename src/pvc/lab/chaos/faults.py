@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pvc.lab import proc
+from pvc.lab import proc, supervise
 from pvc.lab.chaos import space
 from pvc.lab.plan import LabPlan, NodePlan
 from pvc.lab.proc import LabError
@@ -576,10 +576,16 @@ def _kill_daemon(plan: LabPlan, kind: str, target: str) -> Injected:
     if pid is None:
         raise FaultRefused(f"{kind} on {target} refused: {daemon} is not running there")
     at = time.monotonic()
+    # pvcworkerd runs under pvc.lab.supervise (the pid file's): kill_unit SIGKILLs both, the
+    # supervisor first, so this stays a kill and never becomes a restart
+    daemon_pid = supervise.supervised_pid(pid)
     signalled = proc.kill_unit(pid, spare=_is_ceph)
-    detail = f"SIGKILL {daemon} (pid {pid}) on {target}"
-    if len(signalled) > 1:
-        detail += f"; {len(signalled) - 1} process(es) it had started stopped, as systemd does"
+    mains = 1 if daemon_pid is None else 2
+    detail = f"SIGKILL {daemon} (pid {pid if daemon_pid is None else daemon_pid}) on {target}"
+    if daemon_pid is not None:
+        detail += f" and its supervisor (pid {pid})"
+    if len(signalled) > mains:
+        detail += f"; {len(signalled) - mains} process(es) it had started stopped, as systemd does"
     return Injected(kind, target, detail, at, lambda: restore_node(plan, node),
                     expect_fence=kind == "kill_pvcnoded")
 
