@@ -424,3 +424,39 @@ def test_two_snapshots_of_a_running_vm_at_once_take_turns(client: TestClient, zk
     assert [t.state for t in done] == ["SUCCESS", "SUCCESS"], [t.status for t in done]
     assert all(t.result["consistency"] == "paused" for t in done)
     assert hv.domain(uuid).state == "running"
+
+
+def test_a_removal_cut_short_is_finished_by_a_repeat(client: TestClient, zk: ZK, fake: FakeStorage,
+                                                     settings: Settings) -> None:
+    """A worker died after marking the snapshot and removing its first RBD snapshot: the record
+    says so, refuses a rollback, and a repeat without force finishes the removal."""
+    from pvc.cluster import vmsnapshots
+
+    disks = define(client, fake, "cut", 2)
+    accepted(client.post(f"{BASE}/vm/cut/snapshot", params={"snapshot_name": "s"}), "vm.create_snapshot")
+    one_task(zk, settings)
+    uuid = uuid_of(client, "cut")
+    _record, resumed = vmsnapshots.mark_removing(zk, uuid, "s")
+    assert not resumed
+    fake.remove_snapshot("vms", disks[0], "s")                  # ... and then the worker died
+    message = refused(client.post(f"{BASE}/vm/cut/snapshot/rollback", params={"snapshot_name": "s"}), 400)
+    assert "is being removed" in message and "Repeat its removal" in message
+    accepted(client.delete(f"{BASE}/vm/cut/snapshot", params={"snapshot_name": "s"}), "vm.remove_snapshot")
+    one_task(zk, settings)
+    assert vm_item(client, "cut")["snapshots"] == []
+    assert fake.list_snapshots("vms", disks[1]) == []
+
+
+def test_a_remove_refused_for_a_missing_rbd_snapshot_changes_nothing(
+        client: TestClient, zk: ZK, fake: FakeStorage, settings: Settings) -> None:
+    from pvc.cluster import vmsnapshots
+
+    disks = define(client, fake, "keep", 2)
+    accepted(client.post(f"{BASE}/vm/keep/snapshot", params={"snapshot_name": "s"}), "vm.create_snapshot")
+    one_task(zk, settings)
+    fake.remove_snapshot("vms", disks[0], "s")
+    accepted(client.delete(f"{BASE}/vm/keep/snapshot", params={"snapshot_name": "s"}), "vm.remove_snapshot")
+    task = one_task(zk, settings, "FAILURE")
+    assert "Nothing was changed" in task.status and f"vms/{disks[0]}@s: not found" in task.status
+    assert vmsnapshots.get_snapshot(zk, uuid_of(client, "keep"), "s").state == "ready"
+    assert fake.list_snapshots("vms", disks[1]) == ["s"]

@@ -15,10 +15,12 @@ import sys
 import uvicorn
 from fastapi import FastAPI
 
+from pvc.adapters.ceph.base import set_image_guard
 from pvc.api import tls, warmup
 from pvc.api.app import create_app
 from pvc.api.auth import configured_tokens, read_token_file
 from pvc.cluster import apitoken
+from pvc.cluster.storage import imagelock
 from pvc.core import schema, secrets
 from pvc.core.config import Settings, load_config
 from pvc.core.errors import ClusterUnavailable, ConfigError
@@ -106,6 +108,8 @@ def main() -> int:
     app: FastAPI | None = None
     try:
         schema.migrate(zk)
+        # no two of PVC's maintenance operations on one RBD image at once, cluster-wide (imagelock)
+        set_image_guard(imagelock.guard(zk, f"pvcapid on {settings.node_name}"))
         if settings.api.authentication.enabled and not settings.api.token:
             try:
                 # the cluster's one generated token (sealed in ZooKeeper) into api.token_file

@@ -2,7 +2,8 @@
 
 A task is one JSON document. A worker claims it with one transaction that checks the
 document's version, sets RUNNING and creates an ephemeral owner znode; if the worker's session
-dies, the owner vanishes and any worker's reaper marks the task failed with the reason.
+dies, the owner vanishes and any worker's reaper marks the task failed with the reason (or,
+for a kind that finishes what it started when run again, queues it again).
 Target "primary" is resolved when a worker claims the task, so a task submitted just before a
 primary change still runs (on the new primary).
 """
@@ -19,7 +20,7 @@ from pydantic import BaseModel
 from pvc.core import schema
 from pvc.core.errors import Conflict, InvalidInput, NotFound
 from pvc.core.records import TaskRecord
-from pvc.core.taskkinds import BadTaskArgs, validate_args
+from pvc.core.taskkinds import MAX_ATTEMPTS, RESUMABLE, BadTaskArgs, validate_args
 from pvc.core.vocabulary import TASK_FINISHED
 from pvc.core.zk import ZK, encode
 
@@ -160,7 +161,7 @@ def claim(zk: ZK, task: TaskRecord, version: int, node: str) -> TaskRecord | Non
     """Atomically take a PENDING task for `node`; None if someone else changed it first."""
     now = time.time()
     running = task.model_copy(update={"state": "RUNNING", "worker": node, "started": now,
-                                      "status": "Starting"})
+                                      "status": "Starting", "attempts": task.attempts + 1})
     tx = zk.transaction()
     tx.check(schema.task(task.id), version)
     tx.create(schema.task_owner(task.id), node.encode(), ephemeral=True)
@@ -212,18 +213,24 @@ def append_log(zk: ZK, task_id: str, *lines: str) -> None:
 
 
 def reap_orphans(zk: ZK) -> list[str]:
-    """Mark RUNNING tasks whose worker session is gone as failed; return their ids."""
+    """Settle RUNNING tasks whose worker session is gone: a resumable kind (taskkinds.RESUMABLE)
+    is queued again while it has attempts left, any other is marked failed; return their ids."""
     reaped = []
     for task, version in load_tasks(zk):
         if task.state != "RUNNING" or zk.exists(schema.task_owner(task.id)):
             continue
-        failed = task.model_copy(update={
-            "state": "FAILURE", "finished": time.time(),
-            "status": f"Worker on node {task.worker} stopped while running this task "
-                      f"(last status: {task.status})",
-        })
+        stopped = f"Worker on node {task.worker} stopped while running this task"
+        if task.kind in RESUMABLE and task.attempts < MAX_ATTEMPTS:
+            update: dict[str, Any] = {
+                "state": "PENDING", "worker": "", "started": None,
+                "status": f"{stopped} (last status: {task.status}); queued again to finish it "
+                          f"(attempt {task.attempts + 1} of {MAX_ATTEMPTS})",
+            }
+        else:
+            update = {"state": "FAILURE", "finished": time.time(),
+                      "status": f"{stopped} (last status: {task.status})"}
         try:
-            zk.set_doc(schema.task(task.id), failed.doc(), version=version)
+            zk.set_doc(schema.task(task.id), task.model_copy(update=update).doc(), version=version)
             reaped.append(task.id)
         except (BadVersionError, NoNodeError):
             continue

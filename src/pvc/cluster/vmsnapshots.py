@@ -200,6 +200,35 @@ def drop_snapshot(zk: ZK, uuid: str, name: str) -> None:
         zk.delete_many(paths)
 
 
+def mark_removing(zk: ZK, uuid: str, name: str) -> tuple[VMSnapshotRecord, bool]:
+    """Mark the snapshot as being removed before its first RBD snapshot goes; (the record, whether
+    it was marked already: a removal cut short, which a repeat finishes).
+
+    A snapshot marked so is never rolled back, renamed or exported again; a worker dying in the
+    middle leaves the mark, and the removal task is queued again (taskkinds.RESUMABLE).
+    """
+    before: list[str] = []
+
+    def change(data: Any) -> Any:
+        record = _parse(data)
+        if record is None:
+            raise NotFound(f'Could not find snapshot "{name}" of VM {uuid}.')
+        before[:] = [record.state]
+        return record.model_copy(update={"state": "removing"}).doc()
+
+    try:
+        data = zk.update(schema.vm_snapshot(uuid, name), change)
+    except NoNodeError:
+        raise NotFound(f'Could not find snapshot "{name}" of VM {uuid}.') from None
+    return VMSnapshotRecord.model_validate(data), before == ["removing"]
+
+
+def check_not_removing(snapshot: VMSnapshotRecord, vm_name: str, doing: str) -> None:
+    if snapshot.state == "removing":
+        raise Conflict(f'Snapshot "{snapshot.name}" of VM "{vm_name}" is being removed; it cannot be '
+                       f"{doing}. Repeat its removal to finish it.")
+
+
 def _delete_together(zk: ZK, paths: list[str]) -> bool:
     """Delete paths in one transaction; False when one vanished meanwhile (the caller falls back to
     deleting what is left one by one)."""
@@ -366,6 +395,7 @@ def extra_disks(record: VMRecord, snapshot: VMSnapshotRecord) -> list[str]:
 
 def check_rollback(record: VMRecord, snapshot: VMSnapshotRecord, force: bool) -> list[str]:
     """Refuse a rollback the VM's state or disks do not allow; the disks `force` will detach."""
+    check_not_removing(snapshot, record.name, "rolled back")
     if record.state not in ROLLBACK_STATES:
         raise Conflict(f'VM "{record.name}" is in state {record.state}; a snapshot is only rolled back '
                        f"while the VM is in state {', '.join(ROLLBACK_STATES)}. Stop it first.")
@@ -405,7 +435,7 @@ def check_rename(record: VMRecord, name: str, new_name: str) -> None:
 def submit_rename(zk: ZK, vm: str, name: str, new_name: str) -> TaskRecord:
     record = _vm(zk, vm)
     pure.check_name(new_name, "new_name")
-    _existing(zk, record, name)
+    check_not_removing(_existing(zk, record, name), record.name, "renamed")
     check_rename(record, name, new_name)
     if zk.exists(schema.vm_snapshot(record.uuid, new_name)):
         raise Conflict(f'Snapshot "{new_name}" of VM "{record.name}" already exists.')

@@ -111,6 +111,7 @@ class TaskRecord(Record):
     started: float | None = None
     finished: float | None = None
     cancel_requested: bool = False
+    attempts: int = 0                # claims so far (a resumable kind runs again after its worker died)
 
     @property
     def finished_state(self) -> bool:

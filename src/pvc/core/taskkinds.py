@@ -241,3 +241,10 @@ def validate_args(kind: str, args: dict[str, Any] | BaseModel | None) -> TaskArg
             f"{'.'.join(str(p) for p in err['loc']) or 'args'}: {err['msg']}" for err in exc.errors()
         )
         raise BadTaskArgs(f"task {kind}: {problems}") from None
+
+
+# Kinds that finish what they started when run again, so a task of theirs whose worker died while
+# running it is queued again (up to MAX_ATTEMPTS claims) instead of failed: a snapshot removal is
+# marked in its document before the first RBD snapshot goes, and a repeat completes it.
+RESUMABLE = frozenset({VM_REMOVE_SNAPSHOT})
+MAX_ATTEMPTS = 3

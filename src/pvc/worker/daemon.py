@@ -9,6 +9,8 @@ import threading
 from typing import Any
 
 from pvc import __version__
+from pvc.adapters.ceph.base import set_image_guard
+from pvc.cluster.storage import imagelock
 from pvc.core import schema, secrets
 from pvc.core.config import load_config
 from pvc.core.errors import ClusterUnavailable, ConfigError
@@ -46,6 +48,8 @@ def main() -> None:
     if stop.is_set():
         sys.exit(1)
     schema.migrate(zk)
+    # no two of PVC's maintenance operations on one RBD image at once, cluster-wide (imagelock)
+    set_image_guard(imagelock.guard(zk, f"pvcworkerd on {settings.node_name}"))
     worker = Worker(zk, settings)
     log.info("pvcworkerd %s on node %s: %d slot(s), task kinds: %s", __version__, settings.node_name,
              worker.concurrency, ", ".join(sorted(KINDS)))

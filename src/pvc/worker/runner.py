@@ -92,7 +92,8 @@ class Worker:
             self.pool.submit(self._execute, claimed)
         if any(t.state == "RUNNING" for t, _ in all_tasks):
             for task_id in tasks.reap_orphans(self.zk):
-                log.warning("task %s failed: its worker stopped while running it", task_id)
+                log.warning("task %s: its worker stopped while running it (failed, or queued again "
+                            "if its kind resumes)", task_id)
         if primary == self.node and time.monotonic() - self._last_prune > PRUNE_INTERVAL:
             self._last_prune = time.monotonic()
             keep = self.settings.worker.task_retention_days * 86400

@@ -269,10 +269,24 @@ def _refresh_volumes(zk: ZK, storage: Storage, volumes: Sequence[tuple[str, str]
 
 def remove_snapshot(zk: ZK, settings: Settings, uuid: str, name: str, force: bool, log: Log,
                     progress: Callable[[int, int, str], Any] | None = None) -> None:
-    """Remove the RBD snapshots, then the record. A missing RBD snapshot is an error unless `force`
-    (then the record goes anyway); on an error the record stays, so the remove can be repeated."""
+    """Mark the record as removing, remove the RBD snapshots, then the record.
+
+    Crash-safe: the mark is written before the first RBD snapshot goes, so a removal cut short
+    (the worker died, an error) leaves a record that says so, and a repeat - the task is queued
+    again after a worker's death - finishes it: RBD snapshots already gone are then expected.
+    Otherwise a missing RBD snapshot is an error unless `force` (then the record goes anyway);
+    on an error the record stays, so the remove can be repeated.
+    """
     record = snaps.get_snapshot(zk, uuid, name)
     storage = storage_for(settings)
+    if not force and record.state != "removing":
+        missing = _missing_rbd(storage, record)
+        if missing:         # refused before anything is written
+            raise SnapshotFailed(f'Could not remove snapshot "{name}": {"; ".join(missing)}. Nothing was '
+                                 f"changed; use force to drop the record anyway.")
+    record, resumed = snaps.mark_removing(zk, uuid, name)
+    if resumed:
+        log(f'snapshot "{name}" was being removed already: finishing that removal')
     errors = []
     total = len(record.volumes) + 1
     for index, vol in enumerate(record.volumes, start=1):
@@ -281,18 +295,28 @@ def remove_snapshot(zk: ZK, settings: Settings, uuid: str, name: str, force: boo
         try:
             storage.remove_snapshot(vol.pool, vol.volume, vol.snap)
         except StorageNotFound:
-            if force:
-                log(f"RBD snapshot {vol.ref} is already gone (forced: ignored)")
-                continue
-            errors.append(f"{vol.ref}: not found")
+            # forced, removed by the removal this one finishes, or gone since the check above
+            log(f"RBD snapshot {vol.ref} is already gone (ignored)")
         except StorageError as exc:
             errors.append(f"{vol.ref}: {exc.message}")
     if errors:
         raise SnapshotFailed(f'Could not remove snapshot "{name}": {"; ".join(errors)}. The snapshot '
-                             f"record is kept; {'repeat the removal' if force else 'use force to drop it'}.")
+                             f"record is kept, marked as being removed; repeat the removal to finish it.")
     snaps.drop_snapshot(zk, uuid, name)
     _refresh_volumes(zk, storage, [(v.pool, v.volume) for v in record.volumes])
     log(f'snapshot "{name}" removed')
+
+
+def _missing_rbd(storage: Storage, record: VMSnapshotRecord) -> list[str]:
+    """The record's RBD snapshots that are missing from Ceph, each as 'pool/volume@snap: why'."""
+    missing = []
+    for vol in record.volumes:
+        try:
+            if vol.snap not in storage.list_snapshots(vol.pool, vol.volume):
+                missing.append(f"{vol.ref}: not found")
+        except StorageNotFound:
+            missing.append(f"{vol.ref}: volume {vol.pool}/{vol.volume} not found")
+    return missing
 
 
 def rename_snapshot(zk: ZK, settings: Settings, uuid: str, name: str, new_name: str,

@@ -8,6 +8,7 @@ text. Sizes are bytes. Volume `info()` has the shape of `rbd info --format json`
 from __future__ import annotations
 
 import abc
+import threading
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,48 @@ class StorageInUse(StorageError):
 
 class StorageExists(StorageError):
     pass
+
+
+ImageRef = tuple[str, str]          # (pool, volume)
+# A guard held around one maintenance operation on images: (the images, what is done to them).
+ImageGuard = Callable[[Sequence[ImageRef], str], AbstractContextManager[None]]
+
+_image_guard: ImageGuard | None = None
+_held = threading.local()
+
+
+def set_image_guard(guard: ImageGuard | None) -> None:
+    """Install the process's guard around image maintenance operations (snapshot create, remove,
+    rename, rollback; resize): pvcapid and pvcworkerd install a ZooKeeper lock per image
+    (pvc.cluster.storage.imagelock), so no two of PVC's operations on one image overlap anywhere
+    in the cluster.
+
+    Why: librbd aborts its process (`ceph_assert(m_pending_ops == 0)` in ~AsyncOpTracker) when an
+    image handle closes while notifications from another client's operation on the same image
+    are still being handled: a worker removing a snapshot while a live resize of the same disk
+    ran took the whole pvcworkerd down. Without a guard (tools, unit tests) nothing is held.
+    """
+    global _image_guard
+    _image_guard = guard
+
+
+@contextmanager
+def image_guarded(refs: Sequence[ImageRef], what: str) -> Iterator[None]:
+    """Hold the process's guard for `refs` during the block; re-entrant per thread (an undo run
+    inside a guarded block, e.g. removing a snapshot just made, does not wait for itself)."""
+    held: set[ImageRef] = getattr(_held, "refs", None) or set()
+    _held.refs = held
+    todo = sorted(set(refs) - held)
+    guard = _image_guard
+    if not todo or guard is None:
+        yield
+        return
+    with guard(todo, what):
+        held.update(todo)
+        try:
+            yield
+        finally:
+            held.difference_update(todo)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from pvc.adapters.ceph.base import (
     StorageInUse,
     StorageNotFound,
     failure_of,
+    image_guarded,
 )
 from pvc.adapters.ceph.connection import CephConnection
 
@@ -51,6 +52,10 @@ def _ctime(stamp: datetime.datetime | None) -> str:
     if stamp is None:
         return ""
     return time.ctime(calendar.timegm(stamp.timetuple()))
+
+
+def _refs(volumes: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"{pool}/{volume}" for pool, volume in volumes)
 
 
 def _qemu_rbd_escape(value: str) -> str:
@@ -237,7 +242,7 @@ class CephStorage(CephConnection, Storage):
     def resize_volume(self, pool: str, name: str, size: int) -> None:
         what = f"volume {pool}/{name}"
         self._check_size(what, size)
-        with self._image(pool, name) as image, self._call(what):
+        with self._maintain(pool, name, "resize", what) as image:
             image.resize(size)
 
     def rename_volume(self, pool: str, name: str, new_name: str) -> None:
@@ -381,25 +386,30 @@ class CephStorage(CephConnection, Storage):
         with self._image(pool, volume, read_only=True) as image, self._call(f"volume {pool}/{volume}"):
             return [str(s["name"]) for s in sorted(image.list_snaps(), key=lambda s: s["id"])]
 
+    @contextmanager
+    def _maintain(self, pool: str, volume: str, doing: str, what: str,
+                  **messages: str | None) -> Iterator[Any]:
+        """The image opened for a maintenance operation, under the process's image guard
+        (base.set_image_guard: no two of PVC's operations on one image overlap)."""
+        with image_guarded([(pool, volume)], f"{doing} {what}"), self._image(pool, volume) as image, \
+                self._call(what, **messages):
+            yield image
+
     def create_snapshot(self, pool: str, volume: str, name: str) -> None:
-        what = f"snapshot {pool}/{volume}@{name}"
-        with self._image(pool, volume) as image, self._call(what):
+        with self._maintain(pool, volume, "create", f"snapshot {pool}/{volume}@{name}") as image:
             image.create_snap(name)
 
     def rename_snapshot(self, pool: str, volume: str, name: str, new_name: str) -> None:
-        what = f"snapshot {pool}/{volume}@{name}"
-        with self._image(pool, volume) as image, self._call(
-                what, exists=f"snapshot {pool}/{volume}@{new_name}: already exists"):
+        with self._maintain(pool, volume, "rename", f"snapshot {pool}/{volume}@{name}",
+                            exists=f"snapshot {pool}/{volume}@{new_name}: already exists") as image:
             image.rename_snap(name, new_name)
 
     def rollback_snapshot(self, pool: str, volume: str, name: str) -> None:
-        what = f"snapshot {pool}/{volume}@{name}"
-        with self._image(pool, volume) as image, self._call(what):
+        with self._maintain(pool, volume, "roll back to", f"snapshot {pool}/{volume}@{name}") as image:
             image.rollback_to_snap(name)
 
     def remove_snapshot(self, pool: str, volume: str, name: str) -> None:
-        what = f"snapshot {pool}/{volume}@{name}"
-        with self._image(pool, volume) as image, self._call(what):
+        with self._maintain(pool, volume, "remove", f"snapshot {pool}/{volume}@{name}") as image:
             if image.is_protected_snap(name):
                 image.unprotect_snap(name)
             image.remove_snap(name)
@@ -409,6 +419,7 @@ class CephStorage(CephConnection, Storage):
         """The images opened beforehand and closed afterwards (opening and closing three images
         costs about as much as snapshotting them), each snapshot made on its own thread."""
         with contextlib.ExitStack() as stack:
+            stack.enter_context(image_guarded(volumes, f"snapshot {_refs(volumes)}"))
             images = {(p, v): stack.enter_context(self._image(p, v)) for p, v in volumes}
             pool = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, len(volumes)),
                                                           thread_name_prefix="rbdsnap"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvc.adapters.ceph import StorageError, StorageNotFound, secret_uuid
+from pvc.adapters.ceph.base import image_guarded
 from pvc.adapters.hypervisor import Hypervisor, HypervisorError, LibvirtHypervisor
 from pvc.core import domainxml, schema
 from pvc.core.errors import PVCError
@@ -154,7 +155,12 @@ def block_resize(ctx: TaskContext, uuid: str, pool: str, volume: str, size: int 
         if not hv.is_running(uuid):
             raise TaskFailed(f"VM {name} is not running on node {ctx.node}; it sees the new size of {disk} "
                              f"when it next starts")
-        hv.block_resize(uuid, disk, size_bytes)
+        # QEMU resizes the image: under the image's lock, like the Ceph adapter's own maintenance
+        # operations (pvc.cluster.storage.imagelock), so no snapshot operation overlaps it
+        with image_guarded([(pool, volume)], f"live resize of {disk} in VM {name}"):
+            hv.block_resize(uuid, disk, size_bytes)
+    except StorageError as exc:
+        raise TaskFailed(f"Live resize of disk {disk} of VM {name} refused: {exc.message}") from None
     except HypervisorError as exc:
         raise TaskFailed(f"Live resize of disk {disk} of VM {name} failed: {exc}") from None
     finally:
