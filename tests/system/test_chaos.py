@@ -7,7 +7,6 @@ snapshots; networks) while faults are injected one at a time, and no invariant m
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,6 @@ SEED = 1717
 MINUTES = 3.0
 
 
-@pytest.mark.skipif(not os.environ.get("PVC_TEST_CHAOS"),
-                    reason="opt-in (PVC_TEST_CHAOS=1): in a clean-clone suite run pvcworkerd aborted "
-                           "inside librbd (ceph_assert m_pending_ops == 0 in AsyncOpTracker; a snapshot "
-                           "removal and a live resize of one image in flight) and the lab, unlike "
-                           "systemd, did not restart it; both open in issue #17")
 @pytest.mark.timeout(int(MINUTES * 60 + 600))        # the run, its settling (240 s at most), clean-up
 def test_a_short_chaos_run_breaks_no_invariant(lab: LabPlan, tmp_path: Path) -> None:
     config = runner.Config(minutes=MINUTES, seed=SEED, workers=3, max_vms=4, fault_gap=(5.0, 20.0),
