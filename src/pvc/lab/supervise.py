@@ -30,7 +30,8 @@ CRASH_SIGNALS = frozenset({signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal
                            signal.SIGTRAP})
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)   # passed on to the child
 RESTART_SEC = 2.0                 # systemd's RestartSec=2s
-START_LIMIT_BURST = 5             # more restarts than this within START_LIMIT_INTERVAL: give up
+# more restarts than this within START_LIMIT_INTERVAL: give up (as deploy/systemd/pvcworkerd.service)
+START_LIMIT_BURST = 10
 START_LIMIT_INTERVAL = 60.0
 MODULE = "pvc.lab.supervise"
 _PR_SET_PDEATHSIG = 1
