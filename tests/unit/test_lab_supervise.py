@@ -54,16 +54,16 @@ def test_never_a_restart_once_the_supervisor_is_told_to_stop(returncode: int) ->
     assert decide(returncode, (), now=5.0, stopping=True).action == "end"
 
 
-def test_the_start_limit_more_than_five_restarts_in_sixty_seconds() -> None:
+def test_the_start_limit_more_than_ten_restarts_in_sixty_seconds() -> None:
     assert (START_LIMIT_BURST, START_LIMIT_INTERVAL) == (10, 60)
     restarts: tuple[float, ...] = ()
     now = 1000.0
     for _ in range(START_LIMIT_BURST):
         decision = decide(-signal.SIGABRT, restarts, now)
         assert decision.action == "restart"
-        restarts, now = decision.restarts, now + 10
-    assert len(restarts) == 5
-    decision = decide(-signal.SIGABRT, restarts, now)         # the sixth within 50 s
+        restarts, now = decision.restarts, now + 5
+    assert len(restarts) == 10
+    decision = decide(-signal.SIGABRT, restarts, now)         # the eleventh within 50 s
     assert decision.action == "give-up"
     assert decision.how == "signal SIGABRT"
 
@@ -73,8 +73,8 @@ def test_old_restarts_fall_out_of_the_window() -> None:
     decision = decide(1, restarts, now=61.5)                  # 0 and 1 are more than 60 s ago
     assert decision.action == "restart"
     assert decision.restarts == (2.0, 3.0, 100.0, 61.5)
-    assert decide(1, (10.0,) * 5, now=70.0).action == "restart"    # exactly 60 s: outside
-    assert decide(1, (10.1,) * 5, now=70.0).action == "give-up"
+    assert decide(1, (10.0,) * 10, now=70.0).action == "restart"    # exactly 60 s: outside
+    assert decide(1, (10.1,) * 10, now=70.0).action == "give-up"
 
 
 def test_decide_leaves_its_input_alone() -> None:
