@@ -315,10 +315,11 @@ class Runner:
             self.violate("orphan-mapping", "host", leftover)
         for problem in invariants.zookeeper_problems(self.plan):
             self.violate("zookeeper-unhealthy", "ensemble", problem)
-        problems = invariants.ceph_problems(self.plan)
+        silenced = any(f["kind"] in invariants.SILENCING_KINDS for f in self.injected)
+        problems = invariants.ceph_problems(self.plan, silenced)
         while problems and time.monotonic() < deadline + 120:
             time.sleep(5)
-            problems = invariants.ceph_problems(self.plan)
+            problems = invariants.ceph_problems(self.plan, silenced)
         for problem in problems:
             self.violate("ceph-unhealthy", "cluster", problem)
         for problem in self.unhealthy(0):
