@@ -291,6 +291,11 @@ class PluginHost:
     def run(self, request: dict[str, Any], deadline: float) -> list[dict[str, Any]]:
         """One pass: send the request, wait up to `deadline` seconds for the answer."""
         with self._lock:
+            if self.proc is not None and self.proc.poll() is not None:
+                # died between passes (killed, out of memory): a failure of this pass as much as a
+                # death mid-pass, whichever the timing; the next pass starts a new host
+                code, self.proc = self.proc.returncode, None
+                raise HostFailed(f"the plugin host failed: it exited (code {code}) since the last pass")
             proc = self._start()
             assert proc.stdin is not None and proc.stdout is not None
             self._next_id += 1
