@@ -212,6 +212,9 @@ def heartbeat(admin: Admin) -> int:
 
 
 def boots(admin: Admin) -> int:
+    """The guest's boot count from its console (0 when the boot line is not in it: the console
+    log is kept by the node that runs the VM, so after a migration it starts at the handover;
+    the heartbeat going on from where it was is what shows the guest was not restarted)."""
     counts = [int(n) for n in re.findall(r"PVC-GUEST-ROOT dev=/dev/vda boots=(\d+)", console(admin))]
     return max(counts, default=0)
 
@@ -300,7 +303,7 @@ def recover_coordinator(report: Report, admin: Admin, hosts: list[lane.Host], in
                 f"{lost.name}'s rebuilt monitor is not in the quorum: {quorum.get('quorum_names')}"
             )
         wait(f"{VM} still heartbeating", lambda: heartbeat(admin) > before, 60)
-        if boots(admin) != 1:
+        if boots(admin) > 1:
             raise ScenarioError(f"{VM} rebooted while a coordinator was lost (boots={boots(admin)})")
 
 
@@ -404,7 +407,7 @@ def run(report: Report, keep_up: bool = False, recovery: bool = False, nodes: bo
                 f"{VM} runs on {target}", lambda: vm_node(admin) == target and vm_state(admin) == "start", 180
             )
             wait(f"{VM} heartbeats after the migration", lambda: heartbeat(admin) > before, 60)
-            if boots(admin) != 1:
+            if boots(admin) > 1:
                 raise ScenarioError(f"{VM} rebooted during the live migration (boots={boots(admin)})")
         with report.phase("flush and ready a node"):
             admin.call("POST", f"/node/{target}/domain-state", params={"state": "flush", "wait": "true"})
@@ -428,7 +431,7 @@ def run(report: Report, keep_up: bool = False, recovery: bool = False, nodes: bo
             if set(versions.values()) != {facts["new_version"]}:
                 raise ScenarioError(f"after the upgrade the nodes run {versions}, not {facts['new_version']}")
             wait(f"{VM} still heartbeating", lambda: heartbeat(admin) > before, 60)
-            if boots(admin) != 1 or vm_state(admin) != "start":
+            if boots(admin) > 1 or vm_state(admin) != "start":
                 raise ScenarioError(
                     f"{VM} did not keep running through the upgrade "
                     f"(boots={boots(admin)}, state={vm_state(admin)})"
