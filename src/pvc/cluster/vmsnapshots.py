@@ -204,7 +204,7 @@ def mark_removing(zk: ZK, uuid: str, name: str) -> tuple[VMSnapshotRecord, bool]
     """Mark the snapshot as being removed before its first RBD snapshot goes; (the record, whether
     it was marked already: a removal cut short, which a repeat finishes).
 
-    A snapshot marked so is never rolled back, renamed or exported again; a worker dying in the
+    A snapshot marked so is never rolled back or renamed again; a worker dying in the
     middle leaves the mark, and the removal task is queued again (taskkinds.RESUMABLE).
     """
     before: list[str] = []
