@@ -272,6 +272,26 @@ def define_vm(admin: Admin, built: guest.GuestImage, node: str) -> str:
     return uuid
 
 
+JOURNAL_UNITS = ("pvcnoded", "pvcworkerd", "pvcapid", "libvirtd", "zookeeper", "ceph-mon@*", "ceph-osd@*")
+
+
+def _save_journals(logs: Path) -> None:
+    """Each host's journal of PVC's and its services' units beside the consoles (best effort: a
+    failed run is read from these after the lane is gone)."""
+    units = [arg for unit in JOURNAL_UNITS for arg in ("-u", unit)]
+    try:
+        hosts = lane.lane_hosts()
+    except Exception:           # the lane never came up
+        return
+    for host in hosts:
+        try:
+            text = lane.ssh(host, "journalctl", "--no-pager", "-o", "short-iso", *units,
+                            check=False, timeout=60)
+            (logs / f"{host.name}.journal.log").write_text(text)
+        except Exception:       # the logs of a failed run must not hide its failure
+            continue
+
+
 def recover_coordinator(report: Report, admin: Admin, hosts: list[lane.Host], inventory: Path) -> None:
     """docs/install.md "Recovery from a lost coordinator", as written: a coordinator that runs
     neither the VM nor the primary loses power and its disks; the survivors forget its OSDs,
@@ -455,6 +475,7 @@ def run(report: Report, keep_up: bool = False, recovery: bool = False, nodes: bo
     finally:
         if not keep_up:
             logs = lane.STATE_DIR / "logs"
+            _save_journals(logs)
             keep = image.CACHE_DIR / "last-run-logs"
             shutil.rmtree(keep, ignore_errors=True)
             with contextlib.suppress(OSError):
