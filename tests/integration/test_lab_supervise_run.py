@@ -49,7 +49,7 @@ class Run:
 
     def child(self, starts: int = 1, timeout: float = 15) -> int:
         """The pid of the `starts`-th start, once it is up and its supervisor knows it."""
-        wait(lambda: len(self.pids()) >= starts and supervise.supervised_pid(self.sup.pid) == self.pids()[-1],
+        wait(lambda: len(self.pids()) >= starts and proc.supervised_daemon(self.sup.pid) == self.pids()[-1],
              timeout, f"start {starts}")
         return self.pids()[starts - 1]
 

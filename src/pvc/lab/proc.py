@@ -123,6 +123,16 @@ def descendants(pid: int, table: dict[int, tuple[str, int, int]] | None = None) 
     return found
 
 
+def supervised_daemon(pid: int, table: dict[int, tuple[str, int, int]] | None = None) -> int | None:
+    """The daemon a `pvc.lab.supervise` process runs (its live child), or None when `pid` is no
+    supervisor or is between two starts: what the lab kills as the daemon's main process."""
+    if not supervise.is_supervisor(pid):
+        return None
+    table = process_table() if table is None else table
+    return next((child for child, (state, parent, _group) in table.items() if parent == pid and state != "Z"),
+                None)
+
+
 def kill_unit(pid: int, spare: Callable[[int], bool] = lambda _pid: False, timeout: float = 5) -> list[int]:
     """SIGKILL a daemon's main process, then stop what it had started, as systemd does with the rest
     of a unit's control group when its main process dies (SIGTERM, SIGKILL after `timeout`).
@@ -133,7 +143,7 @@ def kill_unit(pid: int, spare: Callable[[int], bool] = lambda _pid: False, timeo
     the pids signalled, main ones first.
     """
     table = process_table()
-    daemon = supervise.supervised_pid(pid)
+    daemon = supervised_daemon(pid, table)
     mains = [pid] if daemon is None else [pid, daemon]
     rest = [p for p in descendants(pid, table) if p not in mains and not spare(p)]
     rest += [p for p, (state, _parent, group) in table.items()

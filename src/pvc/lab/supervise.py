@@ -86,24 +86,6 @@ def is_supervisor(pid: int) -> bool:
     return MODULE.encode() in argv[1:3]
 
 
-def supervised_pid(pid: int) -> int | None:
-    """The daemon a supervisor runs (its live child), or None when `pid` is no supervisor or is
-    between two starts: what the lab kills as the daemon's main process."""
-    if not is_supervisor(pid):
-        return None
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            return int(entry)
-    return None
-
-
 def _log(name: str, message: str) -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pvc.lab.supervise: {name} {message}", file=sys.stderr,
           flush=True)

@@ -70,8 +70,7 @@ def set_image_guard(guard: ImageGuard | None) -> None:
 def image_guarded(refs: Sequence[ImageRef], what: str) -> Iterator[None]:
     """Hold the process's guard for `refs` during the block; re-entrant per thread (an undo run
     inside a guarded block, e.g. removing a snapshot just made, does not wait for itself)."""
-    held: set[ImageRef] = getattr(_held, "refs", None) or set()
-    _held.refs = held
+    held: set[ImageRef] = _held.__dict__.setdefault("refs", set())
     todo = sorted(set(refs) - held)
     guard = _image_guard
     if not todo or guard is None:

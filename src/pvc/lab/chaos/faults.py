@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pvc.lab import proc, supervise
+from pvc.lab import proc
 from pvc.lab.chaos import space
 from pvc.lab.plan import LabPlan, NodePlan
 from pvc.lab.proc import LabError
@@ -578,7 +578,7 @@ def _kill_daemon(plan: LabPlan, kind: str, target: str) -> Injected:
     at = time.monotonic()
     # pvcworkerd runs under pvc.lab.supervise (the pid file's): kill_unit SIGKILLs both, the
     # supervisor first, so this stays a kill and never becomes a restart
-    daemon_pid = supervise.supervised_pid(pid)
+    daemon_pid = proc.supervised_daemon(pid)
     signalled = proc.kill_unit(pid, spare=_is_ceph)
     mains = 1 if daemon_pid is None else 2
     detail = f"SIGKILL {daemon} (pid {pid if daemon_pid is None else daemon_pid}) on {target}"
