@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +14,9 @@ from typing import Any
 
 import httpx
 
+from pvc.adapters.ceph import CephStorage
 from pvc.adapters.hypervisor import LibvirtHypervisor
-from pvc.lab import guest, netns, proc
+from pvc.lab import ceph, guest, netns, proc
 from pvc.lab.plan import STATE_ROOT, LabPlan
 
 
@@ -160,3 +162,23 @@ def lab_traces(name: str) -> list[str]:
     if Path(state).exists():
         found.append(f"directory {state}")
     return found
+
+
+def storage_in(plan: LabPlan) -> CephStorage:
+    """A librados client living in the lab's namespace (its first call is made from there)."""
+    storage = CephStorage(str(plan.ceph_conf), str(ceph.admin_keyring(plan)))
+    failure: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            proc.enter_netns(plan.coordinators[0].netns)
+            storage.list_pools()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=connect)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return storage

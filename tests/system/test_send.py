@@ -23,7 +23,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,10 +32,10 @@ import httpx
 import pytest
 
 from pvc.adapters.ceph import CephStorage
-from pvc.lab import ceph, labtls, link, proc
+from pvc.lab import ceph, labtls, link
 from pvc.lab.main import _conn_name
 from pvc.lab.plan import LabPlan
-from tests.system.helpers import call, console, guest_xml, wait, wait_task
+from tests.system.helpers import call, console, guest_xml, storage_in, wait, wait_task
 
 pytestmark = pytest.mark.system
 POOL = "vms"
@@ -44,26 +43,6 @@ VM = "sendvm1"
 DISK = f"{VM}_sda"
 MIB = 1 << 20
 SIZE = 512 * MIB
-
-
-def storage_in(plan: LabPlan) -> CephStorage:
-    """A librados client living in the lab's namespace (its first call is made from there)."""
-    storage = CephStorage(str(plan.ceph_conf), str(ceph.admin_keyring(plan)))
-    failure: list[BaseException] = []
-
-    def connect() -> None:
-        try:
-            proc.enter_netns(plan.coordinators[0].netns)
-            storage.list_pools()
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=connect)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return storage
 
 
 def digest(storage: CephStorage, image: str, snapshot: str | None = None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from tests.system.helpers import (
     guest_xml,
     heartbeats,
     qemu_pids,
+    storage_in,
     vm_exists,
     wait,
     wait_task,
@@ -151,6 +153,41 @@ def test_pool_volume_and_snapshot_operations(lab: LabPlan, api: httpx.Client, po
     assert volumes(api) == {}
     data_a.unlink()
     data_b.unlink()
+
+
+def cut_short(storage: Any, volume: str, snapshot: str) -> None:
+    """What librbd's snapshot removal does first, and all a client that dies next leaves: the
+    snapshot moved into librbd's trash namespace under a random UUID (cls_rbd snapshot_trash_add)."""
+    import rbd
+
+    with storage._ioctx(POOL) as ioctx, rbd.Image(ioctx, volume, read_only=True) as image:
+        image_id = image.id()
+        snap_id = next(s["id"] for s in image.list_snaps() if s["name"] == snapshot)
+        ioctx.execute(f"rbd_header.{image_id}", "rbd", "snapshot_trash_add", struct.pack("<Q", snap_id))
+
+
+def test_a_snapshot_removal_cut_short_is_finished(lab: LabPlan, api: httpx.Client, pool: str) -> None:
+    """A removal cut short leaves the snapshot in librbd's trash, where no remove by name finds it:
+    the snapshot list does not show it, a repeat of the removal and a volume removal clear it."""
+    storage = storage_in(lab)
+    call(api, "POST", "/storage/ceph/volume", params={"pool": POOL, "volume": "cut", "size": "4M"})
+    for name in ("s1", "s2"):
+        call(api, "POST", "/storage/ceph/snapshot", params={"pool": POOL, "volume": "cut", "snapshot": name})
+    cut_short(storage, "cut", "s1")
+    listed = ceph.rbd(lab, "snap", "ls", "--all", f"{POOL}/cut", json_out=True)
+    assert sorted(s["namespace"]["type"] for s in listed) == ["trash", "user"], listed
+    assert storage.list_snapshots(POOL, "cut") == ["s2"]
+    assert storage.volume_info(POOL, "cut")["snapshot_count"] == 1
+
+    call(api, "DELETE", f"/storage/ceph/snapshot/{POOL}/cut/s1")      # the administrator's repeat
+    assert snapshots(api, "cut") == ["s2"]
+    assert [s["name"] for s in ceph.rbd(lab, "snap", "ls", "--all", f"{POOL}/cut", json_out=True)] == ["s2"]
+
+    cut_short(storage, "cut", "s2")
+    call(api, "DELETE", f"/storage/ceph/volume/{POOL}/cut")
+    assert "cut" not in volumes(api)
+    assert "cut" not in ceph.rbd(lab, "ls", POOL, json_out=True)
+    storage.close()
 
 
 def upload_response(api: httpx.Client, volume: str, path: Path, image_format: str) -> httpx.Response:

@@ -125,6 +125,16 @@ def test_the_ledger_against_zookeeper_and_ceph() -> None:
                      ("document-half-written", "volume cx-d002"), ("document-leftover", "network 3201")}
 
 
+def test_a_snapshot_left_in_librbds_trash_is_a_leftover() -> None:
+    """librbd renames a snapshot to a UUID in its trash namespace as removal's first step: one left
+    there is a removal cut short (the name the workload knows is its original one)."""
+    images = {"cx-p005_vda": {"size": 64, "snapshots": [], "trashed": ["cs003"]},
+              "other": {"size": 1, "snapshots": [], "trashed": ["x"]}}
+    docs = {"/ceph/volumes/vms/cx-p005_vda": {}}
+    found = {(v.invariant, v.subject) for v in invariants.compare_ledger(Ledger(), docs, images, 1.0)}
+    assert found == {("document-leftover", "snapshot cx-p005_vda@cs003")}
+
+
 def test_vms_run_where_their_documents_say() -> None:
     ledger = Ledger()
     ledger.put("vm", "a", desired="start")

@@ -230,6 +230,24 @@ def test_a_failed_pause_falls_back_to_crash_and_a_failed_snapshot_resumes(rig) -
     assert all(storage.list_snapshots(p, v) == ["s1"] for p, v in volumes)
 
 
+def test_a_domain_gone_while_paused_is_said_so(rig, monkeypatch) -> None:
+    """Stopped or removed while paused for its snapshot: the message says the domain went away,
+    not to resume it by hand, and the snapshot is undone."""
+    hv, storage, uuid, volumes = rig
+    create = storage.create_snapshot
+
+    def create_and_lose_the_domain(pool: str, volume: str, name: str) -> None:
+        create(pool, volume, name)
+        if uuid in hv.list_domains():
+            hv.destroy(uuid)
+
+    monkeypatch.setattr(storage, "create_snapshot", create_and_lose_the_domain)
+    with pytest.raises(worker.SnapshotFailed, match="went away") as failed, Reverter() as revert:
+        worker.take_disks(storage, hv, uuid, volumes, "s1", revert, print)
+    assert "virsh" not in str(failed.value)
+    assert all(storage.list_snapshots(p, v) == [] for p, v in volumes)
+
+
 def test_a_stopped_vm_is_crash_consistent(rig) -> None:
     _hv, storage, uuid, volumes = rig
     with Reverter() as revert:

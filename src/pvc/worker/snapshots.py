@@ -30,7 +30,7 @@ from kazoo.exceptions import LockTimeout
 
 from pvc.adapters.ceph import Storage, StorageError, StorageNotFound, storage_from_settings
 from pvc.adapters.ceph.base import SnapshotTaker
-from pvc.adapters.hypervisor import Hypervisor, HypervisorError, LibvirtHypervisor
+from pvc.adapters.hypervisor import DomainNotFound, Hypervisor, HypervisorError, LibvirtHypervisor
 from pvc.cluster import vmsnapshots as snaps
 from pvc.cluster.storage.docs import volume_info, write_volume
 from pvc.cluster.vms.index import get_status, is_running
@@ -165,6 +165,12 @@ def _resume(hv: Hypervisor, uuid: str, log: Log) -> None:
         try:
             hv.resume(uuid)
             return
+        except DomainNotFound:
+            # stopped, removed or fenced meanwhile: there is nothing left to resume
+            log("ERROR: the VM's domain went away while it was paused for its snapshot")
+            raise SnapshotFailed("The VM's domain went away (the VM was stopped, removed or moved by "
+                                 "force) while it was paused for its snapshot; the snapshot was not "
+                                 "kept. Take it again if the VM still exists.") from None
         except HypervisorError as exc:
             if attempt == 2:
                 log(f"ERROR: could not resume the VM after its snapshot: {exc}")

@@ -216,7 +216,7 @@ class CephStorage(CephConnection, Storage):
                 "name": name, "id": str(image.id()), "size": int(stat["size"]),
                 "objects": int(stat["num_objs"]),
                 "order": int(stat["order"]), "object_size": int(stat["obj_size"]),
-                "snapshot_count": sum(1 for _ in image.list_snaps()),
+                "snapshot_count": sum(1 for s in image.list_snaps() if _is_user(s)),
                 "block_name_prefix": str(stat["block_name_prefix"]), "format": 1 if image.old_format() else 2,
                 "features": _names(image.features(), _FEATURES),
                 "op_features": _names(image.op_features(), _OP_FEATURES),
@@ -270,11 +270,13 @@ class CephStorage(CephConnection, Storage):
         if watchers:
             raise StorageInUse(f"{what}: in use (watched by {', '.join(watchers)})")
         if has_snaps:
+            # by id: a snapshot librbd left in its trash namespace (a removal cut short) has no
+            # name a remove by name finds, and would keep the image from being purged
             with self._image(pool, name, with_ioctx=True) as (ioctx, image), self._call(what):
                 for snap in list(image.list_snaps()):
-                    if image.is_protected_snap(snap["name"]):
+                    if _is_user(snap) and image.is_protected_snap(snap["name"]):
                         image.unprotect_snap(snap["name"])
-                    image.remove_snap(snap["name"])
+                    image.remove_snap_by_id(snap["id"])
         # Into the RBD trash (a third of the time of a remove, which trims the image's objects
         # and metadata one by one); the primary's stats pass empties the trash every keepalive,
         # and the trash survives any crash in between, as Ceph's rbd_move_to_trash_on_remove.
@@ -384,7 +386,7 @@ class CephStorage(CephConnection, Storage):
 
     def list_snapshots(self, pool: str, volume: str) -> list[str]:
         with self._image(pool, volume, read_only=True) as image, self._call(f"volume {pool}/{volume}"):
-            return [str(s["name"]) for s in sorted(image.list_snaps(), key=lambda s: s["id"])]
+            return [str(s["name"]) for s in sorted(image.list_snaps(), key=lambda s: s["id"]) if _is_user(s)]
 
     @contextmanager
     def _maintain(self, pool: str, volume: str, doing: str, what: str,
@@ -409,10 +411,30 @@ class CephStorage(CephConnection, Storage):
             image.rollback_to_snap(name)
 
     def remove_snapshot(self, pool: str, volume: str, name: str) -> None:
-        with self._maintain(pool, volume, "remove", f"snapshot {pool}/{volume}@{name}") as image:
-            if image.is_protected_snap(name):
-                image.unprotect_snap(name)
-            image.remove_snap(name)
+        """librbd removes a snapshot in steps, the first moving it into its trash namespace under a
+        random UUID. A removal cut short there (its client died, or the VM whose QEMU held the
+        image's lock and ran the removal for us stopped) leaves that UUID snapshot, which no remove
+        by name finds and which holds its data for ever; a repeat of the removal finishes it."""
+        import rbd
+
+        what = f"snapshot {pool}/{volume}@{name}"
+        with self._maintain(pool, volume, "remove", what) as image:
+            found = any(_is_user(s) and s["name"] == name for s in image.list_snaps())
+            if found:
+                try:
+                    if image.is_protected_snap(name):
+                        image.unprotect_snap(name)
+                    image.remove_snap(name)
+                except rbd.ImageNotFound:
+                    pass        # librbd's own retry after such a cut: it is in the trash now
+            trashed = [s["id"] for s in image.list_snaps() if _trashed_from(s) == name]
+            for snap_id in trashed:
+                try:
+                    image.remove_snap_by_id(snap_id)
+                except rbd.ImageBusy:
+                    pass        # clones still use it: librbd removes it with the last of them
+            if not (found or trashed):
+                raise StorageNotFound(f"{what}: not found")
 
     @contextmanager
     def prepared_snapshots(self, volumes: Sequence[tuple[str, str]]) -> Iterator[SnapshotTaker]:
@@ -498,3 +520,19 @@ class _RbdBlock(BlockHandle):
             except Exception:
                 pass
         self._pending.clear()
+
+
+def _is_user(snap: dict[str, Any]) -> bool:
+    """A snapshot someone made by name (not a group's, a mirror's or one in librbd's trash)."""
+    import rbd
+
+    return snap.get("namespace", rbd.RBD_SNAP_NAMESPACE_TYPE_USER) == rbd.RBD_SNAP_NAMESPACE_TYPE_USER
+
+
+def _trashed_from(snap: dict[str, Any]) -> str | None:
+    """The name a snapshot in librbd's trash namespace had before its removal began."""
+    import rbd
+
+    if snap.get("namespace") != rbd.RBD_SNAP_NAMESPACE_TYPE_TRASH:
+        return None
+    return str((snap.get("trash") or {}).get("original_name", "")) or None

@@ -322,6 +322,7 @@ def rbd_images(client: Any, pool: str) -> dict[str, dict[str, Any]]:
     import rbd
 
     out: dict[str, dict[str, Any]] = {}
+    user, trash = rbd.RBD_SNAP_NAMESPACE_TYPE_USER, rbd.RBD_SNAP_NAMESPACE_TYPE_TRASH
     own = str(client.get_addrs())      # our own session, in case an open registers a watch
 
     def theirs(address: str) -> bool:
@@ -333,9 +334,14 @@ def rbd_images(client: Any, pool: str) -> dict[str, dict[str, Any]]:
             try:
                 with rbd.Image(ioctx, name, read_only=True) as image:
                     lockers = image.list_lockers() or {}
+                    snaps = list(image.list_snaps())
                     out[name] = {
                         "size": image.size(),
-                        "snapshots": sorted(s["name"] for s in image.list_snaps()),
+                        "snapshots": sorted(s["name"] for s in snaps
+                                            if s.get("namespace", user) == user),
+                        # a removal librbd began and nobody finished (under a random UUID name)
+                        "trashed": sorted(str((s.get("trash") or {}).get("original_name") or s["name"])
+                                          for s in snaps if s.get("namespace") == trash),
                         "watchers": sorted(a for a in (str(w.get("addr", "")) for w in image.watchers_list())
                                            if theirs(a)),
                         "lockers": sorted(str(locker[2]) for locker in lockers.get("lockers", [])),

@@ -469,6 +469,10 @@ def compare_ledger(ledger: Ledger, docs: dict[str, Any], images: dict[str, dict[
             bad("document-half-written", f"snapshot {key}",
                 "a document without an RBD snapshot" if key in snap_docs
                 else "an RBD snapshot without a document")
+    for image, info in sorted(images.items()):
+        for original in info.get("trashed", []) if image.startswith(PREFIX) else []:
+            bad("document-leftover", f"snapshot {image}@{original}",
+                "its removal stopped half-way: librbd's trash still holds it under a UUID")
     for snap in ledger.all("vmsnap"):
         vm_name, name = snap.key.split("@", 1)
         vm = ledger.get("vm", vm_name)
