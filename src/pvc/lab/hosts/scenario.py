@@ -195,11 +195,13 @@ def nodes_state(admin: Admin) -> dict[str, dict[str, Any]]:
 def check_nodes(admin: Admin, names: list[str]) -> str:
     def ready() -> str | None:
         nodes = nodes_state(admin)
-        running = [n for n in names if nodes.get(n, {}).get("daemon_state") == "run"]
+        # site.yml readies every node it brought in (a node registers itself flushed)
+        running = [n for n in names if nodes.get(n, {}).get("daemon_state") == "run"
+                   and nodes.get(n, {}).get("domain_state") == "ready"]
         primaries = [n for n, d in nodes.items() if d.get("coordinator_state") == "primary"]
         return primaries[0] if len(running) == len(names) and len(primaries) == 1 else None
 
-    return str(wait(f"nodes {names} running with one primary", ready, 240))
+    return str(wait(f"nodes {names} running and ready with one primary", ready, 240))
 
 
 def console(admin: Admin) -> str:
