@@ -98,3 +98,16 @@ def test_host_names_and_addresses() -> None:
     assert hv2.netns == "pvch-hv2"
     with pytest.raises(LabError, match=r"hv1 \.\. hv9"):
         lane.host("node1")
+
+
+def test_ssh_subcommand_runs_the_command_on_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m pvc.lab.hosts ssh hv1 ceph -s` (its command once overwrote the subcommand's
+    name, so nothing ran and it exited 0)."""
+    from pvc.lab.hosts import __main__ as cli
+
+    ran: list[list[str]] = []
+    monkeypatch.setattr(cli.os, "execvp", lambda _file, argv: ran.append(argv))
+    assert cli.main(["ssh", "hv1", "ceph", "-s"]) == 0
+    assert cli.main(["ssh", "hv2", "--", "journalctl", "-u", "pvcnoded"]) == 0
+    assert ran[0][-3:] == ["root@10.210.0.1", "ceph", "-s"]
+    assert ran[1][-4:] == ["root@10.210.0.2", "journalctl", "-u", "pvcnoded"]

@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="what runs")
     p_ssh = sub.add_parser("ssh", help="a command on a host, as root")
     p_ssh.add_argument("host")
-    p_ssh.add_argument("command", nargs=argparse.REMAINDER)
+    # not "command": that is the subcommand's dest, which a positional of that name overwrote
+    p_ssh.add_argument("remote", nargs=argparse.REMAINDER, metavar="command")
     p_inv = sub.add_parser("inventory", help="write the lane's Ansible inventory; print its path")
     p_inv.add_argument("--deb-dir", type=Path)
     p_play = sub.add_parser("playbook", help="run deploy/ansible/PLAYBOOK against the lane")
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             print(json.dumps(lane.status(), indent=1))
         elif args.command == "ssh":
-            os.execvp("ip", lane.ssh_argv(args.host, *args.command))
+            remote = args.remote[1:] if args.remote[:1] == ["--"] else args.remote
+            os.execvp("ip", lane.ssh_argv(args.host, *remote))
         elif args.command == "inventory":
             print(lane.inventory(args.deb_dir))
         elif args.command == "playbook":
