@@ -432,6 +432,11 @@ def run(report: Report, keep_up: bool = False, recovery: bool = False, nodes: bo
             if boots(admin) > 1:
                 raise ScenarioError(f"{VM} rebooted during the live migration (boots={boots(admin)})")
         with report.phase("flush and ready a node"):
+            # The migration above was a temporary one: the VM's home is still first_node, and a
+            # ready node takes back only the VMs whose home it is (as PVC 1.0's). Make it
+            # permanent first, so the flush sends the VM away from its home and the ready brings
+            # it back.
+            admin.call("POST", f"/vm/{VM}/node", params={"action": "move", "node": target})
             admin.call("POST", f"/node/{target}/domain-state", params={"state": "flush", "wait": "true"})
             wait(f"{VM} left {target}", lambda: vm_node(admin) != target and vm_state(admin) == "start", 300)
             admin.call("POST", f"/node/{target}/domain-state", params={"state": "ready", "wait": "true"})
