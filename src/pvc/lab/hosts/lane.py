@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -427,7 +428,10 @@ def ssh_argv(h: Host | str, *command: str) -> list[str]:
 
 
 def ssh(h: Host | str, *command: str, check: bool = True, timeout: float = 120) -> str:
-    result = subprocess.run(ssh_argv(h, *command), capture_output=True, text=True, timeout=timeout)
+    """`command` runs on the host as this argv: ssh hands the remote shell one joined line, so each
+    word is quoted for it (a "${Version}" reaches dpkg-query as written)."""
+    quoted = [shlex.quote(word) for word in command]
+    result = subprocess.run(ssh_argv(h, *quoted), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise LabError(
             f"ssh {h if isinstance(h, str) else h.name} {' '.join(command)} failed "
