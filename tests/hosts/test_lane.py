@@ -25,10 +25,6 @@ def _skip_reason() -> str | None:
         return "the lane needs root (namespaces, mounts, loop devices)"
     if os.environ.get("PVC_TEST_SKIP_HOSTS"):
         return "PVC_TEST_SKIP_HOSTS is set"
-    if not os.environ.get("PVC_TEST_HOSTS"):
-        # Until the lane has passed end to end, the default run leaves it out (set PVC_TEST_HOSTS=1,
-        # or run bench/hosts.py); it then joins the suite.
-        return "the container lane is opt-in while it is being finished: set PVC_TEST_HOSTS=1"
     missing = [t for t in ("systemd-nspawn", "debootstrap", "ansible-playbook", "dpkg-buildpackage")
                if shutil.which(t) is None]
     return f"missing {', '.join(missing)} (scripts/install)" if missing else None
@@ -47,6 +43,7 @@ def test_playbook_installs_three_hosts_and_upgrades_them_with_a_vm_running() -> 
     assert facts["second_run"]["changed"] == 0
     assert len([n for n in facts["cli_node_list"] if n["daemon_state"] == "run"]) == 3
     assert facts["vm_ip"].startswith(scenario.SUBNET)
+    assert facts["flush_ready"] in [n["name"] for n in facts["cli_node_list"]]
     assert set(facts["versions_after"].values()) == {facts["new_version"]}
     assert facts["after_upgrade_run"]["changed"] == 0
 
@@ -111,3 +108,22 @@ def test_ssh_subcommand_runs_the_command_on_the_host(monkeypatch: pytest.MonkeyP
     assert cli.main(["ssh", "hv2", "--", "journalctl", "-u", "pvcnoded"]) == 0
     assert ran[0][-3:] == ["root@10.210.0.1", "ceph", "-s"]
     assert ran[1][-4:] == ["root@10.210.0.2", "journalctl", "-u", "pvcnoded"]
+
+
+def test_ssh_runs_the_argv_as_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ssh joins its command for the remote shell: each word arrives quoted (the lane once sent
+    dpkg-query an empty format because the remote shell expanded ${Version})."""
+    import subprocess
+
+    from pvc.lab.hosts import lane
+
+    seen: list[list[str]] = []
+
+    def fake_run(argv: list[str], **_kwargs: object) -> subprocess.CompletedProcess[str]:
+        seen.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "1.0.3\n", "")
+
+    monkeypatch.setattr(lane, "_ssh_key", lambda: ("/nonexistent/key", "pub"))
+    monkeypatch.setattr(lane.subprocess, "run", fake_run)
+    assert lane.ssh("hv1", "dpkg-query", "-W", "-f=${Version}", "pvc-daemon-common") == "1.0.3\n"
+    assert seen[0][-4:] == ["dpkg-query", "-W", "'-f=${Version}'", "pvc-daemon-common"]
