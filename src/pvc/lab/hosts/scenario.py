@@ -307,6 +307,8 @@ def recover_coordinator(report: Report, admin: Admin, hosts: list[lane.Host], in
         lane.power_off(lost)
         check_nodes(admin, [h.name for h in hosts if h != lost])
         for osd in lane.ssh(survivor, "ceph", "osd", "ls-tree", lost.name).split():
+            # Ceph marks a dead OSD down only after its heartbeat grace: purge refuses one not down
+            lane.ssh(survivor, "ceph", "osd", "down", osd)
             lane.ssh(survivor, "ceph", "osd", "purge", osd, "--yes-i-really-mean-it")
         lane.ssh(survivor, "ceph", "mon", "remove", lost.name)
         lane.ssh(survivor, "ceph", "auth", "del", f"mgr.{lost.name}")
