@@ -216,7 +216,7 @@ class CephStorage(CephConnection, Storage):
                 "name": name, "id": str(image.id()), "size": int(stat["size"]),
                 "objects": int(stat["num_objs"]),
                 "order": int(stat["order"]), "object_size": int(stat["obj_size"]),
-                "snapshot_count": sum(1 for s in image.list_snaps() if _is_user(s)),
+                "snapshot_count": sum(1 for s in image.list_snaps() if is_user_snapshot(s)),
                 "block_name_prefix": str(stat["block_name_prefix"]), "format": 1 if image.old_format() else 2,
                 "features": _names(image.features(), _FEATURES),
                 "op_features": _names(image.op_features(), _OP_FEATURES),
@@ -274,7 +274,7 @@ class CephStorage(CephConnection, Storage):
             # name a remove by name finds, and would keep the image from being purged
             with self._image(pool, name, with_ioctx=True) as (ioctx, image), self._call(what):
                 for snap in list(image.list_snaps()):
-                    if _is_user(snap) and image.is_protected_snap(snap["name"]):
+                    if is_user_snapshot(snap) and image.is_protected_snap(snap["name"]):
                         image.unprotect_snap(snap["name"])
                     image.remove_snap_by_id(snap["id"])
         # Into the RBD trash (a third of the time of a remove, which trims the image's objects
@@ -386,7 +386,8 @@ class CephStorage(CephConnection, Storage):
 
     def list_snapshots(self, pool: str, volume: str) -> list[str]:
         with self._image(pool, volume, read_only=True) as image, self._call(f"volume {pool}/{volume}"):
-            return [str(s["name"]) for s in sorted(image.list_snaps(), key=lambda s: s["id"]) if _is_user(s)]
+            snaps = sorted(image.list_snaps(), key=lambda s: s["id"])
+            return [str(s["name"]) for s in snaps if is_user_snapshot(s)]
 
     @contextmanager
     def _maintain(self, pool: str, volume: str, doing: str, what: str,
@@ -419,7 +420,7 @@ class CephStorage(CephConnection, Storage):
 
         what = f"snapshot {pool}/{volume}@{name}"
         with self._maintain(pool, volume, "remove", what) as image:
-            found = any(_is_user(s) and s["name"] == name for s in image.list_snaps())
+            found = any(is_user_snapshot(s) and s["name"] == name for s in image.list_snaps())
             if found:
                 try:
                     if image.is_protected_snap(name):
@@ -427,7 +428,7 @@ class CephStorage(CephConnection, Storage):
                     image.remove_snap(name)
                 except rbd.ImageNotFound:
                     pass        # librbd's own retry after such a cut: it is in the trash now
-            trashed = [s["id"] for s in image.list_snaps() if _trashed_from(s) == name]
+            trashed = [s["id"] for s in image.list_snaps() if trashed_from(s) == name]
             for snap_id in trashed:
                 try:
                     image.remove_snap_by_id(snap_id)
@@ -522,17 +523,18 @@ class _RbdBlock(BlockHandle):
         self._pending.clear()
 
 
-def _is_user(snap: dict[str, Any]) -> bool:
+def is_user_snapshot(snap: dict[str, Any]) -> bool:
     """A snapshot someone made by name (not a group's, a mirror's or one in librbd's trash)."""
     import rbd
 
     return snap.get("namespace", rbd.RBD_SNAP_NAMESPACE_TYPE_USER) == rbd.RBD_SNAP_NAMESPACE_TYPE_USER
 
 
-def _trashed_from(snap: dict[str, Any]) -> str | None:
-    """The name a snapshot in librbd's trash namespace had before its removal began."""
+def trashed_from(snap: dict[str, Any]) -> str | None:
+    """The name a snapshot in librbd's trash namespace had before its removal began (its UUID
+    name where librbd did not say); None for any other snapshot."""
     import rbd
 
     if snap.get("namespace") != rbd.RBD_SNAP_NAMESPACE_TYPE_TRASH:
         return None
-    return str((snap.get("trash") or {}).get("original_name", "")) or None
+    return str((snap.get("trash") or {}).get("original_name") or snap["name"])

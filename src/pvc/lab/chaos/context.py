@@ -321,8 +321,9 @@ def rbd_images(client: Any, pool: str) -> dict[str, dict[str, Any]]:
     read-only (a read-only open registers no watch of its own)."""
     import rbd
 
+    from pvc.adapters.ceph.librados import is_user_snapshot, trashed_from
+
     out: dict[str, dict[str, Any]] = {}
-    user, trash = rbd.RBD_SNAP_NAMESPACE_TYPE_USER, rbd.RBD_SNAP_NAMESPACE_TYPE_TRASH
     own = str(client.get_addrs())      # our own session, in case an open registers a watch
 
     def theirs(address: str) -> bool:
@@ -337,11 +338,9 @@ def rbd_images(client: Any, pool: str) -> dict[str, dict[str, Any]]:
                     snaps = list(image.list_snaps())
                     out[name] = {
                         "size": image.size(),
-                        "snapshots": sorted(s["name"] for s in snaps
-                                            if s.get("namespace", user) == user),
+                        "snapshots": sorted(s["name"] for s in snaps if is_user_snapshot(s)),
                         # a removal librbd began and nobody finished (under a random UUID name)
-                        "trashed": sorted(str((s.get("trash") or {}).get("original_name") or s["name"])
-                                          for s in snaps if s.get("namespace") == trash),
+                        "trashed": sorted(t for t in map(trashed_from, snaps) if t),
                         "watchers": sorted(a for a in (str(w.get("addr", "")) for w in image.watchers_list())
                                            if theirs(a)),
                         "lockers": sorted(str(locker[2]) for locker in lockers.get("lockers", [])),
