@@ -323,6 +323,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=key)
 
 
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+
+
+@pytest.fixture(autouse=True)
+def _lab_healed_after_a_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A lab test that fails half-way may leave a node fenced, killed, frozen or cut off: heal the
+    lab before the next test, so one failure is reported once and not as a cascade of failures
+    and timeouts in every lab test after it. What was healed is reported as a warning."""
+    yield
+    if "lab" not in request.fixturenames or not request.node.stash.get(_CALL_FAILED, False):
+        return
+    from tests.system.helpers import heal_lab
+
+    healed = heal_lab(request.getfixturevalue("lab"))
+    if healed:
+        import warnings
+
+        warnings.warn(f"the lab was healed after {request.node.nodeid} failed: {'; '.join(healed)}",
+                      stacklevel=1)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _host_config_untouched() -> Iterator[None]:
     """No test may write the host's own /etc/pvc (secure defaults generate keys, tokens and

@@ -182,3 +182,30 @@ def storage_in(plan: LabPlan) -> CephStorage:
     if failure:
         raise failure[0]
     return storage
+
+
+def heal_lab(plan: LabPlan, timeout: float = 300) -> list[str]:
+    """Bring the lab back to health after a test failed half-way (a node left fenced, killed,
+    frozen or cut off, maintenance left on), so one failure stays one failure instead of failing
+    every lab test after it. Returns what was found unhealthy (empty: nothing was done); raises
+    when the lab is not healthy again within `timeout` seconds."""
+    from pvc.lab import labtls
+    from pvc.lab.chaos import faults
+
+    found = faults.healthy(plan.name)
+    with httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan), timeout=20,
+                      headers={"X-Api-Key": str(plan.extra.get("api_token", ""))}) as api:
+        try:
+            maintenance = api.get("/status").json().get("maintenance") in (True, "true", "True")
+        except (httpx.HTTPError, ValueError):
+            maintenance = False
+        if maintenance:
+            found.append("cluster left in maintenance")
+        for node in plan.nodes:
+            if any(node.name in problem for problem in found):
+                faults.restore_node(plan, node, timeout=timeout)
+        if maintenance:
+            call(api, "POST", "/status", params={"state": "false"})
+    if found:
+        wait("the lab healthy again", lambda: not faults.healthy(plan.name), timeout)
+    return found
