@@ -200,18 +200,45 @@ class ThreadFreezer:
             return os.strerror(ctypes.get_errno())
         return ""
 
+    @staticmethod
+    def tracer_of(tid: int) -> int | None:
+        """The thread that traces `tid` (TracerPid; 0: none), None when it is gone."""
+        try:
+            for line in Path(f"/proc/{tid}/status").read_text().splitlines():
+                if line.startswith("TracerPid:"):
+                    return int(line.split()[1])
+        except OSError:
+            return None
+        return 0
+
+    def _stop(self, tid: int) -> str:
+        error = self._ptrace(self.INTERRUPT, tid)
+        if not error:
+            os.waitpid(tid, self.WALL)
+        return error
+
     def _tracer(self) -> None:
+        me = threading.get_native_id()
         while True:
             verb, tid, answer = self._jobs.get()
             if verb == "freeze":
-                error = self._ptrace(self.SEIZE, tid) or self._ptrace(self.INTERRUPT, tid)
+                error = self._ptrace(self.SEIZE, tid)
+                if error and self.tracer_of(tid) == me:
+                    error = ""                  # still ours: a detach that did not take (below)
+                error = error or self._stop(tid)
                 if not error:
-                    os.waitpid(tid, self.WALL)
                     self._frozen.add(tid)
+                elif self.tracer_of(tid) not in (0, None):
+                    error += f" (traced by {self.tracer_of(tid)}; this tracer is {me})"
                 answer.put(error)
             elif verb == "thaw":
                 self._frozen.discard(tid)
-                answer.put(self._ptrace(self.DETACH, tid))
+                error = self._ptrace(self.DETACH, tid)
+                if error and self.tracer_of(tid) == me and not self._stop(tid):
+                    # ESRCH: not in a ptrace-stop at that moment (a stop it was woken from);
+                    # stop it again so the detach can take
+                    error = self._ptrace(self.DETACH, tid)
+                answer.put(error)
             else:
                 answer.put("")
                 return
@@ -232,6 +259,7 @@ class ThreadFreezer:
         for tid in list(self._frozen):
             self.thaw(tid)
         self._do("stop")
+        self._thread.join(10)           # its exit detaches whatever it still traced
 
 
 def _keepalive_goes_on(api: httpx.Client, node: str, since: float, timeout: float) -> bool:

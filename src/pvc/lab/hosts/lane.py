@@ -539,13 +539,29 @@ def add_host(name: str) -> Host:
     return new
 
 
+def _kill_netns_processes(netns: str) -> int:
+    """SIGKILL every process in the network namespace; how many there were."""
+    if not _netns_exists(netns):
+        return 0
+    killed = 0
+    for pid in _run(["ip", "netns", "pids", netns], check=False).split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+            killed += 1
+    return killed
+
+
 def power_off(h: Host) -> None:
-    """Pull the plug: the container and everything in it die at once."""
+    """Pull the plug: the container and everything in it die at once. nspawn dying does not take
+    the container with it (its init and services run on, orphaned, in the host's namespace: a
+    reinstalled host's sshd could not bind and the old one answered for it), so every process
+    in the host's network namespace is killed too."""
     pid = proc.pid_of(h.pidfile)
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
         proc.wait_until(lambda: not proc.alive(pid), 30, f"{h.name} powered off")
+    proc.wait_until(lambda: _kill_netns_processes(h.netns) == 0, 30, f"{h.name}'s processes gone")
     h.pidfile.unlink(missing_ok=True)
 
 
@@ -590,9 +606,7 @@ def _teardown_host(h: Host) -> None:
                 break
         path.unlink(missing_ok=True)
     if _netns_exists(h.netns):
-        for pid in _run(["ip", "netns", "pids", h.netns], check=False).split():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
+        _kill_netns_processes(h.netns)
         _run(["ip", "netns", "delete", h.netns], check=False)
     for port in ("c", "s", "u"):
         _run(["ip", "-n", SWITCH, "link", "delete", f"{h.name}-{port}"], check=False)
