@@ -167,15 +167,25 @@ def fault(api: httpx.Client, fid: str) -> dict[str, Any] | None:
 
 
 def thread_ids(pid: int, name: str) -> list[int]:
-    """The kernel thread ids of `pid`'s threads named `name` (pvc.node.election.name_thread)."""
+    """The kernel thread ids of `pid`'s live threads named `name` (pvc.node.election.name_thread).
+    An exiting thread is left out: ptrace refuses it (EPERM), and one of that name may still be
+    on its way out just after a primary change started its successor."""
     out = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            if (task / "comm").read_text().strip() == name:
+            if (task / "comm").read_text().strip() == name and _thread_alive(task):
                 out.append(int(task.name))
         except OSError:
             continue
     return out
+
+
+def _thread_alive(task: Path) -> bool:
+    try:
+        state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X", "x")
 
 
 class ThreadFreezer:
@@ -248,9 +258,13 @@ class ThreadFreezer:
         self._jobs.put((verb, tid, answer))
         return answer.get(timeout=30)
 
-    def freeze(self, tid: int) -> None:
+    def freeze(self, tid: int) -> bool:
+        """Stop the thread; False when it exited (or is exiting) meanwhile."""
         error = self._do("freeze", tid)
+        if error and not _thread_alive(Path(f"/proc/{tid}")):
+            return False
         assert not error, f"cannot stop thread {tid}: {error}"
+        return True
 
     def thaw(self, tid: int) -> None:
         self._do("thaw", tid)          # the process may be gone (fenced): nothing to thaw then
@@ -283,10 +297,9 @@ def frozen_threads(lab: LabPlan, api: httpx.Client, node: str, names: tuple[str,
     freezer = ThreadFreezer()
     try:
         for _attempt in range(5):
-            for name in names:
-                for tid in tids[name]:
-                    freezer.freeze(tid)
-            if _keepalive_goes_on(api, node, time.time(), 15):
+            # the threads as they are now; one that exited meanwhile is not frozen
+            tids = {name: [t for t in thread_ids(pid, name) if freezer.freeze(t)] for name in names}
+            if all(tids.values()) and _keepalive_goes_on(api, node, time.time(), 15):
                 break
             for tid in [t for ts in tids.values() for t in ts]:
                 freezer.thaw(tid)
