@@ -189,12 +189,11 @@ def heal_lab(plan: LabPlan, timeout: float = 300) -> list[str]:
     frozen or cut off, maintenance left on), so one failure stays one failure instead of failing
     every lab test after it. Returns what was found unhealthy (empty: nothing was done); raises
     when the lab is not healthy again within `timeout` seconds."""
-    from pvc.lab import labtls
+    from pvc.lab import main as labmain
     from pvc.lab.chaos import faults
 
     found = faults.healthy(plan.name)
-    with httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan), timeout=20,
-                      headers={"X-Api-Key": str(plan.extra.get("api_token", ""))}) as api:
+    with labmain._api(plan) as api:
         try:
             maintenance = api.get("/status").json().get("maintenance") in (True, "true", "True")
         except (httpx.HTTPError, ValueError):
