@@ -527,12 +527,17 @@ def restore_node(plan: LabPlan, node: NodePlan, timeout: float = 300) -> None:
     from pvc.lab import netns
 
     began, deadline = time.time(), time.monotonic() + timeout
-    last_ready, fine_since = 0.0, None
+    last_ready, fine_since, setback = 0.0, None, ""
     while True:
-        thaw(node)
-        if links_down(plan, node):
-            netns.rejoin(plan, node)
-        start_missing(plan, node)
+        try:
+            thaw(node)
+            if links_down(plan, node):
+                netns.rejoin(plan, node)
+            start_missing(plan, node)
+        except LabError as exc:
+            # a fence still on its way kills what was just started (libvirtd "exited" while
+            # starting): the next round starts it again
+            setback = str(exc).splitlines()[0]
         view = observe(plan, with_ceph=False).nodes[node.name]
         age = view.keepalive_age
         fresh = age is not None and age < min(KEEPALIVE_FRESH, time.time() - began)
@@ -547,8 +552,9 @@ def restore_node(plan: LabPlan, node: NodePlan, timeout: float = 300) -> None:
             _ready(plan, node.name)
             last_ready = time.monotonic()
         if time.monotonic() > deadline:
+            last = f"; last setback: {setback}" if setback else ""
             raise LabError(f"{node.name} not back in service after {timeout:.0f}s: "
-                           f"{'; '.join(node_out(view)) or 'keepalive not fresh'}")
+                           f"{'; '.join(node_out(view)) or 'keepalive not fresh'}{last}")
         time.sleep(1)
 
 
