@@ -68,8 +68,7 @@ def lab_client(name: str) -> tuple[LabPlan, httpx.Client]:
     plan = LabPlan.load(name)
     if plan is None:
         raise SystemExit(f"no lab named {name}: run `pvc-lab up` first")
-    return plan, httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
-                              headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=240)
+    return plan, labtls.api_client(plan, timeout=240)
 
 
 DEFAULT_LAB = "pvclab"  # what ./scripts/lab brings up
@@ -89,5 +88,4 @@ def bench_lab(lab: str | None, own: bool, name: str, nodes: int, timeout: float
 
     lab_down(name)
     plan = lab_up(name, nodes)
-    return plan, httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
-                              headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=timeout), True
+    return plan, labtls.api_client(plan, timeout=timeout), True

@@ -281,8 +281,7 @@ def lab_api(lab: Any) -> Iterator[httpx.Client]:
     with the lab's token."""
     from pvc.lab import labtls
 
-    client = httpx.Client(base_url=labtls.api_base(lab), verify=labtls.api_verify(lab),
-                          headers={"X-Api-Key": str(lab.extra["api_token"])}, timeout=240)
+    client = labtls.api_client(lab, timeout=240)
     yield client
     client.close()
 

@@ -26,8 +26,7 @@ QUIET = 6.0      # seconds, more than a keepalive interval: a killed node's keep
 
 
 def api(plan: LabPlan) -> httpx.Client:
-    return httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
-                        headers={"X-Api-Key": str(plan.extra["api_token"])}, timeout=30)
+    return labtls.api_client(plan, timeout=30)
 
 
 def pvc(plan: LabPlan, *args: str) -> subprocess.CompletedProcess[str]:

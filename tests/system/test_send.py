@@ -62,8 +62,7 @@ def write(storage: CephStorage, image: str, offset: int, data: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def api2(lab2: LabPlan) -> Iterator[httpx.Client]:
-    client = httpx.Client(base_url=labtls.api_base(lab2), verify=labtls.api_verify(lab2),
-                          headers={"X-Api-Key": str(lab2.extra["api_token"])}, timeout=240)
+    client = labtls.api_client(lab2, timeout=240)
     yield client
     client.close()
 

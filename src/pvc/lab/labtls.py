@@ -18,6 +18,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+import httpx
+
 from pvc.core import pki
 from pvc.lab.plan import LabPlan, NodePlan
 
@@ -95,6 +97,14 @@ def api_base(plan: LabPlan) -> str:
 def api_verify(plan: LabPlan) -> ssl.SSLContext:
     """What an HTTP client verifies the lab API against: the lab's CA only."""
     return ssl.create_default_context(cafile=str(ca_file(plan)))
+
+
+def api_client(plan: LabPlan, timeout: float | httpx.Timeout = 10) -> httpx.Client:
+    """An HTTPS client of the lab's API as the root namespace reaches it: verified against the lab's
+    CA only, authenticated with the lab's token (the one construction the lab tools, tests and
+    benches share)."""
+    return httpx.Client(base_url=api_base(plan), verify=api_verify(plan), timeout=timeout,
+                        headers={"X-Api-Key": str(plan.extra.get("api_token", ""))})
 
 
 # -- libvirt ---------------------------------------------------------------------------------------

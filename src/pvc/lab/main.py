@@ -51,9 +51,7 @@ class Steps:
 
 
 def _api(plan: LabPlan) -> httpx.Client:
-    token = str(plan.extra.get("api_token", ""))
-    return httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan),
-                        headers={"X-Api-Key": token}, timeout=10)
+    return labtls.api_client(plan)
 
 
 def _api_nodes(plan: LabPlan) -> list[dict]:

@@ -13,7 +13,6 @@ import itertools
 import json
 import random
 import re
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -135,10 +134,7 @@ class Api:
 
     def __init__(self, plan: LabPlan, timeout: float = 90, read_deadline: float = 60) -> None:
         self.read_deadline = read_deadline
-        verify: ssl.SSLContext = labtls.api_verify(plan)
-        self.http = httpx.Client(base_url=labtls.api_base(plan), verify=verify,
-                                 headers={"X-Api-Key": str(plan.extra.get("api_token", ""))},
-                                 timeout=httpx.Timeout(timeout, connect=10))
+        self.http = labtls.api_client(plan, httpx.Timeout(timeout, connect=10))
 
     def close(self) -> None:
         self.http.close()

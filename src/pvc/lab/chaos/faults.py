@@ -511,8 +511,7 @@ def _ready(plan: LabPlan, name: str) -> None:
     from pvc.lab import labtls
 
     try:
-        with httpx.Client(base_url=labtls.api_base(plan), verify=labtls.api_verify(plan), timeout=10,
-                          headers={"X-Api-Key": str(plan.extra.get("api_token", ""))}) as api:
+        with labtls.api_client(plan) as api:
             api.post(f"/node/{name}/domain-state", params={"state": "ready"})
     except httpx.HTTPError:
         pass
