@@ -17,17 +17,21 @@ import pytest
 from pvc.lab import proc, supervise
 
 # The child: records each start's pid in `starts`; aborts on its first start when told to; notes
-# a SIGTERM in `termed` and exits 0 then (as pvcworkerd does); otherwise sleeps.
+# a SIGTERM in `termed` and exits 0 then (as pvcworkerd does); otherwise sleeps. Its handler is in
+# place before its start is recorded (the tests signal it once it is), and it ignores the second
+# SIGTERM a stop brings (the group's and the supervisor's forward) and skips the interpreter's
+# finalization, which restores the default action and could let that second one kill it.
 CHILD = """
 import os, pathlib, resource, signal, sys, time
 starts, termed, abort_once = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3] == "1"
+def term(*_):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    termed.write_text(str(os.getpid()))
+    os._exit(0)
+signal.signal(signal.SIGTERM, term)
 first = not starts.exists()
 with starts.open("a") as handle:
     handle.write(f"{os.getpid()}\\n")
-def term(*_):
-    termed.write_text(str(os.getpid()))
-    sys.exit(0)
-signal.signal(signal.SIGTERM, term)
 if first and abort_once:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))     # no core file from the test
     os.abort()
