@@ -236,7 +236,10 @@ def test_primary_whose_ha_loop_hangs_is_deposed_then_fenced(lab: LabPlan, api: h
     record = chain_done(api, old)
     assert "deposed as primary" in record["reason"] and record["fence"] == "success"
     lease = ha.lease(lab)
-    assert record["by"] == lease["holder"] != old and int(lease["generation"]) > generation
+    # the fencer was a new primary; the role may have moved on since (a clean-clone run saw hv3
+    # fence hv2 and hv1 hold the lease when this was read), so not "the fencer holds the lease"
+    assert record["by"] != old and record["by"] in {n.name for n in lab.coordinators}
+    assert lease["holder"] != old and int(lease["generation"]) > generation
     assert where["hahung1"][0] != old
     ha.restore(lab, api, old)
     watch_once(lab, uuids, time.monotonic() + 5)
