@@ -257,10 +257,11 @@ def test_lab_zookeeper_refuses_strangers(lab: Any) -> None:
     # would race them: what shows a stranger's write is its data or its intruder child.
     zk = lab_zk(lab)
     try:
-        assert [p for p in paths if zk.client.get(p)[0] == b"x"] == []
+        after = {p: zk.client.get(p)[0] for p in paths}
+        assert [p for p, data in after.items() if data == b"x"] == []
         children = {p: zk.client.get_children(p) for p in paths}
         assert [f"{p}/{c}" for p, names in children.items() for c in names if c.startswith("intruder-")] == []
-        assert {p: zk.client.get(p)[0] for p in paths if not p.startswith(schema.NODES + "/")} \
+        assert {p: data for p, data in after.items() if not p.startswith(schema.NODES + "/")} \
             == {p: v[0] for p, v in before.items() if not p.startswith(schema.NODES + "/")}
     finally:
         zk.stop()
