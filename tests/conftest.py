@@ -323,14 +323,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 _CALL_FAILED = pytest.StashKey[bool]()
+_LAB_LOG_MARKS = pytest.StashKey[dict[str, int]]()
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Remembers a failed call (the lab is healed after it); a failed lab test's report carries
+    what the lab's node daemons and ZooKeeper members logged while it ran (the lab and its logs
+    go down with the run)."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
+    plan = getattr(item, "funcargs", {}).get("lab")
+    if report.when == "setup" and report.passed and plan is not None:
+        from tests.system.helpers import lab_log_marks
+
+        item.stash[_LAB_LOG_MARKS] = lab_log_marks(plan.log_dir)
     if report.when == "call":
         item.stash[_CALL_FAILED] = report.failed
+        if report.failed and plan is not None and _LAB_LOG_MARKS in item.stash:
+            from tests.system.helpers import lab_log_news
+
+            for title, text in lab_log_news(plan.log_dir, item.stash[_LAB_LOG_MARKS]):
+                report.sections.append((title, text))
 
 
 @pytest.fixture(autouse=True)

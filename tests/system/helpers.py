@@ -208,3 +208,45 @@ def heal_lab(plan: LabPlan, timeout: float = 300) -> list[str]:
     if found:
         wait("the lab healthy again", lambda: not faults.healthy(plan.name), timeout)
     return found
+
+
+# -- what a failed lab test leaves in its report --------------------------------------------------
+# The lab goes down with the run, its logs too: a failure seen only in CI (a primary that moved
+# after a fence) could not be explained afterwards. So a failed lab test's report carries what the
+# node daemons logged while it ran, and ZooKeeper's changes of role (which member led).
+
+_ZK_ROLE = re.compile(r" - (LEADING|FOLLOWING|LOOKING)\b|LEADER ELECTION TOOK")
+
+
+def lab_log_marks(log_dir: Path) -> dict[str, int]:
+    """How far each node daemon and ZooKeeper log of the lab reaches now (bytes)."""
+    marks: dict[str, int] = {}
+    for path in sorted(log_dir.glob("*-pvcnoded.log")) + sorted(log_dir.glob("*-zookeeper.log")):
+        try:
+            marks[path.name] = path.stat().st_size
+        except OSError:
+            continue
+    return marks
+
+
+def lab_log_news(log_dir: Path, marks: dict[str, int], lines: int = 80) -> list[tuple[str, str]]:
+    """Report sections: the last `lines` lines each node daemon logged since `marks`, and every
+    change of role ZooKeeper's members logged since then."""
+    sections: list[tuple[str, str]] = []
+    for name, mark in marks.items():
+        try:
+            with open(log_dir / name, "rb") as log:
+                log.seek(mark if (log_dir / name).stat().st_size >= mark else 0)   # truncated: all
+                new = log.read().decode(errors="replace").splitlines()
+        except OSError as exc:
+            sections.append((f"lab log {name}", f"(unreadable: {exc})"))
+            continue
+        if name.endswith("-zookeeper.log"):
+            new = [line for line in new if _ZK_ROLE.search(line)]
+            title = f"lab log {name}: changes of role during the test"
+        else:
+            title = f"lab log {name}: the last {min(lines, len(new))} of {len(new)} lines of the test"
+            new = new[-lines:]
+        if new:
+            sections.append((title, "\n".join(new)))
+    return sections
