@@ -269,6 +269,93 @@ def test_a_hung_primary_is_deposed_and_refuses_to_act_when_it_wakes(zk: ZK, zk_s
         two.stop()
 
 
+class SlowCeph(Ceph):
+    """A Ceph whose blocklist waits (a monitor election after the node died): `seconds`, or
+    until `answer` is set."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__()
+        import threading
+
+        self.seconds, self.answer, self.waited = seconds, threading.Event(), 0.0
+
+    def blocklist(self, addresses: list[str]) -> list[str]:
+        began = time.monotonic()
+        self.answer.wait(self.seconds or None)
+        self.waited = time.monotonic() - began
+        return super().blocklist(addresses)
+
+
+def test_a_primary_waiting_on_ceph_keeps_its_lease(zk: ZK, zk_server: Any, zk_root: str,
+                                                   cluster: Any) -> None:
+    """hv1's chain waits 5 s on a blocklist, more than twice the 2 s lease: its HA loop keeps the
+    lease meanwhile, so hv2, watching, does not take the busy primary for a hung one (nor depose
+    and fence it); the chain then finishes under the same lease."""
+    import threading
+
+    from pvc.node.election import PRIMARY_LEASE
+
+    one, two = _session(zk_server, zk_root), _session(zk_server, zk_root)
+    running = threading.Event()
+    try:
+        lock1, lock2 = one.lock(schema.PRIMARY_ELECTION, "hv1"), two.lock(schema.PRIMARY_ELECTION, "hv2")
+        assert lock1.acquire(timeout=5)
+        got = threading.Event()
+        threading.Thread(target=lambda: lock2.acquire() and got.set(), daemon=True).start()
+        policy = FencePolicy(margin=0.5, lease_timeout=2)
+        slow = SlowCeph(seconds=5)
+        first = HAMonitor("hv1", ZKHAStore(one, lock_guard=True), Agent(), slow, policy, time.time,
+                          mono=time.monotonic)
+        second = HAMonitor("hv2", ZKHAStore(two, lock_guard=True), Agent(), Ceph(), policy, time.time,
+                           mono=time.monotonic)
+        first.tick(primary=True)
+        second.tick(primary=False)
+        cluster["hv3"].stop()
+
+        def ha_loop() -> None:                        # hv1's HA loop: a pass every 0.1 s
+            while running.is_set():
+                first.tick(primary=True)
+                time.sleep(0.1)
+
+        running.set()
+        threading.Thread(target=ha_loop, daemon=True).start()
+        deadline, record = time.monotonic() + 40, None
+        while time.monotonic() < deadline:
+            second.tick(primary=False)
+            record = zk.get(schema.node_fencing("hv3"), None)
+            if isinstance(record, dict) and record.get("phase") == "done":
+                break
+            time.sleep(0.2)
+        assert isinstance(record, dict) and record.get("phase") == "done", record
+        assert slow.waited >= 4.5 and record["blocklist"] == "success"
+        lease = zk.get(PRIMARY_LEASE)
+        assert (lease["holder"], lease["generation"]) == ("hv1", 1) and "deposed" not in lease, lease
+        assert not got.is_set() and (record["by"], record["generation"]) == ("hv1", 1)
+    finally:
+        running.clear()
+        one.stop()
+        two.stop()
+
+
+def test_a_ceph_step_that_never_answers_is_given_up(zk: ZK, cluster: Any) -> None:
+    """A blocklist with no answer within `storage_wait`: the step is recorded failed, naming the
+    wait, and the chain goes on (the fence succeeded, so the VMs are recovered)."""
+    vm1 = add_vm(zk, "vm1", "hv3")
+    slow = SlowCeph()                                  # answers only when told
+    monitor = HAMonitor("hv1", ZKHAStore(zk), Agent(), slow, FencePolicy(margin=0.2, storage_wait=1),
+                        time.time)
+    try:
+        monitor.tick(primary=True)
+        cluster["hv3"].stop()
+        record = run_chain(monitor, zk, "hv3")
+    finally:
+        slow.answer.set()
+    assert record["fence"] == "success" and record["blocklist"] == "failed"
+    events = " ".join(e["message"] for e in record["events"])
+    assert "blocklist 10.0.0.3: no answer within 1s" in events, events
+    assert VMRecord.model_validate(zk.get(schema.vm(vm1))).node != "hv3"
+
+
 def test_zookeeper_members_are_probed_and_placed_on_nodes(zk: ZK, zk_server: Any, cluster: Any) -> None:
     from pvc.lab.zkserver import free_port
     from pvc.node.hastore import serves

@@ -53,12 +53,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from kazoo.exceptions import KazooException
 
 from pvc.adapters.fence import FenceAgent, FenceJob, FenceOutcome, failed
 from pvc.cluster.faults import fault_id
 from pvc.cluster.placement import Demand, find_target, vm_demand
 from pvc.cluster.vms.transitions import needs_recovery
+from pvc.core.errors import ClusterUnavailable
 from pvc.core.records import NodeRecord, VMRecord
 from pvc.core.secrets import SecretError, open_fence_info
 from pvc.core.vocabulary import NODE_OUT_OF_SERVICE
@@ -70,8 +73,10 @@ from pvc.node.hamodel import (
     brake_trips,
     quorum_refusal,
 )
+from pvc.node.slowcall import call_keeping
 
 log = logging.getLogger("pvcnoded.fencing")
+T = TypeVar("T")
 
 ACTIVE = ("dead", "fencing", "blocklisting", "recovering")
 # Daemon states the chain gives a node; it keeps them until an administrator readies it: no VM
@@ -100,6 +105,9 @@ class FencePolicy:
     lease_timeout: float | None = None      # None: hung_after
     brake_share: float = 0.5
     brake_window: float = 10.0
+    # How long one Ceph step of a chain (blocklist, OSDs down, a VM's RBD locks) may wait, the
+    # lease kept meanwhile (pvc.node.slowcall): a few of the Ceph client's 60 s operation timeouts.
+    storage_wait: float = 150.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> FencePolicy:
@@ -124,6 +132,11 @@ class FencePolicy:
 
 class NotPrimary(Exception):
     """This monitor lost the primary lease: nothing more may be done in this pass."""
+
+
+# Not a failure of a chain's Ceph step but the end of this pass: the lease lost, or ZooKeeper gone
+# while the step waited (the step is taken again by whoever acts next, from the saved record).
+PASS_ENDS = (NotPrimary, ClusterUnavailable, KazooException)
 
 
 @dataclass
@@ -276,6 +289,11 @@ class HAMonitor:
         other coordinators do not take a busy primary for a hung one."""
         if self._mono() - self._renewed >= 1.0:
             self._renew()
+
+    def _ceph(self, what: str, step: Callable[[], T]) -> T:
+        """A Ceph step of a chain, which may wait long on a Ceph sick from the node's death: the
+        lease is kept while it waits, up to `policy.storage_wait` (pvc.node.slowcall)."""
+        return call_keeping(step, self._keep_lease, self.policy.storage_wait, what)
 
     def _update_lease(self, **changes: Any) -> None:
         lease = dict(self._lease)
@@ -607,19 +625,24 @@ class HAMonitor:
         self._renew()
         addresses = self.store.node_addresses(name)
         try:
-            added = self.storage.blocklist(addresses) if addresses else []
+            added = self._ceph(f"blocklist {', '.join(addresses)}",
+                               lambda: self.storage.blocklist(addresses)) if addresses else []
             record["blocklisted"] = addresses
             message = (f"Ceph clients from {', '.join(addresses)} blocklisted ({len(added)} entries)"
                        if addresses else "no Ceph client address known for this node")
             self._event(record, "blocklist", message)
             record["blocklist"] = "success" if addresses else "none"
+        except PASS_ENDS:
+            raise
         except Exception as exc:
             record["blocklist"] = "failed"
             self._event(record, "blocklist-failed", f"could not blocklist {', '.join(addresses)}: {exc}")
         try:
-            down = self.storage.mark_osds_down(name)
+            down = self._ceph(f"mark the OSDs of {name} down", lambda: self.storage.mark_osds_down(name))
             if down:
                 self._event(record, "blocklist", f"OSD(s) {', '.join(map(str, down))} marked down")
+        except PASS_ENDS:
+            raise
         except Exception as exc:
             self._event(record, "blocklist", f"could not mark the node's OSDs down: {exc}")
         record["action"] = self._action(record)
@@ -660,9 +683,12 @@ class HAMonitor:
             self._keep_lease()
             if vm.rbd_volumes and addresses:
                 try:
-                    broken = self.storage.release_locks(vm.rbd_volumes, addresses)
+                    broken = self._ceph(f"flush the RBD locks of {vm.name}",
+                                        lambda vm=vm: self.storage.release_locks(vm.rbd_volumes, addresses))
                     if broken:
                         self._event(record, "recover", f"{vm.name}: {broken} RBD lock(s) of {name} flushed")
+                except PASS_ENDS:
+                    raise
                 except Exception as exc:
                     self._event(record, "recover", f"{vm.name}: could not flush RBD locks: {exc}")
         # Never onto a node in trouble itself: dead but not declared yet, hung, deposed.
@@ -738,7 +764,10 @@ class HAMonitor:
             blocked = record.get("blocklisted") or []
             if blocked:
                 try:
-                    self.storage.unblocklist(blocked)
+                    self._ceph(f"lift the blocklist of {name}",
+                               lambda blocked=blocked: self.storage.unblocklist(blocked))
+                except PASS_ENDS:
+                    raise
                 except Exception as exc:
                     log.warning("cannot lift the blocklist of %s yet: %s", name, exc)
                     continue
