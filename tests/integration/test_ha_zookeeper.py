@@ -6,6 +6,7 @@ agents; the lab's system tests run everything together)."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import Any
@@ -221,27 +222,32 @@ def _session(zk_server: Any, zk_root: str) -> ZK:
     return ZK([zk_server.address], zk_root, session_timeout=6).start()
 
 
+def _coordinators(one: ZK, two: ZK, ceph: Ceph, agent: Agent) -> tuple[HAMonitor, HAMonitor, threading.Event]:
+    """hv1 holds the primary lock over session `one`, hv2 queues on it over `two` (the event is
+    set once hv2 has it); their HA monitors with a 2 s lease, hv1's Ceph and hv2's agent given."""
+    lock1, lock2 = one.lock(schema.PRIMARY_ELECTION, "hv1"), two.lock(schema.PRIMARY_ELECTION, "hv2")
+    assert lock1.acquire(timeout=5)
+    got = threading.Event()
+    threading.Thread(target=lambda: lock2.acquire() and got.set(), daemon=True).start()
+    policy = FencePolicy(margin=0.5, lease_timeout=2)
+    first = HAMonitor("hv1", ZKHAStore(one, lock_guard=True), Agent(), ceph, policy, time.time,
+                      mono=time.monotonic)
+    second = HAMonitor("hv2", ZKHAStore(two, lock_guard=True), agent, Ceph(), policy, time.time,
+                       mono=time.monotonic)
+    return first, second, got
+
+
 def test_a_hung_primary_is_deposed_and_refuses_to_act_when_it_wakes(zk: ZK, zk_server: Any, zk_root: str,
                                                                    cluster: Any) -> None:
     """hv1 holds the lock and the lease, then its HA loop stops (no more ticks); hv2, queued on
     the lock, deposes it once the lease is 2 s old, gets the lock, claims generation 2 and
     declares hv1 dead; hv1's loop, woken, can neither renew nor act."""
-    import threading
-
     from pvc.node.election import PRIMARY_LEASE
 
     one, two = _session(zk_server, zk_root), _session(zk_server, zk_root)
     try:
-        lock1, lock2 = one.lock(schema.PRIMARY_ELECTION, "hv1"), two.lock(schema.PRIMARY_ELECTION, "hv2")
-        assert lock1.acquire(timeout=5)
-        got = threading.Event()
-        threading.Thread(target=lambda: lock2.acquire() and got.set(), daemon=True).start()
-        policy = FencePolicy(margin=0.5, lease_timeout=2)
         agent = Agent()
-        first = HAMonitor("hv1", ZKHAStore(one, lock_guard=True), Agent(), Ceph(), policy, time.time,
-                          mono=time.monotonic)
-        second = HAMonitor("hv2", ZKHAStore(two, lock_guard=True), agent, Ceph(), policy, time.time,
-                           mono=time.monotonic)
+        first, second, got = _coordinators(one, two, Ceph(), agent)
         first.tick(primary=True)
         lease = zk.get(PRIMARY_LEASE)
         assert (lease["holder"], lease["generation"]) == ("hv1", 1)
@@ -275,8 +281,6 @@ class SlowCeph(Ceph):
 
     def __init__(self, seconds: float = 0.0) -> None:
         super().__init__()
-        import threading
-
         self.seconds, self.answer, self.waited = seconds, threading.Event(), 0.0
 
     def blocklist(self, addresses: list[str]) -> list[str]:
@@ -291,23 +295,13 @@ def test_a_primary_waiting_on_ceph_keeps_its_lease(zk: ZK, zk_server: Any, zk_ro
     """hv1's chain waits 5 s on a blocklist, more than twice the 2 s lease: its HA loop keeps the
     lease meanwhile, so hv2, watching, does not take the busy primary for a hung one (nor depose
     and fence it); the chain then finishes under the same lease."""
-    import threading
-
     from pvc.node.election import PRIMARY_LEASE
 
     one, two = _session(zk_server, zk_root), _session(zk_server, zk_root)
     running = threading.Event()
     try:
-        lock1, lock2 = one.lock(schema.PRIMARY_ELECTION, "hv1"), two.lock(schema.PRIMARY_ELECTION, "hv2")
-        assert lock1.acquire(timeout=5)
-        got = threading.Event()
-        threading.Thread(target=lambda: lock2.acquire() and got.set(), daemon=True).start()
-        policy = FencePolicy(margin=0.5, lease_timeout=2)
         slow = SlowCeph(seconds=5)
-        first = HAMonitor("hv1", ZKHAStore(one, lock_guard=True), Agent(), slow, policy, time.time,
-                          mono=time.monotonic)
-        second = HAMonitor("hv2", ZKHAStore(two, lock_guard=True), Agent(), Ceph(), policy, time.time,
-                           mono=time.monotonic)
+        first, second, got = _coordinators(one, two, slow, Agent())
         first.tick(primary=True)
         second.tick(primary=False)
         cluster["hv3"].stop()
