@@ -3,8 +3,8 @@
 and second run, the acceptance checks, the rolling upgrade, lane down.
 
 Runs pvc.lab.hosts.scenario (the same run as tests/hosts/test_lane.py) and prints one line per
-phase next to its target. Machine-heavy: run it under the lab lock, e.g.
-    flock /work/helpers/lab.lock .venv/bin/python bench/hosts.py
+phase next to its target. Machine-heavy: run it with nothing else running, e.g.
+    .venv/bin/python bench/hosts.py
 Usage: bench/hosts.py [--keep-up] [--json FILE]
 """
 

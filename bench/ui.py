@@ -15,7 +15,7 @@ The VM list page (issue 19: server time < 300 ms at 10,000 VMs) is timed the sam
 root with `--list-vms` VMs (10,000; 0 skips it): its first page, a page deep in the list, a node
 filter, a tag and node filter, and a name search, each `GET /vms...` on one keep-alive connection.
 
-Run: `flock /work/helpers/lab.lock .venv/bin/python bench/ui.py [--vms 1000] [--requests 100]
+Run: `.venv/bin/python bench/ui.py [--vms 1000] [--requests 100]
 [--list-vms 10000] [--list-only]`.
 
 `--console` (on a lab; see console_echo) times the serial console's keystroke to echo (target
@@ -349,7 +349,7 @@ def console_echo(lab: str | None, own: bool, keys: int) -> None:
     - at the websocket: a plain client on the same route with the session's cookie (no
       browser), so the browser's share is the difference.
 
-    Run: `flock /work/helpers/lab.lock .venv/bin/python bench/ui.py --console [--lab NAME | --own]
+    Run: `.venv/bin/python bench/ui.py --console [--lab NAME | --own]
     [--keys 30]`."""
     import uuid as uuidlib
 

@@ -1,6 +1,6 @@
 """Wire compatibility with upstream PVC 1.0.3: each test pins one shape upstream's client relies on.
 
-Sources: ../shared/reference/pvc-api-v1.swagger.json, pvc-compat-gaps.md §4 and pvc-facts.md. The
+Sources: upstream PVC 1.0.3's API document (swagger 2.0) and its client's formatting. The
 API runs in-process (create_app + TestClient) against a real ZooKeeper; storage routes use the
 FakeStorage. Upstream's CLI formats many fields with a width (`"{x: <8}".format(value)`), which
 raises on None: `formats()` does the same to every field it names.

@@ -4,9 +4,9 @@ HTML in it stays text, the VNC canvas draws the guest's screen, and both follow 
 live migration: the serial console reopens on the new node and takes input there; the VNC view
 drops its connection when the source's QEMU ends, reconnects (a new noVNC canvas on the same page)
 through pvcapid to the listener ZooKeeper names on the new node (an established connection to that
-port in the new node's namespace) and draws the guest's screen again. Run under the lab lock:
+port in the new node's namespace) and draws the guest's screen again. Run alone:
 
-    flock /work/helpers/lab.lock .venv/bin/pytest -q tests/ui/test_console_lab.py
+    .venv/bin/pytest -q tests/ui/test_console_lab.py
 """
 
 from __future__ import annotations

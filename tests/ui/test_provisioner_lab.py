@@ -6,9 +6,9 @@ The profile is the quickest that works on the lab: a clone of the lab guest's ro
 (vms/pvc-lab-guest) with the shipped clone script, a network template without networks (the guest
 boots with no NIC, so no DHCP wait) and no userdata. Its names start with `webprov` so nothing here
 meets the system tests' `labclone` set-up on the same lab. Everything made is removed at the end
-(the VM with its disk, the profile, script and templates). Run under the lab lock:
+(the VM with its disk, the profile, script and templates). Run alone:
 
-    flock /work/helpers/lab.lock .venv/bin/pytest -q tests/ui/test_provisioner_lab.py
+    .venv/bin/pytest -q tests/ui/test_provisioner_lab.py
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ marker at a known offset), and the volume is removed through its page after typi
 
 The browser's upload is throttled (Chromium's network emulation) so the page is seen, and
 photographed, mid-upload; without it 8 MiB over loopback is sent before anyone can look. Run
-under the lab lock:
+alone:
 
-    flock /work/helpers/lab.lock .venv/bin/pytest -q tests/ui/test_storage_lab.py
+    .venv/bin/pytest -q tests/ui/test_storage_lab.py
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """A real VM driven from its page in Chromium against the lab (real nodes, libvirt, QEMU): start it,
 live-migrate it to another node and stop it with the page's buttons, and see each state (and the
-node it runs on, and whether its domain runs) change on the page without a reload. Run under the
-lab lock:
+node it runs on, and whether its domain runs) change on the page without a reload. Run alone:
 
-    flock /work/helpers/lab.lock .venv/bin/pytest -q tests/ui/test_vms_lab.py
+    .venv/bin/pytest -q tests/ui/test_vms_lab.py
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ one mgr on the first coordinator, OSDs on every node (bluestore on a sparse 2 Gi
 node's dir, so data survives OSD restarts), each OSD under its own CRUSH host bucket, so
 replicas really land on different "machines". Bootstrapped by hand (no cephadm, no systemd);
 every daemon runs in the foreground in its node's namespace with a pid file in the lab's pid
-dir. The settings that are not Ceph defaults are the measured ones from
-../shared/recipes/ceph-zookeeper.md; each says why next to it in ceph.conf.
+dir. The settings that are not Ceph defaults were measured on small (2-core) machines; each
+says why next to it in ceph.conf.
 
 OSDs that PVC itself adds (its `direct` OSD mode, which lab nodes use) live next to the lab's in
 `<node>/ceph/ceph-<id>`, with a launch file written by pvc.adapters.osd; they use the same pid
