@@ -7,7 +7,8 @@ ZooKeeper, which needs a quorum, so a primary cut off in a minority partition ca
 
 The primary lease. The primary's HA loop renews a lease document (`pvc.node.election.PRIMARY_LEASE`:
 holder, generation, a renewal counter) on every pass, by compare-and-set on the version it wrote
-last, and again before each side effect of a chain: a primary that lost the lease (another
+last, again before each side effect of a chain, and every second while a Ceph step of a chain
+waits (`pvc.node.slowcall`: a busy primary is not a hung one): a primary that lost the lease (another
 coordinator claimed it with a higher generation, or deposed it) learns it on its next write and
 stops acting at once, even if its election thread still believes it is primary. The other
 coordinators watch the lease: when the lock holder's lease has not changed for
