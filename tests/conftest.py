@@ -333,17 +333,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     go down with the run)."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
-    plan = getattr(item, "funcargs", {}).get("lab")
-    if report.when == "setup" and report.passed and plan is not None:
+    log_dir = getattr(getattr(item, "funcargs", {}).get("lab"), "log_dir", None)
+    if report.when == "setup" and report.passed and log_dir is not None:
         from tests.system.helpers import lab_log_marks
 
-        item.stash[_LAB_LOG_MARKS] = lab_log_marks(plan.log_dir)
+        item.stash[_LAB_LOG_MARKS] = lab_log_marks(log_dir)
     if report.when == "call":
         item.stash[_CALL_FAILED] = report.failed
-        if report.failed and plan is not None and _LAB_LOG_MARKS in item.stash:
+        if report.failed and log_dir is not None and _LAB_LOG_MARKS in item.stash:
             from tests.system.helpers import lab_log_news
 
-            for title, text in lab_log_news(plan.log_dir, item.stash[_LAB_LOG_MARKS]):
+            for title, text in lab_log_news(log_dir, item.stash[_LAB_LOG_MARKS]):
                 report.sections.append((title, text))
 
 
