@@ -236,7 +236,7 @@ def lab_log_news(log_dir: Path, marks: dict[str, int], lines: int = 80) -> list[
     for name, mark in marks.items():
         try:
             with open(log_dir / name, "rb") as log:
-                log.seek(mark if (log_dir / name).stat().st_size >= mark else 0)   # truncated: all
+                log.seek(mark if os.fstat(log.fileno()).st_size >= mark else 0)   # truncated: all
                 new = log.read().decode(errors="replace").splitlines()
         except OSError as exc:
             sections.append((f"lab log {name}", f"(unreadable: {exc})"))
